@@ -1,0 +1,45 @@
+# banditroute: `make serve` and `make test` set up everything they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PROTO  := proto/banditroute/v1/router.proto
+GEN    := src/banditroute/v1/router_pb2.py src/banditroute/v1/router_pb2.pyi src/banditroute/v1/router_pb2_grpc.py
+
+.PHONY: serve test lint typecheck unit proto bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+# Regenerate the Python code from the proto (committed; tests check it never drifts).
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=src --pyi_out=src --grpc_python_out=src $(PROTO)
+
+serve: $(STAMP)
+	$(VENV)/bin/banditroute serve $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks simulations
+	$(VENV)/bin/ruff format --check src tests benchmarks simulations
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP) $(NODE_STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache

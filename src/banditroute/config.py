@@ -1,0 +1,257 @@
+"""Typed, frozen settings: the only module that reads configuration files or the environment.
+
+Settings come from the embedded ``default_config.toml``; a user file given with ``--config``
+(or ``BANDITROUTE_CONFIG``) overrides it key by key (a ``[[models]]`` list replaces the whole
+catalogue; ``[objectives.NAME]`` tables add or replace profiles). Everything else receives the
+resulting :class:`Settings` and never looks at files or the environment itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from banditroute.catalog import Catalog, ModelSpec
+from banditroute.errors import ConfigError
+from banditroute.objectives import Objective
+
+PolicyKind = Literal["vw", "linucb", "uniform", "fixed"]
+CombineRule = Literal["first", "last", "mean", "min", "max", "sum"]
+MissingRule = Literal["skip", "default"]
+
+POLICY_KINDS: tuple[str, ...] = ("vw", "linucb", "uniform", "fixed")
+COMBINE_RULES: tuple[str, ...] = ("first", "last", "mean", "min", "max", "sum")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how the gRPC server listens, and the request size limits it enforces."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_workers: int = 16
+    grace_s: float = 5.0
+    max_prompt_chars: int = 400_000
+    feature_chars: int = 4000
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The DuckDB decision/feedback log and how it is written."""
+
+    path: Path = Path("var/banditroute.duckdb")
+    flush_interval_s: float = 0.05
+    batch_size: int = 2048
+    sync_feedback: bool = True
+    store_prompts: bool = False
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Which learner decides, its settings, and where its snapshots go."""
+
+    kind: PolicyKind = "vw"
+    vw_args: tuple[str, ...] = ("--cb_explore_adf", "--squarecb")
+    fixed_model: str | None = None
+    snapshot_path: Path | None = Path("var/policy.snapshot")
+    snapshot_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    """How feedback is joined to decisions and turned into learning."""
+
+    window_s: float = 600.0
+    clock_skew_s: float = 5.0
+    on_missing: MissingRule = "skip"
+    default_reward: float = 0.0
+    combine: CombineRule = "first"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs, read once at start-up."""
+
+    catalog: Catalog
+    objectives: Mapping[str, Objective]
+    default_objective: str
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    policy: PolicySettings = PolicySettings()
+    reward: RewardSettings = RewardSettings()
+    source: str = field(default="<embedded defaults>", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.default_objective not in self.objectives:
+            raise ConfigError(
+                f"objective.default: no profile named {self.default_objective!r}",
+                field="objective.default",
+            )
+        if self.policy.kind == "fixed" and self.policy.fixed_model not in self.catalog:
+            raise ConfigError(
+                f"policy.fixed_model: {self.policy.fixed_model!r} is not in the catalogue",
+                field="policy.fixed_model",
+            )
+
+    def objective(self, name: str) -> Objective:
+        """The named profile, or the default one for an empty name."""
+        from banditroute.errors import InvalidArgument
+
+        key = name or self.default_objective
+        try:
+            return self.objectives[key]
+        except KeyError:
+            raise InvalidArgument(
+                f"objective: unknown profile {key!r} (known: {', '.join(sorted(self.objectives))})",
+                field="objective",
+            ) from None
+
+    def with_overrides(self, *, port: int | None = None, log_path: Path | None = None) -> Settings:
+        """A copy with the CLI's --port / --log applied."""
+        server = self.server if port is None else replace(self.server, port=port)
+        log = self.log if log_path is None else replace(self.log, path=log_path)
+        return replace(self, server=server, log=log)
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _table(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a table", field=key)
+    return value
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], section: str, **conv: Any) -> Any:
+    known = set(cls.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {', '.join(sorted(unknown))}", field=section)
+    kwargs = dict(data)
+    for key, fn in conv.items():
+        if key in kwargs and kwargs[key] is not None:
+            kwargs[key] = fn(kwargs[key])
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{section}: {exc}", field=section) from exc
+
+
+def _positive(section: str, **values: float) -> None:
+    for key, value in values.items():
+        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{section}.{key}: must be a positive number", field=key)
+
+
+def _model(entry: Mapping[str, Any]) -> ModelSpec:
+    sets = {
+        k: frozenset(entry[k]) for k in ("capabilities", "languages", "data_classes") if k in entry
+    }
+    spec: ModelSpec = _build(ModelSpec, {**entry, **sets}, "models")
+    return spec
+
+
+def _objective(name: str, entry: Mapping[str, Any]) -> Objective:
+    try:
+        return Objective.from_mapping(name, entry)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"objectives.{name}: {exc}", field=f"objectives.{name}") from exc
+
+
+def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>") -> Settings:
+    """Build validated settings from a parsed TOML document merged over the defaults."""
+    merged = _deep_merge(_default_document(), data)
+    server: ServerSettings = _build(ServerSettings, _table(merged, "server"), "server")
+    _positive(
+        "server",
+        max_workers=server.max_workers,
+        grace_s=server.grace_s,
+        max_prompt_chars=server.max_prompt_chars,
+        feature_chars=server.feature_chars,
+    )
+    if not 0 <= server.port < 65536:
+        raise ConfigError("server.port: must be in 0..65535", field="server.port")
+    log: LogSettings = _build(LogSettings, _table(merged, "log"), "log", path=Path)
+    _positive("log", flush_interval_s=log.flush_interval_s, batch_size=log.batch_size)
+    policy: PolicySettings = _build(
+        PolicySettings, _table(merged, "policy"), "policy", vw_args=tuple, snapshot_path=Path
+    )
+    if policy.kind not in POLICY_KINDS:
+        raise ConfigError(
+            f"policy.kind: {policy.kind!r} is not one of {', '.join(POLICY_KINDS)}",
+            field="policy.kind",
+        )
+    reward: RewardSettings = _build(RewardSettings, _table(merged, "reward"), "reward")
+    _positive("reward", window_s=reward.window_s)
+    if reward.combine not in COMBINE_RULES:
+        raise ConfigError(
+            f"reward.combine: {reward.combine!r} is not one of {', '.join(COMBINE_RULES)}",
+            field="reward.combine",
+        )
+    if reward.on_missing not in ("skip", "default"):
+        raise ConfigError(
+            "reward.on_missing: must be 'skip' or 'default'", field="reward.on_missing"
+        )
+    models = merged.get("models", [])
+    if not isinstance(models, list):
+        raise ConfigError("models: expected an array of tables", field="models")
+    catalog = Catalog(tuple(_model(m) for m in models))
+    objectives = {
+        name: _objective(name, entry) for name, entry in _table(merged, "objectives").items()
+    }
+    default_objective = str(_table(merged, "objective").get("default", "balanced"))
+    return Settings(
+        catalog=catalog,
+        objectives=objectives,
+        default_objective=default_objective,
+        server=server,
+        log=log,
+        policy=policy,
+        reward=reward,
+        source=source,
+    )
+
+
+def _default_document() -> dict[str, Any]:
+    text = resources.files("banditroute").joinpath("default_config.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Settings from a TOML file merged over the embedded defaults (defaults alone if None)."""
+    if path is None:
+        return settings_from_mapping({}, source="<embedded defaults>")
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no such file {str(path)!r}", field="config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}", field="config") from exc
+    return settings_from_mapping(data, source=str(path))
+
+
+def config_path_from_environment() -> Path | None:
+    """The config file named by BANDITROUTE_CONFIG, if set (the only environment read)."""
+    value = os.environ.get("BANDITROUTE_CONFIG")
+    return Path(value) if value else None
+
+
+def as_policy_kind(value: str) -> PolicyKind:
+    """Validate a policy kind given on the command line."""
+    if value not in POLICY_KINDS:
+        raise ConfigError(f"--policy: {value!r} is not one of {', '.join(POLICY_KINDS)}")
+    return cast(PolicyKind, value)

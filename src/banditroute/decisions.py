@@ -1,0 +1,72 @@
+"""Transport-free request and response types of the router's two operations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from banditroute.features import ChatTurn
+from banditroute.outcomes import OutcomeStatus
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    """A request for a routing decision (what RouteRequest carries, plus the caller's tenant)."""
+
+    prompt: str = ""
+    messages: tuple[ChatTurn, ...] = ()
+    candidate_models: tuple[str, ...] = ()
+    excluded_models: tuple[str, ...] = ()
+    request_id: str = ""
+    objective: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    tenant: str = "default"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A routing decision: the model, its probability, the ranking and the fallbacks."""
+
+    decision_id: str
+    time: float
+    model: str
+    probability: float
+    ranking: tuple[tuple[str, float], ...]
+    fallback_models: tuple[str, ...]
+    policy_version: str
+    objective: str
+    explored: bool = True
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class FeedbackReport:
+    """What a client reports about a decision (what FeedbackRequest carries)."""
+
+    decision_id: str
+    model: str = ""
+    quality: float | None = None
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float | None = None
+    status: OutcomeStatus = OutcomeStatus.OK
+
+
+class Disposition(StrEnum):
+    """What the router did with one feedback."""
+
+    LEARNED = "LEARNED"
+    DEFERRED = "DEFERRED"
+    IGNORED_DUPLICATE = "IGNORED_DUPLICATE"
+    RECORDED_OFF_POLICY = "RECORDED_OFF_POLICY"
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """The acknowledgement of a feedback."""
+
+    reward: float
+    disposition: Disposition
+    feedback_count: int

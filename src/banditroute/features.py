@@ -1,0 +1,220 @@
+"""Prompt features: pure functions from prompt text (or a chat) to what the policies see.
+
+Features read a bounded tail of the prompt (``feature_chars``) so that a huge prompt costs no
+more than a long one; few-shot prompts put the question to answer last, so the tail is the
+part that matters. Markers come from keyword sets and a few cheap patterns (not large
+case-insensitive regexes, which cost milliseconds on long prompts); language detection reads
+at most ``LANGUAGE_CHARS`` characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Any
+
+from banditroute.catalog import CHARS_PER_TOKEN
+
+MARKERS: tuple[str, ...] = (
+    "code",
+    "math",
+    "multiple_choice",
+    "question",
+    "fill_blank",
+    "translation",
+    "summarization",
+    "reasoning",
+    "creative",
+    "extraction",
+)
+"""Names of the boolean task markers, in a fixed order."""
+
+_KEYWORDS: dict[str, frozenset[str]] = {
+    "code": frozenset(
+        ["def", "function", "python", "code", "program", "script", "return", "import", "class", "assert", "sql", "javascript", "java", "rust", "golang", "regex", "compile", "implement", "array", "loop", "recursion", "stdin"]
+    ),
+    "math": frozenset(
+        ["solve", "calculate", "equation", "sum", "product", "probability", "percent", "percentage", "integral", "derivative", "compute", "total", "average", "ratio", "multiply", "divide", "remainder"]
+    ),
+    "question": frozenset(["what", "why", "how", "when", "where", "which", "who", "whom", "whose"]),
+    "translation": frozenset(["translate", "translation", "translated", "translating"]),
+    "summarization": frozenset(["summarize", "summarise", "summary", "summarization", "tldr"]),
+    "reasoning": frozenset(
+        ["why", "explain", "explanation", "reason", "reasoning", "prove", "justify", "therefore", "infer", "step-by-step", "logic", "deduce"]
+    ),
+    "creative": frozenset(["story", "poem", "essay", "song", "lyrics", "creative", "fiction", "haiku"]),
+    "extraction": frozenset(["extract", "json", "classify", "sentiment", "entities", "parse"]),
+}
+_CODE_SIGNS = ("```", "def ", "==", "#include", "();", "{\n", "return ")
+_ARITHMETIC = re.compile(r"\d\s*[-+*/^=]\s*\d")
+_CHOICE = re.compile(r"^\s*\(?[A-Ea-e][).:]\s*\S", re.MULTILINE)
+_BLANK = re.compile(r"(?<![A-Za-z0-9])_+(?![A-Za-z0-9])")
+_SHOT = re.compile(r"^\s*(?:[Aa]nswer|A|[Oo]utput|[Ss]olution)\s*:", re.MULTILINE)
+_WORD = re.compile(r"[^\W\d_][\w'-]{1,24}")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+WORDS_TAIL_CHARS = 600
+"""How many characters at the end of the prompt the markers and hashed words come from."""
+MAX_WORDS = 48
+"""At most this many distinct words are kept per prompt."""
+LANGUAGE_CHARS = 160
+"""Language detection reads at most this many characters (its cost grows with length)."""
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One turn of a chat request."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class PromptFeatures:
+    """What the policies know about a prompt. Every field is cheap to log and to re-read."""
+
+    chars: int
+    tokens: int
+    turns: int
+    conversation_tokens: int
+    shots: int
+    choices: int
+    numbers: int
+    lines: int
+    language: str
+    markers: tuple[str, ...]
+    words: tuple[str, ...]
+
+    @property
+    def log_tokens(self) -> float:
+        """log2(1 + token estimate): length on a scale a linear learner can use."""
+        return math.log2(1.0 + self.tokens)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the log (JSON) and for re-reading with :func:`features_from_dict`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def numeric(self) -> dict[str, float]:
+        """A dense numeric view (for linear learners such as LinUCB), each value in [0, 1]."""
+        out = {
+            "bias": 1.0,
+            "log_tokens": min(self.log_tokens / 16.0, 1.0),
+            "log_conv_tokens": min(math.log2(1.0 + self.conversation_tokens) / 18.0, 1.0),
+            "shots": min(self.shots, 10) / 10.0,
+            "choices": min(self.choices, 6) / 6.0,
+            "numbers": min(self.numbers, 20) / 20.0,
+            "lang_en": 1.0 if self.language == "en" else 0.0,
+        }
+        for marker in MARKERS:
+            out[marker] = 1.0 if marker in self.markers else 0.0
+        return out
+
+
+def features_from_dict(data: dict[str, Any]) -> PromptFeatures:
+    """Inverse of :meth:`PromptFeatures.as_dict` (lists back to tuples)."""
+    return PromptFeatures(
+        **{**data, "markers": tuple(data["markers"]), "words": tuple(data["words"])}
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate from character count (about 3.85 characters per token)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def prompt_hash(text: str) -> str:
+    """A stable hash of the prompt, logged instead of the text when prompts are not stored."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _unescape(text: str) -> str:
+    """Turn literal ``\\n`` escapes into newlines when a prompt arrives escaped (JSON text)."""
+    if "\\n" in text and text.count("\\n") > text.count("\n"):
+        return text.replace("\\n", "\n").replace("\\'", "'").replace('\\"', '"')
+    return text
+
+
+@lru_cache(maxsize=1)
+def _detector() -> Any:
+    from lingua import Language, LanguageDetectorBuilder
+
+    languages = [
+        Language.ENGLISH, Language.SPANISH, Language.FRENCH, Language.GERMAN,
+        Language.ITALIAN, Language.PORTUGUESE, Language.DUTCH, Language.RUSSIAN,
+        Language.CHINESE, Language.JAPANESE, Language.KOREAN, Language.ARABIC,
+    ]  # fmt: skip
+    return (
+        LanguageDetectorBuilder.from_languages(*languages)
+        .with_low_accuracy_mode()
+        .with_preloaded_language_models()
+        .build()
+    )
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of the text's language among 12 common ones, or ``"unknown"``."""
+    sample = text[-LANGUAGE_CHARS:]
+    if not _WORD.search(sample):
+        return "unknown"
+    language = _detector().detect_language_of(sample)
+    return "unknown" if language is None else str(language.iso_code_639_1.name).lower()
+
+
+def warm_up() -> None:
+    """Load the language models now rather than on the first request."""
+    detect_language("warm up the language detector")
+
+
+def _markers(question: str, lowered: str, vocabulary: set[str], choices: int) -> tuple[str, ...]:
+    found = {name for name, keys in _KEYWORDS.items() if not vocabulary.isdisjoint(keys)}
+    if any(sign in question for sign in _CODE_SIGNS):
+        found.add("code")
+    if _ARITHMETIC.search(question) or "how many" in lowered or "how much" in lowered:
+        found.add("math")
+    if choices >= 2:
+        found.add("multiple_choice")
+    if "?" in question[-200:]:
+        found.add("question")
+    if _BLANK.search(question) or "fill in the blank" in lowered:
+        found.add("fill_blank")
+    return tuple(name for name in MARKERS if name in found)
+
+
+def extract(
+    prompt: str,
+    messages: Sequence[ChatTurn] = (),
+    *,
+    feature_chars: int = 4000,
+) -> PromptFeatures:
+    """Features of a prompt, or of a chat routed on its last user turn and its total size."""
+    if messages:
+        user_turns = [m.content for m in messages if m.role == "user"]
+        text = user_turns[-1] if user_turns else messages[-1].content
+        total_chars = sum(len(m.content) for m in messages)
+        turns = len(messages)
+    else:
+        text = prompt
+        total_chars = len(prompt)
+        turns = 1
+    tail = _unescape(text[-feature_chars:])
+    question = tail[-WORDS_TAIL_CHARS:]
+    lowered = question.lower()
+    words = _WORD.findall(lowered)
+    choices = len(_CHOICE.findall(question))
+    return PromptFeatures(
+        chars=len(text),
+        tokens=estimate_tokens(text),
+        turns=turns,
+        conversation_tokens=math.ceil(total_chars / CHARS_PER_TOKEN),
+        shots=len(_SHOT.findall(tail)),
+        choices=choices,
+        numbers=len(_NUMBER.findall(question)),
+        lines=tail.count("\n") + 1,
+        language=detect_language(question),
+        markers=_markers(question, lowered, set(words), choices),
+        words=tuple(dict.fromkeys(words))[:MAX_WORDS],
+    )

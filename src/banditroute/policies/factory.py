@@ -1,0 +1,22 @@
+"""Build the configured policy from its settings."""
+
+from __future__ import annotations
+
+from banditroute.config import PolicySettings
+from banditroute.policies.base import Policy
+from banditroute.policies.fixed import FixedPolicy
+from banditroute.policies.linucb import LinUCBPolicy
+from banditroute.policies.uniform import UniformPolicy
+from banditroute.policies.vw import VWPolicy
+
+
+def build_policy(settings: PolicySettings, *, seed: int = 0) -> Policy:
+    """A fresh policy of the configured kind."""
+    if settings.kind == "vw":
+        return VWPolicy(settings.vw_args, seed=seed)
+    if settings.kind == "linucb":
+        return LinUCBPolicy(seed=seed)
+    if settings.kind == "fixed":
+        assert settings.fixed_model is not None  # validated by Settings
+        return FixedPolicy(settings.fixed_model)
+    return UniformPolicy()

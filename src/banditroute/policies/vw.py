@@ -1,0 +1,121 @@
+"""Vowpal Wabbit contextual bandit (``--cb_explore_adf``) over prompt and model features.
+
+Each decision is one multi-line example: a shared line with the prompt's features and one
+line per eligible model with the model's features (id, provider, price tier, log price), so
+the learner generalises across models and copes with an eligible set that changes per
+request. Namespaces: ``s`` prompt shape and markers, ``w`` hashed words, ``a`` the model;
+the default arguments cross ``s`` and ``w`` with ``a``. VW's cost is minus the reward.
+A workspace is not thread-safe: the router serialises calls to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import vowpal_wabbit_next as vw
+
+from banditroute.catalog import ModelSpec
+from banditroute.features import PromptFeatures
+from banditroute.policies.base import Policy, Probabilities
+
+DEFAULT_ARGS: tuple[str, ...] = (
+    "--cb_explore_adf", "--squarecb", "--gamma_scale", "1000",
+    "-q", "sa", "-q", "wa", "--power_t", "0",
+)  # fmt: skip
+
+
+def _token(text: str) -> str:
+    """A VW-safe feature name: no spaces, colons or pipes."""
+    return text.replace(" ", "_").replace(":", "_").replace("|", "_")
+
+
+def shared_line(context: PromptFeatures) -> str:
+    """The shared (context) line of a VW multi-line example."""
+    shape = (
+        f"tok:{context.log_tokens:.4f} conv:{math.log2(1 + context.conversation_tokens):.4f} "
+        f"shots:{min(context.shots, 10)} choices:{min(context.choices, 8)} "
+        f"nums:{math.log2(1 + context.numbers):.3f} turns:{math.log2(context.turns):.3f} "
+        f"lang_{_token(context.language)}"
+    )
+    markers = " ".join(context.markers)
+    words = " ".join(_token(w) for w in context.words)
+    return f"shared |s {shape} {markers} |w {words}"
+
+
+def action_line(arm: ModelSpec) -> str:
+    """The line describing one model."""
+    return (
+        f"|a m_{_token(arm.id)} p_{_token(arm.provider)} tier_{arm.price_tier} "
+        f"price:{math.log10(1e-3 + arm.blended_usd_per_mtok):.4f}"
+    )
+
+
+class VWPolicy(Policy):
+    """Contextual bandit learned online by Vowpal Wabbit with action-dependent features."""
+
+    name = "vw"
+
+    def __init__(self, args: Sequence[str] = DEFAULT_ARGS, *, seed: int = 0) -> None:
+        super().__init__()
+        self.args = tuple(args)
+        self.seed = seed
+        self._workspace = self._new_workspace()
+        self._parser = vw.TextFormatParser(self._workspace)
+
+    def _new_workspace(self, model_data: bytes | None = None) -> vw.Workspace:
+        args = [*self.args, "--quiet", "--random_seed", str(self.seed)]
+        if model_data is None:
+            return vw.Workspace(args)
+        return vw.Workspace(args, model_data=model_data)
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "args": self.args, "seed": self.seed}
+
+    def _examples(
+        self,
+        context: PromptFeatures,
+        arms: Sequence[ModelSpec],
+        label: tuple[int, float, float] | None = None,
+    ) -> list[vw.Example]:
+        lines = [shared_line(context)]
+        for index, arm in enumerate(arms):
+            line = action_line(arm)
+            if label is not None and label[0] == index:
+                line = f"0:{label[1]:.6f}:{label[2]:.6f} {line}"
+            lines.append(line)
+        return [self._parser.parse_line(line) for line in lines]
+
+    def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
+        prediction = self._workspace.predict_one(self._examples(context, arms))
+        probs = np.zeros(len(arms))
+        for index, probability in prediction:
+            probs[index] = probability
+        return probs
+
+    def best(self, context: PromptFeatures, arms: Sequence[ModelSpec], probs: Probabilities) -> int:
+        # predict_one lists the greedy action first.
+        prediction = self._workspace.predict_one(self._examples(context, arms))
+        return int(prediction[0][0])
+
+    def _learn(
+        self,
+        context: PromptFeatures,
+        arms: Sequence[ModelSpec],
+        chosen: int,
+        probability: float,
+        reward: float,
+    ) -> None:
+        self._workspace.learn_one(self._examples(context, arms, (chosen, -reward, probability)))
+
+    def save(self) -> bytes:
+        return bytes(self._workspace.serialize())
+
+    def restore(self, data: bytes) -> None:
+        try:
+            workspace = self._new_workspace(data)
+        except Exception as exc:  # VW raises its own error types for corrupt models.
+            raise ValueError(f"not a valid VW model snapshot: {exc}") from exc
+        self._workspace = workspace
+        self._parser = vw.TextFormatParser(workspace)

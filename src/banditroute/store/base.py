@@ -1,0 +1,62 @@
+"""The event log contract the router writes to and restores from.
+
+Implementations: :class:`banditroute.store.memory.MemoryLog` (tests, simulations) and
+:class:`banditroute.store.duckdb_log.DuckDBLog` (the service). ``append_*`` never block on
+disk; ``append_feedback`` returns a :class:`Commit` the caller may wait on when feedback must
+be durable before it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+
+
+class Commit:
+    """Completion of one logged row: ``wait`` returns once it is committed or raises why not."""
+
+    __slots__ = ("_error", "_event")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._error: BaseException | None = None
+
+    def done(self, error: BaseException | None = None) -> None:
+        """Mark the row committed (or failed with ``error``)."""
+        self._error = error
+        self._event.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until committed; raise the write error, or TimeoutError."""
+        if not self._event.wait(timeout):
+            raise TimeoutError("the log did not commit in time")
+        if self._error is not None:
+            raise self._error
+
+
+COMMITTED = Commit()
+COMMITTED.done()
+
+
+class EventLog(Protocol):
+    """Where decisions, feedback and settlements go, and where a restart reads them back."""
+
+    def append_decision(self, record: DecisionRecord) -> None:
+        """Queue a decision row."""
+
+    def append_feedback(self, record: FeedbackRecord) -> Commit:
+        """Queue a feedback row; the returned commit completes when it is durable."""
+
+    def append_settlement(self, record: SettlementRecord) -> None:
+        """Queue a settlement row."""
+
+    def flush(self) -> None:
+        """Block until every queued row is committed."""
+
+    def close(self) -> None:
+        """Flush and release the log."""
+
+    def unsettled(self, since: float) -> list[tuple[DecisionRecord, list[FeedbackRecord]]]:
+        """Decisions made at or after ``since`` without a settlement, with their feedback."""

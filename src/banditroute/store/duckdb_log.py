@@ -1,0 +1,280 @@
+"""The DuckDB event log: a background writer that commits batches as Arrow tables.
+
+Route and Feedback only enqueue rows; one writer thread drains the queue and commits what it
+holds at least every ``flush_interval_s`` (or as soon as ``batch_size`` rows wait), one
+transaction per batch, inserting Arrow tables (never row by row). A feedback's
+:class:`~banditroute.store.base.Commit` completes when its batch is committed, so a server
+that waits on it acknowledges only durable feedback (group commit). If a commit fails (disk
+full), the batch is kept and retried, and waiting callers get the error.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import astuple, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import structlog
+
+from banditroute.store.base import Commit
+from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+
+log = structlog.get_logger(__name__)
+
+_TS = pa.timestamp("us", tz="UTC")
+
+DECISIONS_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),
+        ("time", _TS),
+        ("tenant", pa.string()),
+        ("request_id", pa.string()),
+        ("objective", pa.string()),
+        ("prompt_hash", pa.string()),
+        ("prompt", pa.string()),
+        ("features", pa.string()),
+        ("eligible", pa.list_(pa.string())),
+        ("probabilities", pa.list_(pa.float64())),
+        ("model", pa.string()),
+        ("probability", pa.float64()),
+        ("policy_version", pa.string()),
+        ("explored", pa.bool_()),
+        ("tags", pa.string()),
+    ]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),
+        ("time", _TS),
+        ("model", pa.string()),
+        ("quality", pa.float64()),
+        ("cost_usd", pa.float64()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("latency_ms", pa.float64()),
+        ("status", pa.string()),
+        ("reward", pa.float64()),
+        ("disposition", pa.string()),
+    ]
+)
+SETTLEMENTS_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),
+        ("time", _TS),
+        ("action", pa.string()),
+        ("reward", pa.float64()),
+    ]
+)
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id VARCHAR, time TIMESTAMPTZ, tenant VARCHAR, request_id VARCHAR,
+    objective VARCHAR, prompt_hash VARCHAR, prompt VARCHAR, features JSON,
+    eligible VARCHAR[], probabilities DOUBLE[], model VARCHAR, probability DOUBLE,
+    policy_version VARCHAR, explored BOOLEAN, tags JSON);
+CREATE TABLE IF NOT EXISTS feedback (
+    decision_id VARCHAR, time TIMESTAMPTZ, model VARCHAR, quality DOUBLE, cost_usd DOUBLE,
+    input_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, status VARCHAR,
+    reward DOUBLE, disposition VARCHAR);
+CREATE TABLE IF NOT EXISTS settlements (
+    decision_id VARCHAR, time TIMESTAMPTZ, action VARCHAR, reward DOUBLE);
+"""
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
+    return (
+        r.decision_id, _ts(r.time), r.tenant, r.request_id, r.objective, r.prompt_hash,
+        r.prompt, json.dumps(r.features), list(r.eligible), list(r.probabilities), r.model,
+        r.probability, r.policy_version, r.explored, json.dumps(r.tags),
+    )  # fmt: skip
+
+
+def _plain_row(r: FeedbackRecord | SettlementRecord) -> tuple[Any, ...]:
+    values = list(astuple(r))
+    values[1] = _ts(values[1])
+    return tuple(values)
+
+
+def _table(rows: Sequence[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows, strict=True))
+    return pa.table(
+        [pa.array(list(col), type=f.type) for col, f in zip(columns, schema, strict=True)],
+        schema=schema,
+    )
+
+
+class DuckDBLog:
+    """Event log in one DuckDB file, written by a background thread in Arrow batches."""
+
+    def __init__(
+        self, path: Path, *, flush_interval_s: float = 0.05, batch_size: int = 2048
+    ) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(path))
+        self._con.execute(_DDL)
+        self._flush_interval_s = flush_interval_s
+        self._batch_size = batch_size
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._retry: list[Any] = []
+        self._closed = False
+        self.last_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="duckdb-log-writer", daemon=True)
+        self._thread.start()
+
+    # -- producers ---------------------------------------------------------------------------
+    def append_decision(self, record: DecisionRecord) -> None:
+        self._queue.put(record)
+
+    def append_feedback(self, record: FeedbackRecord) -> Commit:
+        commit = Commit()
+        self._queue.put((record, commit))
+        return commit
+
+    def append_settlement(self, record: SettlementRecord) -> None:
+        self._queue.put(record)
+
+    def flush(self) -> None:
+        commit = Commit()
+        self._queue.put(commit)
+        commit.wait()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        self._con.close()
+
+    # -- writer ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            items = self._retry
+            self._retry = []
+            try:
+                first = self._queue.get(timeout=self._flush_interval_s) if not items else None
+            except queue.Empty:
+                continue
+            if first is not None:
+                items.append(first)
+            deadline = time.monotonic() + self._flush_interval_s
+            stop = False
+            while len(items) < self._batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    # Nothing more waiting: commit now unless plain decisions could gain from
+                    # a fuller batch within the flush interval.
+                    if any(not isinstance(i, DecisionRecord) for i in items) or (
+                        time.monotonic() >= deadline
+                    ):
+                        break
+                    time.sleep(0.002)
+                    continue
+                if item is None:
+                    stop = True
+                    break
+                items.append(item)
+            if items and items[0] is None:
+                items.pop(0)
+                stop = True
+            self._write(items)
+            if stop:
+                return
+
+    def _write(self, items: list[Any]) -> None:
+        decisions = [i for i in items if isinstance(i, DecisionRecord)]
+        feedback = [i for i in items if isinstance(i, tuple)]
+        settlements = [i for i in items if isinstance(i, SettlementRecord)]
+        commits = [i[1] for i in feedback] + [i for i in items if isinstance(i, Commit)]
+        try:
+            self._con.execute("BEGIN TRANSACTION")
+            if decisions:
+                self._insert("decisions", [_decision_row(r) for r in decisions], DECISIONS_SCHEMA)
+            if feedback:
+                self._insert("feedback", [_plain_row(r) for r, _ in feedback], FEEDBACK_SCHEMA)
+            if settlements:
+                self._insert(
+                    "settlements", [_plain_row(r) for r in settlements], SETTLEMENTS_SCHEMA
+                )
+            self._con.execute("COMMIT")
+        except Exception as exc:  # disk full, I/O error: keep the rows, tell the waiters
+            try:
+                self._con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            self.last_error = exc
+            log.error("log_write_failed", path=str(self.path), error=str(exc), rows=len(items))
+            self._retry = [i for i in items if not isinstance(i, Commit)]
+            for commit in commits:
+                commit.done(exc)
+            time.sleep(min(1.0, self._flush_interval_s * 10))
+            return
+        self.last_error = None
+        for commit in commits:
+            commit.done()
+
+    def _insert(self, table: str, rows: list[tuple[Any, ...]], schema: pa.Schema) -> None:
+        batch = _table(rows, schema)  # noqa: F841 - referenced by name in the SQL below
+        self._con.execute(f"INSERT INTO {table} SELECT * FROM batch")
+
+    # -- restore -----------------------------------------------------------------------------
+    def unsettled(self, since: float) -> list[tuple[DecisionRecord, list[FeedbackRecord]]]:
+        """Decisions since ``since`` with no settlement row, with their feedback rows."""
+        self.flush()
+        cursor = self._con.cursor()
+        rows = cursor.execute(
+            """SELECT d.* FROM decisions d
+               WHERE d.time >= ? AND d.decision_id NOT IN (SELECT decision_id FROM settlements)
+               ORDER BY d.time""",
+            [_ts(since)],
+        ).fetchall()
+        decisions = [
+            DecisionRecord(
+                decision_id=r[0],
+                time=r[1].timestamp(),
+                tenant=r[2],
+                request_id=r[3],
+                objective=r[4],
+                prompt_hash=r[5],
+                prompt=r[6],
+                features=json.loads(r[7]),
+                eligible=tuple(r[8]),
+                probabilities=tuple(r[9]),
+                model=r[10],
+                probability=r[11],
+                policy_version=r[12],
+                explored=r[13],
+                tags=json.loads(r[14]) if r[14] else {},
+            )  # fmt: skip
+            for r in rows
+        ]
+        feedback: dict[str, list[FeedbackRecord]] = {}
+        if decisions:
+            names = [f.name for f in fields(FeedbackRecord)]
+            fb_rows = cursor.execute(
+                """SELECT * FROM feedback WHERE decision_id IN
+                   (SELECT decision_id FROM decisions WHERE time >= ?) ORDER BY time""",
+                [_ts(since)],
+            ).fetchall()
+            for row in fb_rows:
+                values = dict(zip(names, row, strict=True))
+                values["time"] = values["time"].timestamp()
+                record = FeedbackRecord(**values)
+                feedback.setdefault(record.decision_id, []).append(record)
+        cursor.close()
+        return [(d, feedback.get(d.decision_id, [])) for d in decisions]

@@ -1,0 +1,158 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class OutcomeStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_STATUS_UNSPECIFIED: _ClassVar[OutcomeStatus]
+    OUTCOME_STATUS_OK: _ClassVar[OutcomeStatus]
+    OUTCOME_STATUS_ERROR: _ClassVar[OutcomeStatus]
+    OUTCOME_STATUS_TIMEOUT: _ClassVar[OutcomeStatus]
+    OUTCOME_STATUS_RATE_LIMITED: _ClassVar[OutcomeStatus]
+    OUTCOME_STATUS_REFUSED: _ClassVar[OutcomeStatus]
+
+class FeedbackDisposition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_DISPOSITION_UNSPECIFIED: _ClassVar[FeedbackDisposition]
+    FEEDBACK_DISPOSITION_LEARNED: _ClassVar[FeedbackDisposition]
+    FEEDBACK_DISPOSITION_DEFERRED: _ClassVar[FeedbackDisposition]
+    FEEDBACK_DISPOSITION_IGNORED_DUPLICATE: _ClassVar[FeedbackDisposition]
+    FEEDBACK_DISPOSITION_RECORDED_OFF_POLICY: _ClassVar[FeedbackDisposition]
+OUTCOME_STATUS_UNSPECIFIED: OutcomeStatus
+OUTCOME_STATUS_OK: OutcomeStatus
+OUTCOME_STATUS_ERROR: OutcomeStatus
+OUTCOME_STATUS_TIMEOUT: OutcomeStatus
+OUTCOME_STATUS_RATE_LIMITED: OutcomeStatus
+OUTCOME_STATUS_REFUSED: OutcomeStatus
+FEEDBACK_DISPOSITION_UNSPECIFIED: FeedbackDisposition
+FEEDBACK_DISPOSITION_LEARNED: FeedbackDisposition
+FEEDBACK_DISPOSITION_DEFERRED: FeedbackDisposition
+FEEDBACK_DISPOSITION_IGNORED_DUPLICATE: FeedbackDisposition
+FEEDBACK_DISPOSITION_RECORDED_OFF_POLICY: FeedbackDisposition
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class RouteRequest(_message.Message):
+    __slots__ = ("prompt", "messages", "candidate_models", "request_id", "objective", "excluded_models", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_MODELS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    candidate_models: _containers.RepeatedScalarFieldContainer[str]
+    request_id: str
+    objective: str
+    excluded_models: _containers.RepeatedScalarFieldContainer[str]
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., candidate_models: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., objective: _Optional[str] = ..., excluded_models: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ModelProbability(_message.Message):
+    __slots__ = ("model", "probability")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    probability: float
+    def __init__(self, model: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class RouteResponse(_message.Message):
+    __slots__ = ("decision_id", "model", "fallback_models", "probability", "ranking", "policy_version", "objective", "decide_time", "replayed")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    model: str
+    fallback_models: _containers.RepeatedScalarFieldContainer[str]
+    probability: float
+    ranking: _containers.RepeatedCompositeFieldContainer[ModelProbability]
+    policy_version: str
+    objective: str
+    decide_time: _timestamp_pb2.Timestamp
+    replayed: bool
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., probability: _Optional[float] = ..., ranking: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ..., policy_version: _Optional[str] = ..., objective: _Optional[str] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("decision_id", "model", "quality", "cost_usd", "input_tokens", "output_tokens", "latency_ms", "status")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    model: str
+    quality: float
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    status: OutcomeStatus
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., quality: _Optional[float] = ..., cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., status: _Optional[_Union[OutcomeStatus, str]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("reward", "disposition", "feedback_count")
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    DISPOSITION_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    reward: float
+    disposition: FeedbackDisposition
+    feedback_count: int
+    def __init__(self, reward: _Optional[float] = ..., disposition: _Optional[_Union[FeedbackDisposition, str]] = ..., feedback_count: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model", "provider", "input_usd_per_mtok", "output_usd_per_mtok", "context_window", "capabilities")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_USD_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_USD_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    context_window: int
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., input_usd_per_mtok: _Optional[float] = ..., output_usd_per_mtok: _Optional[float] = ..., context_window: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
