@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.errors import ConfigError
@@ -27,6 +28,7 @@ MissingRule = Literal["skip", "default"]
 
 POLICY_KINDS: tuple[str, ...] = ("vw", "linucb", "uniform", "fixed")
 COMBINE_RULES: tuple[str, ...] = ("first", "last", "mean", "min", "max", "sum")
+_SECTIONS = frozenset({"server", "log", "policy", "reward", "objective", "objectives", "models"})
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,45 @@ def _table(data: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether a TOML value fits a settings field's annotation (before conversion)."""
+    origin = get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        return any(_accepts(arg, value) for arg in get_args(hint))
+    if origin is Literal:
+        return isinstance(value, str)  # the allowed values are checked with a clearer message
+    if origin in (tuple, frozenset):
+        return isinstance(value, list | tuple | set | frozenset) and all(
+            isinstance(item, str) for item in value
+        )
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is Path:
+        return isinstance(value, str | Path)
+    return True
+
+
 def _build(cls: type[Any], data: Mapping[str, Any], section: str, **conv: Any) -> Any:
     known = set(cls.__dataclass_fields__)
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{section}: unknown key(s) {', '.join(sorted(unknown))}", field=section)
+    hints = get_type_hints(cls)
+    for key, value in data.items():
+        if not _accepts(hints[key], value):
+            hint = hints[key]
+            expected = hint.__name__ if isinstance(hint, type) else str(hint)
+            raise ConfigError(
+                f"{section}.{key}: expected {expected}, got {value!r}", field=f"{section}.{key}"
+            )
     kwargs = dict(data)
     for key, fn in conv.items():
         if key in kwargs and kwargs[key] is not None:
@@ -157,7 +193,9 @@ def _positive(section: str, **values: float) -> None:
             raise ConfigError(f"{section}.{key}: must be a positive number", field=key)
 
 
-def _model(entry: Mapping[str, Any]) -> ModelSpec:
+def _model(entry: Any) -> ModelSpec:
+    if not isinstance(entry, Mapping):
+        raise ConfigError("models: each entry must be a table ([[models]])", field="models")
     sets = {
         k: frozenset(entry[k]) for k in ("capabilities", "languages", "data_classes") if k in entry
     }
@@ -174,6 +212,13 @@ def _objective(name: str, entry: Mapping[str, Any]) -> Objective:
 
 def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>") -> Settings:
     """Build validated settings from a parsed TOML document merged over the defaults."""
+    unknown = set(data) - _SECTIONS
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(_SECTIONS))})",
+            field=sorted(unknown)[0],
+        )
     merged = _deep_merge(_default_document(), data)
     server: ServerSettings = _build(ServerSettings, _table(merged, "server"), "server")
     _positive(
@@ -213,7 +258,11 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
     objectives = {
         name: _objective(name, entry) for name, entry in _table(merged, "objectives").items()
     }
-    default_objective = str(_table(merged, "objective").get("default", "balanced"))
+    objective_table = _table(merged, "objective")
+    if set(objective_table) - {"default"}:
+        unknown_keys = ", ".join(sorted(set(objective_table) - {"default"}))
+        raise ConfigError(f"objective: unknown key(s) {unknown_keys}", field="objective")
+    default_objective = str(objective_table.get("default", "balanced"))
     return Settings(
         catalog=catalog,
         objectives=objectives,

@@ -35,18 +35,74 @@ MARKERS: tuple[str, ...] = (
 
 _KEYWORDS: dict[str, frozenset[str]] = {
     "code": frozenset(
-        ["def", "function", "python", "code", "program", "script", "return", "import", "class", "assert", "sql", "javascript", "java", "rust", "golang", "regex", "compile", "implement", "array", "loop", "recursion", "stdin"]
+        [
+            "def",
+            "function",
+            "python",
+            "code",
+            "program",
+            "script",
+            "return",
+            "import",
+            "class",
+            "assert",
+            "sql",
+            "javascript",
+            "java",
+            "rust",
+            "golang",
+            "regex",
+            "compile",
+            "implement",
+            "array",
+            "loop",
+            "recursion",
+            "stdin",
+        ]
     ),
     "math": frozenset(
-        ["solve", "calculate", "equation", "sum", "product", "probability", "percent", "percentage", "integral", "derivative", "compute", "total", "average", "ratio", "multiply", "divide", "remainder"]
+        [
+            "solve",
+            "calculate",
+            "equation",
+            "sum",
+            "product",
+            "probability",
+            "percent",
+            "percentage",
+            "integral",
+            "derivative",
+            "compute",
+            "total",
+            "average",
+            "ratio",
+            "multiply",
+            "divide",
+            "remainder",
+        ]
     ),
     "question": frozenset(["what", "why", "how", "when", "where", "which", "who", "whom", "whose"]),
     "translation": frozenset(["translate", "translation", "translated", "translating"]),
     "summarization": frozenset(["summarize", "summarise", "summary", "summarization", "tldr"]),
     "reasoning": frozenset(
-        ["why", "explain", "explanation", "reason", "reasoning", "prove", "justify", "therefore", "infer", "step-by-step", "logic", "deduce"]
+        [
+            "why",
+            "explain",
+            "explanation",
+            "reason",
+            "reasoning",
+            "prove",
+            "justify",
+            "therefore",
+            "infer",
+            "step-by-step",
+            "logic",
+            "deduce",
+        ]
     ),
-    "creative": frozenset(["story", "poem", "essay", "song", "lyrics", "creative", "fiction", "haiku"]),
+    "creative": frozenset(
+        ["story", "poem", "essay", "song", "lyrics", "creative", "fiction", "haiku"]
+    ),
     "extraction": frozenset(["extract", "json", "classify", "sentiment", "entities", "parse"]),
 }
 _CODE_SIGNS = ("```", "def ", "==", "#include", "();", "{\n", "return ")

@@ -232,7 +232,9 @@ class Router:
             served_id = report.model or pending.decision.model
             served = self.catalog.get(served_id, field="model")
             fragments = self._fragments(report, served)
-            reward = self._reward(pending.objective, fragments)
+            # The log keeps this feedback's own reward (restore re-combines them); the caller
+            # gets the reward learned so far (combined, for the deferred rules).
+            own_reward = reward = self._reward(pending.objective, fragments)
             if served_id != pending.decision.model:
                 disposition = Disposition.RECORDED_OFF_POLICY
             elif combine == "first":
@@ -257,7 +259,7 @@ class Router:
             output_tokens=report.output_tokens,
             latency_ms=fragments.latency_ms,
             status=str(fragments.status),
-            reward=reward,
+            reward=own_reward,
             disposition=str(disposition),
         )
         commit = self.log.append_feedback(record)
@@ -309,6 +311,10 @@ class Router:
             return SettlementRecord(decision_id, now, "learned_default", reward)
         return SettlementRecord(decision_id, now, "skipped", None)
 
+    def locked(self) -> threading.Lock:
+        """The lock guarding the policy, for callers that read it (snapshots)."""
+        return self._lock
+
     @property
     def pending_count(self) -> int:
         """Decisions currently waiting for feedback."""
@@ -324,18 +330,20 @@ class Router:
             ):
                 continue
             arms = tuple(self.catalog.get(m) for m in record.eligible)
+            ranking = tuple(
+                sorted(
+                    zip(record.eligible, record.probabilities, strict=True),
+                    key=lambda kv: -kv[1],
+                )
+            )
             decision = Decision(
                 decision_id=record.decision_id,
                 time=record.time,
                 model=record.model,
                 probability=record.probability,
-                ranking=tuple(
-                    sorted(
-                        zip(record.eligible, record.probabilities, strict=True),
-                        key=lambda kv: -kv[1],
-                    )
-                ),
-                fallback_models=tuple(m for m in record.eligible if m != record.model),
+                ranking=ranking,
+                # As route() orders them: the other eligible models by probability.
+                fallback_models=tuple(m for m, _ in ranking if m != record.model),
                 policy_version=record.policy_version,
                 objective=record.objective,
             )

@@ -108,3 +108,5 @@ class Policy(ABC):
 
     def restore(self, data: bytes) -> None:
         """Load state written by :meth:`save`; ValueError if it is not a valid snapshot."""
+        if data:
+            raise ValueError(f"{self.name} keeps no state: expected an empty snapshot")

@@ -1,8 +1,10 @@
 """LinUCB baseline from river (``river.bandit.LinUCBDisjoint``) with epsilon mixing.
 
-river's ``pull`` returns one arm, not a probability, so this adapter derives honest
-propensities: the UCB arm gets ``1 - epsilon + epsilon / K`` and every other eligible arm
-``epsilon / K``. Contexts are the dense numeric view of the prompt features.
+river's ``pull`` returns one arm, not a probability, and breaks ties at random (untrained arms
+all tie), so this adapter computes the same upper confidence bounds itself and derives honest,
+deterministic propensities: every eligible arm gets ``epsilon / K`` and the ``1 - epsilon``
+rest is split evenly among the arms with the highest bound. Contexts are the dense numeric
+view of the prompt features.
 """
 
 from __future__ import annotations
@@ -36,11 +38,19 @@ class LinUCBPolicy(Policy):
         return {"name": self.name, "alpha": self.alpha, "epsilon": self.epsilon}
 
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
-        ids = [arm.id for arm in arms]
-        chosen = self._model.pull(ids, context=context.numeric())
+        x = context.numeric()
+        bounds = np.array([self._upper_bound(arm.id, x) for arm in arms])
+        top = bounds.max()
+        best = bounds >= top - 1e-12 * max(1.0, abs(top))
         probs = np.full(len(arms), self.epsilon / len(arms))
-        probs[ids.index(chosen)] += 1.0 - self.epsilon
+        probs[best] += (1.0 - self.epsilon) / best.sum()
         return probs
+
+    def _upper_bound(self, arm_id: str, x: dict[str, float]) -> float:
+        """The bound river's ``LinUCBDisjoint._pull`` maximises: posterior mean + one sigma."""
+        model = self._model._bayes_lin_regs[arm_id]
+        dist = model.predict_one(x, with_dist=True)  # type: ignore[no-untyped-call]
+        return float(dist.mu + dist.sigma)
 
     def _learn(
         self,

@@ -65,10 +65,11 @@ class VWPolicy(Policy):
         self._parser = vw.TextFormatParser(self._workspace)
 
     def _new_workspace(self, model_data: bytes | None = None) -> vw.Workspace:
-        args = [*self.args, "--quiet", "--random_seed", str(self.seed)]
         if model_data is None:
-            return vw.Workspace(args)
-        return vw.Workspace(args, model_data=model_data)
+            return vw.Workspace([*self.args, "--quiet", "--random_seed", str(self.seed)])
+        # A saved model carries its own random state where a reduction uses one (--bag
+        # stores an advanced seed, and VW rejects a disagreeing --random_seed on load).
+        return vw.Workspace([*self.args, "--quiet"], model_data=model_data)
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "args": self.args, "seed": self.seed}

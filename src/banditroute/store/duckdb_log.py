@@ -165,15 +165,17 @@ class DuckDBLog:
         while True:
             items = self._retry
             self._retry = []
-            try:
-                first = self._queue.get(timeout=self._flush_interval_s) if not items else None
-            except queue.Empty:
-                continue
-            if first is not None:
-                items.append(first)
+            if not items:
+                try:
+                    items.append(self._queue.get(timeout=self._flush_interval_s))
+                except queue.Empty:
+                    continue
+            # None is the stop sentinel put by close(); it may be the first item taken.
+            stop = items[-1] is None
+            if stop:
+                items.pop()
             deadline = time.monotonic() + self._flush_interval_s
-            stop = False
-            while len(items) < self._batch_size:
+            while not stop and len(items) < self._batch_size:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -189,9 +191,6 @@ class DuckDBLog:
                     stop = True
                     break
                 items.append(item)
-            if items and items[0] is None:
-                items.pop(0)
-                stop = True
             self._write(items)
             if stop:
                 return

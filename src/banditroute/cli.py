@@ -1,0 +1,70 @@
+"""Command-line entry point: ``banditroute serve | simulate | replay | tune | export | report``.
+
+Each subcommand parses its arguments, reads settings once (config.py) and drives the same
+transport-free Router (or the log it wrote). Argument errors name the argument and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from banditroute.config import config_path_from_environment, load_settings
+from banditroute.errors import BanditrouteError
+from banditroute.logs import configure_logging
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port: {text!r} is not a number") from None
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError(f"--port: {value} is not in 0..65535")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from banditroute.server.app import serve
+
+    settings = load_settings(args.config or config_path_from_environment())
+    settings = settings.with_overrides(port=args.port, log_path=args.log)
+    return serve(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="banditroute",
+        description="Adaptive LLM routing decision service.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC routing service")
+    serve.add_argument("--config", type=Path, help="TOML settings merged over the defaults")
+    serve.add_argument("--port", type=_port, help="port to listen on (0: any free port)")
+    serve.add_argument("--log", type=Path, help="DuckDB decision log path")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, json=args.log_json)
+    try:
+        code: int = args.handler(args)
+    except BanditrouteError as error:
+        print(f"banditroute {args.command}: error: {error.message}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

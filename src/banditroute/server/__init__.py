@@ -1,0 +1,1 @@
+"""The gRPC front: proto <-> domain conversion, the servicer and the server lifecycle."""

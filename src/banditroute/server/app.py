@@ -1,0 +1,164 @@
+"""Server lifecycle: build the service from settings, serve, and shut down cleanly.
+
+On SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting calls and lets
+in-flight ones finish (``grace_s``), the log is flushed and closed, and the policy is
+snapshotted. A background thread closes reward windows every second and snapshots the
+policy every ``snapshot_interval_s``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from types import FrameType
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from banditroute.config import Settings
+from banditroute.features import warm_up
+from banditroute.policies.factory import build_policy
+from banditroute.router import Router
+from banditroute.server.servicer import RouterServicer
+from banditroute.snapshots import load_snapshot, save_snapshot
+from banditroute.store.duckdb_log import DuckDBLog
+from banditroute.v1 import router_pb2 as pb
+from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouterService"].full_name
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Service:
+    """A running banditroute server and the parts it owns."""
+
+    settings: Settings
+    router: Router
+    event_log: DuckDBLog
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+    restored_snapshot: bool = False
+    restored_pending: int = 0
+    _stopped: threading.Event = field(default_factory=threading.Event)
+    _maintenance: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port the server listens on."""
+        return f"{self.settings.server.host}:{self.port}"
+
+    def start(self) -> None:
+        """Start serving and the maintenance thread."""
+        self.server.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self._maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
+        self._maintenance.start()
+
+    def _maintain(self) -> None:
+        interval = self.settings.policy.snapshot_interval_s
+        elapsed = 0.0
+        while not self._stopped.wait(1.0):
+            self.router.expire()
+            elapsed += 1.0
+            if elapsed >= interval:
+                elapsed = 0.0
+                self.snapshot()
+
+    def snapshot(self) -> None:
+        """Save the policy now (if a snapshot path is configured)."""
+        path = self.settings.policy.snapshot_path
+        if path is None:
+            return
+        with self.router.locked():
+            size = save_snapshot(self.router.policy, path)
+        log.debug("snapshot_saved", path=str(path), bytes=size)
+
+    def stop(self) -> None:
+        """Graceful shutdown: NOT_SERVING, drain calls, flush the log, snapshot the policy."""
+        if self._stopped.is_set():
+            return
+        log.info("shutting_down", grace_s=self.settings.server.grace_s)
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.settings.server.grace_s).wait()
+        self._stopped.set()
+        if self._maintenance is not None:
+            self._maintenance.join()
+        self.event_log.close()
+        self.snapshot()
+        log.info("stopped", pending=self.router.pending_count)
+
+    def wait(self) -> None:
+        """Block until the server stops."""
+        self.server.wait_for_termination()
+
+
+def build_service(settings: Settings) -> Service:
+    """Assemble policy (restored from its snapshot), log, router and gRPC server."""
+    warm_up()
+    policy = build_policy(settings.policy)
+    restored_snapshot = settings.policy.snapshot_path is not None and load_snapshot(
+        policy, settings.policy.snapshot_path
+    )
+    event_log = DuckDBLog(
+        settings.log.path,
+        flush_interval_s=settings.log.flush_interval_s,
+        batch_size=settings.log.batch_size,
+    )
+    router = Router(settings, policy, event_log)
+    restored = router.restore_pending()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_RouterServiceServicer_to_server(RouterServicer(router), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.server.host}:{settings.server.port}")
+    if port == 0:
+        event_log.close()
+        raise OSError(f"cannot listen on {settings.server.host}:{settings.server.port}")
+    return Service(
+        settings, router, event_log, server, health_servicer, port, restored_snapshot, restored
+    )
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM or SIGINT; returns the exit code."""
+    service = build_service(settings)
+    service.start()
+    log.info(
+        "listening",
+        address=service.address,
+        log=str(settings.log.path),
+        policy=service.router.policy.version,
+        config=settings.source,
+        snapshot_restored=service.restored_snapshot,
+        pending_restored=service.restored_pending,
+    )
+    done = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    while not done.wait(0.5):
+        pass
+    service.stop()
+    return 0

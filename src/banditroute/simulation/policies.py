@@ -1,0 +1,139 @@
+"""Policies a simulation can run, by name: learners, baselines and the per-prompt oracle.
+
+==================  ===========================================================================
+name                policy
+==================  ===========================================================================
+``costaware``       :class:`~banditroute.policies.costaware.CostAwarePolicy`, Thompson sampling
+``costaware-<x>``   the same with ``x`` in ``squarecb``, ``epsilon``
+``vw``              Vowpal Wabbit with the configured ``policy.vw_args``
+``vw-<x>``          VW ``--cb_explore_adf`` with exploration ``x`` in :data:`VW_EXPLORATION`
+``linucb``          river's disjoint LinUCB (the river baseline)
+``uniform``         every eligible model equally likely
+``fixed:<model>``   always that model (``fixed`` alone: the configured ``policy.fixed_model``)
+``oracle``          the per-prompt best model, read from the outcome table (simulator only)
+==================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from banditroute.catalog import Catalog, ModelSpec
+from banditroute.config import Settings
+from banditroute.errors import ConfigError
+from banditroute.features import PromptFeatures
+from banditroute.policies.base import Policy, Probabilities
+from banditroute.policies.costaware import EXPLORATIONS, CostAwarePolicy
+from banditroute.policies.fixed import FixedPolicy
+from banditroute.policies.linucb import LinUCBPolicy
+from banditroute.policies.uniform import UniformPolicy
+from banditroute.policies.vw import VWPolicy
+
+VW_INTERACTIONS: tuple[str, ...] = ("-q", "sa", "-q", "wa", "--power_t", "0")
+VW_EXPLORATION: dict[str, tuple[str, ...]] = {
+    "squarecb": ("--squarecb", "--gamma_scale", "1000"),
+    "epsilon": ("--epsilon", "0.05"),
+    "cover": ("--cover", "4", "--epsilon", "0.02"),
+    "bag": ("--bag", "5", "--epsilon", "0.02"),
+    "regcb": ("--regcbopt", "--mellowness", "0.01"),
+    "rnd": ("--rnd", "3", "--epsilon", "0.02"),
+    "softmax": ("--softmax", "--lambda", "10"),
+    "synthcover": ("--synthcover", "--epsilon", "0.02"),
+}
+"""Exploration flags of the ``vw-<x>`` policies (all with ``--cb_explore_adf`` and the
+configured interactions ``-q sa -q wa --power_t 0``)."""
+
+NAMED_POLICIES: tuple[str, ...] = (
+    "costaware",
+    *(f"costaware-{x}" for x in EXPLORATIONS if x != "thompson"),
+    "vw",
+    *(f"vw-{x}" for x in VW_EXPLORATION),
+    "linucb",
+    "uniform",
+    "oracle",
+)
+
+
+class OraclePolicy(Policy):
+    """All probability on the model the simulator names as this prompt's best (``target``).
+
+    Simulator only: the runner sets ``target`` from the outcome table before each route, which
+    no real policy can know.
+    """
+
+    name = "oracle"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.target = ""
+
+    def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
+        probs = np.zeros(len(arms))
+        ids = [arm.id for arm in arms]
+        probs[ids.index(self.target) if self.target in ids else 0] = 1.0
+        return probs
+
+
+def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") -> str:
+    """The name if it is a known policy for this catalogue; ConfigError naming ``arg``."""
+    if name in NAMED_POLICIES or name == "fixed":
+        return name
+    if name.startswith("fixed:"):
+        model = name.removeprefix("fixed:")
+        if model not in catalog:
+            raise ConfigError(
+                f"{arg}: model {model!r} is not in the outcome table "
+                f"(models: {', '.join(catalog.ids)})",
+                field=arg,
+            )
+        return name
+    raise ConfigError(
+        f"{arg}: unknown policy {name!r} (known: {', '.join(NAMED_POLICIES)}, fixed:<model>)",
+        field=arg,
+    )
+
+
+def build_policy(name: str, settings: Settings, *, seed: int) -> Policy:
+    """A fresh policy for one simulation seed."""
+    if name == "costaware":
+        import os
+
+        return CostAwarePolicy(
+            seed=seed,
+            posterior_scale=float(os.environ.get("PS", 1)),
+            noise=float(os.environ.get("NOISE", 0.5)),
+            prior_precision=float(os.environ.get("PP", 1)),
+            bias_precision=float(os.environ.get("BP", 1)),
+            shared_precision=float(os.environ.get("SP", 1)),
+        )
+    if name.startswith("costaware-"):
+        exploration = name.removeprefix("costaware-")
+        if exploration == "squarecb":
+            return CostAwarePolicy(exploration="squarecb", seed=seed)
+        if exploration == "epsilon":
+            return CostAwarePolicy(exploration="epsilon", seed=seed)
+    if name == "vw":
+        return VWPolicy(settings.policy.vw_args, seed=seed)
+    if name.startswith("vw-") and name.removeprefix("vw-") in VW_EXPLORATION:
+        flags = VW_EXPLORATION[name.removeprefix("vw-")]
+        return VWPolicy(("--cb_explore_adf", *flags, *VW_INTERACTIONS), seed=seed)
+    if name == "linucb":
+        return LinUCBPolicy(seed=seed)
+    if name == "uniform":
+        return UniformPolicy()
+    if name == "oracle":
+        return OraclePolicy()
+    if name == "fixed":
+        model = settings.policy.fixed_model
+        if model is None or model not in settings.catalog:
+            raise ConfigError(
+                "--policy: 'fixed' needs policy.fixed_model from the outcome table; "
+                "use fixed:<model>",
+                field="--policy",
+            )
+        return FixedPolicy(model)
+    if name.startswith("fixed:"):
+        return FixedPolicy(name.removeprefix("fixed:"))
+    raise ConfigError(f"--policy: unknown policy {name!r}", field="--policy")

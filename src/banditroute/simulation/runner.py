@@ -1,0 +1,335 @@
+"""Stream an outcome table through the in-process :class:`~banditroute.router.Router`.
+
+Per seed: a fresh policy and router (a fake clock, decision ids ``"<seed>-<step>"``, the
+router's sampling seeded by the seed), optionally a warm start, then the prompts in a seeded
+random order. Each prompt is routed with only its text and the objective's name; the
+environment then reveals the chosen model's outcome, and only that outcome is reported back
+with ``Feedback``. Seeds run in parallel worker processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from banditroute.config import Settings
+from banditroute.decisions import FeedbackReport, RouteQuery
+from banditroute.eligibility import eligible_models
+from banditroute.features import extract
+from banditroute.objectives import Objective
+from banditroute.outcomes import Fragments
+from banditroute.policies.base import Policy
+from banditroute.policies.costaware import CostAwarePolicy
+from banditroute.router import Router
+from banditroute.simulation.catalog import RunCatalog
+from banditroute.simulation.environment import LatencyModel, ReplayEnvironment
+from banditroute.simulation.policies import OraclePolicy, build_policy
+from banditroute.simulation.tables import FloatMatrix, IntVector, OutcomeTable
+from banditroute.store.base import COMMITTED, Commit
+from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+
+WarmMode = Literal["bandit", "full"]
+WARM_MODES: tuple[str, ...] = ("bandit", "full")
+START_TIME = 1_700_000_000.0
+"""The fake clock's start (seconds since the epoch); it advances one second per prompt."""
+SIMULATION_OBJECTIVE = "simulation"
+"""Name under which the run's objective is added to the settings' profiles."""
+
+
+class NullLog:
+    """An event log that keeps nothing (simulations need no decision log); commits at once."""
+
+    def append_decision(self, record: DecisionRecord) -> None:
+        """Drop the decision."""
+
+    def append_feedback(self, record: FeedbackRecord) -> Commit:
+        """Drop the feedback; it is 'committed' immediately."""
+        return COMMITTED
+
+    def append_settlement(self, record: SettlementRecord) -> None:
+        """Drop the settlement."""
+
+    def flush(self) -> None:
+        """Nothing is queued."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def unsettled(self, since: float) -> list[tuple[DecisionRecord, list[FeedbackRecord]]]:
+        """Nothing is kept, so nothing is unsettled."""
+        return []
+
+
+class FakeClock:
+    """A clock the runner advances by hand."""
+
+    def __init__(self, start: float = START_TIME) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """The per-call arrays of one table: quality, cost and output tokens, ``(prompts, models)``."""
+
+    table: OutcomeTable
+    cost_usd: FloatMatrix
+    output_tokens: FloatMatrix
+
+    @classmethod
+    def from_run(cls, table: OutcomeTable, run: RunCatalog) -> Outcomes:
+        """The table with the costs and token counts derived for the run."""
+        return cls(table, run.cost_usd, run.output_tokens)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Outcomes the policy learns from before the stream, and how."""
+
+    outcomes: Outcomes
+    mode: WarmMode
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one seed needs (picklable, sent once to each worker process)."""
+
+    outcomes: Outcomes
+    settings: Settings
+    objective: Objective
+    policy: str
+    latency: LatencyModel
+    warm: WarmStart | None = None
+
+
+@dataclass(frozen=True)
+class SeedTrace:
+    """What happened at each step of one seed's stream (arrays in stream order)."""
+
+    seed: int
+    order: IntVector
+    chosen: IntVector
+    probability: FloatMatrix
+    quality: FloatMatrix
+    cost_usd: FloatMatrix
+    latency_ms: FloatMatrix
+    multiplier: FloatMatrix
+    latency_all: FloatMatrix
+    revealed: int
+    warm_updates: int
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def objective_rewards(objective: Objective, quality: Any, cost: Any, latency: Any) -> Any:
+    """The objective's reward (no pacing surcharge) of outcomes given as arrays."""
+    return objective.quality * quality - objective.cost * cost - objective.latency * latency
+
+
+def oracle_choice(objective: Objective, quality: Any, cost: Any, latency: Any) -> IntVector:
+    """Per prompt, the model with the highest reward; ties go to the cheapest."""
+    rewards = objective_rewards(objective, quality, cost, latency)
+    top = rewards.max(axis=1, keepdims=True)
+    masked = np.where(rewards >= top - 1e-12, cost, np.inf)
+    return np.asarray(np.argmin(masked, axis=1), dtype=np.int64)
+
+
+def run_settings(settings: Settings, run: RunCatalog, objective: Objective) -> Settings:
+    """The settings of a run: the run's catalogue and the objective as a named profile."""
+    policy = settings.policy
+    if policy.kind == "fixed" and policy.fixed_model not in run.catalog:
+        policy = replace(policy, fixed_model=None, kind="uniform")
+    return replace(
+        settings,
+        catalog=run.catalog,
+        objectives={**settings.objectives, SIMULATION_OBJECTIVE: objective},
+        policy=replace(policy, snapshot_path=None),
+    )
+
+
+def _warm_start(
+    policy: Policy, spec: RunSpec, warm: WarmStart, seed: int, multiplier: float
+) -> int:
+    """Learn from the warm-start table; returns the number of learning updates."""
+    table = warm.outcomes.table
+    catalog = spec.settings.catalog
+    column = {model: k for k, model in enumerate(table.models)}
+    latency = spec.latency.sample(warm.outcomes.output_tokens, seed + 7_919)
+    rng = np.random.default_rng([seed, 0x3A7])
+    updates = 0
+    feature_chars = spec.settings.server.feature_chars
+    for i in rng.permutation(table.n_prompts):
+        features = extract(table.prompts[i], feature_chars=feature_chars)
+        arms = eligible_models(catalog, features).eligible
+        if warm.mode == "bandit":
+            picks = [int(rng.integers(len(arms)))]
+            probability = 1.0 / len(arms)
+        else:
+            picks = list(range(len(arms)))
+            probability = 1.0
+        for a in picks:
+            k = column[arms[a].id]
+            fragments = Fragments(
+                float(table.quality[i, k]),
+                float(warm.outcomes.cost_usd[i, k]),
+                float(latency[i, k]),
+            )
+            reward = spec.objective.reward(fragments, extra_cost_weight=multiplier)
+            policy.learn(features, arms, a, probability, reward)
+            updates += 1
+    return updates
+
+
+def run_seed(spec: RunSpec, seed: int, progress: Callable[[int], None] | None = None) -> SeedTrace:
+    """One seed: build router and policy, warm-start, stream every prompt once."""
+    started = time.perf_counter()
+    outcomes = spec.outcomes
+    table = outcomes.table
+    n = table.n_prompts
+    policy = build_policy(spec.policy, spec.settings, seed=seed)
+    clock = FakeClock()
+    steps = iter(range(10**12))
+    router = Router(
+        spec.settings,
+        policy,
+        NullLog(),
+        clock=clock,
+        new_id=lambda: f"{seed}-{next(steps):07d}",
+        seed=seed,
+    )
+    objective = spec.settings.objective(SIMULATION_OBJECTIVE)
+    pacer = router.pacer(objective)
+    if pacer is not None and isinstance(policy, CostAwarePolicy):
+        policy.follow(lambda: pacer.lam)
+    warm_updates = 0
+    if spec.warm is not None:
+        warm_updates = _warm_start(policy, spec, spec.warm, seed, 0.0)
+    latency = spec.latency.sample(outcomes.output_tokens, seed)
+    env = ReplayEnvironment(table.quality, outcomes.cost_usd, latency, outcomes.output_tokens)
+    column = {model: k for k, model in enumerate(table.models)}
+    oracle = (
+        oracle_choice(objective, table.quality, outcomes.cost_usd, latency)
+        if isinstance(policy, OraclePolicy)
+        else None
+    )
+    order = np.random.default_rng(seed).permutation(n).astype(np.int64)
+    chosen = np.zeros(n, dtype=np.int64)
+    probability = np.zeros(n)
+    quality = np.zeros(n)
+    cost = np.zeros(n)
+    lat = np.zeros(n)
+    lam = np.zeros(n)
+    reported = 0
+    for step, i in enumerate(order):
+        if oracle is not None and isinstance(policy, OraclePolicy):
+            policy.target = table.models[int(oracle[i])]
+        decision = router.route(RouteQuery(prompt=table.prompts[i], objective=SIMULATION_OBJECTIVE))
+        k = column[decision.model]
+        outcome = env.reveal(int(i), k)
+        router.feedback(
+            FeedbackReport(
+                decision.decision_id,
+                quality=outcome.quality,
+                cost_usd=outcome.cost_usd,
+                latency_ms=outcome.latency_ms,
+            )
+        )
+        chosen[step] = k
+        probability[step] = decision.probability
+        quality[step] = outcome.quality
+        cost[step] = outcome.cost_usd
+        lat[step] = outcome.latency_ms
+        lam[step] = pacer.lam if pacer is not None else 0.0
+        clock.advance(1.0)
+        if progress is not None and (step + 1) % 100 == 0:
+            progress(100)
+            reported += 100
+    if progress is not None and n > reported:
+        progress(n - reported)
+    return SeedTrace(
+        seed=seed,
+        order=order,
+        chosen=chosen,
+        probability=probability,
+        quality=quality,
+        cost_usd=cost,
+        latency_ms=lat,
+        multiplier=lam,
+        latency_all=latency,
+        revealed=env.revealed,
+        warm_updates=warm_updates,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+# -- parallel seeds -------------------------------------------------------------------------------
+_WORKER_SPEC: RunSpec | None = None
+_WORKER_QUEUE: Any = None
+
+
+def _init_worker(spec: RunSpec, progress_queue: Any) -> None:
+    global _WORKER_SPEC, _WORKER_QUEUE
+    _WORKER_SPEC = spec
+    _WORKER_QUEUE = progress_queue
+
+
+def _worker_run(seed: int) -> SeedTrace:
+    assert _WORKER_SPEC is not None
+    progress_queue = _WORKER_QUEUE
+    return run_seed(_WORKER_SPEC, seed, progress_queue.put if progress_queue else None)
+
+
+def run_seeds(
+    spec: RunSpec,
+    seeds: list[int],
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[SeedTrace]:
+    """Run every seed (in ``workers`` processes; in this process when 1), in seed order."""
+    workers = min(len(seeds), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        return [run_seed(spec, seed, progress) for seed in seeds]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    progress_queue = context.Queue()
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(spec, progress_queue),
+    ) as pool:
+        futures = [pool.submit(_worker_run, seed) for seed in seeds]
+        while not all(f.done() for f in futures):
+            try:
+                done = progress_queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if progress is not None:
+                progress(done)
+        traces = [f.result() for f in futures]
+    while True:
+        try:
+            done = progress_queue.get_nowait()
+        except queue.Empty:
+            break
+        if progress is not None:
+            progress(done)
+    progress_queue.close()
+    progress_queue.join_thread()
+    return traces

@@ -1,0 +1,639 @@
+"""The Router: validation, decisions, sampling, feedback, reward windows and restarts."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from banditroute.catalog import ModelSpec
+from banditroute.config import Settings
+from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
+from banditroute.errors import FailedPrecondition, InvalidArgument, NotFound
+from banditroute.features import ChatTurn, PromptFeatures, prompt_hash
+from banditroute.outcomes import Fragments, OutcomeStatus
+from banditroute.policies import LinUCBPolicy, Policy
+from banditroute.router import Router, sample_index
+from banditroute.store.duckdb_log import DuckDBLog
+from banditroute.store.memory import MemoryLog
+
+GPT4 = "gpt-4-1106-preview"
+SMALL_CONTEXT = ("meta/llama-2-70b-chat", "zero-one-ai/Yi-34B-Chat", "WizardLM/WizardLM-13B-V1.2")
+PROMPT = "What is the boiling point of water at sea level?"
+
+MakeRouter = Callable[..., tuple[Router, Any]]
+
+
+class RecordingPolicy(Policy):
+    """A deterministic test policy: weights 1..K over the arms (so its ranking is the reverse
+    of catalogue order), and a record of what it learns."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.learned: list[tuple[str, float, float]] = []
+
+    def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> np.ndarray:
+        return np.arange(1, len(arms) + 1, dtype=np.float64)
+
+    def _learn(
+        self,
+        context: PromptFeatures,
+        arms: Sequence[ModelSpec],
+        chosen: int,
+        probability: float,
+        reward: float,
+    ) -> None:
+        self.learned.append((arms[chosen].id, probability, reward))
+
+
+@pytest.fixture
+def policy() -> RecordingPolicy:
+    """A fresh recording policy."""
+    return RecordingPolicy()
+
+
+# -- Route validation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (RouteQuery(prompt=""), "prompt"),
+        (RouteQuery(prompt="   \n\t"), "prompt"),
+        (RouteQuery(prompt="hi", messages=(ChatTurn("user", "hi"),)), "prompt"),
+        (RouteQuery(prompt="x" * 1001), "prompt"),
+        (
+            RouteQuery(messages=(ChatTurn("user", "x" * 600), ChatTurn("user", "y" * 401))),
+            "messages",
+        ),
+        (RouteQuery(messages=(ChatTurn("user", ""), ChatTurn("system", ""))), "messages"),
+        (RouteQuery(messages=(ChatTurn("", "hello"),)), "messages.role"),
+        (RouteQuery(prompt=PROMPT, candidate_models=(GPT4, "gpt-5")), "candidate_models"),
+        (RouteQuery(prompt=PROMPT, candidate_models=(GPT4,) * 1001), "candidate_models"),
+        (RouteQuery(prompt=PROMPT, excluded_models=("claude-v3",)), "excluded_models"),
+        (RouteQuery(prompt=PROMPT, objective="cheapest"), "objective"),
+    ],
+)  # fmt: skip
+def test_invalid_route_is_rejected_naming_the_field(
+    query: RouteQuery,
+    field: str,
+    make_router: MakeRouter,
+    make_settings: Callable[..., Settings],
+    policy: RecordingPolicy,
+) -> None:
+    """A malformed Route raises InvalidArgument with the offending field, logging nothing."""
+    router, log = make_router(make_settings({"server": {"max_prompt_chars": 1000}}), policy)
+    with pytest.raises(InvalidArgument) as info:
+        router.route(query)
+    assert info.value.field == field
+    assert info.value.status == "INVALID_ARGUMENT"
+    assert log.decisions == []
+    assert router.pending_count == 0
+
+
+def test_prompt_at_the_limit_is_accepted(
+    make_router: MakeRouter, make_settings: Callable[..., Settings]
+) -> None:
+    """A prompt of exactly max_prompt_chars characters is routed."""
+    router, _ = make_router(make_settings({"server": {"max_prompt_chars": 1000}}))
+    assert router.route(RouteQuery(prompt="x" * 1000)).model
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        RouteQuery(prompt=PROMPT, candidate_models=(GPT4,), excluded_models=(GPT4,)),
+        RouteQuery(prompt="word " * 20_000, candidate_models=SMALL_CONTEXT),
+    ],
+)
+def test_no_eligible_model_is_failed_precondition(
+    query: RouteQuery, make_router: MakeRouter
+) -> None:
+    """When the restrictions leave no model, Route raises FailedPrecondition with the reasons."""
+    router, log = make_router()
+    with pytest.raises(FailedPrecondition, match="no model satisfies"):
+        router.route(query)
+    assert log.decisions == []
+
+
+# -- Decisions ---------------------------------------------------------------------------------
+
+
+def test_decision_ranking_probability_and_fallbacks(
+    make_router: MakeRouter, policy: RecordingPolicy
+) -> None:
+    """The ranking lists every eligible model by falling probability; the decision's
+    probability is its model's ranking entry; fallbacks are the other models in ranking order."""
+    router, _ = make_router(policy=policy)
+    candidates = ("claude-v2", GPT4, "mistralai/mistral-7b-chat", "claude-instant-v1")
+    chosen = Counter()
+    for i in range(40):
+        decision = router.route(RouteQuery(prompt=f"{PROMPT} #{i}", candidate_models=candidates))
+        ranked = [model for model, _ in decision.ranking]
+        probabilities = [p for _, p in decision.ranking]
+        assert sorted(ranked) == sorted(candidates)
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert sum(probabilities) == pytest.approx(1.0)
+        assert decision.probability == dict(decision.ranking)[decision.model]
+        assert decision.fallback_models == tuple(m for m in ranked if m != decision.model)
+        assert not decision.replayed
+        chosen[decision.model] += 1
+    # Catalogue order is gpt-4, claude-v2, claude-instant, mistral-7b: weights 1:2:3:4.
+    assert [m for m, _ in decision.ranking] == [
+        "mistralai/mistral-7b-chat",
+        "claude-instant-v1",
+        "claude-v2",
+        GPT4,
+    ]
+    assert len(chosen) >= 3
+
+
+def test_decision_is_logged_with_the_whole_distribution(
+    make_router: MakeRouter, policy: RecordingPolicy, clock: Any
+) -> None:
+    """The logged row holds features, the eligible set, the full vector and the choice."""
+    router, log = make_router(policy=policy)
+    query = RouteQuery(
+        prompt=PROMPT,
+        excluded_models=(GPT4,),
+        request_id="r-1",
+        objective="economy",
+        tags={"team": "search"},
+        tenant="acme",
+    )
+    decision = router.route(query)
+    (record,) = log.decisions
+    assert record.decision_id == decision.decision_id == "d000000"
+    assert record.time == decision.time == clock.now
+    assert record.tenant == "acme"
+    assert record.request_id == "r-1"
+    assert record.objective == decision.objective == "economy"
+    assert record.prompt_hash == prompt_hash(PROMPT)
+    assert record.prompt is None
+    assert record.features["chars"] == len(PROMPT)
+    assert GPT4 not in record.eligible
+    assert len(record.eligible) == 10
+    assert dict(zip(record.eligible, record.probabilities, strict=True)) == dict(decision.ranking)
+    assert record.model == decision.model
+    assert record.probability == decision.probability
+    assert record.policy_version == decision.policy_version == policy.version
+    assert record.tags == {"team": "search"}
+    assert router.pending_count == 1
+
+
+def test_prompts_are_logged_only_when_configured(
+    make_router: MakeRouter, make_settings: Callable[..., Settings]
+) -> None:
+    """With log.store_prompts the prompt text (or the joined chat) is logged."""
+    router, log = make_router(make_settings({"log": {"store_prompts": True}}))
+    router.route(RouteQuery(prompt=PROMPT))
+    router.route(RouteQuery(messages=(ChatTurn("system", "Be brief."), ChatTurn("user", "Hi"))))
+    assert [d.prompt for d in log.decisions] == [PROMPT, "Be brief.\nHi"]
+
+
+def test_chat_is_routed_on_its_features(make_router: MakeRouter) -> None:
+    """A chat request is routed, and its logged features count the turns."""
+    router, log = make_router()
+    messages = (ChatTurn("system", "You are terse."), ChatTurn("user", "def f(): pass  # why?"))
+    router.route(RouteQuery(messages=messages))
+    assert log.decisions[0].features["turns"] == 2
+    assert "code" in log.decisions[0].features["markers"]
+
+
+def test_long_prompt_excludes_small_context_models(make_router: MakeRouter) -> None:
+    """Models whose context window cannot hold the prompt are not eligible."""
+    router, _ = make_router()
+    decision = router.route(RouteQuery(prompt="lorem ipsum " * 2000))
+    ranked = {model for model, _ in decision.ranking}
+    assert ranked.isdisjoint(SMALL_CONTEXT)
+    assert GPT4 in ranked
+
+
+def test_request_id_makes_route_idempotent(make_router: MakeRouter, clock: Any) -> None:
+    """The same request id (per tenant) returns the same decision marked replayed, logged once;
+    another tenant, or the same id after its window closed, gets a new decision."""
+    router, log = make_router()
+    first = router.route(RouteQuery(prompt=PROMPT, request_id="req-1"))
+    again = router.route(RouteQuery(prompt="a different prompt", request_id="req-1"))
+    assert again.replayed
+    assert again.decision_id == first.decision_id
+    assert again.model == first.model
+    assert again.ranking == first.ranking
+    assert again.fallback_models == first.fallback_models
+    assert len(log.decisions) == 1
+    other_tenant = router.route(RouteQuery(prompt=PROMPT, request_id="req-1", tenant="other"))
+    assert other_tenant.decision_id != first.decision_id
+    assert not other_tenant.replayed
+    clock.advance(601.0)
+    router.expire()
+    later = router.route(RouteQuery(prompt=PROMPT, request_id="req-1"))
+    assert later.decision_id not in {first.decision_id, other_tenant.decision_id}
+    assert not later.replayed
+
+
+# -- Sampling --------------------------------------------------------------------------------
+
+
+def test_sample_index_is_reproducible_and_depends_on_id_and_seed() -> None:
+    """The same id and seed always give the same index; other ids and seeds vary it."""
+    probs = np.full(5, 0.2)
+    picks = [sample_index(probs, f"id-{i}") for i in range(200)]
+    assert picks == [sample_index(probs, f"id-{i}") for i in range(200)]
+    assert set(picks) == set(range(5))
+    reseeded = [sample_index(probs, f"id-{i}", seed=1) for i in range(200)]
+    assert reseeded != picks
+
+
+def test_sample_index_follows_the_probabilities() -> None:
+    """Over many ids, choices follow the probabilities (chi-square goodness of fit)."""
+    probs = np.array([0.5, 0.25, 0.15, 0.07, 0.03])
+    n = 20_000
+    counts = np.bincount([sample_index(probs, f"decision-{i}") for i in range(n)], minlength=5)
+    result = stats.chisquare(counts, probs * n)
+    assert result.pvalue > 0.001
+    assert np.all(np.abs(counts / n - probs) < 0.02)
+
+
+def test_sample_index_never_picks_a_zero_probability() -> None:
+    """Zero-probability entries are never drawn; a one-hot vector always gives its index."""
+    assert {sample_index(np.array([0.5, 0.0, 0.5]), f"z{i}") for i in range(2000)} == {0, 2}
+    assert {sample_index(np.array([0.0, 0.0, 1.0]), f"o{i}") for i in range(200)} == {2}
+
+
+def test_router_choice_is_the_seeded_sample(
+    make_router: MakeRouter, policy: RecordingPolicy
+) -> None:
+    """The router picks sample_index(probabilities, decision_id) among the eligible models."""
+    router, log = make_router(policy=policy)
+    for i in range(30):
+        router.route(RouteQuery(prompt=f"question {i}?"))
+    for record in log.decisions:
+        index = sample_index(np.array(record.probabilities), record.decision_id, 0)
+        assert record.model == record.eligible[index]
+
+
+# -- Feedback ----------------------------------------------------------------------------------
+
+
+def test_feedback_for_unknown_decision_is_not_found(make_router: MakeRouter) -> None:
+    """Feedback naming no pending decision raises NotFound on decision_id."""
+    router, log = make_router()
+    with pytest.raises(NotFound) as info:
+        router.feedback(FeedbackReport("no-such-decision", quality=1.0))
+    assert info.value.field == "decision_id"
+    assert log.feedback == []
+
+
+@pytest.mark.parametrize(
+    ("report", "field"),
+    [
+        ({"decision_id": ""}, "decision_id"),
+        ({"model": "gpt-9"}, "model"),
+        ({"quality": 1.5}, "quality"),
+        ({"quality": math.nan}, "quality"),
+        ({"quality": -0.01}, "quality"),
+        ({"cost_usd": -1.0}, "cost_usd"),
+        ({"cost_usd": math.inf}, "cost_usd"),
+        ({"latency_ms": math.inf}, "latency_ms"),
+        ({"latency_ms": -5.0}, "latency_ms"),
+        ({"input_tokens": -1}, "input_tokens"),
+        ({"output_tokens": -10}, "output_tokens"),
+    ],
+)
+def test_invalid_feedback_is_rejected_naming_the_field(
+    report: dict[str, Any], field: str, make_router: MakeRouter, policy: RecordingPolicy
+) -> None:
+    """Malformed feedback raises InvalidArgument on its field and neither logs nor learns; a
+    valid feedback afterwards is still learned."""
+    router, log = make_router(policy=policy)
+    decision = router.route(RouteQuery(prompt=PROMPT))
+    values = {"decision_id": decision.decision_id, "quality": 0.5, **report}
+    with pytest.raises(InvalidArgument) as info:
+        router.feedback(FeedbackReport(**values))
+    assert info.value.field == field
+    assert log.feedback == []
+    assert policy.learned == []
+    result = router.feedback(FeedbackReport(decision.decision_id, quality=0.5))
+    assert result.disposition == Disposition.LEARNED
+    assert result.feedback_count == 1
+
+
+def test_cost_is_priced_from_tokens(
+    make_router: MakeRouter, policy: RecordingPolicy, default_settings: Settings
+) -> None:
+    """Without a reported cost, the served model's prices turn token counts into cost, and the
+    reward is the objective's reward of those fragments."""
+    router, log = make_router(policy=policy)
+    decision = router.route(RouteQuery(prompt=PROMPT, candidate_models=(GPT4,)))
+    result = router.feedback(
+        FeedbackReport(
+            decision.decision_id, quality=0.9, input_tokens=1000, output_tokens=500, latency_ms=800
+        )
+    )
+    expected_cost = (1000 * 10.0 + 500 * 30.0) / 1e6
+    (record,) = log.feedback
+    assert record.cost_usd == pytest.approx(expected_cost)
+    assert (record.input_tokens, record.output_tokens) == (1000, 500)
+    balanced = default_settings.objectives["balanced"]
+    expected = balanced.reward(Fragments(0.9, expected_cost, 800.0))
+    assert result.reward == pytest.approx(expected)
+    assert record.reward == pytest.approx(expected)
+    assert policy.learned == [(GPT4, 1.0, pytest.approx(expected))]
+
+
+def test_reported_cost_wins_over_tokens(make_router: MakeRouter) -> None:
+    """A cost the client reports is used as it is, even with token counts."""
+    router, log = make_router()
+    decision = router.route(RouteQuery(prompt=PROMPT, candidate_models=(GPT4,)))
+    router.feedback(FeedbackReport(decision.decision_id, cost_usd=0.5, input_tokens=10))
+    assert log.feedback[0].cost_usd == 0.5
+
+
+def test_failed_call_is_penalised(make_router: MakeRouter, policy: RecordingPolicy) -> None:
+    """A feedback with a failure status learns the failure penalty (quality counts 0)."""
+    router, log = make_router(policy=policy)
+    decision = router.route(RouteQuery(prompt=PROMPT))
+    result = router.feedback(FeedbackReport(decision.decision_id, status=OutcomeStatus.TIMEOUT))
+    assert result.reward == pytest.approx(-0.5)
+    assert log.feedback[0].status == "TIMEOUT"
+
+
+def test_combine_first_learns_once_and_ignores_duplicates(
+    make_router: MakeRouter, policy: RecordingPolicy, clock: Any
+) -> None:
+    """With 'first', the first feedback is learned at once; later ones are IGNORED_DUPLICATE,
+    and the window's close does not learn again."""
+    router, log = make_router(policy=policy)
+    decision = router.route(RouteQuery(prompt=PROMPT))
+    first = router.feedback(FeedbackReport(decision.decision_id, quality=1.0))
+    second = router.feedback(FeedbackReport(decision.decision_id, quality=0.0))
+    assert (first.disposition, first.feedback_count) == (Disposition.LEARNED, 1)
+    assert (second.disposition, second.feedback_count) == (Disposition.IGNORED_DUPLICATE, 2)
+    assert policy.learned == [(decision.model, decision.probability, pytest.approx(1.0))]
+    assert [f.disposition for f in log.feedback] == ["LEARNED", "IGNORED_DUPLICATE"]
+    clock.advance(600.0)
+    assert router.expire() == 1
+    assert [(s.action, s.reward) for s in log.settlements] == [("learned", None)]
+    assert len(policy.learned) == 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [("mean", 0.5), ("last", 0.25), ("min", 0.25), ("max", 1.0), ("sum", 1.5)],
+)
+def test_deferred_combine_learns_at_window_close(
+    *,
+    rule: str,
+    expected: float,
+    make_router: MakeRouter,
+    make_settings: Callable[..., Settings],
+    policy: RecordingPolicy,
+    clock: Any,
+) -> None:
+    """With a deferred rule every feedback is DEFERRED (returning the reward combined so far);
+    when the window closes the combined reward is learned once ('learned_combined')."""
+    settings = make_settings({"reward": {"combine": rule}})
+    router, log = make_router(settings, policy)
+    decision = router.route(RouteQuery(prompt=PROMPT))
+    results = [
+        router.feedback(FeedbackReport(decision.decision_id, quality=q)) for q in (1.0, 0.25, 0.25)
+    ]
+    assert {r.disposition for r in results} == {Disposition.DEFERRED}
+    assert [r.feedback_count for r in results] == [1, 2, 3]
+    assert results[-1].reward == pytest.approx(expected)
+    assert [f.reward for f in log.feedback] == pytest.approx([1.0, 0.25, 0.25])
+    assert policy.learned == []
+    clock.advance(599.0)
+    assert router.expire() == 0
+    clock.advance(1.0)
+    assert router.expire() == 1
+    (settlement,) = log.settlements
+    assert settlement.decision_id == decision.decision_id
+    assert settlement.action == "learned_combined"
+    assert settlement.reward == pytest.approx(expected)
+    assert policy.learned == [(decision.model, decision.probability, pytest.approx(expected))]
+    with pytest.raises(NotFound):
+        router.feedback(FeedbackReport(decision.decision_id, quality=1.0))
+
+
+@pytest.mark.parametrize(
+    ("on_missing", "action", "reward"),
+    [("skip", "skipped", None), ("default", "learned_default", -0.2)],
+)
+def test_window_expiry_without_feedback(
+    *,
+    on_missing: str,
+    action: str,
+    reward: float | None,
+    make_router: MakeRouter,
+    make_settings: Callable[..., Settings],
+    policy: RecordingPolicy,
+    clock: Any,
+) -> None:
+    """A window closing without feedback is skipped or learned with the default reward, and
+    logged either way; later decisions stay pending; late feedback is NotFound."""
+    settings = make_settings(
+        {"reward": {"on_missing": on_missing, "default_reward": -0.2, "window_s": 60.0}}
+    )
+    router, log = make_router(settings, policy)
+    early = router.route(RouteQuery(prompt=PROMPT))
+    clock.advance(30.0)
+    late = router.route(RouteQuery(prompt=PROMPT + " again"))
+    clock.advance(40.0)
+    assert router.expire() == 1
+    assert router.pending_count == 1
+    assert [(s.decision_id, s.action, s.reward) for s in log.settlements] == [
+        (early.decision_id, action, reward)
+    ]
+    expected_learned = [] if reward is None else [(early.model, early.probability, reward)]
+    assert policy.learned == expected_learned
+    with pytest.raises(NotFound, match="window"):
+        router.feedback(FeedbackReport(early.decision_id, quality=1.0))
+    assert router.feedback(FeedbackReport(late.decision_id, quality=1.0)).disposition == (
+        Disposition.LEARNED
+    )
+
+
+def test_fallback_model_feedback_is_recorded_off_policy(
+    make_router: MakeRouter, policy: RecordingPolicy
+) -> None:
+    """Feedback about a fallback model is logged as RECORDED_OFF_POLICY and not learned; the
+    chosen model's feedback is still learned."""
+    router, log = make_router(policy=policy)
+    decision = router.route(RouteQuery(prompt=PROMPT))
+    fallback = decision.fallback_models[0]
+    off = router.feedback(
+        FeedbackReport(decision.decision_id, model=fallback, quality=1.0, input_tokens=100)
+    )
+    assert off.disposition == Disposition.RECORDED_OFF_POLICY
+    assert policy.learned == []
+    assert log.feedback[0].model == fallback
+    assert log.feedback[0].cost_usd == pytest.approx(router.catalog.get(fallback).price(100, 0))
+    on = router.feedback(FeedbackReport(decision.decision_id, model=decision.model, quality=0.5))
+    assert on.disposition == Disposition.LEARNED
+    assert on.feedback_count == 2
+    assert len(policy.learned) == 1
+
+
+def test_budget_objective_prices_cost_higher_while_overspending(
+    make_router: MakeRouter, make_settings: Callable[..., Settings]
+) -> None:
+    """Under an objective with a budget, repeated overspending lowers the reward of the same
+    outcome as the pacer's multiplier grows."""
+    settings = make_settings({"objectives": {"capped": {"cost": 10.0, "budget": 0.001}}})
+    router, _ = make_router(settings)
+    rewards = []
+    for i in range(5):
+        decision = router.route(RouteQuery(prompt=f"{PROMPT} {i}", objective="capped"))
+        result = router.feedback(FeedbackReport(decision.decision_id, quality=1.0, cost_usd=0.01))
+        rewards.append(result.reward)
+    assert rewards[0] == pytest.approx(1.0 - 10.0 * 0.01)
+    assert all(b < a for a, b in itertools.pairwise(rewards))
+    pacer = router.pacer(settings.objective("capped"))
+    assert pacer is not None
+    assert pacer.lam > 0
+    assert router.pacer(settings.objective("balanced")) is None
+
+
+def test_concurrent_routes_and_feedback(make_router: MakeRouter) -> None:
+    """Routes and feedback from several threads give distinct decisions, each learned once."""
+    policy = LinUCBPolicy(seed=1)
+    router, log = make_router(policy=policy)
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for i in range(40):
+                decision = router.route(RouteQuery(prompt=f"thread {k} prompt {i}?"))
+                router.feedback(FeedbackReport(decision.decision_id, quality=(i % 5) / 4))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len({d.decision_id for d in log.decisions}) == 160
+    assert policy.updates == 160
+    assert [f.disposition for f in log.feedback] == ["LEARNED"] * 160
+
+
+# -- Restart -----------------------------------------------------------------------------------
+
+
+def test_restart_restores_pending_decisions_from_duckdb(
+    tmp_path: Path, make_router: MakeRouter, clock: Any
+) -> None:
+    """After a restart on the same DuckDB file, decisions still in their window are pending
+    again: their feedback is accepted, already-learned ones are not learned twice, request ids
+    replay the same decision, and settled or expired decisions stay gone."""
+    path = tmp_path / "log.duckdb"
+    policy = RecordingPolicy()
+    router, log = make_router(policy=policy, event_log=DuckDBLog(path))
+    stale = router.route(RouteQuery(prompt="old question?"))
+    clock.advance(300.0)
+    decisions = [
+        router.route(RouteQuery(prompt=f"{PROMPT} {i}", request_id=f"req-{i}")) for i in range(4)
+    ]
+    clock.advance(301.0)  # `stale` is now outside its window (never expired before the crash)
+    for decision in decisions[:2]:
+        assert router.feedback(FeedbackReport(decision.decision_id, quality=0.75)).disposition == (
+            Disposition.LEARNED
+        )
+    router.feedback(FeedbackReport(decisions[2].decision_id, model=decisions[2].fallback_models[0]))
+    assert len(policy.learned) == 2
+    log.close()
+
+    restarted_policy = RecordingPolicy()
+    restarted, new_log = make_router(
+        policy=restarted_policy, event_log=DuckDBLog(path), id_prefix="n"
+    )
+    try:
+        assert restarted.restore_pending() == 4
+        assert restarted.pending_count == 4
+        assert restarted.restore_pending() == 0  # already pending: not restored twice
+        replay = restarted.route(RouteQuery(prompt="anything", request_id="req-1"))
+        assert replay.replayed
+        assert replay == dataclasses.replace(decisions[1], replayed=True)
+        with pytest.raises(NotFound):
+            restarted.feedback(FeedbackReport(stale.decision_id, quality=1.0))
+        results = [
+            restarted.feedback(FeedbackReport(d.decision_id, quality=0.5)) for d in decisions
+        ]
+        assert [r.disposition for r in results] == [
+            Disposition.IGNORED_DUPLICATE,
+            Disposition.IGNORED_DUPLICATE,
+            Disposition.LEARNED,
+            Disposition.LEARNED,
+        ]
+        assert [r.feedback_count for r in results] == [2, 2, 2, 1]
+        assert restarted_policy.learned == [
+            (decisions[2].model, decisions[2].probability, 0.5),
+            (decisions[3].model, decisions[3].probability, 0.5),
+        ]
+        clock.advance(600.0)
+        assert restarted.expire() == 4
+        assert len(restarted_policy.learned) == 2
+    finally:
+        new_log.close()
+
+    third, third_log = make_router(event_log=DuckDBLog(path), id_prefix="t")
+    try:
+        assert third.restore_pending() == 0
+    finally:
+        third_log.close()
+
+
+def test_restart_keeps_deferred_rewards(
+    tmp_path: Path,
+    make_router: MakeRouter,
+    make_settings: Callable[..., Settings],
+    clock: Any,
+) -> None:
+    """With a deferred rule, feedback given before a restart is combined with feedback given
+    after it, as if there had been no restart."""
+    settings = make_settings({"reward": {"combine": "mean"}})
+    path = tmp_path / "log.duckdb"
+    router, log = make_router(settings, RecordingPolicy(), DuckDBLog(path))
+    decision = router.route(RouteQuery(prompt=PROMPT))
+    for quality in (1.0, 0.0):
+        router.feedback(FeedbackReport(decision.decision_id, quality=quality))
+    log.close()
+
+    policy = RecordingPolicy()
+    restarted, new_log = make_router(settings, policy, DuckDBLog(path), id_prefix="n")
+    try:
+        assert restarted.restore_pending() == 1
+        result = restarted.feedback(FeedbackReport(decision.decision_id, quality=0.5))
+        assert result.disposition == Disposition.DEFERRED
+        assert result.feedback_count == 3
+        assert result.reward == pytest.approx(0.5)
+        clock.advance(600.0)
+        assert restarted.expire() == 1
+        assert policy.learned == [(decision.model, decision.probability, pytest.approx(0.5))]
+    finally:
+        new_log.close()
+
+
+def test_restore_from_memory_log(make_router: MakeRouter, policy: RecordingPolicy) -> None:
+    """restore_pending works over any event log, here the in-memory one."""
+    router, log = make_router(policy=policy)
+    decision = router.route(RouteQuery(prompt=PROMPT))
+    restarted, _ = make_router(policy=policy, event_log=log)
+    assert restarted.restore_pending() == 1
+    result = restarted.feedback(FeedbackReport(decision.decision_id, quality=1.0))
+    assert result.disposition == Disposition.LEARNED
+    assert isinstance(log, MemoryLog)
