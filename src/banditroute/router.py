@@ -205,12 +205,14 @@ class Router:
             self._pacers[objective.name] = pacer
         return pacer
 
-    def _reward(self, objective: Objective, fragments: Fragments) -> float:
+    def _reward(self, objective: Objective, fragments: Fragments, *, first: bool) -> float:
+        """Reward under the objective; the first feedback of a decision counts as spend."""
         pacer = self.pacer(objective)
         if pacer is None:
             return objective.reward(fragments)
         reward = objective.reward(fragments, extra_cost_weight=pacer.lam)
-        pacer.observe(fragments.cost_usd or 0.0)
+        if first:
+            pacer.observe(fragments.cost_usd or 0.0)
         return reward
 
     def feedback(self, report: FeedbackReport) -> FeedbackResult:
@@ -234,7 +236,9 @@ class Router:
             fragments = self._fragments(report, served)
             # The log keeps this feedback's own reward (restore re-combines them); the caller
             # gets the reward learned so far (combined, for the deferred rules).
-            own_reward = reward = self._reward(pending.objective, fragments)
+            own_reward = reward = self._reward(
+                pending.objective, fragments, first=pending.feedback_count == 0
+            )
             if served_id != pending.decision.model:
                 disposition = Disposition.RECORDED_OFF_POLICY
             elif combine == "first":

@@ -58,10 +58,7 @@ class Policy(ABC):
         if probs.shape != (len(arms),) or not np.all(np.isfinite(probs)) or np.any(probs < 0):
             raise RuntimeError(f"{self.name} returned an invalid distribution {probs!r}")
         total = probs.sum()
-        if total <= 0:
-            probs = np.full(len(arms), 1.0 / len(arms))
-        else:
-            probs = probs / total
+        probs = np.full(len(arms), 1.0 / len(arms)) if total <= 0 else probs / total
         if not explore:
             greedy = np.zeros(len(arms))
             greedy[self.best(context, arms, probs)] = 1.0
@@ -92,7 +89,7 @@ class Policy(ABC):
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
         """Unnormalised non-negative scores or probabilities for each arm."""
 
-    def _learn(
+    def _learn(  # noqa: B027 - deliberately a no-op default for stateless policies
         self,
         context: PromptFeatures,
         arms: Sequence[ModelSpec],

@@ -60,7 +60,7 @@ class LinUCBPolicy(Policy):
         probability: float,
         reward: float,
     ) -> None:
-        self._model.update(arms[chosen].id, context.numeric(), reward)
+        self._model.update(arms[chosen].id, context.numeric(), reward)  # type: ignore[no-untyped-call]
 
     def save(self) -> bytes:
         return pickle.dumps(self._model)

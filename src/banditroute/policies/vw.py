@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import vowpal_wabbit_next as vw
@@ -64,7 +65,7 @@ class VWPolicy(Policy):
         self._workspace = self._new_workspace()
         self._parser = vw.TextFormatParser(self._workspace)
 
-    def _new_workspace(self, model_data: bytes | None = None) -> vw.Workspace:
+    def _new_workspace(self, model_data: bytes | None = None) -> vw.Workspace:  # type: ignore[type-arg]
         if model_data is None:
             return vw.Workspace([*self.args, "--quiet", "--random_seed", str(self.seed)])
         # A saved model carries its own random state where a reduction uses one (--bag
@@ -89,16 +90,21 @@ class VWPolicy(Policy):
         return [self._parser.parse_line(line) for line in lines]
 
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
-        prediction = self._workspace.predict_one(self._examples(context, arms))
         probs = np.zeros(len(arms))
-        for index, probability in prediction:
+        for index, probability in self._predict(context, arms):
             probs[index] = probability
         return probs
 
     def best(self, context: PromptFeatures, arms: Sequence[ModelSpec], probs: Probabilities) -> int:
         # predict_one lists the greedy action first.
+        return self._predict(context, arms)[0][0]
+
+    def _predict(
+        self, context: PromptFeatures, arms: Sequence[ModelSpec]
+    ) -> list[tuple[int, float]]:
+        """(action index, probability) pairs, greedy action first (VW's ActionProbs)."""
         prediction = self._workspace.predict_one(self._examples(context, arms))
-        return int(prediction[0][0])
+        return cast(list[tuple[int, float]], prediction)
 
     def _learn(
         self,

@@ -30,7 +30,7 @@ _STATUS_FROM_PROTO: dict[int, OutcomeStatus] = {
     pb.OUTCOME_STATUS_RATE_LIMITED: OutcomeStatus.RATE_LIMITED,
     pb.OUTCOME_STATUS_REFUSED: OutcomeStatus.REFUSED,
 }
-_DISPOSITION_TO_PROTO: dict[Disposition, int] = {
+_DISPOSITION_TO_PROTO: dict[Disposition, pb.FeedbackDisposition] = {
     Disposition.LEARNED: pb.FEEDBACK_DISPOSITION_LEARNED,
     Disposition.DEFERRED: pb.FEEDBACK_DISPOSITION_DEFERRED,
     Disposition.IGNORED_DUPLICATE: pb.FEEDBACK_DISPOSITION_IGNORED_DUPLICATE,

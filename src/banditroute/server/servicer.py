@@ -30,7 +30,7 @@ def _call(context: grpc.ServicerContext, rpc: str, work: Callable[[], T]) -> T:
         raise AssertionError("unreachable") from error  # abort raises
 
 
-class RouterServicer(pb_grpc.RouterServiceServicer):
+class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
     """gRPC face of a :class:`~banditroute.router.Router`."""
 
     def __init__(self, router: Router) -> None:

@@ -10,6 +10,8 @@ full), the batch is kept and retried, and waiting callers get the error.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import queue
 import threading
@@ -28,6 +30,9 @@ from banditroute.store.base import Commit
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
 log = structlog.get_logger(__name__)
+
+MAX_WRITE_ATTEMPTS = 5
+"""A batch that fails this many times in a row is set aside to a file, not retried forever."""
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -129,6 +134,7 @@ class DuckDBLog:
         self._batch_size = batch_size
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._retry: list[Any] = []
+        self._failures = 0
         self._closed = False
         self.last_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="duckdb-log-writer", daemon=True)
@@ -212,20 +218,40 @@ class DuckDBLog:
                 )
             self._con.execute("COMMIT")
         except Exception as exc:  # disk full, I/O error: keep the rows, tell the waiters
-            try:
+            with contextlib.suppress(duckdb.Error):
                 self._con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
             self.last_error = exc
-            log.error("log_write_failed", path=str(self.path), error=str(exc), rows=len(items))
-            self._retry = [i for i in items if not isinstance(i, Commit)]
+            self._failures += 1
+            log.error("log_write_failed", path=str(self.path), error=str(exc), rows=len(items),
+                      attempt=self._failures)  # fmt: skip
             for commit in commits:
                 commit.done(exc)
-            time.sleep(min(1.0, self._flush_interval_s * 10))
+            rows = [i for i in items if not isinstance(i, Commit)]
+            if self._failures >= MAX_WRITE_ATTEMPTS and self._set_aside(rows, exc):
+                self._failures = 0
+            else:
+                self._retry = rows
+                time.sleep(min(1.0, self._flush_interval_s * 10))
             return
+        self._failures = 0
         self.last_error = None
         for commit in commits:
             commit.done()
+
+    def _set_aside(self, rows: list[Any], error: BaseException) -> bool:
+        """Move rows that keep failing to a JSON-lines file beside the log; True if written."""
+        aside = self.path.with_name(self.path.name + ".rejected.jsonl")
+        try:
+            with open(aside, "a", encoding="utf-8") as handle:
+                for row in rows:
+                    record = row[0] if isinstance(row, tuple) else row
+                    entry = {"table": type(record).__name__, "error": str(error),
+                             "row": dataclasses.asdict(record)}  # fmt: skip
+                    handle.write(json.dumps(entry, default=str) + "\n")
+        except OSError:
+            return False
+        log.error("log_rows_set_aside", path=str(aside), rows=len(rows))
+        return True
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]], schema: pa.Schema) -> None:
         batch = _table(rows, schema)  # noqa: F841 - referenced by name in the SQL below
@@ -259,7 +285,7 @@ class DuckDBLog:
                 policy_version=r[12],
                 explored=r[13],
                 tags=json.loads(r[14]) if r[14] else {},
-            )  # fmt: skip
+            )
             for r in rows
         ]
         feedback: dict[str, list[FeedbackRecord]] = {}

@@ -1,0 +1,1 @@
+"""Event logs: the contract, an in-memory log and the DuckDB log."""
