@@ -211,11 +211,30 @@ def _detector() -> Any:
     )
 
 
+_ENGLISH_FUNCTION_WORDS = frozenset(
+    "the and is are was were of to in that this with for what which who how why does".split()
+)
+
+
+def _plainly_english(sample: str) -> bool:
+    """Fast path: ASCII text using at least three distinct English function words."""
+    if not sample.isascii():
+        return False
+    words = set(sample.lower().split())
+    return len(words & _ENGLISH_FUNCTION_WORDS) >= 3
+
+
 def detect_language(text: str) -> str:
-    """ISO 639-1 code of the text's language among 12 common ones, or ``"unknown"``."""
+    """ISO 639-1 code of the text's language among 12 common ones, or ``"unknown"``.
+
+    Plain English text (ASCII with several English function words) skips the statistical
+    detector, which costs about 130 us per call; everything else goes through lingua.
+    """
     sample = text[-LANGUAGE_CHARS:]
     if not _WORD.search(sample):
         return "unknown"
+    if _plainly_english(sample):
+        return "en"
     language = _detector().detect_language_of(sample)
     return "unknown" if language is None else str(language.iso_code_639_1.name).lower()
 

@@ -48,8 +48,13 @@ def sample_index(probabilities: np.ndarray, decision_id: str, seed: int = 0) -> 
     """
     digest = hashlib.blake2b(f"{seed}:{decision_id}".encode(), digest_size=8).digest()
     u = int.from_bytes(digest, "big") / 2.0**64
-    index = int(np.searchsorted(np.cumsum(probabilities), u, side="right"))
-    return min(index, len(probabilities) - 1)
+    total = 0.0
+    values = probabilities.tolist()
+    for index, probability in enumerate(values):
+        total += probability
+        if u < total:
+            return index
+    return len(values) - 1
 
 
 @dataclass

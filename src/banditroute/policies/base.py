@@ -9,7 +9,9 @@ to bytes for snapshots. They never import grpc or duckdb.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -30,7 +32,7 @@ class Policy(ABC):
     def __init__(self) -> None:
         self.updates = 0
 
-    @property
+    @functools.cached_property
     def settings_key(self) -> str:
         """A short hash of the constructor settings, part of the version string."""
         return hashlib.sha1(repr(self.describe()).encode()).hexdigest()[:8]
@@ -55,9 +57,9 @@ class Policy(ABC):
         if not arms:
             raise ValueError("arms must not be empty")
         probs = np.asarray(self._distribution(context, arms), dtype=np.float64)
-        if probs.shape != (len(arms),) or not np.all(np.isfinite(probs)) or np.any(probs < 0):
+        total = float(probs.sum())
+        if probs.shape != (len(arms),) or not math.isfinite(total) or float(probs.min()) < 0:
             raise RuntimeError(f"{self.name} returned an invalid distribution {probs!r}")
-        total = probs.sum()
         probs = np.full(len(arms), 1.0 / len(arms)) if total <= 0 else probs / total
         if not explore:
             greedy = np.zeros(len(arms))

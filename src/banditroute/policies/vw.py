@@ -10,6 +10,7 @@ A workspace is not thread-safe: the router serialises calls to it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import cast
@@ -45,8 +46,9 @@ def shared_line(context: PromptFeatures) -> str:
     return f"shared |s {shape} {markers} |w {words}"
 
 
+@functools.lru_cache(maxsize=4096)
 def action_line(arm: ModelSpec) -> str:
-    """The line describing one model."""
+    """The line describing one model (cached: a model's line never changes)."""
     return (
         f"|a m_{_token(arm.id)} p_{_token(arm.provider)} tier_{arm.price_tier} "
         f"price:{math.log10(1e-3 + arm.blended_usd_per_mtok):.4f}"

@@ -1,0 +1,237 @@
+"""Route (and Feedback) latency and throughput against a no-op gRPC server with the same proto.
+
+Both servers run in their own process with the same server set-up (grpc.server with the
+configured thread pool); the same Python client drives both over loopback in the same run,
+alternating rounds, so the machine's noise hits both. Load is bounded in count and time.
+Reports calls/s, p50 and p99 per server and concurrency (calls in flight), and the ratios
+Route / no-op. Usage::
+
+    python benchmarks/route_latency.py [--calls 3000] [--concurrency 1 16] [--rounds 2]
+        [--json benchmarks/results/route_latency.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from banditroute.config import settings_from_mapping
+from banditroute.v1 import router_pb2 as pb
+from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+TIME_LIMIT_S = 30.0
+"""No measurement runs longer than this, whatever the call count."""
+
+_PROMPTS = [
+    "What is the capital of Australia?",
+    "Write a Python function that returns the n-th Fibonacci number using memoisation.",
+    "Solve for x: 3x + 7 = 22. Show your steps.",
+    "Summarize the following text in two sentences: " + "The committee met to review. " * 40,
+    "Which of these is a mammal?\nA) shark\nB) dolphin\nC) trout\nD) eel\nAnswer:",
+    "Translate into French: the weather is lovely today and we will walk to the market.",
+    "The trophy doesn't fit into the brown suitcase because the _ is too large.\n"
+    "A) trophy\nB) suitcase\nAnswer:",
+    "Explain step by step why the sky appears blue during the day and red at sunset.",
+]
+
+
+class NoopServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
+    """Answers every call with a constant response: the gRPC floor for this proto."""
+
+    def __init__(self) -> None:
+        self._route = pb.RouteResponse(
+            decision_id="0" * 32,
+            model="gpt-4-1106-preview",
+            fallback_models=["gpt-3.5-turbo-1106"],
+            probability=0.5,
+            ranking=[pb.ModelProbability(model="gpt-4-1106-preview", probability=0.5)],
+            policy_version="noop",
+        )
+        self._feedback = pb.FeedbackResponse(reward=1.0, disposition=1, feedback_count=1)
+
+    def Route(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._route
+
+    def Feedback(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._feedback
+
+
+def _serve(kind: str, workdir: str, max_workers: int, port_queue: Any, stop: Any) -> None:
+    """Child process: run one server until ``stop`` is set."""
+    if kind == "noop":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+        pb_grpc.add_RouterServiceServicer_to_server(NoopServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        port_queue.put(port)
+        stop.wait()
+        server.stop(1).wait()
+        return
+    from banditroute.server.app import build_service
+
+    settings = settings_from_mapping(
+        {
+            "server": {"port": 0, "max_workers": max_workers},
+            "log": {"path": f"{workdir}/log.duckdb"},
+            "policy": {"snapshot_path": f"{workdir}/policy.snapshot"},
+        }
+    )
+    service = build_service(settings)
+    service.start()
+    port_queue.put(service.port)
+    stop.wait()
+    service.stop()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _drive(call: Any, make_request: Any, calls: int, concurrency: int) -> dict[str, float]:
+    """Run ``calls`` calls with ``concurrency`` client threads; latency in ms."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    counter = iter(range(calls))
+    lock = threading.Lock()
+    deadline = time.perf_counter() + TIME_LIMIT_S
+
+    def worker(slot: int) -> None:
+        while time.perf_counter() < deadline:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                return
+            request = make_request(index)
+            start = time.perf_counter()
+            call(request, timeout=10)
+            latencies[slot].append((time.perf_counter() - start) * 1000.0)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    flat = [x for per in latencies for x in per]
+    return {
+        "calls": len(flat),
+        "calls_per_s": len(flat) / elapsed,
+        "p50_ms": statistics.median(flat),
+        "p99_ms": _percentile(flat, 0.99),
+    }
+
+
+def _measure(port: int, rpc: str, calls: int, concurrency: int) -> dict[str, float]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.RouterServiceStub(channel)
+    warm = [stub.Route(pb.RouteRequest(prompt=p)) for p in _PROMPTS * 25]
+    if rpc == "route":
+        result = _drive(
+            stub.Route,
+            lambda i: pb.RouteRequest(prompt=f"{_PROMPTS[i % len(_PROMPTS)]} #{i}"),
+            calls,
+            concurrency,
+        )
+    else:
+        ids = [
+            stub.Route(pb.RouteRequest(prompt=_PROMPTS[i % len(_PROMPTS)])).decision_id
+            for i in range(calls)
+        ]
+        del warm
+        result = _drive(
+            stub.Feedback,
+            lambda i: pb.FeedbackRequest(
+                decision_id=ids[i], quality=1.0, cost_usd=0.001, latency_ms=800.0
+            ),
+            calls,
+            concurrency,
+        )
+    channel.close()
+    return result
+
+
+def run(calls: int, concurrencies: list[int], rounds: int, rpcs: list[str]) -> dict[str, Any]:
+    """Alternate no-op and real rounds; keep the median round per (rpc, concurrency, kind)."""
+    context = mp.get_context("spawn")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        servers = {}
+        for kind in ("noop", "banditroute"):
+            port_queue, stop = context.Queue(), context.Event()
+            process = context.Process(
+                target=_serve, args=(kind, f"{workdir}/{kind}", 16, port_queue, stop)
+            )
+            Path(f"{workdir}/{kind}").mkdir()
+            process.start()
+            servers[kind] = (process, stop, port_queue.get(timeout=60))
+        try:
+            for rpc in rpcs:
+                for concurrency in concurrencies:
+                    samples: dict[str, list[dict[str, float]]] = {"noop": [], "banditroute": []}
+                    for _ in range(rounds):
+                        for kind in ("noop", "banditroute"):
+                            samples[kind].append(
+                                _measure(servers[kind][2], rpc, calls, concurrency)
+                            )
+                    entry = {}
+                    for kind, runs in samples.items():
+                        best = sorted(runs, key=lambda r: r["calls_per_s"])[len(runs) // 2]
+                        entry[kind] = best
+                    entry["throughput_ratio"] = (
+                        entry["banditroute"]["calls_per_s"] / entry["noop"]["calls_per_s"]
+                    )
+                    entry["p99_ratio"] = entry["banditroute"]["p99_ms"] / entry["noop"]["p99_ms"]
+                    results[f"{rpc}_c{concurrency}"] = entry
+                    print(_row(rpc, concurrency, entry), flush=True)
+        finally:
+            for process, stop, _ in servers.values():
+                stop.set()
+                process.join(timeout=30)
+                if process.is_alive():
+                    process.kill()
+    return results
+
+
+def _row(rpc: str, concurrency: int, entry: dict[str, Any]) -> str:
+    n, b = entry["noop"], entry["banditroute"]
+    return (
+        f"{rpc:8s} in-flight={concurrency:<3d} noop {n['calls_per_s']:7.0f}/s "
+        f"p50 {n['p50_ms']:.2f} p99 {n['p99_ms']:.2f} ms | banditroute {b['calls_per_s']:7.0f}/s "
+        f"p50 {b['p50_ms']:.2f} p99 {b['p99_ms']:.2f} ms | ratio {entry['throughput_ratio']:.2f} "
+        f"p99x {entry['p99_ratio']:.2f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000, help="calls per measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rpc", nargs="+", default=["route", "feedback"],
+                        choices=["route", "feedback"])  # fmt: skip
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.calls <= 0 or args.rounds <= 0 or min(args.concurrency) <= 0:
+        parser.error("--calls, --rounds and --concurrency must be positive")
+    results = run(args.calls, args.concurrency, args.rounds, args.rpc)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
