@@ -52,6 +52,12 @@ class LogSettings:
     batch_size: int = 2048
     sync_feedback: bool = True
     store_prompts: bool = False
+    export_interval_s: float = 10.0
+
+    @property
+    def export_dir(self) -> Path:
+        """Where the writer exports Parquet parts for readers of a live log (``PATH.export``)."""
+        return self.path.with_name(self.path.name + ".export")
 
 
 @dataclass(frozen=True)
@@ -231,7 +237,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
     if not 0 <= server.port < 65536:
         raise ConfigError("server.port: must be in 0..65535", field="server.port")
     log: LogSettings = _build(LogSettings, _table(merged, "log"), "log", path=Path)
-    _positive("log", flush_interval_s=log.flush_interval_s, batch_size=log.batch_size)
+    _positive("log", flush_interval_s=log.flush_interval_s, batch_size=log.batch_size,
+              export_interval_s=log.export_interval_s)  # fmt: skip
     policy: PolicySettings = _build(
         PolicySettings, _table(merged, "policy"), "policy", vw_args=tuple, snapshot_path=Path
     )

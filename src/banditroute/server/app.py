@@ -112,6 +112,8 @@ def build_service(settings: Settings) -> Service:
         settings.log.path,
         flush_interval_s=settings.log.flush_interval_s,
         batch_size=settings.log.batch_size,
+        export_dir=settings.log.export_dir,
+        export_interval_s=settings.log.export_interval_s,
     )
     router = Router(settings, policy, event_log)
     restored = router.restore_pending()

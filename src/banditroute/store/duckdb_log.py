@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import structlog
 
 from banditroute.store.base import Commit
@@ -79,7 +81,7 @@ SETTLEMENTS_SCHEMA = pa.schema(
     ]
 )
 
-_DDL = """
+CREATE_TABLES = """
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id VARCHAR, time TIMESTAMPTZ, tenant VARCHAR, request_id VARCHAR,
     objective VARCHAR, prompt_hash VARCHAR, prompt VARCHAR, features JSON,
@@ -124,12 +126,24 @@ class DuckDBLog:
     """Event log in one DuckDB file, written by a background thread in Arrow batches."""
 
     def __init__(
-        self, path: Path, *, flush_interval_s: float = 0.05, batch_size: int = 2048
+        self,
+        path: Path,
+        *,
+        flush_interval_s: float = 0.05,
+        batch_size: int = 2048,
+        export_dir: Path | None = None,
+        export_interval_s: float = 60.0,
     ) -> None:
         self.path = path
+        self.export_dir = export_dir
+        self._export_interval_s = export_interval_s
+        self._last_export = time.monotonic()
+        self._export_seq = 0
+        self._committed: dict[str, list[pa.Table]] = {}
+        self._uncommitted: dict[str, list[pa.Table]] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(path))
-        self._con.execute(_DDL)
+        self._con.execute(CREATE_TABLES)
         self._flush_interval_s = flush_interval_s
         self._batch_size = batch_size
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -175,6 +189,8 @@ class DuckDBLog:
                 try:
                     items.append(self._queue.get(timeout=self._flush_interval_s))
                 except queue.Empty:
+                    if time.monotonic() - self._last_export >= self._export_interval_s:
+                        self.export()
                     continue
             # None is the stop sentinel put by close(); it may be the first item taken.
             stop = items[-1] is None
@@ -199,7 +215,10 @@ class DuckDBLog:
                 items.append(item)
             self._write(items)
             if stop:
+                self.export()
                 return
+            if time.monotonic() - self._last_export >= self._export_interval_s:
+                self.export()
 
     def _write(self, items: list[Any]) -> None:
         decisions = [i for i in items if isinstance(i, DecisionRecord)]
@@ -217,7 +236,11 @@ class DuckDBLog:
                     "settlements", [_plain_row(r) for r in settlements], SETTLEMENTS_SCHEMA
                 )
             self._con.execute("COMMIT")
+            for table, batches in self._uncommitted.items():
+                self._committed.setdefault(table, []).extend(batches)
+            self._uncommitted = {}
         except Exception as exc:  # disk full, I/O error: keep the rows, tell the waiters
+            self._uncommitted = {}
             with contextlib.suppress(duckdb.Error):
                 self._con.execute("ROLLBACK")
             self.last_error = exc
@@ -256,6 +279,32 @@ class DuckDBLog:
     def _insert(self, table: str, rows: list[tuple[Any, ...]], schema: pa.Schema) -> None:
         batch = _table(rows, schema)  # noqa: F841 - referenced by name in the SQL below
         self._con.execute(f"INSERT INTO {table} SELECT * FROM batch")
+        if self.export_dir is not None:
+            self._uncommitted.setdefault(table, []).append(batch)
+
+    def export(self) -> None:
+        """Write rows committed since the last export as Parquet parts (writer thread only).
+
+        Readers (``banditroute replay`` while the server runs) read these parts, since DuckDB
+        lets no other process open the database file while it is open for writing. Each part
+        is written to a temporary name and renamed, so a reader never sees half a file.
+        """
+        self._last_export = time.monotonic()
+        if self.export_dir is None or not self._committed:
+            return
+        committed, self._committed = self._committed, {}
+        self._export_seq += 1
+        stamp = f"{int(time.time() * 1000):013d}-{self._export_seq:06d}"
+        try:
+            for table, batches in committed.items():
+                folder = self.export_dir / table
+                folder.mkdir(parents=True, exist_ok=True)
+                target = folder / f"part-{stamp}.parquet"
+                tmp = folder / f".part-{stamp}.parquet.tmp"
+                pq.write_table(pa.concat_tables(batches), tmp, compression="zstd")
+                os.replace(tmp, target)
+        except OSError as exc:
+            log.error("log_export_failed", path=str(self.export_dir), error=str(exc))
 
     # -- restore -----------------------------------------------------------------------------
     def unsettled(self, since: float) -> list[tuple[DecisionRecord, list[FeedbackRecord]]]:
