@@ -277,7 +277,7 @@ class DuckDBLog:
         return True
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]], schema: pa.Schema) -> None:
-        batch = _table(rows, schema)  # noqa: F841 - referenced by name in the SQL below
+        batch = _table(rows, schema)
         self._con.execute(f"INSERT INTO {table} SELECT * FROM batch")
         if self.export_dir is not None:
             self._uncommitted.setdefault(table, []).append(batch)
