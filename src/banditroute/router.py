@@ -13,6 +13,7 @@ thread-safe). Waiting for a feedback's log commit happens outside the lock.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import time
 import uuid
@@ -57,6 +58,21 @@ def sample_index(probabilities: np.ndarray, decision_id: str, seed: int = 0) -> 
     return len(values) - 1
 
 
+class DecisionIds:
+    """Unique decision ids: a random 64-bit prefix per router plus a counter.
+
+    Cheaper than ``uuid4`` (no system call per id) and still unique across restarts and
+    processes, since each router instance draws a fresh prefix.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
 @dataclass
 class Pending:
     """A decision waiting for feedback within its reward window."""
@@ -82,7 +98,7 @@ class Router:
         event_log: EventLog,
         *,
         clock: Callable[[], float] = time.time,
-        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        new_id: Callable[[], str] | None = None,
         seed: int = 0,
     ) -> None:
         self.settings = settings
@@ -90,7 +106,7 @@ class Router:
         self.policy = policy
         self.log = event_log
         self._clock = clock
-        self._new_id = new_id
+        self._new_id = new_id or DecisionIds()
         self._seed = seed
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, Pending] = OrderedDict()
