@@ -199,9 +199,15 @@ class Router:
         )
         pending = Pending(record, decision, features, arms, chosen, objective)
         with self._lock:
-            self._pending[decision_id] = pending
             if query.request_id:
+                # A concurrent call with the same request_id may have decided meanwhile: it
+                # wins, and this decision is dropped unlogged (one decision per request_id).
+                existing = self._by_request.get((query.tenant, query.request_id))
+                if existing is not None and existing in self._pending:
+                    decision = self._pending[existing].decision
+                    return Decision(**{**decision.__dict__, "replayed": True})
                 self._by_request[(query.tenant, query.request_id)] = decision_id
+            self._pending[decision_id] = pending
         self.log.append_decision(record)
         return decision
 

@@ -1,0 +1,150 @@
+"""In-process gRPC fixtures: a started banditroute service on a free loopback port, a channel
+and stubs to it, and helpers to read its DuckDB log after it stops.
+
+Every service writes its log and policy snapshot under the test's ``tmp_path`` and is stopped
+at teardown (stopping twice is harmless, so a test may stop it itself to read the log).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import grpc
+import pytest
+
+from banditroute.config import settings_from_mapping
+from banditroute.server.app import Service, build_service
+from banditroute.v1 import router_pb2 as pb
+from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+SMALL_PROMPT_LIMIT = 2000
+"""server.max_prompt_chars of the default ``service`` fixture: small, so the limit is testable."""
+CALL_TIMEOUT_S = 10.0
+"""Deadline of every RPC the tests make."""
+
+
+@pytest.fixture
+def make_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Build and start a service; keyword arguments override [server] settings, ``sections``
+    other sections (for example ``{"reward": {"window_s": 0.2}}``)."""
+    started: list[Service] = []
+    counter = itertools.count()
+
+    def make(sections: Mapping[str, Mapping[str, Any]] | None = None, **server: Any) -> Service:
+        index = next(counter)
+        base: dict[str, dict[str, Any]] = {
+            "server": {"port": 0, **server},
+            "log": {"path": str(tmp_path / f"log{index}.duckdb")},
+            "policy": {"snapshot_path": str(tmp_path / f"policy{index}.snapshot")},
+        }
+        for name, values in (sections or {}).items():
+            base[name] = {**base.get(name, {}), **values}
+        settings = settings_from_mapping(base)
+        service = build_service(settings)
+        started.append(service)
+        service.start()
+        return service
+
+    yield make
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def service(make_service: Callable[..., Service]) -> Service:
+    """A started service whose prompt limit is SMALL_PROMPT_LIMIT characters."""
+    return make_service(max_prompt_chars=SMALL_PROMPT_LIMIT)
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[Service], grpc.Channel]]:
+    """Open a channel to a started service on 127.0.0.1 (closed at teardown).
+
+    No ``channel_ready_future``: its connectivity polling makes ``close`` take 200 ms, and the
+    server is already listening when the fixture returns.
+    """
+    channels: list[grpc.Channel] = []
+
+    def open_channel(service: Service) -> grpc.Channel:
+        channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+        channels.append(channel)
+        return channel
+
+    yield open_channel
+    for channel in channels:
+        channel.close()
+
+
+@pytest.fixture
+def channel(service: Service, connect: Callable[[Service], grpc.Channel]) -> grpc.Channel:
+    """A channel to the ``service`` fixture."""
+    return connect(service)
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> pb_grpc.RouterServiceStub:
+    """A RouterService stub on the ``service`` fixture."""
+    return pb_grpc.RouterServiceStub(channel)
+
+
+@pytest.fixture
+def expect_error() -> Callable[..., str]:
+    """Call ``method(request)``, assert it fails with ``code``, and return the details text."""
+
+    def check(method: Any, request: Any, code: grpc.StatusCode) -> str:
+        with pytest.raises(grpc.RpcError) as caught:
+            method(request, timeout=CALL_TIMEOUT_S)
+        error = caught.value
+        assert isinstance(error, grpc.Call)
+        assert error.code() == code, error.details()
+        details = error.details()
+        assert isinstance(details, str)
+        return details
+
+    return check
+
+
+@pytest.fixture
+def route(stub: pb_grpc.RouterServiceStub) -> Callable[..., pb.RouteResponse]:
+    """Route a request built from keyword arguments (``prompt`` defaults to a short question)."""
+
+    def call(**fields: Any) -> pb.RouteResponse:
+        if "messages" not in fields:
+            fields.setdefault("prompt", "What is the capital of France?")
+        response: pb.RouteResponse = stub.Route(pb.RouteRequest(**fields), timeout=CALL_TIMEOUT_S)
+        return response
+
+    return call
+
+
+@pytest.fixture
+def feedback(stub: pb_grpc.RouterServiceStub) -> Callable[..., pb.FeedbackResponse]:
+    """Send a FeedbackRequest built from keyword arguments."""
+
+    def call(**fields: Any) -> pb.FeedbackResponse:
+        response: pb.FeedbackResponse = stub.Feedback(
+            pb.FeedbackRequest(**fields), timeout=CALL_TIMEOUT_S
+        )
+        return response
+
+    return call
+
+
+@pytest.fixture
+def stopped_log() -> Iterator[Callable[[Service], duckdb.DuckDBPyConnection]]:
+    """Stop a service and open its DuckDB log file read-only (closed at teardown)."""
+    connections: list[duckdb.DuckDBPyConnection] = []
+
+    def open_log(service: Service) -> duckdb.DuckDBPyConnection:
+        service.stop()
+        connection = duckdb.connect(str(service.settings.log.path), read_only=True)
+        connections.append(connection)
+        return connection
+
+    yield open_log
+    for connection in connections:
+        connection.close()

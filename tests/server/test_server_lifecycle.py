@@ -1,0 +1,73 @@
+"""Reward windows and graceful shutdown of the in-process service."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import duckdb
+import grpc
+import pytest
+
+from banditroute.server.app import Service
+from banditroute.v1 import router_pb2 as pb
+from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+WINDOW_S = 0.3
+
+
+def test_feedback_after_the_reward_window_is_not_found(
+    make_service: Callable[..., Service],
+    connect: Callable[[Service], grpc.Channel],
+    expect_error: Callable[..., str],
+    stopped_log: Callable[[Service], duckdb.DuckDBPyConnection],
+) -> None:
+    """Once a decision's reward window closes it is settled (logged as skipped) and its late
+    feedback fails with NOT_FOUND naming decision_id and the window."""
+    service = make_service({"reward": {"window_s": WINDOW_S}})
+    stub = pb_grpc.RouterServiceStub(connect(service))
+    decision = stub.Route(pb.RouteRequest(prompt="Too late?"), timeout=10)
+    time.sleep(WINDOW_S + 0.1)
+    request = pb.FeedbackRequest(decision_id=decision.decision_id, quality=1.0)
+    details = expect_error(stub.Feedback, request, grpc.StatusCode.NOT_FOUND)
+    assert details.startswith("decision_id:")
+    assert f"{WINDOW_S:g}s reward window" in details
+    settlements = (
+        stopped_log(service).execute("SELECT decision_id, action FROM settlements").fetchall()
+    )
+    assert settlements == [(decision.decision_id, "skipped")]
+
+
+def test_stop_drains_in_flight_calls(
+    service: Service,
+    stub: pb_grpc.RouterServiceStub,
+    monkeypatch: pytest.MonkeyPatch,
+    stopped_log: Callable[[Service], duckdb.DuckDBPyConnection],
+) -> None:
+    """A Route in flight when the service stops still completes and is logged; calls after
+    the stop fail with UNAVAILABLE."""
+    policy = service.router.policy
+    distribution = policy.distribution
+    entered = threading.Event()
+
+    def slow_distribution(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        time.sleep(0.3)
+        return distribution(*args, **kwargs)
+
+    monkeypatch.setattr(policy, "distribution", slow_distribution)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        in_flight = pool.submit(stub.Route, pb.RouteRequest(prompt="Still there?"), timeout=10)
+        assert entered.wait(timeout=10)
+        log = stopped_log(service)  # stops the service while the call is in flight
+        decision = in_flight.result(timeout=10)
+    assert decision.model
+    logged = log.execute("SELECT decision_id FROM decisions").fetchall()
+    assert logged == [(decision.decision_id,)]
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Route(pb.RouteRequest(prompt="Anyone?"), timeout=5)
+    assert isinstance(caught.value, grpc.Call)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
