@@ -26,9 +26,11 @@ proto: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/banditroute serve $(ARGS)
 
+LINT_PATHS := src tests benchmarks $(wildcard simulations)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks simulations
-	$(VENV)/bin/ruff format --check src tests benchmarks simulations
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -212,7 +212,8 @@ def _detector() -> Any:
 
 
 _ENGLISH_FUNCTION_WORDS = frozenset(
-    "the and is are was were of to in that this with for what which who how why does".split()
+    {"the", "and", "is", "are", "was", "were", "of", "to", "in", "that", "this", "with", "for"}
+    | {"what", "which", "who", "how", "why", "does"}
 )
 
 
