@@ -37,7 +37,7 @@ Every estimator is a frozen dataclass whose fields are its hyperparameters, with
 
 :func:`evaluate` computes intervals for several estimators at once, validating the inputs and
 drawing the bootstrap resamples once (so at a given integer seed it returns what each
-estimator's ``interval`` would, up to float rounding, several times faster than separate calls).
+estimator's ``interval`` would, up to float rounding, in about half the time of separate calls).
 :func:`diagnostics` summarises the importance weights.
 """
 

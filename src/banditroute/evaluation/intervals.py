@@ -5,7 +5,7 @@
   two-sided: ``sqrt(2 V ln(4/δ) / n) + 7 R ln(4/δ) / (3 (n - 1))`` with ``δ = 1 - level``,
   ``V`` the sample variance and ``R`` the range of the values (observed unless given).
 * :func:`resample_sums` — column sums of ``n_boot`` multinomial (with-replacement) resamples of
-  the rows, vectorised and chunked so memory stays bounded for millions of rows; estimators
+  the rows, vectorised block by block so memory stays bounded for millions of rows; estimators
   turn these sums into one replicate per resample (recomputing any self-normalisation), and
   :func:`percentile_interval` turns the replicates into an interval.
 
@@ -35,11 +35,8 @@ Seed = int | np.random.Generator | None
 DEFAULT_N_BOOT = 200
 """Default number of bootstrap resamples: enough for a 95 % percentile interval at 1M rows."""
 
-CHUNK_ELEMENTS = 1 << 23
-"""Resample counts held at once (8M float64: 64 MB)."""
-
 BLOCK_ROWS = 1 << 16
-"""Rows per counting block in :func:`resample_sums` (counts stay in cache; uint16 draws)."""
+"""Rows per counting block in :func:`resample_sums`: 512 KB of counts, full-range uint16 draws."""
 
 
 @dataclass(frozen=True)
@@ -169,13 +166,15 @@ def resample_sums(
 ) -> FloatArray:
     """Column sums over ``n_boot`` bootstrap resamples of the rows of ``columns`` ``(n, m)``.
 
-    Resample ``b`` draws ``n`` rows uniformly with replacement; its row counts (multinomial)
-    times ``columns`` give row ``b`` of the ``(n_boot, m)`` result. The counts are drawn block
-    by block, which is the same distribution but keeps the counting in cache: the rows are cut
-    into blocks of ``BLOCK_ROWS``, the number of draws landing in each block is drawn
-    (multinomial over blocks), then that many uniform draws within the block. Counts for a few
-    resamples are held at once (``CHUNK_ELEMENTS``), so memory stays bounded at any ``n``. The
-    same ``seed`` and ``n`` always give the same resamples, whatever ``m`` is.
+    Resample ``b`` draws ``n`` rows uniformly with replacement; row ``b`` of the ``(n_boot, m)``
+    result is its row counts (multinomial) times ``columns``. The rows are cut into blocks of
+    ``BLOCK_ROWS``; how many of each resample's draws land in each block is drawn first
+    (multinomial over blocks), then, block by block, that many uniform draws within the block
+    are counted and multiplied into the block's columns. This is the same distribution as
+    drawing ``n`` indices at once, but the counting and the block's columns stay in cache,
+    memory stays bounded at any ``n`` (one block of counts), and the block's full 16-bit range
+    makes the draws cheap. The same ``seed`` and ``n`` always give the same resamples, whatever
+    ``m`` is.
     """
     matrix = np.asarray(columns, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] < 1:
@@ -185,18 +184,17 @@ def resample_sums(
     n = matrix.shape[0]
     starts = np.arange(0, n, BLOCK_ROWS)
     sizes = np.minimum(BLOCK_ROWS, n - starts)
-    block_share = sizes / n
-    per_chunk = max(1, min(n_boot, CHUNK_ELEMENTS // n))
-    counts = np.empty((per_chunk, n), dtype=np.float64)
-    sums = np.empty((n_boot, matrix.shape[1]), dtype=np.float64)
-    for first in range(0, n_boot, per_chunk):
-        size = min(per_chunk, n_boot - first)
-        draws = rng.multinomial(n, block_share, size=size)
-        for row in range(size):
-            for block, (start, rows) in enumerate(zip(starts, sizes, strict=True)):
-                picks = rng.integers(0, rows, size=draws[row, block], dtype=np.uint16)
-                counts[row, start : start + rows] = np.bincount(picks, minlength=rows)
-        np.matmul(counts[:size], matrix, out=sums[first : first + size])
+    draws = rng.multinomial(n, sizes / n, size=n_boot)
+    sums = np.zeros((n_boot, matrix.shape[1]), dtype=np.float64)
+    counts = np.empty(BLOCK_ROWS, dtype=np.float64)
+    for block, (start, rows) in enumerate(zip(starts.tolist(), sizes.tolist(), strict=True)):
+        block_columns = np.ascontiguousarray(matrix[start : start + rows].T)  # (m, rows)
+        block_counts = counts[:rows]
+        for resample in range(n_boot):
+            picks = rng.integers(0, rows, size=draws[resample, block], dtype=np.uint16)
+            np.copyto(block_counts, np.bincount(picks, minlength=rows))
+            # einsum, not BLAS: thousands of small products, no thread start-up per call
+            sums[resample] += np.einsum("ji,i->j", block_columns, block_counts)
     return sums
 
 
