@@ -34,6 +34,9 @@ class ModelSpec:
     ttft_ms: float = 500.0
     tokens_per_s: float = 50.0
     typical_output_tokens: int = 150
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_in_flight: int | None = None
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -11,9 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from banditroute.cli_ops import add_parsers as add_ops_parsers
+from banditroute.cli_simulate import add_simulate_parser, run_simulate
 from banditroute.config import config_path_from_environment, load_settings
-from banditroute.errors import BanditrouteError
+from banditroute.errors import BanditrouteError, ConfigError
 from banditroute.logs import configure_logging
+from banditroute.tenancy import hash_key
 
 
 def _port(text: str) -> int:
@@ -34,6 +37,13 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+def _hash_key(args: argparse.Namespace) -> int:
+    if not args.key:
+        raise ConfigError("key: must not be empty", field="key")
+    print(hash_key(args.key))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -50,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, help="port to listen on (0: any free port)")
     serve.add_argument("--log", type=Path, help="DuckDB decision log path")
     serve.set_defaults(handler=_serve)
+
+    hash_key = sub.add_parser("hash-key", help="print the SHA-256 digest to configure for a key")
+    hash_key.add_argument("key", help="the API key")
+    hash_key.set_defaults(handler=_hash_key)
+
+    simulate = add_simulate_parser(sub)
+    simulate.set_defaults(handler=run_simulate)
+    add_ops_parsers(sub)
     return parser
 
 

@@ -20,7 +20,10 @@ from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hin
 
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.errors import ConfigError
+from banditroute.health import HealthSettings
 from banditroute.objectives import Objective
+from banditroute.rules import RoutingRule, rules_from_config
+from banditroute.tenancy import AccessSettings, access_from_config
 
 PolicyKind = Literal["vw", "linucb", "uniform", "fixed"]
 CombineRule = Literal["first", "last", "mean", "min", "max", "sum"]
@@ -28,7 +31,10 @@ MissingRule = Literal["skip", "default"]
 
 POLICY_KINDS: tuple[str, ...] = ("vw", "linucb", "uniform", "fixed")
 COMBINE_RULES: tuple[str, ...] = ("first", "last", "mean", "min", "max", "sum")
-_SECTIONS = frozenset({"server", "log", "policy", "reward", "objective", "objectives", "models"})
+_SECTIONS = frozenset(
+    {"server", "log", "policy", "reward", "objective", "objectives", "models"}
+    | {"auth", "tenants", "rules", "languages", "health", "policies", "tls"}
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,21 @@ class RewardSettings:
 
 
 @dataclass(frozen=True)
+class TLSSettings:
+    """Server TLS: certificate and key files, and optionally a CA to require client certs."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    require_client_auth: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """True when a certificate is configured."""
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service needs, read once at start-up."""
 
@@ -93,6 +114,12 @@ class Settings:
     log: LogSettings = LogSettings()
     policy: PolicySettings = PolicySettings()
     reward: RewardSettings = RewardSettings()
+    access: AccessSettings = field(default_factory=AccessSettings)
+    rules: tuple[RoutingRule, ...] = ()
+    language_tagged: frozenset[str] = frozenset()
+    health: HealthSettings = field(default_factory=HealthSettings)
+    policies: Mapping[str, PolicySettings] = field(default_factory=dict)
+    tls: TLSSettings = TLSSettings()
     source: str = field(default="<embedded defaults>", compare=False)
 
     def __post_init__(self) -> None:
@@ -270,6 +297,50 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         unknown_keys = ", ".join(sorted(set(objective_table) - {"default"}))
         raise ConfigError(f"objective: unknown key(s) {unknown_keys}", field="objective")
     default_objective = str(objective_table.get("default", "balanced"))
+    policies = {"default": policy}
+    for name, entry in _table(merged, "policies").items():
+        named: PolicySettings = _build(
+            PolicySettings, {"snapshot_path": None, **entry}, f"policies.{name}",
+            vw_args=tuple, snapshot_path=Path,
+        )  # fmt: skip
+        if named.kind not in POLICY_KINDS:
+            raise ConfigError(f"policies.{name}.kind: unknown kind", field=f"policies.{name}.kind")
+        if named.kind == "fixed" and named.fixed_model not in catalog:
+            raise ConfigError(f"policies.{name}.fixed_model: not in the catalogue", field=name)
+        policies[name] = named
+    tenants = merged.get("tenants", [])
+    rules = merged.get("rules", [])
+    if not isinstance(tenants, list) or not isinstance(rules, list):
+        raise ConfigError("tenants and rules: expected arrays of tables", field="tenants")
+    access = access_from_config(
+        _table(merged, "auth"),
+        tenants,
+        models=frozenset(catalog.ids),
+        objectives=frozenset(objectives),
+        policies=frozenset(policies),
+        store_prompts_default=log.store_prompts,
+    )
+    languages = _table(merged, "languages")
+    if set(languages) - {"require_tagged"}:
+        raise ConfigError("languages: unknown key(s)", field="languages")
+    tagged = languages.get("require_tagged", [])
+    if not isinstance(tagged, list) or not all(isinstance(x, str) for x in tagged):
+        raise ConfigError("languages.require_tagged: expected a list of strings", field="languages")
+    try:
+        health = HealthSettings(**_table(merged, "health"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"health: {exc}", field="health") from exc
+    tls: TLSSettings = _build(
+        TLSSettings, _table(merged, "tls"), "tls",
+        cert_file=Path, key_file=Path, client_ca_file=Path,
+    )  # fmt: skip
+    if tls.enabled != (tls.key_file is not None) or (
+        tls.require_client_auth and not tls.client_ca_file
+    ):
+        raise ConfigError(
+            "tls: cert_file and key_file go together; require_client_auth needs client_ca_file",
+            field="tls",
+        )
     return Settings(
         catalog=catalog,
         objectives=objectives,
@@ -278,6 +349,12 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         log=log,
         policy=policy,
         reward=reward,
+        access=access,
+        rules=rules_from_config(rules, frozenset(catalog.ids)),
+        language_tagged=frozenset(tagged),
+        health=health,
+        policies=policies,
+        tls=tls,
         source=source,
     )
 

@@ -22,6 +22,11 @@ class RouteQuery:
     objective: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     tenant: str = "default"
+    data_classification: str = ""
+    max_cost_usd: float | None = None
+    max_latency_ms: float | None = None
+    required_capabilities: tuple[str, ...] = ()
+    expected_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,11 @@ class Decision:
     objective: str
     explored: bool = True
     replayed: bool = False
+    exclusions: tuple[tuple[str, str, str], ...] = ()
+    rule: str = ""
+    arm: str = "default"
+    data_class: str = "public"
+    language: str = "unknown"
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class FeedbackReport:
     output_tokens: int | None = None
     latency_ms: float | None = None
     status: OutcomeStatus = OutcomeStatus.OK
+    tenant: str = "default"
 
 
 class Disposition(StrEnum):

@@ -18,25 +18,35 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import structlog
 
+from banditroute.audit import AuditChain
+from banditroute.budgets import BudgetStatus, TenantBudget
 from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import Decision, Disposition, FeedbackReport, FeedbackResult, RouteQuery
-from banditroute.eligibility import eligible_models
+from banditroute.eligibility import Constraints, eligible_models
 from banditroute.errors import InvalidArgument, NotFound, Unavailable
 from banditroute.features import PromptFeatures, extract, features_from_dict, prompt_hash
+from banditroute.health import HealthTracker, ModelLimits
 from banditroute.objectives import BudgetPacer, Objective
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
+from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
+from banditroute.rules import first_match
 from banditroute.store.base import EventLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+from banditroute.tenancy import Tenant
 
 log = structlog.get_logger(__name__)
+
+EXPLORABLE_CLASSES = frozenset({"public", "internal"})
+"""Data classes a policy may explore on; more sensitive requests get the greedy choice."""
 
 COMMIT_TIMEOUT_S = 10.0
 """How long Feedback waits for its log commit before answering UNAVAILABLE."""
@@ -86,6 +96,7 @@ class Pending:
     rewards: list[float] = field(default_factory=list)
     learned: bool = False
     feedback_count: int = 0
+    admitted: bool = False
 
 
 class Router:
@@ -100,11 +111,24 @@ class Router:
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] | None = None,
         seed: int = 0,
+        policies: Mapping[str, Policy] | None = None,
+        health: HealthTracker | None = None,
+        audit: AuditChain | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = settings.catalog
         self.policy = policy
+        self.policies: dict[str, Policy] = {"default": policy, **(policies or {})}
         self.log = event_log
+        self.health = health or HealthTracker(
+            settings.health,
+            {
+                m.id: ModelLimits(m.requests_per_minute, m.tokens_per_minute, m.max_in_flight)
+                for m in settings.catalog
+            },
+        )
+        self.audit = audit
+        self._budgets: dict[str, TenantBudget] = {}
         self._clock = clock
         self._new_id = new_id or DecisionIds()
         self._seed = seed
@@ -142,60 +166,144 @@ class Router:
                 f"prompt: {len(query.prompt)} characters, limit is {limit}", field="prompt"
             )
 
+    def _tenant(self, name: str) -> Tenant:
+        """The configured tenant; a name the configuration does not list (only possible when
+        the Router is driven in-process, since the server authenticates every call) is a
+        tenant without restrictions."""
+        tenant = self.settings.access.tenants.get(name)
+        return Tenant(name) if tenant is None else tenant
+
+    def _objective(self, query: RouteQuery, tenant: Tenant) -> Objective:
+        name = query.objective or tenant.default_objective
+        objective = self.settings.objective(name)
+        tenant.check_objective(objective.name)
+        return objective
+
+    def _arm(self, tenant: Tenant, query: RouteQuery, decision_id: str) -> str:
+        """The A/B arm (policy name) for this request: a stable hash of the key tag."""
+        experiment = tenant.experiment
+        if experiment is None:
+            return "default"
+        key = query.tags.get(experiment.key_tag) or query.request_id or decision_id
+        digest = hashlib.blake2b(f"{tenant.name}:{key}".encode(), digest_size=8).digest()
+        point = int.from_bytes(digest, "big") / 2.0**64 * sum(w for _, w in experiment.arms)
+        for name, weight in experiment.arms:
+            point -= weight
+            if point < 0:
+                return name
+        return experiment.arms[-1][0]
+
+    def _data_class(self, query: RouteQuery, text: str) -> str:
+        declared = query.data_classification or "public"
+        if declared not in DATA_CLASSES:
+            raise InvalidArgument(
+                f"data_classification: {declared!r} is not one of {', '.join(DATA_CLASSES)}",
+                field="data_classification",
+            )
+        detected = classify(scan(text, max_chars=self.settings.server.feature_chars * 50))
+        return most_sensitive(declared, detected)
+
     def route(self, query: RouteQuery) -> Decision:
         """Choose a model for the query, log the decision and keep it pending for feedback."""
         self._validate(query)
-        objective = self.settings.objective(query.objective)
+        tenant = self._tenant(query.tenant)
+        objective = self._objective(query, tenant)
         if query.request_id:
             with self._lock:
                 existing = self._by_request.get((query.tenant, query.request_id))
                 if existing is not None and existing in self._pending:
                     decision = self._pending[existing].decision
                     return Decision(**{**decision.__dict__, "replayed": True})
+        now = self._clock()
+        budget = self._budget(tenant)
+        if budget is not None:
+            budget.check(now)
+        text = query.prompt or "\n".join(m.content for m in query.messages)
+        data_class = self._data_class(query, text)
         features = extract(
             query.prompt, query.messages, feature_chars=self.settings.server.feature_chars
         )
+        constraints = Constraints(
+            candidate_models=query.candidate_models,
+            excluded_models=query.excluded_models,
+            max_cost_usd=query.max_cost_usd,
+            max_latency_ms=query.max_latency_ms,
+            required_capabilities=query.required_capabilities,
+            expected_output_tokens=query.expected_output_tokens,
+            data_class=data_class,
+        )
+        rule = first_match(self.settings.rules, tenant.name, features, query.tags, data_class)
         eligibility = eligible_models(
             self.catalog,
             features,
-            candidate_models=query.candidate_models,
-            excluded_models=query.excluded_models,
+            constraints,
+            tenant=tenant,
+            rule=rule,
+            language_tagged=self.settings.language_tagged,
+            health=self.health,
+            expected_latency_ms=self._expected_latency,
         )
         arms = eligibility.eligible
         decision_id = self._new_id()
-        now = self._clock()
+        arm = self._arm(tenant, query, decision_id)
+        explore = data_class in EXPLORABLE_CLASSES
+        shadow: dict[str, dict[str, Any]] = {}
         with self._lock:
-            probabilities = self.policy.distribution(features, arms)
-            version = self.policy.version
+            policy = self.policies[arm]
+            probabilities = policy.distribution(features, arms, explore=explore)
+            version = policy.version
+            for name in tenant.shadow_policies:
+                shadow_probs = self.policies[name].distribution(features, arms, explore=explore)
+                pick = sample_index(shadow_probs, decision_id, self._seed + 1)
+                shadow[name] = {
+                    "model": arms[pick].id,
+                    "probability": float(shadow_probs[pick]),
+                    "probabilities": [float(p) for p in shadow_probs],
+                    "version": self.policies[name].version,
+                }
         chosen = sample_index(probabilities, decision_id, self._seed)
         order = sorted(range(len(arms)), key=lambda i: (-probabilities[i], i))
-        ranking = tuple((arms[i].id, float(probabilities[i])) for i in order)
+        exclusions = tuple(
+            (model, why.constraint, why.reason) for model, why in eligibility.excluded.items()
+        )
         decision = Decision(
             decision_id=decision_id,
             time=now,
             model=arms[chosen].id,
             probability=float(probabilities[chosen]),
-            ranking=ranking,
+            ranking=tuple((arms[i].id, float(probabilities[i])) for i in order),
             fallback_models=tuple(arms[i].id for i in order if i != chosen),
             policy_version=version,
             objective=objective.name,
+            explored=explore,
+            exclusions=exclusions,
+            rule="" if rule is None else rule.name,
+            arm=arm,
+            data_class=data_class,
+            language=features.language,
         )
-        text = query.prompt or "\n".join(m.content for m in query.messages)
         record = DecisionRecord(
             decision_id=decision_id,
             time=now,
-            tenant=query.tenant,
+            tenant=tenant.name,
             request_id=query.request_id,
             objective=objective.name,
             prompt_hash=prompt_hash(text),
-            prompt=text if self.settings.log.store_prompts else None,
+            prompt=text if tenant.store_prompts and data_class in EXPLORABLE_CLASSES else None,
             features=features.as_dict(),
             eligible=tuple(a.id for a in arms),
             probabilities=tuple(float(p) for p in probabilities),
             model=decision.model,
             probability=decision.probability,
             policy_version=version,
+            explored=explore,
             tags=dict(query.tags),
+            arm=arm,
+            rule=decision.rule,
+            data_class=data_class,
+            excluded={m: f"{c}: {r}" for m, c, r in exclusions},
+            constraints=constraints.as_dict(),
+            shadow=shadow,
         )
         pending = Pending(record, decision, features, arms, chosen, objective)
         with self._lock:
@@ -208,8 +316,79 @@ class Router:
                     return Decision(**{**decision.__dict__, "replayed": True})
                 self._by_request[(query.tenant, query.request_id)] = decision_id
             self._pending[decision_id] = pending
+        self.health.admit(decision.model, features.conversation_tokens)
+        pending.admitted = True
         self.log.append_decision(record)
+        self._audit_decision(record)
         return decision
+
+    def _expected_latency(self, model: ModelSpec, output_tokens: int) -> float:
+        """Median latency measured from feedback once there is enough; the prior before."""
+        stats = self.health.stats(model.id)
+        if stats.latency_p50_ms is not None and stats.requests >= self.settings.health.min_samples:
+            return float(stats.latency_p50_ms)
+        return model.expected_latency_ms(output_tokens)
+
+    def _audit_decision(self, record: DecisionRecord) -> None:
+        """Chain an audit record for the decision (its sink queues it for the log)."""
+        if self.audit is None:
+            return
+        self.audit.append(
+            kind="decision",
+            tenant=record.tenant,
+            decision_id=record.decision_id,
+            time=record.time,
+            policy_version=record.policy_version,
+            feature_hash=record.prompt_hash,
+            eligible=record.eligible,
+            excluded=record.excluded,
+            constraints=record.constraints,
+            payload={
+                "model": record.model,
+                "probability": record.probability,
+                "arm": record.arm,
+                "rule": record.rule,
+                "explored": record.explored,
+            },
+        )
+
+    def _audit_feedback(self, pending: Pending, record: FeedbackRecord) -> None:
+        """Chain an audit record for the feedback."""
+        if self.audit is None:
+            return
+        self.audit.append(
+            kind="feedback",
+            tenant=pending.record.tenant,
+            decision_id=record.decision_id,
+            time=record.time,
+            policy_version=pending.record.policy_version,
+            feature_hash=pending.record.prompt_hash,
+            eligible=pending.record.eligible,
+            excluded=pending.record.excluded,
+            constraints=pending.record.constraints,
+            payload={
+                "model": record.model,
+                "quality": record.quality,
+                "cost_usd": record.cost_usd,
+                "latency_ms": record.latency_ms,
+                "status": record.status,
+                "reward": record.reward,
+                "disposition": record.disposition,
+            },
+        )
+
+    def _budget(self, tenant: Tenant) -> TenantBudget | None:
+        if tenant.budget is None:
+            return None
+        budget = self._budgets.get(tenant.name)
+        if budget is None:
+            budget = self._budgets.setdefault(tenant.name, TenantBudget(tenant.name, tenant.budget))
+        return budget
+
+    def budget_status(self, tenant: str) -> BudgetStatus | None:
+        """The tenant's budget figures for the current period (None without a budget)."""
+        budget = self._budget(self._tenant(tenant))
+        return None if budget is None else budget.status(self._clock())
 
     # -- Feedback --------------------------------------------------------------------------------
     def _fragments(self, report: FeedbackReport, served: ModelSpec) -> Fragments:
@@ -232,14 +411,23 @@ class Router:
             self._pacers[objective.name] = pacer
         return pacer
 
-    def _reward(self, objective: Objective, fragments: Fragments, *, first: bool) -> float:
-        """Reward under the objective; the first feedback of a decision counts as spend."""
+    def _reward(
+        self, objective: Objective, fragments: Fragments, tenant: Tenant, *, first: bool
+    ) -> float:
+        """Reward under the objective plus the pacing surcharges of the objective's and the
+        tenant's budgets; the first feedback of a decision counts as spend."""
         pacer = self.pacer(objective)
-        if pacer is None:
-            return objective.reward(fragments)
-        reward = objective.reward(fragments, extra_cost_weight=pacer.lam)
+        budget = self._budget(tenant)
+        extra = (0.0 if pacer is None else pacer.lam) + (
+            0.0 if budget is None else budget.multiplier
+        )
+        reward = objective.reward(fragments, extra_cost_weight=extra)
         if first:
-            pacer.observe(fragments.cost_usd or 0.0)
+            cost = fragments.cost_usd or 0.0
+            if pacer is not None:
+                pacer.observe(cost)
+            if budget is not None:
+                budget.record(cost, self._clock())
         return reward
 
     def feedback(self, report: FeedbackReport) -> FeedbackResult:
@@ -252,6 +440,8 @@ class Router:
         combine = self.settings.reward.combine
         with self._lock:
             pending = self._pending.get(report.decision_id)
+            if pending is not None and pending.record.tenant != report.tenant:
+                pending = None  # another tenant's decision: as good as unknown to this caller
             if pending is None:
                 raise NotFound(
                     f"decision_id: no pending decision {report.decision_id!r} "
@@ -264,8 +454,15 @@ class Router:
             # The log keeps this feedback's own reward (restore re-combines them); the caller
             # gets the reward learned so far (combined, for the deferred rules).
             own_reward = reward = self._reward(
-                pending.objective, fragments, first=pending.feedback_count == 0
+                pending.objective,
+                fragments,
+                self._tenant(pending.record.tenant),
+                first=pending.feedback_count == 0,
             )
+            self.health.record_outcome(served_id, fragments.status, fragments.latency_ms)
+            if pending.admitted:
+                self.health.release(pending.decision.model)
+                pending.admitted = False
             if served_id != pending.decision.model:
                 disposition = Disposition.RECORDED_OFF_POLICY
             elif combine == "first":
@@ -294,6 +491,7 @@ class Router:
             disposition=str(disposition),
         )
         commit = self.log.append_feedback(record)
+        self._audit_feedback(pending, record)
         if self.settings.log.sync_feedback:
             try:
                 commit.wait(COMMIT_TIMEOUT_S)
@@ -304,9 +502,12 @@ class Router:
         return FeedbackResult(reward, disposition, feedback_count)
 
     def _learn(self, pending: Pending, reward: float) -> None:
-        self.policy.learn(
-            pending.features, pending.arms, pending.chosen, pending.decision.probability, reward
-        )
+        """Update the arm's policy, and every shadow policy off-policy from the same outcome."""
+        args = (pending.features, pending.arms, pending.chosen, pending.decision.probability)
+        self.policies[pending.record.arm].learn(*args, reward)
+        for name in pending.record.shadow:
+            if name in self.policies:
+                self.policies[name].learn(*args, reward)
         pending.learned = True
 
     # -- reward windows ----------------------------------------------------------------------------
@@ -330,6 +531,9 @@ class Router:
 
     def _settle(self, pending: Pending, now: float) -> SettlementRecord:
         decision_id = pending.decision.decision_id
+        if pending.admitted:
+            self.health.release(pending.decision.model)
+            pending.admitted = False
         if pending.learned:
             return SettlementRecord(decision_id, now, "learned", None)
         if pending.rewards:
@@ -377,6 +581,14 @@ class Router:
                 fallback_models=tuple(m for m, _ in ranking if m != record.model),
                 policy_version=record.policy_version,
                 objective=record.objective,
+                explored=record.explored,
+                exclusions=tuple(
+                    (model, *_split_reason(reason)) for model, reason in record.excluded.items()
+                ),
+                rule=record.rule,
+                arm=record.arm,
+                data_class=record.data_class,
+                language=str(record.features.get("language", "unknown")),
             )
             try:
                 objective = self.settings.objective(record.objective)
@@ -398,6 +610,12 @@ class Router:
                     self._by_request[(record.tenant, record.request_id)] = record.decision_id
             restored += 1
         return restored
+
+
+def _split_reason(logged: str) -> tuple[str, str]:
+    """A logged exclusion "constraint: reason" back into its two parts."""
+    constraint, _, reason = logged.partition(": ")
+    return constraint, reason
 
 
 def _combine(rule: str, rewards: list[float]) -> float:

@@ -77,4 +77,10 @@ def test_reflection_describes_router_service(channel: grpc.Channel) -> None:
     assert router.package == "banditroute.v1"
     assert "google/protobuf/timestamp.proto" in router.dependency
     (service,) = router.service
-    assert [m.name for m in service.method] == ["Route", "Feedback", "ListModels"]
+    assert [m.name for m in service.method] == [
+        "Route",
+        "Feedback",
+        "ListModels",
+        "GetStats",
+        "ResetModelHealth",
+    ]

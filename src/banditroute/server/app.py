@@ -12,6 +12,7 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 import grpc
@@ -19,10 +20,13 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from banditroute.config import Settings
+from banditroute.audit import AuditChain
+from banditroute.config import Settings, TLSSettings
+from banditroute.errors import ConfigError
 from banditroute.features import warm_up
 from banditroute.policies.factory import build_policy
 from banditroute.router import Router
+from banditroute.server.auth import AuthInterceptor
 from banditroute.server.servicer import RouterServicer
 from banditroute.snapshots import load_snapshot, save_snapshot
 from banditroute.store.duckdb_log import DuckDBLog
@@ -74,13 +78,14 @@ class Service:
                 self.snapshot()
 
     def snapshot(self) -> None:
-        """Save the policy now (if a snapshot path is configured)."""
-        path = self.settings.policy.snapshot_path
-        if path is None:
+        """Save every policy now (if a snapshot path is configured)."""
+        base = self.settings.policy.snapshot_path
+        if base is None:
             return
         with self.router.locked():
-            size = save_snapshot(self.router.policy, path)
-        log.debug("snapshot_saved", path=str(path), bytes=size)
+            for name, policy in self.router.policies.items():
+                size = save_snapshot(policy, snapshot_path(base, name))
+                log.debug("snapshot_saved", policy=name, bytes=size)
 
     def stop(self) -> None:
         """Graceful shutdown: NOT_SERVING, drain calls, flush the log, snapshot the policy."""
@@ -101,13 +106,35 @@ class Service:
         self.server.wait_for_termination()
 
 
-def build_service(settings: Settings) -> Service:
-    """Assemble policy (restored from its snapshot), log, router and gRPC server."""
-    warm_up()
-    policy = build_policy(settings.policy)
-    restored_snapshot = settings.policy.snapshot_path is not None and load_snapshot(
-        policy, settings.policy.snapshot_path
+def snapshot_path(base: Path, policy: str) -> Path:
+    """Where a named policy's snapshot lives (the default policy at ``base`` itself)."""
+    return base if policy == "default" else base.with_name(f"{base.name}.{policy}")
+
+
+def _credentials(tls: TLSSettings) -> grpc.ServerCredentials:
+    assert tls.cert_file is not None
+    assert tls.key_file is not None
+    try:
+        key, cert = tls.key_file.read_bytes(), tls.cert_file.read_bytes()
+        ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    except OSError as exc:
+        raise ConfigError(f"tls: cannot read {exc.filename}: {exc.strerror}", field="tls") from exc
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=tls.require_client_auth
     )
+
+
+def build_service(settings: Settings) -> Service:
+    """Assemble policies (restored from snapshots), log, audit chain, router and server."""
+    warm_up()
+    policies = {name: build_policy(spec) for name, spec in settings.policies.items()}
+    base = settings.policy.snapshot_path
+    restored = [
+        name
+        for name, policy in policies.items()
+        if base is not None and load_snapshot(policy, snapshot_path(base, name))
+    ]
+    restored_snapshot = "default" in restored
     event_log = DuckDBLog(
         settings.log.path,
         flush_interval_s=settings.log.flush_interval_s,
@@ -115,28 +142,48 @@ def build_service(settings: Settings) -> Service:
         export_dir=settings.log.export_dir,
         export_interval_s=settings.log.export_interval_s,
     )
-    router = Router(settings, policy, event_log)
-    restored = router.restore_pending()
+    audit = AuditChain(*event_log.audit_head(), sink=event_log.append_audit)
+    router = Router(
+        settings,
+        policies.pop("default"),
+        event_log,
+        policies=policies,
+        audit=audit,
+    )
+    restored_pending = router.restore_pending()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),
+        interceptors=[AuthInterceptor(settings.access)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_RouterServiceServicer_to_server(RouterServicer(router), server)
+    pb_grpc.add_RouterServiceServicer_to_server(
+        RouterServicer(router, stats_reader=event_log.reader), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{settings.server.host}:{settings.server.port}")
+    address = f"{settings.server.host}:{settings.server.port}"
+    try:
+        port = (
+            server.add_secure_port(address, _credentials(settings.tls))
+            if settings.tls.enabled
+            else server.add_insecure_port(address)
+        )
+    except (ConfigError, RuntimeError):
+        event_log.close()
+        raise
     if port == 0:
         event_log.close()
         raise OSError(f"cannot listen on {settings.server.host}:{settings.server.port}")
     return Service(
-        settings, router, event_log, server, health_servicer, port, restored_snapshot, restored
-    )
+        settings, router, event_log, server, health_servicer, port, restored_snapshot,
+        restored_pending,
+    )  # fmt: skip
 
 
 def serve(settings: Settings) -> int:
@@ -146,6 +193,7 @@ def serve(settings: Settings) -> int:
     log.info(
         "listening",
         address=service.address,
+        tls=settings.tls.enabled,
         log=str(settings.log.path),
         policy=service.router.policy.version,
         config=settings.source,

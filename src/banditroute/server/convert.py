@@ -7,8 +7,11 @@ know (a newer client) are rejected with INVALID_ARGUMENT naming the field.
 
 from __future__ import annotations
 
+import math
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from banditroute.budgets import BudgetStatus
 from banditroute.catalog import ModelSpec
 from banditroute.decisions import (
     Decision,
@@ -19,8 +22,13 @@ from banditroute.decisions import (
 )
 from banditroute.errors import InvalidArgument
 from banditroute.features import ChatTurn
+from banditroute.health import ModelHealth
 from banditroute.outcomes import OutcomeStatus
+from banditroute.usage import ModelTenantStats
 from banditroute.v1 import router_pb2 as pb
+
+MAX_LISTED = 1000
+"""Longest list of names a request field may carry."""
 
 _STATUS_FROM_PROTO: dict[int, OutcomeStatus] = {
     pb.OUTCOME_STATUS_UNSPECIFIED: OutcomeStatus.OK,
@@ -46,6 +54,11 @@ def _timestamp(seconds: float) -> Timestamp:
 
 def route_query(request: pb.RouteRequest, *, tenant: str = "default") -> RouteQuery:
     """RouteRequest -> RouteQuery."""
+    if len(request.required_capabilities) > MAX_LISTED:
+        raise InvalidArgument(
+            f"required_capabilities: at most {MAX_LISTED} may be listed",
+            field="required_capabilities",
+        )
     return RouteQuery(
         prompt=request.prompt,
         messages=tuple(ChatTurn(m.role, m.content) for m in request.messages),
@@ -55,6 +68,13 @@ def route_query(request: pb.RouteRequest, *, tenant: str = "default") -> RouteQu
         objective=request.objective,
         tags=dict(request.tags),
         tenant=tenant,
+        data_classification=request.data_classification,
+        max_cost_usd=request.max_cost_usd if request.HasField("max_cost_usd") else None,
+        max_latency_ms=request.max_latency_ms if request.HasField("max_latency_ms") else None,
+        required_capabilities=tuple(request.required_capabilities),
+        expected_output_tokens=(
+            request.expected_output_tokens if request.HasField("expected_output_tokens") else None
+        ),
     )
 
 
@@ -70,10 +90,18 @@ def route_response(decision: Decision) -> pb.RouteResponse:
         objective=decision.objective,
         decide_time=_timestamp(decision.time),
         replayed=decision.replayed,
+        exclusions=[
+            pb.ModelExclusion(model=m, constraint=c, reason=r) for m, c, r in decision.exclusions
+        ],
+        rule=decision.rule,
+        experiment_arm=decision.arm,
+        explored=decision.explored,
+        data_classification=decision.data_class,
+        language=decision.language,
     )
 
 
-def feedback_report(request: pb.FeedbackRequest) -> FeedbackReport:
+def feedback_report(request: pb.FeedbackRequest, *, tenant: str = "default") -> FeedbackReport:
     """FeedbackRequest -> FeedbackReport (range checks happen in the domain)."""
     status = _STATUS_FROM_PROTO.get(request.status)
     if status is None:
@@ -87,6 +115,7 @@ def feedback_report(request: pb.FeedbackRequest) -> FeedbackReport:
         output_tokens=request.output_tokens if request.HasField("output_tokens") else None,
         latency_ms=request.latency_ms if request.HasField("latency_ms") else None,
         status=status,
+        tenant=tenant,
     )
 
 
@@ -108,4 +137,59 @@ def model_info(model: ModelSpec) -> pb.ModelInfo:
         output_usd_per_mtok=model.output_usd_per_mtok,
         context_window=model.context_window,
         capabilities=sorted(model.capabilities),
+        languages=sorted(model.languages),
+        data_classes=sorted(model.data_classes),
     )
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def model_health(health: ModelHealth) -> pb.ModelHealth:
+    """Health snapshot -> ModelHealth."""
+    return pb.ModelHealth(
+        model=health.model,
+        state=str(health.state),
+        error_rate=health.error_rate,
+        latency_p50_ms=_nan(health.latency_p50_ms),
+        latency_p95_ms=_nan(health.latency_p95_ms),
+        requests_last_minute=health.requests_last_minute,
+        in_flight=health.in_flight,
+    )
+
+
+def usage_stats(stats: ModelTenantStats) -> pb.UsageStats:
+    """Usage summary row -> UsageStats."""
+    return pb.UsageStats(
+        model=stats.model or "",
+        tenant=stats.tenant or "",
+        calls=stats.calls,
+        feedback_count=stats.feedback,
+        spend_usd=stats.spend_usd,
+        mean_quality=_nan(stats.mean_quality),
+        latency_p50_ms=_nan(stats.latency_p50_ms),
+        latency_p95_ms=_nan(stats.latency_p95_ms),
+        error_rate=_nan(stats.error_rate),
+    )
+
+
+def budget_status(status: BudgetStatus) -> pb.BudgetStatus:
+    """Budget figures -> BudgetStatus."""
+    return pb.BudgetStatus(
+        tenant=status.tenant,
+        period=status.period,
+        period_start=_timestamp(status.period_start),
+        spend_usd=status.spend_usd,
+        limit_usd=status.limit_usd or 0.0,
+        target_usd_per_request=status.target_usd_per_request or 0.0,
+        mean_cost_usd=status.mean_cost_usd,
+        pacing_multiplier=status.pacing_multiplier,
+    )
+
+
+def since_time(request: pb.GetStatsRequest) -> float | None:
+    """GetStatsRequest.since as epoch seconds (None when unset)."""
+    if not request.HasField("since"):
+        return None
+    return float(request.since.ToNanoseconds()) / 1e9

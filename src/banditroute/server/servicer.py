@@ -1,17 +1,25 @@
-"""The RouterService servicer: translates, calls the Router, maps domain errors. Nothing more."""
+"""The RouterService servicer: translates, calls the Router, maps domain errors. Nothing more.
+
+The caller's tenant comes from the AuthInterceptor (:func:`current_principal`); usage figures
+come from the decision log through ``stats_reader`` (a read cursor on the live log).
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+import duckdb
 import grpc
 import structlog
 
-from banditroute.errors import BanditrouteError
+from banditroute.errors import BanditrouteError, PermissionDenied
 from banditroute.router import Router
 from banditroute.server import convert
+from banditroute.server.auth import current_principal
 from banditroute.server.status import grpc_code
+from banditroute.usage import summarise
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
@@ -28,33 +36,92 @@ def _call(context: grpc.ServicerContext, rpc: str, work: Callable[[], T]) -> T:
                  message=error.message)  # fmt: skip
         context.abort(grpc_code(error), error.message)
         raise AssertionError("unreachable") from error  # abort raises
+    except Exception as error:
+        # A bug, not bad input: log the traceback, tell the client only an incident id.
+        incident = uuid.uuid4().hex[:12]
+        log.exception("rpc_failed", rpc=rpc, incident=incident)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+        raise AssertionError("unreachable") from error
 
 
 class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
     """gRPC face of a :class:`~banditroute.router.Router`."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(
+        self,
+        router: Router,
+        stats_reader: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+    ) -> None:
         self.router = router
+        self._stats_reader = stats_reader
 
     def Route(self, request: pb.RouteRequest, context: grpc.ServicerContext) -> pb.RouteResponse:  # noqa: N802
-        return _call(
-            context,
-            "Route",
-            lambda: convert.route_response(self.router.route(convert.route_query(request))),
-        )
+        def work() -> pb.RouteResponse:
+            tenant = current_principal().tenant.name
+            query = convert.route_query(request, tenant=tenant)
+            return convert.route_response(self.router.route(query))
+
+        return _call(context, "Route", work)
 
     def Feedback(  # noqa: N802
         self, request: pb.FeedbackRequest, context: grpc.ServicerContext
     ) -> pb.FeedbackResponse:
-        return _call(
-            context,
-            "Feedback",
-            lambda: convert.feedback_response(
-                self.router.feedback(convert.feedback_report(request))
-            ),
-        )
+        def work() -> pb.FeedbackResponse:
+            tenant = current_principal().tenant.name
+            report = convert.feedback_report(request, tenant=tenant)
+            return convert.feedback_response(self.router.feedback(report))
+
+        return _call(context, "Feedback", work)
 
     def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[convert.model_info(m) for m in self.router.catalog])
+        def work() -> pb.ListModelsResponse:
+            tenant = current_principal().tenant
+            models = [m for m in self.router.catalog if not tenant.models or m.id in tenant.models]
+            return pb.ListModelsResponse(models=[convert.model_info(m) for m in models])
+
+        return _call(context, "ListModels", work)
+
+    def GetStats(  # noqa: N802
+        self, request: pb.GetStatsRequest, context: grpc.ServicerContext
+    ) -> pb.GetStatsResponse:
+        def work() -> pb.GetStatsResponse:
+            principal = current_principal()
+            if request.tenant and not principal.admin and request.tenant != principal.tenant.name:
+                raise PermissionDenied(
+                    "tenant: only an admin key may read another tenant's figures", field="tenant"
+                )
+            tenant = request.tenant or (None if principal.admin else principal.tenant.name)
+            if tenant is not None and tenant not in self.router.settings.access.tenants:
+                raise PermissionDenied(f"tenant: unknown tenant {tenant!r}", field="tenant")
+            usage = []
+            if self._stats_reader is not None:
+                cursor = self._stats_reader()
+                try:
+                    usage = summarise(cursor, convert.since_time(request), tenant=tenant)
+                finally:
+                    cursor.close()
+            names = [tenant] if tenant else list(self.router.settings.access.tenants)
+            budgets = [b for b in map(self.router.budget_status, names) if b is not None]
+            return pb.GetStatsResponse(
+                usage=[convert.usage_stats(u) for u in usage],
+                health=[convert.model_health(h) for h in self.router.health.snapshot().values()],
+                budgets=[convert.budget_status(b) for b in budgets],
+            )
+
+        return _call(context, "GetStats", work)
+
+    def ResetModelHealth(  # noqa: N802
+        self, request: pb.ResetModelHealthRequest, context: grpc.ServicerContext
+    ) -> pb.ResetModelHealthResponse:
+        def work() -> pb.ResetModelHealthResponse:
+            current_principal().require_admin("ResetModelHealth")
+            model = self.router.catalog.get(request.model, field="model").id
+            self.router.health.reset(model)
+            log.info("model_health_reset", model=model)
+            return pb.ResetModelHealthResponse(
+                health=convert.model_health(self.router.health.stats(model))
+            )
+
+        return _call(context, "ResetModelHealth", work)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+from banditroute.audit import AuditRecord
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
 
@@ -51,6 +52,9 @@ class EventLog(Protocol):
 
     def append_settlement(self, record: SettlementRecord) -> None:
         """Queue a settlement row."""
+
+    def append_audit(self, record: AuditRecord) -> None:
+        """Queue an audit row (in chain order)."""
 
     def flush(self) -> None:
         """Block until every queued row is committed."""

@@ -28,72 +28,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
 
+from banditroute.audit import CREATE_AUDIT_TABLE, AuditRecord, audit_rows_to_arrow, read_head
 from banditroute.store.base import Commit
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+from banditroute.store.schema import (
+    CREATE_TABLES,
+    DECISIONS_SCHEMA,
+    FEEDBACK_SCHEMA,
+    SETTLEMENTS_SCHEMA,
+)
 
 log = structlog.get_logger(__name__)
 
 MAX_WRITE_ATTEMPTS = 5
 """A batch that fails this many times in a row is set aside to a file, not retried forever."""
-
-_TS = pa.timestamp("us", tz="UTC")
-
-DECISIONS_SCHEMA = pa.schema(
-    [
-        ("decision_id", pa.string()),
-        ("time", _TS),
-        ("tenant", pa.string()),
-        ("request_id", pa.string()),
-        ("objective", pa.string()),
-        ("prompt_hash", pa.string()),
-        ("prompt", pa.string()),
-        ("features", pa.string()),
-        ("eligible", pa.list_(pa.string())),
-        ("probabilities", pa.list_(pa.float64())),
-        ("model", pa.string()),
-        ("probability", pa.float64()),
-        ("policy_version", pa.string()),
-        ("explored", pa.bool_()),
-        ("tags", pa.string()),
-    ]
-)
-FEEDBACK_SCHEMA = pa.schema(
-    [
-        ("decision_id", pa.string()),
-        ("time", _TS),
-        ("model", pa.string()),
-        ("quality", pa.float64()),
-        ("cost_usd", pa.float64()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("latency_ms", pa.float64()),
-        ("status", pa.string()),
-        ("reward", pa.float64()),
-        ("disposition", pa.string()),
-    ]
-)
-SETTLEMENTS_SCHEMA = pa.schema(
-    [
-        ("decision_id", pa.string()),
-        ("time", _TS),
-        ("action", pa.string()),
-        ("reward", pa.float64()),
-    ]
-)
-
-CREATE_TABLES = """
-CREATE TABLE IF NOT EXISTS decisions (
-    decision_id VARCHAR, time TIMESTAMPTZ, tenant VARCHAR, request_id VARCHAR,
-    objective VARCHAR, prompt_hash VARCHAR, prompt VARCHAR, features JSON,
-    eligible VARCHAR[], probabilities DOUBLE[], model VARCHAR, probability DOUBLE,
-    policy_version VARCHAR, explored BOOLEAN, tags JSON);
-CREATE TABLE IF NOT EXISTS feedback (
-    decision_id VARCHAR, time TIMESTAMPTZ, model VARCHAR, quality DOUBLE, cost_usd DOUBLE,
-    input_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, status VARCHAR,
-    reward DOUBLE, disposition VARCHAR);
-CREATE TABLE IF NOT EXISTS settlements (
-    decision_id VARCHAR, time TIMESTAMPTZ, action VARCHAR, reward DOUBLE);
-"""
 
 
 def _ts(seconds: float) -> datetime:
@@ -104,7 +52,8 @@ def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
     return (
         r.decision_id, _ts(r.time), r.tenant, r.request_id, r.objective, r.prompt_hash,
         r.prompt, json.dumps(r.features), list(r.eligible), list(r.probabilities), r.model,
-        r.probability, r.policy_version, r.explored, json.dumps(r.tags),
+        r.probability, r.policy_version, r.explored, json.dumps(r.tags), r.arm, r.rule,
+        r.data_class, json.dumps(r.excluded), json.dumps(r.constraints), json.dumps(r.shadow),
     )  # fmt: skip
 
 
@@ -144,6 +93,7 @@ class DuckDBLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(path))
         self._con.execute(CREATE_TABLES)
+        self._con.execute(CREATE_AUDIT_TABLE)
         self._flush_interval_s = flush_interval_s
         self._batch_size = batch_size
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -165,6 +115,21 @@ class DuckDBLog:
 
     def append_settlement(self, record: SettlementRecord) -> None:
         self._queue.put(record)
+
+    def append_audit(self, record: AuditRecord) -> None:
+        self._queue.put(record)
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for reading committed rows from another thread (close it after use)."""
+        return self._con.cursor()
+
+    def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest audit record already in the file, to continue the chain."""
+        cursor = self._con.cursor()
+        try:
+            return read_head(cursor)
+        finally:
+            cursor.close()
 
     def flush(self) -> None:
         commit = Commit()
@@ -224,6 +189,7 @@ class DuckDBLog:
         decisions = [i for i in items if isinstance(i, DecisionRecord)]
         feedback = [i for i in items if isinstance(i, tuple)]
         settlements = [i for i in items if isinstance(i, SettlementRecord)]
+        audits = [i for i in items if isinstance(i, AuditRecord)]
         commits = [i[1] for i in feedback] + [i for i in items if isinstance(i, Commit)]
         try:
             self._con.execute("BEGIN TRANSACTION")
@@ -235,6 +201,8 @@ class DuckDBLog:
                 self._insert(
                     "settlements", [_plain_row(r) for r in settlements], SETTLEMENTS_SCHEMA
                 )
+            if audits:
+                self._insert_table("audit", audit_rows_to_arrow(audits))
             self._con.execute("COMMIT")
             for table, batches in self._uncommitted.items():
                 self._committed.setdefault(table, []).extend(batches)
@@ -277,7 +245,10 @@ class DuckDBLog:
         return True
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]], schema: pa.Schema) -> None:
-        batch = _table(rows, schema)
+        self._insert_table(table, _table(rows, schema))
+
+    def _insert_table(self, table: str, batch: pa.Table) -> None:
+        """Insert an Arrow batch (DuckDB reads the local variable ``batch`` by name)."""
         self._con.execute(f"INSERT INTO {table} SELECT * FROM batch")
         if self.export_dir is not None:
             self._uncommitted.setdefault(table, []).append(batch)
@@ -334,6 +305,12 @@ class DuckDBLog:
                 policy_version=r[12],
                 explored=r[13],
                 tags=json.loads(r[14]) if r[14] else {},
+                arm=r[15] or "default",
+                rule=r[16] or "",
+                data_class=r[17] or "public",
+                excluded=json.loads(r[18]) if r[18] else {},
+                constraints=json.loads(r[19]) if r[19] else {},
+                shadow=json.loads(r[20]) if r[20] else {},
             )
             for r in rows
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from banditroute.audit import AuditRecord
 from banditroute.store.base import COMMITTED, Commit
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
@@ -15,6 +16,7 @@ class MemoryLog:
         self.decisions: list[DecisionRecord] = []
         self.feedback: list[FeedbackRecord] = []
         self.settlements: list[SettlementRecord] = []
+        self.audit: list[AuditRecord] = []
         self._lock = threading.Lock()
 
     def append_decision(self, record: DecisionRecord) -> None:
@@ -29,6 +31,10 @@ class MemoryLog:
     def append_settlement(self, record: SettlementRecord) -> None:
         with self._lock:
             self.settlements.append(record)
+
+    def append_audit(self, record: AuditRecord) -> None:
+        with self._lock:
+            self.audit.append(record)
 
     def flush(self) -> None:
         """Nothing to do: rows are in memory already."""

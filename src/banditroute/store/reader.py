@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from banditroute.errors import InvalidArgument
-from banditroute.store.duckdb_log import CREATE_TABLES
+from banditroute.store.schema import CREATE_TABLES
 
 TABLES = ("decisions", "feedback", "settlements")
 

@@ -25,6 +25,12 @@ class DecisionRecord:
     policy_version: str
     explored: bool = True
     tags: dict[str, str] = field(default_factory=dict)
+    arm: str = "default"
+    rule: str = ""
+    data_class: str = "public"
+    excluded: dict[str, str] = field(default_factory=dict)
+    constraints: dict[str, Any] = field(default_factory=dict)
+    shadow: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("prompt", "messages", "candidate_models", "request_id", "objective", "excluded_models", "tags")
+    __slots__ = ("prompt", "messages", "candidate_models", "request_id", "objective", "excluded_models", "tags", "data_classification", "max_cost_usd", "max_latency_ms", "required_capabilities", "expected_output_tokens")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,11 @@ class RouteRequest(_message.Message):
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_MODELS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    DATA_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     candidate_models: _containers.RepeatedScalarFieldContainer[str]
@@ -69,7 +74,22 @@ class RouteRequest(_message.Message):
     objective: str
     excluded_models: _containers.RepeatedScalarFieldContainer[str]
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., candidate_models: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., objective: _Optional[str] = ..., excluded_models: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    data_classification: str
+    max_cost_usd: float
+    max_latency_ms: float
+    required_capabilities: _containers.RepeatedScalarFieldContainer[str]
+    expected_output_tokens: int
+    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., candidate_models: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., objective: _Optional[str] = ..., excluded_models: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., data_classification: _Optional[str] = ..., max_cost_usd: _Optional[float] = ..., max_latency_ms: _Optional[float] = ..., required_capabilities: _Optional[_Iterable[str]] = ..., expected_output_tokens: _Optional[int] = ...) -> None: ...
+
+class ModelExclusion(_message.Message):
+    __slots__ = ("model", "constraint", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    constraint: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., constraint: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ModelProbability(_message.Message):
     __slots__ = ("model", "probability")
@@ -80,7 +100,7 @@ class ModelProbability(_message.Message):
     def __init__(self, model: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("decision_id", "model", "fallback_models", "probability", "ranking", "policy_version", "objective", "decide_time", "replayed")
+    __slots__ = ("decision_id", "model", "fallback_models", "probability", "ranking", "policy_version", "objective", "decide_time", "replayed", "exclusions", "rule", "experiment_arm", "explored", "data_classification", "language")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +110,12 @@ class RouteResponse(_message.Message):
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     DECIDE_TIME_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIONS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ARM_FIELD_NUMBER: _ClassVar[int]
+    EXPLORED_FIELD_NUMBER: _ClassVar[int]
+    DATA_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     fallback_models: _containers.RepeatedScalarFieldContainer[str]
@@ -99,7 +125,13 @@ class RouteResponse(_message.Message):
     objective: str
     decide_time: _timestamp_pb2.Timestamp
     replayed: bool
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., probability: _Optional[float] = ..., ranking: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ..., policy_version: _Optional[str] = ..., objective: _Optional[str] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    exclusions: _containers.RepeatedCompositeFieldContainer[ModelExclusion]
+    rule: str
+    experiment_arm: str
+    explored: bool
+    data_classification: str
+    language: str
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., probability: _Optional[float] = ..., ranking: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ..., policy_version: _Optional[str] = ..., objective: _Optional[str] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ..., exclusions: _Optional[_Iterable[_Union[ModelExclusion, _Mapping]]] = ..., rule: _Optional[str] = ..., experiment_arm: _Optional[str] = ..., explored: _Optional[bool] = ..., data_classification: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("decision_id", "model", "quality", "cost_usd", "input_tokens", "output_tokens", "latency_ms", "status")
@@ -136,20 +168,114 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "provider", "input_usd_per_mtok", "output_usd_per_mtok", "context_window", "capabilities")
+    __slots__ = ("model", "provider", "input_usd_per_mtok", "output_usd_per_mtok", "context_window", "capabilities", "languages", "data_classes")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     INPUT_USD_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_USD_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    DATA_CLASSES_FIELD_NUMBER: _ClassVar[int]
     model: str
     provider: str
     input_usd_per_mtok: float
     output_usd_per_mtok: float
     context_window: int
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., input_usd_per_mtok: _Optional[float] = ..., output_usd_per_mtok: _Optional[float] = ..., context_window: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    languages: _containers.RepeatedScalarFieldContainer[str]
+    data_classes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., input_usd_per_mtok: _Optional[float] = ..., output_usd_per_mtok: _Optional[float] = ..., context_window: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., languages: _Optional[_Iterable[str]] = ..., data_classes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ("since", "tenant")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    tenant: str
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class UsageStats(_message.Message):
+    __slots__ = ("model", "tenant", "calls", "feedback_count", "spend_usd", "mean_quality", "latency_p50_ms", "latency_p95_ms", "error_rate")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SPEND_USD_FIELD_NUMBER: _ClassVar[int]
+    MEAN_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    tenant: str
+    calls: int
+    feedback_count: int
+    spend_usd: float
+    mean_quality: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    error_rate: float
+    def __init__(self, model: _Optional[str] = ..., tenant: _Optional[str] = ..., calls: _Optional[int] = ..., feedback_count: _Optional[int] = ..., spend_usd: _Optional[float] = ..., mean_quality: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., error_rate: _Optional[float] = ...) -> None: ...
+
+class ModelHealth(_message.Message):
+    __slots__ = ("model", "state", "error_rate", "latency_p50_ms", "latency_p95_ms", "requests_last_minute", "in_flight")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_LAST_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    state: str
+    error_rate: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    requests_last_minute: int
+    in_flight: int
+    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., error_rate: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., requests_last_minute: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+
+class BudgetStatus(_message.Message):
+    __slots__ = ("tenant", "period", "period_start", "spend_usd", "limit_usd", "target_usd_per_request", "mean_cost_usd", "pacing_multiplier")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    SPEND_USD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_USD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_USD_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MEAN_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    PACING_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    period: str
+    period_start: _timestamp_pb2.Timestamp
+    spend_usd: float
+    limit_usd: float
+    target_usd_per_request: float
+    mean_cost_usd: float
+    pacing_multiplier: float
+    def __init__(self, tenant: _Optional[str] = ..., period: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spend_usd: _Optional[float] = ..., limit_usd: _Optional[float] = ..., target_usd_per_request: _Optional[float] = ..., mean_cost_usd: _Optional[float] = ..., pacing_multiplier: _Optional[float] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("usage", "health", "budgets")
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    usage: _containers.RepeatedCompositeFieldContainer[UsageStats]
+    health: _containers.RepeatedCompositeFieldContainer[ModelHealth]
+    budgets: _containers.RepeatedCompositeFieldContainer[BudgetStatus]
+    def __init__(self, usage: _Optional[_Iterable[_Union[UsageStats, _Mapping]]] = ..., health: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., budgets: _Optional[_Iterable[_Union[BudgetStatus, _Mapping]]] = ...) -> None: ...
+
+class ResetModelHealthRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ResetModelHealthResponse(_message.Message):
+    __slots__ = ("health",)
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    health: ModelHealth
+    def __init__(self, health: _Optional[_Union[ModelHealth, _Mapping]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -52,6 +52,16 @@ class RouterServiceStub:
                 request_serializer=banditroute_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=banditroute_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/banditroute.v1.RouterService/GetStats',
+                request_serializer=banditroute_dot_v1_dot_router__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=banditroute_dot_v1_dot_router__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
+        self.ResetModelHealth = channel.unary_unary(
+                '/banditroute.v1.RouterService/ResetModelHealth',
+                request_serializer=banditroute_dot_v1_dot_router__pb2.ResetModelHealthRequest.SerializeToString,
+                response_deserializer=banditroute_dot_v1_dot_router__pb2.ResetModelHealthResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -83,6 +93,22 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """GetStats returns usage, model health and budget figures for the caller's tenant
+        (every tenant with an admin key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetModelHealth(self, request, context):
+        """ResetModelHealth closes a model's circuit breaker and clears its recent failures.
+        Needs an admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +126,16 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=banditroute_dot_v1_dot_router__pb2.ListModelsRequest.FromString,
                     response_serializer=banditroute_dot_v1_dot_router__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=banditroute_dot_v1_dot_router__pb2.GetStatsRequest.FromString,
+                    response_serializer=banditroute_dot_v1_dot_router__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'ResetModelHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetModelHealth,
+                    request_deserializer=banditroute_dot_v1_dot_router__pb2.ResetModelHealthRequest.FromString,
+                    response_serializer=banditroute_dot_v1_dot_router__pb2.ResetModelHealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +222,60 @@ class RouterService:
             '/banditroute.v1.RouterService/ListModels',
             banditroute_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
             banditroute_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditroute.v1.RouterService/GetStats',
+            banditroute_dot_v1_dot_router__pb2.GetStatsRequest.SerializeToString,
+            banditroute_dot_v1_dot_router__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetModelHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditroute.v1.RouterService/ResetModelHealth',
+            banditroute_dot_v1_dot_router__pb2.ResetModelHealthRequest.SerializeToString,
+            banditroute_dot_v1_dot_router__pb2.ResetModelHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,465 @@
+"""A tamper-evident audit log: every decision and feedback as a record in a hash chain.
+
+Each :class:`AuditRecord` says who asked (tenant), what happened (``kind``: ``"decision"`` or
+``"feedback"``), under which policy version and for which features (their hash), which models
+were eligible, why every other model was excluded, which constraints applied, and for feedback
+the reward fragments and the reward (``payload``). Records are numbered ``seq = 1, 2, ...``;
+each carries the hash of the one before it::
+
+    hash(n) = sha256_hex(hash(n-1) + canonical_json(content(n)))      hash(0) = GENESIS_HASH
+
+``content`` is every field except the two hashes, with ``seq`` included and ``time`` as
+integer microseconds since the epoch (what a DuckDB ``TIMESTAMPTZ`` keeps), so a record read
+back from the log hashes to exactly what was written. Canonical JSON is ``json.dumps`` with
+sorted keys, separators ``(",", ":")``, ``ensure_ascii=False``, floats as their ``repr``, encoded
+as UTF-8; a NaN or infinity (which JSON cannot hold) is written as the text ``"NaN"``,
+``"Infinity"`` or ``"-Infinity"``.
+
+What :func:`verify` detects, reading the ``audit`` table in ``seq`` order:
+
+- an edited record (its content no longer hashes to its ``hash``); if the editor also rewrote
+  that record's ``hash``, the next record's ``prev_hash`` no longer matches, so the break is
+  reported one record later;
+- an inserted record (a duplicate ``seq``, or a ``prev_hash`` that does not link);
+- a deleted record (a gap in ``seq``; deleting and renumbering breaks the hashes instead);
+- reordered records (a record's ``seq`` is part of its hash, and the links break).
+
+What it cannot detect on its own: a truncated tail (the last records deleted leave a shorter,
+perfectly valid chain), and a wholesale rewrite of every record from some point on (the chain
+has no secret: anyone who can write the table can recompute sha256). Both are caught by
+anchoring: an operator (or a monitor) who notes the head ``(seq, hash)`` that ``banditroute
+audit verify`` prints, and later passes it as ``expected_head``, learns whether the chain
+still reaches that head unchanged. Records appended after the noted head are accepted.
+
+A restart continues the chain: build the new :class:`AuditChain` from :func:`read_head` of
+the log. Records the writer had not committed before a crash are a truncated tail: the chain
+continues from the last committed record and verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import duckdb
+import pyarrow as pa
+
+from banditroute.errors import InvalidArgument
+from banditroute.store.reader import LogSource
+
+__all__ = [
+    "AUDIT_SCHEMA",
+    "AUDIT_TABLE",
+    "CREATE_AUDIT_TABLE",
+    "GENESIS_HASH",
+    "AuditChain",
+    "AuditKind",
+    "AuditRecord",
+    "VerifyResult",
+    "audit_rows_to_arrow",
+    "canonical_json",
+    "open_audit_log",
+    "read_head",
+    "record_hash",
+    "verify",
+]
+
+AuditKind = Literal["decision", "feedback"]
+_KINDS: frozenset[str] = frozenset(get_args(AuditKind))
+
+AUDIT_TABLE = "audit"
+GENESIS_HASH = "0" * 64
+"""The ``prev_hash`` of record 1."""
+
+_TS = pa.timestamp("us", tz="UTC")
+
+AUDIT_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("time", _TS),
+        ("tenant", pa.string()),
+        ("kind", pa.string()),
+        ("decision_id", pa.string()),
+        ("policy_version", pa.string()),
+        ("feature_hash", pa.string()),
+        ("eligible", pa.list_(pa.string())),
+        ("excluded", pa.string()),
+        ("constraints", pa.string()),
+        ("payload", pa.string()),
+        ("prev_hash", pa.string()),
+        ("hash", pa.string()),
+    ]
+)
+"""Arrow schema of an audit batch, column for column the table of :data:`CREATE_AUDIT_TABLE`
+(so ``INSERT INTO audit SELECT * FROM batch`` works)."""
+
+CREATE_AUDIT_TABLE = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGINT, time TIMESTAMPTZ, tenant VARCHAR, kind VARCHAR, decision_id VARCHAR,
+    policy_version VARCHAR, feature_hash VARCHAR, eligible VARCHAR[], excluded JSON,
+    constraints JSON, payload JSON, prev_hash VARCHAR, hash VARCHAR);
+"""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audited event; made by :meth:`AuditChain.append`, which sets ``seq`` and the hashes.
+
+    ``time`` is seconds since the epoch (hashed and stored to the microsecond). ``excluded``
+    maps each model that was not eligible to the reason; ``constraints`` holds the constraints
+    applied (explicit candidates, exclusions, budget, data class, ...); ``payload`` holds the
+    reward fragments and reward of a feedback (anything JSON can hold; empty for a decision
+    unless the caller adds something).
+    """
+
+    seq: int
+    time: float
+    tenant: str
+    kind: AuditKind
+    decision_id: str
+    policy_version: str
+    feature_hash: str
+    eligible: tuple[str, ...]
+    excluded: Mapping[str, str]
+    constraints: Mapping[str, Any]
+    payload: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+    @property
+    def time_us(self) -> int:
+        """``time`` as integer microseconds since the epoch, as hashed and stored."""
+        return _time_us(self.time)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`: ``ok``, how many records were read, and the first problem.
+
+    ``first_bad_seq`` is the ``seq`` of the first record that does not verify (for a missing
+    record: the ``seq`` that is missing); ``problem`` says what is wrong with it. ``head`` is
+    the last record's ``(seq, hash)`` when the chain is intact: note it to detect truncation
+    or a rewrite later (``verify(con, expected_head=head)``).
+    """
+
+    ok: bool
+    records: int
+    first_bad_seq: int | None
+    problem: str | None
+    head: tuple[int, str] | None = None
+
+
+def _time_us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and other objects with ``.item()``."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"audit: {type(value).__name__} is not JSON serialisable")
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_plain
+)
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by the text ``NaN``/``Infinity``/
+    ``-Infinity`` (JSON has no such numbers; DuckDB's JSON type refuses them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE.get(value, "NaN")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, UTF-8 text, floats as ``repr``, non-finite floats as the text
+    ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (so a record read back hashes the same);
+    TypeError for values JSON cannot hold (numpy scalars are taken as their Python value)."""
+    try:
+        return _ENCODER.encode(value)
+    except ValueError:  # a NaN or infinity somewhere: rare, so only then walk the value
+        return canonical_json(_finite(json.loads(json.dumps(value, default=_plain))))
+
+
+_CONTENT_KEYS = (
+    "seq", "time_us", "tenant", "kind", "decision_id", "policy_version", "feature_hash",
+    "eligible", "excluded", "constraints", "payload",
+)  # fmt: skip
+"""The hashed fields, in the column order of the audit table (``time`` as ``time_us``)."""
+
+
+def _content(values: Sequence[Any]) -> str:
+    """Canonical JSON of the hashed fields, given in :data:`_CONTENT_KEYS` order."""
+    return canonical_json(dict(zip(_CONTENT_KEYS, values, strict=True)))
+
+
+def _sha(prev_hash: str, content: str) -> str:
+    return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()
+
+
+def record_hash(record: AuditRecord) -> str:
+    """The hash ``record`` should carry, recomputed from its ``prev_hash`` and content."""
+    content = _content(
+        (record.seq, record.time_us, record.tenant, record.kind, record.decision_id,
+         record.policy_version, record.feature_hash, list(record.eligible),
+         dict(record.excluded), dict(record.constraints), dict(record.payload))
+    )  # fmt: skip
+    return _sha(record.prev_hash, content)
+
+
+class AuditChain:
+    """The head of the chain: numbers and hashes new records. Thread-safe.
+
+    ``last_seq`` and ``last_hash`` are those of the newest record already written (``0`` and
+    :data:`GENESIS_HASH` for a new log; :func:`read_head` after a restart). ``sink``, if given,
+    is called with each new record while the chain's lock is held, so records reach it in
+    ``seq`` order (pass the log writer's enqueue function: then a crash can lose only a tail
+    of the chain, never a record in the middle). It must be quick and must not call back into
+    the chain.
+    """
+
+    def __init__(
+        self,
+        last_seq: int = 0,
+        last_hash: str = GENESIS_HASH,
+        *,
+        sink: Callable[[AuditRecord], None] | None = None,
+    ) -> None:
+        if last_seq < 0:
+            raise ValueError(f"last_seq must be >= 0, got {last_seq}")
+        if len(last_hash) != 64:
+            raise ValueError(f"last_hash must be 64 hex digits, got {last_hash!r}")
+        self._seq = last_seq
+        self._hash = last_hash
+        self._sink = sink
+        self._lock = threading.Lock()
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the newest record (``(0, GENESIS_HASH)`` if none yet)."""
+        with self._lock:
+            return self._seq, self._hash
+
+    def append(
+        self,
+        *,
+        time: float,
+        tenant: str,
+        kind: AuditKind,
+        decision_id: str,
+        policy_version: str,
+        feature_hash: str,
+        eligible: Iterable[str],
+        excluded: Mapping[str, str] | None = None,
+        constraints: Mapping[str, Any] | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> AuditRecord:
+        """Number, hash and return the next record (and hand it to the sink, if any).
+
+        ValueError for an unknown ``kind`` or a non-finite time; TypeError for a value JSON
+        cannot hold. A failed append consumes no ``seq``.
+        """
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+        if not math.isfinite(time):
+            raise ValueError(f"time must be finite, got {time!r}")
+        eligible_t = tuple(eligible)
+        excluded_d = dict(excluded or {})
+        constraints_d = dict(constraints or {})
+        payload_d = dict(payload or {})
+        time_us = _time_us(time)
+        with self._lock:
+            seq = self._seq + 1
+            content = _content(
+                (seq, time_us, tenant, kind, decision_id, policy_version, feature_hash,
+                 list(eligible_t), excluded_d, constraints_d, payload_d)
+            )  # fmt: skip
+            digest = _sha(self._hash, content)
+            record = AuditRecord(
+                seq=seq, time=time, tenant=tenant, kind=kind, decision_id=decision_id,
+                policy_version=policy_version, feature_hash=feature_hash, eligible=eligible_t,
+                excluded=excluded_d, constraints=constraints_d, payload=payload_d,
+                prev_hash=self._hash, hash=digest,
+            )  # fmt: skip
+            if self._sink is not None:
+                self._sink(record)
+            self._seq, self._hash = seq, digest
+        return record
+
+
+def audit_rows_to_arrow(records: Iterable[AuditRecord]) -> pa.Table:
+    """An Arrow table of ``records`` in :data:`AUDIT_SCHEMA` (dicts as canonical JSON text)."""
+    rows = list(records)
+    columns: list[list[Any]] = [
+        [r.seq for r in rows],
+        [r.time_us for r in rows],
+        [r.tenant for r in rows],
+        [r.kind for r in rows],
+        [r.decision_id for r in rows],
+        [r.policy_version for r in rows],
+        [r.feature_hash for r in rows],
+        [list(r.eligible) for r in rows],
+        [canonical_json(dict(r.excluded)) for r in rows],
+        [canonical_json(dict(r.constraints)) for r in rows],
+        [canonical_json(dict(r.payload)) for r in rows],
+        [r.prev_hash for r in rows],
+        [r.hash for r in rows],
+    ]
+    arrays = [
+        pa.array(col, type=pa.int64()).cast(_TS) if f.name == "time" else pa.array(col, f.type)
+        for col, f in zip(columns, AUDIT_SCHEMA, strict=True)
+    ]
+    return pa.table(arrays, schema=AUDIT_SCHEMA)
+
+
+def read_head(con: duckdb.DuckDBPyConnection, table: str = AUDIT_TABLE) -> tuple[int, str]:
+    """``(seq, hash)`` of the highest-numbered record, ``(0, GENESIS_HASH)`` if none: what a
+    restarted server passes to :class:`AuditChain` to continue the chain."""
+    row = con.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
+    if row is None:
+        return 0, GENESIS_HASH
+    return int(row[0]), str(row[1])
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def verify(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    expected_head: tuple[int, str] | None = None,
+    table: str = AUDIT_TABLE,
+) -> VerifyResult:
+    """Check the audit chain in ``table``: continuous ``seq`` from 1, every ``prev_hash``
+    linking to the record before, every ``hash`` matching its record's content.
+
+    With ``expected_head = (seq, hash)`` (a head noted earlier) the chain must also reach that
+    ``seq`` and carry that ``hash`` there: this detects a truncated tail and a rewrite of the
+    records up to it, which a chain alone cannot. Stops at the first problem.
+    """
+    data = con.sql(
+        f"""SELECT seq, epoch_us(time) AS time_us, tenant, kind, decision_id, policy_version,
+                   feature_hash, eligible, excluded::VARCHAR, constraints::VARCHAR,
+                   payload::VARCHAR, prev_hash, hash
+            FROM {table} ORDER BY seq, hash"""
+    ).to_arrow_table()
+    cols = [data.column(i).to_pylist() for i in range(data.num_columns)]
+    count = data.num_rows
+    expected_seq, prev = 1, GENESIS_HASH
+
+    def bad(seq: int, problem: str) -> VerifyResult:
+        return VerifyResult(False, count, seq, problem)
+
+    for i in range(count):
+        seq = cols[0][i]
+        prev_hash, stored = cols[11][i], cols[12][i]
+        if seq is None:
+            return bad(expected_seq, f"record after seq {expected_seq - 1} has no seq")
+        if seq < expected_seq:
+            return bad(seq, f"seq {seq} appears more than once or out of order (inserted record)")
+        if seq > expected_seq:
+            missing = (
+                f"record {expected_seq} is missing"
+                if seq == expected_seq + 1
+                else f"records {expected_seq}..{seq - 1} are missing"
+            )
+            return bad(expected_seq, f"{missing} (seq jumps from {expected_seq - 1} to {seq})")
+        if prev_hash != prev:
+            return bad(seq, f"prev_hash does not link to record {seq - 1} (inserted, deleted "
+                            f"or rewritten record before it)")  # fmt: skip
+        try:
+            content = _content(
+                [seq, cols[1][i], *(cols[c][i] for c in range(2, 8)),
+                 *(_json_or_none(cols[c][i]) for c in (8, 9, 10))]
+            )  # fmt: skip
+        except (ValueError, TypeError) as exc:
+            return bad(seq, f"content cannot be read ({exc}): record edited")
+        if _sha(prev_hash, content) != stored:
+            return bad(seq, "content does not match its hash (record edited)")
+        expected_seq, prev = seq + 1, stored
+    last_seq = expected_seq - 1
+    if expected_head is not None:
+        head_seq, head_hash = expected_head
+        if head_seq < 0:
+            raise ValueError(f"expected_head: seq must be >= 0, got {head_seq}")
+        if last_seq < head_seq:
+            return bad(
+                last_seq + 1,
+                f"the log ends at seq {last_seq} but the expected head is seq {head_seq}: "
+                f"records {last_seq + 1}..{head_seq} were removed (truncated)",
+            )
+        at_head = cols[12][head_seq - 1] if head_seq >= 1 else GENESIS_HASH
+        if at_head != head_hash:
+            return bad(
+                head_seq,
+                f"record {head_seq} has hash {at_head[:16]}..., not the expected head "
+                f"{head_hash[:16]}... (the chain up to it was rewritten)",
+            )
+    return VerifyResult(True, count, None, None, (last_seq, prev))
+
+
+def _export_view(con: duckdb.DuckDBPyConnection, folder: Path, arg: str) -> None:
+    parts = sorted((folder / AUDIT_TABLE).glob("part-*.parquet"))
+    if not parts:
+        raise InvalidArgument(
+            f"{arg}: no Parquet parts under {folder / AUDIT_TABLE} (audit logging off, or "
+            "not exported yet?)",
+            field=arg,
+        )
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
+    con.execute(f"CREATE VIEW {AUDIT_TABLE} AS SELECT * FROM read_parquet([{files}])")
+
+
+def open_audit_log(path: Path, *, arg: str = "--log") -> LogSource:
+    """Open the audit records of a log for reading, as a view ``audit``: from the DuckDB file
+    (attached read-only), or from ``audit/part-*.parquet`` of its Parquet export when the file
+    is in use by a running server (or when ``path`` is the export directory), the same
+    fallback as :func:`~banditroute.store.reader.open_log`. InvalidArgument naming ``arg`` if
+    the log cannot be read or holds no audit records table."""
+    con = duckdb.connect()
+    try:
+        if path.is_dir():
+            _export_view(con, path, arg)
+            return LogSource(con, f"Parquet export {path}", live_export=True)
+        if not path.exists():
+            raise InvalidArgument(f"{arg}: no such log {str(path)!r}", field=arg)
+        literal = str(path).replace("'", "''")
+        try:
+            con.execute(f"ATTACH '{literal}' AS log (READ_ONLY)")
+        except duckdb.Error as exc:
+            export = path.with_name(path.name + ".export")
+            if "lock" in str(exc).lower() and export.is_dir():
+                _export_view(con, export, arg)
+                description = f"Parquet export {export} (the log file is in use)"
+                return LogSource(con, description, live_export=True)
+            raise InvalidArgument(f"{arg}: cannot open {str(path)!r}: {exc}", field=arg) from exc
+        found = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'log' "
+            "AND schema_name = 'main' AND table_name = ?",
+            [AUDIT_TABLE],
+        ).fetchone()
+        if not found or not found[0]:
+            raise InvalidArgument(
+                f"{arg}: {str(path)!r} has no {AUDIT_TABLE} table (audit logging off?)",
+                field=arg,
+            )
+        con.execute(f"CREATE VIEW {AUDIT_TABLE} AS SELECT * FROM log.main.{AUDIT_TABLE}")
+    except BaseException:
+        con.close()
+        raise
+    return LogSource(con, f"DuckDB file {path}", live_export=False)

@@ -1,0 +1,108 @@
+"""Per-tenant spend budgets: period accounting, a hard cap and online pacing.
+
+Spend is what feedback reports (cost_usd, or tokens priced from the catalogue), counted in
+UTC periods (hour, day or month). A hard cap refuses new routes once the period's spend
+reaches it (RESOURCE_EXHAUSTED); a per-request target drives a :class:`BudgetPacer` whose
+multiplier raises the cost weight in the tenant's rewards while spend runs over target, so
+the mean cost per request converges to the target without refusing requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from banditroute.errors import ResourceExhausted
+from banditroute.objectives import BudgetPacer
+from banditroute.tenancy import BudgetSettings
+
+
+def period_start(period: str, now: float) -> float:
+    """Start (epoch seconds) of the UTC hour, day or month containing ``now``."""
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    if period == "hour":
+        start = moment.replace(minute=0, second=0, microsecond=0)
+    elif period == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start.timestamp()
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A tenant's spend in the current period."""
+
+    tenant: str
+    period: str
+    period_start: float
+    spend_usd: float
+    requests: int
+    limit_usd: float | None
+    target_usd_per_request: float | None
+    pacing_multiplier: float
+
+    @property
+    def mean_cost_usd(self) -> float:
+        """Mean reported cost per request in the period."""
+        return self.spend_usd / self.requests if self.requests else 0.0
+
+
+class TenantBudget:
+    """Spend accounting, hard cap and pacing for one tenant."""
+
+    def __init__(self, tenant: str, settings: BudgetSettings, *, quality_weight: float = 1.0):
+        self.tenant = tenant
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._start = float("-inf")
+        self._spend = 0.0
+        self._requests = 0
+        self.pacer = (
+            BudgetPacer(settings.target_usd_per_request, quality_weight=quality_weight)
+            if settings.target_usd_per_request is not None
+            else None
+        )
+
+    def _roll(self, now: float) -> None:
+        start = period_start(self.settings.period, now)
+        if start != self._start:
+            self._start, self._spend, self._requests = start, 0.0, 0
+
+    def check(self, now: float) -> None:
+        """ResourceExhausted if the hard cap for the current period is reached."""
+        limit = self.settings.limit_usd
+        if limit is None:
+            return
+        with self._lock:
+            self._roll(now)
+            if self._spend >= limit:
+                raise ResourceExhausted(
+                    f"budget: tenant {self.tenant!r} spent ${self._spend:.4f} of its "
+                    f"${limit:.4f} {self.settings.period} budget",
+                    field="budget",
+                )
+
+    def record(self, cost_usd: float, now: float) -> None:
+        """Account one served request's cost and move the pacer."""
+        with self._lock:
+            self._roll(now)
+            self._spend += cost_usd
+            self._requests += 1
+            if self.pacer is not None:
+                self.pacer.observe(cost_usd)
+
+    @property
+    def multiplier(self) -> float:
+        """Extra reward points per USD the pacer currently charges."""
+        return 0.0 if self.pacer is None else self.pacer.lam
+
+    def status(self, now: float) -> BudgetStatus:
+        """The current period's figures."""
+        with self._lock:
+            self._roll(now)
+            return BudgetStatus(
+                self.tenant, self.settings.period, self._start, self._spend, self._requests,
+                self.settings.limit_usd, self.settings.target_usd_per_request, self.multiplier,
+            )  # fmt: skip

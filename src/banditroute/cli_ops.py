@@ -1,0 +1,165 @@
+"""Operator subcommands: ``banditroute audit verify`` and ``banditroute report``.
+
+Wire them into the main CLI with ``add_parsers(subparsers)``; each parser's default ``handler``
+takes the parsed namespace and returns the exit code. Arguments are taken as text and checked
+by the handlers, which raise :class:`~banditroute.errors.InvalidArgument` with a message that
+starts with the argument's name (``--since: not an ISO time: 'yesterday'``).
+
+- ``audit verify --log PATH [--expect-head SEQ:HASH]``: exit 0 if the audit chain is intact
+  (printing its head, to note and pass as ``--expect-head`` next time), 1 naming the first bad
+  record if not.
+- ``report --log PATH [--bucket minute|hour|day] [--since ISO] [--until ISO] [--plot OUT.png]
+  [--json OUT.json]``: usage per model, tenant and time bucket (see :mod:`banditroute.usage`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from banditroute.audit import open_audit_log, verify
+from banditroute.errors import InvalidArgument
+from banditroute.store.reader import open_log
+from banditroute.usage import BUCKETS, format_table, plot_usage, usage_report
+
+__all__ = ["add_parsers", "run_audit_verify", "run_report"]
+
+_HEAD = re.compile(r"^(\d+):([0-9a-fA-F]{64})$")
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Add ``audit`` (with ``verify``) and ``report`` to ``subparsers`` (from
+    ``add_subparsers``)."""
+    audit = subparsers.add_parser("audit", help="check the tamper-evident audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    check = audit_sub.add_parser(
+        "verify",
+        help="recompute the audit hash chain and report the first bad record",
+        description=(
+            "Recompute every audit record's hash and check the chain links and numbering. "
+            "Exit 0 if intact, 1 if not. A chain alone cannot reveal that its newest records "
+            "were deleted: pass the head printed by an earlier run as --expect-head."
+        ),
+    )
+    check.add_argument("--log", required=True, help="DuckDB log file or its Parquet export")
+    check.add_argument(
+        "--expect-head",
+        metavar="SEQ:HASH",
+        help="a head noted earlier: the chain must still reach it unchanged",
+    )
+    check.set_defaults(handler=run_audit_verify)
+
+    report = subparsers.add_parser(
+        "report",
+        help="usage per model, tenant and time bucket",
+        description=(
+            "Calls, spend, mean quality, latency p50/p95 and error rate per served model, per "
+            "tenant and per time bucket (UTC), from a decision log."
+        ),
+    )
+    report.add_argument("--log", required=True, help="DuckDB log file or its Parquet export")
+    report.add_argument("--bucket", default="hour", metavar="{" + ",".join(BUCKETS) + "}")
+    report.add_argument("--since", metavar="ISO", help="first decision time (inclusive)")
+    report.add_argument("--until", metavar="ISO", help="end of the range (exclusive)")
+    report.add_argument("--plot", metavar="OUT.png", help="write a PNG of usage over time")
+    report.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
+    report.set_defaults(handler=run_report)
+
+
+def _log_path(text: Any) -> Path:
+    if not text:
+        raise InvalidArgument("--log: a log path is required", field="--log")
+    return Path(text)
+
+
+def _head(text: str) -> tuple[int, str]:
+    match = _HEAD.match(text.strip())
+    if match is None:
+        raise InvalidArgument(
+            f"--expect-head: expected SEQ:HASH (a number, a colon, 64 hex digits), got {text!r}",
+            field="--expect-head",
+        )
+    return int(match.group(1)), match.group(2).lower()
+
+
+def _iso(text: str | None, arg: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidArgument(f"{arg}: not an ISO time: {text!r}", field=arg) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _output(text: str | None, arg: str) -> Path | None:
+    if text is None:
+        return None
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise InvalidArgument(f"{arg}: directory {str(path.parent)!r} does not exist", field=arg)
+    return path
+
+
+def run_audit_verify(args: argparse.Namespace) -> int:
+    """``audit verify``: 0 if the chain is intact, 1 (naming the first bad record) if not."""
+    path = _log_path(args.log)
+    expected = None if args.expect_head is None else _head(args.expect_head)
+    source = open_audit_log(path)
+    try:
+        result = verify(source.connection, expected_head=expected)
+    finally:
+        source.connection.close()
+    if result.ok:
+        assert result.head is not None
+        seq, digest = result.head
+        print(f"audit log intact: {result.records} records in {source.description}")
+        print(f"head: {seq}:{digest}")
+        return 0
+    print(
+        f"audit log NOT intact ({source.description}): first bad record seq "
+        f"{result.first_bad_seq}: {result.problem}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``report``: the usage tables on stdout, optionally a PNG and a JSON file."""
+    path = _log_path(args.log)
+    if args.bucket not in BUCKETS:
+        raise InvalidArgument(
+            f"--bucket: must be one of {', '.join(BUCKETS)}, got {args.bucket!r}",
+            field="--bucket",
+        )
+    since, until = _iso(args.since, "--since"), _iso(args.until, "--until")
+    if since is not None and until is not None and since >= until:
+        raise InvalidArgument(f"--until: {args.until!r} is not after --since", field="--until")
+    plot_path, json_path = _output(args.plot, "--plot"), _output(args.json, "--json")
+    source = open_log(path)
+    try:
+        report = usage_report(source.connection, bucket=args.bucket, since=since, until=until)
+    finally:
+        source.connection.close()
+    print(f"usage from {source.description}")
+    print(format_table(report), end="")
+    if plot_path is not None:
+        try:
+            plot_usage(report, plot_path)
+        except OSError as exc:
+            raise InvalidArgument(f"--plot: cannot write {str(plot_path)!r}: {exc}",
+                                  field="--plot") from exc  # fmt: skip
+        print(f"plot: {plot_path}")
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InvalidArgument(f"--json: cannot write {str(json_path)!r}: {exc}",
+                                  field="--json") from exc  # fmt: skip
+        print(f"json: {json_path}")
+    return 0

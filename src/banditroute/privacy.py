@@ -1,0 +1,795 @@
+"""Personal data and secrets in prompt text: what a prompt holds decides where it may go.
+
+:func:`scan` finds e-mail addresses, phone numbers, payment cards, IBANs, national ids and
+secrets (private keys, cloud and API tokens, high-entropy passwords) and reports each as a
+:class:`Finding` with its character offsets and a redacted preview, never the value itself,
+so findings can be logged. :func:`classify` turns the findings into a data class
+(``"public"``, ``"pii"`` or ``"secret"``), and :func:`most_sensitive` combines it with the
+class a client declared: the router sends a request only to models tagged for its class and
+never explores on sensitive requests.
+
+Detection is tuned for precision at a usable recall: every detector has a false-positive
+guard (a checksum where the format has one: Luhn for cards, ISO 13616 mod-97 for IBANs, the
+control letter of Spanish DNI/NIE numbers; otherwise structural rules or an entropy
+threshold), because a false positive confines a request to fewer models and stops learning
+on it.
+
+Work is bounded: :func:`scan` reads at most ``max_chars`` characters from the start of the
+text (anything after is not seen; a caller that must be sure can treat longer prompts as
+sensitive), every pattern has bounded repetitions and only one way to match a given span (no
+nested quantifiers, so no catastrophic backtracking), and detectors whose literal prefix
+(``"@"``, ``"AKIA"``, ``"eyJ"``...) is absent from the text are skipped with a substring test.
+The module is pure and uses only the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+EMAIL = "email"
+PHONE = "phone"
+CARD = "card"
+IBAN = "iban"
+NATIONAL_ID = "national_id"
+SECRET = "secret"
+KINDS: tuple[str, ...] = (EMAIL, PHONE, CARD, IBAN, NATIONAL_ID, SECRET)
+"""The kinds of :class:`Finding`: five kinds of personal data, then secrets."""
+
+PERSONAL_KINDS = frozenset({EMAIL, PHONE, CARD, IBAN, NATIONAL_ID})
+"""Kinds that are personal data (they make a prompt ``"pii"``)."""
+
+DATA_CLASSES: tuple[str, ...] = ("public", "internal", "pii", "secret")
+"""Data classes from least to most sensitive. ``"internal"`` is never detected; a client
+declares it (company-confidential text that holds no personal data or secret)."""
+
+DEFAULT_MAX_CHARS = 200_000
+"""How many characters :func:`scan` reads by default (about 50k tokens: most prompts whole)."""
+
+ENTROPY_THRESHOLD = 3.0
+"""Bits per character a password-like value needs to count as a secret.
+
+Random 16-character values over letters and digits measure about 3.6-4.0 bits per character;
+words, repeated words and keyboard runs measure less (``"hunter2hunter2hunter2"``: 2.8,
+``"passwordpassword"``: 2.75). Below 16 characters entropy says too little, so short values
+are not judged at all (``password = hunter2`` is not a finding)."""
+
+MIN_SECRET_VALUE = 16
+"""Shortest value of a ``password = ...`` style assignment that can count as a secret."""
+
+_PEM_SPAN = 16_384
+"""How far after a ``BEGIN ... PRIVATE KEY`` header the matching ``END`` line is looked for
+(a 4096-bit RSA key in PEM is about 3.3k characters)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of personal data or one secret found in a text.
+
+    ``start``/``end`` are character offsets into the scanned text (``text[start:end]`` is the
+    value); ``preview`` shows at most the first and last two characters, so a finding can be
+    logged or shown without leaking the value; ``detector`` names the rule that fired.
+    """
+
+    kind: str
+    start: int
+    end: int
+    preview: str
+    detector: str = ""
+
+
+def redact(value: str) -> str:
+    """A preview of ``value`` that never contains it: ``"41***11"`` for a card number.
+
+    Values of 8 or more characters keep their first and last two characters, shorter ones
+    (4-7) their first and last, and anything shorter shows nothing, so at most half of a
+    value is ever shown.
+    """
+    if len(value) >= 8:
+        return f"{value[:2]}***{value[-2:]}"
+    if len(value) >= 4:
+        return f"{value[:1]}***{value[-1:]}"
+    return "***"
+
+
+def shannon_entropy(value: str) -> float:
+    """Shannon entropy of the characters of ``value``, in bits per character (0 when empty)."""
+    if not value:
+        return 0.0
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+
+
+def luhn_valid(digits: str) -> bool:
+    """Whether a string of ASCII digits passes the Luhn (mod 10) check of card numbers."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_valid(compact: str) -> bool:
+    """Whether an IBAN without spaces has a known country, that country's length and passes
+    the ISO 13616 mod-97 check (the number read with letters as 10..35 leaves remainder 1)."""
+    if IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isalnum():
+        return False
+    remainder = 0
+    for ch in compact[4:] + compact[:4]:
+        if "0" <= ch <= "9":
+            remainder = (remainder * 10 + ord(ch) - 48) % 97
+        elif "A" <= ch <= "Z":
+            remainder = (remainder * 100 + ord(ch) - 55) % 97
+        else:
+            return False
+    return remainder == 1
+
+
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
+    "BH": 22, "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24,
+    "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
+    "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27,
+    "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
+    "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20,
+    "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
+    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "YE": 30,
+}  # fmt: skip
+"""IBAN length by country code (the SWIFT IBAN registry). Only these countries are detected:
+the length check removes most chance mod-97 matches among ordinary upper-case codes."""
+
+_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
+
+Span = tuple[int, int]
+
+
+def _table(classes: dict[str, bytes], default: bytes) -> bytes:
+    table = bytearray(default * 256)
+    for chars, byte in classes.items():
+        for ch in chars:
+            table[ord(ch)] = byte[0]
+    return bytes(table)
+
+
+_DIGITS = "0123456789"
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NUMBER_MAP = _table({_DIGITS: b"0", " ().-": b"1", _UPPER: b"A"}, b" ")
+"""Digits to ``0``, number separators to ``1``, upper-case letters to ``A``, all else blank."""
+_NUMBER_RUN = re.compile(rb"0(?<!00)[01]{5,}")
+_OPERATOR_MAP = _table(
+    {":=": b":", ">": b">", " \t": b" ", "\"'`": b'"', "\n\r\f\v,;()[]{}<": b"|"}, b"v"
+)
+"""``:``/``=`` to ``:``, blanks to space, quotes to ``"``, characters that end a value to
+``|``, value characters to ``v``."""
+_OPERATOR = re.compile(rb':[:>]?[ ]{0,4}"?[v:]{16}')
+_REACH = 3
+"""How far outside a run of digits a numeric finding may reach (``AB 12 34 56 C``,
+``+44 ...``, ``12345678-Z``): the letters, signs and suffixes of the formats detected."""
+
+
+@dataclass(frozen=True)
+class _Text:
+    """The scanned window and the places worth a detector's time, found in one cheap pass.
+
+    Character-class regexes cost about 10 ns a character in CPython while a literal prefix is
+    found at memchr speed, so the window is mapped once to a few byte classes (one byte per
+    character: non-ASCII characters become ``?``) and searched there with literal patterns:
+
+    - ``numbers``: the window with digits as ``0``, number separators as ``1``, upper-case
+      letters as ``A``, anything else blank.
+    - ``regions``: runs of digits and number separators (``space ( ) . -``) holding six or
+      more digits, widened by :data:`_REACH` each side and merged, with the most digits of a
+      run inside. Every numeric format detected (cards, SSNs, NINOs, DNIs, phones) lies in
+      one, so those detectors run only there.
+    - ``iban_starts``: two upper-case letters then two digits, where an IBAN may begin.
+    - ``operators``: ``:``/``=`` followed by 16 value characters, where a
+      ``name = secret`` assignment may be.
+    """
+
+    text: str
+    numbers: bytes
+    regions: tuple[tuple[int, int, int], ...]
+    iban_starts: tuple[int, ...]
+    operators: tuple[int, ...]
+
+
+def _index(text: str) -> _Text:
+    raw = text.encode("ascii", "replace")
+    numbers = raw.translate(_NUMBER_MAP)
+    regions: list[tuple[int, int, int]] = []
+    n = len(text)
+    for match in _NUMBER_RUN.finditer(numbers):
+        start, end = match.span()
+        digits = numbers.count(b"0", start, end)
+        if digits < 6:
+            continue
+        lo, hi = max(0, start - _REACH), min(n, end + _REACH)
+        if regions and lo <= regions[-1][1]:
+            previous = regions[-1]
+            regions[-1] = (previous[0], hi, max(previous[2], digits))
+        else:
+            regions.append((lo, hi, digits))
+    iban_starts: list[int] = []
+    at = numbers.find(b"AA00")
+    while at != -1:
+        iban_starts.append(at)
+        at = numbers.find(b"AA00", at + 1)
+    operators: list[int] = []
+    if ":" in text or "=" in text:
+        operators = [m.start() for m in _OPERATOR.finditer(raw.translate(_OPERATOR_MAP))]
+    return _Text(text, numbers, tuple(regions), tuple(iban_starts), tuple(operators))
+
+
+def _in_regions(
+    pattern: re.Pattern[str], where: _Text, min_digits: int, *, sign: str = "", upper: bool = False
+) -> Iterator[re.Match[str]]:
+    """Matches of ``pattern`` in the digit regions with a run of ``min_digits`` digits that
+    contain ``sign`` (when given) and an upper-case letter (when ``upper``)."""
+    for lo, hi, digits in where.regions:
+        if digits < min_digits:
+            continue
+        if sign and where.text.find(sign, lo, hi) == -1:
+            continue
+        if upper and where.numbers.find(b"A", lo, hi) == -1:
+            continue
+        yield from pattern.finditer(where.text, lo, hi)
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets. Each pattern starts with its literal prefix (a fast substring search) and checks
+# the character before it with a lookbehind.
+# --------------------------------------------------------------------------------------------
+
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+
+
+def _pem_private_keys(where: _Text) -> Iterator[Span]:
+    """PEM private keys: a ``-----BEGIN ... PRIVATE KEY-----`` header (RSA, EC, OPENSSH,
+    ENCRYPTED, PGP ``... PRIVATE KEY BLOCK``...) through its ``END`` line when that follows
+    within :data:`_PEM_SPAN` characters, else the header alone.
+
+    Guard: only *private* key headers; certificates and public keys are not secrets.
+    """
+    text = where.text
+    if "-----BEGIN " not in text:
+        return
+    for match in _PEM.finditer(text):
+        end = _PEM_END.search(text, match.end(), match.end() + _PEM_SPAN)
+        yield match.start(), end.end() if end else match.end()
+
+
+_JWT = re.compile(
+    r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{5,8192}\.[A-Za-z0-9_-]{5,65536}"
+    r"\.[A-Za-z0-9_-]{0,8192}(?![A-Za-z0-9_-])"
+)
+
+
+def _jwts(where: _Text) -> Iterator[Span]:
+    """JSON Web Tokens: three base64url segments joined by dots, the header starting ``eyJ``
+    (base64 of ``{"``); the signature may be empty (unsigned tokens still carry claims).
+
+    Guard: the ``eyJ`` header prefix starting a word and segments of at least 5 characters,
+    so dotted names and version strings are not findings.
+    """
+    if "eyJ" not in where.text:
+        return
+    for match in _JWT.finditer(where.text):
+        yield match.span()
+
+
+_GITHUB = re.compile(
+    r"g(?<![A-Za-z0-9_]g)(?:h[pousr]_[A-Za-z0-9]{36,251}|ithub_pat_[A-Za-z0-9_]{22,244})"
+    r"(?![A-Za-z0-9_])"
+)
+
+
+def _github_tokens(where: _Text) -> Iterator[Span]:
+    """GitHub tokens: classic ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_`` and 36 or more
+    letters and digits, and fine-grained ``github_pat_`` tokens.
+
+    Guard: the prefix must start a word and the body be at least 36 (22 for ``github_pat_``)
+    characters, so ``ghp_token`` in prose or code is not a finding.
+    """
+    for match in _GITHUB.finditer(where.text):
+        yield match.span()
+
+
+_AWS_KEY = re.compile(r"A[KS]IA(?<![A-Za-z0-9]A[KS]IA)[A-Z0-9]{16}(?![A-Za-z0-9])")
+
+
+def _aws_access_keys(where: _Text) -> Iterator[Span]:
+    """AWS access key ids: ``AKIA`` (long-term) or ``ASIA`` (temporary) and 16 upper-case
+    letters or digits.
+
+    Guard: exactly 20 characters, standing alone (no letter or digit on either side).
+    """
+    if "AKIA" not in where.text and "ASIA" not in where.text:
+        return
+    for match in _AWS_KEY.finditer(where.text):
+        yield match.span()
+
+
+_SLACK = re.compile(r"xox(?<![A-Za-z0-9]xox)[baprs]-[A-Za-z0-9-]{10,250}(?![A-Za-z0-9-])")
+
+
+def _slack_tokens(where: _Text) -> Iterator[Span]:
+    """Slack tokens: ``xoxb-``, ``xoxa-``, ``xoxp-``, ``xoxr-`` or ``xoxs-`` and 10 or more
+    letters, digits and dashes.
+
+    Guard: the body must hold a digit (real tokens start with numeric team/user ids), so
+    ``xoxb-your-token-here`` placeholders are not findings.
+    """
+    if "xox" not in where.text:
+        return
+    for match in _SLACK.finditer(where.text):
+        if any(ch.isdigit() for ch in match.group()[5:]):
+            yield match.span()
+
+
+_SK_KEY = re.compile(r"sk-(?<![A-Za-z0-9_-]sk-)[A-Za-z0-9_-]{20,512}(?![A-Za-z0-9_-])")
+
+
+def _api_keys(where: _Text) -> Iterator[Span]:
+    """OpenAI and Anthropic style keys: ``sk-`` (also ``sk-proj-``, ``sk-ant-api03-``...) and
+    20 or more letters, digits, dashes and underscores.
+
+    Guard: ``sk-`` must start a word (not ``risk-`` or ``task-``), and the body must hold a
+    letter and a digit and have the entropy of a random value (:data:`ENTROPY_THRESHOLD`), so
+    slugs such as ``sk-learn-is-a-python-library`` are not findings.
+    """
+    if "sk-" not in where.text:
+        return
+    for match in _SK_KEY.finditer(where.text):
+        body = match.group()[3:]
+        if (
+            any(ch.isdigit() for ch in body)
+            and any(ch.isalpha() for ch in body)
+            and shannon_entropy(body) >= ENTROPY_THRESHOLD
+        ):
+            yield match.span()
+
+
+_GOOGLE = re.compile(r"AIza(?<![A-Za-z0-9_-]AIza)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])")
+
+
+def _google_api_keys(where: _Text) -> Iterator[Span]:
+    """Google API keys: ``AIza`` and exactly 35 letters, digits, dashes or underscores.
+
+    Guard: exactly 39 characters standing alone.
+    """
+    if "AIza" not in where.text:
+        return
+    for match in _GOOGLE.finditer(where.text):
+        yield match.span()
+
+
+_URL_CREDENTIALS = re.compile(r"://[^\s:/@]{1,128}:([^\s/@]{1,256})@")
+_PLACEHOLDER_PASSWORDS = frozenset(
+    {"password", "passwd", "pass", "pwd", "secret", "changeme", "example", "yourpassword"}
+)
+
+
+def _url_credentials(where: _Text) -> Iterator[Span]:
+    """Passwords in URLs: ``scheme://user:PASSWORD@host`` (database and broker connection
+    strings); the finding is the password.
+
+    Guard: not a placeholder (``password``, ``pass``, ``<password>``, ``${DB_PASSWORD}``,
+    ``****``...) and not all digits (``host:8080@`` is a port).
+    """
+    if "://" not in where.text:
+        return
+    for match in _URL_CREDENTIALS.finditer(where.text):
+        value = match.group(1)
+        if not value.isdigit() and not _placeholder(value):
+            yield match.span(1)
+
+
+def _placeholder(value: str) -> bool:
+    """Whether a password-like value is a stand-in rather than a value: a template variable,
+    a word like ``password``, one repeated character, ``your_...``/``xxx...`` and the like."""
+    lowered = value.lower().strip("_-")
+    return (
+        lowered in _PLACEHOLDER_PASSWORDS
+        or value[0] in "$%<{["
+        or len(set(lowered)) <= 1
+        or lowered.startswith(("your", "my_", "xxx", "example", "placeholder", "changeme"))
+    )
+
+
+_SECRET_WORDS = ("key", "secret", "passw", "pwd", "token", "credential")
+_ASSIGNED_VALUE = re.compile(r"[:=][=>]?[ \t]{0,4}[\"'`]?([^\s\"'`,;()\[\]{}<>]{16,512})")
+_SECRET_NAME = re.compile(
+    r"(?i)(?:api[_-]?key|apikey|secret|passw(?:or)?d|pwd|token|credentials?|access[_-]?key"
+    r"|private[_-]?key)[A-Za-z0-9_.-]{0,30}[\"']?[ \t]{0,4}\Z"
+)
+_NAME_REACH = 48
+"""How far before ``=``/``:`` the secret-looking name is looked for."""
+_BEARER = re.compile(r"earer(?<=[Bb]earer)[ \t]{1,4}([A-Za-z0-9._~+/-]{16,2048}=*)")
+_IDENTIFIER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _assigned_secrets(where: _Text) -> Iterator[Span]:
+    """Secret-looking values assigned to secret-looking names: ``api_key = ...``,
+    ``"client_secret": "..."``, ``DB_PASSWORD=...``, ``token := ...``, ``key => ...``,
+    and ``Authorization: Bearer ...``; the finding is the value.
+
+    Guard: the name must contain api_key, secret, password/passwd/pwd, token, credential,
+    access_key or private_key; the value must be at least :data:`MIN_SECRET_VALUE`
+    characters with at least :data:`ENTROPY_THRESHOLD` bits of entropy per character, not
+    all digits (``max_tokens = 1000000000000000``), not a placeholder (``${API_KEY}``,
+    ``<token>``, ``your_api_key_here``) and not a code reference (``settings.SECRET_KEY``,
+    ``tokenizer.encode``: a dotted or snake_case identifier without digits).
+    """
+    text = where.text
+    spans: list[Span] = []
+    covered = 0
+    for position in where.operators:
+        if position < covered:
+            continue
+        match = _ASSIGNED_VALUE.match(text, position)
+        if match is None:
+            continue
+        name = text[max(0, position - _NAME_REACH) : position]
+        lowered = name.lower()
+        if not any(word in lowered for word in _SECRET_WORDS) or not _SECRET_NAME.search(name):
+            continue
+        covered = match.end()
+        if _secret_value(match.group(1)):
+            spans.append(match.span(1))
+    for match in _BEARER.finditer(text):
+        if _secret_value(match.group(1)):
+            spans.append(match.span(1))
+    yield from sorted(spans)
+
+
+def _secret_value(value: str) -> bool:
+    """Whether an assigned value looks like a real secret (see :func:`_assigned_secrets`)."""
+    if len(value) < MIN_SECRET_VALUE or value.isdigit() or _placeholder(value):
+        return False
+    if (
+        _IDENTIFIER_PATH.fullmatch(value)
+        and not any(ch.isdigit() for ch in value)
+        and ("_" in value or "." in value or value.islower() or value.isupper())
+    ):
+        return False
+    return shannon_entropy(value) >= ENTROPY_THRESHOLD
+
+
+# --------------------------------------------------------------------------------------------
+# Personal data. Numeric formats run only inside the digit regions of ``_Text``; where a
+# pattern starts with a character class, the lookbehinds after its first character check
+# what precedes it.
+# --------------------------------------------------------------------------------------------
+
+_IBAN = re.compile(
+    r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
+    r"(?![A-Za-z0-9])"
+)
+
+
+def _ibans(where: _Text) -> Iterator[Span]:
+    """IBANs: country code, two check digits and the account number, written compact
+    (``GB82WEST12345698765432``) or in groups of four (``GB82 WEST 1234 5698 7654 32``).
+
+    Guard: the country must be in :data:`IBAN_LENGTHS` with that exact length and the ISO
+    13616 mod-97 check must pass (a wrong check digit is not a finding). Upper case only.
+    When the groups run on into following upper-case text, the IBAN is cut at the country's
+    length if that falls on a group boundary.
+    """
+    text = where.text
+    for start in where.iban_starts:
+        expected = IBAN_LENGTHS.get(text[start : start + 2])
+        match = _IBAN.match(text, start) if expected else None
+        if match is None or expected is None:
+            continue
+        raw = match.group()
+        # Walk to the end of the country's length, then require a group boundary there.
+        count, cut = 0, len(raw)
+        for i, ch in enumerate(raw):
+            if ch != " ":
+                count += 1
+                if count == expected:
+                    cut = i + 1
+                    break
+        if count != expected or (cut < len(raw) and raw[cut] != " "):
+            continue
+        if iban_valid(raw[:cut].replace(" ", "")):
+            yield start, start + cut
+
+
+_CARD = re.compile(
+    r"[2-6](?<![\w.][2-6])(?<![0-9][ -][2-6])[0-9](?:[ -]?[0-9]){11,17}(?![ -]?[0-9])(?!\w)"
+)
+
+
+def _cards(where: _Text) -> Iterator[Span]:
+    """Payment card numbers: 13 to 19 digits starting 2-6 (Mastercard, Visa, Amex, Discover,
+    JCB, UnionPay, Maestro), compact or grouped with spaces or dashes.
+
+    Guard: the Luhn check must pass (a random number fails 9 times in 10); one kind of
+    separator only; not all one digit; the number must not be part of a longer digit run or
+    decimal; leading 0, 1, 7, 8, 9 (timestamps, order numbers) are not cards.
+    """
+    for match in _in_regions(_CARD, where, 13):
+        raw = match.group()
+        if " " in raw and "-" in raw:
+            continue
+        digits = raw.replace(" ", "").replace("-", "")
+        if len(set(digits)) > 1 and luhn_valid(digits):
+            yield match.span()
+
+
+_SSN = re.compile(r"[0-8](?<![\w-][0-8])[0-9]{2}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![\w-]|\.[0-9])")
+
+
+def _us_ssns(where: _Text) -> Iterator[Span]:
+    """US Social Security numbers written ``###-##-####``.
+
+    Guard: the dashes are required (a bare 9-digit number is too common to flag); area 000,
+    666 and 900-999, group 00 and serial 0000 are never issued and are not findings; the
+    number must stand alone (not inside a longer dashed run or a decimal).
+    """
+    for match in _in_regions(_SSN, where, 9, sign="-"):
+        if match.group()[:3] not in ("000", "666"):
+            yield match.span()
+
+
+_NINO = re.compile(
+    r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z]"
+    r" ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![A-Za-z0-9])"
+)
+_NINO_NEVER_ISSUED = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+
+
+def _uk_ninos(where: _Text) -> Iterator[Span]:
+    """UK National Insurance numbers: two letters, six digits (optionally in pairs) and a
+    suffix A-D, e.g. ``AB 12 34 56 C``.
+
+    Guard: upper case only; the prefix letters follow HMRC's rules (neither letter D, F, I,
+    Q, U or V, second letter not O, prefixes BG, GB, KN, NK, NT, TN, ZZ never issued), so the
+    HMRC specimen ``QQ 12 34 56 C`` is not a finding.
+    """
+    for match in _in_regions(_NINO, where, 6, upper=True):
+        if match.group()[:2] not in _NINO_NEVER_ISSUED:
+            yield match.span()
+
+
+_DNI = re.compile(r"([XYZ0-9])(?<![\w-][XYZ0-9])([0-9]{6,7})-?([A-Z])(?![\w-])")
+
+
+def _spanish_ids(where: _Text) -> Iterator[Span]:
+    """Spanish DNI (``12345678Z``) and NIE (``X1234567L``) numbers, the letter optionally
+    after a dash.
+
+    Guard: the control letter must match (the number mod 23, an NIE's X, Y, Z read as 0, 1,
+    2), which a random letter does 1 time in 23; a DNI has 8 digits, an NIE 7 after its
+    letter; upper case only.
+    """
+    for match in _in_regions(_DNI, where, 7, upper=True):
+        first, rest, letter = match.groups()
+        if first in "XYZ":
+            if len(rest) != 7:
+                continue
+            number = int(str("XYZ".index(first)) + rest)
+        elif len(rest) == 7:
+            number = int(first + rest)
+        else:
+            continue
+        if _DNI_LETTERS[number % 23] == letter:
+            yield match.span()
+
+
+_LOCAL_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_EMAIL_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
+_NOT_PERSONAL_LOCAL = frozenset({"git"})
+_IMAGE_DENSITY = re.compile(r"[1-4]x\.")
+
+
+def _emails(where: _Text) -> Iterator[Span]:
+    """E-mail addresses: a local part of up to 64 characters, ``@``, a dotted domain ending in
+    a letters-only TLD. Found from each ``@`` (local part read backwards, domain forwards).
+
+    Guard: a dot in the domain and an alphabetic TLD (``user@localhost``, ``lodash@4.17.21``
+    are not findings); no image-density names (``icon@2x.png``); no SSH remotes
+    (``git@github.com``); the local part must not start or end with a dot.
+    """
+    text = where.text
+    at = text.find("@")
+    while at != -1:
+        start = at
+        while start > 0 and at - start <= 64 and text[start - 1] in _LOCAL_PART:
+            start -= 1
+        local = text[start:at]
+        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        if (
+            domain is not None
+            and 0 < len(local) <= 64
+            and not local.startswith(".")
+            and not local.endswith(".")
+            and local not in _NOT_PERSONAL_LOCAL
+            and not _IMAGE_DENSITY.match(domain.group())
+        ):
+            yield start, domain.end()
+            at = text.find("@", domain.end())
+        else:
+            at = text.find("@", at + 1)
+
+
+_E164 = re.compile(r"\+(?<![\w+]\+)[1-9][0-9 ().-]{6,24}[0-9](?!\w)")
+_PHONE_PARENS = re.compile(r"\(([0-9]{1,4})\)")
+_DOUBLE_SEPARATOR = re.compile(r"[ .-]{2}")
+
+
+def _e164_phones(where: _Text) -> Iterator[Span]:
+    """International phone numbers: ``+``, country code and subscriber number, 8 to 15 digits
+    in all, with single spaces, dashes, dots and one parenthesised group allowed
+    (``+44 20 7946 0958``, ``+1 (555) 123-4567``).
+
+    Guard: the ``+`` must be followed directly by a digit 1-9 and not follow a letter, digit
+    or ``+`` (so ``3 + 4 = 7`` and ``x+12`` are not findings); no doubled separators; the
+    number must not run on into more digits.
+    """
+    text = where.text
+    for match in _in_regions(_E164, where, 8, sign="+"):
+        end = match.end()
+        if end < len(text) - 1 and text[end] in " .-" and text[end + 1].isdigit():
+            continue
+        raw = _PHONE_PARENS.sub(r"\1", match.group()[1:], count=1)
+        if "(" in raw or ")" in raw or _DOUBLE_SEPARATOR.search(raw):
+            continue
+        if 8 <= sum(ch.isdigit() for ch in raw) <= 15:
+            yield match.span()
+
+
+_NANP_PLAIN = re.compile(
+    r"[1-9](?<![\w+/][1-9])(?<![02-9] [1-9])(?<![^1][.-][1-9])(?:(?<=1)[ .-](?=[2-9])[0-9]"
+    r"|(?<=[2-9]))[0-9]{2}([.-])[0-9]{3}\1[0-9]{4}(?![\w/-]|[ .][0-9])"
+)
+_NANP_PARENS = re.compile(
+    r"[1(](?<![\w+/.-][1(])(?<![02-9] [1(])(?:(?<=1) ?\(|(?<=\())[2-9][0-9]{2}\) ?[0-9]{3}"
+    r"[ .-][0-9]{4}(?![\w/-]|[ .][0-9])"
+)
+
+
+def _nanp_phones(where: _Text) -> Iterator[Span]:
+    """North American numbers: ``(555) 123-4567``, ``555-123-4567``, ``555.123.4567``, with
+    an optional leading ``1-``/``1 ``.
+
+    Guard: the area code starts 2-9; the bare form needs one consistent separator (``-`` or
+    ``.``; spaces alone are too common between plain numbers); the number must stand alone
+    (not inside a longer digit run, path, version string or decimal).
+    """
+    spans = [m.span() for m in _in_regions(_NANP_PLAIN, where, 10)]
+    spans += [m.span() for m in _in_regions(_NANP_PARENS, where, 10, sign="(")]
+    yield from sorted(spans)
+
+
+_TRUNK = re.compile(
+    r"0(?<![\w+./-]0)(?<![0-9] 0)[0-9]{2,4}(?:[ -][0-9]{3,8}){1,2}(?![\w/-]|[ .][0-9])"
+)
+
+
+def _trunk_phones(where: _Text) -> Iterator[Span]:
+    """National numbers with a trunk prefix 0, in groups: ``020 7946 0958`` (UK),
+    ``07700 900123``, ``030 12345678`` (Germany), 10 or 11 digits in all.
+
+    Guard: the leading 0 and at least one space or dash (a bare digit run is not a phone);
+    10-11 digits; not all one digit; not inside a longer digit run.
+    """
+    for match in _in_regions(_TRUNK, where, 10, sign="0"):
+        digits = match.group().replace(" ", "").replace("-", "")
+        if 10 <= len(digits) <= 11 and len(set(digits)) > 1:
+            yield match.span()
+
+
+_FRENCH = re.compile(
+    r"0(?<![\w+./-]0)(?<![0-9] 0)[1-9]([ .])[0-9]{2}\1[0-9]{2}\1[0-9]{2}\1[0-9]{2}"
+    r"(?![\w/-]|[ .][0-9])"
+)
+
+
+def _french_phones(where: _Text) -> Iterator[Span]:
+    """French-style numbers in pairs: ``06 12 34 56 78``, ``01.23.45.67.89``.
+
+    Guard: trunk 0 then 1-9, five pairs with one consistent separator, standing alone.
+    """
+    for match in _in_regions(_FRENCH, where, 10, sign="0"):
+        yield match.span()
+
+
+# --------------------------------------------------------------------------------------------
+# Scanning
+# --------------------------------------------------------------------------------------------
+
+_DETECTORS: tuple[tuple[str, str, Callable[[_Text], Iterator[Span]]], ...] = (
+    # Secrets first: where detections overlap, the earlier detector wins.
+    (SECRET, "pem_private_key", _pem_private_keys),
+    (SECRET, "jwt", _jwts),
+    (SECRET, "github_token", _github_tokens),
+    (SECRET, "aws_access_key", _aws_access_keys),
+    (SECRET, "slack_token", _slack_tokens),
+    (SECRET, "api_key", _api_keys),
+    (SECRET, "google_api_key", _google_api_keys),
+    (SECRET, "url_password", _url_credentials),
+    (SECRET, "assigned_secret", _assigned_secrets),
+    (IBAN, "iban", _ibans),
+    (CARD, "card", _cards),
+    (NATIONAL_ID, "us_ssn", _us_ssns),
+    (NATIONAL_ID, "uk_nino", _uk_ninos),
+    (NATIONAL_ID, "es_dni", _spanish_ids),
+    (EMAIL, "email", _emails),
+    (PHONE, "phone_e164", _e164_phones),
+    (PHONE, "phone_nanp", _nanp_phones),
+    (PHONE, "phone_national", _trunk_phones),
+    (PHONE, "phone_fr", _french_phones),
+)
+DETECTORS: tuple[str, ...] = tuple(name for _, name, _ in _DETECTORS)
+"""Names of the detectors (:attr:`Finding.detector`), most specific first."""
+
+
+def scan(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[Finding, ...]:
+    """Personal data and secrets in the first ``max_chars`` characters of ``text``.
+
+    Findings come in text order and never overlap: where two detections overlap, the more
+    specific one is kept (secrets, then IBANs, cards, national ids, e-mails, phones), so a
+    card number is not also reported as a phone number. Offsets index into ``text``.
+    """
+    if max_chars < 0:
+        raise ValueError(f"max_chars must be >= 0, got {max_chars}")
+    where = _index(text[:max_chars])
+    accepted: list[Finding] = []
+    for kind, name, detect in _DETECTORS:
+        new: list[Finding] = []
+        j = 0
+        for start, end in detect(where):
+            # Drop a span overlapping a finding of an earlier detector or this one's previous.
+            while j < len(accepted) and accepted[j].end <= start:
+                j += 1
+            if j < len(accepted) and accepted[j].start < end:
+                continue
+            if new and new[-1].end > start:
+                continue
+            new.append(Finding(kind, start, end, redact(where.text[start:end]), name))
+        if new:
+            accepted = sorted(accepted + new, key=lambda f: f.start)
+    return tuple(accepted)
+
+
+def classify(findings: Iterable[Finding]) -> str:
+    """The data class that findings imply: ``"secret"`` if any secret, else ``"pii"`` if any
+    personal data, else ``"public"``."""
+    kinds = {finding.kind for finding in findings}
+    if SECRET in kinds:
+        return "secret"
+    if kinds & PERSONAL_KINDS:
+        return "pii"
+    return "public"
+
+
+def sensitivity(data_class: str) -> int:
+    """Rank of a data class in :data:`DATA_CLASSES` (0 = public); unknown names raise."""
+    try:
+        return DATA_CLASSES.index(data_class)
+    except ValueError:
+        raise ValueError(
+            f"unknown data class {data_class!r}; expected one of {', '.join(DATA_CLASSES)}"
+        ) from None
+
+
+def most_sensitive(a: str, b: str) -> str:
+    """The more sensitive of two data classes, e.g. a client-declared and a detected one."""
+    return a if sensitivity(a) >= sensitivity(b) else b

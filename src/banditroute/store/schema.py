@@ -1,0 +1,71 @@
+"""Column layout of the decision log, shared by the writer and the readers."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_TS = pa.timestamp("us", tz="UTC")
+
+DECISIONS_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),
+        ("time", _TS),
+        ("tenant", pa.string()),
+        ("request_id", pa.string()),
+        ("objective", pa.string()),
+        ("prompt_hash", pa.string()),
+        ("prompt", pa.string()),
+        ("features", pa.string()),
+        ("eligible", pa.list_(pa.string())),
+        ("probabilities", pa.list_(pa.float64())),
+        ("model", pa.string()),
+        ("probability", pa.float64()),
+        ("policy_version", pa.string()),
+        ("explored", pa.bool_()),
+        ("tags", pa.string()),
+        ("arm", pa.string()),
+        ("rule", pa.string()),
+        ("data_class", pa.string()),
+        ("excluded", pa.string()),
+        ("constraints", pa.string()),
+        ("shadow", pa.string()),
+    ]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),
+        ("time", _TS),
+        ("model", pa.string()),
+        ("quality", pa.float64()),
+        ("cost_usd", pa.float64()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("latency_ms", pa.float64()),
+        ("status", pa.string()),
+        ("reward", pa.float64()),
+        ("disposition", pa.string()),
+    ]
+)
+SETTLEMENTS_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),
+        ("time", _TS),
+        ("action", pa.string()),
+        ("reward", pa.float64()),
+    ]
+)
+
+CREATE_TABLES = """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id VARCHAR, time TIMESTAMPTZ, tenant VARCHAR, request_id VARCHAR,
+    objective VARCHAR, prompt_hash VARCHAR, prompt VARCHAR, features JSON,
+    eligible VARCHAR[], probabilities DOUBLE[], model VARCHAR, probability DOUBLE,
+    policy_version VARCHAR, explored BOOLEAN, tags JSON, arm VARCHAR, rule VARCHAR,
+    data_class VARCHAR, excluded JSON, constraints JSON, shadow JSON);
+CREATE TABLE IF NOT EXISTS feedback (
+    decision_id VARCHAR, time TIMESTAMPTZ, model VARCHAR, quality DOUBLE, cost_usd DOUBLE,
+    input_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, status VARCHAR,
+    reward DOUBLE, disposition VARCHAR);
+CREATE TABLE IF NOT EXISTS settlements (
+    decision_id VARCHAR, time TIMESTAMPTZ, action VARCHAR, reward DOUBLE);
+"""

@@ -1,0 +1,484 @@
+"""The audit hash chain: records round-trip through DuckDB, tampering is found, restarts go on."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from banditroute.audit import (
+    CREATE_AUDIT_TABLE,
+    GENESIS_HASH,
+    AuditChain,
+    AuditRecord,
+    VerifyResult,
+    audit_rows_to_arrow,
+    open_audit_log,
+    read_head,
+    record_hash,
+    verify,
+)
+from banditroute.cli_ops import add_parsers
+from banditroute.errors import InvalidArgument
+from banditroute.store.schema import CREATE_TABLES
+
+T0 = 1_700_000_000.0
+N = 10
+
+
+def _append(chain: AuditChain, i: int) -> AuditRecord:
+    """Record i: decisions on even i, feedback on odd i, with awkward values (sub-microsecond
+    time, non-ASCII text, float repr edge cases, nested constraints)."""
+    if i % 2 == 0:
+        return chain.append(
+            time=T0 + i * 0.1234567891,
+            tenant="acme" if i % 4 else "bêta",
+            kind="decision",
+            decision_id=f"d{i // 2:04d}",
+            policy_version="vw:abc:3",
+            feature_hash=f"fh{i}",
+            eligible=("gpt-4", "claude-v2", "mixtral"),
+            excluded={"llama-70b": "context window 4096 < 9000 tokens", "yi-34b": "allow-list"},
+            constraints={"max_cost_usd": 0.1 + 0.2, "capabilities": ["code"], "data": "pii"},
+        )
+    return chain.append(
+        time=T0 + i * 0.1234567891,
+        tenant="acme",
+        kind="feedback",
+        decision_id=f"d{i // 2:04d}",
+        policy_version="vw:abc:3",
+        feature_hash=f"fh{i - 1}",
+        eligible=("gpt-4", "claude-v2", "mixtral"),
+        payload={
+            "quality": 0.8,
+            "cost_usd": 1e-7,
+            "latency_ms": 350.5,
+            "status": "OK",
+            "reward": -0.25,
+            "model": "gpt-4",
+            "note": "日本語",
+        },
+    )
+
+
+def _write(path: Path, records: list[AuditRecord]) -> None:
+    """Append records to the audit table of a DuckDB file through the Arrow helper."""
+    with duckdb.connect(str(path)) as con:
+        con.execute(CREATE_AUDIT_TABLE)
+        con.from_arrow(audit_rows_to_arrow(records)).insert_into("audit")
+
+
+def _sql(path: Path, *statements: str) -> None:
+    """Tamper with the file directly."""
+    with duckdb.connect(str(path)) as con:
+        for statement in statements:
+            con.execute(statement)
+
+
+def _verify(path: Path, expected_head: tuple[int, str] | None = None) -> VerifyResult:
+    """Verify the chain in a DuckDB file, opened read-only."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        return verify(con, expected_head=expected_head)
+
+
+@pytest.fixture
+def chain_log(tmp_path: Path) -> tuple[Path, list[AuditRecord]]:
+    """A DuckDB file holding an intact chain of N records (and the records)."""
+    path = tmp_path / "audit.duckdb"
+    chain = AuditChain()
+    records = [_append(chain, i) for i in range(N)]
+    _write(path, records)
+    return path, records
+
+
+def test_intact_chain_verifies(chain_log: tuple[Path, list[AuditRecord]]) -> None:
+    """A chain written through audit_rows_to_arrow verifies, and its head is the last record's."""
+    path, records = chain_log
+    result = _verify(path)
+    assert result.ok
+    assert result.records == N
+    assert result.first_bad_seq is None
+    assert result.problem is None
+    assert result.head == (N, records[-1].hash)
+
+
+def test_chain_links_and_hashes(chain_log: tuple[Path, list[AuditRecord]]) -> None:
+    """Records are numbered from 1, record 1 links to the genesis hash, each later record to
+    the one before, and each hash is recomputable from the record alone."""
+    _, records = chain_log
+    assert [r.seq for r in records] == list(range(1, N + 1))
+    assert records[0].prev_hash == GENESIS_HASH
+    for before, after in itertools.pairwise(records):
+        assert after.prev_hash == before.hash
+    assert all(record_hash(r) == r.hash for r in records)
+    assert len({r.hash for r in records}) == N
+
+
+def test_values_round_trip(chain_log: tuple[Path, list[AuditRecord]]) -> None:
+    """What is stored is what was hashed: time to the microsecond, lists in order, and the
+    dictionaries as canonical JSON (sorted keys, no spaces, non-ASCII kept)."""
+    path, records = chain_log
+    with duckdb.connect(str(path), read_only=True) as con:
+        row = con.execute(
+            "SELECT epoch_us(time), eligible, excluded::VARCHAR, constraints::VARCHAR, "
+            "payload::VARCHAR FROM audit WHERE seq = 2"
+        ).fetchone()
+        first = con.execute("SELECT constraints::VARCHAR FROM audit WHERE seq = 1").fetchone()
+    assert row is not None
+    assert first is not None
+    assert row[0] == records[1].time_us
+    assert row[1] == ["gpt-4", "claude-v2", "mixtral"]
+    assert row[2] == "{}"
+    assert json.loads(row[4]) == dict(records[1].payload)
+    assert "日本語" in row[4]
+    assert " " not in row[4].replace("日本語", "")
+    assert first[0] == '{"capabilities":["code"],"data":"pii","max_cost_usd":0.30000000000000004}'
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "tenant = 'evil'",
+        "kind = 'decision'",
+        "decision_id = 'd9999'",
+        "policy_version = 'vw:abc:4'",
+        "feature_hash = 'x'",
+        "time = time + INTERVAL 1 MICROSECOND",
+        "eligible = ['gpt-4']",
+        """excluded = '{"llama-70b":"budget"}'""",
+        """constraints = '{"max_cost_usd":1.0}'""",
+        """payload = '{"quality":1.0}'""",
+        "payload = NULL",
+    ],
+)
+def test_edited_field_detected(chain_log: tuple[Path, list[AuditRecord]], assignment: str) -> None:
+    """Changing any content field of record 4 (a feedback record) makes it the first bad one."""
+    path, _ = chain_log
+    _sql(path, f"UPDATE audit SET {assignment} WHERE seq = 4")
+    result = _verify(path)
+    assert not result.ok
+    assert result.first_bad_seq == 4
+    assert result.problem is not None
+    assert "edited" in result.problem
+
+
+def test_edit_with_recomputed_hash_detected_at_next(
+    chain_log: tuple[Path, list[AuditRecord]],
+) -> None:
+    """An editor who also recomputes the edited record's hash breaks the next record's link."""
+    path, records = chain_log
+    forged = AuditRecord(**{**records[3].__dict__, "tenant": "evil", "hash": ""})
+    digest = record_hash(forged)
+    _sql(path, f"UPDATE audit SET tenant = 'evil', hash = '{digest}' WHERE seq = 4")
+    result = _verify(path)
+    assert not result.ok
+    assert result.first_bad_seq == 5
+    assert result.problem is not None
+    assert "prev_hash" in result.problem
+
+
+def _forged(records: list[AuditRecord], seq: int) -> AuditRecord:
+    """A well-formed record numbered ``seq`` that links to record ``seq - 1``."""
+    chain = AuditChain(seq - 1, records[seq - 2].hash)
+    return _append(chain, 0)
+
+
+def test_inserted_record_with_duplicate_seq_detected(
+    chain_log: tuple[Path, list[AuditRecord]],
+) -> None:
+    """A forged record reusing seq 4 (even one whose own hash is valid) is found at seq 4."""
+    path, records = chain_log
+    forged = _forged(records, 4)
+    assert record_hash(forged) == forged.hash
+    _write(path, [forged])
+    result = _verify(path)
+    assert not result.ok
+    assert result.records == N + 1
+    assert result.first_bad_seq == 4
+
+
+def test_inserted_record_with_renumbering_detected(
+    chain_log: tuple[Path, list[AuditRecord]],
+) -> None:
+    """Shifting records 4.. up by one to make room for a valid-looking forged record 4 breaks
+    the record after it (its seq is part of its hash and its link points past the forgery)."""
+    path, records = chain_log
+    _sql(path, "UPDATE audit SET seq = seq + 1 WHERE seq >= 4")
+    _write(path, [_forged(records, 4)])
+    result = _verify(path)
+    assert not result.ok
+    assert result.first_bad_seq == 5
+
+
+def test_deleted_record_detected(chain_log: tuple[Path, list[AuditRecord]]) -> None:
+    """Deleting record 4 leaves a gap reported as record 4 missing."""
+    path, _ = chain_log
+    _sql(path, "DELETE FROM audit WHERE seq = 4")
+    result = _verify(path)
+    assert not result.ok
+    assert result.records == N - 1
+    assert result.first_bad_seq == 4
+    assert result.problem is not None
+    assert "missing" in result.problem
+
+
+def test_deleted_records_renumbered_detected(chain_log: tuple[Path, list[AuditRecord]]) -> None:
+    """Deleting records 4 and 5 and renumbering the rest to close the gap is found at seq 4."""
+    path, _ = chain_log
+    _sql(
+        path,
+        "DELETE FROM audit WHERE seq IN (4, 5)",
+        "UPDATE audit SET seq = seq - 2 WHERE seq > 5",
+    )
+    result = _verify(path)
+    assert not result.ok
+    assert result.first_bad_seq == 4
+
+
+def test_reordered_records_detected(chain_log: tuple[Path, list[AuditRecord]]) -> None:
+    """Swapping the numbers of records 4 and 5 is found at seq 4."""
+    path, _ = chain_log
+    _sql(path, "UPDATE audit SET seq = CASE seq WHEN 4 THEN 5 ELSE 4 END WHERE seq IN (4, 5)")
+    result = _verify(path)
+    assert not result.ok
+    assert result.first_bad_seq == 4
+
+
+def test_restart_continues_chain(chain_log: tuple[Path, list[AuditRecord]]) -> None:
+    """A chain rebuilt from read_head of the log continues it: old and new records verify."""
+    path, records = chain_log
+    with duckdb.connect(str(path), read_only=True) as con:
+        head = read_head(con)
+    assert head == (N, records[-1].hash)
+    chain = AuditChain(*head)
+    more = [_append(chain, i) for i in range(5)]
+    assert more[0].seq == N + 1
+    assert more[0].prev_hash == records[-1].hash
+    _write(path, more)
+    result = _verify(path)
+    assert result.ok
+    assert result.records == N + 5
+    assert result.head == (N + 5, more[-1].hash)
+
+
+def test_truncation_detected_only_with_expected_head(
+    chain_log: tuple[Path, list[AuditRecord]],
+) -> None:
+    """Deleting the last two records leaves a valid chain; a noted head reveals the loss,
+    naming the first removed record, while an older noted head still verifies."""
+    path, records = chain_log
+    _sql(path, f"DELETE FROM audit WHERE seq > {N - 2}")
+    with duckdb.connect(str(path), read_only=True) as con:
+        alone = verify(con)
+        anchored = verify(con, expected_head=(N, records[-1].hash))
+        older = verify(con, expected_head=(N - 3, records[N - 4].hash))
+    assert alone.ok
+    assert alone.records == N - 2
+    assert not anchored.ok
+    assert anchored.first_bad_seq == N - 1
+    assert anchored.problem is not None
+    assert "truncated" in anchored.problem
+    assert older.ok
+
+
+def test_rewritten_chain_detected_only_with_expected_head(
+    chain_log: tuple[Path, list[AuditRecord]],
+) -> None:
+    """Someone who rewrites and rehashes every record from 3 on leaves a valid chain; the head
+    noted before the rewrite no longer matches."""
+    path, records = chain_log
+    chain = AuditChain(2, records[1].hash)
+    rewritten = [_append(chain, 0) for _ in range(3, N + 1)]
+    _sql(path, "DELETE FROM audit WHERE seq >= 3")
+    _write(path, rewritten)
+    with duckdb.connect(str(path), read_only=True) as con:
+        alone = verify(con)
+        anchored = verify(con, expected_head=(N, records[-1].hash))
+    assert alone.ok
+    assert not anchored.ok
+    assert anchored.first_bad_seq == N
+
+
+def test_empty_table(tmp_path: Path) -> None:
+    """An empty audit table is an intact chain at the genesis head; a noted head past it is a
+    truncation from record 1."""
+    path = tmp_path / "empty.duckdb"
+    _write(path, [])
+    with duckdb.connect(str(path), read_only=True) as con:
+        result = verify(con)
+        genesis = verify(con, expected_head=(0, GENESIS_HASH))
+        anchored = verify(con, expected_head=(1, "f" * 64))
+        head = read_head(con)
+    assert result.ok
+    assert result.records == 0
+    assert result.head == (0, GENESIS_HASH)
+    assert genesis.ok
+    assert not anchored.ok
+    assert anchored.first_bad_seq == 1
+    assert head == (0, GENESIS_HASH)
+
+
+def test_concurrent_appends_form_one_chain(tmp_path: Path) -> None:
+    """Appends from many threads get distinct consecutive seqs, reach the sink in seq order,
+    and the stored chain verifies."""
+    sunk: list[AuditRecord] = []
+    chain = AuditChain(sink=sunk.append)
+
+    def work() -> None:
+        for i in range(200):
+            _append(chain, i)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.seq for r in sunk] == list(range(1, 1601))
+    path = tmp_path / "threads.duckdb"
+    _write(path, sunk)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert verify(con).ok
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"kind": "route"}, ValueError),
+        ({"time": float("nan")}, ValueError),
+        ({"payload": {"when": object()}}, TypeError),
+    ],
+)
+def test_bad_append_rejected_without_using_a_seq(
+    change: dict[str, object], error: type[Exception]
+) -> None:
+    """An unknown kind, a non-finite time or a value JSON cannot hold is refused, and the next
+    good record still gets the next seq."""
+    chain = AuditChain()
+    fields: dict[str, object] = {
+        "time": T0, "tenant": "acme", "kind": "decision", "decision_id": "d1",
+        "policy_version": "v", "feature_hash": "f", "eligible": ["a"],
+    }  # fmt: skip
+    with pytest.raises(error):
+        chain.append(**{**fields, **change})  # type: ignore[arg-type]
+    assert chain.append(**fields).seq == 1  # type: ignore[arg-type]
+
+
+def test_non_finite_numbers_stored_as_text(tmp_path: Path) -> None:
+    """A NaN or infinite value in a payload is kept as JSON text ("NaN", "Infinity"), which
+    DuckDB's JSON type accepts, and the stored record still verifies."""
+    chain = AuditChain()
+    record = chain.append(
+        time=T0, tenant="acme", kind="feedback", decision_id="d1", policy_version="v",
+        feature_hash="f", eligible=["a"],
+        payload={"reward": float("nan"), "latency_ms": float("inf"), "n": [float("-inf")]},
+    )  # fmt: skip
+    path = tmp_path / "nan.duckdb"
+    _write(path, [record])
+    with duckdb.connect(str(path), read_only=True) as con:
+        row = con.execute("SELECT payload::VARCHAR FROM audit").fetchone()
+    assert row is not None
+    assert row[0] == '{"latency_ms":"Infinity","n":["-Infinity"],"reward":"NaN"}'
+    assert _verify(path).ok
+
+
+def test_parquet_export_verifies(tmp_path: Path) -> None:
+    """open_audit_log reads the audit parts of a Parquet export (split over several parts)."""
+    export = tmp_path / "log.duckdb.export"
+    chain = AuditChain()
+    records = [_append(chain, i) for i in range(N)]
+    with duckdb.connect() as con:
+        con.execute(CREATE_TABLES)
+        (export / "decisions").mkdir(parents=True)
+        con.execute(f"COPY decisions TO '{export / 'decisions' / 'part-1.parquet'}'")
+    (export / "audit").mkdir()
+    pq.write_table(audit_rows_to_arrow(records[5:]), export / "audit" / "part-2.parquet")
+    pq.write_table(audit_rows_to_arrow(records[:5]), export / "audit" / "part-1.parquet")
+    source = open_audit_log(export)
+    try:
+        result = verify(source.connection)
+    finally:
+        source.connection.close()
+    assert result.ok
+    assert result.records == N
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def parse() -> Callable[[list[str]], argparse.Namespace]:
+    """Parse a command line with the operator subcommands."""
+    parser = argparse.ArgumentParser(prog="banditroute")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args
+
+
+def _run(parse: Callable[[list[str]], argparse.Namespace], argv: list[str]) -> int:
+    args = parse(argv)
+    code: int = args.handler(args)
+    return code
+
+
+def test_cli_verify_intact_prints_head(
+    chain_log: tuple[Path, list[AuditRecord]],
+    parse: Callable[[list[str]], argparse.Namespace],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`audit verify` exits 0 on an intact log and prints the head to note; passing that head
+    back with --expect-head still exits 0."""
+    path, records = chain_log
+    assert _run(parse, ["audit", "verify", "--log", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"head: {N}:{records[-1].hash}" in out
+    head = f"{N}:{records[-1].hash}"
+    assert _run(parse, ["audit", "verify", "--log", str(path), "--expect-head", head]) == 0
+
+
+def test_cli_verify_tampered_names_record(
+    chain_log: tuple[Path, list[AuditRecord]],
+    parse: Callable[[list[str]], argparse.Namespace],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`audit verify` exits 1 on a tampered log, naming the first bad record; a truncation
+    is reported only with --expect-head."""
+    path, records = chain_log
+    _sql(path, "DELETE FROM audit WHERE seq = 7")
+    assert _run(parse, ["audit", "verify", "--log", str(path)]) == 1
+    assert "first bad record seq 7" in capsys.readouterr().err
+    _sql(path, "DELETE FROM audit WHERE seq >= 7")
+    assert _run(parse, ["audit", "verify", "--log", str(path)]) == 0
+    head = f"{N}:{records[-1].hash}"
+    assert _run(parse, ["audit", "verify", "--log", str(path), "--expect-head", head]) == 1
+    assert "first bad record seq 7" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head", ["12", "x:" + "a" * 64, "3:abc", "-1:" + "a" * 64])
+def test_cli_bad_expect_head_names_argument(
+    chain_log: tuple[Path, list[AuditRecord]],
+    parse: Callable[[list[str]], argparse.Namespace],
+    head: str,
+) -> None:
+    """A malformed --expect-head raises InvalidArgument naming --expect-head."""
+    path, _ = chain_log
+    with pytest.raises(InvalidArgument, match=r"^--expect-head: ") as info:
+        _run(parse, ["audit", "verify", "--log", str(path), f"--expect-head={head}"])
+    assert info.value.field == "--expect-head"
+
+
+def test_cli_log_without_audit_table_names_argument(
+    tmp_path: Path, parse: Callable[[list[str]], argparse.Namespace]
+) -> None:
+    """A log with no audit table, or no log at all, raises InvalidArgument naming --log."""
+    path = tmp_path / "plain.duckdb"
+    _sql(path, CREATE_TABLES)
+    with pytest.raises(InvalidArgument, match=r"^--log: .*no audit table"):
+        _run(parse, ["audit", "verify", "--log", str(path)])
+    with pytest.raises(InvalidArgument, match=r"^--log: no such log"):
+        _run(parse, ["audit", "verify", "--log", str(tmp_path / "missing.duckdb")])
