@@ -211,18 +211,27 @@ def _detector() -> Any:
     )
 
 
-_ENGLISH_FUNCTION_WORDS = frozenset(
+_ENGLISH_WORDS = frozenset(
     {"the", "and", "is", "are", "was", "were", "of", "to", "in", "that", "this", "with", "for"}
-    | {"what", "which", "who", "how", "why", "does"}
+    | {"what", "which", "who", "how", "why", "does", "a", "an", "be", "it", "on", "you", "your"}
+    | {"write", "show", "find", "given", "following", "answer", "function", "explain", "steps"}
+)
+_OTHER_LATIN_WORDS = frozenset(
+    {"der", "die", "das", "und", "ist", "nicht", "ein", "eine", "mit", "ich", "sie", "wie"}
+    | {"le", "la", "les", "est", "et", "une", "des", "du", "pas", "je", "vous", "qui", "pour"}
+    | {"el", "los", "las", "es", "y", "una", "que", "por", "para", "con", "como", "del"}
+    | {"il", "di", "che", "non", "sono", "della", "per", "gli", "os", "um", "uma", "nao"}
+    | {"het", "een", "van", "niet", "zijn", "ook", "voor", "op", "dat"}
 )
 
 
 def _plainly_english(sample: str) -> bool:
-    """Fast path: ASCII text using at least three distinct English function words."""
+    """Fast path: ASCII text with English function words and none of the common function
+    words of the other Latin-script languages the detector knows."""
     if not sample.isascii():
         return False
-    words = set(sample.lower().split())
-    return len(words & _ENGLISH_FUNCTION_WORDS) >= 3
+    words = set(_WORD.findall(sample.lower()))
+    return len(words & _ENGLISH_WORDS) >= 2 and words.isdisjoint(_OTHER_LATIN_WORDS)
 
 
 def detect_language(text: str) -> str:
