@@ -16,14 +16,19 @@ on it.
 
 Work is bounded: :func:`scan` reads at most ``max_chars`` characters from the start of the
 text (anything after is not seen; a caller that must be sure can treat longer prompts as
-sensitive), every pattern has bounded repetitions and only one way to match a given span (no
-nested quantifiers, so no catastrophic backtracking), and detectors whose literal prefix
-(``"@"``, ``"AKIA"``, ``"eyJ"``...) is absent from the text are skipped with a substring test.
+sensitive), and every pattern has bounded repetitions and only one way to match a given span
+(no nested quantifiers, so no catastrophic backtracking): a hostile megabyte scans in well
+under a second. Work is also small: CPython regexes that start with a character class cost
+about 10 ns a character, so the text is mapped once to byte classes where digit runs, IBAN
+starts and ``=``/``:`` operators are found with literal searches (see :class:`_Text`), the
+numeric detectors run only inside those digit runs, and the secret patterns start with
+their literal prefix (``AKIA``, ``eyJ``, ``sk-``...). A 2 KB prompt costs about 40 us.
 The module is pure and uses only the standard library.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -155,6 +160,7 @@ Span = tuple[int, int]
 
 
 def _table(classes: dict[str, bytes], default: bytes) -> bytes:
+    """A ``bytes.translate`` table sending each character of each key to its byte."""
     table = bytearray(default * 256)
     for chars, byte in classes.items():
         for ch in chars:
@@ -205,6 +211,7 @@ class _Text:
 
 
 def _index(text: str) -> _Text:
+    """Map ``text`` to byte classes and find its digit regions, IBAN starts and operators."""
     raw = text.encode("ascii", "replace")
     numbers = raw.translate(_NUMBER_MAP)
     regions: list[tuple[int, int, int]] = []
@@ -253,21 +260,32 @@ def _in_regions(
 
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_NEWLINE = r"(?:\r?\n|(?:\\r)?\\n)"  # a line break, or its escape in JSON and .env text
+_PEM_BODY = re.compile(
+    rf"[ \t]*{_NEWLINE}(?:[ \t]*(?:Proc-Type|DEK-Info|Comment|Version):[^\r\n\\]{{0,200}}"
+    rf"{_NEWLINE})*(?:[ \t]*{_NEWLINE}){{0,4}}[ \t]*[A-Za-z0-9+/=]{{16,4096}}"
+)
 
 
 def _pem_private_keys(where: _Text) -> Iterator[Span]:
     """PEM private keys: a ``-----BEGIN ... PRIVATE KEY-----`` header (RSA, EC, OPENSSH,
     ENCRYPTED, PGP ``... PRIVATE KEY BLOCK``...) through its ``END`` line when that follows
-    within :data:`_PEM_SPAN` characters, else the header alone.
+    within :data:`_PEM_SPAN` characters, else through the first line of the key.
 
-    Guard: only *private* key headers; certificates and public keys are not secrets.
+    Guard: only *private* key headers; certificates and public keys are not secrets; the
+    header must be followed by key material (a line of 16 or more base64 characters after
+    optional ``Proc-Type:``/``DEK-Info:`` lines; newlines may be ``\\n`` escapes, as in
+    JSON and ``.env`` files), so prose that names the marker is not a finding.
     """
     text = where.text
     if "-----BEGIN " not in text:
         return
     for match in _PEM.finditer(text):
-        end = _PEM_END.search(text, match.end(), match.end() + _PEM_SPAN)
-        yield match.start(), end.end() if end else match.end()
+        body = _PEM_BODY.match(text, match.end())
+        if body is None:
+            continue
+        end = _PEM_END.search(text, body.end(), match.end() + _PEM_SPAN)
+        yield match.start(), end.end() if end else body.end()
 
 
 _JWT = re.compile(
@@ -375,7 +393,9 @@ def _google_api_keys(where: _Text) -> Iterator[Span]:
         yield match.span()
 
 
-_URL_CREDENTIALS = re.compile(r"://[^\s:/@]{1,128}:([^\s/@]{1,256})@")
+_URL_CREDENTIALS = re.compile(r"://([^\s:/@]{1,128}):([^\s/@]{1,256})@([A-Za-z0-9.-]{0,253})")
+_DOCUMENTATION_DOMAINS = ("example.com", "example.net", "example.org")
+_DOCUMENTATION_SUFFIXES = (".example.com", ".example.net", ".example.org", ".example", ".test")
 _PLACEHOLDER_PASSWORDS = frozenset(
     {"password", "passwd", "pass", "pwd", "secret", "changeme", "example", "yourpassword"}
 )
@@ -385,15 +405,29 @@ def _url_credentials(where: _Text) -> Iterator[Span]:
     """Passwords in URLs: ``scheme://user:PASSWORD@host`` (database and broker connection
     strings); the finding is the password.
 
-    Guard: not a placeholder (``password``, ``pass``, ``<password>``, ``${DB_PASSWORD}``,
-    ``****``...) and not all digits (``host:8080@`` is a port).
+    Guard: at least 4 characters, not a placeholder (``password``, ``<password>``,
+    ``${DB_PASSWORD}``, ``****``...), not the user name again (``postgres:postgres@``), not
+    all digits (``host:8080@`` is a port), and not on a documentation host (RFC 2606:
+    ``example.com``, ``*.test``...).
     """
     if "://" not in where.text:
         return
     for match in _URL_CREDENTIALS.finditer(where.text):
-        value = match.group(1)
-        if not value.isdigit() and not _placeholder(value):
-            yield match.span(1)
+        user, value, host = match.groups()
+        if (
+            len(value) >= 4
+            and value != user
+            and not value.isdigit()
+            and not _placeholder(value)
+            and not _documentation_host(host)
+        ):
+            yield match.span(2)
+
+
+def _documentation_host(host: str) -> bool:
+    """Whether a host name is reserved for documentation and tests (RFC 2606)."""
+    host = host.lower().rstrip(".")
+    return host in _DOCUMENTATION_DOMAINS or host.endswith(_DOCUMENTATION_SUFFIXES)
 
 
 def _placeholder(value: str) -> bool:
@@ -414,10 +448,14 @@ _SECRET_NAME = re.compile(
     r"(?i)(?:api[_-]?key|apikey|secret|passw(?:or)?d|pwd|token|credentials?|access[_-]?key"
     r"|private[_-]?key)[A-Za-z0-9_.-]{0,30}[\"']?[ \t]{0,4}\Z"
 )
+_COLON_CHAIN = re.compile(r":[^\s\"'`,;(){}\[\]]*\Z")
 _NAME_REACH = 48
 """How far before ``=``/``:`` the secret-looking name is looked for."""
 _BEARER = re.compile(r"earer(?<=[Bb]earer)[ \t]{1,4}([A-Za-z0-9._~+/-]{16,2048}=*)")
-_IDENTIFIER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_WORD_SEPARATORS = re.compile(r"[_.\-/:#*$@]+")
+_CAMEL_CASE = re.compile(r"[A-Z]*[a-z]*(?:[A-Z][a-z]+)*")
+_SNAKE_CASE = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)+|[A-Z0-9]+(?:_[A-Z0-9]+)+")
+_DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 def _assigned_secrets(where: _Text) -> Iterator[Span]:
@@ -426,11 +464,16 @@ def _assigned_secrets(where: _Text) -> Iterator[Span]:
     and ``Authorization: Bearer ...``; the finding is the value.
 
     Guard: the name must contain api_key, secret, password/passwd/pwd, token, credential,
-    access_key or private_key; the value must be at least :data:`MIN_SECRET_VALUE`
-    characters with at least :data:`ENTROPY_THRESHOLD` bits of entropy per character, not
-    all digits (``max_tokens = 1000000000000000``), not a placeholder (``${API_KEY}``,
-    ``<token>``, ``your_api_key_here``) and not a code reference (``settings.SECRET_KEY``,
-    ``tokenizer.encode``: a dotted or snake_case identifier without digits).
+    access_key or private_key. The value must have at least :data:`MIN_SECRET_VALUE`
+    characters and :data:`ENTROPY_THRESHOLD` bits of entropy per character, and must not be:
+    words (no digit, and each piece between ``_ . - / : # * $ @`` in one case or camelCase:
+    ``YOUR_API_KEY_HERE``, ``GenericTokenizer``, ``bare-quoted-string``,
+    ``latest/api/token``; random mixed case such as ``qWeRtYzXaBcDvFgH`` stays a secret);
+    all digits (``max_tokens = 1000000000000000``); a placeholder (``${API_KEY}``,
+    ``<token>``); or code: a dotted path (``settings.SECRET_KEY``, ``base64.b64decode``), a
+    one-case snake_case name (``s3_example_simple``, ``OPENAI_KEY_V2``), a name that is
+    called or indexed (``make_token_v2(...)``), or an AWS resource name, as value or as name
+    (``arn:aws:secretsmanager:*:*:secret:db-2*``).
     """
     text = where.text
     spans: list[Span] = []
@@ -446,24 +489,41 @@ def _assigned_secrets(where: _Text) -> Iterator[Span]:
         if not any(word in lowered for word in _SECRET_WORDS) or not _SECRET_NAME.search(name):
             continue
         covered = match.end()
-        if _secret_value(match.group(1)):
-            spans.append(match.span(1))
+        if text[covered : covered + 1] in ("(", "["):
+            continue  # a call or an index: code, not a value
+        if text[position] == ":" and match.start(1) == position + 1 and _COLON_CHAIN.search(name):
+            continue  # arn:aws:secretsmanager:...:secret:name is an identifier, not a setting
+        start = match.start(1)
+        value = match.group(1).rstrip(":=")  # ``if token == Token.NAME:`` ends a statement
+        if _secret_value(value):
+            spans.append((start, start + len(value)))
     for match in _BEARER.finditer(text):
         if _secret_value(match.group(1)):
             spans.append(match.span(1))
     yield from sorted(spans)
 
 
+def _word(segment: str) -> bool:
+    """Whether a piece of a value reads as a word or a name: empty, or letters in one case,
+    Capitalized, camelCase or CamelCase (``HTTPServer``), not random mixed case."""
+    return not segment or (
+        segment.isalpha()
+        and (segment.islower() or segment.isupper() or bool(_CAMEL_CASE.fullmatch(segment)))
+    )
+
+
 def _secret_value(value: str) -> bool:
     """Whether an assigned value looks like a real secret (see :func:`_assigned_secrets`)."""
     if len(value) < MIN_SECRET_VALUE or value.isdigit() or _placeholder(value):
         return False
-    if (
-        _IDENTIFIER_PATH.fullmatch(value)
-        and not any(ch.isdigit() for ch in value)
-        and ("_" in value or "." in value or value.islower() or value.isupper())
+    if _DOTTED_PATH.fullmatch(value) or _SNAKE_CASE.fullmatch(value):
+        return False  # settings.SECRET_KEY, base64.b64decode, s3_example_simple, KEY_V2_NAME
+    if not any(ch.isdigit() for ch in value) and all(
+        _word(segment) for segment in _WORD_SEPARATORS.split(value)
     ):
-        return False
+        return False  # words, names, paths: YOUR_API_KEY_HERE, GenericTokenizer, latest/api/x
+    if value.startswith("arn:"):
+        return False  # an AWS resource name (arn:aws:secretsmanager:...:secret:db-2*)
     return shannon_entropy(value) >= ENTROPY_THRESHOLD
 
 
@@ -510,7 +570,8 @@ def _ibans(where: _Text) -> Iterator[Span]:
 
 
 _CARD = re.compile(
-    r"[2-6](?<![\w.][2-6])(?<![0-9][ -][2-6])[0-9](?:[ -]?[0-9]){11,17}(?![ -]?[0-9])(?!\w)"
+    r"[2-6](?<![\w./*^][2-6])(?<![0-9][ -][2-6])[0-9](?:[ -]?[0-9]){11,17}"
+    r"(?![ -]?[0-9])(?!\w|\.[0-9]| ?[*/^])"
 )
 
 
@@ -518,20 +579,47 @@ def _cards(where: _Text) -> Iterator[Span]:
     """Payment card numbers: 13 to 19 digits starting 2-6 (Mastercard, Visa, Amex, Discover,
     JCB, UnionPay, Maestro), compact or grouped with spaces or dashes.
 
-    Guard: the Luhn check must pass (a random number fails 9 times in 10); one kind of
-    separator only; not all one digit; the number must not be part of a longer digit run or
-    decimal; leading 0, 1, 7, 8, 9 (timestamps, order numbers) are not cards.
+    Guard: the Luhn check must pass (a random number fails 9 times in 10); the length must
+    fit the issuer range (:func:`_card_shape`: ``20170809091249``, a timestamp, is not a
+    2-series Mastercard); 17-19 digits only when grouped (an unseparated run that long is
+    far more often a 64-bit seed or id); one kind of separator only; not all one digit; not
+    part of a longer digit run, a decimal, a URL path or a product or quotient
+    (``35184372088832*sqrt(x)``); leading 0, 1, 7, 8, 9 (timestamps, order numbers) are not
+    cards.
     """
     for match in _in_regions(_CARD, where, 13):
         raw = match.group()
         if " " in raw and "-" in raw:
             continue
         digits = raw.replace(" ", "").replace("-", "")
-        if len(set(digits)) > 1 and luhn_valid(digits):
+        if len(digits) == len(raw) and len(digits) > 16:
+            continue  # an unseparated 17-19 digit run: a 64-bit id or seed far more often
+        if _card_shape(digits) and len(set(digits)) > 1 and luhn_valid(digits):
             yield match.span()
 
 
-_SSN = re.compile(r"[0-8](?<![\w-][0-8])[0-9]{2}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![\w-]|\.[0-9])")
+def _card_shape(digits: str) -> bool:
+    """Whether a 13-19 digit number starts with an issuer's prefix and has a length that
+    issuer uses: Amex 34/37 (15), Mastercard 51-55 and 2221-2720 (16), Diners/JCB 30, 35,
+    36, 38, 39 (14-19), Visa 4 (13, 16, 19), Maestro 50, 56-58 (any), Discover/UnionPay/
+    Maestro 60-65, 67 (16-19). Prefixes 31-33, 59, 66, 68, 69 are no card's."""
+    n, prefix = len(digits), int(digits[:2])
+    if prefix in (34, 37):  # American Express
+        return n == 15
+    if 51 <= prefix <= 55 or 22 <= prefix <= 27:  # Mastercard
+        return n == 16 and (prefix >= 51 or 2221 <= int(digits[:4]) <= 2720)
+    if prefix in (30, 35, 36, 38, 39):  # Diners Club, JCB
+        return n >= 14
+    if 40 <= prefix <= 49:  # Visa
+        return n in (13, 16, 19)
+    if prefix == 50 or 56 <= prefix <= 58:  # Maestro
+        return True
+    return (60 <= prefix <= 65 or prefix == 67) and n >= 16  # Discover, UnionPay, Maestro
+
+
+_SSN = re.compile(
+    r"[0-8](?<![\w./-][0-8])[0-9]{2}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![\w-]|\.[0-9])"
+)
 
 
 def _us_ssns(where: _Text) -> Iterator[Span]:
@@ -547,7 +635,7 @@ def _us_ssns(where: _Text) -> Iterator[Span]:
 
 
 _NINO = re.compile(
-    r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z]"
+    r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9.][A-Z])[A-CEGHJ-NPR-TW-Z]"
     r" ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![A-Za-z0-9])"
 )
 _NINO_NEVER_ISSUED = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
@@ -566,7 +654,7 @@ def _uk_ninos(where: _Text) -> Iterator[Span]:
             yield match.span()
 
 
-_DNI = re.compile(r"([XYZ0-9])(?<![\w-][XYZ0-9])([0-9]{6,7})-?([A-Z])(?![\w-])")
+_DNI = re.compile(r"([XYZ0-9])(?<![\w./-][XYZ0-9])([0-9]{6,7})-?([A-Z])(?![\w-])")
 
 
 def _spanish_ids(where: _Text) -> Iterator[Span]:
@@ -599,13 +687,28 @@ _NOT_PERSONAL_LOCAL = frozenset({"git"})
 _IMAGE_DENSITY = re.compile(r"[1-4]x\.")
 
 
+_URL_USER = re.compile(r"://[^\s:/@]{1,128}:\Z")
+
+
+def _url_userinfo(text: str, start: int) -> bool:
+    """Whether the text just before ``start`` opens a URL's credentials (``//`` or
+    ``//user:``), so what follows up to ``@`` is a user name or password, not a mailbox."""
+    if text[max(0, start - 2) : start] == "//":
+        return True
+    return text[start - 1 : start] == ":" and bool(
+        _URL_USER.search(text, max(0, start - 132), start)
+    )
+
+
 def _emails(where: _Text) -> Iterator[Span]:
     """E-mail addresses: a local part of up to 64 characters, ``@``, a dotted domain ending in
     a letters-only TLD. Found from each ``@`` (local part read backwards, domain forwards).
 
     Guard: a dot in the domain and an alphabetic TLD (``user@localhost``, ``lodash@4.17.21``
     are not findings); no image-density names (``icon@2x.png``); no SSH remotes
-    (``git@github.com``); the local part must not start or end with a dot.
+    (``git@github.com``); not the credentials of a URL (``https://user@host``,
+    ``https://user:pw@host``, left to :func:`_url_credentials`); the local part must not
+    start or end with a dot.
     """
     text = where.text
     at = text.find("@")
@@ -622,6 +725,7 @@ def _emails(where: _Text) -> Iterator[Span]:
             and not local.endswith(".")
             and local not in _NOT_PERSONAL_LOCAL
             and not _IMAGE_DENSITY.match(domain.group())
+            and not _url_userinfo(text, start)
         ):
             yield start, domain.end()
             at = text.find("@", domain.end())
@@ -629,9 +733,36 @@ def _emails(where: _Text) -> Iterator[Span]:
             at = text.find("@", at + 1)
 
 
+_COUNTRY_CODE_LIST = (
+    "1 7 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
+    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98 "
+    "211 212 213 216 218 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 "
+    "236 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255 256 "
+    "257 258 260 261 262 263 264 265 266 267 268 269 290 291 297 298 299 350 351 352 353 "
+    "354 355 356 357 358 359 370 371 372 373 374 375 376 377 378 379 380 381 382 383 385 "
+    "386 387 389 420 421 423 500 501 502 503 504 505 506 507 508 509 590 591 592 593 594 "
+    "595 596 597 598 599 670 672 673 674 675 676 677 678 679 680 681 682 683 685 686 687 "
+    "688 689 690 691 692 800 808 850 852 853 855 856 870 878 880 881 882 883 886 888 960 "
+    "961 962 963 964 965 966 967 968 970 971 972 973 974 975 976 977 979 992 993 994 995 "
+    "996 998"
+)
+_COUNTRY_CODES = frozenset(_COUNTRY_CODE_LIST.split())
+"""Assigned ITU-T E.164 country calling codes (one to three digits, none a prefix of
+another)."""
+
+
+def _country_code_ok(digits: str) -> bool:
+    """Whether an international number starts with an assigned country code (and, for +1,
+    a North American area code, which starts 2-9)."""
+    if digits[0] == "1":
+        return len(digits) > 1 and digits[1] in "23456789"
+    return any(digits[:n] in _COUNTRY_CODES for n in (1, 2, 3))
+
+
 _E164 = re.compile(r"\+(?<![\w+]\+)[1-9][0-9 ().-]{6,24}[0-9](?!\w)")
 _PHONE_PARENS = re.compile(r"\(([0-9]{1,4})\)")
 _DOUBLE_SEPARATOR = re.compile(r"[ .-]{2}")
+_SIGNED_DATE = re.compile(r"[0-9]{4}-[01][0-9]-[0-3][0-9]")
 
 
 def _e164_phones(where: _Text) -> Iterator[Span]:
@@ -640,8 +771,10 @@ def _e164_phones(where: _Text) -> Iterator[Span]:
     (``+44 20 7946 0958``, ``+1 (555) 123-4567``).
 
     Guard: the ``+`` must be followed directly by a digit 1-9 and not follow a letter, digit
-    or ``+`` (so ``3 + 4 = 7`` and ``x+12`` are not findings); no doubled separators; the
-    number must not run on into more digits.
+    or ``+`` (so ``3 + 4 = 7`` and ``x+12`` are not findings); an assigned country code
+    (``+2147483647`` and ``+4294967296``, signed integers, are not numbers anyone can call);
+    no doubled separators; not a signed decimal (``+35236450.6``) or date (``+1980-02-29``);
+    the number must not run on into more digits.
     """
     text = where.text
     for match in _in_regions(_E164, where, 8, sign="+"):
@@ -651,7 +784,12 @@ def _e164_phones(where: _Text) -> Iterator[Span]:
         raw = _PHONE_PARENS.sub(r"\1", match.group()[1:], count=1)
         if "(" in raw or ")" in raw or _DOUBLE_SEPARATOR.search(raw):
             continue
-        if 8 <= sum(ch.isdigit() for ch in raw) <= 15:
+        if raw.count(".") == 1 and not any(sep in raw for sep in " -"):
+            continue  # a signed decimal such as +35236450.6
+        if _SIGNED_DATE.match(raw):
+            continue  # a signed ISO date such as +1980-02-29
+        digits = "".join(ch for ch in raw if ch.isdigit())
+        if 8 <= len(digits) <= 15 and _country_code_ok(digits):
             yield match.span()
 
 
@@ -705,10 +843,13 @@ _FRENCH = re.compile(
 def _french_phones(where: _Text) -> Iterator[Span]:
     """French-style numbers in pairs: ``06 12 34 56 78``, ``01.23.45.67.89``.
 
-    Guard: trunk 0 then 1-9, five pairs with one consistent separator, standing alone.
+    Guard: trunk 0 then 1-9, five pairs with one consistent separator, standing alone, and
+    not a counting sequence (``<Buffer 01 02 03 04 05>`` in a byte dump).
     """
     for match in _in_regions(_FRENCH, where, 10, sign="0"):
-        yield match.span()
+        pairs = [int(match.group()[i : i + 2]) for i in range(0, 15, 3)]
+        if any(b - a != 1 for a, b in itertools.pairwise(pairs)):
+            yield match.span()
 
 
 # --------------------------------------------------------------------------------------------
