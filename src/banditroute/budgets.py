@@ -84,14 +84,16 @@ class TenantBudget:
                     field="budget",
                 )
 
-    def record(self, cost_usd: float, now: float) -> None:
-        """Account one served request's cost and move the pacer."""
+    def record(self, cost_usd: float, now: float, *, new_request: bool = True) -> None:
+        """Account one served request's cost and move the pacer; with ``new_request=False``
+        the cost (a fallback's call for a request already counted) only adds to the spend."""
         with self._lock:
             self._roll(now)
             self._spend += cost_usd
-            self._requests += 1
-            if self.pacer is not None:
-                self.pacer.observe(cost_usd)
+            if new_request:
+                self._requests += 1
+                if self.pacer is not None:
+                    self.pacer.observe(cost_usd)
 
     @property
     def multiplier(self) -> float:

@@ -50,6 +50,13 @@ class ModelSpec:
                 f"model {self.id!r}: tokens_per_s and context_window must be > 0",
                 field="tokens_per_s",
             )
+        for name in ("requests_per_minute", "tokens_per_minute", "max_in_flight"):
+            limit = getattr(self, name)
+            if limit is not None and (isinstance(limit, bool) or limit < 1):
+                raise ConfigError(
+                    f"model {self.id!r}: {name} must be an integer >= 1, got {limit!r}",
+                    field=f"models.{name}",
+                )
 
     def price(self, input_tokens: int, output_tokens: int) -> float:
         """USD cost of a call with these token counts."""

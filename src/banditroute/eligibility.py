@@ -4,7 +4,9 @@ Checks run in a fixed order and the first one a model fails is recorded as its e
 tenant allow-list, candidate_models, excluded_models, routing rule, data classification,
 language, required capabilities, context window, max_cost_usd, max_latency_ms, health
 (circuit breaker, rate and in-flight limits). When nothing is left the request fails with
-FAILED_PRECONDITION naming every constraint that excluded something.
+FAILED_PRECONDITION naming every constraint that excluded something; the message starts with
+the last constraint in that order that excluded a model (the one that removed the models which
+passed every earlier check).
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from banditroute.tenancy import Tenant
 
 MAX_LISTED_MODELS = 1000
 """A request naming more models than this in one field is rejected."""
+
+
+CHECK_ORDER: tuple[str, ...] = (
+    "tenant_allow_list", "candidate_models", "excluded_models", "rule", "data_classification",
+    "language", "required_capabilities", "context_window", "max_cost_usd", "max_latency_ms",
+    "health",
+)  # fmt: skip
+"""The constraints in the order they are checked (a model's exclusion is its first failure)."""
 
 
 class HealthView(Protocol):
@@ -169,10 +179,10 @@ def eligible_models(
         summary = "; ".join(
             f"{name} excluded {n}, e.g. {example[name]}" for name, n in counts.most_common()
         )
-        raise FailedPrecondition(
-            f"{counts.most_common(1)[0][0]}: no model satisfies the request ({summary})",
-            field=counts.most_common(1)[0][0],
-        )
+        # Name the last check that excluded something: the models it took out had passed
+        # every earlier one (the allow-list, candidate_models, a rule only narrow the choice).
+        name = max(counts, key=CHECK_ORDER.index)
+        raise FailedPrecondition(f"{name}: no model satisfies the request ({summary})", field=name)
     return Eligibility(tuple(eligible), excluded)
 
 

@@ -97,6 +97,7 @@ class Pending:
     learned: bool = False
     feedback_count: int = 0
     admitted: bool = False
+    charged: set[str] = field(default_factory=set)
 
 
 class Router:
@@ -200,7 +201,9 @@ class Router:
                 f"data_classification: {declared!r} is not one of {', '.join(DATA_CLASSES)}",
                 field="data_classification",
             )
-        detected = classify(scan(text, max_chars=self.settings.server.feature_chars * 50))
+        # The whole prompt, not a head window: personal data at its end (where few-shot prompts
+        # put the question) must not be missed. _validate bounds it by max_prompt_chars.
+        detected = classify(scan(text, max_chars=len(text)))
         return most_sensitive(declared, detected)
 
     def route(self, query: RouteQuery) -> Decision:
@@ -290,7 +293,7 @@ class Router:
             objective=objective.name,
             prompt_hash=prompt_hash(text),
             prompt=text if tenant.store_prompts and data_class in EXPLORABLE_CLASSES else None,
-            features=features.as_dict(),
+            features=_loggable_features(features, data_class),
             eligible=tuple(a.id for a in arms),
             probabilities=tuple(float(p) for p in probabilities),
             model=decision.model,
@@ -412,22 +415,29 @@ class Router:
         return pacer
 
     def _reward(
-        self, objective: Objective, fragments: Fragments, tenant: Tenant, *, first: bool
+        self,
+        objective: Objective,
+        fragments: Fragments,
+        tenant: Tenant,
+        *,
+        first: bool,
+        charge: bool,
     ) -> float:
         """Reward under the objective plus the pacing surcharges of the objective's and the
-        tenant's budgets; the first feedback of a decision counts as spend."""
+        tenant's budgets. The first feedback of a decision is a request for the pacers;
+        ``charge`` (the first feedback naming each served model: a fallback's call costs as
+        well) adds the cost to the tenant's spend."""
         pacer = self.pacer(objective)
         budget = self._budget(tenant)
         extra = (0.0 if pacer is None else pacer.lam) + (
             0.0 if budget is None else budget.multiplier
         )
         reward = objective.reward(fragments, extra_cost_weight=extra)
-        if first:
-            cost = fragments.cost_usd or 0.0
-            if pacer is not None:
-                pacer.observe(cost)
-            if budget is not None:
-                budget.record(cost, self._clock())
+        cost = fragments.cost_usd or 0.0
+        if first and pacer is not None:
+            pacer.observe(cost)
+        if charge and budget is not None:
+            budget.record(cost, self._clock(), new_request=first)
         return reward
 
     def feedback(self, report: FeedbackReport) -> FeedbackResult:
@@ -458,7 +468,9 @@ class Router:
                 fragments,
                 self._tenant(pending.record.tenant),
                 first=pending.feedback_count == 0,
+                charge=served_id not in pending.charged,
             )
+            pending.charged.add(served_id)
             self.health.record_outcome(served_id, fragments.status, fragments.latency_ms)
             if pending.admitted:
                 self.health.release(pending.decision.model)
@@ -504,7 +516,12 @@ class Router:
     def _learn(self, pending: Pending, reward: float) -> None:
         """Update the arm's policy, and every shadow policy off-policy from the same outcome."""
         args = (pending.features, pending.arms, pending.chosen, pending.decision.probability)
-        self.policies[pending.record.arm].learn(*args, reward)
+        policy = self.policies.get(pending.record.arm)
+        if policy is not None:
+            policy.learn(*args, reward)
+        else:  # restored after a restart whose configuration no longer has the arm's policy
+            log.warning("arm_policy_gone", arm=pending.record.arm,
+                        decision_id=pending.decision.decision_id)  # fmt: skip
         for name in pending.record.shadow:
             if name in self.policies:
                 self.policies[name].learn(*args, reward)
@@ -599,6 +616,7 @@ class Router:
                 record.eligible.index(record.model), objective,
             )  # fmt: skip
             pending.feedback_count = len(feedback)
+            pending.charged = {fb.model for fb in feedback}
             for fb in feedback:
                 if fb.disposition == Disposition.LEARNED:
                     pending.learned = True
@@ -610,6 +628,17 @@ class Router:
                     self._by_request[(record.tenant, record.request_id)] = record.decision_id
             restored += 1
         return restored
+
+
+def _loggable_features(features: PromptFeatures, data_class: str) -> dict[str, Any]:
+    """Features for the log: a sensitive prompt's words are left out, since they may be the
+    personal data or the secret itself (an e-mail's name and domain, a token's first
+    characters). The learner still sees them in memory; a decision restored from the log
+    after a restart learns without them."""
+    logged = features.as_dict()
+    if data_class not in EXPLORABLE_CLASSES:
+        logged["words"] = []
+    return logged
 
 
 def _split_reason(logged: str) -> tuple[str, str]:

@@ -218,6 +218,11 @@ def access_from_config(
             raise ConfigError(
                 f"{where}.shadow_policies: unknown policy", field=f"{where}.shadow_policies"
             )
+        store_prompts = entry.get("store_prompts", store_prompts_default)
+        if not isinstance(store_prompts, bool):
+            raise ConfigError(
+                f"{where}.store_prompts: expected true or false", field=f"{where}.store_prompts"
+            )
         default_objective = entry.get("default_objective", "")
         if default_objective and default_objective not in objectives:
             raise ConfigError(f"{where}.default_objective: unknown profile", field=where)
@@ -230,7 +235,7 @@ def access_from_config(
             models=allowed_models,
             objectives=allowed_objectives,
             default_objective=str(default_objective),
-            store_prompts=bool(entry.get("store_prompts", store_prompts_default)),
+            store_prompts=store_prompts,
             budget=_budget(entry["budget"], f"{where}.budget") if "budget" in entry else None,
             experiment=(
                 _experiment(entry["experiment"], f"{where}.experiment", policies)

@@ -7,8 +7,11 @@ at teardown (stopping twice is harmless, so a test may stop it itself to read th
 
 from __future__ import annotations
 
+import copy
 import itertools
+import tomllib
 from collections.abc import Callable, Iterator, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +151,131 @@ def stopped_log() -> Iterator[Callable[[Service], duckdb.DuckDBPyConnection]]:
     yield open_log
     for connection in connections:
         connection.close()
+
+
+# -- production features (issue 5): tenants, keys, TLS -------------------------------------------
+
+
+def _default_document() -> dict[str, Any]:
+    text = resources.files("banditroute").joinpath("default_config.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+@pytest.fixture
+def catalogue() -> list[dict[str, Any]]:
+    """A fresh copy of the default ``[[models]]`` entries, to edit and pass back as ``models``
+    (a ``[[models]]`` list in a config replaces the whole catalogue)."""
+    models: list[dict[str, Any]] = copy.deepcopy(_default_document()["models"])
+    return models
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Callable[[Mapping[str, Any]], Service]]:
+    """Build a service with ``settings_from_mapping(config)`` and start it on a free loopback
+    port, its log and snapshots under ``tmp_path`` unless the config names them; stopped at
+    teardown."""
+    started: list[Service] = []
+    counter = itertools.count()
+
+    def start(config: Mapping[str, Any]) -> Service:
+        index = next(counter)
+        data: dict[str, Any] = copy.deepcopy(dict(config))
+        data["server"] = {"host": "127.0.0.1", "port": 0, **data.get("server", {})}
+        data["log"] = {"path": str(tmp_path / f"prod{index}.duckdb"), **data.get("log", {})}
+        data["policy"] = {
+            "snapshot_path": str(tmp_path / f"prod{index}.snapshot"),
+            **data.get("policy", {}),
+        }
+        service = build_service(settings_from_mapping(data))
+        started.append(service)
+        service.start()
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+class ApiClient:
+    """A RouterService stub that presents one API key (or none) on every call."""
+
+    def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.stub = pb_grpc.RouterServiceStub(channel)
+        self.metadata = metadata
+
+    def call(self, rpc: str, request: Any) -> Any:
+        """Call ``rpc`` with ``request`` (and the key)."""
+        return getattr(self.stub, rpc)(request, metadata=self.metadata, timeout=CALL_TIMEOUT_S)
+
+    def route(self, **fields: Any) -> pb.RouteResponse:
+        """Route (``prompt`` defaults to a short question)."""
+        if "messages" not in fields:
+            fields.setdefault("prompt", "What is the capital of France?")
+        response: pb.RouteResponse = self.call("Route", pb.RouteRequest(**fields))
+        return response
+
+    def feedback(self, **fields: Any) -> pb.FeedbackResponse:
+        """Send a FeedbackRequest built from keyword arguments."""
+        response: pb.FeedbackResponse = self.call("Feedback", pb.FeedbackRequest(**fields))
+        return response
+
+    def stats(self, **fields: Any) -> pb.GetStatsResponse:
+        """GetStats."""
+        response: pb.GetStatsResponse = self.call("GetStats", pb.GetStatsRequest(**fields))
+        return response
+
+    def reset(self, model: str) -> pb.ResetModelHealthResponse:
+        """ResetModelHealth."""
+        response: pb.ResetModelHealthResponse = self.call(
+            "ResetModelHealth", pb.ResetModelHealthRequest(model=model)
+        )
+        return response
+
+    def models(self) -> list[str]:
+        """The model ids ListModels returns."""
+        response: pb.ListModelsResponse = self.call("ListModels", pb.ListModelsRequest())
+        return [m.model for m in response.models]
+
+    def fails(self, rpc: str, request: Any, code: grpc.StatusCode) -> str:
+        """Assert that ``rpc`` fails with ``code``; return the details text."""
+        with pytest.raises(grpc.RpcError) as caught:
+            self.call(rpc, request)
+        error = caught.value
+        assert isinstance(error, grpc.Call)
+        assert error.code() == code, error.details()
+        details = error.details()
+        assert isinstance(details, str)
+        return details
+
+
+@pytest.fixture
+def api() -> Iterator[Callable[..., ApiClient]]:
+    """``api(service, key=None, header="x-api-key", credentials=None)``: a client of a started
+    service on 127.0.0.1 sending ``key`` in ``header`` (``authorization`` sends ``Bearer KEY``);
+    with ``credentials`` the channel is a TLS channel (target name ``localhost``). Channels are
+    closed at teardown."""
+    channels: list[grpc.Channel] = []
+
+    def make(
+        service: Service,
+        key: str | None = None,
+        *,
+        header: str = "x-api-key",
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> ApiClient:
+        target = f"127.0.0.1:{service.port}"
+        if credentials is None:
+            channel = grpc.insecure_channel(target)
+        else:
+            options = (("grpc.ssl_target_name_override", "localhost"),)
+            channel = grpc.secure_channel(target, credentials, options=options)
+        channels.append(channel)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if key is not None:
+            value = f"Bearer {key}" if header == "authorization" else key
+            metadata = ((header, value),)
+        return ApiClient(channel, metadata)
+
+    yield make
+    for channel in channels:
+        channel.close()

@@ -39,7 +39,8 @@ def api_key_from_metadata(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "x-api-key" and isinstance(value, str):
             return value
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+        # The scheme is case-insensitive (RFC 7235): "Bearer", "bearer", "BEARER".
+        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
             return value[len("Bearer ") :]
     return None
 

@@ -192,4 +192,7 @@ def since_time(request: pb.GetStatsRequest) -> float | None:
     """GetStatsRequest.since as epoch seconds (None when unset)."""
     if not request.HasField("since"):
         return None
-    return float(request.since.ToNanoseconds()) / 1e9
+    try:
+        return float(request.since.ToNanoseconds()) / 1e9
+    except ValueError as exc:  # outside 0001-01-01..9999-12-31, or bad nanos
+        raise InvalidArgument(f"since: {exc}", field="since") from None

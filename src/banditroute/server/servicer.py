@@ -6,6 +6,7 @@ come from the decision log through ``stats_reader`` (a read cursor on the live l
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -14,7 +15,7 @@ import duckdb
 import grpc
 import structlog
 
-from banditroute.errors import BanditrouteError, PermissionDenied
+from banditroute.errors import BanditrouteError, NotFound, PermissionDenied
 from banditroute.router import Router
 from banditroute.server import convert
 from banditroute.server.auth import current_principal
@@ -54,6 +55,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
     ) -> None:
         self.router = router
         self._stats_reader = stats_reader
+        self.started_at = time.time()  # GetStats' default since: "since the server started"
 
     def Route(self, request: pb.RouteRequest, context: grpc.ServicerContext) -> pb.RouteResponse:  # noqa: N802
         def work() -> pb.RouteResponse:
@@ -94,19 +96,27 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
                 )
             tenant = request.tenant or (None if principal.admin else principal.tenant.name)
             if tenant is not None and tenant not in self.router.settings.access.tenants:
-                raise PermissionDenied(f"tenant: unknown tenant {tenant!r}", field="tenant")
+                raise NotFound(f"tenant: unknown tenant {tenant!r}", field="tenant")
             usage = []
             if self._stats_reader is not None:
                 cursor = self._stats_reader()
                 try:
-                    usage = summarise(cursor, convert.since_time(request), tenant=tenant)
+                    since = convert.since_time(request)
+                    since = self.started_at if since is None else since
+                    usage = summarise(cursor, since, tenant=tenant)
                 finally:
                     cursor.close()
             names = [tenant] if tenant else list(self.router.settings.access.tenants)
             budgets = [b for b in map(self.router.budget_status, names) if b is not None]
+            # A tenant sees the health of the models it may use, as ListModels lists them.
+            allowed = None if principal.admin else principal.tenant.models or None
+            health = [
+                h for h in self.router.health.snapshot().values()
+                if allowed is None or h.model in allowed
+            ]  # fmt: skip
             return pb.GetStatsResponse(
                 usage=[convert.usage_stats(u) for u in usage],
-                health=[convert.model_health(h) for h in self.router.health.snapshot().values()],
+                health=[convert.model_health(h) for h in health],
                 budgets=[convert.budget_status(b) for b in budgets],
             )
 
