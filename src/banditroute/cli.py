@@ -29,11 +29,24 @@ def _port(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers: {text!r} is not a number") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"--workers: {value} is not in 1..64")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     from banditroute.server.app import serve
+    from banditroute.server.workers import serve_workers
 
     settings = load_settings(args.config or config_path_from_environment())
-    settings = settings.with_overrides(port=args.port, log_path=args.log)
+    settings = settings.with_overrides(port=args.port, log_path=args.log, workers=args.workers)
+    if settings.server.workers > 1:
+        return serve_workers(settings, args.log_level)
     return serve(settings)
 
 
@@ -59,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML settings merged over the defaults")
     serve.add_argument("--port", type=_port, help="port to listen on (0: any free port)")
     serve.add_argument("--log", type=Path, help="DuckDB decision log path")
+    serve.add_argument(
+        "--workers", type=_workers, help="serving processes sharing the port (default: config)"
+    )
     serve.set_defaults(handler=_serve)
 
     hash_key = sub.add_parser("hash-key", help="print the SHA-256 digest to configure for a key")

@@ -47,6 +47,8 @@ class ServerSettings:
     grace_s: float = 5.0
     max_prompt_chars: int = 400_000
     feature_chars: int = 4000
+    workers: int = 1
+    merge_interval_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -147,9 +149,12 @@ class Settings:
                 field="objective",
             ) from None
 
-    def with_overrides(self, *, port: int | None = None, log_path: Path | None = None) -> Settings:
-        """A copy with the CLI's --port / --log applied."""
+    def with_overrides(
+        self, *, port: int | None = None, log_path: Path | None = None, workers: int | None = None
+    ) -> Settings:
+        """A copy with the CLI's --port / --log / --workers applied."""
         server = self.server if port is None else replace(self.server, port=port)
+        server = server if workers is None else replace(server, workers=workers)
         log = self.log if log_path is None else replace(self.log, path=log_path)
         return replace(self, server=server, log=log)
 
@@ -260,6 +265,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         grace_s=server.grace_s,
         max_prompt_chars=server.max_prompt_chars,
         feature_chars=server.feature_chars,
+        workers=server.workers,
+        merge_interval_s=server.merge_interval_s,
     )
     if not 0 <= server.port < 65536:
         raise ConfigError("server.port: must be in 0..65535", field="server.port")

@@ -75,12 +75,21 @@ class DecisionIds:
     processes, since each router instance draws a fresh prefix.
     """
 
-    def __init__(self) -> None:
-        self._prefix = uuid.uuid4().hex[:16]
+    def __init__(self, worker: int | None = None) -> None:
+        random_part = uuid.uuid4().hex
+        self._prefix = random_part[:16] if worker is None else f"{worker:02x}{random_part[:14]}"
         self._counter = itertools.count(1)
 
     def __call__(self) -> str:
         return f"{self._prefix}{next(self._counter):016x}"
+
+
+def decision_owner(decision_id: str) -> int | None:
+    """The serving process that made a decision (multi-process mode ids start with it)."""
+    try:
+        return int(decision_id[:2], 16)
+    except ValueError:
+        return None
 
 
 @dataclass

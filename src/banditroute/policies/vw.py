@@ -134,6 +134,16 @@ class VWPolicy(Policy):
     def save(self) -> bytes:
         return bytes(self._workspace.serialize())
 
+    def workspace_from_bytes(self, data: bytes) -> vw.Workspace:  # type: ignore[type-arg]
+        """A workspace with this policy's arguments loaded from serialised model bytes."""
+        return self._new_workspace(data)
+
+    def adopt_workspace(self, workspace: vw.Workspace) -> None:  # type: ignore[type-arg]
+        """Continue from another workspace (a merged model), with a fresh parser and cache."""
+        self._workspace = workspace
+        self._parser = vw.TextFormatParser(workspace)
+        self._actions = {}
+
     def restore(self, data: bytes) -> None:
         try:
             workspace = self._new_workspace(data)

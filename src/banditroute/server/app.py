@@ -25,9 +25,9 @@ from banditroute.config import Settings, TLSSettings
 from banditroute.errors import ConfigError
 from banditroute.features import warm_up
 from banditroute.policies.factory import build_policy
-from banditroute.router import Router
+from banditroute.router import DecisionIds, Router
 from banditroute.server.auth import AuthInterceptor
-from banditroute.server.servicer import RouterServicer
+from banditroute.server.servicer import FeedbackForwarder, RouterServicer
 from banditroute.snapshots import load_snapshot, save_snapshot
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.v1 import router_pb2 as pb
@@ -51,6 +51,7 @@ class Service:
     port: int
     restored_snapshot: bool = False
     restored_pending: int = 0
+    writes_snapshots: bool = True
     _stopped: threading.Event = field(default_factory=threading.Event)
     _maintenance: threading.Thread | None = None
 
@@ -80,7 +81,7 @@ class Service:
     def snapshot(self) -> None:
         """Save every policy now (if a snapshot path is configured)."""
         base = self.settings.policy.snapshot_path
-        if base is None:
+        if base is None or not self.writes_snapshots:
             return
         with self.router.locked():
             for name, policy in self.router.policies.items():
@@ -124,8 +125,31 @@ def _credentials(tls: TLSSettings) -> grpc.ServerCredentials:
     )
 
 
-def build_service(settings: Settings) -> Service:
-    """Assemble policies (restored from snapshots), log, audit chain, router and server."""
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """This process's place among several serving processes on one port."""
+
+    index: int
+    count: int
+    rundir: Path
+
+    def socket(self, index: int) -> Path:
+        """The private Unix socket of worker ``index`` (for forwarded feedback)."""
+        return self.rundir / f"w{index}.sock"
+
+
+def worker_log_path(path: Path, index: int) -> Path:
+    """Each worker's own log file: ``var/banditroute.w0.duckdb`` for ``var/banditroute.duckdb``."""
+    return path.with_name(f"{path.stem}.w{index}{path.suffix}")
+
+
+def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> Service:
+    """Assemble policies (restored from snapshots), log, audit chain, router and server.
+
+    With ``worker`` set, the process is one of several on the same port: it binds with
+    SO_REUSEPORT, also listens on a private Unix socket, writes its own log file, stamps its
+    index into decision ids and forwards feedback for other workers' decisions to them.
+    """
     warm_up()
     policies = {name: build_policy(spec) for name, spec in settings.policies.items()}
     base = settings.policy.snapshot_path
@@ -135,11 +159,14 @@ def build_service(settings: Settings) -> Service:
         if base is not None and load_snapshot(policy, snapshot_path(base, name))
     ]
     restored_snapshot = "default" in restored
+    log_path = (
+        settings.log.path if worker is None else worker_log_path(settings.log.path, worker.index)
+    )
     event_log = DuckDBLog(
-        settings.log.path,
+        log_path,
         flush_interval_s=settings.log.flush_interval_s,
         batch_size=settings.log.batch_size,
-        export_dir=settings.log.export_dir,
+        export_dir=log_path.with_name(log_path.name + ".export"),
         export_interval_s=settings.log.export_interval_s,
     )
     audit = AuditChain(*event_log.audit_head(), sink=event_log.append_audit)
@@ -149,6 +176,7 @@ def build_service(settings: Settings) -> Service:
         event_log,
         policies=policies,
         audit=audit,
+        new_id=None if worker is None else DecisionIds(worker.index),
     )
     restored_pending = router.restore_pending()
     server = grpc.server(
@@ -156,11 +184,12 @@ def build_service(settings: Settings) -> Service:
         interceptors=[AuthInterceptor(settings.access)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 0 if worker is None else 1),
         ],
     )
+    forwarder = None if worker is None else FeedbackForwarder(worker.index, worker.socket)
     pb_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(router, stats_reader=event_log.reader), server
+        RouterServicer(router, stats_reader=event_log.reader, forwarder=forwarder), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -177,12 +206,14 @@ def build_service(settings: Settings) -> Service:
     except (ConfigError, RuntimeError):
         event_log.close()
         raise
+    if worker is not None:
+        server.add_insecure_port(f"unix:{worker.socket(worker.index)}")
     if port == 0:
         event_log.close()
         raise OSError(f"cannot listen on {settings.server.host}:{settings.server.port}")
     return Service(
         settings, router, event_log, server, health_servicer, port, restored_snapshot,
-        restored_pending,
+        restored_pending, writes_snapshots=worker is None or worker.index == 0,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import duckdb
@@ -16,7 +17,7 @@ import grpc
 import structlog
 
 from banditroute.errors import BanditrouteError, NotFound, PermissionDenied
-from banditroute.router import Router
+from banditroute.router import Router, decision_owner
 from banditroute.server import convert
 from banditroute.server.auth import current_principal
 from banditroute.server.status import grpc_code
@@ -26,6 +27,9 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+FORWARD_TIMEOUT_S = 15.0
+"""How long a forwarded feedback may take (it waits for the owner's log commit)."""
 
 
 def _call(context: grpc.ServicerContext, rpc: str, work: Callable[[], T]) -> T:
@@ -45,6 +49,40 @@ def _call(context: grpc.ServicerContext, rpc: str, work: Callable[[], T]) -> T:
         raise AssertionError("unreachable") from error
 
 
+class FeedbackForwarder:
+    """Sends Feedback for another worker's decision to that worker over its Unix socket."""
+
+    def __init__(self, me: int, socket_of: Callable[[int], Path]) -> None:
+        self.me = me
+        self._socket_of = socket_of
+        self._stubs: dict[int, pb_grpc.RouterServiceStub] = {}
+
+    def owner(self, decision_id: str) -> int | None:
+        """The worker to forward to, or None when this worker owns (or cannot tell)."""
+        owner = decision_owner(decision_id)
+        return None if owner is None or owner == self.me else owner
+
+    def forward(
+        self, owner: int, request: pb.FeedbackRequest, context: grpc.ServicerContext
+    ) -> pb.FeedbackResponse:
+        """Relay the call with the caller's metadata; the owner's status comes back as is."""
+        stub = self._stubs.get(owner)
+        if stub is None:
+            channel = grpc.insecure_channel(f"unix:{self._socket_of(owner)}")
+            stub = self._stubs.setdefault(owner, pb_grpc.RouterServiceStub(channel))
+        metadata = [
+            (k, v) for k, v in context.invocation_metadata() if k in ("x-api-key", "authorization")
+        ]
+        try:
+            response: pb.FeedbackResponse = stub.Feedback(
+                request, metadata=metadata, timeout=FORWARD_TIMEOUT_S
+            )
+        except grpc.RpcError as error:
+            context.abort(error.code(), error.details() or "forwarded feedback failed")
+            raise AssertionError("unreachable") from error
+        return response
+
+
 class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
     """gRPC face of a :class:`~banditroute.router.Router`."""
 
@@ -52,8 +90,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         self,
         router: Router,
         stats_reader: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+        forwarder: FeedbackForwarder | None = None,
     ) -> None:
         self.router = router
+        self._forwarder = forwarder
         self._stats_reader = stats_reader
         self.started_at = time.time()  # GetStats' default since: "since the server started"
 
@@ -68,6 +108,11 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
     def Feedback(  # noqa: N802
         self, request: pb.FeedbackRequest, context: grpc.ServicerContext
     ) -> pb.FeedbackResponse:
+        if self._forwarder is not None:
+            owner = self._forwarder.owner(request.decision_id)
+            if owner is not None:
+                return self._forwarder.forward(owner, request, context)
+
         def work() -> pb.FeedbackResponse:
             tenant = current_principal().tenant.name
             report = convert.feedback_report(request, tenant=tenant)

@@ -29,39 +29,68 @@ class LogSource:
     live_export: bool
 
 
-def _export_views(con: duckdb.DuckDBPyConnection, folder: Path, arg: str) -> None:
-    con.execute(CREATE_TABLES)  # typed, empty tables for any table with no parts yet
+def _export_selects(folder: Path) -> dict[str, str]:
+    """``SELECT`` expressions over the Parquet parts of an export, per table that has any."""
+    selects = {}
     for table in TABLES:
         parts = sorted((folder / table).glob("part-*.parquet"))
-        if table == "decisions" and not parts:
-            raise InvalidArgument(
-                f"{arg}: no Parquet parts under {folder / table} (has the server exported yet?)",
-                field=arg,
-            )
         if parts:
             files = ", ".join(f"'{p}'" for p in parts)
-            con.execute(f"DROP TABLE {table}")
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}])")
+            selects[table] = f"SELECT * FROM read_parquet([{files}])"
+    return selects
 
 
-def open_log(path: Path, *, arg: str = "--log") -> LogSource:
-    """Open a log for reading; InvalidArgument naming ``arg`` if it cannot be read."""
-    con = duckdb.connect()
-    if path.is_dir():
-        _export_views(con, path, arg)
-        return LogSource(con, f"Parquet export {path}", live_export=True)
-    if not path.exists():
-        raise InvalidArgument(f"{arg}: no such log {str(path)!r}", field=arg)
+def _file_selects(
+    con: duckdb.DuckDBPyConnection, path: Path, alias: str, arg: str
+) -> tuple[dict[str, str], str, bool]:
+    """Selects for one log file: the file itself, or its export while a server holds it."""
     try:
-        con.execute(f"ATTACH '{path}' AS log (READ_ONLY)")
+        con.execute(f"ATTACH '{path}' AS {alias} (READ_ONLY)")
     except duckdb.Error as exc:
         export = path.with_name(path.name + ".export")
         if "lock" in str(exc).lower() and export.is_dir():
-            _export_views(con, export, arg)
-            return LogSource(
-                con, f"Parquet export {export} (the log file is in use)", live_export=True
-            )
+            return _export_selects(export), f"Parquet export {export} (file in use)", True
         raise InvalidArgument(f"{arg}: cannot open {str(path)!r}: {exc}", field=arg) from exc
+    selects = {table: f"SELECT * FROM {alias}.main.{table}" for table in TABLES}
+    return selects, f"DuckDB file {path}", False
+
+
+def worker_files(path: Path) -> list[Path]:
+    """The per-process log files of a multi-worker server (``NAME.wN.SUFFIX`` beside PATH)."""
+    return sorted(path.parent.glob(f"{path.stem}.w[0-9]*{path.suffix}"))
+
+
+def _create_views(
+    con: duckdb.DuckDBPyConnection, sources: list[dict[str, str]], arg: str, where: str
+) -> None:
+    con.execute(CREATE_TABLES)  # typed, empty tables for any table no source has yet
     for table in TABLES:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM log.main.{table}")
-    return LogSource(con, f"DuckDB file {path}", live_export=False)
+        parts = [source[table] for source in sources if table in source]
+        if table == "decisions" and not parts:
+            raise InvalidArgument(f"{arg}: no decisions found in {where}", field=arg)
+        if parts:
+            con.execute(f"DROP TABLE {table}")
+            con.execute(f"CREATE VIEW {table} AS " + " UNION ALL BY NAME ".join(parts))
+
+
+def open_log(path: Path, *, arg: str = "--log") -> LogSource:
+    """Open a log for reading; InvalidArgument naming ``arg`` if it cannot be read.
+
+    ``path`` is a DuckDB log file, a Parquet export folder, or the configured log path of a
+    multi-worker server (whose ``NAME.wN.duckdb`` files are then read together).
+    """
+    con = duckdb.connect()
+    if path.is_dir():
+        _create_views(con, [_export_selects(path)], arg, str(path))
+        return LogSource(con, f"Parquet export {path}", live_export=True)
+    files = [path] if path.exists() else worker_files(path)
+    if not files:
+        raise InvalidArgument(f"{arg}: no such log {str(path)!r}", field=arg)
+    sources, descriptions, live = [], [], False
+    for index, file in enumerate(files):
+        selects, description, from_export = _file_selects(con, file, f"log{index}", arg)
+        sources.append(selects)
+        descriptions.append(description)
+        live = live or from_export
+    _create_views(con, sources, arg, str(path))
+    return LogSource(con, "; ".join(descriptions), live_export=live)

@@ -1,0 +1,180 @@
+"""Several serving processes on one port: a supervisor, its workers and their model merging.
+
+The supervisor picks the port, starts ``server.workers`` worker processes (each a complete
+service bound with SO_REUSEPORT, with its own learner and log file), and every
+``merge_interval_s`` runs one merge round: it asks each worker for the delta of its VW model
+since the last common base, merges the deltas and sends the new base back, so every process
+learns from all feedback. Feedback that reaches a worker which did not make the decision is
+forwarded to the owner over a private Unix socket (see ``FeedbackForwarder``). On SIGTERM
+the supervisor stops the workers (each shuts down gracefully) and exits 0.
+Only VW policies are merged; other kinds keep learning per process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from banditroute.config import Settings
+from banditroute.logs import configure_logging
+from banditroute.policies import merging
+from banditroute.policies.vw import VWPolicy
+from banditroute.server.app import WorkerIdentity, build_service, worker_log_path
+
+log = structlog.get_logger(__name__)
+
+READY_TIMEOUT_S = 120.0
+ROUND_TIMEOUT_S = 30.0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _worker_main(
+    settings: Settings, identity: WorkerIdentity, conn: Connection, stop: Any, log_level: str
+) -> None:
+    """Entry point of one worker process."""
+    configure_logging(log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    service = build_service(settings, identity)
+    service.start()
+    policy = service.router.policy
+    state = merging.start_sync(policy) if isinstance(policy, VWPolicy) else None
+    conn.send(("ready", service.port, service.restored_pending))
+    while not stop.is_set():
+        if not conn.poll(0.2):
+            continue
+        message = conn.recv()
+        if message[0] == "delta":
+            if state is None or not isinstance(policy, VWPolicy):
+                conn.send(("delta", None))
+                continue
+            with service.router.locked():
+                delta = merging.outgoing_delta(policy, state)
+            conn.send(("delta", delta))
+        elif message[0] == "base" and state is not None and isinstance(policy, VWPolicy):
+            with service.router.locked():
+                merging.adopt(policy, state, message[1])
+    service.stop()
+    conn.send(("stopped",))
+
+
+class Supervisor:
+    """Starts the workers, runs merge rounds, and stops everything on a signal."""
+
+    def __init__(self, settings: Settings, log_level: str = "info") -> None:
+        self.settings = settings
+        self.log_level = log_level
+        self.port = settings.server.port or _free_port(settings.server.host)
+        self.rundir = Path(tempfile.mkdtemp(prefix="banditroute-workers-"))
+        self._context = mp.get_context("spawn")
+        self._stop = self._context.Event()
+        self._workers: list[tuple[Any, Connection]] = []
+        self._base: bytes | None = None
+
+    def start(self) -> None:
+        """Start every worker and wait until all listen."""
+        count = self.settings.server.workers
+        worker_settings = self.settings.with_overrides(port=self.port)
+        for index in range(count):
+            parent, child = self._context.Pipe()
+            identity = WorkerIdentity(index, count, self.rundir)
+            process = self._context.Process(
+                target=_worker_main,
+                args=(worker_settings, identity, child, self._stop, self.log_level),
+                name=f"banditroute-worker-{index}",
+            )
+            process.start()
+            self._workers.append((process, parent))
+        for index, (_, conn) in enumerate(self._workers):
+            if not conn.poll(READY_TIMEOUT_S):
+                raise RuntimeError(f"worker {index} did not start within {READY_TIMEOUT_S:g}s")
+            message = conn.recv()
+            if message[0] != "ready":
+                raise RuntimeError(f"worker {index} failed to start: {message!r}")
+
+    def merge_round(self) -> bool:
+        """One merge: collect every worker's delta, merge, send the new base. True if merged."""
+        for _, conn in self._workers:
+            conn.send(("delta",))
+        deltas: list[bytes] = []
+        for index, (_, conn) in enumerate(self._workers):
+            if not conn.poll(ROUND_TIMEOUT_S):
+                log.error("merge_round_timeout", worker=index)
+                return False
+            message = conn.recv()
+            if message[1] is not None:
+                deltas.append(message[1])
+        if not deltas:
+            return False
+        policy = VWPolicy(self.settings.policy.vw_args)
+        if self._base is None:
+            self._base = self._initial_base(policy)
+        self._base = merging.merge(policy, self._base, deltas)
+        for _, conn in self._workers:
+            conn.send(("base", self._base))
+        return True
+
+    def _initial_base(self, policy: VWPolicy) -> bytes:
+        """The common starting model: the snapshot every worker restored, or a fresh one."""
+        from banditroute.snapshots import load_snapshot
+
+        path = self.settings.policy.snapshot_path
+        if path is not None:
+            load_snapshot(policy, path)
+        return policy.save()
+
+    def stop(self) -> None:
+        """Stop the workers gracefully and remove the socket folder."""
+        self._stop.set()
+        for index, (process, _) in enumerate(self._workers):
+            process.join(self.settings.server.grace_s + 30)
+            if process.is_alive():
+                log.error("worker_kill", worker=index)
+                process.kill()
+        shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def serve_workers(settings: Settings, log_level: str = "info") -> int:
+    """Run ``server.workers`` processes on one port until SIGTERM or SIGINT."""
+    supervisor = Supervisor(settings, log_level)
+    done = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    supervisor.start()
+    logs = [str(worker_log_path(settings.log.path, i)) for i in range(settings.server.workers)]
+    log.info(
+        "listening",
+        address=f"{settings.server.host}:{supervisor.port}",
+        workers=settings.server.workers,
+        logs=logs,
+        merge_interval_s=settings.server.merge_interval_s,
+    )
+    while not done.wait(settings.server.merge_interval_s):
+        if supervisor.merge_round():
+            log.debug("models_merged", workers=settings.server.workers)
+    log.info("shutting_down", workers=settings.server.workers)
+    supervisor.stop()
+    log.info("stopped")
+    return 0
+
+
+__all__ = ["Supervisor", "serve_workers"]
