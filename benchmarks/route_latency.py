@@ -67,26 +67,60 @@ class NoopServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         return self._feedback
 
 
-def _serve(kind: str, workdir: str, max_workers: int, port_queue: Any, stop: Any) -> None:
-    """Child process: run one server until ``stop`` is set."""
+def _noop_process(port: int, max_workers: int, ready: Any, stop: Any) -> None:
+    """One no-op server process bound with SO_REUSEPORT to a shared port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers), options=[("grpc.so_reuseport", 1)]
+    )
+    pb_grpc.add_RouterServiceServicer_to_server(NoopServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    ready.set()
+    stop.wait()
+    server.stop(1).wait()
+
+
+def _serve(  # noqa: PLR0917 - multiprocessing passes positionals
+    kind: str, workdir: str, max_workers: int, processes: int, port_queue: Any, stop: Any
+) -> None:
+    """Child process: run one server (``processes`` processes on one port) until ``stop``."""
+    import multiprocessing as child_mp
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
     if kind == "noop":
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-        pb_grpc.add_RouterServiceServicer_to_server(NoopServicer(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
+        context = child_mp.get_context("spawn")
+        children = []
+        for _ in range(processes):
+            ready = context.Event()
+            child = context.Process(target=_noop_process, args=(port, max_workers, ready, stop))
+            child.start()
+            ready.wait(60)
+            children.append(child)
         port_queue.put(port)
-        stop.wait()
-        server.stop(1).wait()
+        for child in children:
+            child.join()
         return
     from banditroute.server.app import build_service
+    from banditroute.server.workers import Supervisor
 
     settings = settings_from_mapping(
         {
-            "server": {"port": 0, "max_workers": max_workers},
+            "server": {"port": port, "max_workers": max_workers, "workers": processes},
             "log": {"path": f"{workdir}/log.duckdb"},
             "policy": {"snapshot_path": f"{workdir}/policy.snapshot"},
         }
     )
+    if processes > 1:
+        supervisor = Supervisor(settings)
+        supervisor.start()
+        port_queue.put(port)
+        while not stop.wait(settings.server.merge_interval_s):
+            supervisor.merge_round()
+        supervisor.stop()
+        return
     service = build_service(settings)
     service.start()
     port_queue.put(service.port)
@@ -99,8 +133,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _drive(call: Any, make_request: Any, calls: int, concurrency: int) -> dict[str, float]:
-    """Run ``calls`` calls with ``concurrency`` client threads; latency in ms."""
+def _drive(calls_by_slot: Any, make_request: Any, calls: int, concurrency: int) -> dict[str, float]:
+    """Run ``calls`` calls with ``concurrency`` client threads, thread ``i`` calling
+    ``calls_by_slot[i]`` (its own channel); latency in ms."""
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     counter = iter(range(calls))
     lock = threading.Lock()
@@ -112,9 +147,11 @@ def _drive(call: Any, make_request: Any, calls: int, concurrency: int) -> dict[s
                 index = next(counter, None)
             if index is None:
                 return
-            request = make_request(index)
+            request = make_request(index, slot)
+            if request is None:
+                return
             start = time.perf_counter()
-            call(request, timeout=10)
+            calls_by_slot[slot](request, timeout=10)
             latencies[slot].append((time.perf_counter() - start) * 1000.0)
 
     start = time.perf_counter()
@@ -134,35 +171,50 @@ def _drive(call: Any, make_request: Any, calls: int, concurrency: int) -> dict[s
 
 
 def _measure(port: int, rpc: str, calls: int, concurrency: int) -> dict[str, float]:
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = pb_grpc.RouterServiceStub(channel)
-    warm = [stub.Route(pb.RouteRequest(prompt=p)) for p in _PROMPTS * 25]
+    """One measurement. Each client thread has its own channel (and connection), so a server
+    of several processes on one port (SO_REUSEPORT) gets its load spread over them."""
+    channels = [
+        grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(concurrency)
+    ]
+    stubs = [pb_grpc.RouterServiceStub(channel) for channel in channels]
+    for stub in stubs:
+        for prompt in _PROMPTS * 3:
+            stub.Route(pb.RouteRequest(prompt=prompt), timeout=10)
     if rpc == "route":
         result = _drive(
-            stub.Route,
-            lambda i: pb.RouteRequest(prompt=f"{_PROMPTS[i % len(_PROMPTS)]} #{i}"),
+            [stub.Route for stub in stubs],
+            lambda i, slot: pb.RouteRequest(prompt=f"{_PROMPTS[i % len(_PROMPTS)]} #{i}"),
             calls,
             concurrency,
         )
     else:
-        ids = [
-            stub.Route(pb.RouteRequest(prompt=_PROMPTS[i % len(_PROMPTS)])).decision_id
-            for i in range(calls)
+        # Feedback goes over the channel that routed the decision (same worker, no forwarding).
+        per_slot = calls // concurrency + 1
+        ids_by_slot = [
+            [
+                stub.Route(pb.RouteRequest(prompt=_PROMPTS[i % len(_PROMPTS)])).decision_id
+                for i in range(per_slot)
+            ]
+            for stub in stubs
         ]
-        del warm
-        result = _drive(
-            stub.Feedback,
-            lambda i: pb.FeedbackRequest(
-                decision_id=ids[i], quality=1.0, cost_usd=0.001, latency_ms=800.0
-            ),
-            calls,
-            concurrency,
-        )
-    channel.close()
+
+        def feedback_request(index: int, slot: int) -> pb.FeedbackRequest | None:
+            if not ids_by_slot[slot]:
+                return None
+            return pb.FeedbackRequest(
+                decision_id=ids_by_slot[slot].pop(), quality=1.0, cost_usd=0.001, latency_ms=800.0
+            )
+
+        result = _drive([stub.Feedback for stub in stubs], feedback_request, calls, concurrency)
+    for channel in channels:
+        channel.close()
     return result
 
 
-def run(calls: int, concurrencies: list[int], rounds: int, rpcs: list[str]) -> dict[str, Any]:
+def run(
+    calls: int, concurrencies: list[int], rounds: int, rpcs: list[str], processes: int = 1
+) -> dict[str, Any]:
     """Alternate no-op and real rounds; keep the median round per (rpc, concurrency, kind)."""
     context = mp.get_context("spawn")
     results: dict[str, Any] = {}
@@ -171,7 +223,8 @@ def run(calls: int, concurrencies: list[int], rounds: int, rpcs: list[str]) -> d
         for kind in ("noop", "banditroute"):
             port_queue, stop = context.Queue(), context.Event()
             process = context.Process(
-                target=_serve, args=(kind, f"{workdir}/{kind}", 16, port_queue, stop)
+                target=_serve,
+                args=(kind, f"{workdir}/{kind}", 16, processes, port_queue, stop),
             )
             Path(f"{workdir}/{kind}").mkdir()
             process.start()
@@ -222,11 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rpc", nargs="+", default=["route", "feedback"],
                         choices=["route", "feedback"])  # fmt: skip
+    parser.add_argument("--processes", type=int, default=1,
+                        help="serving processes per server (SO_REUSEPORT)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    if args.calls <= 0 or args.rounds <= 0 or min(args.concurrency) <= 0:
-        parser.error("--calls, --rounds and --concurrency must be positive")
-    results = run(args.calls, args.concurrency, args.rounds, args.rpc)
+    if args.calls <= 0 or args.rounds <= 0 or min(args.concurrency) <= 0 or args.processes <= 0:
+        parser.error("--calls, --rounds, --concurrency and --processes must be positive")
+    results = run(args.calls, args.concurrency, args.rounds, args.rpc, args.processes)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
