@@ -25,11 +25,11 @@ from banditroute.objectives import Objective
 from banditroute.rules import RoutingRule, rules_from_config
 from banditroute.tenancy import AccessSettings, access_from_config
 
-PolicyKind = Literal["vw", "linucb", "uniform", "fixed"]
+PolicyKind = Literal["vw", "costaware", "linucb", "uniform", "fixed"]
 CombineRule = Literal["first", "last", "mean", "min", "max", "sum"]
 MissingRule = Literal["skip", "default"]
 
-POLICY_KINDS: tuple[str, ...] = ("vw", "linucb", "uniform", "fixed")
+POLICY_KINDS: tuple[str, ...] = ("vw", "costaware", "linucb", "uniform", "fixed")
 COMBINE_RULES: tuple[str, ...] = ("first", "last", "mean", "min", "max", "sum")
 _SECTIONS = frozenset(
     {"server", "log", "policy", "reward", "objective", "objectives", "models"}

@@ -19,6 +19,11 @@ from banditroute.errors import ConfigError
 from banditroute.outcomes import Fragments
 
 _WEIGHT_KEYS = {"quality", "cost", "latency", "failure", "budget", "pacing_rate"}
+DEFAULT_PACING_RATE = 0.002
+"""Default step of an objective's budget pacer (see :class:`BudgetPacer`). Tuned by replay on
+RouterBench at a budget of 25% of GPT-4's cost: one GPT-4 call (4x the budget) then raises the
+price of the next GPT-4 call by 0.024 quality points (0.6 with a rate of 0.05, which made the
+choice flip at every call), and the multiplier still settles within about a hundred requests."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Objective:
     latency: float = 0.0001
     failure: float = 0.5
     budget_usd: float | None = None
-    pacing_rate: float = 0.05
+    pacing_rate: float = DEFAULT_PACING_RATE
 
     def __post_init__(self) -> None:
         for key in ("quality", "cost", "latency", "failure", "pacing_rate"):

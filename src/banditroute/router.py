@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import threading
 import time
 import uuid
@@ -47,6 +48,10 @@ log = structlog.get_logger(__name__)
 
 EXPLORABLE_CLASSES = frozenset({"public", "internal"})
 """Data classes a policy may explore on; more sensitive requests get the greedy choice."""
+
+MAX_LEARNED_REWARD = 1000.0
+"""Largest reward magnitude a policy learns from (quality is in [0, 1]; a $1 call under a cost
+weight of 200 is -200)."""
 
 COMMIT_TIMEOUT_S = 10.0
 """How long Feedback waits for its log commit before answering UNAVAILABLE."""
@@ -139,13 +144,20 @@ class Router:
         )
         self.audit = audit
         self._budgets: dict[str, TenantBudget] = {}
+        self._pacers: dict[str, BudgetPacer] = {}
+        default_pacer = self.pacer(settings.objective(""))
+        if default_pacer is not None:
+            # Policies that price cost themselves follow the default objective's multiplier.
+            for candidate in self.policies.values():
+                follow = getattr(candidate, "follow", None)
+                if callable(follow):
+                    follow(lambda: default_pacer.lam)
         self._clock = clock
         self._new_id = new_id or DecisionIds()
         self._seed = seed
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._by_request: dict[tuple[str, str], str] = {}
-        self._pacers: dict[str, BudgetPacer] = {}
 
     # -- Route -----------------------------------------------------------------------------------
     def _validate(self, query: RouteQuery) -> None:
@@ -523,7 +535,18 @@ class Router:
         return FeedbackResult(reward, disposition, feedback_count)
 
     def _learn(self, pending: Pending, reward: float) -> None:
-        """Update the arm's policy, and every shadow policy off-policy from the same outcome."""
+        """Update the arm's policy, and every shadow policy off-policy from the same outcome.
+
+        The learner sees the reward clipped to +-MAX_LEARNED_REWARD (the log keeps the reward
+        as computed): one absurd report (cost_usd = 1e300 is finite, so valid) would otherwise
+        overflow VW's weights to NaN, and every later Route would fail. A NaN reward is not
+        learned at all."""
+        if not abs(reward) <= MAX_LEARNED_REWARD:
+            log.warning("reward_clipped", reward=reward, decision_id=pending.decision.decision_id)
+            if math.isnan(reward):
+                pending.learned = True
+                return
+            reward = math.copysign(MAX_LEARNED_REWARD, reward)
         args = (pending.features, pending.arms, pending.chosen, pending.decision.probability)
         policy = self.policies.get(pending.record.arm)
         if policy is not None:

@@ -17,6 +17,7 @@ from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.features import PromptFeatures, extract
 from banditroute.policies import FixedPolicy, LinUCBPolicy, Policy, UniformPolicy, VWPolicy
+from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.vw import DEFAULT_ARGS
 from banditroute.router import sample_index
 
@@ -62,6 +63,11 @@ CASES = [
         id="vw-bag",
     ),
     pytest.param(Case(lambda arms: LinUCBPolicy(seed=7), learns=True), id="linucb"),
+    pytest.param(Case(lambda arms: CostAwarePolicy(seed=7), learns=True), id="costaware"),
+    pytest.param(
+        Case(lambda arms: CostAwarePolicy(exploration="squarecb", seed=7), learns=True),
+        id="costaware-squarecb",
+    ),
 ]
 
 

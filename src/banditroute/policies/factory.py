@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from banditroute.config import PolicySettings
 from banditroute.policies.base import Policy
+from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.fixed import FixedPolicy
 from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.policies.uniform import UniformPolicy
@@ -14,6 +15,8 @@ def build_policy(settings: PolicySettings, *, seed: int = 0) -> Policy:
     """A fresh policy of the configured kind."""
     if settings.kind == "vw":
         return VWPolicy(settings.vw_args, seed=seed)
+    if settings.kind == "costaware":
+        return CostAwarePolicy(seed=seed)
     if settings.kind == "linucb":
         return LinUCBPolicy(seed=seed)
     if settings.kind == "fixed":

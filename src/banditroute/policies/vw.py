@@ -23,7 +23,7 @@ from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy, Probabilities
 
 DEFAULT_ARGS: tuple[str, ...] = (
-    "--cb_explore_adf", "--squarecb", "--gamma_scale", "1000",
+    "--cb_explore_adf", "--squarecb", "--gamma_scale", "10",
     "-q", "sa", "-q", "wa", "--power_t", "0",
 )  # fmt: skip
 

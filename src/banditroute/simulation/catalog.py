@@ -175,8 +175,8 @@ def build_run_catalog(table: OutcomeTable, base: Catalog, *, arg: str = "--outco
                 f"{model_id}: output tokens unknown; the model's typical "
                 f"{spec.typical_output_tokens} tokens used for cost and latency"
             )
-    typical = np.array([s.typical_output_tokens for s in specs], dtype=np.float64)
-    output_tokens = np.where(np.isfinite(known_out), known_out, typical[None, :])
+    typical_out = np.array([s.typical_output_tokens for s in specs], dtype=np.float64)
+    output_tokens = np.where(np.isfinite(known_out), known_out, typical_out[None, :])
     inp = np.array([s.input_usd_per_mtok for s in specs]) / 1e6
     outp = np.array([s.output_usd_per_mtok for s in specs]) / 1e6
     catalogue_cost = input_tokens * inp[None, :] + output_tokens * outp[None, :]

@@ -40,7 +40,8 @@ class LatencyModel:
         """Mean latency (ms) of each call, without noise."""
         ttft = np.asarray(self.ttft_ms)[None, :]
         speed = np.asarray(self.tokens_per_s)[None, :]
-        return ttft + 1000.0 * output_tokens / speed
+        result: FloatMatrix = ttft + 1000.0 * output_tokens / speed
+        return result
 
     def sample(self, output_tokens: FloatMatrix, seed: int) -> FloatMatrix:
         """One latency draw (ms) for every (prompt, model), reproducible from ``seed``."""

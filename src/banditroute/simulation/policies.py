@@ -7,6 +7,7 @@ name                policy
 ``costaware-<x>``   the same with ``x`` in ``squarecb``, ``epsilon``
 ``vw``              Vowpal Wabbit with the configured ``policy.vw_args``
 ``vw-<x>``          VW ``--cb_explore_adf`` with exploration ``x`` in :data:`VW_EXPLORATION`
+``vw:<args>``       VW with these arguments (space-separated)
 ``linucb``          river's disjoint LinUCB (the river baseline)
 ``uniform``         every eligible model equally likely
 ``fixed:<model>``   always that model (``fixed`` alone: the configured ``policy.fixed_model``)
@@ -33,7 +34,7 @@ from banditroute.policies.vw import VWPolicy
 
 VW_INTERACTIONS: tuple[str, ...] = ("-q", "sa", "-q", "wa", "--power_t", "0")
 VW_EXPLORATION: dict[str, tuple[str, ...]] = {
-    "squarecb": ("--squarecb", "--gamma_scale", "1000"),
+    "squarecb": ("--squarecb", "--gamma_scale", "10"),
     "epsilon": ("--epsilon", "0.05"),
     "cover": ("--cover", "4", "--epsilon", "0.02"),
     "bag": ("--bag", "5", "--epsilon", "0.02"),
@@ -80,6 +81,14 @@ def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") 
     """The name if it is a known policy for this catalogue; ConfigError naming ``arg``."""
     if name in NAMED_POLICIES or name == "fixed":
         return name
+    if name.startswith("vw-") and name.removeprefix("vw-") in VW_EXPLORATION:
+        return name
+    if name.startswith("vw:"):
+        try:
+            VWPolicy(name.removeprefix("vw:").split())
+        except Exception as exc:  # VW reports bad arguments with its own error types.
+            raise ConfigError(f"{arg}: VW rejects {name!r}: {exc}", field=arg) from exc
+        return name
     if name.startswith("fixed:"):
         model = name.removeprefix("fixed:")
         if model not in catalog:
@@ -90,7 +99,8 @@ def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") 
             )
         return name
     raise ConfigError(
-        f"{arg}: unknown policy {name!r} (known: {', '.join(NAMED_POLICIES)}, fixed:<model>)",
+        f"{arg}: unknown policy {name!r} (known: {', '.join(NAMED_POLICIES)}, fixed:<model>, "
+        "vw:<args>)",
         field=arg,
     )
 
@@ -98,16 +108,7 @@ def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") 
 def build_policy(name: str, settings: Settings, *, seed: int) -> Policy:
     """A fresh policy for one simulation seed."""
     if name == "costaware":
-        import os
-
-        return CostAwarePolicy(
-            seed=seed,
-            posterior_scale=float(os.environ.get("PS", 1)),
-            noise=float(os.environ.get("NOISE", 0.5)),
-            prior_precision=float(os.environ.get("PP", 1)),
-            bias_precision=float(os.environ.get("BP", 1)),
-            shared_precision=float(os.environ.get("SP", 1)),
-        )
+        return CostAwarePolicy(seed=seed)
     if name.startswith("costaware-"):
         exploration = name.removeprefix("costaware-")
         if exploration == "squarecb":
@@ -119,6 +120,8 @@ def build_policy(name: str, settings: Settings, *, seed: int) -> Policy:
     if name.startswith("vw-") and name.removeprefix("vw-") in VW_EXPLORATION:
         flags = VW_EXPLORATION[name.removeprefix("vw-")]
         return VWPolicy(("--cb_explore_adf", *flags, *VW_INTERACTIONS), seed=seed)
+    if name.startswith("vw:"):
+        return VWPolicy(name.removeprefix("vw:").split(), seed=seed)
     if name == "linucb":
         return LinUCBPolicy(seed=seed)
     if name == "uniform":

@@ -34,6 +34,7 @@ from banditroute.simulation.environment import LatencyModel, ReplayEnvironment
 from banditroute.simulation.policies import OraclePolicy, build_policy
 from banditroute.simulation.tables import FloatMatrix, IntVector, OutcomeTable
 from banditroute.store.base import COMMITTED, Commit
+from banditroute.store.memory import MemoryLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
 WarmMode = Literal["bandit", "full"]
@@ -44,8 +45,9 @@ SIMULATION_OBJECTIVE = "simulation"
 """Name under which the run's objective is added to the settings' profiles."""
 
 
-class NullLog:
-    """An event log that keeps nothing (simulations need no decision log); commits at once."""
+class NullLog(MemoryLog):
+    """An event log that keeps no decisions, feedback or settlements (a simulation needs none
+    and would otherwise hold every row in memory); feedback commits at once."""
 
     def append_decision(self, record: DecisionRecord) -> None:
         """Drop the decision."""
@@ -56,16 +58,6 @@ class NullLog:
 
     def append_settlement(self, record: SettlementRecord) -> None:
         """Drop the settlement."""
-
-    def flush(self) -> None:
-        """Nothing is queued."""
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def unsettled(self, since: float) -> list[tuple[DecisionRecord, list[FeedbackRecord]]]:
-        """Nothing is kept, so nothing is unsettled."""
-        return []
 
 
 class FakeClock:
@@ -195,7 +187,9 @@ def _warm_start(
     return updates
 
 
-def run_seed(spec: RunSpec, seed: int, progress: Callable[[int], None] | None = None) -> SeedTrace:
+def run_seed(
+    spec: RunSpec, seed: int, progress: Callable[[int], object] | None = None
+) -> SeedTrace:
     """One seed: build router and policy, warm-start, stream every prompt once."""
     started = time.perf_counter()
     outcomes = spec.outcomes
@@ -278,20 +272,18 @@ def run_seed(spec: RunSpec, seed: int, progress: Callable[[int], None] | None = 
 
 
 # -- parallel seeds -------------------------------------------------------------------------------
-_WORKER_SPEC: RunSpec | None = None
-_WORKER_QUEUE: Any = None
+_WORKER: dict[str, Any] = {}
+"""A worker process's run spec and progress queue, set once by :func:`_init_worker`."""
 
 
 def _init_worker(spec: RunSpec, progress_queue: Any) -> None:
-    global _WORKER_SPEC, _WORKER_QUEUE
-    _WORKER_SPEC = spec
-    _WORKER_QUEUE = progress_queue
+    _WORKER["spec"] = spec
+    _WORKER["queue"] = progress_queue
 
 
 def _worker_run(seed: int) -> SeedTrace:
-    assert _WORKER_SPEC is not None
-    progress_queue = _WORKER_QUEUE
-    return run_seed(_WORKER_SPEC, seed, progress_queue.put if progress_queue else None)
+    progress_queue = _WORKER["queue"]
+    return run_seed(_WORKER["spec"], seed, progress_queue.put)
 
 
 def run_seeds(
@@ -299,7 +291,7 @@ def run_seeds(
     seeds: list[int],
     *,
     workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[SeedTrace]:
     """Run every seed (in ``workers`` processes; in this process when 1), in seed order."""
     workers = min(len(seeds), workers or os.cpu_count() or 1)

@@ -1,0 +1,102 @@
+"""The cost-aware policy: honest deterministic probabilities, pricing at the pacer's multiplier,
+snapshots, and the Thompson integral."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from banditroute.catalog import ModelSpec
+from banditroute.features import extract
+from banditroute.policies.costaware import CostAwarePolicy, thompson_probabilities
+
+ARMS = (
+    ModelSpec("cheap", "p", 0.1, 0.1, typical_output_tokens=100),
+    ModelSpec("dear", "p", 10.0, 30.0, typical_output_tokens=100),
+)
+PROMPT = extract("Solve for x: 3x + 5 = 20. " * 20)
+
+
+def _train(policy: CostAwarePolicy, rounds: int = 60) -> None:
+    """The dear model is a bit better (0.9 vs 0.8 quality, the reward is quality only)."""
+    for i in range(rounds):
+        arm = i % 2
+        policy.learn(PROMPT, ARMS, arm, 0.5, 0.9 if arm else 0.8)
+
+
+def test_thompson_probabilities_match_monte_carlo() -> None:
+    """The integral gives each arm's chance of the highest posterior draw."""
+    rng = np.random.default_rng(0)
+    mean = rng.random(6) * 0.3
+    sd = rng.random(6) * 0.1 + 0.001
+    draws = mean + sd * rng.standard_normal((400_000, 6))
+    empirical = np.bincount(draws.argmax(axis=1), minlength=6) / len(draws)
+    np.testing.assert_allclose(thompson_probabilities(mean, sd), empirical, atol=0.004)
+    assert thompson_probabilities(np.array([0.3]), np.array([0.1])).tolist() == [1.0]
+
+
+def test_distribution_is_deterministic_in_the_learned_state() -> None:
+    """Asking twice gives the same vector: what the router logs is what it samples from."""
+    policy = CostAwarePolicy(seed=3)
+    _train(policy, 10)
+    first = policy.distribution(PROMPT, ARMS)
+    np.testing.assert_array_equal(policy.distribution(PROMPT, ARMS), first)
+    assert first.sum() == pytest.approx(1.0)
+
+
+def test_a_higher_multiplier_moves_choice_to_the_cheaper_model() -> None:
+    """With no multiplier the better (dear) model wins; a multiplier that prices the cost
+    difference above the quality difference moves the choice to the cheap one, without
+    relearning: the value model itself is price-free."""
+    lam = {"value": 0.0}
+    policy = CostAwarePolicy(posterior_scale=0.0, seed=0)
+    policy.follow(lambda: lam["value"])
+    _train(policy)
+    assert policy.distribution(PROMPT, ARMS, explore=False).tolist() == [0.0, 1.0]
+    cost_gap = ARMS[1].price(PROMPT.tokens, 100) - ARMS[0].price(PROMPT.tokens, 100)
+    lam["value"] = 2 * 0.1 / cost_gap
+    assert policy.distribution(PROMPT, ARMS, explore=False).tolist() == [1.0, 0.0]
+
+
+def test_rewards_priced_at_the_decision_multiplier_are_learned_price_free() -> None:
+    """A reward that includes ``-lam * cost`` at decision time is credited back, so the value
+    learned equals the one learned from the unpriced reward."""
+    lam = {"value": 40.0}
+    priced = CostAwarePolicy(seed=0)
+    priced.follow(lambda: lam["value"])
+    plain = CostAwarePolicy(seed=0)
+    for i in range(40):
+        arm = i % 2
+        quality = 0.9 if arm else 0.8
+        cost = ARMS[arm].price(PROMPT.tokens, 100)
+        priced.distribution(PROMPT, ARMS)  # remembers the multiplier of this decision
+        lam["value"] += 1.0  # the pacer moves before the reward arrives
+        priced.learn(PROMPT, ARMS, arm, 0.5, quality - (lam["value"] - 1.0) * cost)
+        plain.learn(PROMPT, ARMS, arm, 0.5, quality)
+    lam["value"] = 0.0
+    np.testing.assert_allclose(
+        priced.distribution(PROMPT, ARMS), plain.distribution(PROMPT, ARMS), atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("exploration", ["thompson", "squarecb", "epsilon"])
+def test_save_restore_round_trip_and_garbage(exploration: str) -> None:
+    """A restored snapshot decides exactly like the original; garbage raises ValueError."""
+    policy = CostAwarePolicy(exploration=exploration, seed=1)  # type: ignore[arg-type]
+    _train(policy, 20)
+    restored = CostAwarePolicy(exploration=exploration, seed=1)  # type: ignore[arg-type]
+    restored.restore(policy.save())
+    np.testing.assert_array_equal(
+        restored.distribution(PROMPT, ARMS), policy.distribution(PROMPT, ARMS)
+    )
+    assert restored.updates == policy.updates
+    with pytest.raises(ValueError, match="snapshot"):
+        restored.restore(b"not a snapshot")
+
+
+def test_invalid_settings_are_rejected() -> None:
+    """Unknown exploration or non-positive priors are errors at construction."""
+    with pytest.raises(ValueError, match="exploration"):
+        CostAwarePolicy(exploration="greedy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="precision"):
+        CostAwarePolicy(prior_precision=0.0)

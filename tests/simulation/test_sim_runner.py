@@ -1,0 +1,225 @@
+"""The simulator's invariants: the router sees only the prompt and only the chosen outcome;
+scores against the oracle and the best fixed model are right; budgets hold; learning wins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from banditroute.config import Settings
+from banditroute.errors import ConfigError
+from banditroute.objectives import Objective
+from banditroute.simulation import SimulationConfig, oracle_choice, prepare, run_seed, simulate
+from banditroute.simulation.results import best_fixed_model
+from banditroute.simulation.tables import OutcomeTable
+
+QUALITY_ONLY = "quality=1,cost=0,latency=0"
+
+
+def _results(summary: dict[str, object]) -> list[dict[str, object]]:
+    """The per-seed results without their wall times."""
+    seeds = summary["per_seed"]
+    assert isinstance(seeds, list)
+    return [{k: v for k, v in s.items() if k != "wall_s"} for s in seeds]
+
+
+def _run(table: OutcomeTable, settings: Settings, **kwargs: object) -> dict[str, object]:
+    config = SimulationConfig(outcomes=table, workers=1, **kwargs)  # type: ignore[arg-type]
+    return simulate(config, settings).summary
+
+
+def test_only_the_chosen_outcome_is_revealed_and_others_cannot_matter(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """Each prompt reveals exactly one cell; rewriting every cell the router did not choose
+    (quality and cost of the other models) leaves every decision and outcome unchanged."""
+    table = synthetic(150)
+    spec, _ = prepare(
+        SimulationConfig(outcomes=table, policy="costaware", objective=QUALITY_ONLY, seeds=1),
+        default_settings,
+    )
+    first = run_seed(spec, seed=4)
+    assert first.revealed == table.n_prompts
+    chosen = np.zeros_like(table.quality, dtype=bool)
+    chosen[first.order, first.chosen] = True
+    flipped = table.quality.copy()
+    flipped[~chosen] = 1.0 - flipped[~chosen]
+    cost = spec.outcomes.cost_usd.copy()
+    cost[~chosen] *= 7.0
+    other_table = replace(table, quality=flipped)
+    other = replace(spec, outcomes=replace(spec.outcomes, table=other_table, cost_usd=cost))
+    second = run_seed(other, seed=4)
+    np.testing.assert_array_equal(second.chosen, first.chosen)
+    np.testing.assert_array_equal(second.quality, first.quality)
+    np.testing.assert_array_equal(second.probability, first.probability)
+    # ... while the full-information comparators do change.
+    assert (
+        oracle_choice(spec.objective, flipped, cost, first.latency_all).tolist()
+        != (
+            oracle_choice(spec.objective, table.quality, spec.outcomes.cost_usd, first.latency_all)
+        ).tolist()
+    )
+
+
+def test_the_router_never_sees_the_task_label(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """Relabelling every prompt's task changes nothing the router does."""
+    table = synthetic(90)
+    relabelled = replace(table, tasks=tuple("same" for _ in table.tasks))
+    a = _run(table, default_settings, policy="costaware", objective=QUALITY_ONLY, seeds=1)
+    b = _run(relabelled, default_settings, policy="costaware", objective=QUALITY_ONLY, seeds=1)
+    assert _results(a) == _results(b)
+
+
+def test_oracle_and_best_fixed_are_computed_from_the_full_table(
+    default_settings: Settings,
+) -> None:
+    """On a hand-made table the oracle takes the best model per prompt (ties to the cheapest)
+    and the best fixed model is the best single model within the budget."""
+    from banditroute.simulation.tables import table_from_rows
+
+    # quality per prompt for models a (cheap), b (mid), c (dear)
+    grid = {"p0": (1.0, 1.0, 1.0), "p1": (0.0, 1.0, 1.0), "p2": (0.0, 0.0, 1.0), "p3": (0, 0, 0)}
+    prices = {"x/a": 0.001, "x/b": 0.002, "x/c": 0.01}
+    rows = [
+        {
+            "prompt_id": pid,
+            "task": "t",
+            "prompt": f"Question {pid}?",
+            "model": model,
+            "quality": float(q),
+            "cost_usd": prices[model],
+        }
+        for pid, qs in grid.items()
+        for model, q in zip(prices, qs, strict=True)
+    ]
+    table = table_from_rows("hand", rows)
+    summary = _run(table, default_settings, policy="uniform", objective=QUALITY_ONLY, seeds=2)
+    oracle = summary["oracle"]
+    assert isinstance(oracle, dict)
+    assert oracle["quality"] == pytest.approx(3 / 4)
+    assert oracle["cost_usd"] == pytest.approx((0.001 + 0.002 + 0.01 + 0.001) / 4)
+    models = summary["models"]
+    assert isinstance(models, dict)
+    assert models["x/c"]["quality"] == pytest.approx(3 / 4)
+    assert models["x/a"]["cost_usd"] == pytest.approx(0.001)
+    best = summary["best_fixed"]
+    assert isinstance(best, dict)
+    assert best["model"] == "x/c"  # no budget, quality-only: the best single model
+    budgeted = _run(
+        table, default_settings, policy="uniform", objective=QUALITY_ONLY, budget_usd=0.005
+    )
+    assert budgeted["best_fixed"]["model"] == "x/b"  # type: ignore[index]
+    mean = {"x/a": {"quality": 0.25, "cost_usd": 0.001, "reward": 0.25}}
+    assert best_fixed_model(mean, Objective("q"), 1e-9) == "x/a"  # none within: cheapest
+
+
+def test_summary_has_every_key_with_its_spread(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """The JSON summary carries the issue's keys, each mean with a ``_std`` beside it."""
+    summary = _run(synthetic(60), default_settings, policy="uniform", seeds=2, budget_usd=0.001)
+    for key in (
+        "prompts", "seeds", "policy", "budget_usd", "quality", "cost_usd", "latency_ms",
+        "quality_last_half", "cost_usd_last_half", "oracle", "best_fixed", "models",
+        "regret_vs_oracle", "regret_vs_best_fixed",
+    ):  # fmt: skip
+        assert key in summary, key
+    for key in ("quality", "cost_usd", "latency_ms", "quality_last_half", "regret_vs_oracle"):
+        assert f"{key}_std" in summary
+    assert summary["prompts"] == 60
+    assert summary["seeds"] == 2
+    assert set(summary["oracle"]) >= {"quality", "cost_usd", "quality_std"}  # type: ignore[arg-type]
+    assert set(summary["best_fixed"]) >= {"model", "quality", "cost_usd"}  # type: ignore[arg-type]
+    assert summary["revealed_per_prompt"] == 1.0
+    assert any("latency: simulated" in n for n in summary["derivation"])  # type: ignore[attr-defined]
+
+
+def test_same_seeds_give_the_same_run_in_processes_or_not(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """Runs are reproducible: the same seeds give identical per-seed results whether they run
+    in this process or in two worker processes."""
+    table = synthetic(60)
+    config = SimulationConfig(outcomes=table, policy="costaware", seeds=2, budget_usd=0.001)
+    inline = simulate(replace(config, workers=1), default_settings).summary
+    parallel = simulate(replace(config, workers=2), default_settings).summary
+    assert _results(inline) == _results(parallel)
+
+
+def test_budget_is_respected_on_synthetic_data(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """With a budget well under the dear model's cost, pacing keeps the mean cost within 5% of
+    it while quality beats every single model that fits the budget."""
+    table = synthetic(600)
+    summary = _run(table, default_settings, policy="costaware", budget_usd=0.0003, seeds=2)
+    assert summary["cost_usd"] <= 1.05 * 0.0003  # type: ignore[operator]
+    assert summary["quality"] > summary["best_fixed"]["quality"] + 0.1  # type: ignore[index,operator]
+    assert summary["objective"]["name"] == "max-quality"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("policy", ["vw-squarecb", "costaware"])
+def test_learning_router_beats_the_best_fixed_model(
+    policy: str, synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """Where each task has a different best model, the learner (VW squarecb or the cost-aware
+    policy) ends clearly above the best single model, and far above uniform random."""
+    table = synthetic(600)
+    summary = _run(table, default_settings, policy=policy, objective=QUALITY_ONLY, seeds=2)
+    uniform = _run(table, default_settings, policy="uniform", objective=QUALITY_ONLY, seeds=1)
+    best = summary["best_fixed"]["quality"]  # type: ignore[index]
+    assert summary["quality_last_half"] > best + 0.05  # type: ignore[operator]
+    assert summary["quality"] > uniform["quality"] + 0.15  # type: ignore[operator]
+
+
+def test_oracle_policy_reaches_the_oracle(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """The simulator-only oracle policy, routed through the router, scores the oracle."""
+    summary = _run(synthetic(60), default_settings, policy="oracle", objective=QUALITY_ONLY)
+    assert summary["quality"] == pytest.approx(summary["oracle"]["quality"])  # type: ignore[index]
+    assert summary["regret_vs_oracle"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["bandit", "full"])
+def test_warm_start_learns_first_and_says_how(
+    mode: str, synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """Warm start learns from the other table first, one uniform-random model per prompt
+    (bandit) or every model (full), and the output says which; it helps the stream."""
+    warm_table = synthetic(300, seed=11)
+    stream = synthetic(90, seed=12)
+    kwargs = {"policy": "costaware", "objective": QUALITY_ONLY, "seeds": 2}
+    cold = _run(stream, default_settings, **kwargs)
+    warm = _run(stream, default_settings, warm_start=warm_table, warm_start_mode=mode, **kwargs)
+    info = warm["warm_start"]
+    assert isinstance(info, dict)
+    assert info["mode"] == mode
+    assert info["updates"] == 300 * (1 if mode == "bandit" else 4)
+    assert ("uniform-random" in info["description"]) == (mode == "bandit")
+    assert warm["quality"] > cold["quality"]  # type: ignore[operator]
+
+
+def test_warm_start_with_other_models_is_rejected_naming_the_argument(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """A warm-start table whose models differ from the streamed table's is a ConfigError."""
+    stream = synthetic(30)
+    keep = [0, 1, 2]
+    other = replace(
+        stream,
+        models=stream.models[:3],
+        quality=stream.quality[:, keep],
+        cost_usd=stream.cost_usd[:, keep],
+        input_tokens=stream.input_tokens[:, keep],
+        output_tokens=stream.output_tokens[:, keep],
+        response_chars=stream.response_chars[:, keep],
+    )
+    with pytest.raises(ConfigError) as error:
+        prepare(SimulationConfig(outcomes=stream, warm_start=other), default_settings)
+    assert error.value.field == "--warm-start"
