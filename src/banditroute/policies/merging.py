@@ -1,10 +1,17 @@
-"""Merging Vowpal Wabbit learners that train apart on the same base (several processes).
+"""Merging Vowpal Wabbit learners that train apart from a common base (several processes).
 
-Each serving process learns online from its own feedback. Periodically every process sends
-the delta between the last common base model and its current model; the coordinator merges
-the deltas (VW's model merging, ``merge_deltas``) and applies the result to the base, giving
-the next common base, which every process adopts, re-applying what it learned while the round
-was in flight. Transport-free: callers move the bytes (pipes, files, sockets).
+Each serving process learns online from its own feedback. In a merge round every process
+sends the delta between the common base and its current model (``calculate_delta``); the
+coordinator hands every process all the deltas; each process applies the others' deltas,
+combined with ``merge_deltas``, to its *current* model (``apply_delta``), and advances the
+common base by all of them. A process thus ends the round with everything every process
+learned, plus what it learned while the round was in flight.
+
+The deltas are applied to the current model rather than the current model being rebuilt from
+the base because VW's deltas carry the weights but not every learner's counters: squarecb's
+exploration schedule counts examples outside the weights, and a model rebuilt from the base
+would restart it (measured: uniform distributions after the rebuild). Applying to the current
+model keeps the process's own counters. Transport-free: callers move the bytes.
 """
 
 from __future__ import annotations
@@ -19,38 +26,35 @@ from banditroute.policies.vw import VWPolicy
 
 @dataclass
 class SyncState:
-    """One process's view of the last common base and what it sent for the current round."""
+    """One process's copy of the common base model."""
 
     base: vw.Workspace  # type: ignore[type-arg]
-    sent: vw.Workspace | None = None  # type: ignore[type-arg]
 
 
 def start_sync(policy: VWPolicy) -> SyncState:
-    """The current model becomes this process's base (all processes start from one snapshot)."""
+    """The current model becomes the base (all processes start from one snapshot)."""
     return SyncState(base=policy.workspace_from_bytes(policy.save()))
 
 
 def outgoing_delta(policy: VWPolicy, state: SyncState) -> bytes:
-    """Serialised delta from the base to the model as it is now (remembered as ``sent``)."""
-    state.sent = policy.workspace_from_bytes(policy.save())
-    return bytes(vw.calculate_delta(state.base, state.sent).serialize())
-
-
-def merge(policy: VWPolicy, base: bytes, deltas: Sequence[bytes]) -> bytes:
-    """The next common base: ``base`` with the merged deltas of every process applied."""
-    if not deltas:
-        return base
-    parsed = [vw.ModelDelta(d) for d in deltas]
-    combined = parsed[0] if len(parsed) == 1 else vw.merge_deltas(parsed)
-    merged = vw.apply_delta(policy.workspace_from_bytes(base), combined)
-    return bytes(merged.serialize())
-
-
-def adopt(policy: VWPolicy, state: SyncState, new_base: bytes) -> None:
-    """Switch to the merged base plus whatever this process learned since it sent its delta."""
-    base = policy.workspace_from_bytes(new_base)
+    """Serialised delta from the common base to this process's model as it is now."""
     current = policy.workspace_from_bytes(policy.save())
-    since_sent = vw.calculate_delta(state.sent if state.sent is not None else state.base, current)
-    policy.adopt_workspace(vw.apply_delta(policy.workspace_from_bytes(new_base), since_sent))
-    state.base = base
-    state.sent = None
+    return bytes(vw.calculate_delta(state.base, current).serialize())
+
+
+def _combined(deltas: Sequence[bytes]) -> vw.ModelDelta | None:
+    parsed = [vw.ModelDelta(d) for d in deltas]
+    if not parsed:
+        return None
+    return parsed[0] if len(parsed) == 1 else vw.merge_deltas(parsed)
+
+
+def adopt(policy: VWPolicy, state: SyncState, deltas: Sequence[bytes], me: int) -> None:
+    """Apply every other process's delta to this one's current model; advance the base."""
+    others = _combined([d for index, d in enumerate(deltas) if index != me])
+    if others is not None:
+        current = policy.workspace_from_bytes(policy.save())
+        policy.adopt_workspace(vw.apply_delta(current, others))
+    everything = _combined(deltas)
+    if everything is not None:
+        state.base = vw.apply_delta(state.base, everything)

@@ -25,6 +25,7 @@ from banditroute.config import Settings, TLSSettings
 from banditroute.errors import ConfigError
 from banditroute.features import warm_up
 from banditroute.policies.factory import build_policy
+from banditroute.policies.sharing import SharedLearning
 from banditroute.router import DecisionIds, Router
 from banditroute.server.auth import AuthInterceptor
 from banditroute.server.servicer import FeedbackForwarder, RouterServicer
@@ -170,9 +171,12 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         export_interval_s=settings.log.export_interval_s,
     )
     audit = AuditChain(*event_log.audit_head(), sink=event_log.append_audit)
+    default_policy = policies.pop("default")
+    if worker is not None:
+        default_policy = SharedLearning(default_policy)
     router = Router(
         settings,
-        policies.pop("default"),
+        default_policy,
         event_log,
         policies=policies,
         audit=audit,

@@ -6,6 +6,11 @@ The interceptor wraps every RouterService handler: it reads ``x-api-key`` (or
 through :func:`current_principal` while the handler runs. Missing or unknown keys end the
 call with UNAUTHENTICATED before the servicer sees it. Health and reflection stay open, as
 probes and tools expect.
+
+It also answers a request whose bytes are not a valid message (truncated, a wrong wire type,
+invalid UTF-8 in a string field) with INVALID_ARGUMENT: left to grpc, a failed decode is an
+INTERNAL "Exception deserializing request!". A handler's own thread pool (the
+``experimental_thread_pool`` attribute grpc reads from a behaviour) is kept on the wrapper.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from banditroute.errors import BanditrouteError
 from banditroute.server.status import grpc_code
@@ -45,6 +51,29 @@ def api_key_from_metadata(metadata: Any) -> str | None:
     return None
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode; the handler rejects it."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` returning an :class:`_Undecodable` instead of raising DecodeError."""
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return _Undecodable(str(error))
+
+    return decode
+
+
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates RouterService calls; see the module docstring."""
 
@@ -72,14 +101,20 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 )
             except BanditrouteError as error:
                 context.abort(grpc_code(error), error.message)
+            if isinstance(request, _Undecodable):
+                reason = f"request: not a valid message ({request.reason})"
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
             token = _PRINCIPAL.set(principal)
             try:
                 return behavior(request, context)
             finally:
                 _PRINCIPAL.reset(token)
 
+        pool = getattr(behavior, "experimental_thread_pool", None)
+        if pool is not None:
+            authenticated.experimental_thread_pool = pool  # type: ignore[attr-defined]
         return grpc.unary_unary_rpc_method_handler(
             authenticated,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

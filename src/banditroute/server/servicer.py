@@ -2,6 +2,10 @@
 
 The caller's tenant comes from the AuthInterceptor (:func:`current_principal`); usage figures
 come from the decision log through ``stats_reader`` (a read cursor on the live log).
+
+Feedback runs on its own thread pool (:data:`FEEDBACK_POOL`): a Feedback call holds its thread
+while it waits for the log commit (or, in the sync gRPC server, for a slow client's request
+bytes to arrive), and on the server's shared pool enough of them would leave Route no thread.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +32,11 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+FEEDBACK_WORKERS = 32
+"""Threads serving Feedback, apart from the server's pool (shared by every service in the
+process; grpc reads a behaviour's ``experimental_thread_pool``)."""
+FEEDBACK_POOL = futures.ThreadPoolExecutor(FEEDBACK_WORKERS, thread_name_prefix="feedback")
 
 FORWARD_TIMEOUT_S = 15.0
 """How long a forwarded feedback may take (it waits for the owner's log commit)."""
@@ -180,3 +190,6 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             )
 
         return _call(context, "ResetModelHealth", work)
+
+
+setattr(RouterServicer.Feedback, "experimental_thread_pool", FEEDBACK_POOL)  # noqa: B010

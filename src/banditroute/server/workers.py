@@ -2,12 +2,14 @@
 
 The supervisor picks the port, starts ``server.workers`` worker processes (each a complete
 service bound with SO_REUSEPORT, with its own learner and log file), and every
-``merge_interval_s`` runs one merge round: it asks each worker for the delta of its VW model
-since the last common base, merges the deltas and sends the new base back, so every process
-learns from all feedback. Feedback that reaches a worker which did not make the decision is
-forwarded to the owner over a private Unix socket (see ``FeedbackForwarder``). On SIGTERM
+``merge_interval_s`` runs one merge round: it collects the learning updates each worker made
+since the last round (``SharedLearning``) and hands every worker the others', so every process
+learns from all feedback, whatever the policy kind. Feedback that reaches a worker which did
+not make the decision is forwarded to the owner over a private Unix socket (see
+``FeedbackForwarder``). On SIGTERM
 the supervisor stops the workers (each shuts down gracefully) and exits 0.
-Only VW policies are merged; other kinds keep learning per process.
+Merging VW weight deltas instead (``banditroute.policies.merging``) was measured worse than
+not merging at all; see benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ import structlog
 
 from banditroute.config import Settings
 from banditroute.logs import configure_logging
-from banditroute.policies import merging
-from banditroute.policies.vw import VWPolicy
+from banditroute.policies.sharing import SharedLearning, SharedUpdate
 from banditroute.server.app import WorkerIdentity, build_service, worker_log_path
 
 log = structlog.get_logger(__name__)
@@ -53,22 +54,17 @@ def _worker_main(
     service = build_service(settings, identity)
     service.start()
     policy = service.router.policy
-    state = merging.start_sync(policy) if isinstance(policy, VWPolicy) else None
     conn.send(("ready", service.port, service.restored_pending))
     while not stop.is_set():
         if not conn.poll(0.2):
             continue
         message = conn.recv()
-        if message[0] == "delta":
-            if state is None or not isinstance(policy, VWPolicy):
-                conn.send(("delta", None))
-                continue
+        if message[0] == "updates" and isinstance(policy, SharedLearning):
+            conn.send(("updates", policy.take_updates()))
+        elif message[0] == "learn" and isinstance(policy, SharedLearning):
             with service.router.locked():
-                delta = merging.outgoing_delta(policy, state)
-            conn.send(("delta", delta))
-        elif message[0] == "base" and state is not None and isinstance(policy, VWPolicy):
-            with service.router.locked():
-                merging.adopt(policy, state, message[1])
+                learned = policy.learn_shared(message[1], service.router.catalog)
+            log.debug("shared_updates_learned", updates=learned)
     service.stop()
     conn.send(("stopped",))
 
@@ -84,7 +80,6 @@ class Supervisor:
         self._context = mp.get_context("spawn")
         self._stop = self._context.Event()
         self._workers: list[tuple[Any, Connection]] = []
-        self._base: bytes | None = None
 
     def start(self) -> None:
         """Start every worker and wait until all listen."""
@@ -108,35 +103,20 @@ class Supervisor:
                 raise RuntimeError(f"worker {index} failed to start: {message!r}")
 
     def merge_round(self) -> bool:
-        """One merge: collect every worker's delta, merge, send the new base. True if merged."""
+        """One round: collect every worker's new learning updates and give each worker the
+        others'. True if any worker had updates."""
         for _, conn in self._workers:
-            conn.send(("delta",))
-        deltas: list[bytes] = []
+            conn.send(("updates",))
+        outboxes: list[list[SharedUpdate]] = []
         for index, (_, conn) in enumerate(self._workers):
             if not conn.poll(ROUND_TIMEOUT_S):
                 log.error("merge_round_timeout", worker=index)
                 return False
-            message = conn.recv()
-            if message[1] is not None:
-                deltas.append(message[1])
-        if not deltas:
-            return False
-        policy = VWPolicy(self.settings.policy.vw_args)
-        if self._base is None:
-            self._base = self._initial_base(policy)
-        self._base = merging.merge(policy, self._base, deltas)
-        for _, conn in self._workers:
-            conn.send(("base", self._base))
-        return True
-
-    def _initial_base(self, policy: VWPolicy) -> bytes:
-        """The common starting model: the snapshot every worker restored, or a fresh one."""
-        from banditroute.snapshots import load_snapshot
-
-        path = self.settings.policy.snapshot_path
-        if path is not None:
-            load_snapshot(policy, path)
-        return policy.save()
+            outboxes.append(conn.recv()[1])
+        for me, (_, conn) in enumerate(self._workers):
+            others = [u for index, box in enumerate(outboxes) if index != me for u in box]
+            conn.send(("learn", others))
+        return any(outboxes)
 
     def stop(self) -> None:
         """Stop the workers gracefully and remove the socket folder."""

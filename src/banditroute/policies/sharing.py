@@ -1,0 +1,105 @@
+"""Sharing what a policy learns with the other serving processes (example sharing).
+
+:class:`SharedLearning` wraps any policy and records every update it makes; a merge round
+sends each process's recorded updates to every other process, which learns them too. Every
+process then learns from all feedback, whatever the policy kind, and ends each round with a
+model equivalent to a single learner's that saw the same updates in another order. (Merging
+VW weight deltas instead was measured worse than not merging at all on RouterBench; see
+benchmarks/README.md.) An update is small: the prompt's features, the eligible model ids, the
+chosen index, its probability and the reward.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from banditroute.catalog import Catalog, ModelSpec
+from banditroute.features import PromptFeatures, features_from_dict
+from banditroute.policies.base import Policy, Probabilities
+
+
+@dataclass(frozen=True)
+class SharedUpdate:
+    """One learning update, in plain data that pickles small."""
+
+    features: dict[str, Any]
+    arms: tuple[str, ...]
+    chosen: int
+    probability: float
+    reward: float
+
+
+class SharedLearning(Policy):
+    """A policy whose updates are also recorded for the other processes."""
+
+    def __init__(self, inner: Policy) -> None:
+        super().__init__()
+        self.inner = inner
+        self.name = inner.name
+        self._outbox: list[SharedUpdate] = []
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        return self.inner.version
+
+    def describe(self) -> dict[str, object]:
+        return self.inner.describe()
+
+    def distribution(
+        self, context: PromptFeatures, arms: Sequence[ModelSpec], *, explore: bool = True
+    ) -> Probabilities:
+        return self.inner.distribution(context, arms, explore=explore)
+
+    def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
+        return self.inner.distribution(context, arms)
+
+    def learn(
+        self,
+        context: PromptFeatures,
+        arms: Sequence[ModelSpec],
+        chosen: int,
+        probability: float,
+        reward: float,
+    ) -> None:
+        self.inner.learn(context, arms, chosen, probability, reward)
+        update = SharedUpdate(
+            context.as_dict(), tuple(a.id for a in arms), chosen, probability, reward
+        )
+        with self._lock:
+            self._outbox.append(update)
+
+    def take_updates(self) -> list[SharedUpdate]:
+        """The updates made since the last call (and forget them)."""
+        with self._lock:
+            updates, self._outbox = self._outbox, []
+        return updates
+
+    def learn_shared(self, updates: Sequence[SharedUpdate], catalog: Catalog) -> int:
+        """Learn other processes' updates (not recorded again); returns how many were learned.
+        Updates naming a model this catalogue lacks are skipped."""
+        learned = 0
+        for update in updates:
+            if any(model not in catalog for model in update.arms):
+                continue
+            arms = [catalog.get(model) for model in update.arms]
+            self.inner.learn(
+                features_from_dict(update.features), arms, update.chosen,
+                update.probability, update.reward,
+            )  # fmt: skip
+            learned += 1
+        return learned
+
+    def save(self) -> bytes:
+        return self.inner.save()
+
+    def restore(self, data: bytes) -> None:
+        self.inner.restore(data)
+
+    @property
+    def updates_count(self) -> int:
+        """Updates the wrapped policy has learned (its own and shared ones)."""
+        return self.inner.updates
