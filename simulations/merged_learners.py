@@ -41,6 +41,7 @@ def stream(
     merge_every: int | None,
     seed: int,
     objective_text: str,
+    *,
     mode: str = "updates",
 ) -> dict[str, float]:
     """Second-half means of one stream with ``workers`` routers, merged every ``merge_every``
