@@ -1,0 +1,312 @@
+"""Helpers for the fault-injection tests: a real ``banditroute serve`` subprocess, a TOML writer,
+a stalled HTTP/2 client, a full disk (a small tmpfs, or an injected write failure where mounting
+is not permitted) and a feedback flood run as its own process.
+
+Run as a script, ``python fault_helpers.py flood ADDRESS THREADS SECONDS`` routes a few
+decisions and then sends Feedback for them from THREADS threads, each blocking in one call at a
+time with a 10-minute deadline, for SECONDS; it prints ``ready`` when the flood starts and
+``calls N`` when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+START_TIMEOUT_S = 30.0
+"""Longest wait for a server's ``listening`` line."""
+STOP_TIMEOUT_S = 20.0
+"""Longest wait for a server process to exit."""
+_ADDRESS = re.compile(r"\blistening\b.*\baddress=(\S+:\d+)")
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def write_config(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write ``{section: {key: value}}`` as a TOML file (plain tables of scalars and lists)."""
+    lines: list[str] = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+# -- a real server process -------------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """A running ``banditroute serve`` subprocess; its stderr goes to a file."""
+
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+    stderr: IO[bytes]
+    address: str = ""
+
+    def log_text(self) -> str:
+        """Everything the server has written to stderr so far."""
+        return self.stderr_path.read_text("utf-8", errors="replace")
+
+    def listening_line(self) -> str:
+        """The ``listening`` log line (address, snapshot_restored, pending_restored, ...)."""
+        return next(line for line in self.log_text().splitlines() if _ADDRESS.search(line))
+
+    def kill(self) -> int:
+        """SIGKILL and reap; returns the exit code (-9)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        return self.process.wait(timeout=STOP_TIMEOUT_S)
+
+    def terminate(self) -> int:
+        """SIGTERM, then wait (bounded) for the exit code; SIGKILL if it does not exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"server ignored SIGTERM:\n{self.log_text()}") from None
+
+    def close(self) -> None:
+        """Kill the process if it still runs and close its stderr file (teardown)."""
+        if self.process.poll() is None:
+            self.kill()
+        self.stderr.close()
+
+
+class ServerLauncher:
+    """Starts ``python -m banditroute.cli serve --config FILE`` processes and remembers them, so
+    that ``close_all`` (the fixture's teardown) kills whatever still runs."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.servers: list[ServerProcess] = []
+
+    def start(self, config: Path) -> ServerProcess:
+        """Start a server and wait (bounded) for its listening address."""
+        stderr_path = self.workdir / f"serve{len(self.servers)}.stderr"
+        stderr = stderr_path.open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "banditroute.cli", "serve", "--config", str(config)],
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        server = ServerProcess(process, stderr_path, stderr)
+        self.servers.append(server)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            match = _ADDRESS.search(server.log_text())
+            if match:
+                server.address = match.group(1)
+                return server
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"server exited with {process.returncode}:\n{server.log_text()}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"no listening line within {START_TIMEOUT_S}s:\n{server.log_text()}")
+
+    def close_all(self) -> None:
+        """Kill every server still running."""
+        for server in self.servers:
+            server.close()
+
+
+# -- a stalled HTTP/2 client -----------------------------------------------------------------------
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream)
+
+
+def _hpack_literal(name: str, value: str) -> bytes:
+    """One header as an HPACK literal without indexing, new name, no Huffman (RFC 7541 6.2.2)."""
+    encoded = b""
+    for text in (name, value):
+        data = text.encode("ascii")
+        if len(data) >= 127:
+            raise ValueError("header too long for this minimal encoder")
+        encoded += bytes([len(data)]) + data
+    return b"\x00" + encoded
+
+
+class StalledClient:
+    """Opens ``streams`` gRPC calls of ``method`` over one raw HTTP/2 connection, sends each one's
+    headers and the first bytes of a request message that announces more, and then neither
+    sends the rest nor reads anything: the calls stay open until ``close``."""
+
+    def __init__(self, port: int, method: str, streams: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+        authority = f"127.0.0.1:{port}"
+        headers = b"".join(
+            _hpack_literal(k, v)
+            for k, v in (
+                (":method", "POST"), (":scheme", "http"), (":path", method),
+                (":authority", authority), ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            )
+        )  # fmt: skip
+        # gRPC message prefix: not compressed, 100 bytes announced; 5 sent (field 1, 3 of 5).
+        partial = b"\x00" + struct.pack(">I", 100) + b"\x0a\x05abc"
+        out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(0x4, 0, 0, b"")
+        for index in range(streams):
+            stream = 2 * index + 1
+            out += _frame(0x1, 0x4, stream, headers) + headers  # HEADERS, END_HEADERS
+            out += _frame(0x0, 0, stream, partial) + partial  # DATA, no END_STREAM
+        self.sock.sendall(out)
+
+    def close(self) -> None:
+        """Drop the connection (the server then cancels the calls)."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+# -- a full disk -----------------------------------------------------------------------------------
+
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` (for example "16m") at ``path``; False if not permitted."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def unmount(path: Path) -> None:
+    """Unmount ``path`` (lazily if something still holds it open)."""
+    result = subprocess.run(["umount", str(path)], capture_output=True, timeout=10, check=False)
+    if result.returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10, check=False)
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until the file system is full, down to the last byte; returns the bytes
+    written. Bounded: stops at ENOSPC, or after 1 GiB."""
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for chunk in (1 << 20, 1 << 16, 1 << 12, 1 << 8, 1):
+            block = b"\0" * chunk
+            while written < 1 << 30:
+                try:
+                    written += os.write(fd, block)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return written
+
+
+class InjectedDiskFull(OSError):
+    """The write failure a :class:`FailingConnection` raises (stands for ENOSPC)."""
+
+
+@dataclass
+class FailingConnection:
+    """Wraps a DuckDB connection; while ``failing`` is set, every INSERT raises as a full disk
+    would. Everything else (BEGIN, ROLLBACK, cursors, close) goes to the real connection."""
+
+    real: Any
+    failing: threading.Event = field(default_factory=threading.Event)
+
+    def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        if self.failing.is_set() and query.lstrip().upper().startswith("INSERT"):
+            raise InjectedDiskFull(28, "No space left on device (injected)")
+        # DuckDB resolves "FROM batch" to a local variable of the frame that calls execute:
+        # now this one, so the writer's Arrow table is brought along.
+        batch = sys._getframe(1).f_locals.get("batch")  # noqa: F841
+        return self.real.execute(query, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+# -- a feedback flood in its own process -----------------------------------------------------------
+
+
+def flood(address: str, threads: int, seconds: float) -> int:
+    """Route 20 decisions, then send Feedback for them from ``threads`` threads for
+    ``seconds``; returns the number of calls made."""
+    import grpc
+
+    from banditroute.v1 import router_pb2 as pb
+    from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(address)
+    stub = pb_grpc.RouterServiceStub(channel)
+    ids = [
+        stub.Route(pb.RouteRequest(prompt=f"flood prompt {i}"), timeout=10.0).decision_id
+        for i in range(20)
+    ]
+    stop = time.monotonic() + seconds
+    counts = [0] * threads
+
+    def run(index: int) -> None:
+        own = pb_grpc.RouterServiceStub(grpc.insecure_channel(address))
+        for call in range(1_000_000):
+            if time.monotonic() >= stop:
+                return
+            request = pb.FeedbackRequest(decision_id=ids[(index + call) % len(ids)], quality=0.5)
+            try:
+                own.Feedback(request, timeout=600.0)
+            except grpc.RpcError:
+                time.sleep(0.05)
+            counts[index] += 1
+
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    print("ready", flush=True)
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(seconds + 30.0)
+    return sum(counts)
+
+
+def main(argv: list[str]) -> int:
+    """``flood ADDRESS THREADS SECONDS`` (see the module docstring)."""
+    if len(argv) != 4 or argv[0] != "flood":
+        print("usage: fault_helpers.py flood ADDRESS THREADS SECONDS", file=sys.stderr)
+        return 2
+    calls = flood(argv[1], int(argv[2]), float(argv[3]))
+    print(f"calls {calls}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
