@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from banditroute.cli_ops import add_parsers as add_ops_parsers
+from banditroute.cli_replay import add_parsers as add_replay_parsers
 from banditroute.cli_simulate import add_simulate_parser, run_simulate
 from banditroute.config import config_path_from_environment, load_settings
 from banditroute.errors import BanditrouteError, ConfigError
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = add_simulate_parser(sub)
     simulate.set_defaults(handler=run_simulate)
+    add_replay_parsers(sub)
     add_ops_parsers(sub)
     return parser
 

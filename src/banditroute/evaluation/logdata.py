@@ -1,12 +1,16 @@
 """Read the decision log into arrays for off-policy evaluation, vectorised through DuckDB.
 
-One SQL query joins each decision in the time window to its *outcome*: the first feedback row
-(by time, then by log order) whose model is the decision's chosen model. Feedback for another
-model (a fallback the client served instead) says nothing about the logged action and is not
-used; a decision with no such feedback has no outcome. The query also computes the reward
-model's context features straight from the logged features JSON (the dense
-:meth:`~banditroute.features.PromptFeatures.numeric` view, and optionally hashed words), and
-returns everything as Arrow columns that become numpy arrays without a Python loop per row.
+Each decision in the time window is joined to its *outcome*: the first feedback row (by time,
+then by log order) whose model is the decision's chosen model. Feedback for another model (a
+fallback the client served instead) says nothing about the logged action and is not used; a
+decision with no such feedback has no outcome. Three queries do the work: the models of the
+eligible lists; the decisions in log order (a plain scan, which DuckDB returns in insertion
+order), with the eligible lists spread over the models and the reward model's context
+features computed from the logged features JSON (the dense
+:meth:`~banditroute.features.PromptFeatures.numeric` view, the prompt size, optionally hashed
+words); and the outcomes, keyed by the decision's row. Everything arrives as Arrow columns that
+become numpy arrays without a Python loop per row. A log written out of time order (merged
+Parquet parts) is sorted by time, ties broken by a hash of the decision id.
 
 The action space ``K`` is the union of the models in the eligible lists, in order of first
 appearance (the catalogue order, when the log was written with one catalogue). For decision
@@ -66,6 +70,16 @@ _FEATURE_TYPES: dict[str, str] = {
     "language": "VARCHAR",
     "markers": "VARCHAR[]",
 }
+
+
+_FEATURE_DEFAULTS: dict[str, Any] = {
+    **{f.name: 0 for f in fields(PromptFeatures)},
+    "turns": 1,
+    "language": "unknown",
+    "markers": [],
+    "words": [],
+}
+"""Neutral values for prompt-feature keys missing from a logged features object."""
 
 
 def _feature_types(words: bool) -> str:
@@ -138,8 +152,8 @@ class ReplayLog:
     ok: BoolArray
     has_outcome: BoolArray
     other_feedback: BoolArray
-    contexts: npt.NDArray[np.float32]
-    words: npt.NDArray[np.float32] | None = None
+    contexts: FloatArray
+    words: FloatArray | None = None
     prompt_groups: npt.NDArray[np.uint64] | None = None
     features_json: pa.Array | None = None
     policy_versions: pa.Array | None = None
@@ -160,13 +174,15 @@ class ReplayLog:
         """The decisions at ``rows`` (an index array or a boolean mask), in that order."""
         index = np.asarray(rows)
         if index.dtype == np.bool_:
+            if index.all():
+                return self
             index = np.flatnonzero(index)
         take = pa.array(index, type=pa.int64())
         changes: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, np.ndarray):
-                changes[f.name] = value[index]
+                changes[f.name] = np.take(value, index, axis=0)
             elif isinstance(value, pa.Array):
                 changes[f.name] = value.take(take)
         return replace(self, **changes)
@@ -195,11 +211,17 @@ class ReplayLog:
         return first
 
     def features(self, row: int) -> PromptFeatures:
-        """The logged prompt features of decision ``row`` (needs ``with_features``)."""
+        """The logged prompt features of decision ``row`` (needs ``with_features``).
+
+        Keys a log lacks (written by an older version, or a null value) get neutral defaults
+        and unknown keys are ignored, so old logs still replay.
+        """
         if self.features_json is None:
             raise RuntimeError("features: the log was loaded without with_features=True")
         text = self.features_json[row].as_py()
-        return features_from_dict(json.loads(text))
+        logged = json.loads(text) if text else {}
+        data = {**_FEATURE_DEFAULTS, **{k: v for k, v in logged.items() if k in _FEATURE_DEFAULTS}}
+        return features_from_dict(data)
 
     def decision_id(self, row: int) -> str:
         """The decision id of ``row``."""
@@ -245,51 +267,57 @@ SELECT m FROM (
 
 
 def _query(where: str, models: Sequence[str], words: int, with_features: bool) -> str:
-    """The log query, one row per decision, the eligible lists aligned with ``models``:
-    ``pos`` (1-based position in the eligible list, 0 if absent) and ``prob`` (the logged
-    probability, 0 if absent, NaN if missing), fixed-length lists of ``len(models)``.
-
-    Rows come in no particular order (sorting wide rows in SQL is slow; numpy sorts them).
-    """
-    extra = ", w.features AS features_json, w.policy_version" if with_features else ""
-    outcome = "struct_pack(quality := f.quality, cost_usd := f.cost_usd, "
-    outcome += "latency_ms := f.latency_ms, status := f.status)"
+    """One row per decision, in log order (a plain scan: DuckDB keeps insertion order), with
+    the eligible lists aligned with ``models``: ``pos`` (1-based position in the eligible list,
+    0 if absent) and ``prob`` (the logged probability, 0 if absent, NaN if missing), both lists
+    of ``len(models)``."""
+    extra = ", features AS features_json, policy_version" if with_features else ""
     model_list = "[" + ", ".join(_literal(m) for m in models) + "]"
-    positions = f"list_transform({model_list}, lambda m: coalesce(list_position(w.eligible, m), 0))"
+    positions = f"list_transform({model_list}, lambda m: coalesce(list_position(eligible, m), 0))"
     probabilities = (
         f"list_transform({positions}, lambda q: CASE WHEN q = 0 THEN 0.0 "
-        "ELSE coalesce(CAST(w.probabilities[q] AS DOUBLE), CAST('NaN' AS DOUBLE)) END)"
+        "ELSE coalesce(CAST(probabilities[q] AS DOUBLE), CAST('NaN' AS DOUBLE)) END)"
     )
     return f"""
-WITH fb AS (
-    SELECT decision_id, model, time, quality, cost_usd, latency_ms, status,
-           row_number() OVER () AS seq
-    FROM feedback
-),
-ids AS (SELECT decision_id, model FROM decisions {where}),
-outcomes AS (
-    SELECT f.decision_id,
-           arg_min({outcome}, struct_pack(t := f.time, s := f.seq))
-               FILTER (WHERE f.model = ids.model) AS o
-    FROM fb f JOIN ids ON ids.decision_id = f.decision_id
-    GROUP BY f.decision_id
-)
-SELECT w.decision_id, epoch_us(w.time) AS time_us, hash(w.decision_id) AS id_hash,
-       hash(w.prompt_hash) AS prompt_group,
-       coalesce(len(w.eligible), 0) AS n_eligible,
-       coalesce(len(list_distinct(w.eligible)), 0) AS n_distinct,
-       coalesce(len(w.probabilities), 0) AS n_probabilities,
-       list_position({model_list}, w.model) AS action, w.probability,
+SELECT decision_id, epoch_us(time) AS time_us, hash(decision_id) AS id_hash,
+       hash(prompt_hash) AS prompt_group,
+       coalesce(len(eligible), 0) AS n_eligible,
+       coalesce(len(probabilities), 0) AS n_probabilities,
+       coalesce(list_position({model_list}, model), 0) AS action, probability,
        {positions} AS pos, {probabilities} AS prob,
-       o.o.quality AS quality, o.o.cost_usd AS cost_usd,
-       o.o.latency_ms AS latency_ms, o.o.status AS status,
-       o.o IS NOT NULL AS has_outcome, o.decision_id IS NOT NULL AS any_feedback,
        {_context_sql(words)}{extra}
 FROM (
     SELECT *, json_transform(features, '{_feature_types(words > 0)}') AS f
     FROM decisions {where}
-) w
-LEFT JOIN outcomes o ON o.decision_id = w.decision_id
+)
+"""
+
+
+def _outcomes_query(where: str) -> str:
+    """Per decision with any feedback: its row index in :func:`_query`'s order, and the first
+    feedback for the chosen model (by time, then log order), if there is one."""
+    outcome = "struct_pack(quality := f.quality, cost_usd := f.cost_usd, "
+    outcome += "latency_ms := f.latency_ms, status := f.status)"
+    return f"""
+WITH d AS (
+    SELECT decision_id, model, row_number() OVER () - 1 AS row
+    FROM decisions {where}
+),
+fb AS (
+    SELECT decision_id, model, time, quality, cost_usd, latency_ms, status,
+           row_number() OVER () AS seq
+    FROM feedback
+),
+o AS (
+    SELECT d.row,
+           arg_min({outcome}, struct_pack(t := f.time, s := f.seq))
+               FILTER (WHERE f.model = d.model) AS o
+    FROM fb f JOIN d ON d.decision_id = f.decision_id
+    GROUP BY d.row
+)
+SELECT row, o.quality AS quality, o.cost_usd AS cost_usd, o.latency_ms AS latency_ms,
+       o.status AS status, o IS NOT NULL AS has_outcome
+FROM o
 """
 
 
@@ -311,9 +339,8 @@ def _int(column: pa.ChunkedArray | pa.Array, null: int) -> IntArray:
 
 def _fixed(column: pa.ChunkedArray, width: int) -> npt.NDArray[Any]:
     """A column of ``width``-long lists without nulls as an ``(n, width)`` array."""
-    lists = column.combine_chunks()
-    values = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
-    return np.asarray(values).reshape(len(lists), width)
+    values = pc.list_flatten(column).to_numpy()
+    return np.asarray(values).reshape(len(column), width)
 
 
 def _bool(column: pa.ChunkedArray | pa.Array) -> BoolArray:
@@ -323,7 +350,7 @@ def _bool(column: pa.ChunkedArray | pa.Array) -> BoolArray:
     return values
 
 
-def _word_counts(column: pa.ChunkedArray, n: int, buckets: int) -> npt.NDArray[np.float32]:
+def _word_counts(column: pa.ChunkedArray, n: int, buckets: int) -> FloatArray:
     """Per-row counts of the hashed words' buckets, ``(n, buckets)``."""
     lists = column.combine_chunks()
     lengths = np.asarray(
@@ -335,7 +362,7 @@ def _word_counts(column: pa.ChunkedArray, n: int, buckets: int) -> npt.NDArray[n
     starts = np.arange(0, n * buckets, buckets, dtype=np.int64)
     cells: IntArray = np.repeat(starts, lengths)
     cells += bucket
-    result = np.bincount(cells, minlength=n * buckets).astype(np.float32)
+    result = np.bincount(cells, minlength=n * buckets).astype(np.float64)
     return result.reshape(n, buckets)
 
 
@@ -377,12 +404,23 @@ def load_log(
         n_all = con.execute(f"SELECT count(*) FROM decisions {where}", params).fetchone()
         return _empty(description, int(n_all[0]) if n_all else 0, word_buckets, with_features)
     relation = con.sql(_query(where, models, word_buckets, with_features), params=params)
+    outcomes = con.sql(_outcomes_query(where), params=params)
     assert relation is not None
-    return _from_arrow(relation.to_arrow_table(), models, description, word_buckets, with_features)
+    assert outcomes is not None
+    return _from_arrow(
+        relation.to_arrow_table(),
+        outcomes.to_arrow_table(),
+        models=models,
+        description=description,
+        word_buckets=word_buckets,
+        with_features=with_features,
+    )
 
 
 def _from_arrow(
     table: pa.Table,
+    outcomes: pa.Table,
+    *,
     models: tuple[str, ...],
     description: str,
     word_buckets: int,
@@ -390,7 +428,7 @@ def _from_arrow(
 ) -> ReplayLog:
     n_all, k = table.num_rows, len(models)
     position = (_fixed(table.column("pos"), k) - 1).astype(np.int16)
-    logging_probs = _fixed(table.column("prob"), k).astype(np.float64)
+    logging_probs = np.asarray(_fixed(table.column("prob"), k), dtype=np.float64)
     mask = position >= 0
     actions = _int(table.column("action"), 0) - 1
     propensities = _float(table.column("probability"))
@@ -399,7 +437,7 @@ def _from_arrow(
     safe_actions = np.maximum(actions, 0)
     with np.errstate(invalid="ignore"):
         valid = n_eligible > 0
-        valid &= n_eligible == _int(table.column("n_distinct"), 0)
+        valid &= n_eligible == mask.sum(axis=1)  # a model listed twice counts once in mask
         valid &= n_eligible == _int(table.column("n_probabilities"), 0)
         valid &= actions >= 0
         valid &= mask[rows, safe_actions]
@@ -407,8 +445,17 @@ def _from_arrow(
         valid &= np.abs(logging_probs.sum(axis=1) - 1.0) <= PROBABILITY_ATOL
         valid &= (propensities > 0) & (propensities <= 1)
         valid &= np.abs(logging_probs[rows, safe_actions] - propensities) <= PROBABILITY_ATOL
-    status = table.column("status")
-    contexts = _fixed(table.column("ctx"), len(CONTEXT_COLUMNS)).astype(np.float32)
+    # Outcomes scattered to their decisions' rows (NaN / False where there is none).
+    rows_with_feedback = _int(outcomes.column("row"), 0)
+    quality, cost, latency = np.full(n_all, np.nan), np.full(n_all, np.nan), np.full(n_all, np.nan)
+    quality[rows_with_feedback] = _float(outcomes.column("quality"))
+    cost[rows_with_feedback] = _float(outcomes.column("cost_usd"))
+    latency[rows_with_feedback] = _float(outcomes.column("latency_ms"))
+    ok, has_outcome, any_feedback = (np.zeros(n_all, dtype=np.bool_) for _ in range(3))
+    ok[rows_with_feedback] = _bool(pc.equal(outcomes.column("status"), "OK"))
+    has_outcome[rows_with_feedback] = _bool(outcomes.column("has_outcome"))
+    any_feedback[rows_with_feedback] = True
+    contexts = np.asarray(_fixed(table.column("ctx"), len(CONTEXT_COLUMNS)), dtype=np.float64)
     words = (
         _word_counts(table.column("word_buckets"), n_all, word_buckets) if word_buckets else None
     )
@@ -422,12 +469,12 @@ def _from_arrow(
         mask=mask,
         logging_probs=logging_probs,
         position=position,
-        quality=_float(table.column("quality")),
-        cost_usd=_float(table.column("cost_usd")),
-        latency_ms=_float(table.column("latency_ms")),
-        ok=_bool(pc.equal(status, "OK")),
-        has_outcome=_bool(table.column("has_outcome")),
-        other_feedback=_bool(table.column("any_feedback")),
+        quality=quality,
+        cost_usd=cost,
+        latency_ms=latency,
+        ok=ok,
+        has_outcome=has_outcome,
+        other_feedback=any_feedback,
         contexts=contexts,
         words=words,
         prompt_groups=np.asarray(
@@ -439,12 +486,17 @@ def _from_arrow(
             table.column("policy_version").combine_chunks() if with_features else None
         ),
     )
-    # Time order, sorted here (sorting the wide rows in SQL is slow); a hash of the decision
-    # id breaks ties deterministically, since DuckDB returns rows in no fixed order.
+    # Time order (ties broken by a hash of the decision id). A log is normally written in time
+    # order already; only when it is not (merged or out-of-order parts) are the rows sorted.
+    time_us = _int(table.column("time_us"), 0)
+    n_invalid = int(n_all - valid.sum())
+    if np.all(time_us[1:] >= time_us[:-1]):
+        if n_invalid == 0:
+            return log
+        return replace(log.subset(np.flatnonzero(valid)), n_invalid=n_invalid)
     id_hash = np.asarray(table.column("id_hash").to_numpy(), dtype=np.uint64)
-    order = np.lexsort((id_hash, _int(table.column("time_us"), 0)))
-    keep = order[valid[order]]
-    return replace(log.subset(keep), n_invalid=int(n_all - keep.shape[0]))
+    order = np.lexsort((id_hash, time_us))
+    return replace(log.subset(order[valid[order]]), n_invalid=n_invalid)
 
 
 def _empty(description: str, n_invalid: int, word_buckets: int, with_features: bool) -> ReplayLog:
@@ -465,8 +517,8 @@ def _empty(description: str, n_invalid: int, word_buckets: int, with_features: b
         ok=np.zeros(0, dtype=np.bool_),
         has_outcome=np.zeros(0, dtype=np.bool_),
         other_feedback=np.zeros(0, dtype=np.bool_),
-        contexts=np.zeros((0, d), dtype=np.float32),
-        words=np.zeros((0, word_buckets), dtype=np.float32) if word_buckets else None,
+        contexts=np.zeros((0, d)),
+        words=np.zeros((0, word_buckets)) if word_buckets else None,
         features_json=pa.array([], type=pa.string()) if with_features else None,
         policy_versions=pa.array([], type=pa.string()) if with_features else None,
         n_invalid=n_invalid,
@@ -511,7 +563,7 @@ def check_window(since: datetime | None, until: datetime | None) -> None:
         )
 
 
-__all__: Sequence[str] = [
+__all__ = [
     "CONTEXT_COLUMNS",
     "NUMERIC_COLUMNS",
     "DEFAULT_WORD_BUCKETS",

@@ -82,6 +82,7 @@ class DuckDBLog:
         batch_size: int = 2048,
         export_dir: Path | None = None,
         export_interval_s: float = 60.0,
+        memory_limit_mb: int = 256,
     ) -> None:
         self.path = path
         self.export_dir = export_dir
@@ -91,7 +92,9 @@ class DuckDBLog:
         self._committed: dict[str, list[pa.Table]] = {}
         self._uncommitted: dict[str, list[pa.Table]] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(str(path))
+        # DuckDB caches database pages up to its memory limit (80% of RAM by default), which
+        # would let a long-running server's resident memory grow with the log: bound it.
+        self._con = duckdb.connect(str(path), config={"memory_limit": f"{memory_limit_mb}MB"})
         self._con.execute(CREATE_TABLES)
         self._con.execute(CREATE_AUDIT_TABLE)
         self._flush_interval_s = flush_interval_s
