@@ -31,6 +31,7 @@ from banditroute.evaluation.candidates import (
     SPEC_HELP,
     check_candidates,
     parse_candidate,
+    shadow_distribution,
 )
 from banditroute.evaluation.intervals import DEFAULT_N_BOOT, METHODS
 from banditroute.evaluation.logdata import (
@@ -213,6 +214,9 @@ def _replay(args: argparse.Namespace) -> int:
         seed=args.seed,
         reward_model=RidgeRewardModel(seed=args.seed),
         progress=True,
+        shadow=lambda name, data: shadow_distribution(
+            open_log(args.log, arg="--log").connection, name, data
+        ),
     )
     print(replay_module.format_table(result))
     if args.json:

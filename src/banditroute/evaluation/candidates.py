@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
+import pyarrow.compute as pc
 import structlog
 
 from banditroute.catalog import ModelSpec
@@ -53,12 +55,13 @@ from banditroute.snapshots import MAGIC, load_snapshot
 log = structlog.get_logger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
-Kind = Literal["logged", "uniform", "fixed", "vw", "linucb", "snapshot"]
-KINDS: tuple[str, ...] = ("logged", "uniform", "fixed", "vw", "linucb", "snapshot")
+Kind = Literal["logged", "uniform", "fixed", "vw", "linucb", "snapshot", "shadow"]
+KINDS: tuple[str, ...] = ("logged", "uniform", "fixed", "vw", "linucb", "snapshot", "shadow")
 TRAINED_KINDS: frozenset[str] = frozenset({"vw", "linucb"})
 LINUCB_KEYS: tuple[str, ...] = ("alpha", "epsilon")
 SPEC_HELP = (
-    "logged | uniform | fixed:MODEL | vw[:VW ARGS] | linucb[:alpha=A,epsilon=E] | snapshot:PATH"
+    "logged | uniform | fixed:MODEL | vw[:VW ARGS] | linucb[:alpha=A,epsilon=E] | "
+    "snapshot:PATH | shadow:NAME"
 )
 
 
@@ -127,6 +130,10 @@ def parse_candidate(text: str, *, arg: str = "--candidate") -> CandidateSpec:
                 f"{arg}: {text!r}: alpha must be >= 0 and epsilon in [0, 1]", field=arg
             )
         return CandidateSpec(raw, "linucb", linucb=tuple(sorted(settings.items())))
+    if kind == "shadow":
+        if not rest:
+            raise InvalidArgument(f"{arg}: {text!r}: expected shadow:NAME", field=arg)
+        return CandidateSpec(raw, "shadow", model=rest)
     if kind == "snapshot":
         if not rest:
             raise InvalidArgument(f"{arg}: {text!r}: expected snapshot:PATH", field=arg)
@@ -314,6 +321,43 @@ def static_distribution(spec: CandidateSpec, log: ReplayLog) -> FloatArray:
         target[np.arange(log.n), choice] = 1.0
         return target
     raise ValueError(f"{spec.text!r} needs a policy, not a static distribution")
+
+
+def shadow_distribution(
+    con: duckdb.DuckDBPyConnection, name: str, log: ReplayLog, *, arg: str = "--candidate"
+) -> FloatArray:
+    """``(n, K)`` distribution a shadow policy logged beside each decision of ``log``.
+
+    A shadow policy computes its full distribution on live traffic without serving it; the
+    decision row keeps it under ``shadow.NAME.probabilities`` (aligned with ``eligible``).
+    InvalidArgument naming ``arg`` unless every decision in ``log`` carries that shadow.
+    """
+    model_list = "[" + ", ".join("'" + m.replace("'", "''") + "'" for m in log.models) + "]"
+    positions = f"list_transform({model_list}, lambda m: coalesce(list_position(eligible, m), 0))"
+    path = '$."' + name.replace('"', "") + '".probabilities'
+    relation = con.sql(
+        f"""SELECT decision_id, list_transform({positions}, lambda q: CASE WHEN q = 0 THEN 0.0
+                ELSE coalesce(CAST(sp[q] AS DOUBLE), 0.0) END) AS prob
+            FROM (SELECT decision_id, eligible,
+                         CAST(json_extract(shadow, ?) AS DOUBLE[]) AS sp FROM decisions)
+            WHERE sp IS NOT NULL AND len(sp) = len(eligible)""",
+        params=[path],
+    )
+    table = relation.to_arrow_table()
+    row_of = {d: i for i, d in enumerate(table.column("decision_id").to_pylist())}
+    flat = np.asarray(pc.list_flatten(table.column("prob")).to_numpy(), dtype=np.float64).reshape(
+        table.num_rows, log.n_actions
+    )
+    wanted = [row_of.get(d) for d in log.decision_ids.to_pylist()]
+    missing = sum(1 for w in wanted if w is None)
+    if missing:
+        raise InvalidArgument(
+            f"{arg}: shadow:{name}: {missing} of {log.n} decisions carry no shadow {name!r} "
+            "(was it configured for this tenant and period? narrow --since/--until)",
+            field=arg,
+        )
+    target: FloatArray = flat[np.asarray(wanted, dtype=np.int64)]
+    return target
 
 
 def iterate(n: int, description: str, enabled: bool) -> Iterator[int]:

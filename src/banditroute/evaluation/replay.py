@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,8 +240,13 @@ def replay(
     seed: int = 0,
     reward_model: RidgeRewardModel | None = None,
     progress: bool = False,
+    shadow: Callable[[str, ReplayLog], FloatArray] | None = None,
 ) -> ReplayResult:
-    """Estimate each candidate's mean reward per decision under ``objective`` (module doc)."""
+    """Estimate each candidate's mean reward per decision under ``objective`` (module doc).
+
+    ``shadow(name, log)`` gives a shadow policy's logged distribution on ``log``'s decisions
+    (needed for ``shadow:NAME`` candidates; see ``candidates.shadow_distribution``).
+    """
     if not specs:
         raise ValueError("specs: give at least one candidate")
     chosen = list(estimators) if estimators is not None else make_estimators()
@@ -277,7 +282,12 @@ def replay(
     policies: dict[str, Policy] = {}
     for index, spec in enumerate(specs):
         spec_notes: list[str] = []
-        if spec.kind in ("logged", "uniform", "fixed"):
+        if spec.kind == "shadow":
+            if shadow is None:
+                raise ValueError(f"{spec.text}: no shadow source was given")
+            assert spec.model is not None
+            target = shadow(spec.model, data_log)
+        elif spec.kind in ("logged", "uniform", "fixed"):
             target = static_distribution(spec, data_log)
             if spec.kind == "fixed" and spec.model not in data_log.models:
                 spec_notes.append(
