@@ -94,7 +94,8 @@ class DuckDBLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         # DuckDB caches database pages up to its memory limit (80% of RAM by default), which
         # would let a long-running server's resident memory grow with the log: bound it.
-        self._con = duckdb.connect(str(path), config={"memory_limit": f"{memory_limit_mb}MB"})
+        self._con = duckdb.connect(str(path))
+        self._con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         self._con.execute(CREATE_TABLES)
         self._con.execute(CREATE_AUDIT_TABLE)
         self._flush_interval_s = flush_interval_s
