@@ -95,6 +95,14 @@ class TenantBudget:
                 if self.pacer is not None:
                     self.pacer.observe(cost_usd)
 
+    def restore(self, spend_usd: float, requests: int, now: float) -> None:
+        """Add the current period's spend read back from the log after a restart, so a
+        restart does not reset the hard cap (the pacer's multiplier starts afresh)."""
+        with self._lock:
+            self._roll(now)
+            self._spend += spend_usd
+            self._requests += requests
+
     @property
     def multiplier(self) -> float:
         """Extra reward points per USD the pacer currently charges."""

@@ -27,7 +27,7 @@ import numpy as np
 import structlog
 
 from banditroute.audit import AuditChain
-from banditroute.budgets import BudgetStatus, TenantBudget
+from banditroute.budgets import BudgetStatus, TenantBudget, period_start
 from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import Decision, Disposition, FeedbackReport, FeedbackResult, RouteQuery
@@ -408,6 +408,20 @@ class Router:
         if budget is None:
             budget = self._budgets.setdefault(tenant.name, TenantBudget(tenant.name, tenant.budget))
         return budget
+
+    def restore_budgets(self, spend: Callable[[str, float], tuple[float, int]]) -> int:
+        """Reload each budgeted tenant's spend in its current period; ``spend(tenant, since)``
+        returns (USD, requests) from the log. Returns how many tenants were restored."""
+        now = self._clock()
+        restored = 0
+        for tenant in self.settings.access.tenants.values():
+            budget = self._budget(tenant)
+            if budget is None:
+                continue
+            usd, requests = spend(tenant.name, period_start(budget.settings.period, now))
+            budget.restore(usd, requests, now)
+            restored += 1
+        return restored
 
     def budget_status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's budget figures for the current period (None without a budget)."""

@@ -139,3 +139,24 @@ def test_invalid_budget_is_a_config_error(budget: dict[str, Any], text: str) -> 
     with pytest.raises(ConfigError) as caught:
         settings_from_mapping(_config(budget))
     assert text in caught.value.message
+
+
+def test_a_restart_keeps_the_period_spend_and_the_hard_cap(
+    start_service: Callable[..., Service], api: Callable[..., Any], tmp_path: Any
+) -> None:
+    """Spend reported before a restart still counts after it: the restarted service reads the
+    period's spend back from its log, so the hard cap still refuses routes and GetStats shows
+    the same spend."""
+    config = _config({"period": "day", "limit_usd": LIMIT_USD})
+    config["log"] = {"path": str(tmp_path / "budget-restart.duckdb")}
+    first = start_service(config)
+    acme = api(first, ACME_KEY)
+    for _ in range(3):
+        decision = acme.route()
+        acme.feedback(decision_id=decision.decision_id, quality=1.0, cost_usd=COST_USD)
+    first.stop()
+    second = start_service(config)
+    acme = api(second, ACME_KEY)
+    assert _budget(acme).spend_usd == pytest.approx(3 * COST_USD)
+    details = acme.fails("Route", pb.RouteRequest(prompt="hi"), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert details.startswith("budget")

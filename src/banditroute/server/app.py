@@ -183,6 +183,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         new_id=None if worker is None else DecisionIds(worker.index),
     )
     restored_pending = router.restore_pending()
+    router.restore_budgets(event_log.tenant_spend)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),
         interceptors=[AuthInterceptor(settings.access)],

@@ -127,6 +127,21 @@ class DuckDBLog:
         """A cursor for reading committed rows from another thread (close it after use)."""
         return self._con.cursor()
 
+    def tenant_spend(self, tenant: str, since: float) -> tuple[float, int]:
+        """A tenant's reported spend (USD) and decisions with a cost since ``since``."""
+        self.flush()
+        cursor = self._con.cursor()
+        try:
+            row = cursor.execute(
+                """SELECT coalesce(sum(f.cost_usd), 0), count(DISTINCT f.decision_id)
+                   FROM feedback f JOIN decisions d USING (decision_id)
+                   WHERE d.tenant = ? AND f.time >= ? AND f.cost_usd IS NOT NULL""",
+                [tenant, _ts(since)],
+            ).fetchone()
+        finally:
+            cursor.close()
+        return (0.0, 0) if row is None else (float(row[0]), int(row[1]))
+
     def audit_head(self) -> tuple[int, str]:
         """(seq, hash) of the newest audit record already in the file, to continue the chain."""
         cursor = self._con.cursor()
