@@ -49,11 +49,11 @@ def _ingestion(rows: int) -> dict[str, float]:
         con = duckdb.connect(f"{workdir}/bare.duckdb")
         con.execute("CREATE TABLE t (decision_id VARCHAR, quality DOUBLE, reward DOUBLE)")
         start = time.perf_counter()
-        table = pa.table(  # noqa: F841 - DuckDB reads the local by name
+        bare_rows = pa.table(  # noqa: F841 - DuckDB reads the local by name
             {"decision_id": [r.decision_id for r in records],
              "quality": [r.quality for r in records], "reward": [r.reward for r in records]}
         )  # fmt: skip
-        con.execute("INSERT INTO t SELECT * FROM table")
+        con.execute("INSERT INTO t SELECT * FROM bare_rows")
         bare_rate = rows / (time.perf_counter() - start)
     return {"log_rows_per_s": log_rate, "bare_arrow_rows_per_s": bare_rate}
 
