@@ -182,17 +182,19 @@ class DuckDBLog:
                 items.pop()
             deadline = time.monotonic() + self._flush_interval_s
             while not stop and len(items) < self._batch_size:
+                # Feedback (someone waits for its commit) and flush requests commit at once;
+                # decisions, settlements and audit rows wait up to the flush interval for a
+                # fuller batch (one commit, with its disk sync, per batch rather than per row).
+                urgent = any(isinstance(i, tuple | Commit) for i in items)
+                remaining = deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = (
+                        self._queue.get_nowait()
+                        if urgent or remaining <= 0
+                        else self._queue.get(timeout=remaining)
+                    )
                 except queue.Empty:
-                    # Nothing more waiting: commit now unless plain decisions could gain from
-                    # a fuller batch within the flush interval.
-                    if any(not isinstance(i, DecisionRecord) for i in items) or (
-                        time.monotonic() >= deadline
-                    ):
-                        break
-                    time.sleep(0.002)
-                    continue
+                    break
                 if item is None:
                     stop = True
                     break
