@@ -58,6 +58,11 @@ class ModelSpec:
                     field=f"models.{name}",
                 )
 
+    def __hash__(self) -> int:
+        # Hash by id alone (equal specs have equal ids): the default hash over every field,
+        # frozensets included, cost microseconds on each of Route's per-model cache lookups.
+        return hash(self.id)
+
     def price(self, input_tokens: int, output_tokens: int) -> float:
         """USD cost of a call with these token counts."""
         return (

@@ -101,6 +101,7 @@ class DuckDBLog:
         self._flush_interval_s = flush_interval_s
         self._batch_size = batch_size
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._urgent = threading.Event()
         self._retry: list[Any] = []
         self._failures = 0
         self._closed = False
@@ -115,6 +116,7 @@ class DuckDBLog:
     def append_feedback(self, record: FeedbackRecord) -> Commit:
         commit = Commit()
         self._queue.put((record, commit))
+        self._urgent.set()
         return commit
 
     def append_settlement(self, record: SettlementRecord) -> None:
@@ -153,6 +155,7 @@ class DuckDBLog:
     def flush(self) -> None:
         commit = Commit()
         self._queue.put(commit)
+        self._urgent.set()
         commit.wait()
 
     def close(self) -> None:
@@ -161,11 +164,16 @@ class DuckDBLog:
         self.flush()
         self._closed = True
         self._queue.put(None)
+        self._urgent.set()
         self._thread.join()
         self._con.close()
 
     # -- writer ------------------------------------------------------------------------------
     def _run(self) -> None:
+        """Commit batches. After the first row of a batch arrives the writer sleeps until the
+        flush deadline (or until urgent work: a feedback someone waits for, a flush, close)
+        and then drains the queue in one go: waking for every row would hand the GIL back and
+        forth with the threads serving requests on each Route."""
         while True:
             items = self._retry
             self._retry = []
@@ -176,29 +184,19 @@ class DuckDBLog:
                     if time.monotonic() - self._last_export >= self._export_interval_s:
                         self.export()
                     continue
-            # None is the stop sentinel put by close(); it may be the first item taken.
-            stop = items[-1] is None
-            if stop:
-                items.pop()
             deadline = time.monotonic() + self._flush_interval_s
-            while not stop and len(items) < self._batch_size:
-                # Feedback (someone waits for its commit) and flush requests commit at once;
-                # decisions, settlements and audit rows wait up to the flush interval for a
-                # fuller batch (one commit, with its disk sync, per batch rather than per row).
-                urgent = any(isinstance(i, tuple | Commit) for i in items)
-                remaining = deadline - time.monotonic()
+            urgent = any(i is None or isinstance(i, tuple | Commit) for i in items)
+            if not urgent:
+                self._urgent.wait(max(0.0, deadline - time.monotonic()))
+            self._urgent.clear()
+            while len(items) < self._batch_size:
                 try:
-                    item = (
-                        self._queue.get_nowait()
-                        if urgent or remaining <= 0
-                        else self._queue.get(timeout=remaining)
-                    )
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if item is None:
-                    stop = True
-                    break
-                items.append(item)
+            stop = None in items
+            if stop:
+                items = [i for i in items if i is not None]
             self._write(items)
             if stop:
                 self.export()
