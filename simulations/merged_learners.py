@@ -5,7 +5,7 @@ with its own VW policy, taking prompts round-robin as SO_REUSEPORT spreads conne
 merges them every ``--merge-every`` decisions. Compared, over the same seeds and prompt
 orders: one router; N routers sharing their learning updates (what the multi-worker server
 does, ``banditroute.policies.sharing``); N routers merging VW weight deltas
-(``banditroute.policies.merging``); N routers never merged. Reports mean quality, cost and
+(``vw_delta_merging.py`` beside this script); N routers never merged. Reports mean quality, cost and
 reward under the objective over the second half of the stream.
 
     .venv/bin/python simulations/merged_learners.py --outcomes routerbench_train.parquet \\
@@ -26,13 +26,15 @@ from banditroute.config import load_settings
 from banditroute.decisions import FeedbackReport, RouteQuery
 from banditroute.features import warm_up
 from banditroute.objectives import parse_objective
-from banditroute.policies import merging
 from banditroute.policies.sharing import SharedLearning
 from banditroute.policies.vw import VWPolicy
 from banditroute.router import Router
 from banditroute.simulation.catalog import build_run_catalog
 from banditroute.simulation.runner import NullLog, run_settings
 from banditroute.simulation.tables import load_outcomes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vw_delta_merging as merging
 
 
 def stream(

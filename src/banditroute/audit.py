@@ -51,7 +51,7 @@ import duckdb
 import pyarrow as pa
 
 from banditroute.errors import InvalidArgument
-from banditroute.store.reader import LogSource
+from banditroute.store.reader import LogSource, export_selects, file_selects
 
 __all__ = [
     "AUDIT_SCHEMA",
@@ -413,53 +413,30 @@ def verify(
     return VerifyResult(True, count, None, None, (last_seq, prev))
 
 
-def _export_view(con: duckdb.DuckDBPyConnection, folder: Path, arg: str) -> None:
-    parts = sorted((folder / AUDIT_TABLE).glob("part-*.parquet"))
-    if not parts:
-        raise InvalidArgument(
-            f"{arg}: no Parquet parts under {folder / AUDIT_TABLE} (audit logging off, or "
-            "not exported yet?)",
-            field=arg,
-        )
-    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
-    con.execute(f"CREATE VIEW {AUDIT_TABLE} AS SELECT * FROM read_parquet([{files}])")
-
-
 def open_audit_log(path: Path, *, arg: str = "--log") -> LogSource:
     """Open the audit records of a log for reading, as a view ``audit``: from the DuckDB file
     (attached read-only), or from ``audit/part-*.parquet`` of its Parquet export when the file
     is in use by a running server (or when ``path`` is the export directory), the same
     fallback as :func:`~banditroute.store.reader.open_log`. InvalidArgument naming ``arg`` if
-    the log cannot be read or holds no audit records table."""
+    the log cannot be read or holds no audit records table. One file only: each file of a
+    multi-worker server carries its own chain."""
     con = duckdb.connect()
     try:
         if path.is_dir():
-            _export_view(con, path, arg)
-            return LogSource(con, f"Parquet export {path}", live_export=True)
-        if not path.exists():
+            selects = export_selects(path, (AUDIT_TABLE,))
+            description, live = f"Parquet export {path}", True
+        elif not path.exists():
             raise InvalidArgument(f"{arg}: no such log {str(path)!r}", field=arg)
-        literal = str(path).replace("'", "''")
-        try:
-            con.execute(f"ATTACH '{literal}' AS log (READ_ONLY)")
-        except duckdb.Error as exc:
-            export = path.with_name(path.name + ".export")
-            if "lock" in str(exc).lower() and export.is_dir():
-                _export_view(con, export, arg)
-                description = f"Parquet export {export} (the log file is in use)"
-                return LogSource(con, description, live_export=True)
-            raise InvalidArgument(f"{arg}: cannot open {str(path)!r}: {exc}", field=arg) from exc
-        found = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'log' "
-            "AND schema_name = 'main' AND table_name = ?",
-            [AUDIT_TABLE],
-        ).fetchone()
-        if not found or not found[0]:
+        else:
+            selects, description, live = file_selects(con, path, "log", arg, (AUDIT_TABLE,))
+        if AUDIT_TABLE not in selects:
+            where = "no Parquet parts for it (not exported yet?)" if live else "no such table"
             raise InvalidArgument(
-                f"{arg}: {str(path)!r} has no {AUDIT_TABLE} table (audit logging off?)",
+                f"{arg}: {str(path)!r} has no {AUDIT_TABLE} table (audit logging off?): {where}",
                 field=arg,
             )
-        con.execute(f"CREATE VIEW {AUDIT_TABLE} AS SELECT * FROM log.main.{AUDIT_TABLE}")
+        con.execute(f"CREATE VIEW {AUDIT_TABLE} AS {selects[AUDIT_TABLE]}")
     except BaseException:
         con.close()
         raise
-    return LogSource(con, f"DuckDB file {path}", live_export=False)
+    return LogSource(con, description, live_export=live)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -418,22 +417,3 @@ def add_parsers(subparsers: Any) -> None:
         help="decisions without an outcome: skip (default) or export with reward.default_reward",
     )
     export.set_defaults(handler=_export)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one of these subcommands standalone (what ``cli.main`` does once they are wired)."""
-    from banditroute.errors import BanditrouteError
-
-    parser = argparse.ArgumentParser(prog="banditroute", allow_abbrev=False)
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.handler(args)
-    except BanditrouteError as error:
-        print(f"banditroute {args.command}: error: {error.message}", file=sys.stderr)
-        return 2
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

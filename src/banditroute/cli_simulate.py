@@ -177,22 +177,3 @@ def run_simulate(args: argparse.Namespace) -> int:
 
         plot_run(result.summary, result.traces, args.plot)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m banditroute.cli_simulate ARGS``: the subcommand on its own."""
-    from banditroute.errors import BanditrouteError
-
-    parser = argparse.ArgumentParser(prog="banditroute", allow_abbrev=False)
-    add_simulate_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["simulate", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        code: int = args.handler(args)
-    except BanditrouteError as error:
-        print(f"banditroute simulate: error: {error.message}", file=sys.stderr)
-        return 2
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -125,6 +125,7 @@ def eligible_models(
     capabilities = set(constraints.required_capabilities)
     output_tokens = constraints.expected_output_tokens
     needs_language = features.language in language_tagged
+    latency_of = expected_latency_ms or ModelSpec.expected_latency_ms
     eligible: list[ModelSpec] = []
     excluded: dict[str, Exclusion] = {}
     for model in catalog:
@@ -161,8 +162,7 @@ def eligible_models(
             verdict = Exclusion("max_cost_usd", f"expected cost ${cost:.6f}")
         elif (
             constraints.max_latency_ms is not None
-            and (latency := (expected_latency_ms or _prior_latency)(model, out_tokens))
-            > constraints.max_latency_ms
+            and (latency := latency_of(model, out_tokens)) > constraints.max_latency_ms
         ):
             verdict = Exclusion("max_latency_ms", f"expected latency {latency:.0f} ms")
         elif health is not None and (
@@ -184,7 +184,3 @@ def eligible_models(
         name = max(counts, key=CHECK_ORDER.index)
         raise FailedPrecondition(f"{name}: no model satisfies the request ({summary})", field=name)
     return Eligibility(tuple(eligible), excluded)
-
-
-def _prior_latency(model: ModelSpec, output_tokens: int) -> float:
-    return model.expected_latency_ms(output_tokens)

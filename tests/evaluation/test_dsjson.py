@@ -18,7 +18,7 @@ from replay_world import (
     write_log,
 )
 
-from banditroute import cli_replay
+from banditroute import cli
 from banditroute.evaluation.logdata import ReplayLog, counts, load_log
 from banditroute.evaluation.objective_rewards import log_rewards, resolve_objective
 from banditroute.store.reader import open_log
@@ -34,7 +34,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[WrittenLog, Path
     config = folder / "test.toml"
     config.write_text(CONFIG, encoding="utf-8")
     out = folder / "export.dsjson"
-    code = cli_replay.main(
+    code = cli.main(
         [
             "export",
             "--log",
@@ -111,7 +111,7 @@ def test_missing_outcomes_export_with_the_default_reward(
     config_text = config.read_text() + "[reward]\ndefault_reward = -0.5\n"
     with_default = tmp_path / "default.toml"
     with_default.write_text(config_text, encoding="utf-8")
-    code = cli_replay.main(
+    code = cli.main(
         [
             "export",
             "--log",
@@ -140,8 +140,8 @@ def test_export_errors_name_the_argument(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A missing --log and an unwritable --out are reported naming the argument."""
-    assert cli_replay.main(["export", "--log", str(tmp_path / "none.duckdb")]) == 2
+    assert cli.main(["export", "--log", str(tmp_path / "none.duckdb")]) == 2
     assert "banditroute export: error: --log: no such log" in capsys.readouterr().err
     out = str(tmp_path / "no" / "such" / "dir.dsjson")
-    assert cli_replay.main(["export", "--log", str(tmp_path / "none.duckdb"), "--out", out]) == 2
+    assert cli.main(["export", "--log", str(tmp_path / "none.duckdb"), "--out", out]) == 2
     assert "banditroute export: error: --out: no such directory" in capsys.readouterr().err

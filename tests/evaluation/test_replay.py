@@ -28,7 +28,7 @@ from replay_world import (
     write_log,
 )
 
-from banditroute import cli_replay
+from banditroute import cli
 from banditroute.evaluation.candidates import parse_candidate
 from banditroute.evaluation.logdata import load_log
 from banditroute.evaluation.objective_rewards import resolve_objective
@@ -103,7 +103,7 @@ def test_json_report_and_plot(shared_log: WrittenLog, config: Path, tmp_path: Pa
     with the ESS and largest weight; ``--plot`` writes a PNG; a trained candidate puts every
     candidate on the held-out half and the output says so."""
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    code = cli_replay.main(
+    code = cli.main(
         [
             "replay",
             "--log",
@@ -206,7 +206,7 @@ def test_reads_the_export_while_a_server_holds_the_log(tmp_path: Path, config: P
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "ready"
         out = tmp_path / "live.json"
-        code = cli_replay.main(
+        code = cli.main(
             [
                 "replay",
                 "--log",
@@ -250,9 +250,7 @@ def test_cli_errors_name_the_argument(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Bad input exits with status 2 and ``banditroute replay: error: ARG: ...``."""
-    code = cli_replay.main(
-        ["replay", "--log", str(shared_log.path), "--config", str(config), *argv]
-    )
+    code = cli.main(["replay", "--log", str(shared_log.path), "--config", str(config), *argv])
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("banditroute replay: error: ")
@@ -261,6 +259,6 @@ def test_cli_errors_name_the_argument(
 
 def test_missing_log_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A --log path that does not exist is reported naming --log."""
-    code = cli_replay.main(["replay", "--log", str(tmp_path / "nope.duckdb")])
+    code = cli.main(["replay", "--log", str(tmp_path / "nope.duckdb")])
     assert code == 2
     assert "banditroute replay: error: --log: no such log" in capsys.readouterr().err

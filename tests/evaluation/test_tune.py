@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from replay_world import CONFIG, MODELS, WrittenLog, settings_for_tests
 
-from banditroute import cli_replay
+from banditroute import cli
 from banditroute.evaluation.candidates import parse_candidate
 from banditroute.evaluation.intervals import Interval
 from banditroute.evaluation.logdata import load_log
@@ -94,7 +94,7 @@ def test_cli_writes_table_json_and_plot(
     config = tmp_path / "test.toml"
     config.write_text(CONFIG, encoding="utf-8")
     out, png = tmp_path / "tune.json", tmp_path / "tune.png"
-    code = cli_replay.main(
+    code = cli.main(
         [
             "tune",
             "--log",
@@ -143,7 +143,7 @@ def test_cli_errors_name_the_argument(
     shared_log: WrittenLog, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Bad tune arguments exit 2 naming the argument."""
-    code = cli_replay.main(["tune", "--log", str(shared_log.path), *argv])
+    code = cli.main(["tune", "--log", str(shared_log.path), *argv])
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("banditroute tune: error: ")

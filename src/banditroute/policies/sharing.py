@@ -98,8 +98,3 @@ class SharedLearning(Policy):
 
     def restore(self, data: bytes) -> None:
         self.inner.restore(data)
-
-    @property
-    def updates_count(self) -> int:
-        """Updates the wrapped policy has learned (its own and shared ones)."""
-        return self.inner.updates

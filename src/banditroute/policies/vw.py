@@ -67,6 +67,7 @@ class VWPolicy(Policy):
         self._workspace = self._new_workspace()
         self._parser = vw.TextFormatParser(self._workspace)
         self._actions: dict[ModelSpec, vw.Example] = {}
+        self._greedy = 0
 
     def _new_workspace(self, model_data: bytes | None = None) -> vw.Workspace:  # type: ignore[type-arg]
         if model_data is None:
@@ -105,14 +106,17 @@ class VWPolicy(Policy):
         return examples
 
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
+        prediction = self._predict(context, arms)
+        self._greedy = prediction[0][0]  # predict_one lists the greedy action first
         probs = np.zeros(len(arms))
-        for index, probability in self._predict(context, arms):
+        for index, probability in prediction:
             probs[index] = probability
         return probs
 
     def best(self, context: PromptFeatures, arms: Sequence[ModelSpec], probs: Probabilities) -> int:
-        # predict_one lists the greedy action first.
-        return self._predict(context, arms)[0][0]
+        # Called by distribution() right after _distribution() on the same context: the
+        # greedy action of that prediction, without predicting a second time.
+        return self._greedy
 
     def _predict(
         self, context: PromptFeatures, arms: Sequence[ModelSpec]

@@ -8,7 +8,7 @@ learns from all feedback, whatever the policy kind. Feedback that reaches a work
 not make the decision is forwarded to the owner over a private Unix socket (see
 ``FeedbackForwarder``). On SIGTERM
 the supervisor stops the workers (each shuts down gracefully) and exits 0.
-Merging VW weight deltas instead (``banditroute.policies.merging``) was measured worse than
+Merging VW weight deltas instead (``simulations/vw_delta_merging.py``) was measured worse than
 not merging at all; see benchmarks/README.md.
 """
 

@@ -9,6 +9,7 @@ given as the path is read as an export (or any folder of Parquet parts in that l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,29 +30,48 @@ class LogSource:
     live_export: bool
 
 
-def _export_selects(folder: Path) -> dict[str, str]:
+def _sql_path(path: Path) -> str:
+    """A path as an SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def export_selects(folder: Path, tables: Sequence[str] = TABLES) -> dict[str, str]:
     """``SELECT`` expressions over the Parquet parts of an export, per table that has any."""
     selects = {}
-    for table in TABLES:
+    for table in tables:
         parts = sorted((folder / table).glob("part-*.parquet"))
         if parts:
-            files = ", ".join(f"'{p}'" for p in parts)
+            files = ", ".join(_sql_path(p) for p in parts)
             selects[table] = f"SELECT * FROM read_parquet([{files}])"
     return selects
 
 
-def _file_selects(
-    con: duckdb.DuckDBPyConnection, path: Path, alias: str, arg: str
+def file_selects(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    alias: str,
+    arg: str,
+    tables: Sequence[str] = TABLES,
 ) -> tuple[dict[str, str], str, bool]:
-    """Selects for one log file: the file itself, or its export while a server holds it."""
+    """Selects for one log file, attached read-only as ``alias``, or for its Parquet export
+    while a server holds the file; with a description and whether it is the export. Only
+    tables the file has are selected."""
     try:
-        con.execute(f"ATTACH '{path}' AS {alias} (READ_ONLY)")
+        con.execute(f"ATTACH {_sql_path(path)} AS {alias} (READ_ONLY)")
     except duckdb.Error as exc:
         export = path.with_name(path.name + ".export")
         if "lock" in str(exc).lower() and export.is_dir():
-            return _export_selects(export), f"Parquet export {export} (file in use)", True
+            return export_selects(export, tables), f"Parquet export {export} (file in use)", True
         raise InvalidArgument(f"{arg}: cannot open {str(path)!r}: {exc}", field=arg) from exc
-    selects = {table: f"SELECT * FROM {alias}.main.{table}" for table in TABLES}
+    present = {
+        row[0]
+        for row in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+            "AND schema_name = 'main'",
+            [alias],
+        ).fetchall()
+    }
+    selects = {t: f"SELECT * FROM {alias}.main.{t}" for t in tables if t in present}
     return selects, f"DuckDB file {path}", False
 
 
@@ -81,14 +101,14 @@ def open_log(path: Path, *, arg: str = "--log") -> LogSource:
     """
     con = duckdb.connect()
     if path.is_dir():
-        _create_views(con, [_export_selects(path)], arg, str(path))
+        _create_views(con, [export_selects(path)], arg, str(path))
         return LogSource(con, f"Parquet export {path}", live_export=True)
     files = [path] if path.exists() else worker_files(path)
     if not files:
         raise InvalidArgument(f"{arg}: no such log {str(path)!r}", field=arg)
     sources, descriptions, live = [], [], False
     for index, file in enumerate(files):
-        selects, description, from_export = _file_selects(con, file, f"log{index}", arg)
+        selects, description, from_export = file_selects(con, file, f"log{index}", arg)
         sources.append(selects)
         descriptions.append(description)
         live = live or from_export

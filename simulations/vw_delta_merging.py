@@ -1,4 +1,7 @@
-"""Merging Vowpal Wabbit learners that train apart from a common base (several processes).
+"""Experiment: merging Vowpal Wabbit learners that train apart from a common base.
+
+Not used by the server, which shares learning updates instead (``policies/sharing.py``):
+measured with ``merged_learners.py``, delta merging routes worse than not merging at all.
 
 Each serving process learns online from its own feedback. In a merge round every process
 sends the delta between the common base and its current model (``calculate_delta``); the
