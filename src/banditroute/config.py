@@ -57,8 +57,10 @@ class LogSettings:
 
     path: Path = Path("var/banditroute.duckdb")
     flush_interval_s: float = 0.05
+    ingest_interval_s: float = 1.0
     batch_size: int = 2048
     sync_feedback: bool = True
+    fsync: bool = False
     store_prompts: bool = False
     export_interval_s: float = 10.0
 
@@ -272,6 +274,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         raise ConfigError("server.port: must be in 0..65535", field="server.port")
     log: LogSettings = _build(LogSettings, _table(merged, "log"), "log", path=Path)
     _positive("log", flush_interval_s=log.flush_interval_s, batch_size=log.batch_size,
+              ingest_interval_s=log.ingest_interval_s,
               export_interval_s=log.export_interval_s)  # fmt: skip
     policy: PolicySettings = _build(
         PolicySettings, _table(merged, "policy"), "policy", vw_args=tuple, snapshot_path=Path

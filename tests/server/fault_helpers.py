@@ -20,10 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import duckdb
+
+from banditroute.store import journal
 
 START_TIMEOUT_S = 30.0
 """Longest wait for a server's ``listening`` line."""
@@ -234,23 +238,32 @@ def fill(path: Path) -> int:
 
 
 class InjectedDiskFull(OSError):
-    """The write failure a :class:`FailingConnection` raises (stands for ENOSPC)."""
+    """The journal write failure :func:`failing_journal_writes` raises (stands for ENOSPC)."""
+
+
+def failing_journal_writes(failing: threading.Event) -> Callable[[int, bytes], None]:
+    """A stand-in for ``banditroute.store.journal._write_all`` that fails while ``failing``."""
+    real = journal._write_all
+
+    def write(fd: int, data: bytes) -> None:
+        if failing.is_set():
+            raise InjectedDiskFull(28, "No space left on device (injected)")
+        real(fd, data)
+
+    return write
 
 
 @dataclass
 class FailingConnection:
-    """Wraps a DuckDB connection; while ``failing`` is set, every INSERT raises as a full disk
-    would. Everything else (BEGIN, ROLLBACK, cursors, close) goes to the real connection."""
+    """Wraps a DuckDB connection; while ``failing`` is set, every statement that inserts raises
+    as a full disk would. Everything else (ROLLBACK, cursors, close) goes to the real one."""
 
     real: Any
     failing: threading.Event = field(default_factory=threading.Event)
 
     def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if self.failing.is_set() and query.lstrip().upper().startswith("INSERT"):
-            raise InjectedDiskFull(28, "No space left on device (injected)")
-        # DuckDB resolves "FROM batch" to a local variable of the frame that calls execute:
-        # now this one, so the writer's Arrow table is brought along.
-        batch = sys._getframe(1).f_locals.get("batch")  # noqa: F841
+        if self.failing.is_set() and "INSERT INTO" in query.upper():
+            raise duckdb.IOException("No space left on device (injected)")
         return self.real.execute(query, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -27,6 +27,7 @@ from fault_helpers import (
     FailingConnection,
     ServerLauncher,
     StalledClient,
+    failing_journal_writes,
     fill,
     mount_tmpfs,
     unmount,
@@ -36,7 +37,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from banditroute.server.app import Service
 from banditroute.snapshots import MAGIC
-from banditroute.store import duckdb_log
+from banditroute.store import duckdb_log, journal
+from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
@@ -146,9 +148,10 @@ def test_kill_9_under_load_loses_no_acknowledged_feedback(
     tmp_path: Path, launcher: ServerLauncher
 ) -> None:
     """SIGKILL a server while clients route and report feedback (sync_feedback = true): every
-    acknowledged feedback is in the log (DuckDB replays its WAL), and the only decisions
-    missing are ones answered in the last moments before the kill (the documented bound is
-    one flush interval, 50 ms; allowed here: 1 s, for a loaded 2-core machine). A restart on
+    acknowledged feedback is in the log once its journal is moved in (as the next start does),
+    and the only decisions missing are ones answered in the last moments before the kill
+    (the documented bound is one flush interval, 50 ms, plus the writer's cycle; allowed
+    here: 1 s, for a loaded 2-core machine). A restart on
     the same files restores the policy snapshot and every logged decision, recognises a
     repeated feedback as a duplicate, learns from a logged decision that had none, reports a
     lost decision as NOT_FOUND and exits 0 on SIGTERM."""
@@ -167,6 +170,7 @@ def test_kill_9_under_load_loses_no_acknowledged_feedback(
     load.join()
     assert load.acknowledged, server.log_text()
 
+    DuckDBLog(tmp_path / "log.duckdb").close()  # what the next start does first
     with duckdb.connect(str(tmp_path / "log.duckdb"), read_only=True) as log:
         logged = {r[0] for r in log.execute("SELECT decision_id FROM decisions").fetchall()}
         feedback = {r[0] for r in log.execute("SELECT decision_id FROM feedback").fetchall()}
@@ -266,12 +270,14 @@ def test_corrupt_snapshot_is_set_aside_and_the_server_starts_fresh(
 
 class Disk:
     """Where the log lives, and how to fill it up and free it again: a 16 MB tmpfs filled with
-    a file to its last byte, or (where mounting is not permitted) a plain directory and a
-    wrapper around the writer's DuckDB connection whose INSERTs fail while the disk is full."""
+    a file to its last byte, or (where mounting is not permitted) a plain directory, journal
+    writes that fail and a wrapper around the writer's DuckDB connection whose inserts fail
+    while the disk is full."""
 
-    def __init__(self, path: Path, *, tmpfs: bool) -> None:
+    def __init__(self, path: Path, *, tmpfs: bool, monkeypatch: pytest.MonkeyPatch) -> None:
         self.path = path
         self.tmpfs = tmpfs
+        self._monkeypatch = monkeypatch
         self._filler = path / "filler"
         self._connection: FailingConnection | None = None
 
@@ -281,6 +287,9 @@ class Disk:
             log = service.event_log
             self._connection = FailingConnection(log._con)
             log._con = self._connection  # type: ignore[assignment]
+            self._monkeypatch.setattr(
+                journal, "_write_all", failing_journal_writes(self._connection.failing)
+            )
 
     def fill(self) -> None:
         if self.tmpfs:
@@ -298,14 +307,14 @@ class Disk:
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Disk]:
+def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
     """A 16 MB tmpfs under tmp_path (unmounted at teardown), else a plain directory."""
     path = tmp_path / "disk"
     if mount_tmpfs(path, "16m"):
-        yield Disk(path, tmpfs=True)
+        yield Disk(path, tmpfs=True, monkeypatch=monkeypatch)
         unmount(path)
     else:
-        yield Disk(path, tmpfs=False)
+        yield Disk(path, tmpfs=False, monkeypatch=monkeypatch)
 
 
 def _wait(condition: Callable[[], bool], seconds: float) -> bool:
@@ -372,7 +381,7 @@ def test_full_disk_fails_feedback_cleanly_and_the_batch_lands_later(
     assert sorted(feedback) == sorted(
         [before.decision_id, during[0].decision_id, during[1].decision_id, during[0].decision_id]
     )
-    assert not (disk.path / "log.duckdb.rejected.jsonl").exists()
+    assert not (disk.path / "log.duckdb.rejected").exists()
     print(f"\nfull disk simulated with {'a full tmpfs' if disk.tmpfs else 'injected errors'}")
 
 

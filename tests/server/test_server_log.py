@@ -3,6 +3,7 @@ distribution, one row per acknowledged feedback with its fragments, reward and d
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -135,7 +136,7 @@ def test_log_holds_every_decision_and_acknowledged_feedback(
         "SELECT request_id, tags FROM decisions WHERE decision_id = ?", [keyed.decision_id]
     ).fetchone() or (None, None)
     assert request_id == "req-1"
-    assert tags == '{"team": "search"}'
+    assert json.loads(tags) == {"team": "search"}
 
     logged = log.execute(f"SELECT {FEEDBACK_COLUMNS} FROM feedback ORDER BY time").fetchall()
     assert logged == acknowledged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -123,15 +124,29 @@ def test_flush_makes_rows_visible(db_path: Path, records: SimpleNamespace) -> No
         _close_within(log)
 
 
-def test_feedback_commit_wait_means_durable(
-    event_log: DuckDBLog, db_path: Path, records: SimpleNamespace
+def test_acknowledged_feedback_survives_a_crash(
+    db_path: Path, tmp_path: Path, records: SimpleNamespace
 ) -> None:
-    """Once a feedback's commit wait() returns, its row (and earlier decisions) are committed."""
-    event_log.append_decision(records.decision(0))
-    commit = event_log.append_feedback(records.feedback("dec-00000"))
-    commit.wait(5.0)
-    assert _count(db_path, "feedback") == 1
-    assert _count(db_path, "decisions") == 1
+    """Once a feedback's commit is done, its row and the decisions before it are in the
+    journal: a log started on what a kill -9 leaves behind (a copy of the journal, the writer
+    never having run) moves both into its database."""
+    log = DuckDBLog(db_path, flush_interval_s=60.0)
+    try:
+        log.append_decision(records.decision(0))
+        commit = log.append_feedback(records.feedback("dec-00000"))
+        commit.wait(0.0)
+        crashed = tmp_path / "crashed" / "banditroute.duckdb"
+        crashed.parent.mkdir()
+        shutil.copytree(log.journal_dir, crashed.with_name(crashed.name + ".journal"))
+    finally:
+        _close_within(log)
+    restarted = DuckDBLog(crashed)
+    try:
+        restarted.flush()
+        assert _count(crashed, "feedback") == 1
+        assert _count(crashed, "decisions") == 1
+    finally:
+        _close_within(restarted)
 
 
 def test_many_feedback_commits_complete(event_log: DuckDBLog, records: SimpleNamespace) -> None:

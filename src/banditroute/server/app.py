@@ -166,9 +166,12 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     event_log = DuckDBLog(
         log_path,
         flush_interval_s=settings.log.flush_interval_s,
+        ingest_interval_s=settings.log.ingest_interval_s,
         batch_size=settings.log.batch_size,
         export_dir=log_path.with_name(log_path.name + ".export"),
         export_interval_s=settings.log.export_interval_s,
+        fsync=settings.log.fsync,
+        sync_feedback=settings.log.sync_feedback,
     )
     audit = AuditChain(*event_log.audit_head(), sink=event_log.append_audit)
     default_policy = policies.pop("default")

@@ -1,132 +1,162 @@
-"""The DuckDB event log: a background writer that commits batches as Arrow tables.
+"""The DuckDB event log: rows go to a journal first, and a writer thread moves them in.
 
-Route and Feedback only enqueue rows; one writer thread drains the queue and commits what it
-holds at least every ``flush_interval_s`` (or as soon as ``batch_size`` rows wait), one
-transaction per batch, inserting Arrow tables (never row by row). A feedback's
-:class:`~banditroute.store.base.Commit` completes when its batch is committed, so a server
-that waits on it acknowledges only durable feedback (group commit). If a commit fails (disk
-full), the batch is kept and retried, and waiting callers get the error.
+Route and Feedback turn a row into a JSON line (:mod:`banditroute.store.journal_rows`) and
+hand it to the :class:`~banditroute.store.journal.Journal`: Route's lines are buffered and
+written out by the writer thread every ``flush_interval_s`` (or as soon as ``batch_size``
+rows wait), Feedback's are written before the call is acknowledged. Every
+``ingest_interval_s`` (or on ``flush``) the writer closes the journal's segment and DuckDB
+reads it natively into the tables, one transaction per segment that also records the
+segment as done; then the segment is deleted. The serving threads thus do no
+DuckDB work at all, and the writer holds the GIL for microseconds, not for the milliseconds
+a Python-built batch took (which showed up as Route's p99).
+
+What a crash can lose: kill -9 loses only rows still buffered (Route's decisions and
+settlements of the last ``flush_interval_s``); an acknowledged feedback is in the journal and
+is moved in by the next start. A power cut can also lose what the operating system had not
+written back, unless ``fsync`` is set. If a segment cannot be moved in (disk full), it stays
+in the journal and is retried; one that keeps failing for another reason is set aside under
+``PATH.rejected/`` (with the error in the server log), never dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
-import queue
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 import structlog
 
-from banditroute.audit import CREATE_AUDIT_TABLE, AuditRecord, audit_rows_to_arrow, read_head
+from banditroute.audit import CREATE_AUDIT_TABLE, AuditRecord, read_head
 from banditroute.store.base import Commit
-from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
-from banditroute.store.schema import (
-    CREATE_TABLES,
-    DECISIONS_SCHEMA,
-    FEEDBACK_SCHEMA,
-    SETTLEMENTS_SCHEMA,
+from banditroute.store.journal import Journal, list_segments, segment_number, trim_torn_tail
+from banditroute.store.journal_rows import (
+    CREATE_JOURNAL_TABLE,
+    audit_line,
+    decision_line,
+    feedback_line,
+    ingest_sql,
+    settlement_line,
 )
+from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+from banditroute.store.schema import CREATE_TABLES
 
 log = structlog.get_logger(__name__)
 
 MAX_WRITE_ATTEMPTS = 5
-"""A batch that fails this many times in a row is set aside to a file, not retried forever."""
+"""A segment that fails this many times in a row (not for lack of disk) is set aside."""
+
+EXPORTED_TABLES = ("decisions", "feedback", "settlements", "audit")
+
+MAX_BUFFER_BYTES = 256 * 1024 * 1024
+"""Past this much unwritten journal (the disk has been full for long), Route's rows are
+dropped, counted and reported as errors rather than growing memory without bound."""
 
 
 def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
-    return (
-        r.decision_id, _ts(r.time), r.tenant, r.request_id, r.objective, r.prompt_hash,
-        r.prompt, json.dumps(r.features), list(r.eligible), list(r.probabilities), r.model,
-        r.probability, r.policy_version, r.explored, json.dumps(r.tags), r.arm, r.rule,
-        r.data_class, json.dumps(r.excluded), json.dumps(r.constraints), json.dumps(r.shadow),
-    )  # fmt: skip
-
-
-def _plain_row(r: FeedbackRecord | SettlementRecord) -> tuple[Any, ...]:
-    values = list(astuple(r))
-    values[1] = _ts(values[1])
-    return tuple(values)
-
-
-def _table(rows: Sequence[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*rows, strict=True))
-    return pa.table(
-        [pa.array(list(col), type=f.type) for col, f in zip(columns, schema, strict=True)],
-        schema=schema,
-    )
-
-
 class DuckDBLog:
-    """Event log in one DuckDB file, written by a background thread in Arrow batches."""
+    """Event log in one DuckDB file, fed through a journal by a background thread."""
 
     def __init__(
         self,
         path: Path,
         *,
         flush_interval_s: float = 0.05,
+        ingest_interval_s: float = 1.0,
         batch_size: int = 2048,
         export_dir: Path | None = None,
         export_interval_s: float = 60.0,
         memory_limit_mb: int = 256,
+        fsync: bool = False,
+        sync_feedback: bool = True,
     ) -> None:
         self.path = path
         self.export_dir = export_dir
+        self.journal_dir = path.with_name(path.name + ".journal")
+        self.rejected_dir = path.with_name(path.name + ".rejected")
         self._export_interval_s = export_interval_s
         self._last_export = time.monotonic()
-        self._export_seq = 0
-        self._committed: dict[str, list[pa.Table]] = {}
-        self._uncommitted: dict[str, list[pa.Table]] = {}
+        self._flush_interval_s = flush_interval_s
+        self._ingest_interval_s = ingest_interval_s
+        self._batch_size = batch_size
+        self._sync_feedback = sync_feedback
         path.parent.mkdir(parents=True, exist_ok=True)
         # DuckDB caches database pages up to its memory limit (80% of RAM by default), which
         # would let a long-running server's resident memory grow with the log: bound it.
         self._con = duckdb.connect(str(path))
         self._con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
-        self._con.execute(CREATE_TABLES)
-        self._con.execute(CREATE_AUDIT_TABLE)
-        self._flush_interval_s = flush_interval_s
-        self._batch_size = batch_size
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._urgent = threading.Event()
-        self._retry: list[Any] = []
+        self._con.execute("SET TimeZone = 'UTC'")
+        # Moving rows in is background work: one DuckDB thread, leaving the other cores to
+        # the threads that serve requests.
+        self._con.execute("SET threads = 1")
+        self._con.execute(CREATE_TABLES + CREATE_AUDIT_TABLE + CREATE_JOURNAL_TABLE)
+        self._export_marks = self._read_export_marks()
         self._failures = 0
-        self._closed = False
         self.last_error: BaseException | None = None
+        self.dropped_rows = 0
+        self._pending = self._recover()
+        self._journal = Journal(self.journal_dir, fsync=fsync, after=self._ingested_upto())
+        self._waiters: list[Commit] = []
+        self._waiters_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._closed = False
+        self._unflushed = 0
         self._thread = threading.Thread(target=self._run, name="duckdb-log-writer", daemon=True)
         self._thread.start()
 
     # -- producers ---------------------------------------------------------------------------
+    def _buffer(self, line: bytes) -> None:
+        if self._journal.buffered_bytes > MAX_BUFFER_BYTES:
+            self.dropped_rows += 1
+            if self.dropped_rows % 1000 == 1:
+                log.error("log_rows_dropped", dropped=self.dropped_rows, error=str(self.last_error))
+            return
+        self._journal.append(line)
+        self._unflushed += 1
+        if self._unflushed >= self._batch_size:
+            self._wake.set()
+
     def append_decision(self, record: DecisionRecord) -> None:
-        self._queue.put(record)
+        self._buffer(decision_line(record))
 
     def append_feedback(self, record: FeedbackRecord) -> Commit:
+        """Write the feedback row (and every row before it) to the journal now; the commit is
+        complete on return, failed with the OSError if the write failed (the row stays
+        buffered and is written later). Without ``sync_feedback`` the row is only buffered."""
         commit = Commit()
-        self._queue.put((record, commit))
-        self._urgent.set()
+        if not self._sync_feedback:
+            self._journal.append(feedback_line(record))
+            commit.done()
+            return commit
+        try:
+            self._journal.append_durable(feedback_line(record))
+        except OSError as exc:
+            self.last_error = exc
+            commit.done(exc)
+        else:
+            commit.done()
         return commit
 
     def append_settlement(self, record: SettlementRecord) -> None:
-        self._queue.put(record)
+        self._buffer(settlement_line(record))
 
     def append_audit(self, record: AuditRecord) -> None:
-        self._queue.put(record)
+        self._journal.append(audit_line(record))
 
+    # -- readers -----------------------------------------------------------------------------
     def reader(self) -> duckdb.DuckDBPyConnection:
-        """A cursor for reading committed rows from another thread (close it after use)."""
+        """A cursor for reading rows from another thread (close it after use). Rows handed in
+        so far are moved in first (within a flush interval), so a caller reads its writes."""
+        self.flush()
         return self._con.cursor()
 
     def tenant_spend(self, tenant: str, since: float) -> tuple[float, int]:
@@ -153,147 +183,199 @@ class DuckDBLog:
             cursor.close()
 
     def flush(self) -> None:
+        """Block until every row handed in so far is in the database; raise why not."""
         commit = Commit()
-        self._queue.put(commit)
-        self._urgent.set()
+        with self._waiters_lock:
+            if self._closed:
+                return
+            self._waiters.append(commit)
+        self._wake.set()
         commit.wait()
 
     def close(self) -> None:
-        if self._closed:
+        """Move every row in, export, stop the writer and close the file."""
+        with self._waiters_lock:
+            if self._closing:
+                already = True
+            else:
+                already, self._closing = False, True
+        if already:
+            self._thread.join()
             return
-        self.flush()
-        self._closed = True
-        self._queue.put(None)
-        self._urgent.set()
+        self._wake.set()
         self._thread.join()
         self._con.close()
 
     # -- writer ------------------------------------------------------------------------------
     def _run(self) -> None:
-        """Commit batches. After the first row of a batch arrives the writer sleeps until the
-        flush deadline (or until urgent work: a feedback someone waits for, a flush, close)
-        and then drains the queue in one go: waking for every row would hand the GIL back and
-        forth with the threads serving requests on each Route."""
+        """Every flush interval write the journal's buffer out; every ingest interval (sooner
+        on flush or close, and while retrying a failure) move the journal into the database.
+        Moving in costs DuckDB a few milliseconds of fixed work per segment, so it is done
+        seldom: the journal, not the database, is what makes a row survive a crash."""
+        last_ingest = time.monotonic()
         while True:
-            items = self._retry
-            self._retry = []
-            if not items:
+            pause = (
+                self._flush_interval_s
+                if self._failures == 0
+                else min(1.0, self._flush_interval_s * 10)
+            )
+            self._wake.wait(pause)
+            self._wake.clear()
+            with self._waiters_lock:
+                waiters, self._waiters = self._waiters, []
+                closing = self._closing
+            due = time.monotonic() - last_ingest >= self._ingest_interval_s
+            if not (waiters or closing or due or self._failures):
+                self._unflushed = 0
                 try:
-                    items.append(self._queue.get(timeout=self._flush_interval_s))
-                except queue.Empty:
-                    if time.monotonic() - self._last_export >= self._export_interval_s:
-                        self.export()
-                    continue
-            deadline = time.monotonic() + self._flush_interval_s
-            urgent = any(i is None or isinstance(i, tuple | Commit) for i in items)
-            if not urgent:
-                self._urgent.wait(max(0.0, deadline - time.monotonic()))
-            self._urgent.clear()
-            while len(items) < self._batch_size:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in items
-            if stop:
-                items = [i for i in items if i is not None]
-            self._write(items)
-            if stop:
-                self.export()
+                    self._journal.write()
+                except OSError as exc:
+                    self._failed(
+                        exc, rows=self._journal.buffered_bytes, where=str(self.journal_dir)
+                    )
+                continue
+            last_ingest = time.monotonic()
+            error = self._cycle(final=closing)
+            if closing and error is not None and self._journal_has_rows():
+                # Shutting down with rows that cannot be moved in: they stay in the journal
+                # (read by the next start); say so instead of hanging the shutdown.
+                log.error("log_close_left_rows_in_journal", journal=str(self.journal_dir),
+                          error=str(error))  # fmt: skip
+            for waiter in waiters:
+                waiter.done(error)
+            if closing:
+                with self._waiters_lock:
+                    self._closed = True
+                    late, self._waiters = self._waiters, []
+                for waiter in late:
+                    waiter.done(error)
                 return
-            if time.monotonic() - self._last_export >= self._export_interval_s:
-                self.export()
 
-    def _write(self, items: list[Any]) -> None:
-        decisions = [i for i in items if isinstance(i, DecisionRecord)]
-        feedback = [i for i in items if isinstance(i, tuple)]
-        settlements = [i for i in items if isinstance(i, SettlementRecord)]
-        audits = [i for i in items if isinstance(i, AuditRecord)]
-        commits = [i[1] for i in feedback] + [i for i in items if isinstance(i, Commit)]
+    def _journal_has_rows(self) -> bool:
+        return bool(self._pending) or self._journal.buffered_bytes > 0
+
+    def _cycle(self, *, final: bool = False) -> BaseException | None:
+        """Close the journal's segment, move every closed segment in, export when due."""
+        self._unflushed = 0
         try:
-            self._con.execute("BEGIN TRANSACTION")
-            if decisions:
-                self._insert("decisions", [_decision_row(r) for r in decisions], DECISIONS_SCHEMA)
-            if feedback:
-                self._insert("feedback", [_plain_row(r) for r, _ in feedback], FEEDBACK_SCHEMA)
-            if settlements:
-                self._insert(
-                    "settlements", [_plain_row(r) for r in settlements], SETTLEMENTS_SCHEMA
-                )
-            if audits:
-                self._insert_table("audit", audit_rows_to_arrow(audits))
-            self._con.execute("COMMIT")
-            for table, batches in self._uncommitted.items():
-                self._committed.setdefault(table, []).extend(batches)
-            self._uncommitted = {}
-        except Exception as exc:  # disk full, I/O error: keep the rows, tell the waiters
-            self._uncommitted = {}
-            with contextlib.suppress(duckdb.Error):
-                self._con.execute("ROLLBACK")
-            self.last_error = exc
-            self._failures += 1
-            log.error("log_write_failed", path=str(self.path), error=str(exc), rows=len(items),
-                      attempt=self._failures)  # fmt: skip
-            for commit in commits:
-                commit.done(exc)
-            rows = [i for i in items if not isinstance(i, Commit)]
-            if self._failures >= MAX_WRITE_ATTEMPTS and self._set_aside(rows, exc):
-                self._failures = 0
-            else:
-                self._retry = rows
-                time.sleep(min(1.0, self._flush_interval_s * 10))
-            return
+            closed = self._journal.close() if final else self._journal.rotate()
+        except OSError as exc:
+            self._failed(exc, rows=self._journal.buffered_bytes, where=str(self.journal_dir))
+            return exc
+        if closed is not None:
+            self._pending.append(closed)
+        while self._pending:
+            segment = self._pending[0]
+            try:
+                self._ingest(segment)
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("ROLLBACK")
+                self._failed(exc, rows=segment.stat().st_size, where=str(segment))
+                disk = isinstance(exc, duckdb.IOException)
+                if disk or self._failures < MAX_WRITE_ATTEMPTS or not self._set_aside(segment):
+                    return exc
+                continue
+            self._pending.pop(0)
+            segment.unlink(missing_ok=True)
         self._failures = 0
         self.last_error = None
-        for commit in commits:
-            commit.done()
+        if final or time.monotonic() - self._last_export >= self._export_interval_s:
+            self.export()
+        return None
 
-    def _set_aside(self, rows: list[Any], error: BaseException) -> bool:
-        """Move rows that keep failing to a JSON-lines file beside the log; True if written."""
-        aside = self.path.with_name(self.path.name + ".rejected.jsonl")
+    def _failed(self, error: BaseException, *, rows: int, where: str) -> None:
+        self.last_error = error
+        self._failures += 1
+        log.error("log_write_failed", path=where, error=str(error), bytes=rows,
+                  attempt=self._failures)  # fmt: skip
+
+    def _ingest(self, segment: Path) -> None:
+        """Insert one segment's rows and advance the ingested mark, in one transaction."""
+        self._con.execute(ingest_sql(str(segment), segment_number(segment)))
+
+    def _set_aside(self, segment: Path) -> bool:
+        """Move a segment that keeps failing to ``PATH.rejected/``; True if moved."""
         try:
-            with open(aside, "a", encoding="utf-8") as handle:
-                for row in rows:
-                    record = row[0] if isinstance(row, tuple) else row
-                    entry = {"table": type(record).__name__, "error": str(error),
-                             "row": dataclasses.asdict(record)}  # fmt: skip
-                    handle.write(json.dumps(entry, default=str) + "\n")
+            self.rejected_dir.mkdir(exist_ok=True)
+            os.replace(segment, self.rejected_dir / segment.name)
         except OSError:
             return False
-        log.error("log_rows_set_aside", path=str(aside), rows=len(rows))
+        self._pending.pop(0)
+        self._failures = 0
+        log.error("log_segment_set_aside", path=str(self.rejected_dir / segment.name),
+                  error=str(self.last_error))  # fmt: skip
         return True
 
-    def _insert(self, table: str, rows: list[tuple[Any, ...]], schema: pa.Schema) -> None:
-        self._insert_table(table, _table(rows, schema))
+    # -- start-up ----------------------------------------------------------------------------
+    def _ingested_upto(self) -> int:
+        row = self._con.execute("SELECT coalesce(max(segment), 0) FROM journal_segments").fetchone()
+        return 0 if row is None else int(row[0])
 
-    def _insert_table(self, table: str, batch: pa.Table) -> None:
-        """Insert an Arrow batch (DuckDB reads the local variable ``batch`` by name)."""
-        self._con.execute(f"INSERT INTO {table} SELECT * FROM batch")
-        if self.export_dir is not None:
-            self._uncommitted.setdefault(table, []).append(batch)
+    def _recover(self) -> list[Path]:
+        """Segments a previous run left: delete those already in, return the rest (oldest
+        first) after trimming a torn last line; the writer's first cycle moves them in."""
+        done = self._ingested_upto()
+        left = []
+        for segment in list_segments(self.journal_dir):
+            if segment_number(segment) <= done:
+                segment.unlink(missing_ok=True)
+                continue
+            trimmed = trim_torn_tail(segment)
+            if trimmed:
+                log.warning("log_journal_torn_tail", path=str(segment), bytes=trimmed)
+            left.append(segment)
+        if left:
+            log.info("log_journal_recovered", segments=len(left), journal=str(self.journal_dir))
+        return left
+
+    # -- export ------------------------------------------------------------------------------
+    def _read_export_marks(self) -> dict[str, int]:
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS export_marks (tbl VARCHAR PRIMARY KEY, exported BIGINT)"
+        )
+        marks = dict(self._con.execute("SELECT tbl, exported FROM export_marks").fetchall())
+        for table in EXPORTED_TABLES:
+            if table not in marks:
+                # A log exported by an older version (or never): start from what is there.
+                row = self._con.execute(f"SELECT count(*) FROM {table}").fetchone()
+                marks[table] = 0 if row is None else int(row[0])
+        return {t: int(marks[t]) for t in EXPORTED_TABLES}
 
     def export(self) -> None:
-        """Write rows committed since the last export as Parquet parts (writer thread only).
+        """Write rows added since the last export as Parquet parts (writer thread only).
 
         Readers (``banditroute replay`` while the server runs) read these parts, since DuckDB
         lets no other process open the database file while it is open for writing. Each part
-        is written to a temporary name and renamed, so a reader never sees half a file.
+        is written to a temporary name and renamed, so a reader never sees half a file; the
+        exported mark is kept in the database, so rows a crash kept from being exported are
+        exported by the next start.
         """
         self._last_export = time.monotonic()
-        if self.export_dir is None or not self._committed:
+        if self.export_dir is None:
             return
-        committed, self._committed = self._committed, {}
-        self._export_seq += 1
-        stamp = f"{int(time.time() * 1000):013d}-{self._export_seq:06d}"
+        stamp = f"{int(time.time() * 1000):013d}"
         try:
-            for table, batches in committed.items():
+            for table in EXPORTED_TABLES:
+                row = self._con.execute(f"SELECT count(*) FROM {table}").fetchone()
+                total = 0 if row is None else int(row[0])
+                mark = self._export_marks[table]
+                if total <= mark:
+                    continue
                 folder = self.export_dir / table
                 folder.mkdir(parents=True, exist_ok=True)
-                target = folder / f"part-{stamp}.parquet"
-                tmp = folder / f".part-{stamp}.parquet.tmp"
-                pq.write_table(pa.concat_tables(batches), tmp, compression="zstd")
-                os.replace(tmp, target)
-        except OSError as exc:
+                name = f"part-{stamp}-{mark:012d}.parquet"
+                tmp = folder / f".{name}.tmp"
+                self._con.execute(
+                    f"COPY (SELECT * FROM {table} WHERE rowid >= {mark} AND rowid < {total}) "
+                    f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+                )
+                os.replace(tmp, folder / name)
+                self._con.execute(
+                    "INSERT OR REPLACE INTO export_marks VALUES (?, ?)", [table, total]
+                )
+                self._export_marks[table] = total
+        except (OSError, duckdb.Error) as exc:
             log.error("log_export_failed", path=str(self.export_dir), error=str(exc))
 
     # -- restore -----------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""How log rows are written as journal lines, and the SQL that moves a segment into DuckDB.
+
+Each row is one JSON object (orjson: a few microseconds on the request thread) with a kind
+``k``: ``d`` decision, ``f`` feedback, ``s`` settlement, ``a`` audit. Times are integer
+microseconds since the epoch. DuckDB parses a whole segment natively (``read_json``), so
+moving rows into the database costs the serving threads no Python work and no GIL.
+
+Non-finite floats cannot be written as JSON numbers: a reward or value that is NaN or
+infinite (only reachable through a learner-side bug or an absurd but finite report that
+overflows) is stored as NULL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from banditroute.audit import AuditRecord, canonical_json
+from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+
+_US = 1_000_000
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * _US)
+
+
+def _line(row: dict[str, Any]) -> bytes:
+    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decision_line(r: DecisionRecord) -> bytes:
+    """The journal line of a decision."""
+    return _line(
+        {
+            "k": "d", "decision_id": r.decision_id, "time": _us(r.time), "tenant": r.tenant,
+            "request_id": r.request_id, "objective": r.objective, "prompt_hash": r.prompt_hash,
+            "prompt": r.prompt, "features": r.features, "eligible": r.eligible,
+            "probabilities": r.probabilities, "model": r.model, "probability": r.probability,
+            "policy_version": r.policy_version, "explored": r.explored, "tags": r.tags,
+            "arm": r.arm, "rule": r.rule, "data_class": r.data_class, "excluded": r.excluded,
+            "constraints": r.constraints, "shadow": r.shadow,
+        }
+    )  # fmt: skip
+
+
+def feedback_line(r: FeedbackRecord) -> bytes:
+    """The journal line of a feedback."""
+    return _line(
+        {
+            "k": "f", "decision_id": r.decision_id, "time": _us(r.time), "model": r.model,
+            "quality": r.quality, "cost_usd": r.cost_usd, "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens, "latency_ms": r.latency_ms, "status": r.status,
+            "reward": r.reward, "disposition": r.disposition,
+        }
+    )  # fmt: skip
+
+
+def settlement_line(r: SettlementRecord) -> bytes:
+    """The journal line of a settlement."""
+    return _line(
+        {"k": "s", "decision_id": r.decision_id, "time": _us(r.time), "action": r.action,
+         "reward": r.reward}
+    )  # fmt: skip
+
+
+def audit_line(r: AuditRecord) -> bytes:
+    """The journal line of an audit record. Its JSON fields travel as their canonical text
+    (the hash covers that text's values, non-finite floats included)."""
+    return _line(
+        {
+            "k": "a", "seq": r.seq, "time": r.time_us, "tenant": r.tenant, "kind": r.kind,
+            "decision_id": r.decision_id, "policy_version": r.policy_version,
+            "feature_hash": r.feature_hash, "eligible": r.eligible,
+            "audit_excluded": canonical_json(dict(r.excluded)),
+            "audit_constraints": canonical_json(dict(r.constraints)),
+            "payload": canonical_json(dict(r.payload)), "prev_hash": r.prev_hash, "hash": r.hash,
+        }
+    )  # fmt: skip
+
+
+_COLUMNS = {
+    "k": "VARCHAR", "decision_id": "VARCHAR", "time": "BIGINT", "tenant": "VARCHAR",
+    "request_id": "VARCHAR", "objective": "VARCHAR", "prompt_hash": "VARCHAR",
+    "prompt": "VARCHAR", "features": "JSON", "eligible": "VARCHAR[]",
+    "probabilities": "DOUBLE[]", "model": "VARCHAR", "probability": "DOUBLE",
+    "policy_version": "VARCHAR", "explored": "BOOLEAN", "tags": "JSON", "arm": "VARCHAR",
+    "rule": "VARCHAR", "data_class": "VARCHAR", "excluded": "JSON", "constraints": "JSON",
+    "shadow": "JSON", "quality": "DOUBLE", "cost_usd": "DOUBLE", "input_tokens": "BIGINT",
+    "output_tokens": "BIGINT", "latency_ms": "DOUBLE", "status": "VARCHAR", "reward": "DOUBLE",
+    "disposition": "VARCHAR", "action": "VARCHAR", "seq": "BIGINT", "kind": "VARCHAR",
+    "feature_hash": "VARCHAR", "audit_excluded": "VARCHAR", "audit_constraints": "VARCHAR",
+    "payload": "VARCHAR", "prev_hash": "VARCHAR", "hash": "VARCHAR",
+}  # fmt: skip
+"""Every key a line may carry, with its type (a line leaves out the keys of other kinds)."""
+
+_TS = "make_timestamp(time)::TIMESTAMPTZ"
+
+_INSERTS = {
+    "decisions": f"""decision_id, {_TS}, tenant, request_id, objective, prompt_hash, prompt,
+        features, eligible, probabilities, model, probability, policy_version, explored, tags,
+        arm, rule, data_class, excluded, constraints, shadow FROM segment WHERE k = 'd'""",
+    "feedback": f"""decision_id, {_TS}, model, quality, cost_usd, input_tokens, output_tokens,
+        latency_ms, status, reward, disposition FROM segment WHERE k = 'f'""",
+    "settlements": f"decision_id, {_TS}, action, reward FROM segment WHERE k = 's'",
+    "audit": f"""seq, {_TS}, tenant, kind, decision_id, policy_version, feature_hash, eligible,
+        audit_excluded::JSON, audit_constraints::JSON, payload::JSON, prev_hash, hash
+        FROM segment WHERE k = 'a' ORDER BY seq""",
+}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def ingest_sql(segment: str, number: int) -> str:
+    """One transaction that inserts every row of the segment file at ``segment`` into its
+    table and moves the ingested mark to its ``number`` (so a restart never inserts it
+    twice: segments go in strictly in order)."""
+    columns = "{" + ", ".join(f"{_quote(k)}: {_quote(t)}" for k, t in _COLUMNS.items()) + "}"
+    inserts = "\n".join(f"INSERT INTO {table} SELECT {q};" for table, q in _INSERTS.items())
+    return f"""BEGIN TRANSACTION;
+CREATE OR REPLACE TEMP TABLE segment AS SELECT * FROM read_json({_quote(segment)},
+    format = 'newline_delimited', columns = {columns});
+{inserts}
+DELETE FROM journal_segments;
+INSERT INTO journal_segments VALUES ({int(number)}, now());
+DROP TABLE segment;
+COMMIT;"""
+
+
+CREATE_JOURNAL_TABLE = """
+CREATE TABLE IF NOT EXISTS journal_segments (segment BIGINT, ingested TIMESTAMPTZ);
+"""
+"""One row: the newest journal segment moved into the database (and when), written in the
+same transaction as its rows."""
