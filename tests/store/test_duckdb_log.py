@@ -221,3 +221,18 @@ def test_close_is_idempotent(db_path: Path, records: SimpleNamespace) -> None:
     idle = DuckDBLog(db_path.with_name("idle.duckdb"), flush_interval_s=0.01)
     threading.Event().wait(0.05)  # let the writer reach its idle wait
     _close_within(idle)
+
+
+def test_without_sync_feedback_feedback_is_only_buffered(
+    db_path: Path, records: SimpleNamespace
+) -> None:
+    """With sync_feedback off, a feedback's commit is done at once but its row waits in the
+    buffer for the writer (nothing in the journal yet); flush() still moves it in."""
+    log = DuckDBLog(db_path, flush_interval_s=60.0, sync_feedback=False)
+    try:
+        log.append_feedback(records.feedback("dec-00001")).wait(0.0)
+        assert all(p.read_bytes() == b"" for p in log.journal_dir.iterdir())
+        log.flush()
+        assert _count(db_path, "feedback") == 1
+    finally:
+        _close_within(log)

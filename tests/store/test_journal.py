@@ -1,0 +1,180 @@
+"""The journal: lines reach segment files in order, whole, once; a crash's leftovers are
+moved in exactly once; what cannot be written stays buffered."""
+
+from __future__ import annotations
+
+import errno
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import duckdb
+import pytest
+
+from banditroute.store import duckdb_log, journal
+from banditroute.store.duckdb_log import DuckDBLog
+from banditroute.store.journal import Journal, list_segments, trim_torn_tail
+from banditroute.store.journal_rows import decision_line, feedback_line
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_buffered_lines_reach_the_segment_in_order_only_when_written(tmp_path: Path) -> None:
+    """append() only buffers; write() puts every buffered line in the open segment, in order;
+    rotate() closes it and numbers the next one after it."""
+    j = Journal(tmp_path)
+    j.append(b"1\n")
+    j.append(b"2\n")
+    (segment,) = list_segments(tmp_path)
+    assert segment.read_bytes() == b""
+    assert j.buffered_bytes == 4
+    j.write()
+    assert _lines(segment) == [b"1\n", b"2\n"]
+    assert j.buffered_bytes == 0
+    j.append(b"3\n")
+    closed = j.rotate()
+    assert closed == segment
+    assert _lines(segment) == [b"1\n", b"2\n", b"3\n"]
+    assert [p.name for p in list_segments(tmp_path)] == [segment.name, "000000000002.jsonl"]
+    assert j.rotate() is None  # nothing written since: the empty segment stays open
+    j.close()
+
+
+def test_numbering_continues_after_existing_segments_and_the_ingested_mark(
+    tmp_path: Path,
+) -> None:
+    """A new journal never reuses a number: it starts after the newest segment on disk and
+    after the mark it is given."""
+    (tmp_path / "000000000007.jsonl").write_bytes(b"x\n")
+    j = Journal(tmp_path, after=3)
+    assert j.close() is None
+    assert [p.name for p in list_segments(tmp_path)] == ["000000000007.jsonl"]
+    j = Journal(tmp_path, after=20)
+    j.append_durable(b"y\n")
+    assert j.close() == tmp_path / "000000000021.jsonl"
+
+
+def test_durable_append_writes_what_was_buffered_before_it(tmp_path: Path) -> None:
+    """append_durable() returns with its line and every earlier buffered line written."""
+    j = Journal(tmp_path)
+    j.append(b"decision\n")
+    j.append_durable(b"feedback\n")
+    (segment,) = list_segments(tmp_path)
+    assert _lines(segment) == [b"decision\n", b"feedback\n"]
+    j.close()
+
+
+def test_concurrent_durable_appends_all_land_once(tmp_path: Path) -> None:
+    """Lines appended durably from 8 threads are each in the segment exactly once."""
+    j = Journal(tmp_path)
+
+    def worker(t: int) -> None:
+        for i in range(200):
+            j.append_durable(f"{t}-{i}\n".encode())
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    path = j.close()
+    assert path is not None
+    lines = _lines(path)
+    assert len(lines) == 1600
+    assert len(set(lines)) == 1600
+
+
+def test_a_failed_write_keeps_the_lines_and_leaves_no_partial_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails part-way (disk full) raises, is cut back to whole lines, and keeps
+    its lines buffered in order; the next write puts them out."""
+    j = Journal(tmp_path)
+    j.append_durable(b"kept\n")
+    real = journal._write_all
+
+    def half_then_full(fd: int, data: bytes) -> None:
+        real(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal, "_write_all", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        j.append_durable(b"first-unwritten\n")
+    j.append(b"second\n")
+    (segment,) = list_segments(tmp_path)
+    assert _lines(segment) == [b"kept\n"]
+    monkeypatch.setattr(journal, "_write_all", real)
+    j.write()
+    assert _lines(segment) == [b"kept\n", b"first-unwritten\n", b"second\n"]
+    j.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "kept"),
+    [(b"", b""), (b"a\nb\n", b"a\nb\n"), (b"a\nb\ntor", b"a\nb\n"), (b"torn", b"")],
+)
+def test_trim_torn_tail_cuts_back_to_the_last_whole_line(
+    tmp_path: Path, content: bytes, kept: bytes
+) -> None:
+    """A segment ending mid-line is cut back to its last newline; whole ones are untouched."""
+    path = tmp_path / "000000000001.jsonl"
+    path.write_bytes(content)
+    assert trim_torn_tail(path) == len(content) - len(kept)
+    assert path.read_bytes() == kept
+
+
+def _count(path: Path, table: str) -> int:
+    with duckdb.connect(str(path)) as con:
+        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_start_moves_leftover_segments_in_once(tmp_path: Path, records: SimpleNamespace) -> None:
+    """Segments a crashed run left (one with a torn last line) are moved in by the next start;
+    a segment numbered at or below the ingested mark (moved in, then a crash before it was
+    deleted) is deleted without being inserted again."""
+    path = tmp_path / "log.duckdb"
+    log = DuckDBLog(path)
+    log.append_decision(records.decision(1))
+    log.close()  # segment 1 moved in: the ingested mark is 1
+    journal_dir = path.with_name(path.name + ".journal")
+    (journal_dir / "000000000001.jsonl").write_bytes(decision_line(records.decision(1)))
+    (journal_dir / "000000000005.jsonl").write_bytes(
+        decision_line(records.decision(2))
+        + feedback_line(records.feedback("dec-00002"))
+        + b'{"k":"d","decision_id":"tor'
+    )
+
+    restarted = DuckDBLog(path)
+    try:
+        restarted.flush()
+        assert _count(path, "decisions") == 2
+        assert _count(path, "feedback") == 1
+    finally:
+        restarted.close()
+    assert list_segments(journal_dir) == []
+
+
+def test_a_segment_that_cannot_be_read_is_set_aside(
+    tmp_path: Path, records: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment DuckDB keeps rejecting (not for lack of disk) is moved to PATH.rejected/
+    after MAX_WRITE_ATTEMPTS tries, and later rows still go in."""
+    monkeypatch.setattr(duckdb_log, "MAX_WRITE_ATTEMPTS", 2)
+    path = tmp_path / "log.duckdb"
+    log = DuckDBLog(path, flush_interval_s=0.01)
+    try:
+        log._journal.append(b'{"k":"d","time":"not a number"}\n')
+        with pytest.raises(duckdb.Error):
+            log.flush()
+        log.append_decision(records.decision(3))
+        log.flush()
+        rejected = list(log.rejected_dir.iterdir())
+        assert len(rejected) == 1
+        assert b"not a number" in rejected[0].read_bytes()
+        assert _count(path, "decisions") == 1
+    finally:
+        log.close()
