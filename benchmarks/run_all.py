@@ -24,7 +24,11 @@ import route_latency  # noqa: E402
 
 
 def _ingestion(rows: int) -> dict[str, float]:
-    """Feedback rows/s through the DuckDB log writer vs. one bare Arrow insert of the same rows."""
+    """Feedback rows/s through the DuckDB log vs. one bare Arrow insert of the same rows.
+
+    ``acknowledged_rows_per_s``: rows appended as the server does (each written to the journal
+    before the call returns); ``log_rows_per_s``: the same rows until they are in the DuckDB
+    tables (journal written, then moved in)."""
     import tempfile
 
     import duckdb
@@ -42,8 +46,10 @@ def _ingestion(rows: int) -> dict[str, float]:
             for i in range(rows)
         ]
         start = time.perf_counter()
-        commits = [log.append_feedback(r) for r in records]
-        commits[-1].wait(120)
+        for record in records:
+            log.append_feedback(record).wait(120)
+        acknowledged = time.perf_counter() - start
+        log.flush()
         log_rate = rows / (time.perf_counter() - start)
         log.close()
         con = duckdb.connect(f"{workdir}/bare.duckdb")
@@ -55,7 +61,11 @@ def _ingestion(rows: int) -> dict[str, float]:
         )  # fmt: skip
         con.execute("INSERT INTO t SELECT * FROM bare_rows")
         bare_rate = rows / (time.perf_counter() - start)
-    return {"log_rows_per_s": log_rate, "bare_arrow_rows_per_s": bare_rate}
+    return {
+        "acknowledged_rows_per_s": rows / acknowledged,
+        "log_rows_per_s": log_rate,
+        "bare_arrow_rows_per_s": bare_rate,
+    }
 
 
 def _script(args: list[str], timeout: float) -> dict[str, Any] | None:
