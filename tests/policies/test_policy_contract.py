@@ -267,3 +267,30 @@ def test_learning_favours_the_rewarded_model(
     else:
         for start, end in zip(before, after, strict=True):
             np.testing.assert_array_equal(start, end)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_learning_from_a_uniform_log_favours_the_rewarded_model(
+    case: Case, arms: tuple[ModelSpec, ...], contexts: list[PromptFeatures]
+) -> None:
+    """``learn_logged`` (a warm start from another policy's log) validates and counts like
+    ``learn``; after a uniform-random log where only model B earned reward, a learner makes B
+    its most probable model, and a non-learner does not move."""
+    eligible = arms[:4]
+    policy = case.build(eligible)
+    with pytest.raises(ValueError, match="probability"):
+        policy.learn_logged(contexts[0], eligible, 0, 0.0, 1.0)
+    before = [policy.distribution(c, eligible) for c in contexts]
+    rng = np.random.default_rng(5)
+    for i in range(300):
+        chosen = int(rng.integers(len(eligible)))
+        reward = 1.0 if chosen == 1 else 0.0
+        policy.learn_logged(contexts[i % len(contexts)], eligible, chosen, 0.25, reward)
+    assert policy.updates == 300
+    after = [policy.distribution(c, eligible) for c in contexts]
+    for start, end in zip(before, after, strict=True):
+        if case.learns:
+            assert int(np.argmax(end)) == 1
+            assert end[1] > 0.5
+        else:
+            np.testing.assert_array_equal(start, end)

@@ -11,9 +11,10 @@ import pytest
 
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
-from banditroute.objectives import Objective
+from banditroute.objectives import BudgetPacer, Objective
 from banditroute.simulation import SimulationConfig, oracle_choice, prepare, run_seed, simulate
 from banditroute.simulation.results import best_fixed_model
+from banditroute.simulation.runner import RunSpec, warm_log, warm_multiplier
 from banditroute.simulation.tables import OutcomeTable
 
 QUALITY_ONLY = "quality=1,cost=0,latency=0"
@@ -202,6 +203,7 @@ def test_warm_start_learns_first_and_says_how(
     assert info["mode"] == mode
     assert info["updates"] == 300 * (1 if mode == "bandit" else 4)
     assert ("uniform-random" in info["description"]) == (mode == "bandit")
+    assert info["multiplier"] == 0.0  # no budget, nothing to pace
     assert warm["quality"] > cold["quality"]  # type: ignore[operator]
 
 
@@ -223,3 +225,76 @@ def test_warm_start_with_other_models_is_rejected_naming_the_argument(
     with pytest.raises(ConfigError) as error:
         prepare(SimulationConfig(outcomes=stream, warm_start=other), default_settings)
     assert error.value.field == "--warm-start"
+
+
+def _warm_spec(
+    synthetic: Callable[..., OutcomeTable], settings: Settings, mode: str, budget_share: float
+) -> tuple[RunSpec, float]:
+    """A warm-started costaware run on synthetic tables, with a budget that is a share of the
+    mean cost of a mid-priced model (the budget binds below 1); also returns the budget."""
+    config = SimulationConfig(
+        outcomes=synthetic(90, seed=12),
+        policy="costaware",
+        objective=QUALITY_ONLY,
+        budget_usd=1.0,
+        seeds=1,
+        warm_start=synthetic(300, seed=11),
+        warm_start_mode=mode,  # type: ignore[arg-type]
+    )
+    spec, _ = prepare(config, settings)
+    assert spec.warm is not None
+    coder = spec.warm.outcomes.table.models.index("synth/coder")
+    budget = budget_share * float(spec.warm.outcomes.cost_usd[:, coder].mean())
+    spec, _ = prepare(replace(config, budget_usd=budget), settings)
+    return spec, budget
+
+
+def test_warm_multiplier_is_estimated_from_the_log_and_starts_the_stream(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """The budget multiplier estimated from a warm-start log rises as the budget tightens and
+    is 0 when no model costs more than the budget; the stream's pacer starts from it."""
+    spec, budget = _warm_spec(synthetic, default_settings, "bandit", 0.5)
+    assert spec.warm is not None
+    log = warm_log(spec, spec.warm, seed=0)
+    lams = [
+        warm_multiplier(log, spec.objective, BudgetPacer(share * budget))
+        for share in (0.5, 1.0, 100.0)
+    ]
+    assert lams[0] > lams[1] > 0.0 == lams[2]
+    trace = run_seed(spec, seed=0)
+    assert trace.warm_multiplier == pytest.approx(lams[1])
+    pacer = BudgetPacer(budget, spec.objective.pacing_rate)
+    one_step = pacer.rate * pacer.scale * float(spec.outcomes.cost_usd.max()) / budget
+    assert abs(trace.multiplier[0] - lams[1]) <= one_step
+    cold = run_seed(replace(spec, warm=None), seed=0)
+    assert cold.warm_multiplier == 0.0
+    assert cold.multiplier[0] <= one_step < lams[1]
+
+
+def test_bandit_warm_start_reads_only_the_logged_outcomes(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """A bandit-feedback warm start logs one cell per prompt; rewriting every other cell of
+    the warm-start table (quality and cost) changes nothing: not the estimated multiplier,
+    not a decision of the stream."""
+    spec, _ = _warm_spec(synthetic, default_settings, "bandit", 0.5)
+    warm = spec.warm
+    assert warm is not None
+    table = warm.outcomes.table
+    column = {model: k for k, model in enumerate(table.models)}
+    logged = np.zeros_like(table.quality, dtype=bool)
+    for entry in warm_log(spec, warm, seed=3):
+        logged[entry.prompt, column[entry.arms[entry.chosen].id]] = True
+    assert logged.sum(axis=1).tolist() == [1] * table.n_prompts
+    quality = np.where(logged, table.quality, 1.0 - table.quality)
+    cost = np.where(logged, warm.outcomes.cost_usd, 7.0 * warm.outcomes.cost_usd)
+    rewritten = replace(
+        warm, outcomes=replace(warm.outcomes, table=replace(table, quality=quality), cost_usd=cost)
+    )
+    first = run_seed(spec, seed=3)
+    second = run_seed(replace(spec, warm=rewritten), seed=3)
+    assert first.warm_multiplier > 0.0
+    assert second.warm_multiplier == first.warm_multiplier
+    np.testing.assert_array_equal(second.chosen, first.chosen)
+    np.testing.assert_array_equal(second.probability, first.probability)

@@ -87,6 +87,21 @@ class Policy(ABC):
         self._learn(context, arms, chosen, probability, reward)
         self.updates += 1
 
+    def learn_logged(
+        self,
+        context: PromptFeatures,
+        arms: Sequence[ModelSpec],
+        chosen: int,
+        probability: float,
+        reward: float,
+    ) -> None:
+        """Learn from a decision another (logging) policy made, e.g. a warm start from a log.
+
+        ``probability`` is the logging policy's. Default: the same as :meth:`learn`; a policy
+        whose exploration depends on how much it has explored may count such data differently.
+        """
+        self.learn(context, arms, chosen, probability, reward)
+
     @abstractmethod
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
         """Unnormalised non-negative scores or probabilities for each arm."""

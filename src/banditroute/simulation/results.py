@@ -177,7 +177,12 @@ def summarise(
     )
     out["revealed_per_prompt"] = float(np.mean([t.revealed / max(len(t.order), 1) for t in traces]))
     out["per_seed"] = [
-        {"seed": t.seed, "wall_s": round(t.wall_s, 3), "warm_updates": t.warm_updates}
+        {
+            "seed": t.seed,
+            "wall_s": round(t.wall_s, 3),
+            "warm_updates": t.warm_updates,
+            "warm_multiplier": t.warm_multiplier,
+        }
         | {k: v for k, v in s.router.items() if k != "reward"}
         for t, s in zip(traces, scores, strict=True)
     ]

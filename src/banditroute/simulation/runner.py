@@ -1,10 +1,11 @@
 """Stream an outcome table through the in-process :class:`~banditroute.router.Router`.
 
 Per seed: a fresh policy and router (a fake clock, decision ids ``"<seed>-<step>"``, the
-router's sampling seeded by the seed), optionally a warm start, then the prompts in a seeded
-random order. Each prompt is routed with only its text and the objective's name; the
-environment then reveals the chosen model's outcome, and only that outcome is reported back
-with ``Feedback``. Seeds run in parallel worker processes.
+router's sampling seeded by the seed), optionally a warm start (with a budget, the pacer's
+multiplier is first estimated from the warm-start log: :func:`warm_multiplier`), then the
+prompts in a seeded random order. Each prompt is routed with only its text and the objective's
+name; the environment then reveals the chosen model's outcome, and only that outcome is reported
+back with ``Feedback``. Seeds run in parallel worker processes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import FeedbackReport, RouteQuery
 from banditroute.eligibility import eligible_models
-from banditroute.features import extract
-from banditroute.objectives import Objective
+from banditroute.features import PromptFeatures, extract
+from banditroute.objectives import BudgetPacer, Objective
 from banditroute.outcomes import Fragments
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
@@ -125,6 +127,7 @@ class SeedTrace:
     revealed: int
     warm_updates: int
     wall_s: float
+    warm_multiplier: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -154,20 +157,33 @@ def run_settings(settings: Settings, run: RunCatalog, objective: Objective) -> S
     )
 
 
-def _warm_start(
-    policy: Policy, spec: RunSpec, warm: WarmStart, seed: int, multiplier: float
-) -> int:
-    """Learn from the warm-start table; returns the number of learning updates."""
+@dataclass(frozen=True)
+class LoggedOutcome:
+    """One warm-start observation: a prompt (its row in the table and its features), its
+    eligible models, the logged model's index among them, the logging probability and the
+    outcome (only the logged model's)."""
+
+    prompt: int
+    features: PromptFeatures
+    arms: tuple[ModelSpec, ...]
+    chosen: int
+    probability: float
+    fragments: Fragments
+
+
+def warm_log(spec: RunSpec, warm: WarmStart, seed: int) -> list[LoggedOutcome]:
+    """The warm-start table as a log: in a seeded order, one uniform-random eligible model's
+    outcome per prompt (bandit) or every eligible model's (full)."""
     table = warm.outcomes.table
     catalog = spec.settings.catalog
     column = {model: k for k, model in enumerate(table.models)}
     latency = spec.latency.sample(warm.outcomes.output_tokens, seed + 7_919)
     rng = np.random.default_rng([seed, 0x3A7])
-    updates = 0
     feature_chars = spec.settings.server.feature_chars
+    log: list[LoggedOutcome] = []
     for i in rng.permutation(table.n_prompts):
         features = extract(table.prompts[i], feature_chars=feature_chars)
-        arms = eligible_models(catalog, features).eligible
+        arms = tuple(eligible_models(catalog, features).eligible)
         if warm.mode == "bandit":
             picks = [int(rng.integers(len(arms)))]
             probability = 1.0 / len(arms)
@@ -181,10 +197,86 @@ def _warm_start(
                 float(warm.outcomes.cost_usd[i, k]),
                 float(latency[i, k]),
             )
-            reward = spec.objective.reward(fragments, extra_cost_weight=multiplier)
-            policy.learn(features, arms, a, probability, reward)
-            updates += 1
-    return updates
+            log.append(LoggedOutcome(int(i), features, arms, a, probability, fragments))
+    return log
+
+
+def warm_multiplier(log: list[LoggedOutcome], objective: Objective, pacer: BudgetPacer) -> float:
+    """The budget multiplier at which greedy routing of the logged prompts meets the budget.
+
+    Estimated from the log alone, so the stream starts at its cost level instead of letting
+    the multiplier climb from 0 while the first requests overspend, and so the warm start's
+    rewards are priced as the stream's will be. A fresh :class:`CostAwarePolicy` learns each
+    model's value from the log; a model's cost is its catalogue estimate times the ratio of
+    realised to estimated cost over its logged outcomes; the multiplier is found by bisection
+    on the mean cost of each prompt's best model at that price (mean cost falls as it rises).
+    """
+    probe = CostAwarePolicy()
+    spent: dict[str, float] = {}
+    estimated: dict[str, float] = {}
+    prompts: dict[int, LoggedOutcome] = {}
+    for entry in log:
+        probe.learn(
+            entry.features, entry.arms, entry.chosen, entry.probability,
+            objective.reward(entry.fragments),
+        )  # fmt: skip
+        arm = entry.arms[entry.chosen]
+        cost = entry.fragments.cost_usd
+        if cost is not None:
+            spent[arm.id] = spent.get(arm.id, 0.0) + cost
+            estimated[arm.id] = estimated.get(arm.id, 0.0) + arm.price(
+                entry.features.tokens, arm.typical_output_tokens
+            )
+        prompts.setdefault(entry.prompt, entry)
+    if not prompts:
+        return 0.0
+    width = max(len(entry.arms) for entry in prompts.values())
+    value = np.full((len(prompts), width), -np.inf)
+    cost_usd = np.zeros((len(prompts), width))
+    for row, entry in enumerate(prompts.values()):
+        mean, cost_hat = probe.value_estimates(entry.features, entry.arms)
+        ratio = [
+            spent[arm.id] / estimated[arm.id] if estimated.get(arm.id, 0.0) > 0 else 1.0
+            for arm in entry.arms
+        ]
+        value[row, : len(entry.arms)] = mean
+        cost_usd[row, : len(entry.arms)] = cost_hat * np.array(ratio)
+    rows = np.arange(len(prompts))
+
+    def mean_cost(lam: float) -> float:
+        best = np.argmax(value - lam * cost_usd, axis=1)
+        return float(cost_usd[rows, best].mean())
+
+    low, high = 0.0, 100.0 * pacer.scale
+    if mean_cost(low) <= pacer.budget_usd:
+        return 0.0
+    if mean_cost(high) > pacer.budget_usd:
+        return high
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        if mean_cost(middle) > pacer.budget_usd:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def _warm_start(
+    policy: Policy, spec: RunSpec, warm: WarmStart, seed: int, pacer: BudgetPacer | None
+) -> int:
+    """Learn from the warm-start table; returns the number of learning updates.
+
+    With a budget, the pacer's multiplier is first set to :func:`warm_multiplier` and the
+    logged rewards are priced at it, as the router prices the stream's.
+    """
+    log = warm_log(spec, warm, seed)
+    multiplier = 0.0
+    if pacer is not None:
+        multiplier = pacer.lam = warm_multiplier(log, spec.objective, pacer)
+    for entry in log:
+        reward = spec.objective.reward(entry.fragments, extra_cost_weight=multiplier)
+        policy.learn_logged(entry.features, entry.arms, entry.chosen, entry.probability, reward)
+    return len(log)
 
 
 def run_seed(
@@ -211,8 +303,10 @@ def run_seed(
     if pacer is not None and isinstance(policy, CostAwarePolicy):
         policy.follow(lambda: pacer.lam)
     warm_updates = 0
+    warm_lam = 0.0
     if spec.warm is not None:
-        warm_updates = _warm_start(policy, spec, spec.warm, seed, 0.0)
+        warm_updates = _warm_start(policy, spec, spec.warm, seed, pacer)
+        warm_lam = pacer.lam if pacer is not None else 0.0
     latency = spec.latency.sample(outcomes.output_tokens, seed)
     env = ReplayEnvironment(table.quality, outcomes.cost_usd, latency, outcomes.output_tokens)
     column = {model: k for k, model in enumerate(table.models)}
@@ -267,6 +361,7 @@ def run_seed(
         latency_all=latency,
         revealed=env.revealed,
         warm_updates=warm_updates,
+        warm_multiplier=warm_lam,
         wall_s=time.perf_counter() - started,
     )
 

@@ -170,7 +170,8 @@ def simulate(
     meta["wall_s"] = time.perf_counter() - started
     if "warm_start" in meta:
         meta["warm_start"] = dict(meta["warm_start"]) | {
-            "updates": int(sum(t.warm_updates for t in traces) / len(traces))
+            "updates": int(sum(t.warm_updates for t in traces) / len(traces)),
+            "multiplier": float(sum(t.warm_multiplier for t in traces) / len(traces)),
         }
     summary = summarise(spec.outcomes, spec.objective, traces, policy=spec.policy, meta=meta)
     return SimulationResult(summary, traces)
