@@ -637,3 +637,48 @@ def test_restore_from_memory_log(make_router: MakeRouter, policy: RecordingPolic
     result = restarted.feedback(FeedbackReport(decision.decision_id, quality=1.0))
     assert result.disposition == Disposition.LEARNED
     assert isinstance(log, MemoryLog)
+
+
+def test_restart_continues_the_objective_pacers_multiplier(
+    tmp_path: Path, make_router: MakeRouter, make_settings: Any
+) -> None:
+    """A budgeted objective's pacer, rebuilt after a restart from the first feedback costs in
+    the DuckDB log, has the multiplier it had before the stop (a second feedback for a
+    decision and another objective's spend do not count); without restoring it starts at 0."""
+    settings = make_settings(
+        {"objectives": {"balanced": {"budget": 0.001}, "economy": {"budget": 0.002}}}
+    )
+    path = tmp_path / "log.duckdb"
+    router, log = make_router(settings, event_log=DuckDBLog(path))
+    costs = [0.004, 0.0005, 0.003, 0.002, 0.0001]
+    for i, cost in enumerate(costs):
+        decision = router.route(RouteQuery(prompt=f"{PROMPT} {i}"))
+        router.feedback(FeedbackReport(decision.decision_id, quality=1.0, cost_usd=cost))
+        if i == 1:  # a fallback's later feedback: no new request for the pacer
+            router.feedback(
+                FeedbackReport(
+                    decision.decision_id, model=decision.fallback_models[0], cost_usd=0.01
+                )
+            )
+    other = router.route(RouteQuery(prompt=PROMPT, objective="economy"))
+    router.feedback(FeedbackReport(other.decision_id, quality=1.0, cost_usd=0.05))
+    before = router.pacer(settings.objective("balanced"))
+    economy_before = router.pacer(settings.objective("economy"))
+    assert before is not None
+    assert economy_before is not None
+    assert before.lam > 0
+    log.close()
+
+    restarted, new_log = make_router(settings, event_log=DuckDBLog(path), id_prefix="n")
+    try:
+        fresh = restarted.pacer(settings.objective("balanced"))
+        assert fresh is not None
+        assert fresh.lam == 0.0
+        assert restarted.restore_pacers(new_log.first_costs) == len(costs) + 1  # type: ignore[attr-defined]
+        assert fresh.lam == pytest.approx(before.lam)
+        assert fresh.requests == len(costs)
+        economy = restarted.pacer(settings.objective("economy"))
+        assert economy is not None
+        assert economy.lam == pytest.approx(economy_before.lam)
+    finally:
+        new_log.close()

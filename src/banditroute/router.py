@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,6 +422,21 @@ class Router:
             budget.restore(usd, requests, now)
             restored += 1
         return restored
+
+    def restore_pacers(self, first_costs: Callable[[str], Iterable[float]]) -> int:
+        """Rebuild each budgeted objective's pacer by replaying, in order, the cost of every
+        logged decision's first feedback under that objective (``first_costs(name)``, from
+        the log): the multiplier continues where it stood instead of restarting from zero
+        and overspending while it climbs back. Returns how many costs were replayed."""
+        replayed = 0
+        for objective in self.settings.objectives.values():
+            pacer = self.pacer(objective)
+            if pacer is None:
+                continue
+            for cost in first_costs(objective.name):
+                pacer.observe(cost)
+                replayed += 1
+        return replayed
 
     def budget_status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's budget figures for the current period (None without a budget)."""

@@ -187,6 +187,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     )
     restored_pending = router.restore_pending()
     router.restore_budgets(event_log.tenant_spend)
+    router.restore_pacers(event_log.first_costs)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),
         interceptors=[AuthInterceptor(settings.access)],

@@ -174,6 +174,25 @@ class DuckDBLog:
             cursor.close()
         return (0.0, 0) if row is None else (float(row[0]), int(row[1]))
 
+    def first_costs(self, objective: str) -> list[float]:
+        """The cost (0 when not reported) of each decision's first feedback under
+        ``objective``, in time order: what that objective's budget pacer observed."""
+        self.flush()
+        cursor = self._con.cursor()
+        try:
+            rows = cursor.execute(
+                """SELECT coalesce(cost_usd, 0) FROM (
+                       SELECT f.cost_usd, f.time, row_number() OVER (
+                           PARTITION BY f.decision_id ORDER BY f.time, f.rowid) AS n
+                       FROM feedback f JOIN decisions d USING (decision_id)
+                       WHERE d.objective = ?)
+                   WHERE n = 1 ORDER BY time""",
+                [objective],
+            ).fetchall()
+        finally:
+            cursor.close()
+        return [float(r[0]) for r in rows]
+
     def audit_head(self) -> tuple[int, str]:
         """(seq, hash) of the newest audit record already in the file, to continue the chain."""
         cursor = self._con.cursor()
