@@ -21,7 +21,8 @@ from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import FailedPrecondition, InvalidArgument, NotFound
 from banditroute.features import ChatTurn, PromptFeatures, prompt_hash
 from banditroute.outcomes import Fragments, OutcomeStatus
-from banditroute.policies import LinUCBPolicy, Policy
+from banditroute.policies.base import Policy
+from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.router import Router, sample_index
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.memory import MemoryLog

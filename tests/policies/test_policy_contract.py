@@ -16,9 +16,12 @@ import pytest
 from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.features import PromptFeatures, extract
-from banditroute.policies import FixedPolicy, LinUCBPolicy, Policy, UniformPolicy, VWPolicy
+from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
-from banditroute.policies.vw import DEFAULT_ARGS
+from banditroute.policies.fixed import FixedPolicy
+from banditroute.policies.linucb import LinUCBPolicy
+from banditroute.policies.uniform import UniformPolicy
+from banditroute.policies.vw import DEFAULT_ARGS, VWPolicy
 from banditroute.router import sample_index
 
 PROMPTS = (

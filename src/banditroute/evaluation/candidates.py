@@ -47,7 +47,6 @@ from banditroute.evaluation.logdata import ReplayLog
 from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy
 from banditroute.policies.fixed import FixedPolicy
-from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
 from banditroute.snapshots import MAGIC, load_snapshot
@@ -182,6 +181,10 @@ def build_policy(
                 f"{arg}: {spec.text!r}: Vowpal Wabbit rejected the arguments: {exc}", field=arg
             ) from exc
     if spec.kind == "linucb":
+        # Imported here: river (and scipy behind it) take a second to import, which every
+        # command importing this module (all of the CLI) would otherwise pay.
+        from banditroute.policies.linucb import LinUCBPolicy
+
         values = dict(spec.linucb)
         return LinUCBPolicy(
             alpha=values.get("alpha", 0.5), epsilon=values.get("epsilon", 0.02), seed=seed
@@ -202,6 +205,8 @@ def load_policy(spec: CandidateSpec, settings: Settings, *, arg: str = "--candid
     if name == "vw":
         policy = VWPolicy(settings.policy.vw_args)
     elif name == "linucb":
+        from banditroute.policies.linucb import LinUCBPolicy
+
         policy = LinUCBPolicy()
     elif name == "uniform":
         policy = UniformPolicy()

@@ -1,11 +1,5 @@
-"""Routing policies: each gives a probability for every eligible model and learns online."""
+"""Routing policies: each gives a probability for every eligible model and learns online.
 
-from __future__ import annotations
-
-from banditroute.policies.base import Policy, Probabilities
-from banditroute.policies.fixed import FixedPolicy
-from banditroute.policies.linucb import LinUCBPolicy
-from banditroute.policies.uniform import UniformPolicy
-from banditroute.policies.vw import VWPolicy
-
-__all__ = ["FixedPolicy", "LinUCBPolicy", "Policy", "Probabilities", "UniformPolicy", "VWPolicy"]
+Import each from its module (``banditroute.policies.vw``, ...): importing the package loads
+none of them, so a command that needs no river or VW does not pay for importing them.
+"""

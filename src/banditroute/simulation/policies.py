@@ -28,7 +28,6 @@ from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy, Probabilities
 from banditroute.policies.costaware import EXPLORATIONS, CostAwarePolicy
 from banditroute.policies.fixed import FixedPolicy
-from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
 
@@ -123,6 +122,8 @@ def build_policy(name: str, settings: Settings, *, seed: int) -> Policy:
     if name.startswith("vw:"):
         return VWPolicy(name.removeprefix("vw:").split(), seed=seed)
     if name == "linucb":
+        from banditroute.policies.linucb import LinUCBPolicy  # river: slow to import
+
         return LinUCBPolicy(seed=seed)
     if name == "uniform":
         return UniformPolicy()
