@@ -552,8 +552,9 @@ class Router:
             reward=own_reward,
             disposition=str(disposition),
         )
-        commit = self.log.append_feedback(record)
+        # The audit row is queued first, so the feedback's durable write carries it along.
         self._audit_feedback(pending, record)
+        commit = self.log.append_feedback(record)
         if self.settings.log.sync_feedback:
             try:
                 commit.wait(COMMIT_TIMEOUT_S)

@@ -4,13 +4,17 @@ moved in exactly once; what cannot be written stays buffered."""
 from __future__ import annotations
 
 import errno
+import math
+import shutil
 import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import duckdb
 import pytest
 
+from banditroute.audit import AuditChain
 from banditroute.store import duckdb_log, journal
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.journal import Journal, list_segments, trim_torn_tail
@@ -178,3 +182,170 @@ def test_a_segment_that_cannot_be_read_is_set_aside(
         assert _count(path, "decisions") == 1
     finally:
         log.close()
+
+
+class _FailingIngest:
+    """Wraps the writer's connection: the next ``times`` segment inserts raise ``error``."""
+
+    def __init__(self, real: duckdb.DuckDBPyConnection, error: Exception, times: int) -> None:
+        self.real, self.error, self.times = real, error, times
+
+    def execute(self, query: str, *args: Any) -> Any:
+        if self.times > 0 and "read_json" in query:
+            self.times -= 1
+            raise self.error
+        return self.real.execute(query, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_full_disk_at_commit_is_retried_not_set_aside(
+    tmp_path: Path, records: SimpleNamespace
+) -> None:
+    """A commit failing for want of disk (DuckDB raises TransactionException there) is
+    retried past MAX_WRITE_ATTEMPTS: the rows land once the disk is back, none set aside."""
+    log = DuckDBLog(tmp_path / "log.duckdb", flush_interval_s=0.01)
+    full = duckdb.TransactionException("Failed to commit: No space left on device")
+    log._con = _FailingIngest(log._con, full, duckdb_log.MAX_WRITE_ATTEMPTS + 3)  # type: ignore[assignment]
+    try:
+        log.append_decision(records.decision(1))
+        for _ in range(duckdb_log.MAX_WRITE_ATTEMPTS + 3):
+            with pytest.raises(duckdb.TransactionException):
+                log.flush()
+        log.flush()
+        assert _count(tmp_path / "log.duckdb", "decisions") == 1
+        assert not log.rejected_dir.exists()
+    finally:
+        log.close()
+
+
+def test_set_aside_segments_keep_their_own_names_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set-aside segment advances the ingested mark, so the next start numbers past it, and
+    two set-aside segments never overwrite each other."""
+    monkeypatch.setattr(duckdb_log, "MAX_WRITE_ATTEMPTS", 1)
+    path = tmp_path / "log.duckdb"
+    for bad in (b'{"k":"d","time":"first"}\n', b'{"k":"d","time":"second"}\n'):
+        log = DuckDBLog(path, flush_interval_s=60.0)
+        log._journal.append(bad)
+        log.flush()  # set aside (and logged as an error) at the first failure
+        log.close()
+    rejected = sorted(p.read_bytes() for p in (tmp_path / "log.duckdb.rejected").iterdir())
+    assert rejected == [b'{"k":"d","time":"first"}\n', b'{"k":"d","time":"second"}\n']
+
+
+def test_audit_head_sees_the_audit_rows_a_crash_left_in_the_journal(tmp_path: Path) -> None:
+    """After a crash, audit_head() reports the newest audit record in the journal, not the
+    older head in the database, so a restarted chain does not reuse sequence numbers."""
+    path = tmp_path / "log.duckdb"
+    log = DuckDBLog(path, flush_interval_s=60.0, ingest_interval_s=60.0)
+    chain = AuditChain(sink=log.append_audit)
+    for i in range(3):
+        chain.append(time=1.7e9 + i, tenant="t", kind="decision", decision_id=f"d{i}",
+                     policy_version="v", feature_hash="h", eligible=["m"])  # fmt: skip
+    log._journal.write()
+    crashed = tmp_path / "crashed" / "log.duckdb"
+    crashed.parent.mkdir()
+    shutil.copytree(log.journal_dir, crashed.with_name(crashed.name + ".journal"))
+    log.close()
+    restarted = DuckDBLog(crashed)
+    try:
+        assert restarted.audit_head() == chain.head
+    finally:
+        restarted.close()
+
+
+def test_a_failed_segment_open_keeps_writing_to_the_open_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the next segment cannot be opened (disk full, no descriptors), rotate() raises and
+    later lines still go to the current segment, not to a closed descriptor."""
+    j = Journal(tmp_path)
+    j.append_durable(b"one\n")
+
+    def cannot_open(seq: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(j, "_open", cannot_open)
+    with pytest.raises(OSError, match="Too many"):
+        j.rotate()
+    j.append_durable(b"two\n")
+    (segment,) = list_segments(tmp_path)
+    assert _lines(segment) == [b"one\n", b"two\n"]
+    monkeypatch.undo()
+    assert j.rotate() == segment
+    j.close()
+    with pytest.raises(OSError, match="closed"):
+        j.append_durable(b"after close\n")
+
+
+def test_the_writer_survives_an_unexpected_error(
+    tmp_path: Path, records: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while moving rows in fails that flush() but does not kill the
+    writer: the next flush() moves the rows in."""
+    log = DuckDBLog(tmp_path / "log.duckdb", flush_interval_s=60.0)
+    real = log._ingest
+    calls = iter([RuntimeError("boom")])
+
+    def flaky(segment: Path) -> None:
+        error = next(calls, None)
+        if error is not None:
+            raise error
+        real(segment)
+
+    monkeypatch.setattr(log, "_ingest", flaky)
+    try:
+        log.append_decision(records.decision(1))
+        with pytest.raises(RuntimeError, match="boom"):
+            log.flush()
+        log.flush()
+        assert _count(tmp_path / "log.duckdb", "decisions") == 1
+    finally:
+        log.close()
+
+
+def test_export_handles_quotes_in_paths_and_never_exports_a_row_twice(
+    tmp_path: Path, records: SimpleNamespace
+) -> None:
+    """Parts land under a directory with a quote in its name; after a lost mark update (the
+    part renamed, the mark not stored) the next export moves the mark to the part's end
+    instead of writing the same rows again."""
+    path = tmp_path / "bob's logs" / "log.duckdb"
+    export = path.with_name("log.duckdb.export")
+    log = DuckDBLog(path, export_dir=export, export_interval_s=3600.0)
+    try:
+        for i in range(3):
+            log.append_decision(records.decision(i))
+        log.flush()
+        log.export()
+        (part,) = (export / "decisions").glob("*.parquet")
+        assert part.name == "part-000000000000-000000000003.parquet"
+        log._export_marks["decisions"] = 0  # as if the mark update had failed
+        log.append_decision(records.decision(3))
+        log.flush()
+        log.export()
+    finally:
+        log.close()
+    parts = sorted(p.name for p in (export / "decisions").glob("*.parquet"))
+    assert parts == [part.name, "part-000000000003-000000000004.parquet"]
+    with duckdb.connect() as con:
+        files = [str(export / "decisions" / p) for p in parts]
+        row = con.execute("SELECT count(*), count(DISTINCT decision_id) FROM read_parquet(?)",
+                          [files]).fetchone()  # fmt: skip
+    assert row == (4, 4)
+
+
+def test_non_finite_rewards_round_trip(tmp_path: Path, records: SimpleNamespace) -> None:
+    """An infinite or NaN reward is stored as that number, not as NULL."""
+    path = tmp_path / "log.duckdb"
+    log = DuckDBLog(path)
+    log.append_feedback(records.feedback("a", reward=-math.inf))
+    log.append_feedback(records.feedback("b", reward=math.nan))
+    log.close()
+    with duckdb.connect(str(path)) as con:
+        rows = dict(con.execute("SELECT decision_id, reward FROM feedback").fetchall())
+    assert rows["a"] == -math.inf
+    assert math.isnan(rows["b"])

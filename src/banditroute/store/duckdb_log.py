@@ -41,7 +41,9 @@ from banditroute.store.journal_rows import (
     decision_line,
     feedback_line,
     ingest_sql,
+    mark_sql,
     settlement_line,
+    sql_string,
 )
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 from banditroute.store.schema import CREATE_TABLES
@@ -49,7 +51,11 @@ from banditroute.store.schema import CREATE_TABLES
 log = structlog.get_logger(__name__)
 
 MAX_WRITE_ATTEMPTS = 5
-"""A segment that fails this many times in a row (not for lack of disk) is set aside."""
+"""A segment whose rows DuckDB fails to parse or convert this many times is set aside."""
+
+BAD_DATA_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException)
+"""What a segment with malformed rows raises (a full disk raises IOException or, at commit,
+TransactionException: those are retried, never set aside)."""
 
 EXPORTED_TABLES = ("decisions", "feedback", "settlements", "audit")
 
@@ -60,6 +66,15 @@ dropped, counted and reported as errors rather than growing memory without bound
 
 def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _exported_end(folder: Path, first: int) -> int | None:
+    """The END of an export part ``part-FIRST-END.parquet`` already in ``folder``, if any."""
+    for part in folder.glob(f"part-{first:012d}-*.parquet"):
+        end = part.name.removesuffix(".parquet").rsplit("-", 1)[1]
+        if end.isdigit():
+            return int(end)
+    return None
 
 
 class DuckDBLog:
@@ -100,6 +115,7 @@ class DuckDBLog:
         self._con.execute(CREATE_TABLES + CREATE_AUDIT_TABLE + CREATE_JOURNAL_TABLE)
         self._export_marks = self._read_export_marks()
         self._failures = 0
+        self._bad_attempts = 0
         self.last_error: BaseException | None = None
         self.dropped_rows = 0
         self._pending = self._recover()
@@ -194,7 +210,9 @@ class DuckDBLog:
         return [float(r[0]) for r in rows]
 
     def audit_head(self) -> tuple[int, str]:
-        """(seq, hash) of the newest audit record already in the file, to continue the chain."""
+        """(seq, hash) of the newest audit record, to continue the chain: the journal a
+        crash left is moved in first, or the chain would reuse its numbers."""
+        self.flush()
         cursor = self._con.cursor()
         try:
             return read_head(cursor)
@@ -230,7 +248,9 @@ class DuckDBLog:
         """Every flush interval write the journal's buffer out; every ingest interval (sooner
         on flush or close, and while retrying a failure) move the journal into the database.
         Moving in costs DuckDB a few milliseconds of fixed work per segment, so it is done
-        seldom: the journal, not the database, is what makes a row survive a crash."""
+        seldom: the journal, not the database, is what makes a row survive a crash. An
+        unexpected error fails the waiting callers and the writer carries on; it never
+        leaves a caller of flush() waiting for a thread that died."""
         last_ingest = time.monotonic()
         while True:
             pause = (
@@ -244,25 +264,28 @@ class DuckDBLog:
                 waiters, self._waiters = self._waiters, []
                 closing = self._closing
             due = time.monotonic() - last_ingest >= self._ingest_interval_s
-            if not (waiters or closing or due or self._failures):
-                self._unflushed = 0
-                try:
+            error: BaseException | None = None
+            try:
+                if not (waiters or closing or due or self._failures):
+                    self._unflushed = 0
                     self._journal.write()
-                except OSError as exc:
-                    self._failed(
-                        exc, rows=self._journal.buffered_bytes, where=str(self.journal_dir)
-                    )
-                continue
-            last_ingest = time.monotonic()
-            error = self._cycle(final=closing)
-            if closing and error is not None and self._journal_has_rows():
-                # Shutting down with rows that cannot be moved in: they stay in the journal
-                # (read by the next start); say so instead of hanging the shutdown.
-                log.error("log_close_left_rows_in_journal", journal=str(self.journal_dir),
-                          error=str(error))  # fmt: skip
+                    continue
+                last_ingest = time.monotonic()
+                error = self._cycle(final=closing)
+            except OSError as exc:
+                self._failed(exc, where=str(self.journal_dir))
+                error = exc
+            except Exception as exc:  # a bug: say so, fail the waiters, keep the writer alive
+                log.exception("log_writer_error", path=str(self.path))
+                self.last_error = error = exc
             for waiter in waiters:
                 waiter.done(error)
             if closing:
+                if error is not None and self._journal_has_rows():
+                    # Rows that cannot be moved in stay in the journal (read by the next
+                    # start); say so instead of hanging the shutdown.
+                    log.error("log_close_left_rows_in_journal", journal=str(self.journal_dir),
+                              error=str(error))  # fmt: skip
                 with self._waiters_lock:
                     self._closed = True
                     late, self._waiters = self._waiters, []
@@ -274,13 +297,21 @@ class DuckDBLog:
         return bool(self._pending) or self._journal.buffered_bytes > 0
 
     def _cycle(self, *, final: bool = False) -> BaseException | None:
-        """Close the journal's segment, move every closed segment in, export when due."""
+        """Close the journal's segment, move every closed segment in, export when due.
+
+        A segment that fails for want of disk (or any other reason the database gives) is
+        retried for as long as it takes; only one whose rows DuckDB cannot parse or convert
+        (bad data, not a bad disk) is set aside after MAX_WRITE_ATTEMPTS tries.
+        """
         self._unflushed = 0
+        error: BaseException | None = None
         try:
             closed = self._journal.close() if final else self._journal.rotate()
         except OSError as exc:
-            self._failed(exc, rows=self._journal.buffered_bytes, where=str(self.journal_dir))
-            return exc
+            # Segments closed before can still go in; the buffer stays (and, at close, is
+            # reported lost by the caller's log line).
+            self._failed(exc, where=str(self.journal_dir))
+            error, closed = exc, None
         if closed is not None:
             self._pending.append(closed)
         while self._pending:
@@ -290,40 +321,48 @@ class DuckDBLog:
             except duckdb.Error as exc:
                 with contextlib.suppress(duckdb.Error):
                     self._con.execute("ROLLBACK")
-                self._failed(exc, rows=segment.stat().st_size, where=str(segment))
-                disk = isinstance(exc, duckdb.IOException)
-                if disk or self._failures < MAX_WRITE_ATTEMPTS or not self._set_aside(segment):
+                self._failed(exc, where=str(segment))
+                if not isinstance(exc, BAD_DATA_ERRORS):
+                    return exc
+                self._bad_attempts += 1
+                if self._bad_attempts < MAX_WRITE_ATTEMPTS or not self._set_aside(segment):
                     return exc
                 continue
             self._pending.pop(0)
-            segment.unlink(missing_ok=True)
+            self._bad_attempts = 0
+            with contextlib.suppress(FileNotFoundError):
+                segment.unlink()
+        if error is not None:
+            return error
         self._failures = 0
         self.last_error = None
         if final or time.monotonic() - self._last_export >= self._export_interval_s:
             self.export()
         return None
 
-    def _failed(self, error: BaseException, *, rows: int, where: str) -> None:
+    def _failed(self, error: BaseException, *, where: str) -> None:
         self.last_error = error
         self._failures += 1
-        log.error("log_write_failed", path=where, error=str(error), bytes=rows,
-                  attempt=self._failures)  # fmt: skip
+        log.error("log_write_failed", path=where, error=str(error), attempt=self._failures)
 
     def _ingest(self, segment: Path) -> None:
         """Insert one segment's rows and advance the ingested mark, in one transaction."""
         self._con.execute(ingest_sql(str(segment), segment_number(segment)))
 
     def _set_aside(self, segment: Path) -> bool:
-        """Move a segment that keeps failing to ``PATH.rejected/``; True if moved."""
+        """Move a segment DuckDB keeps rejecting to ``PATH.rejected/`` (under a name no
+        later segment can take) and advance the ingested mark past it; True if moved."""
+        target = self.rejected_dir / f"{segment.stem}-{time.time_ns()}{segment.suffix}"
         try:
             self.rejected_dir.mkdir(exist_ok=True)
-            os.replace(segment, self.rejected_dir / segment.name)
+            os.replace(segment, target)
         except OSError:
             return False
         self._pending.pop(0)
-        self._failures = 0
-        log.error("log_segment_set_aside", path=str(self.rejected_dir / segment.name),
-                  error=str(self.last_error))  # fmt: skip
+        self._bad_attempts = 0
+        with contextlib.suppress(duckdb.Error):
+            self._con.execute(mark_sql(segment_number(segment)))
+        log.error("log_segment_set_aside", path=str(target), error=str(self.last_error))
         return True
 
     # -- start-up ----------------------------------------------------------------------------
@@ -373,29 +412,35 @@ class DuckDBLog:
         self._last_export = time.monotonic()
         if self.export_dir is None:
             return
-        stamp = f"{int(time.time() * 1000):013d}"
         try:
             for table in EXPORTED_TABLES:
-                row = self._con.execute(f"SELECT count(*) FROM {table}").fetchone()
-                total = 0 if row is None else int(row[0])
-                mark = self._export_marks[table]
-                if total <= mark:
-                    continue
-                folder = self.export_dir / table
-                folder.mkdir(parents=True, exist_ok=True)
-                name = f"part-{stamp}-{mark:012d}.parquet"
-                tmp = folder / f".{name}.tmp"
-                self._con.execute(
-                    f"COPY (SELECT * FROM {table} WHERE rowid >= {mark} AND rowid < {total}) "
-                    f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
-                )
-                os.replace(tmp, folder / name)
-                self._con.execute(
-                    "INSERT OR REPLACE INTO export_marks VALUES (?, ?)", [table, total]
-                )
-                self._export_marks[table] = total
+                self._export_table(table, self.export_dir / table)
         except (OSError, duckdb.Error) as exc:
             log.error("log_export_failed", path=str(self.export_dir), error=str(exc))
+
+    def _export_table(self, table: str, folder: Path) -> None:
+        """Export one table's rows from its mark on as ``part-FIRST-END.parquet`` (rowids
+        FIRST <= rowid < END). A part already written from the mark (a crash or a failed
+        mark update came between the rename and the mark) moves the mark to its end instead
+        of exporting those rows twice."""
+        mark = self._export_marks[table]
+        while (done := _exported_end(folder, mark)) is not None and done > mark:
+            mark = done
+        row = self._con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        total = 0 if row is None else int(row[0])
+        if total > mark:
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"part-{mark:012d}-{total:012d}.parquet"
+            tmp = folder / f".{name}.tmp"
+            self._con.execute(
+                f"COPY (SELECT * FROM {table} WHERE rowid >= {mark} AND rowid < {total}) "
+                f"TO {sql_string(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
+            )
+            os.replace(tmp, folder / name)
+            mark = total
+        if mark != self._export_marks[table]:
+            self._con.execute("INSERT OR REPLACE INTO export_marks VALUES (?, ?)", [table, mark])
+            self._export_marks[table] = mark
 
     # -- restore -----------------------------------------------------------------------------
     def unsettled(self, since: float) -> list[tuple[DecisionRecord, list[FeedbackRecord]]]:

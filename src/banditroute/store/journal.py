@@ -12,6 +12,7 @@ them into DuckDB and deletes them; a start after a crash moves whatever was left
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from pathlib import Path
@@ -126,6 +127,8 @@ class Journal:
 
     def _write_buffer(self) -> None:
         """Write the buffer to the open segment; on failure put it back and raise."""
+        if self._closed:
+            raise OSError(errno.EBADF, f"the journal {self.directory} is closed")
         with self._buffer_lock:
             lines, self._buffer = self._buffer, []
             upto = self._appended
@@ -157,13 +160,14 @@ class Journal:
         """
         with self._write_lock:
             self._write_buffer()
-            if self._size == 0 or self._closed:
+            if self._size == 0:
                 return None
+            # Open the next segment before closing this one: if the open fails, writing goes
+            # on into this segment and no descriptor is left pointing at a closed file.
+            fd = self._open(self._seq + 1)
             os.close(self._fd)
             closed = self._path(self._seq)
-            self._seq += 1
-            self._fd = self._open(self._seq)
-            self._size = 0
+            self._seq, self._fd, self._size = self._seq + 1, fd, 0
             return closed
 
     def close(self) -> Path | None:
@@ -174,7 +178,7 @@ class Journal:
                 return None
             self._write_buffer()
             os.close(self._fd)
-            self._closed = True
+            self._closed, self._fd = True, -1
             path = self._path(self._seq)
             if self._size == 0:
                 path.unlink(missing_ok=True)

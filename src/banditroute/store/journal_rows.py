@@ -5,13 +5,14 @@ Each row is one JSON object (orjson: a few microseconds on the request thread) w
 microseconds since the epoch. DuckDB parses a whole segment natively (``read_json``), so
 moving rows into the database costs the serving threads no Python work and no GIL.
 
-Non-finite floats cannot be written as JSON numbers: a reward or value that is NaN or
-infinite (only reachable through a learner-side bug or an absurd but finite report that
-overflows) is stored as NULL.
+JSON has no non-finite numbers: an infinite or NaN reward (an absurd but finite cost can
+overflow the reward to minus infinity) travels as the text ``"-inf"`` and the DOUBLE column
+reads it back as the number.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -24,6 +25,13 @@ _US = 1_000_000
 
 def _us(seconds: float) -> int:
     return round(seconds * _US)
+
+
+def _num(value: float | None) -> float | str | None:
+    """A float for a JSON line: non-finite ones as text DuckDB casts back."""
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)  # "inf", "-inf", "nan"
 
 
 def _line(row: dict[str, Any]) -> bytes:
@@ -50,9 +58,10 @@ def feedback_line(r: FeedbackRecord) -> bytes:
     return _line(
         {
             "k": "f", "decision_id": r.decision_id, "time": _us(r.time), "model": r.model,
-            "quality": r.quality, "cost_usd": r.cost_usd, "input_tokens": r.input_tokens,
-            "output_tokens": r.output_tokens, "latency_ms": r.latency_ms, "status": r.status,
-            "reward": r.reward, "disposition": r.disposition,
+            "quality": _num(r.quality), "cost_usd": _num(r.cost_usd),
+            "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+            "latency_ms": _num(r.latency_ms), "status": r.status, "reward": _num(r.reward),
+            "disposition": r.disposition,
         }
     )  # fmt: skip
 
@@ -61,7 +70,7 @@ def settlement_line(r: SettlementRecord) -> bytes:
     """The journal line of a settlement."""
     return _line(
         {"k": "s", "decision_id": r.decision_id, "time": _us(r.time), "action": r.action,
-         "reward": r.reward}
+         "reward": _num(r.reward)}
     )  # fmt: skip
 
 
@@ -110,18 +119,28 @@ _INSERTS = {
 }
 
 
-def _quote(text: str) -> str:
+def sql_string(text: str) -> str:
+    """``text`` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def mark_sql(number: int) -> str:
+    """Record segment ``number`` as the newest one moved in (or set aside)."""
+    return (
+        "BEGIN TRANSACTION; DELETE FROM journal_segments; "
+        f"INSERT INTO journal_segments VALUES ({int(number)}, now()); COMMIT;"
+    )
 
 
 def ingest_sql(segment: str, number: int) -> str:
     """One transaction that inserts every row of the segment file at ``segment`` into its
     table and moves the ingested mark to its ``number`` (so a restart never inserts it
     twice: segments go in strictly in order)."""
-    columns = "{" + ", ".join(f"{_quote(k)}: {_quote(t)}" for k, t in _COLUMNS.items()) + "}"
+    pairs = (f"{sql_string(k)}: {sql_string(t)}" for k, t in _COLUMNS.items())
+    columns = "{" + ", ".join(pairs) + "}"
     inserts = "\n".join(f"INSERT INTO {table} SELECT {q};" for table, q in _INSERTS.items())
     return f"""BEGIN TRANSACTION;
-CREATE OR REPLACE TEMP TABLE segment AS SELECT * FROM read_json({_quote(segment)},
+CREATE OR REPLACE TEMP TABLE segment AS SELECT * FROM read_json({sql_string(segment)},
     format = 'newline_delimited', columns = {columns});
 {inserts}
 DELETE FROM journal_segments;
