@@ -281,20 +281,20 @@ class DuckDBLog:
             for waiter in waiters:
                 waiter.done(error)
             if closing:
-                if error is not None and self._journal_has_rows():
-                    # Rows that cannot be moved in stay in the journal (read by the next
-                    # start); say so instead of hanging the shutdown.
+                if self._pending:
+                    # Segments that cannot be moved in stay in the journal (the next start
+                    # moves them in); say so instead of hanging the shutdown.
                     log.error("log_close_left_rows_in_journal", journal=str(self.journal_dir),
-                              error=str(error))  # fmt: skip
+                              segments=len(self._pending), error=str(error))  # fmt: skip
+                if self._journal.buffered_bytes:
+                    log.error("log_close_lost_unwritten_rows", error=str(error),
+                              bytes=self._journal.buffered_bytes)  # fmt: skip
                 with self._waiters_lock:
                     self._closed = True
                     late, self._waiters = self._waiters, []
                 for waiter in late:
                     waiter.done(error)
                 return
-
-    def _journal_has_rows(self) -> bool:
-        return bool(self._pending) or self._journal.buffered_bytes > 0
 
     def _cycle(self, *, final: bool = False) -> BaseException | None:
         """Close the journal's segment, move every closed segment in, export when due.
