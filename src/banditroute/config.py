@@ -49,6 +49,7 @@ class ServerSettings:
     feature_chars: int = 4000
     workers: int = 1
     merge_interval_s: float = 5.0
+    freeze_gc: bool = True
 
 
 @dataclass(frozen=True)

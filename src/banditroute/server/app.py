@@ -2,7 +2,8 @@
 
 On SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting calls and lets
 in-flight ones finish (``grace_s``), the log is flushed and closed, and the policy is
-snapshotted. A background thread closes reward windows every second and snapshots the
+snapshotted. A background thread closes reward windows every second (and freezes the heap's
+survivors out of the cyclic collector's sight, ``server.freeze_gc``) and snapshots the
 policy every ``snapshot_interval_s``.
 """
 
@@ -28,6 +29,7 @@ from banditroute.policies.factory import build_policy
 from banditroute.policies.sharing import SharedLearning
 from banditroute.router import DecisionIds, Router
 from banditroute.server.auth import AuthInterceptor
+from banditroute.server.heap import HeapFreezer
 from banditroute.server.servicer import FeedbackForwarder, RouterServicer
 from banditroute.snapshots import load_snapshot, save_snapshot
 from banditroute.store.duckdb_log import DuckDBLog
@@ -72,8 +74,11 @@ class Service:
     def _maintain(self) -> None:
         interval = self.settings.policy.snapshot_interval_s
         elapsed = 0.0
+        heap = HeapFreezer() if self.settings.server.freeze_gc else None
         while not self._stopped.wait(1.0):
             self.router.expire()
+            if heap is not None:
+                heap.tick()
             elapsed += 1.0
             if elapsed >= interval:
                 elapsed = 0.0
