@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     results["memory"] = memory.run(
         100_000 if args.quick else 1_000_000, 50_000 if args.quick else 100_000
     )
+    print("== Garbage-collection pauses with and without the heap freezer")
+    results["gc_pauses"] = _script(
+        ["gc_pauses.py", "--decisions", "50000" if args.quick else "150000"], 900
+    )
     args.json.write_text(json.dumps(results, indent=2, default=str))
     print(
         json.dumps(
