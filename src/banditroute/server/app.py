@@ -30,7 +30,7 @@ from banditroute.policies.sharing import SharedLearning
 from banditroute.router import DecisionIds, Router
 from banditroute.server.auth import AuthInterceptor
 from banditroute.server.heap import HeapFreezer
-from banditroute.server.servicer import FeedbackForwarder, RouterServicer
+from banditroute.server.servicer import RouterServicer, WorkerPeers
 from banditroute.snapshots import load_snapshot, save_snapshot
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.v1 import router_pb2 as pb
@@ -201,9 +201,9 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
             ("grpc.so_reuseport", 0 if worker is None else 1),
         ],
     )
-    forwarder = None if worker is None else FeedbackForwarder(worker.index, worker.socket)
+    peers = None if worker is None else WorkerPeers(worker.index, worker.count, worker.socket)
     pb_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(router, stats_reader=event_log.reader, forwarder=forwarder), server
+        RouterServicer(router, stats_reader=event_log.reader, peers=peers), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

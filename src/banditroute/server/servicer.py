@@ -1,7 +1,9 @@
 """The RouterService servicer: translates, calls the Router, maps domain errors. Nothing more.
 
 The caller's tenant comes from the AuthInterceptor (:func:`current_principal`); usage figures
-come from the decision log through ``stats_reader`` (a read cursor on the live log).
+come from the decision log through ``stats_reader`` (a read cursor on the live log). With
+several workers on one port (:class:`WorkerPeers`), Feedback is forwarded to the worker that
+made the decision, and GetStats and ResetModelHealth ask every worker.
 
 Feedback runs on its own thread pool (:data:`FEEDBACK_POOL`): a Feedback call holds its thread
 while it waits for the log commit (or, in the sync gRPC server, for a slow client's request
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import grpc
@@ -25,7 +28,16 @@ from banditroute.errors import BanditrouteError, NotFound, PermissionDenied
 from banditroute.router import Router, decision_owner
 from banditroute.server import convert
 from banditroute.server.auth import current_principal
+from banditroute.server.stats_merge import (
+    BUDGET_REQUESTS_KEY,
+    WorkerStats,
+    decode_budget_requests,
+    encode_budget_requests,
+    merge_health,
+    merge_stats,
+)
 from banditroute.server.status import grpc_code
+from banditroute.tenancy import Principal
 from banditroute.usage import summarise
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
@@ -40,6 +52,13 @@ FEEDBACK_POOL = futures.ThreadPoolExecutor(FEEDBACK_WORKERS, thread_name_prefix=
 
 FORWARD_TIMEOUT_S = 15.0
 """How long a forwarded feedback may take (it waits for the owner's log commit)."""
+PEER_TIMEOUT_S = 2.0
+"""How long GetStats and ResetModelHealth wait for another worker before leaving it out."""
+PEER_KEY = "x-banditroute-peer"
+"""Metadata of a call one worker makes to another (its index): answer for yourself only."""
+WORKERS_KEY = "x-banditroute-workers"
+"""Trailing metadata of GetStats and ResetModelHealth with several workers: how many
+answered, e.g. ``2/2`` (``1/2`` when one was left out)."""
 
 
 def _call(context: grpc.ServicerContext, rpc: str, work: Callable[[], T]) -> T:
@@ -59,13 +78,40 @@ def _call(context: grpc.ServicerContext, rpc: str, work: Callable[[], T]) -> T:
         raise AssertionError("unreachable") from error
 
 
-class FeedbackForwarder:
-    """Sends Feedback for another worker's decision to that worker over its Unix socket."""
+class WorkerPeers:
+    """The other serving processes on this port, over their private Unix sockets.
 
-    def __init__(self, me: int, socket_of: Callable[[int], Path]) -> None:
+    Feedback for another worker's decision is forwarded to that worker; GetStats and
+    ResetModelHealth ask every other worker (in parallel, at most :data:`PEER_TIMEOUT_S`) so
+    they answer for the whole server. Calls carry the caller's credentials, so the other
+    worker applies the same access rules, and :data:`PEER_KEY`, so it answers for itself only
+    instead of asking again (honoured only over a Unix socket: a TCP client cannot use it).
+    """
+
+    def __init__(self, me: int, count: int, socket_of: Callable[[int], Path]) -> None:
         self.me = me
+        self.count = count
         self._socket_of = socket_of
         self._stubs: dict[int, pb_grpc.RouterServiceStub] = {}
+
+    def _stub(self, index: int) -> pb_grpc.RouterServiceStub:
+        stub = self._stubs.get(index)
+        if stub is None:
+            channel = grpc.insecure_channel(f"unix:{self._socket_of(index)}")
+            stub = self._stubs.setdefault(index, pb_grpc.RouterServiceStub(channel))
+        return stub
+
+    def _metadata(self, context: grpc.ServicerContext) -> list[tuple[str, str | bytes]]:
+        return [
+            (k, v) for k, v in context.invocation_metadata() if k in ("x-api-key", "authorization")
+        ] + [(PEER_KEY, str(self.me))]
+
+    @staticmethod
+    def is_peer_call(context: grpc.ServicerContext) -> bool:
+        """True for a call another worker made on this worker's behalf."""
+        return context.peer().startswith("unix:") and any(
+            k == PEER_KEY for k, _ in context.invocation_metadata()
+        )
 
     def owner(self, decision_id: str) -> int | None:
         """The worker to forward to, or None when this worker owns (or cannot tell)."""
@@ -76,21 +122,50 @@ class FeedbackForwarder:
         self, owner: int, request: pb.FeedbackRequest, context: grpc.ServicerContext
     ) -> pb.FeedbackResponse:
         """Relay the call with the caller's metadata; the owner's status comes back as is."""
-        stub = self._stubs.get(owner)
-        if stub is None:
-            channel = grpc.insecure_channel(f"unix:{self._socket_of(owner)}")
-            stub = self._stubs.setdefault(owner, pb_grpc.RouterServiceStub(channel))
-        metadata = [
-            (k, v) for k, v in context.invocation_metadata() if k in ("x-api-key", "authorization")
-        ]
         try:
-            response: pb.FeedbackResponse = stub.Feedback(
-                request, metadata=metadata, timeout=FORWARD_TIMEOUT_S
+            response: pb.FeedbackResponse = self._stub(owner).Feedback(
+                request, metadata=self._metadata(context), timeout=FORWARD_TIMEOUT_S
             )
         except grpc.RpcError as error:
             context.abort(error.code(), error.details() or "forwarded feedback failed")
             raise AssertionError("unreachable") from error
         return response
+
+    def ask(self, rpc: str, request: Any, context: grpc.ServicerContext) -> list[PeerCall]:
+        """Start ``rpc`` on every other worker; collect the answers with :meth:`answers`."""
+        timeout = PEER_TIMEOUT_S
+        remaining = context.time_remaining()
+        if remaining is not None:  # leave this worker time to answer its own caller
+            timeout = max(0.05, min(timeout, remaining - 0.2))
+        metadata = self._metadata(context)
+        calls = []
+        for index in range(self.count):
+            if index != self.me:
+                method = getattr(self._stub(index), rpc)
+                future = method.future(request, metadata=metadata, timeout=timeout)
+                calls.append(PeerCall(index, future))
+        return calls
+
+    @staticmethod
+    def answers(rpc: str, calls: Sequence[PeerCall]) -> list[tuple[Any, Any]]:
+        """(response, trailing metadata) of every worker that answered in time; the others are
+        left out with a warning."""
+        answered = []
+        for call in calls:
+            try:
+                answered.append((call.future.result(), call.future.trailing_metadata()))
+            except grpc.RpcError as error:
+                log.warning("peer_unanswered", rpc=rpc, worker=call.worker,
+                            code=error.code().name, details=error.details())  # fmt: skip
+        return answered
+
+
+@dataclass(frozen=True)
+class PeerCall:
+    """A call to another worker in progress."""
+
+    worker: int
+    future: Any  # a grpc.Future that is also a grpc.Call
 
 
 class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
@@ -100,12 +175,18 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         self,
         router: Router,
         stats_reader: Callable[[], duckdb.DuckDBPyConnection] | None = None,
-        forwarder: FeedbackForwarder | None = None,
+        peers: WorkerPeers | None = None,
     ) -> None:
         self.router = router
-        self._forwarder = forwarder
+        self._peers = peers
         self._stats_reader = stats_reader
         self.started_at = time.time()  # GetStats' default since: "since the server started"
+
+    def _fan_out(self, context: grpc.ServicerContext) -> WorkerPeers | None:
+        """The workers to ask as well: None without peers or for a call a peer made."""
+        if self._peers is None or WorkerPeers.is_peer_call(context):
+            return None
+        return self._peers
 
     def Route(self, request: pb.RouteRequest, context: grpc.ServicerContext) -> pb.RouteResponse:  # noqa: N802
         def work() -> pb.RouteResponse:
@@ -118,10 +199,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
     def Feedback(  # noqa: N802
         self, request: pb.FeedbackRequest, context: grpc.ServicerContext
     ) -> pb.FeedbackResponse:
-        if self._forwarder is not None:
-            owner = self._forwarder.owner(request.decision_id)
+        if self._peers is not None:
+            owner = self._peers.owner(request.decision_id)
             if owner is not None:
-                return self._forwarder.forward(owner, request, context)
+                return self._peers.forward(owner, request, context)
 
         def work() -> pb.FeedbackResponse:
             tenant = current_principal().tenant.name
@@ -140,9 +221,36 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
 
         return _call(context, "ListModels", work)
 
+    def _local_stats(self, principal: Principal, tenant: str | None, since: float) -> WorkerStats:
+        """This worker's figures for the caller, and its budgets' request counts."""
+        usage = []
+        if self._stats_reader is not None:
+            cursor = self._stats_reader()
+            try:
+                usage = summarise(cursor, since, tenant=tenant)
+            finally:
+                cursor.close()
+        names = [tenant] if tenant else list(self.router.settings.access.tenants)
+        budgets = [b for b in map(self.router.budget_status, names) if b is not None]
+        # A tenant sees the health of the models it may use, as ListModels lists them.
+        allowed = None if principal.admin else principal.tenant.models or None
+        health = [
+            h for h in self.router.health.snapshot().values()
+            if allowed is None or h.model in allowed
+        ]  # fmt: skip
+        response = pb.GetStatsResponse(
+            usage=[convert.usage_stats(u) for u in usage],
+            health=[convert.model_health(h) for h in health],
+            budgets=[convert.budget_status(b) for b in budgets],
+        )
+        return WorkerStats(response, {b.tenant: b.requests for b in budgets})
+
     def GetStats(  # noqa: N802
         self, request: pb.GetStatsRequest, context: grpc.ServicerContext
     ) -> pb.GetStatsResponse:
+        """This process's figures, or with several workers the whole server's: the others are
+        asked over their Unix sockets and the answers merged (:mod:`.stats_merge`)."""
+
         def work() -> pb.GetStatsResponse:
             principal = current_principal()
             if request.tenant and not principal.admin and request.tenant != principal.tenant.name:
@@ -152,42 +260,51 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             tenant = request.tenant or (None if principal.admin else principal.tenant.name)
             if tenant is not None and tenant not in self.router.settings.access.tenants:
                 raise NotFound(f"tenant: unknown tenant {tenant!r}", field="tenant")
-            usage = []
-            if self._stats_reader is not None:
-                cursor = self._stats_reader()
-                try:
-                    since = convert.since_time(request)
-                    since = self.started_at if since is None else since
-                    usage = summarise(cursor, since, tenant=tenant)
-                finally:
-                    cursor.close()
-            names = [tenant] if tenant else list(self.router.settings.access.tenants)
-            budgets = [b for b in map(self.router.budget_status, names) if b is not None]
-            # A tenant sees the health of the models it may use, as ListModels lists them.
-            allowed = None if principal.admin else principal.tenant.models or None
-            health = [
-                h for h in self.router.health.snapshot().values()
-                if allowed is None or h.model in allowed
-            ]  # fmt: skip
-            return pb.GetStatsResponse(
-                usage=[convert.usage_stats(u) for u in usage],
-                health=[convert.model_health(h) for h in health],
-                budgets=[convert.budget_status(b) for b in budgets],
-            )
+            since = convert.since_time(request)
+            since = self.started_at if since is None else since
+            peers = self._fan_out(context)
+            calls = [] if peers is None else peers.ask("GetStats", request, context)
+            try:
+                local = self._local_stats(principal, tenant, since)
+            except BaseException:
+                for call in calls:
+                    call.future.cancel()
+                raise
+            if self._peers is None:
+                return local.response
+            if peers is None:  # asked by another worker: it needs the request counts to merge
+                requests = encode_budget_requests(local.budget_requests)
+                context.set_trailing_metadata(((BUDGET_REQUESTS_KEY, requests),))
+                return local.response
+            answers = peers.answers("GetStats", calls)
+            context.set_trailing_metadata(((WORKERS_KEY, f"{1 + len(answers)}/{peers.count}"),))
+            others = [WorkerStats(r, decode_budget_requests(md)) for r, md in answers]
+            return merge_stats([local, *others])
 
         return _call(context, "GetStats", work)
 
     def ResetModelHealth(  # noqa: N802
         self, request: pb.ResetModelHealthRequest, context: grpc.ServicerContext
     ) -> pb.ResetModelHealthResponse:
+        """Close the model's breaker; with several workers on every one (each has its own), and
+        answer with the merged health of those that answered."""
+
         def work() -> pb.ResetModelHealthResponse:
             current_principal().require_admin("ResetModelHealth")
             model = self.router.catalog.get(request.model, field="model").id
+            peers = self._fan_out(context)
+            calls = [] if peers is None else peers.ask("ResetModelHealth", request, context)
             self.router.health.reset(model)
-            log.info("model_health_reset", model=model)
-            return pb.ResetModelHealthResponse(
-                health=convert.model_health(self.router.health.stats(model))
-            )
+            health = convert.model_health(self.router.health.stats(model))
+            if peers is None:
+                log.info("model_health_reset", model=model)
+                return pb.ResetModelHealthResponse(health=health)
+            answers = peers.answers("ResetModelHealth", calls)
+            workers = f"{1 + len(answers)}/{peers.count}"
+            log.info("model_health_reset", model=model, workers=workers)
+            context.set_trailing_metadata(((WORKERS_KEY, workers),))
+            merged = merge_health([[health], *([r.health] for r, _ in answers)])
+            return pb.ResetModelHealthResponse(health=merged[0])
 
         return _call(context, "ResetModelHealth", work)
 

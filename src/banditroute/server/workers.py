@@ -5,8 +5,8 @@ service bound with SO_REUSEPORT, with its own learner and log file), and every
 ``merge_interval_s`` runs one merge round: it collects the learning updates each worker made
 since the last round (``SharedLearning``) and hands every worker the others', so every process
 learns from all feedback, whatever the policy kind. Feedback that reaches a worker which did
-not make the decision is forwarded to the owner over a private Unix socket (see
-``FeedbackForwarder``). On SIGTERM
+not make the decision is forwarded to the owner over a private Unix socket, and GetStats and
+ResetModelHealth ask every worker over those sockets (see ``WorkerPeers``). On SIGTERM
 the supervisor stops the workers (each shuts down gracefully) and exits 0.
 Merging VW weight deltas instead (``simulations/vw_delta_merging.py``) was measured worse than
 not merging at all; see benchmarks/README.md.

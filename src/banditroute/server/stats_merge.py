@@ -1,0 +1,199 @@
+"""One GetStats answer for the whole server from the answers of its serving processes.
+
+With ``server.workers`` > 1 every worker keeps its own log, model health and budgets, so the
+worker a GetStats reaches asks the others and merges their answers here (proto in, proto out).
+Counts and sums add up exactly (a decision and its feedback live in one worker's log only);
+the rest is combined as follows:
+
+- usage, per (model, tenant) row (the per-model, per-tenant and total rows alike):
+  ``mean_quality`` and ``error_rate`` are the means weighted by ``feedback_count`` (exact for
+  the error rate; for quality exact when every feedback reports one). Latency percentiles
+  cannot be merged exactly from summaries: ``latency_p50_ms`` and ``latency_p95_ms`` are the
+  feedback-weighted means of the workers' p50s and p95s, which lies between the workers'
+  values but is not the percentile of the pooled latencies. A NaN (nothing to average) is
+  left out of every mean and stays NaN when no worker has a value;
+- health, per model: the worst breaker ``state`` (open > half_open > closed: a model open on
+  one worker is refused by that worker's routes); ``requests_last_minute`` and ``in_flight``
+  summed; ``error_rate`` and latencies weighted by ``requests_last_minute`` (each worker's
+  figures describe the traffic it routes now), equal weights when no worker routed the model
+  in the last minute;
+- budgets, per tenant: the figures of the latest ``period_start`` only (a worker that read its
+  status just before the period rolled over reports the previous period); ``spend_usd``
+  summed; ``period``, ``limit_usd`` and ``target_usd_per_request`` as configured (the same on
+  every worker); ``mean_cost_usd`` recomputed as total spend over total requests;
+  ``pacing_multiplier`` is the request-weighted mean of the workers' multipliers (the cost
+  weight the average request was routed with; equal weights before any request). A worker's
+  request count comes with its answer (:data:`BUDGET_REQUESTS_KEY`); without it, it is
+  derived as spend / mean cost (0 when the worker has no spend).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from banditroute.v1 import router_pb2 as pb
+
+__all__ = [
+    "BUDGET_REQUESTS_KEY",
+    "WorkerStats",
+    "decode_budget_requests",
+    "encode_budget_requests",
+    "merge_budgets",
+    "merge_health",
+    "merge_stats",
+    "merge_usage",
+]
+
+BUDGET_REQUESTS_KEY = "x-banditroute-budget-requests-bin"
+"""Trailing metadata of a forwarded GetStats: the worker's request count per tenant budget
+(BudgetStatus has no request count, and mean_cost_usd cannot be merged without one)."""
+
+_STATE_RANK = {"closed": 0, "half_open": 1, "open": 2}
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One worker's GetStats answer and its budgets' request counts by tenant."""
+
+    response: pb.GetStatsResponse
+    budget_requests: Mapping[str, int] = field(default_factory=dict)
+
+
+def encode_budget_requests(requests: Mapping[str, int]) -> bytes:
+    """Request counts by tenant as the value of :data:`BUDGET_REQUESTS_KEY`."""
+    return json.dumps(dict(requests), sort_keys=True).encode()
+
+
+def decode_budget_requests(metadata: Iterable[tuple[str, Any]] | None) -> dict[str, int]:
+    """Request counts by tenant from trailing metadata (empty when absent or unreadable)."""
+    for key, value in metadata or ():
+        if key != BUDGET_REQUESTS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return {}
+        if not isinstance(decoded, dict):
+            return {}
+        return {
+            str(k): v for k, v in decoded.items() if isinstance(v, int) and not isinstance(v, bool)
+        }
+    return {}
+
+
+def _mean(values: Iterable[tuple[float, float]]) -> float:
+    """Mean of the finite values weighted by their weights (value, weight); equal weights when
+    the finite values' weights sum to 0; NaN when there is no finite value."""
+    pairs = [(v, max(w, 0.0)) for v, w in values if math.isfinite(v)]
+    if not pairs:
+        return math.nan
+    total = sum(w for _, w in pairs)
+    if total <= 0:
+        return sum(v for v, _ in pairs) / len(pairs)
+    return sum(v * w for v, w in pairs) / total
+
+
+def _usage_order(row: pb.UsageStats) -> tuple[int, str, str]:
+    # as banditroute.usage.summarise orders: per model, per tenant, per both, the total
+    level = {(False, True): 0, (True, False): 1, (False, False): 2, (True, True): 3}
+    return (level[(not row.model, not row.tenant)], row.model, row.tenant)
+
+
+def merge_usage(parts: Sequence[Sequence[pb.UsageStats]]) -> list[pb.UsageStats]:
+    """UsageStats rows of several workers -> one row per (model, tenant); see the module."""
+    groups: dict[tuple[str, str], list[pb.UsageStats]] = {}
+    for rows in parts:
+        for row in rows:
+            groups.setdefault((row.model, row.tenant), []).append(row)
+    merged = []
+    for (model, tenant), rows in groups.items():
+        weighted = [(r, float(r.feedback_count)) for r in rows]
+        merged.append(
+            pb.UsageStats(
+                model=model,
+                tenant=tenant,
+                calls=sum(r.calls for r in rows),
+                feedback_count=sum(r.feedback_count for r in rows),
+                spend_usd=math.fsum(r.spend_usd for r in rows),
+                mean_quality=_mean((r.mean_quality, w) for r, w in weighted),
+                latency_p50_ms=_mean((r.latency_p50_ms, w) for r, w in weighted),
+                latency_p95_ms=_mean((r.latency_p95_ms, w) for r, w in weighted),
+                error_rate=_mean((r.error_rate, w) for r, w in weighted),
+            )
+        )
+    return sorted(merged, key=_usage_order)
+
+
+def merge_health(parts: Sequence[Sequence[pb.ModelHealth]]) -> list[pb.ModelHealth]:
+    """ModelHealth rows of several workers -> one row per model, by model id; see the module."""
+    groups: dict[str, list[pb.ModelHealth]] = {}
+    for rows in parts:
+        for row in rows:
+            groups.setdefault(row.model, []).append(row)
+    merged = []
+    for model in sorted(groups):
+        rows = groups[model]
+        weighted = [(r, float(r.requests_last_minute)) for r in rows]
+        merged.append(
+            pb.ModelHealth(
+                model=model,
+                state=max((r.state for r in rows), key=lambda s: _STATE_RANK.get(s, 2)),
+                error_rate=_mean((r.error_rate, w) for r, w in weighted),
+                latency_p50_ms=_mean((r.latency_p50_ms, w) for r, w in weighted),
+                latency_p95_ms=_mean((r.latency_p95_ms, w) for r, w in weighted),
+                requests_last_minute=sum(r.requests_last_minute for r in rows),
+                in_flight=sum(r.in_flight for r in rows),
+            )
+        )
+    return merged
+
+
+def _requests(status: pb.BudgetStatus, known: Mapping[str, int]) -> int:
+    count = known.get(status.tenant)
+    if count is not None:
+        return count
+    return round(status.spend_usd / status.mean_cost_usd) if status.mean_cost_usd > 0 else 0
+
+
+def merge_budgets(parts: Sequence[WorkerStats]) -> list[pb.BudgetStatus]:
+    """BudgetStatus rows of several workers -> one row per tenant (in first-seen order); see
+    the module."""
+    groups: dict[str, list[tuple[pb.BudgetStatus, int]]] = {}
+    for part in parts:
+        for status in part.response.budgets:
+            groups.setdefault(status.tenant, []).append(
+                (status, _requests(status, part.budget_requests))
+            )
+    merged = []
+    for tenant, entries in groups.items():
+        latest = max(s.period_start.ToNanoseconds() for s, _ in entries)
+        current = [(s, n) for s, n in entries if s.period_start.ToNanoseconds() == latest]
+        first = current[0][0]
+        spend = math.fsum(s.spend_usd for s, _ in current)
+        requests = sum(n for _, n in current)
+        merged.append(
+            pb.BudgetStatus(
+                tenant=tenant,
+                period=first.period,
+                period_start=first.period_start,
+                spend_usd=spend,
+                limit_usd=first.limit_usd,
+                target_usd_per_request=first.target_usd_per_request,
+                mean_cost_usd=spend / requests if requests else 0.0,
+                pacing_multiplier=_mean((s.pacing_multiplier, float(n)) for s, n in current),
+            )
+        )
+    return merged
+
+
+def merge_stats(parts: Sequence[WorkerStats]) -> pb.GetStatsResponse:
+    """GetStatsResponses of several workers -> one for the whole server."""
+    return pb.GetStatsResponse(
+        usage=merge_usage([p.response.usage for p in parts]),
+        health=merge_health([p.response.health for p in parts]),
+        budgets=merge_budgets(parts),
+    )

@@ -1,0 +1,130 @@
+"""The merge rules of GetStats answers from several workers (banditroute.server.stats_merge)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from banditroute.server.stats_merge import (
+    WorkerStats,
+    decode_budget_requests,
+    encode_budget_requests,
+    merge_budgets,
+    merge_health,
+    merge_usage,
+)
+from banditroute.v1 import router_pb2 as pb
+
+NAN = math.nan
+
+
+def _usage(
+    key: tuple[str, str], counts: tuple[int, int, float], means: tuple[float, float, float]
+) -> pb.UsageStats:
+    """A usage row: (model, tenant), (calls, feedback, spend), (quality, p50, error rate)."""
+    (model, tenant), (calls, feedback, spend), (quality, p50, error_rate) = key, counts, means
+    return pb.UsageStats(model=model, tenant=tenant, calls=calls, feedback_count=feedback,
+                         spend_usd=spend, mean_quality=quality, latency_p50_ms=p50,
+                         latency_p95_ms=2 * p50, error_rate=error_rate)  # fmt: skip
+
+
+def test_usage_rows_sum_counts_and_weight_means_by_feedback() -> None:
+    """Counts and spend add up; quality, latency and error rate are feedback-weighted; a row
+    only one worker has passes through; NaN is left out and stays NaN when no worker has a
+    value; rows come back in summarise's order (per model, per tenant, both, total)."""
+    w0 = [
+        _usage(("m", ""), (3, 2, 0.2), (0.9, 100.0, 0.0)),
+        _usage(("m", "t"), (3, 2, 0.2), (0.9, 100.0, 0.0)),
+        _usage(("", ""), (3, 2, 0.2), (0.9, 100.0, 0.0)),
+    ]
+    w1 = [
+        _usage(("", ""), (2, 1, 0.1), (0.3, 400.0, 1.0)),
+        _usage(("m", "t"), (1, 1, 0.1), (0.3, 400.0, 1.0)),
+        _usage(("x", "t"), (1, 0, 0.0), (NAN, NAN, NAN)),
+    ]
+    merged = merge_usage([w0, w1])
+    assert [(r.model, r.tenant) for r in merged] == [("m", ""), ("m", "t"), ("x", "t"), ("", "")]
+    both = merged[1]
+    assert (both.calls, both.feedback_count) == (4, 3)
+    assert both.spend_usd == pytest.approx(0.3)
+    assert both.mean_quality == pytest.approx((2 * 0.9 + 0.3) / 3)
+    assert both.latency_p50_ms == pytest.approx(200.0)
+    assert both.latency_p95_ms == pytest.approx(400.0)
+    assert both.error_rate == pytest.approx(1 / 3)
+    assert merged[0] == w0[0]
+    assert math.isnan(merged[2].mean_quality)
+    assert math.isnan(merged[2].error_rate)
+    assert merged[3].calls == 5
+
+
+def test_health_takes_the_worst_state_and_weights_by_recent_requests() -> None:
+    """open beats half_open beats closed; counts add up; the error rate and latencies are
+    weighted by requests in the last minute, equally when nobody routed the model."""
+    w0 = [
+        pb.ModelHealth(model="a", state="closed", error_rate=0.0, latency_p50_ms=100.0,
+                       latency_p95_ms=NAN, requests_last_minute=30, in_flight=2),
+        pb.ModelHealth(model="b", state="half_open", error_rate=0.5, latency_p50_ms=NAN,
+                       latency_p95_ms=NAN, requests_last_minute=0, in_flight=0),
+    ]  # fmt: skip
+    w1 = [
+        pb.ModelHealth(model="a", state="open", error_rate=1.0, latency_p50_ms=500.0,
+                       latency_p95_ms=NAN, requests_last_minute=10, in_flight=1),
+        pb.ModelHealth(model="b", state="closed", error_rate=0.1, latency_p50_ms=NAN,
+                       latency_p95_ms=NAN, requests_last_minute=0, in_flight=0),
+    ]  # fmt: skip
+    a, b = merge_health([w0, w1])
+    assert (a.model, a.state, a.requests_last_minute, a.in_flight) == ("a", "open", 40, 3)
+    assert a.error_rate == pytest.approx(10 / 40)
+    assert a.latency_p50_ms == pytest.approx((30 * 100 + 10 * 500) / 40)
+    assert math.isnan(a.latency_p95_ms)
+    assert (b.state, b.error_rate) == ("half_open", pytest.approx(0.3))
+
+
+def _budget(spend: float, requests: int, multiplier: float, start: int = 1000) -> pb.BudgetStatus:
+    return pb.BudgetStatus(
+        tenant="t", period="day", period_start=Timestamp(seconds=start), spend_usd=spend,
+        limit_usd=5.0, target_usd_per_request=0.01,
+        mean_cost_usd=spend / requests if requests else 0.0, pacing_multiplier=multiplier,
+    )  # fmt: skip
+
+
+def _worker(status: pb.BudgetStatus, requests: int | None) -> WorkerStats:
+    known = {} if requests is None else {"t": requests}
+    return WorkerStats(pb.GetStatsResponse(budgets=[status]), known)
+
+
+def test_budgets_sum_spend_and_recompute_mean_cost_from_request_counts() -> None:
+    """Spend adds up; the mean cost is total spend over total requests (a worker with no
+    spend still counts its requests); the multiplier is request-weighted; configured figures
+    are kept."""
+    parts = [_worker(_budget(0.3, 10, 2.0), 10), _worker(_budget(0.0, 30, 0.0), 30)]
+    (merged,) = merge_budgets(parts)
+    assert merged.spend_usd == pytest.approx(0.3)
+    assert merged.mean_cost_usd == pytest.approx(0.3 / 40)
+    assert merged.pacing_multiplier == pytest.approx(0.5)
+    assert (merged.period, merged.limit_usd, merged.target_usd_per_request) == ("day", 5.0, 0.01)
+
+
+def test_budgets_derive_requests_without_counts_and_drop_a_previous_period() -> None:
+    """Without a request count a worker's is spend / mean cost; figures of an earlier period
+    (read just before it rolled over) are left out."""
+    (merged,) = merge_budgets([
+        _worker(_budget(0.2, 4, 1.0), None),
+        _worker(_budget(0.6, 4, 3.0), 4),
+        _worker(_budget(9.0, 90, 9.0, start=0), 90),
+    ])  # fmt: skip
+    assert merged.spend_usd == pytest.approx(0.8)
+    assert merged.mean_cost_usd == pytest.approx(0.1)
+    assert merged.pacing_multiplier == pytest.approx(2.0)
+    assert merged.period_start.seconds == 1000
+
+
+def test_budget_request_counts_round_trip_through_metadata() -> None:
+    """The counts a worker sends back decode to the same mapping; junk decodes to nothing."""
+    value = encode_budget_requests({"acme": 3, "beta": 0})
+    key = "x-banditroute-budget-requests-bin"
+    assert decode_budget_requests([("other", "x"), (key, value)]) == {"acme": 3, "beta": 0}
+    assert decode_budget_requests([(key, b"not json")]) == {}
+    assert decode_budget_requests(None) == {}
