@@ -42,6 +42,10 @@ class BudgetStatus:
     limit_usd: float | None
     target_usd_per_request: float | None
     pacing_multiplier: float
+    own_spend_usd: float = 0.0
+    own_requests: int = 0
+    """This process's own share of spend and requests (the rest came from the other serving
+    processes, ``server.workers`` > 1): what a server-wide total adds up."""
 
     @property
     def mean_cost_usd(self) -> float:
@@ -59,6 +63,10 @@ class TenantBudget:
         self._start = float("-inf")
         self._spend = 0.0
         self._requests = 0
+        self._local_spend = 0.0  # this process's share since the last take_local()
+        self._local_requests = 0
+        self._own_spend = 0.0  # this process's share in the period
+        self._own_requests = 0
         self.pacer = (
             BudgetPacer(settings.target_usd_per_request, quality_weight=quality_weight)
             if settings.target_usd_per_request is not None
@@ -69,6 +77,8 @@ class TenantBudget:
         start = period_start(self.settings.period, now)
         if start != self._start:
             self._start, self._spend, self._requests = start, 0.0, 0
+            self._local_spend, self._local_requests = 0.0, 0
+            self._own_spend, self._own_requests = 0.0, 0
 
     def check(self, now: float) -> None:
         """ResourceExhausted if the hard cap for the current period is reached."""
@@ -90,8 +100,12 @@ class TenantBudget:
         with self._lock:
             self._roll(now)
             self._spend += cost_usd
+            self._local_spend += cost_usd
+            self._own_spend += cost_usd
             if new_request:
                 self._requests += 1
+                self._local_requests += 1
+                self._own_requests += 1
                 if self.pacer is not None:
                     self.pacer.observe(cost_usd)
 
@@ -102,6 +116,27 @@ class TenantBudget:
             self._roll(now)
             self._spend += spend_usd
             self._requests += requests
+            self._own_spend += spend_usd
+            self._own_requests += requests
+
+    def take_local(self, now: float) -> tuple[float, float, int]:
+        """(period start, spend, requests) recorded by this process since the last call: what
+        the other serving processes must add to their own accounts (``add_remote``)."""
+        with self._lock:
+            self._roll(now)
+            taken = (self._start, self._local_spend, self._local_requests)
+            self._local_spend, self._local_requests = 0.0, 0
+            return taken
+
+    def add_remote(self, period_start: float, spend_usd: float, requests: int, now: float) -> None:
+        """Count spend another serving process recorded, so the hard cap holds for the whole
+        server; spend of another period (the period rolled meanwhile) is dropped. The pacer
+        keeps steering this process's own mean cost."""
+        with self._lock:
+            self._roll(now)
+            if period_start == self._start:
+                self._spend += spend_usd
+                self._requests += requests
 
     @property
     def multiplier(self) -> float:
@@ -115,4 +150,5 @@ class TenantBudget:
             return BudgetStatus(
                 self.tenant, self.settings.period, self._start, self._spend, self._requests,
                 self.settings.limit_usd, self.settings.target_usd_per_request, self.multiplier,
+                self._own_spend, self._own_requests,
             )  # fmt: skip

@@ -438,6 +438,23 @@ class Router:
                 replayed += 1
         return replayed
 
+    def take_budget_spend(self) -> dict[str, tuple[float, float, int]]:
+        """Each budgeted tenant's (period start, spend, requests) recorded here since the last
+        call, for the other serving processes (``server.workers`` > 1)."""
+        now = self._clock()
+        taken = {name: budget.take_local(now) for name, budget in list(self._budgets.items())}
+        return {name: t for name, t in taken.items() if t[1] or t[2]}
+
+    def add_budget_spend(self, spend: Mapping[str, tuple[float, float, int]]) -> None:
+        """Count what other serving processes recorded (from their ``take_budget_spend``)
+        against this process's budgets, so a hard cap holds for the whole server."""
+        now = self._clock()
+        for tenant, (start, usd, requests) in spend.items():
+            if tenant in self.settings.access.tenants:
+                budget = self._budget(self._tenant(tenant))
+                if budget is not None:
+                    budget.add_remote(start, usd, requests, now)
+
     def budget_status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's budget figures for the current period (None without a budget)."""
         budget = self._budget(self._tenant(tenant))

@@ -9,8 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from banditroute.server.stats_merge import (
     WorkerStats,
-    decode_budget_requests,
-    encode_budget_requests,
+    decode_budget_own,
+    encode_budget_own,
     merge_budgets,
     merge_health,
     merge_usage,
@@ -91,7 +91,8 @@ def _budget(spend: float, requests: int, multiplier: float, start: int = 1000) -
 
 
 def _worker(status: pb.BudgetStatus, requests: int | None) -> WorkerStats:
-    known = {} if requests is None else {"t": requests}
+    """A worker whose own figures are its status' spend and ``requests`` (unknown if None)."""
+    known = {} if requests is None else {"t": (status.spend_usd, requests)}
     return WorkerStats(pb.GetStatsResponse(budgets=[status]), known)
 
 
@@ -121,10 +122,27 @@ def test_budgets_derive_requests_without_counts_and_drop_a_previous_period() -> 
     assert merged.period_start.seconds == 1000
 
 
-def test_budget_request_counts_round_trip_through_metadata() -> None:
-    """The counts a worker sends back decode to the same mapping; junk decodes to nothing."""
-    value = encode_budget_requests({"acme": 3, "beta": 0})
-    key = "x-banditroute-budget-requests-bin"
-    assert decode_budget_requests([("other", "x"), (key, value)]) == {"acme": 3, "beta": 0}
-    assert decode_budget_requests([(key, b"not json")]) == {}
-    assert decode_budget_requests(None) == {}
+def test_budgets_add_up_own_spend_not_the_shared_views() -> None:
+    """Workers that exchanged spend each report the other's in spend_usd; the total adds up
+    their own figures only."""
+    shared = _budget(0.5, 10, 1.0)  # each worker sees 0.2 + 0.3 after a merge round
+    (merged,) = merge_budgets([
+        WorkerStats(pb.GetStatsResponse(budgets=[shared]), {"t": (0.2, 4)}),
+        WorkerStats(pb.GetStatsResponse(budgets=[shared]), {"t": (0.3, 6)}),
+    ])  # fmt: skip
+    assert merged.spend_usd == pytest.approx(0.5)
+    assert merged.mean_cost_usd == pytest.approx(0.05)
+
+
+def test_budget_own_figures_round_trip_through_metadata() -> None:
+    """The own figures a worker sends back decode to the same mapping; junk decodes to
+    nothing and malformed entries are left out."""
+    value = encode_budget_own({"acme": (0.25, 3), "beta": (0.0, 0)})
+    key = "x-banditroute-budget-own-bin"
+    decoded = decode_budget_own([("other", "x"), (key, value)])
+    assert decoded == {"acme": (0.25, 3), "beta": (0.0, 0)}
+    assert decode_budget_own([(key, b"not json")]) == {}
+    assert decode_budget_own([(key, b'{"a": [1.0, 2], "b": ["x", 1], "c": [1.0]}')]) == {
+        "a": (1.0, 2)
+    }
+    assert decode_budget_own(None) == {}

@@ -29,10 +29,10 @@ from banditroute.router import Router, decision_owner
 from banditroute.server import convert
 from banditroute.server.auth import current_principal
 from banditroute.server.stats_merge import (
-    BUDGET_REQUESTS_KEY,
+    BUDGET_OWN_KEY,
     WorkerStats,
-    decode_budget_requests,
-    encode_budget_requests,
+    decode_budget_own,
+    encode_budget_own,
     merge_health,
     merge_stats,
 )
@@ -243,7 +243,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             health=[convert.model_health(h) for h in health],
             budgets=[convert.budget_status(b) for b in budgets],
         )
-        return WorkerStats(response, {b.tenant: b.requests for b in budgets})
+        return WorkerStats(response, {b.tenant: (b.own_spend_usd, b.own_requests) for b in budgets})
 
     def GetStats(  # noqa: N802
         self, request: pb.GetStatsRequest, context: grpc.ServicerContext
@@ -272,13 +272,13 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
                 raise
             if self._peers is None:
                 return local.response
-            if peers is None:  # asked by another worker: it needs the request counts to merge
-                requests = encode_budget_requests(local.budget_requests)
-                context.set_trailing_metadata(((BUDGET_REQUESTS_KEY, requests),))
+            if peers is None:  # asked by another worker: it needs this one's own budget figures
+                own = encode_budget_own(local.budget_own)
+                context.set_trailing_metadata(((BUDGET_OWN_KEY, own),))
                 return local.response
             answers = peers.answers("GetStats", calls)
             context.set_trailing_metadata(((WORKERS_KEY, f"{1 + len(answers)}/{peers.count}"),))
-            others = [WorkerStats(r, decode_budget_requests(md)) for r, md in answers]
+            others = [WorkerStats(r, decode_budget_own(md)) for r, md in answers]
             return merge_stats([local, *others])
 
         return _call(context, "GetStats", work)

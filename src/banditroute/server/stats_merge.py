@@ -22,9 +22,11 @@ the rest is combined as follows:
   summed; ``period``, ``limit_usd`` and ``target_usd_per_request`` as configured (the same on
   every worker); ``mean_cost_usd`` recomputed as total spend over total requests;
   ``pacing_multiplier`` is the request-weighted mean of the workers' multipliers (the cost
-  weight the average request was routed with; equal weights before any request). A worker's
-  request count comes with its answer (:data:`BUDGET_REQUESTS_KEY`); without it, it is
-  derived as spend / mean cost (0 when the worker has no spend).
+  weight the average request was routed with; equal weights before any request). Workers
+  exchange their spend every merge round (so each one's hard cap holds for the server), so a
+  worker's ``spend_usd`` already holds the others' (a round late): the totals add up each
+  worker's own spend and requests, which come with its answer (:data:`BUDGET_OWN_KEY`);
+  without them, its spend and spend / mean cost stand in.
 """
 
 from __future__ import annotations
@@ -38,40 +40,55 @@ from typing import Any
 from banditroute.v1 import router_pb2 as pb
 
 __all__ = [
-    "BUDGET_REQUESTS_KEY",
+    "BUDGET_OWN_KEY",
     "WorkerStats",
-    "decode_budget_requests",
-    "encode_budget_requests",
+    "decode_budget_own",
+    "encode_budget_own",
     "merge_budgets",
     "merge_health",
     "merge_stats",
     "merge_usage",
 ]
 
-BUDGET_REQUESTS_KEY = "x-banditroute-budget-requests-bin"
-"""Trailing metadata of a forwarded GetStats: the worker's request count per tenant budget
-(BudgetStatus has no request count, and mean_cost_usd cannot be merged without one)."""
+BUDGET_OWN_KEY = "x-banditroute-budget-own-bin"
+"""Trailing metadata of a forwarded GetStats: the worker's own spend and request count per
+tenant budget (its BudgetStatus also counts the other workers' spend, and has no request
+count to merge mean_cost_usd with)."""
 
 _STATE_RANK = {"closed": 0, "half_open": 1, "open": 2}
 
 
 @dataclass(frozen=True)
 class WorkerStats:
-    """One worker's GetStats answer and its budgets' request counts by tenant."""
+    """One worker's GetStats answer and its own (spend, requests) per tenant budget."""
 
     response: pb.GetStatsResponse
-    budget_requests: Mapping[str, int] = field(default_factory=dict)
+    budget_own: Mapping[str, tuple[float, int]] = field(default_factory=dict)
 
 
-def encode_budget_requests(requests: Mapping[str, int]) -> bytes:
-    """Request counts by tenant as the value of :data:`BUDGET_REQUESTS_KEY`."""
-    return json.dumps(dict(requests), sort_keys=True).encode()
+def encode_budget_own(own: Mapping[str, tuple[float, int]]) -> bytes:
+    """Own (spend, requests) by tenant as the value of :data:`BUDGET_OWN_KEY`."""
+    return json.dumps(
+        {k: [float(v[0]), int(v[1])] for k, v in own.items()}, sort_keys=True
+    ).encode()
 
 
-def decode_budget_requests(metadata: Iterable[tuple[str, Any]] | None) -> dict[str, int]:
-    """Request counts by tenant from trailing metadata (empty when absent or unreadable)."""
+def _own_entry(value: Any) -> tuple[float, int] | None:
+    if not (isinstance(value, list) and len(value) == 2):
+        return None
+    spend, requests = value
+    if not isinstance(spend, int | float) or isinstance(spend, bool) or not math.isfinite(spend):
+        return None
+    if not isinstance(requests, int) or isinstance(requests, bool):
+        return None
+    return float(spend), requests
+
+
+def decode_budget_own(metadata: Iterable[tuple[str, Any]] | None) -> dict[str, tuple[float, int]]:
+    """Own (spend, requests) by tenant from trailing metadata (empty when absent or
+    unreadable; malformed entries are left out)."""
     for key, value in metadata or ():
-        if key != BUDGET_REQUESTS_KEY or not isinstance(value, bytes):
+        if key != BUDGET_OWN_KEY or not isinstance(value, bytes):
             continue
         try:
             decoded = json.loads(value)
@@ -79,9 +96,8 @@ def decode_budget_requests(metadata: Iterable[tuple[str, Any]] | None) -> dict[s
             return {}
         if not isinstance(decoded, dict):
             return {}
-        return {
-            str(k): v for k, v in decoded.items() if isinstance(v, int) and not isinstance(v, bool)
-        }
+        entries = {str(k): _own_entry(v) for k, v in decoded.items()}
+        return {k: v for k, v in entries.items() if v is not None}
     return {}
 
 
@@ -152,29 +168,29 @@ def merge_health(parts: Sequence[Sequence[pb.ModelHealth]]) -> list[pb.ModelHeal
     return merged
 
 
-def _requests(status: pb.BudgetStatus, known: Mapping[str, int]) -> int:
-    count = known.get(status.tenant)
-    if count is not None:
-        return count
-    return round(status.spend_usd / status.mean_cost_usd) if status.mean_cost_usd > 0 else 0
+def _own(status: pb.BudgetStatus, known: Mapping[str, tuple[float, int]]) -> tuple[float, int]:
+    """A worker's own (spend, requests), or what its status says when it did not tell."""
+    own = known.get(status.tenant)
+    if own is not None:
+        return own
+    derived = round(status.spend_usd / status.mean_cost_usd) if status.mean_cost_usd > 0 else 0
+    return status.spend_usd, derived
 
 
 def merge_budgets(parts: Sequence[WorkerStats]) -> list[pb.BudgetStatus]:
     """BudgetStatus rows of several workers -> one row per tenant (in first-seen order); see
     the module."""
-    groups: dict[str, list[tuple[pb.BudgetStatus, int]]] = {}
+    groups: dict[str, list[tuple[pb.BudgetStatus, tuple[float, int]]]] = {}
     for part in parts:
         for status in part.response.budgets:
-            groups.setdefault(status.tenant, []).append(
-                (status, _requests(status, part.budget_requests))
-            )
+            groups.setdefault(status.tenant, []).append((status, _own(status, part.budget_own)))
     merged = []
     for tenant, entries in groups.items():
         latest = max(s.period_start.ToNanoseconds() for s, _ in entries)
-        current = [(s, n) for s, n in entries if s.period_start.ToNanoseconds() == latest]
+        current = [(s, o) for s, o in entries if s.period_start.ToNanoseconds() == latest]
         first = current[0][0]
-        spend = math.fsum(s.spend_usd for s, _ in current)
-        requests = sum(n for _, n in current)
+        spend = math.fsum(o[0] for _, o in current)
+        requests = sum(o[1] for _, o in current)
         merged.append(
             pb.BudgetStatus(
                 tenant=tenant,
@@ -184,7 +200,7 @@ def merge_budgets(parts: Sequence[WorkerStats]) -> list[pb.BudgetStatus]:
                 limit_usd=first.limit_usd,
                 target_usd_per_request=first.target_usd_per_request,
                 mean_cost_usd=spend / requests if requests else 0.0,
-                pacing_multiplier=_mean((s.pacing_multiplier, float(n)) for s, n in current),
+                pacing_multiplier=_mean((s.pacing_multiplier, float(o[1])) for s, o in current),
             )
         )
     return merged

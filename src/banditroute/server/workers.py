@@ -59,12 +59,16 @@ def _worker_main(
         if not conn.poll(0.2):
             continue
         message = conn.recv()
-        if message[0] == "updates" and isinstance(policy, SharedLearning):
-            conn.send(("updates", policy.take_updates()))
-        elif message[0] == "learn" and isinstance(policy, SharedLearning):
-            with service.router.locked():
-                learned = policy.learn_shared(message[1], service.router.catalog)
-            log.debug("shared_updates_learned", updates=learned)
+        if message[0] == "updates":
+            updates = policy.take_updates() if isinstance(policy, SharedLearning) else []
+            conn.send(("updates", updates, service.router.take_budget_spend()))
+        elif message[0] == "learn":
+            if isinstance(policy, SharedLearning):
+                with service.router.locked():
+                    learned = policy.learn_shared(message[1], service.router.catalog)
+                log.debug("shared_updates_learned", updates=learned)
+            for spend in message[2]:
+                service.router.add_budget_spend(spend)
     service.stop()
     conn.send(("stopped",))
 
@@ -103,19 +107,26 @@ class Supervisor:
                 raise RuntimeError(f"worker {index} failed to start: {message!r}")
 
     def merge_round(self) -> bool:
-        """One round: collect every worker's new learning updates and give each worker the
-        others'. True if any worker had updates."""
+        """One round: collect every worker's new learning updates and budget spend, and give
+        each worker the others'. True if any worker had updates.
+
+        Budgets are kept per process, so without the spend exchange a tenant's hard cap would
+        hold per process (N times the limit for the server); with it, a process sees the
+        others' spend at most one round (``merge_interval_s``) late."""
         for _, conn in self._workers:
             conn.send(("updates",))
         outboxes: list[list[SharedUpdate]] = []
+        spends: list[dict[str, tuple[float, float, int]]] = []
         for index, (_, conn) in enumerate(self._workers):
             if not conn.poll(ROUND_TIMEOUT_S):
                 log.error("merge_round_timeout", worker=index)
                 return False
-            outboxes.append(conn.recv()[1])
+            _, updates, spend = conn.recv()
+            outboxes.append(updates)
+            spends.append(spend)
         for me, (_, conn) in enumerate(self._workers):
             others = [u for index, box in enumerate(outboxes) if index != me for u in box]
-            conn.send(("learn", others))
+            conn.send(("learn", others, [s for index, s in enumerate(spends) if index != me]))
         return any(outboxes)
 
     def stop(self) -> None:
