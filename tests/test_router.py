@@ -26,6 +26,7 @@ from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.router import Router, sample_index
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.memory import MemoryLog
+from banditroute.tenancy import hash_key
 
 GPT4 = "gpt-4-1106-preview"
 SMALL_CONTEXT = ("meta/llama-2-70b-chat", "zero-one-ai/Yi-34B-Chat", "WizardLM/WizardLM-13B-V1.2")
@@ -640,29 +641,42 @@ def test_restore_from_memory_log(make_router: MakeRouter, policy: RecordingPolic
     assert isinstance(log, MemoryLog)
 
 
-def test_restart_continues_the_objective_pacers_multiplier(
+def test_restart_continues_the_pacers_multipliers(
     tmp_path: Path, make_router: MakeRouter, make_settings: Any
 ) -> None:
-    """A budgeted objective's pacer, rebuilt after a restart from the first feedback costs in
-    the DuckDB log, has the multiplier it had before the stop (a second feedback for a
-    decision and another objective's spend do not count); without restoring it starts at 0."""
+    """Budgeted objectives' pacers and a tenant's pacer, rebuilt after a restart from the
+    first feedback costs in the DuckDB log, have the multipliers they had before the stop (a
+    second feedback for a decision and another objective's or tenant's spend do not count);
+    without restoring they start at 0."""
     settings = make_settings(
-        {"objectives": {"balanced": {"budget": 0.001}, "economy": {"budget": 0.002}}}
-    )
+        {
+            "objectives": {"balanced": {"budget": 0.001}, "economy": {"budget": 0.002}},
+            "tenants": [
+                {"name": "acme", "api_key_sha256": [hash_key("k")],
+                 "budget": {"target_usd_per_request": 0.001}},
+            ],
+        }
+    )  # fmt: skip
     path = tmp_path / "log.duckdb"
     router, log = make_router(settings, event_log=DuckDBLog(path))
     costs = [0.004, 0.0005, 0.003, 0.002, 0.0001]
     for i, cost in enumerate(costs):
-        decision = router.route(RouteQuery(prompt=f"{PROMPT} {i}"))
-        router.feedback(FeedbackReport(decision.decision_id, quality=1.0, cost_usd=cost))
-        if i == 1:  # a fallback's later feedback: no new request for the pacer
+        decision = router.route(RouteQuery(prompt=f"{PROMPT} {i}", tenant="acme"))
+        router.feedback(
+            FeedbackReport(decision.decision_id, quality=1.0, cost_usd=cost, tenant="acme")
+        )
+        if i == 1:  # a fallback's later feedback: no new request for the pacers
             router.feedback(
                 FeedbackReport(
-                    decision.decision_id, model=decision.fallback_models[0], cost_usd=0.01
+                    decision.decision_id, model=decision.fallback_models[0], cost_usd=0.01,
+                    tenant="acme",
                 )
-            )
+            )  # fmt: skip
     other = router.route(RouteQuery(prompt=PROMPT, objective="economy"))
     router.feedback(FeedbackReport(other.decision_id, quality=1.0, cost_usd=0.05))
+    acme_before = router.budget_status("acme")
+    assert acme_before is not None
+    assert acme_before.pacing_multiplier > 0
     before = router.pacer(settings.objective("balanced"))
     economy_before = router.pacer(settings.objective("economy"))
     assert before is not None
@@ -675,11 +689,14 @@ def test_restart_continues_the_objective_pacers_multiplier(
         fresh = restarted.pacer(settings.objective("balanced"))
         assert fresh is not None
         assert fresh.lam == 0.0
-        assert restarted.restore_pacers(new_log.first_costs) == len(costs) + 1  # type: ignore[attr-defined]
+        assert restarted.restore_pacers(new_log.first_costs) == 2 * len(costs) + 1  # type: ignore[attr-defined]
         assert fresh.lam == pytest.approx(before.lam)
         assert fresh.requests == len(costs)
         economy = restarted.pacer(settings.objective("economy"))
         assert economy is not None
         assert economy.lam == pytest.approx(economy_before.lam)
+        acme = restarted.budget_status("acme")
+        assert acme is not None
+        assert acme.pacing_multiplier == pytest.approx(acme_before.pacing_multiplier)
     finally:
         new_log.close()

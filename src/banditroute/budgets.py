@@ -111,7 +111,7 @@ class TenantBudget:
 
     def restore(self, spend_usd: float, requests: int, now: float) -> None:
         """Add the current period's spend read back from the log after a restart, so a
-        restart does not reset the hard cap (the pacer's multiplier starts afresh)."""
+        restart does not reset the hard cap (``Router.restore_pacers`` rebuilds the pacer)."""
         with self._lock:
             self._roll(now)
             self._spend += spend_usd

@@ -423,18 +423,27 @@ class Router:
             restored += 1
         return restored
 
-    def restore_pacers(self, first_costs: Callable[[str], Iterable[float]]) -> int:
-        """Rebuild each budgeted objective's pacer by replaying, in order, the cost of every
-        logged decision's first feedback under that objective (``first_costs(name)``, from
-        the log): the multiplier continues where it stood instead of restarting from zero
-        and overspending while it climbs back. Returns how many costs were replayed."""
+    def restore_pacers(self, first_costs: Callable[..., Iterable[float]]) -> int:
+        """Rebuild every budget pacer (each budgeted objective's and each tenant's with a
+        pacing target) by replaying, in order, the cost of every logged decision's first
+        feedback under that objective or of that tenant (``first_costs(objective=NAME)``,
+        ``first_costs(tenant=NAME)``, from the log): the multiplier continues where it stood
+        instead of restarting from zero and overspending while it climbs back. Returns how
+        many costs were replayed."""
         replayed = 0
         for objective in self.settings.objectives.values():
             pacer = self.pacer(objective)
             if pacer is None:
                 continue
-            for cost in first_costs(objective.name):
+            for cost in first_costs(objective=objective.name):
                 pacer.observe(cost)
+                replayed += 1
+        for tenant in self.settings.access.tenants.values():
+            budget = self._budget(tenant)
+            if budget is None or budget.pacer is None:
+                continue
+            for cost in first_costs(tenant=tenant.name):
+                budget.pacer.observe(cost)
                 replayed += 1
         return replayed
 

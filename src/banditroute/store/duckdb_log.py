@@ -190,20 +190,29 @@ class DuckDBLog:
             cursor.close()
         return (0.0, 0) if row is None else (float(row[0]), int(row[1]))
 
-    def first_costs(self, objective: str) -> list[float]:
-        """The cost (0 when not reported) of each decision's first feedback under
-        ``objective``, in time order: what that objective's budget pacer observed."""
+    def first_costs(
+        self, *, objective: str | None = None, tenant: str | None = None
+    ) -> list[float]:
+        """The cost (0 when not reported) of each decision's first feedback, in time order,
+        for decisions under ``objective`` and/or of ``tenant``: what that objective's (or
+        tenant's) budget pacer observed."""
         self.flush()
+        where = " AND ".join(
+            clause
+            for clause, value in (("d.objective = ?", objective), ("d.tenant = ?", tenant))
+            if value is not None
+        )
+        params = [v for v in (objective, tenant) if v is not None]
         cursor = self._con.cursor()
         try:
             rows = cursor.execute(
-                """SELECT coalesce(cost_usd, 0) FROM (
+                f"""SELECT coalesce(cost_usd, 0) FROM (
                        SELECT f.cost_usd, f.time, row_number() OVER (
                            PARTITION BY f.decision_id ORDER BY f.time, f.rowid) AS n
                        FROM feedback f JOIN decisions d USING (decision_id)
-                       WHERE d.objective = ?)
+                       WHERE {where or "true"})
                    WHERE n = 1 ORDER BY time""",
-                [objective],
+                params,
             ).fetchall()
         finally:
             cursor.close()
