@@ -333,6 +333,21 @@ def test_in_flight_limit_with_admit_and_release(clock: Clock) -> None:
     assert tracker.stats("m").in_flight == 1
 
 
+def test_try_admit_checks_and_counts_in_one_step(clock: Clock) -> None:
+    """try_admit admits (counting in flight and in the rate window) while the limits allow,
+    then answers why not without counting; the expected output tokens count in the check
+    only."""
+    tracker = _tracker(clock, limits={"m": ModelLimits(max_in_flight=2, tokens_per_minute=1000)})
+    assert tracker.try_admit("m", 100, expected_output_tokens=300) is None
+    assert tracker.try_admit("m", 100) is None
+    assert tracker.try_admit("m", 1) == "in-flight limit 2 reached"
+    assert tracker.stats("m").in_flight == 2
+    tracker.release("m")
+    assert tracker.try_admit("m", 100, expected_output_tokens=750) is not None  # 200 + 850
+    assert tracker.try_admit("m", 100, expected_output_tokens=700) is None
+    assert tracker.stats("m").in_flight == 2
+
+
 def test_release_never_goes_below_zero(clock: Clock) -> None:
     """Extra releases (or releases of unknown models) leave in-flight at zero."""
     tracker = _tracker(clock)

@@ -700,3 +700,30 @@ def test_restart_continues_the_pacers_multipliers(
         assert acme.pacing_multiplier == pytest.approx(acme_before.pacing_multiplier)
     finally:
         new_log.close()
+
+
+def test_a_model_filled_after_the_eligibility_check_is_refused_at_admission(
+    make_router: MakeRouter, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eligibility saw the limited model free, but concurrent routes filled its 3 slots before
+    this one was admitted: admission (check and count in one step) refuses it, the decision
+    is made again without it (the free model, probability 1, the limited one excluded for
+    health, "filled by concurrent routes"), and the limit holds at 3 in flight."""
+    from banditroute.config import _default_document  # the default catalogue, to edit
+    from banditroute.policies.fixed import FixedPolicy
+
+    models = [dict(m) for m in _default_document()["models"]]
+    limited, free = models[0]["id"], models[1]["id"]
+    models[0]["max_in_flight"] = 3
+    router, _ = make_router(make_settings({"models": models}), policy=FixedPolicy(limited))
+    for _ in range(3):
+        assert router.route(RouteQuery(prompt=PROMPT)).model == limited
+    # The view eligibility had before the concurrent routes took the slots:
+    monkeypatch.setattr(router.health, "unavailable_reason", lambda model, tokens=0: None)
+    decision = router.route(RouteQuery(prompt=PROMPT, candidate_models=(limited, free)))
+    assert decision.model == free
+    assert decision.probability == 1.0
+    reasons = {m: (c, r) for m, c, r in decision.exclusions}
+    assert reasons[limited][0] == "health"
+    assert "filled by concurrent routes" in reasons[limited][1]
+    assert router.health.stats(limited).in_flight == 3

@@ -494,24 +494,42 @@ class HealthTracker:
 
     def admit(self, model: str, tokens: int) -> None:
         """Account one route to ``model``: requests and tokens in the 60 s window, one more in
-        flight, and one probe slot taken while half-open. Does not check limits: call
-        :meth:`unavailable_reason` first.
+        flight, and one probe slot taken while half-open. Does not check limits: see
+        :meth:`try_admit` for the check and the accounting in one step.
         """
         if tokens < 0:
             raise ValueError(f"tokens: must be >= 0, got {tokens!r}")
         now = self._clock()
         with self._lock:
+            self._admit(self._state(model), now, tokens)
+
+    def try_admit(self, model: str, tokens: int, *, expected_output_tokens: int = 0) -> str | None:
+        """Check ``model`` (as :meth:`unavailable_reason`, for ``tokens`` plus the expected
+        output) and admit it (as :meth:`admit`, for ``tokens``) under one lock; None when
+        admitted, else why not. Concurrent routes cannot both take a model's last slot."""
+        if tokens < 0 or expected_output_tokens < 0:
+            raise ValueError(f"tokens: must be >= 0, got {tokens!r} / {expected_output_tokens!r}")
+        now = self._clock()
+        with self._lock:
             st = self._state(model)
-            st.admitted += 1
-            st.in_flight += 1
-            rate = st.rate
-            rate.prune(now)
-            rate.add(now, tokens)
-            if st.state != _CLOSED:
-                self._refresh(st, now)
-                if st.state == _HALF_OPEN:
-                    st.probes += 1
-                    st.last_probe_at = now
+            if not (st.state == _CLOSED and st.limits is None):
+                why = self._reason(st, now, tokens + expected_output_tokens)
+                if why is not None:
+                    return why
+            self._admit(st, now, tokens)
+            return None
+
+    def _admit(self, st: _ModelState, now: float, tokens: int) -> None:
+        st.admitted += 1
+        st.in_flight += 1
+        rate = st.rate
+        rate.prune(now)
+        rate.add(now, tokens)
+        if st.state != _CLOSED:
+            self._refresh(st, now)
+            if st.state == _HALF_OPEN:
+                st.probes += 1
+                st.last_probe_at = now
 
     def release(self, model: str) -> None:
         """One route to ``model`` is over (feedback came or its reward window closed).

@@ -114,6 +114,17 @@ class Pending:
     charged: set[str] = field(default_factory=set)
 
 
+class _Refusing:
+    """A health view that also refuses the models a route's admission found full."""
+
+    def __init__(self, health: HealthTracker, refused: Mapping[str, str]) -> None:
+        self._health = health
+        self._refused = refused
+
+    def unavailable_reason(self, model: str, tokens: int = 0) -> str | None:
+        return self._refused.get(model) or self._health.unavailable_reason(model, tokens)
+
+
 class Router:
     """Routes prompts and learns from feedback; the shared core of server, simulator and replay."""
 
@@ -257,35 +268,51 @@ class Router:
             data_class=data_class,
         )
         rule = first_match(self.settings.rules, tenant.name, features, query.tags, data_class)
-        eligibility = eligible_models(
-            self.catalog,
-            features,
-            constraints,
-            tenant=tenant,
-            rule=rule,
-            language_tagged=self.settings.language_tagged,
-            health=self.health,
-            expected_latency_ms=self._expected_latency,
-        )
-        arms = eligibility.eligible
         decision_id = self._new_id()
         arm = self._arm(tenant, query, decision_id)
         explore = data_class in EXPLORABLE_CLASSES
-        shadow: dict[str, dict[str, Any]] = {}
-        with self._lock:
-            policy = self.policies[arm]
-            probabilities = policy.distribution(features, arms, explore=explore)
-            version = policy.version
-            for name in tenant.shadow_policies:
-                shadow_probs = self.policies[name].distribution(features, arms, explore=explore)
-                pick = sample_index(shadow_probs, decision_id, self._seed + 1)
-                shadow[name] = {
-                    "model": arms[pick].id,
-                    "probability": float(shadow_probs[pick]),
-                    "probabilities": [float(p) for p in shadow_probs],
-                    "version": self.policies[name].version,
-                }
-        chosen = sample_index(probabilities, decision_id, self._seed)
+        refused: dict[str, str] = {}
+        while True:
+            # The chosen model is admitted (in-flight and rate limits) in one step with the
+            # check; if concurrent routes filled its limits since eligibility was computed, it
+            # is refused and the decision is made again without it, so limits never overshoot
+            # and the logged probabilities are those of the set actually decided over.
+            eligibility = eligible_models(
+                self.catalog,
+                features,
+                constraints,
+                tenant=tenant,
+                rule=rule,
+                language_tagged=self.settings.language_tagged,
+                health=_Refusing(self.health, refused) if refused else self.health,
+                expected_latency_ms=self._expected_latency,
+            )
+            arms = eligibility.eligible
+            shadow: dict[str, dict[str, Any]] = {}
+            with self._lock:
+                policy = self.policies[arm]
+                probabilities = policy.distribution(features, arms, explore=explore)
+                version = policy.version
+                for name in tenant.shadow_policies:
+                    shadow_probs = self.policies[name].distribution(features, arms, explore=explore)
+                    pick = sample_index(shadow_probs, decision_id, self._seed + 1)
+                    shadow[name] = {
+                        "model": arms[pick].id,
+                        "probability": float(shadow_probs[pick]),
+                        "probabilities": [float(p) for p in shadow_probs],
+                        "version": self.policies[name].version,
+                    }
+            chosen = sample_index(probabilities, decision_id, self._seed)
+            model = arms[chosen]
+            output = query.expected_output_tokens
+            why = self.health.try_admit(
+                model.id,
+                features.conversation_tokens,
+                expected_output_tokens=model.typical_output_tokens if output is None else output,
+            )
+            if why is None:
+                break
+            refused[model.id] = f"{why} (filled by concurrent routes)"
         order = sorted(range(len(arms)), key=lambda i: (-probabilities[i], i))
         exclusions = tuple(
             (model, why.constraint, why.reason) for model, why in eligibility.excluded.items()
@@ -330,18 +357,18 @@ class Router:
             shadow=shadow,
         )
         pending = Pending(record, decision, features, arms, chosen, objective)
+        pending.admitted = True
         with self._lock:
             if query.request_id:
                 # A concurrent call with the same request_id may have decided meanwhile: it
                 # wins, and this decision is dropped unlogged (one decision per request_id).
                 existing = self._by_request.get((query.tenant, query.request_id))
                 if existing is not None and existing in self._pending:
+                    self.health.release(decision.model)
                     decision = self._pending[existing].decision
                     return Decision(**{**decision.__dict__, "replayed": True})
                 self._by_request[(query.tenant, query.request_id)] = decision_id
             self._pending[decision_id] = pending
-        self.health.admit(decision.model, features.conversation_tokens)
-        pending.admitted = True
         self.log.append_decision(record)
         self._audit_decision(record)
         return decision
