@@ -1,0 +1,168 @@
+"""CPU per Route and Feedback call in-process, through the servicer, against protobuf alone.
+
+Builds and starts the service as the server does (``build_service``: default VW policy, DuckDB
+log behind its journal, audit chain, the maintenance thread that expires decisions and freezes
+the heap every second; port 0, a temporary log, no snapshot; no client ever connects),
+authenticates as the default tenant the way the AuthInterceptor does, and calls
+``RouterServicer.Route`` / ``Feedback`` directly: request bytes -> parse -> servicer ->
+serialized response. CPU is ``time.process_time`` (every thread of the process, so the log
+writer's work is counted). The baseline, measured in the same process, is protobuf alone:
+parsing the same request bytes and serializing a response of the same shape. Usage::
+
+    python benchmarks/route_cpu.py [--calls 3000] [--json /tmp/route_cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from route_latency import _PROMPTS
+
+from banditroute.config import settings_from_mapping
+from banditroute.server.app import build_service
+from banditroute.server.auth import _PRINCIPAL
+from banditroute.server.servicer import RouterServicer
+from banditroute.v1 import router_pb2 as pb
+
+MAX_CALLS = 100_000
+"""Upper bound on --calls, so a run stays bounded."""
+WARM_UP_CALLS = 500
+"""Routes (and Feedbacks) before measuring: VW, regex caches and the log writer settle."""
+
+
+class _Context:
+    """The little of grpc.ServicerContext the servicer touches on the success path."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def abort(self, code: Any, details: str) -> None:
+        raise RuntimeError(f"{code}: {details}")
+
+
+def _cpu_us(calls: list[Callable[[], Any]]) -> tuple[float, float]:
+    """CPU µs per call: all threads of the process (the log writer's and DuckDB's included),
+    and the calling thread alone (the request path, steadier on a shared machine)."""
+    gc.collect()
+    start, thread_start = time.process_time(), time.thread_time()
+    for call in calls:
+        call()
+    thread_us = (time.thread_time() - thread_start) / len(calls) * 1e6
+    return (time.process_time() - start) / len(calls) * 1e6, thread_us
+
+
+def run(calls: int) -> dict[str, float]:
+    """Measure Route, Feedback and their protobuf-only baselines (µs of CPU per call)."""
+    with tempfile.TemporaryDirectory(prefix="route_cpu") as workdir:
+        settings = settings_from_mapping(
+            {
+                "server": {"port": 0, "grace_s": 0.1},
+                "log": {"path": f"{workdir}/log.duckdb"},
+                "policy": {"snapshot_path": None},
+            }
+        )
+        service = build_service(settings)
+        service.start()
+        token = _PRINCIPAL.set(settings.access.authenticate(None))
+        try:
+            servicer = RouterServicer(service.router)
+            context = _Context()
+
+            def route(data: bytes) -> bytes:
+                response = servicer.Route(pb.RouteRequest.FromString(data), context)
+                return bytes(response.SerializeToString())
+
+            def feedback(data: bytes) -> bytes:
+                response = servicer.Feedback(pb.FeedbackRequest.FromString(data), context)
+                return bytes(response.SerializeToString())
+
+            def route_bytes(i: int) -> bytes:
+                prompt = f"{_PROMPTS[i % len(_PROMPTS)]} #{i}"
+                return bytes(pb.RouteRequest(prompt=prompt).SerializeToString())
+
+            def feedback_bytes(decision: bytes) -> bytes:
+                decision_id = pb.RouteResponse.FromString(decision).decision_id
+                request = pb.FeedbackRequest(
+                    decision_id=decision_id, quality=1.0, cost_usd=0.001, latency_ms=800.0
+                )
+                return bytes(request.SerializeToString())
+
+            warm = [route(route_bytes(i)) for i in range(WARM_UP_CALLS)]
+            for answer in warm:
+                feedback(feedback_bytes(answer))
+            route_requests = [route_bytes(WARM_UP_CALLS + i) for i in range(calls)]
+            answers: list[bytes] = []
+            route_us, route_thread_us = _cpu_us(
+                [lambda d=d: answers.append(route(d)) for d in route_requests]
+            )
+            feedback_requests = [feedback_bytes(a) for a in answers]
+            feedback_us, feedback_thread_us = _cpu_us(
+                [lambda d=d: feedback(d) for d in feedback_requests]
+            )
+
+            # Protobuf alone: parse the same request, serialize a response of the same shape.
+            route_shape = pb.RouteResponse.FromString(answers[-1])
+            feedback_shape = pb.FeedbackResponse(reward=1.0, disposition=1, feedback_count=1)
+
+            def route_proto(data: bytes) -> bytes:
+                pb.RouteRequest.FromString(data)
+                return bytes(route_shape.SerializeToString())
+
+            def feedback_proto(data: bytes) -> bytes:
+                pb.FeedbackRequest.FromString(data)
+                return bytes(feedback_shape.SerializeToString())
+
+            # Repeated: a couple of µs per call needs more calls to measure steadily.
+            route_base = _cpu_us([lambda d=d: route_proto(d) for d in route_requests * 10])[0]
+            feedback_base = _cpu_us(
+                [lambda d=d: feedback_proto(d) for d in feedback_requests * 10]
+            )[0]
+        finally:
+            _PRINCIPAL.reset(token)
+            service.stop()
+    return {
+        "calls": calls,
+        "route_us": route_us,
+        "feedback_us": feedback_us,
+        "route_thread_us": route_thread_us,
+        "feedback_thread_us": feedback_thread_us,
+        "route_proto_us": route_base,
+        "feedback_proto_us": feedback_base,
+        "route_ratio": route_us / route_base,
+        "feedback_ratio": feedback_us / feedback_base,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000, help="calls measured per RPC")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if not 0 < args.calls <= MAX_CALLS:
+        parser.error(f"--calls must be in 1..{MAX_CALLS}")
+    result = run(args.calls)
+    print(
+        f"Route    {result['route_us']:7.1f} µs CPU/call  (protobuf alone "
+        f"{result['route_proto_us']:5.1f} µs, ratio {result['route_ratio']:.0f}; calling thread "
+        f"{result['route_thread_us']:.1f} µs)\n"
+        f"Feedback {result['feedback_us']:7.1f} µs CPU/call  (protobuf alone "
+        f"{result['feedback_proto_us']:5.1f} µs, ratio {result['feedback_ratio']:.0f}; calling "
+        f"thread {result['feedback_thread_us']:.1f} µs)"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
