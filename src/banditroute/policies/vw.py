@@ -6,6 +6,12 @@ the learner generalises across models and copes with an eligible set that change
 request. Namespaces: ``s`` prompt shape and markers, ``w`` hashed words, ``a`` the model;
 the default arguments cross ``s`` and ``w`` with ``a``. VW's cost is minus the reward.
 A workspace is not thread-safe: the router serialises calls to it.
+
+Examples go to VW through ``vowpal_wabbit_next._core`` (the package's native module; the
+version is pinned in pyproject.toml): the public ``Workspace.predict_one``/``learn_one`` wrap
+every parsed line in an ``Example`` and re-check each line's label type on every call (about
+a sixth of a prediction's cost), a check that cannot fail for lines this workspace's own
+parser produced. ``tests/policies/test_vw_core.py`` checks the predictions are identical.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import cast
 
 import numpy as np
 import vowpal_wabbit_next as vw
+from vowpal_wabbit_next import _core
 
 from banditroute.catalog import ModelSpec
 from banditroute.features import PromptFeatures
@@ -64,10 +71,19 @@ class VWPolicy(Policy):
         super().__init__()
         self.args = tuple(args)
         self.seed = seed
-        self._workspace = self._new_workspace()
-        self._parser = vw.TextFormatParser(self._workspace)
-        self._actions: dict[ModelSpec, vw.Example] = {}
+        self._actions: dict[ModelSpec, _core.Example] = {}
+        self._use(self._new_workspace())
         self._greedy = 0
+
+    def _use(self, workspace: vw.Workspace) -> None:  # type: ignore[type-arg]
+        """Predict and learn with ``workspace`` from now on (cached action lines dropped)."""
+        self._workspace = workspace
+        self._core = workspace._workspace  # the native workspace (see the module docstring)
+        self._actions = {}
+
+    def _parse(self, line: str) -> _core.Example:
+        """One text-format line parsed by the native parser (what TextFormatParser calls)."""
+        return _core._parse_line_text(self._core, line)
 
     def _new_workspace(self, model_data: bytes | None = None) -> vw.Workspace:  # type: ignore[type-arg]
         if model_data is None:
@@ -84,25 +100,25 @@ class VWPolicy(Policy):
         context: PromptFeatures,
         arms: Sequence[ModelSpec],
         label: tuple[int, float, float] | None = None,
-    ) -> list[vw.Example]:
+    ) -> list[_core.Example]:
         """The multi-line example; unlabelled action lines are parsed once and reused.
 
         Reusing parsed, unlabelled action examples for prediction gives the same
         predictions as parsing them afresh (checked over interleaved predict/learn rounds)
         at half the cost; labelled examples for learning are always parsed anew.
         """
-        examples = [self._parser.parse_line(shared_line(context))]
+        examples = [self._parse(shared_line(context))]
         for index, arm in enumerate(arms):
             if label is not None and label[0] == index:
                 line = f"0:{label[1]:.6f}:{label[2]:.6f} {action_line(arm)}"
-                examples.append(self._parser.parse_line(line))
+                examples.append(self._parse(line))
             elif label is None:
                 cached = self._actions.get(arm)
                 if cached is None:
-                    cached = self._actions[arm] = self._parser.parse_line(action_line(arm))
+                    cached = self._actions[arm] = self._parse(action_line(arm))
                 examples.append(cached)
             else:
-                examples.append(self._parser.parse_line(action_line(arm)))
+                examples.append(self._parse(action_line(arm)))
         return examples
 
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
@@ -122,7 +138,7 @@ class VWPolicy(Policy):
         self, context: PromptFeatures, arms: Sequence[ModelSpec]
     ) -> list[tuple[int, float]]:
         """(action index, probability) pairs, greedy action first (VW's ActionProbs)."""
-        prediction = self._workspace.predict_one(self._examples(context, arms))
+        prediction = self._core.predict_multi_ex_one(self._examples(context, arms))
         return cast(list[tuple[int, float]], prediction)
 
     def _learn(
@@ -133,7 +149,7 @@ class VWPolicy(Policy):
         probability: float,
         reward: float,
     ) -> None:
-        self._workspace.learn_one(self._examples(context, arms, (chosen, -reward, probability)))
+        self._core.learn_multi_ex_one(self._examples(context, arms, (chosen, -reward, probability)))
 
     def save(self) -> bytes:
         return bytes(self._workspace.serialize())
@@ -143,16 +159,12 @@ class VWPolicy(Policy):
         return self._new_workspace(data)
 
     def adopt_workspace(self, workspace: vw.Workspace) -> None:  # type: ignore[type-arg]
-        """Continue from another workspace (a merged model), with a fresh parser and cache."""
-        self._workspace = workspace
-        self._parser = vw.TextFormatParser(workspace)
-        self._actions = {}
+        """Continue from another workspace (a merged model), with a fresh cache."""
+        self._use(workspace)
 
     def restore(self, data: bytes) -> None:
         try:
             workspace = self._new_workspace(data)
         except Exception as exc:  # VW raises its own error types for corrupt models.
             raise ValueError(f"not a valid VW model snapshot: {exc}") from exc
-        self._workspace = workspace
-        self._parser = vw.TextFormatParser(workspace)
-        self._actions = {}
+        self._use(workspace)
