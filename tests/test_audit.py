@@ -12,6 +12,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from banditroute.audit import (
     CREATE_AUDIT_TABLE,
@@ -20,6 +22,7 @@ from banditroute.audit import (
     AuditRecord,
     VerifyResult,
     audit_rows_to_arrow,
+    canonical_json,
     open_audit_log,
     read_head,
     record_hash,
@@ -482,3 +485,36 @@ def test_cli_log_without_audit_table_names_argument(
         _run(parse, ["audit", "verify", "--log", str(path)])
     with pytest.raises(InvalidArgument, match=r"^--log: no such log"):
         _run(parse, ["audit", "verify", "--log", str(tmp_path / "missing.duckdb")])
+
+
+_JSONABLE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(),
+    time=st.floats(min_value=0, max_value=4e9),
+    eligible=st.lists(st.text(), max_size=4),
+    fields=st.tuples(*[st.dictionaries(st.text(), _JSONABLE, max_size=4)] * 3),
+)
+def test_append_hashes_the_canonical_content_and_stores_its_fields(
+    text: str,
+    time: float,
+    eligible: list[str],
+    fields: tuple[dict[str, object], dict[str, object], dict[str, object]],
+) -> None:
+    """AuditChain.append encodes the JSON fields once and joins the content from them: the
+    hash must be that of the canonical JSON of the whole content (record_hash), and the log row
+    must carry each field's canonical JSON, NaN and infinities included."""
+    excluded, constraints, payload = fields
+    record = AuditChain(7, "a" * 64).append(
+        time=time, tenant=text, kind="decision", decision_id=text[::-1], policy_version="v",
+        feature_hash=text + "#", eligible=eligible, excluded=excluded, constraints=constraints,
+        payload=payload,
+    )  # fmt: skip
+    assert record.hash == record_hash(record)
+    assert record.json_fields() == tuple(canonical_json(f) for f in fields)

@@ -43,7 +43,7 @@ import json
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -131,6 +131,16 @@ class AuditRecord:
     payload: Mapping[str, Any]
     prev_hash: str
     hash: str
+    encoded: tuple[str, str, str] | None = field(default=None, repr=False, compare=False)
+    """Canonical JSON of ``excluded``, ``constraints`` and ``payload`` as :meth:`AuditChain.append`
+    hashed them, kept so that writing the record does not encode them again."""
+
+    def json_fields(self) -> tuple[str, str, str]:
+        """Canonical JSON of ``excluded``, ``constraints`` and ``payload`` (as stored)."""
+        if self.encoded is not None:
+            return self.encoded
+        return (canonical_json(dict(self.excluded)), canonical_json(dict(self.constraints)),
+                canonical_json(dict(self.payload)))  # fmt: skip
 
     @property
     def time_us(self) -> int:
@@ -205,6 +215,38 @@ _CONTENT_KEYS = (
 def _content(values: Sequence[Any]) -> str:
     """Canonical JSON of the hashed fields, given in :data:`_CONTENT_KEYS` order."""
     return canonical_json(dict(zip(_CONTENT_KEYS, values, strict=True)))
+
+
+def _joined_content(
+    head: Sequence[Any], eligible: Sequence[str], encoded: tuple[str, str, str]
+) -> str:
+    """The text :func:`_content` gives, from the three JSON fields already encoded (``head``:
+    seq, time_us, tenant, kind, decision_id, policy_version, feature_hash).
+
+    JSON of a dict with sorted keys is each key and its value's own encoding, joined in key
+    order; the keys below are already sorted. Only for values without NaN or infinity (the
+    rare record with one takes :func:`_content`, whose fallback rewrites the whole content).
+    """
+    seq, time_us, tenant, kind, decision_id, policy_version, feature_hash = map(
+        canonical_json, head
+    )
+    excluded, constraints, payload = encoded
+    if all(type(model) is str for model in eligible):  # the usual list of names: no encoder
+        models = "[" + ",".join(map(json.encoder.encode_basestring, eligible)) + "]"
+    else:
+        models = canonical_json(list(eligible))
+    return (
+        f'{{"constraints":{constraints},"decision_id":{decision_id},'
+        f'"eligible":{models},"excluded":{excluded},'
+        f'"feature_hash":{feature_hash},"kind":{kind},"payload":{payload},'
+        f'"policy_version":{policy_version},"seq":{seq},"tenant":{tenant},"time_us":{time_us}}}'
+    )
+
+
+def _encode_field(value: dict[str, Any]) -> str:
+    """Canonical JSON of one JSON field, ValueError on NaN or infinity; an empty one (most
+    decisions exclude no model) skips building an encoder."""
+    return _ENCODER.encode(value) if value else "{}"
 
 
 def _sha(prev_hash: str, content: str) -> str:
@@ -282,18 +324,27 @@ class AuditChain:
         constraints_d = dict(constraints or {})
         payload_d = dict(payload or {})
         time_us = _time_us(time)
+        try:  # encoded once, for the hash and for the log row (see AuditRecord.encoded)
+            encoded: tuple[str, str, str] | None = (
+                _encode_field(excluded_d), _encode_field(constraints_d),
+                _encode_field(payload_d),
+            )  # fmt: skip
+        except ValueError:  # a NaN or infinity: _content's fallback, and encoded on writing
+            encoded = None
         with self._lock:
             seq = self._seq + 1
-            content = _content(
-                (seq, time_us, tenant, kind, decision_id, policy_version, feature_hash,
-                 list(eligible_t), excluded_d, constraints_d, payload_d)
-            )  # fmt: skip
+            head = (seq, time_us, tenant, kind, decision_id, policy_version, feature_hash)
+            content = (
+                _content((*head, list(eligible_t), excluded_d, constraints_d, payload_d))
+                if encoded is None
+                else _joined_content(head, eligible_t, encoded)
+            )
             digest = _sha(self._hash, content)
             record = AuditRecord(
                 seq=seq, time=time, tenant=tenant, kind=kind, decision_id=decision_id,
                 policy_version=policy_version, feature_hash=feature_hash, eligible=eligible_t,
                 excluded=excluded_d, constraints=constraints_d, payload=payload_d,
-                prev_hash=self._hash, hash=digest,
+                prev_hash=self._hash, hash=digest, encoded=encoded,
             )  # fmt: skip
             if self._sink is not None:
                 self._sink(record)

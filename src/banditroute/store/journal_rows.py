@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from banditroute.audit import AuditRecord, canonical_json
+from banditroute.audit import AuditRecord
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
 _US = 1_000_000
@@ -77,14 +77,14 @@ def settlement_line(r: SettlementRecord) -> bytes:
 def audit_line(r: AuditRecord) -> bytes:
     """The journal line of an audit record. Its JSON fields travel as their canonical text
     (the hash covers that text's values, non-finite floats included)."""
+    excluded, constraints, payload = r.json_fields()
     return _line(
         {
             "k": "a", "seq": r.seq, "time": r.time_us, "tenant": r.tenant, "kind": r.kind,
             "decision_id": r.decision_id, "policy_version": r.policy_version,
             "feature_hash": r.feature_hash, "eligible": r.eligible,
-            "audit_excluded": canonical_json(dict(r.excluded)),
-            "audit_constraints": canonical_json(dict(r.constraints)),
-            "payload": canonical_json(dict(r.payload)), "prev_hash": r.prev_hash, "hash": r.hash,
+            "audit_excluded": excluded, "audit_constraints": constraints, "payload": payload,
+            "prev_hash": r.prev_hash, "hash": r.hash,
         }
     )  # fmt: skip
 
