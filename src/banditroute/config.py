@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 from banditroute.catalog import Catalog, ModelSpec
-from banditroute.errors import ConfigError
+from banditroute.errors import ConfigError, InvalidArgument
 from banditroute.health import HealthSettings
 from banditroute.objectives import Objective
 from banditroute.rules import RoutingRule, rules_from_config
@@ -141,8 +141,6 @@ class Settings:
 
     def objective(self, name: str) -> Objective:
         """The named profile, or the default one for an empty name."""
-        from banditroute.errors import InvalidArgument
-
         key = name or self.default_objective
         try:
             return self.objectives[key]

@@ -152,7 +152,7 @@ class PromptFeatures:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for the log (JSON) and for re-reading with :func:`features_from_dict`."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _FEATURE_NAMES}
 
     def numeric(self) -> dict[str, float]:
         """A dense numeric view (for linear learners such as LinUCB), each value in [0, 1]."""
@@ -168,6 +168,10 @@ class PromptFeatures:
         for marker in MARKERS:
             out[marker] = 1.0 if marker in self.markers else 0.0
         return out
+
+
+_FEATURE_NAMES = tuple(f.name for f in fields(PromptFeatures))
+"""PromptFeatures' fields in order (``dataclasses.fields`` costs microseconds per call)."""
 
 
 def features_from_dict(data: dict[str, Any]) -> PromptFeatures:

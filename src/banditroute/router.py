@@ -313,7 +313,9 @@ class Router:
             if why is None:
                 break
             refused[model.id] = f"{why} (filled by concurrent routes)"
-        order = sorted(range(len(arms)), key=lambda i: (-probabilities[i], i))
+        # Python floats once: indexing the numpy array element by element costs more.
+        values: list[float] = probabilities.tolist()
+        order = sorted(range(len(arms)), key=lambda i: (-values[i], i))
         exclusions = tuple(
             (model, why.constraint, why.reason) for model, why in eligibility.excluded.items()
         )
@@ -321,8 +323,8 @@ class Router:
             decision_id=decision_id,
             time=now,
             model=arms[chosen].id,
-            probability=float(probabilities[chosen]),
-            ranking=tuple((arms[i].id, float(probabilities[i])) for i in order),
+            probability=values[chosen],
+            ranking=tuple((arms[i].id, values[i]) for i in order),
             fallback_models=tuple(arms[i].id for i in order if i != chosen),
             policy_version=version,
             objective=objective.name,
@@ -343,7 +345,7 @@ class Router:
             prompt=text if tenant.store_prompts and data_class in EXPLORABLE_CLASSES else None,
             features=_loggable_features(features, data_class),
             eligible=tuple(a.id for a in arms),
-            probabilities=tuple(float(p) for p in probabilities),
+            probabilities=tuple(values),
             model=decision.model,
             probability=decision.probability,
             policy_version=version,
