@@ -60,7 +60,16 @@ def test_the_pinned_version_is_the_one_checked() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [DEFAULT_ARGS, ("--cb_explore_adf", "--epsilon", "0.1")], ids=["default", "epsilon"]
+    "args",
+    [
+        DEFAULT_ARGS,
+        ("--cb_explore_adf", "--epsilon", "0.1"),
+        ("--cb_explore_adf", "--cover", "3"),
+        ("--cb_explore_adf", "--bag", "3"),
+        ("--cb_explore_adf", "--softmax", "--lambda", "5", "-q", "sa"),
+        ("--cb_explore_adf", "--regcb"),
+    ],
+    ids=["default", "epsilon", "cover", "bag", "softmax", "regcb"],
 )
 def test_native_calls_predict_exactly_like_the_public_api(
     default_settings: Settings, args: Sequence[str]
@@ -76,3 +85,4 @@ def test_native_calls_predict_exactly_like_the_public_api(
         reward = rng.uniform(-1.0, 1.0)
         policy.learn(context, arms, chosen, probability, reward)
         public.learn(context, arms, chosen, probability, reward)
+    assert policy.save() == bytes(public.workspace.serialize())
