@@ -6,25 +6,17 @@ decisions restored from the log)."""
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import duckdb
 import grpc
 import pytest
+from fault_helpers import ServerLauncher, ServerProcess
 
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 20.0
 CALL_TIMEOUT_S = 10.0
 FAVOURED = "mistralai/mixtral-8x7b-chat"
 PROMPTS = (
@@ -35,30 +27,7 @@ PROMPTS = (
     "Translate 'good morning' into Spanish.",
 )
 ROUNDS = 200
-_ADDRESS = re.compile(r"\blistening\b.*\baddress=(\S+:\d+)")
 _VERSION = re.compile(r"^vw:[0-9a-f]+:(\d+)$")
-
-
-@dataclass
-class Server:
-    """A running ``banditroute serve`` subprocess and where its stderr goes."""
-
-    process: subprocess.Popen[bytes]
-    stderr_path: Path
-    stderr: IO[bytes]
-    address: str = ""
-
-    def log_text(self) -> str:
-        """Everything the server has written to stderr so far."""
-        return self.stderr_path.read_text("utf-8", errors="replace")
-
-    def terminate(self) -> int:
-        """SIGTERM, then wait (bounded) for the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"server did not exit after SIGTERM:\n{self.log_text()}")
 
 
 @pytest.fixture
@@ -86,40 +55,12 @@ window_s = 3600.0
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, config_path: Path) -> Iterator[Callable[[], Server]]:
-    """Start ``python -m banditroute.cli serve`` and learn its port from the listening line;
-    every process started is killed at teardown if still running."""
-    servers: list[Server] = []
-
-    def start() -> Server:
-        stderr_path = tmp_path / f"serve{len(servers)}.stderr"
-        stderr = stderr_path.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "banditroute.cli", "serve", "--config", str(config_path)],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        server = Server(process, stderr_path, stderr)
-        servers.append(server)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            match = _ADDRESS.search(server.log_text())
-            if match:
-                server.address = match.group(1)
-                return server
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{server.log_text()}")
-            time.sleep(0.05)
-        pytest.fail(f"no listening line within {START_TIMEOUT_S}s:\n{server.log_text()}")
-
-    yield start
-    for server in servers:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(timeout=STOP_TIMEOUT_S)
-        server.stderr.close()
+def start_server(tmp_path: Path, config_path: Path) -> Iterator[Callable[[], ServerProcess]]:
+    """Start ``python -m banditroute.cli serve`` on the config and learn its address; every
+    process started is killed at teardown if still running."""
+    launcher = ServerLauncher(tmp_path)
+    yield lambda: launcher.start(config_path)
+    launcher.close_all()
 
 
 def _updates(version: str) -> int:
@@ -144,7 +85,7 @@ def _feedback_rows(path: Path) -> list[tuple[str, float, str]]:
 
 @pytest.mark.slow
 def test_sigterm_and_restart_keep_learning_and_pending(
-    tmp_path: Path, start_server: Callable[[], Server]
+    tmp_path: Path, start_server: Callable[[], ServerProcess]
 ) -> None:
     """Train 200 rounds (favoured model reward 1, others 0), route one decision without
     feedback, SIGTERM: exit code 0 and every acknowledged feedback is in the log. Restart on the
