@@ -14,11 +14,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from banditroute.audit import AuditChain
+from banditroute.audit import AuditChain, open_audit_log, verify
 from banditroute.store import duckdb_log, journal
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.journal import Journal, list_segments, trim_torn_tail
-from banditroute.store.journal_rows import decision_line, feedback_line
+from banditroute.store.journal_rows import audit_line, decision_line, feedback_line
+from banditroute.store.reader import open_log
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -349,3 +350,41 @@ def test_non_finite_rewards_round_trip(tmp_path: Path, records: SimpleNamespace)
         rows = dict(con.execute("SELECT decision_id, reward FROM feedback").fetchall())
     assert rows["a"] == -math.inf
     assert math.isnan(rows["b"])
+
+
+def test_readers_see_the_rows_a_killed_server_left_in_its_journal(
+    tmp_path: Path, records: SimpleNamespace
+) -> None:
+    """open_log and open_audit_log on a log whose server was killed read the rows still in its
+    journal (a torn last line skipped) together with the file's, and change nothing: the
+    segment stays and the file keeps its rows; the audit chain verifies across both."""
+    path = tmp_path / "log.duckdb"
+    log = DuckDBLog(path)
+    chain = AuditChain(sink=log.append_audit)
+    for i in range(3):
+        log.append_decision(records.decision(i))
+        chain.append(time=records.t0 + i, tenant="acme", kind="decision",
+                     decision_id=f"dec-{i:05d}", policy_version="v", feature_hash="h",
+                     eligible=["model-b"])  # fmt: skip
+    log.close()  # three decisions and audit records moved in
+    leftover = decision_line(records.decision(3)) + feedback_line(records.feedback("dec-00003"))
+    later = AuditChain(*chain.head, sink=lambda r: None)
+    record = later.append(time=records.t0 + 3, tenant="acme", kind="decision",
+                          decision_id="dec-00003", policy_version="v", feature_hash="h",
+                          eligible=["model-b"])  # fmt: skip
+    segment = path.with_name("log.duckdb.journal") / "000000000009.jsonl"
+    segment.write_bytes(leftover + audit_line(record) + b'{"k":"d","decision_id":"to')
+
+    source = open_log(path)
+    decisions = source.connection.execute("SELECT decision_id FROM decisions").fetchall()
+    feedback = source.connection.execute("SELECT decision_id, reward FROM feedback").fetchall()
+    assert sorted(d for (d,) in decisions) == [f"dec-{i:05d}" for i in range(4)]
+    assert feedback == [("dec-00003", 0.75)]
+    assert "1 journal segment" in source.description
+    source.connection.close()
+    audit = open_audit_log(path)
+    result = verify(audit.connection, expected_head=later.head)
+    audit.connection.close()
+    assert result.ok, result
+    assert segment.exists()
+    assert _count(path, "decisions") == 3

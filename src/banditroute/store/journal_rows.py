@@ -13,12 +13,15 @@ reads it back as the number.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from banditroute.audit import AuditRecord
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+
+if TYPE_CHECKING:  # audit imports the reader, which imports this module
+    from banditroute.audit import AuditRecord
 
 _US = 1_000_000
 
@@ -104,19 +107,33 @@ _COLUMNS = {
 }  # fmt: skip
 """Every key a line may carry, with its type (a line leaves out the keys of other kinds)."""
 
-_TS = "make_timestamp(time)::TIMESTAMPTZ"
+_TS = "make_timestamp(time)::TIMESTAMPTZ AS time"
 
-_INSERTS = {
+_COLUMNS_OF = {
     "decisions": f"""decision_id, {_TS}, tenant, request_id, objective, prompt_hash, prompt,
         features, eligible, probabilities, model, probability, policy_version, explored, tags,
-        arm, rule, data_class, excluded, constraints, shadow FROM segment WHERE k = 'd'""",
+        arm, rule, data_class, excluded, constraints, shadow""",
     "feedback": f"""decision_id, {_TS}, model, quality, cost_usd, input_tokens, output_tokens,
-        latency_ms, status, reward, disposition FROM segment WHERE k = 'f'""",
-    "settlements": f"decision_id, {_TS}, action, reward FROM segment WHERE k = 's'",
+        latency_ms, status, reward, disposition""",
+    "settlements": f"decision_id, {_TS}, action, reward",
     "audit": f"""seq, {_TS}, tenant, kind, decision_id, policy_version, feature_hash, eligible,
-        audit_excluded::JSON, audit_constraints::JSON, payload::JSON, prev_hash, hash
-        FROM segment WHERE k = 'a' ORDER BY seq""",
+        audit_excluded::JSON AS excluded, audit_constraints::JSON AS constraints,
+        payload::JSON AS payload, prev_hash, hash""",
 }
+"""Each table's columns, in its order and under its names, from the lines of one kind."""
+
+_KIND_OF = {"decisions": "d", "feedback": "f", "settlements": "s", "audit": "a"}
+
+
+def _select(table: str, source: str) -> str:
+    return f"SELECT {_COLUMNS_OF[table]} FROM {source} WHERE k = '{_KIND_OF[table]}'"
+
+
+def _read_json(files: str, *, skip_bad_lines: bool = False) -> str:
+    pairs = (f"{sql_string(k)}: {sql_string(t)}" for k, t in _COLUMNS.items())
+    columns = "{" + ", ".join(pairs) + "}"
+    lenient = ", ignore_errors = true" if skip_bad_lines else ""
+    return f"read_json({files}, format = 'newline_delimited', columns = {columns}{lenient})"
 
 
 def sql_string(text: str) -> str:
@@ -136,17 +153,27 @@ def ingest_sql(segment: str, number: int) -> str:
     """One transaction that inserts every row of the segment file at ``segment`` into its
     table and moves the ingested mark to its ``number`` (so a restart never inserts it
     twice: segments go in strictly in order)."""
-    pairs = (f"{sql_string(k)}: {sql_string(t)}" for k, t in _COLUMNS.items())
-    columns = "{" + ", ".join(pairs) + "}"
-    inserts = "\n".join(f"INSERT INTO {table} SELECT {q};" for table, q in _INSERTS.items())
+    inserts = "\n".join(
+        f"INSERT INTO {table} {_select(table, 'segment')}"
+        + (" ORDER BY seq;" if table == "audit" else ";")
+        for table in _COLUMNS_OF
+    )
     return f"""BEGIN TRANSACTION;
-CREATE OR REPLACE TEMP TABLE segment AS SELECT * FROM read_json({sql_string(segment)},
-    format = 'newline_delimited', columns = {columns});
+CREATE OR REPLACE TEMP TABLE segment AS SELECT * FROM {_read_json(sql_string(segment))};
 {inserts}
 DELETE FROM journal_segments;
 INSERT INTO journal_segments VALUES ({int(number)}, now());
 DROP TABLE segment;
 COMMIT;"""
+
+
+def journal_selects(segments: Sequence[str], tables: Iterable[str]) -> dict[str, str]:
+    """``SELECT`` expressions over the rows of journal segments not yet moved in, per table,
+    for a reader that must not change the files (a log whose server was killed). A torn last
+    line (a write the kill interrupted, never acknowledged) is skipped."""
+    files = "[" + ", ".join(sql_string(s) for s in segments) + "]"
+    source = _read_json(files, skip_bad_lines=True)
+    return {table: _select(table, source) for table in tables if table in _COLUMNS_OF}
 
 
 CREATE_JOURNAL_TABLE = """

@@ -3,8 +3,10 @@
 DuckDB lets one process open a database file for writing and then no other process may open
 it, even read-only. A running server therefore exports committed rows as Parquet parts every
 ``log.export_interval_s`` to ``PATH.export/``; :func:`open_log` reads the file when it can and
-falls back to the export (as fresh as its last part) when the file is locked. A directory
-given as the path is read as an export (or any folder of Parquet parts in that layout).
+falls back to the export (as fresh as its last part) when the file is locked. A file whose
+server was killed is read with the rows its journal still holds (``PATH.journal/``), without
+changing anything. A directory given as the path is read as an export (or any folder of
+Parquet parts in that layout).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 import duckdb
 
 from banditroute.errors import InvalidArgument
+from banditroute.store.journal import list_segments, segment_number
+from banditroute.store.journal_rows import journal_selects
 from banditroute.store.schema import CREATE_TABLES
 
 TABLES = ("decisions", "feedback", "settlements")
@@ -72,7 +76,26 @@ def file_selects(
         ).fetchall()
     }
     selects = {t: f"SELECT * FROM {alias}.main.{t}" for t in tables if t in present}
-    return selects, f"DuckDB file {path}", False
+    description = f"DuckDB file {path}"
+    leftovers = _journal_leftovers(con, path, alias, present)
+    if leftovers:
+        extra = journal_selects([str(p) for p in leftovers], selects)
+        selects = {t: f"{q} UNION ALL BY NAME {extra[t]}" for t, q in selects.items()}
+        description += f" + {len(leftovers)} journal segment(s) not yet moved in"
+    return selects, description, False
+
+
+def _journal_leftovers(
+    con: duckdb.DuckDBPyConnection, path: Path, alias: str, present: set[str]
+) -> list[Path]:
+    """Segments of the file's journal its server has not moved in (it was killed, or is
+    stopped before its next start): their rows belong to the log too."""
+    if "journal_segments" not in present:
+        return []
+    row = con.execute(f"SELECT coalesce(max(segment), 0) FROM {alias}.main.journal_segments")
+    mark = int((row.fetchone() or (0,))[0])
+    journal = path.with_name(path.name + ".journal")
+    return [p for p in list_segments(journal) if segment_number(p) > mark and p.stat().st_size > 0]
 
 
 def worker_files(path: Path) -> list[Path]:
