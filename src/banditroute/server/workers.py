@@ -20,6 +20,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -115,19 +116,21 @@ class Supervisor:
         others' spend at most one round (``merge_interval_s``) late."""
         for _, conn in self._workers:
             conn.send(("updates",))
-        outboxes: list[list[SharedUpdate]] = []
-        spends: list[dict[str, tuple[float, float, int]]] = []
+        deadline = time.monotonic() + ROUND_TIMEOUT_S
+        replies: dict[int, tuple[list[SharedUpdate], dict[str, tuple[float, float, int]]]] = {}
         for index, (_, conn) in enumerate(self._workers):
-            if not conn.poll(ROUND_TIMEOUT_S):
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                # A worker too busy to answer this round answers in the next one (its reply
+                # waits in the pipe); the others' updates and spend are handed out regardless.
                 log.error("merge_round_timeout", worker=index)
-                return False
+                continue
             _, updates, spend = conn.recv()
-            outboxes.append(updates)
-            spends.append(spend)
+            replies[index] = (updates, spend)
         for me, (_, conn) in enumerate(self._workers):
-            others = [u for index, box in enumerate(outboxes) if index != me for u in box]
-            conn.send(("learn", others, [s for index, s in enumerate(spends) if index != me]))
-        return any(outboxes)
+            others = [u for index, (box, _) in replies.items() if index != me for u in box]
+            spends = [spend for index, (_, spend) in replies.items() if index != me]
+            conn.send(("learn", others, spends))
+        return any(box for box, _ in replies.values())
 
     def stop(self) -> None:
         """Stop the workers gracefully and remove the socket folder."""
