@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     results["memory"] = memory.run(
         100_000 if args.quick else 1_000_000, 50_000 if args.quick else 100_000
     )
+    print("== CPU per Route and Feedback call in-process")
+    results["route_cpu"] = _script(
+        ["route_cpu.py", "--calls", "1000" if args.quick else "3000"], 600
+    )
     print("== Garbage-collection pauses with and without the heap freezer")
     results["gc_pauses"] = _script(
         ["gc_pauses.py", "--decisions", "50000" if args.quick else "150000"], 900
