@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,53 +21,37 @@ from banditroute.simulation.policies import NAMED_POLICIES
 from banditroute.simulation.runner import WARM_MODES
 
 
-def _positive_float(arg: str) -> Any:
+def _number(
+    arg: str,
+    convert: Callable[[str], float],
+    accept: Callable[[float], bool] = lambda value: True,
+    requirement: str = "",
+) -> Any:
+    """An argparse ``type``: ``convert(text)``, rejected unless ``accept(value)``."""
+    noun = "an integer" if convert is int else "a number"
+
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{arg}: {text!r} is not a number") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{arg}: must be a positive number, got {text}")
+            raise argparse.ArgumentTypeError(f"{arg}: {text!r} is not {noun}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{arg}: must be {requirement}, got {text}")
         return value
 
     return parse
+
+
+def _positive_float(arg: str) -> Any:
+    return _number(arg, float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 
 
 def _non_negative_float(arg: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{arg}: {text!r} is not a number") from None
-        if not (math.isfinite(value) and value >= 0):
-            raise argparse.ArgumentTypeError(f"{arg}: must be a number >= 0, got {text}")
-        return value
-
-    return parse
+    return _number(arg, float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 
 
 def _positive_int(arg: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{arg}: {text!r} is not an integer") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{arg}: must be >= 1, got {value}")
-        return value
-
-    return parse
-
-
-def _int(arg: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{arg}: {text!r} is not an integer") from None
-
-    return parse
+    return _number(arg, int, lambda v: v >= 1, ">= 1")
 
 
 def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -110,7 +95,7 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=_positive_int("--seeds"), default=5, metavar="N")
     parser.add_argument(
-        "--first-seed", type=_int("--first-seed"), default=0, help="seeds run from this one"
+        "--first-seed", type=_number("--first-seed", int), default=0, help="seeds run from this one"
     )
     parser.add_argument(
         "--warm-start", type=Path, metavar="FILE.parquet", help="learn from this table first"

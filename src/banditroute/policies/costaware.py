@@ -91,8 +91,6 @@ def feature_vector(context: PromptFeatures) -> npt.NDArray[np.float64]:
 
 
 DIMENSION = len(_NUMERIC_KEYS)
-ARM_INDEX = np.arange(DIMENSION)
-"""Which features each model's own block reads (all of them; the shared block reads all too)."""
 GRID_POINTS = 48
 """Grid points per arm of the numerical integral behind :func:`thompson_probabilities`."""
 
@@ -165,11 +163,10 @@ class CostAwarePolicy(Policy):
         self._slots: dict[str, int] = {}
         d = DIMENSION
         # Weights: a shared block (every model) then one block per model, in slot order.
-        self._shared = d
-        shared_prior = np.full(self._shared, 1.0 / shared_precision)
+        shared_prior = np.full(d, 1.0 / shared_precision)
         self._cov = np.diag(shared_prior)  # posterior covariance, in units of the noise variance
-        self._xty = np.zeros(self._shared)  # sum of z * (v - prior_mean)
-        self._mean = np.zeros(self._shared)
+        self._xty = np.zeros(d)  # sum of z * (v - prior_mean)
+        self._mean = np.zeros(d)
         self._sse = np.zeros(0)  # per model: sum of squared one-step-ahead residuals
         self._count = np.zeros(0)
         self._logged_credit = 0.0  # exploration-clock updates credited beyond one per update
@@ -229,7 +226,7 @@ class CostAwarePolicy(Policy):
     def _slot_indices(self, arms: Sequence[ModelSpec]) -> npt.NDArray[np.int64]:
         new = [arm.id for arm in arms if arm.id not in self._slots]
         if new:
-            d = len(ARM_INDEX)
+            d = DIMENSION
             for arm_id in new:
                 self._slots[arm_id] = len(self._slots)
             block = np.full(d, 1.0 / self.prior_precision)
@@ -254,12 +251,11 @@ class CostAwarePolicy(Policy):
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
         """One row per arm: the features in the shared block and in the arm's own block."""
         slots = self._slot_indices(arms)
-        d, w, a = DIMENSION, self._shared, len(ARM_INDEX)
+        d = DIMENSION
         z = np.zeros((len(slots), self._cov.shape[0]))
         z[:, :d] = x
-        own = x[ARM_INDEX]
         for row, slot in enumerate(slots):
-            z[row, w + a * slot : w + a * (slot + 1)] = own
+            z[row, d * (1 + slot) : d * (2 + slot)] = x
         return z, slots
 
     def _posterior(
@@ -360,7 +356,7 @@ class CostAwarePolicy(Policy):
                 credit = float(archive["logged_credit"]) if "logged_credit" in archive else 0.0
         except Exception as exc:
             raise ValueError(f"not a valid costaware snapshot: {exc}") from exc
-        size = DIMENSION + len(ARM_INDEX) * len(slots)
+        size = DIMENSION * (1 + len(slots))
         if arrays["cov"].shape != (size, size) or arrays["sse"].shape != (len(slots),):
             raise ValueError("not a valid costaware snapshot: wrong shapes")
         self._slots = slots
