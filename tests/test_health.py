@@ -11,6 +11,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import T0
+from conftest import FakeClock as Clock
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -30,27 +32,6 @@ TIMEOUT = OutcomeStatus.TIMEOUT
 RATE_LIMITED = OutcomeStatus.RATE_LIMITED
 REFUSED = OutcomeStatus.REFUSED
 FAILURES = (ERROR, TIMEOUT, RATE_LIMITED)
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward."""
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> Clock:
-    """A fake clock starting at an epoch-sized time."""
-    return Clock()
 
 
 def _tracker(

@@ -260,14 +260,20 @@ class _ModelState:
         self.in_flight = 0
         self.rate = _RateWindow()
 
+    @property
+    def outcomes(self) -> int:
+        """Outcomes recorded in all (served answers and failures)."""
+        return self.ok + self.errors + self.timeouts + self.rate_limited + self.refused
+
 
 class HealthTracker:
     """Per-model circuit breakers and load limits, fed by feedback and by admitted routes.
 
-    Route asks :meth:`unavailable_reason` for each eligible model and calls :meth:`admit` for
-    the chosen one; Feedback calls :meth:`record_outcome` and :meth:`release` (as does the
-    expiry of a decision's reward window, without an outcome). Models are tracked from their
-    first mention; models with limits are known from the start.
+    Route asks :meth:`unavailable_reason` for each eligible model and calls :meth:`try_admit`
+    for the chosen one (:meth:`admit` accounts without the check); Feedback calls
+    :meth:`record_outcome` and :meth:`release` (as does the expiry of a decision's reward
+    window, without an outcome). Models are tracked from their first mention; models with
+    limits are known from the start.
 
     >>> now = [0.0]
     >>> tracker = HealthTracker(HealthSettings(consecutive_failures=2), clock=lambda: now[0])
@@ -381,7 +387,7 @@ class HealthTracker:
         return ModelHealth(
             model=st.model,
             state=st.state,
-            requests=st.ok + st.errors + st.timeouts + st.rate_limited + st.refused,
+            requests=st.outcomes,
             ok=st.ok,
             errors=st.errors,
             timeouts=st.timeouts,
@@ -542,6 +548,16 @@ class HealthTracker:
                 st.in_flight -= 1
 
     # -- views -------------------------------------------------------------------------------------
+    def latency_p50(self, model: str, min_samples: int = 1) -> float | None:
+        """The model's median latency once it has ``min_samples`` outcomes, else None: what
+        :meth:`stats` reports, without building a snapshot (Route asks it per model)."""
+        with self._lock:
+            st = self._models.get(model)
+            if st is None or st.outcomes < min_samples:
+                return None
+            p50: float | None = st.latency_p50.get()
+            return p50
+
     def stats(self, model: str) -> ModelHealth:
         """The health of one model now (zeros for a model never mentioned, without tracking it)."""
         with self._lock:

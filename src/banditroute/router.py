@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -245,10 +245,9 @@ class Router:
         objective = self._objective(query, tenant)
         if query.request_id:
             with self._lock:
-                existing = self._by_request.get((query.tenant, query.request_id))
-                if existing is not None and existing in self._pending:
-                    decision = self._pending[existing].decision
-                    return Decision(**{**decision.__dict__, "replayed": True})
+                replayed = self._replayed(query)
+            if replayed is not None:
+                return replayed
         now = self._clock()
         budget = self._budget(tenant)
         if budget is not None:
@@ -364,23 +363,28 @@ class Router:
             if query.request_id:
                 # A concurrent call with the same request_id may have decided meanwhile: it
                 # wins, and this decision is dropped unlogged (one decision per request_id).
-                existing = self._by_request.get((query.tenant, query.request_id))
-                if existing is not None and existing in self._pending:
+                replayed = self._replayed(query)
+                if replayed is not None:
                     self.health.release(decision.model)
-                    decision = self._pending[existing].decision
-                    return Decision(**{**decision.__dict__, "replayed": True})
+                    return replayed
                 self._by_request[(query.tenant, query.request_id)] = decision_id
             self._pending[decision_id] = pending
         self.log.append_decision(record)
         self._audit_decision(record)
         return decision
 
+    def _replayed(self, query: RouteQuery) -> Decision | None:
+        """The pending decision already made for the query's request_id, marked replayed
+        (call with the lock held)."""
+        existing = self._by_request.get((query.tenant, query.request_id))
+        if existing is None or existing not in self._pending:
+            return None
+        return replace(self._pending[existing].decision, replayed=True)
+
     def _expected_latency(self, model: ModelSpec, output_tokens: int) -> float:
         """Median latency measured from feedback once there is enough; the prior before."""
-        stats = self.health.stats(model.id)
-        if stats.latency_p50_ms is not None and stats.requests >= self.settings.health.min_samples:
-            return float(stats.latency_p50_ms)
-        return model.expected_latency_ms(output_tokens)
+        p50 = self.health.latency_p50(model.id, self.settings.health.min_samples)
+        return model.expected_latency_ms(output_tokens) if p50 is None else float(p50)
 
     def _audit_decision(self, record: DecisionRecord) -> None:
         """Chain an audit record for the decision (its sink queues it for the log)."""
@@ -487,11 +491,11 @@ class Router:
         """Count what other serving processes recorded (from their ``take_budget_spend``)
         against this process's budgets, so a hard cap holds for the whole server."""
         now = self._clock()
-        for tenant, (start, usd, requests) in spend.items():
-            if tenant in self.settings.access.tenants:
-                budget = self._budget(self._tenant(tenant))
-                if budget is not None:
-                    budget.add_remote(start, usd, requests, now)
+        for name, (start, usd, requests) in spend.items():
+            tenant = self.settings.access.tenants.get(name)
+            budget = None if tenant is None else self._budget(tenant)
+            if budget is not None:
+                budget.add_remote(start, usd, requests, now)
 
     def budget_status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's budget figures for the current period (None without a budget)."""

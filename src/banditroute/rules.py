@@ -14,6 +14,7 @@ from typing import Any
 
 from banditroute.errors import ConfigError
 from banditroute.features import MARKERS, PromptFeatures
+from banditroute.tenancy import string_set
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,6 @@ _MATCH_KEYS = {
 }
 
 
-def _set(value: Any, where: str) -> frozenset[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: expected a list of strings", field=where)
-    return frozenset(value)
-
-
 def rules_from_config(entries: list[Any], models: frozenset[str]) -> tuple[RoutingRule, ...]:
     """Validate ``[[rules]]`` entries: known keys, known models and markers, one action."""
     rules: list[RoutingRule] = []
@@ -104,8 +99,8 @@ def rules_from_config(entries: list[Any], models: frozenset[str]) -> tuple[Routi
             )
             raise ConfigError(f"{where}: unknown key(s) {', '.join(bad)}", field="rules")
         pin = entry.get("pin")
-        restrict = _set(entry.get("restrict", []), f"{where}.restrict")
-        exclude = _set(entry.get("exclude", []), f"{where}.exclude")
+        restrict = string_set(entry.get("restrict", []), f"{where}.restrict")
+        exclude = string_set(entry.get("exclude", []), f"{where}.exclude")
         named = restrict | exclude | ({pin} if isinstance(pin, str) else set())
         if pin is not None and not isinstance(pin, str):
             raise ConfigError(f"{where}.pin: expected a model id", field=f"{where}.pin")
@@ -115,7 +110,7 @@ def rules_from_config(entries: list[Any], models: frozenset[str]) -> tuple[Routi
             )
         if pin is None and not restrict and not exclude:
             raise ConfigError(f"{where}: needs pin, restrict or exclude", field="rules")
-        markers = _set(match.get("markers", []), f"{where}.match.markers")
+        markers = string_set(match.get("markers", []), f"{where}.match.markers")
         if markers - set(MARKERS):
             raise ConfigError(f"{where}.match.markers: unknown marker(s)", field="rules")
         tags = match.get("tags", {})
@@ -128,11 +123,13 @@ def rules_from_config(entries: list[Any], models: frozenset[str]) -> tuple[Routi
         rules.append(
             RoutingRule(
                 name=entry["name"],
-                tenants=_set(match.get("tenants", []), f"{where}.match.tenants"),
-                languages=_set(match.get("languages", []), f"{where}.match.languages"),
+                tenants=string_set(match.get("tenants", []), f"{where}.match.tenants"),
+                languages=string_set(match.get("languages", []), f"{where}.match.languages"),
                 markers=markers,
                 tags={str(k): str(v) for k, v in tags.items()},
-                data_classes=_set(match.get("data_classes", []), f"{where}.match.data_classes"),
+                data_classes=string_set(
+                    match.get("data_classes", []), f"{where}.match.data_classes"
+                ),
                 min_tokens=bounds["min_tokens"],
                 max_tokens=bounds["max_tokens"],
                 pin=pin,

@@ -125,7 +125,8 @@ class AccessSettings:
         return Principal(self.tenants[name])
 
 
-def _strings(value: Any, where: str) -> frozenset[str]:
+def string_set(value: Any, where: str) -> frozenset[str]:
+    """A configuration list of strings as a set; ConfigError naming ``where`` otherwise."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: expected a list of strings", field=where)
     return frozenset(value)
@@ -190,7 +191,7 @@ def access_from_config(
     required = auth.get("required", False)
     if not isinstance(required, bool):
         raise ConfigError("auth.required: expected true or false", field="auth.required")
-    admin = _strings(auth.get("admin_key_sha256", []), "auth.admin_key_sha256")
+    admin = string_set(auth.get("admin_key_sha256", []), "auth.admin_key_sha256")
     parsed: dict[str, Tenant] = {}
     for entry in tenants:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
@@ -200,19 +201,19 @@ def access_from_config(
         unknown = set(entry) - _TENANT_KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}", field=where)
-        allowed_models = _strings(entry.get("models", []), f"{where}.models")
+        allowed_models = string_set(entry.get("models", []), f"{where}.models")
         if allowed_models - models:
             unknown_models = ", ".join(sorted(allowed_models - models))
             raise ConfigError(
                 f"{where}.models: not in the catalogue: {unknown_models}", field=f"{where}.models"
             )
-        allowed_objectives = _strings(entry.get("objectives", []), f"{where}.objectives")
+        allowed_objectives = string_set(entry.get("objectives", []), f"{where}.objectives")
         if allowed_objectives - objectives:
             raise ConfigError(
                 f"{where}.objectives: unknown profile(s)", field=f"{where}.objectives"
             )
         shadows = tuple(
-            sorted(_strings(entry.get("shadow_policies", []), f"{where}.shadow_policies"))
+            sorted(string_set(entry.get("shadow_policies", []), f"{where}.shadow_policies"))
         )
         if set(shadows) - policies:
             raise ConfigError(
@@ -230,7 +231,7 @@ def access_from_config(
             name=name,
             api_key_sha256=frozenset(
                 k.lower()
-                for k in _strings(entry.get("api_key_sha256", []), f"{where}.api_key_sha256")
+                for k in string_set(entry.get("api_key_sha256", []), f"{where}.api_key_sha256")
             ),
             models=allowed_models,
             objectives=allowed_objectives,
