@@ -3,7 +3,7 @@
 Wire them into the main CLI with ``add_parsers(subparsers)``; each parser's default ``handler``
 takes the parsed namespace and returns the exit code. Arguments are taken as text and checked
 by the handlers, which raise :class:`~banditroute.errors.InvalidArgument` with a message that
-starts with the argument's name (``--since: not an ISO time: 'yesterday'``).
+starts with the argument's name (``--since: 'yesterday' is not an ISO 8601 time ...``).
 
 - ``audit verify --log PATH [--expect-head SEQ:HASH]``: exit 0 if the audit chain is intact
   (printing its head, to note and pass as ``--expect-head`` next time), 1 naming the first bad
@@ -18,12 +18,12 @@ import argparse
 import json
 import re
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from banditroute.audit import open_audit_log, verify
 from banditroute.errors import InvalidArgument
+from banditroute.evaluation.logdata import parse_time
 from banditroute.store.reader import open_log
 from banditroute.usage import BUCKETS, format_table, plot_usage, usage_report
 
@@ -87,16 +87,6 @@ def _head(text: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2).lower()
 
 
-def _iso(text: str | None, arg: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InvalidArgument(f"{arg}: not an ISO time: {text!r}", field=arg) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _output(text: str | None, arg: str) -> Path | None:
     if text is None:
         return None
@@ -137,7 +127,8 @@ def run_report(args: argparse.Namespace) -> int:
             f"--bucket: must be one of {', '.join(BUCKETS)}, got {args.bucket!r}",
             field="--bucket",
         )
-    since, until = _iso(args.since, "--since"), _iso(args.until, "--until")
+    since = None if args.since is None else parse_time(args.since, arg="--since")
+    until = None if args.until is None else parse_time(args.until, arg="--until")
     if since is not None and until is not None and since >= until:
         raise InvalidArgument(f"--until: {args.until!r} is not after --since", field="--until")
     plot_path, json_path = _output(args.plot, "--plot"), _output(args.json, "--json")

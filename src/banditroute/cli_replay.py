@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,6 +50,7 @@ from banditroute.evaluation.replay import (
     MISSING_RULES,
     Missing,
     make_estimators,
+    used_rows,
 )
 from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.store.reader import open_log
@@ -149,6 +152,22 @@ def _load(args: argparse.Namespace, *, with_features: bool, word_buckets: int) -
     return log
 
 
+def _report(
+    args: argparse.Namespace,
+    table: str,
+    write_json: Callable[[Path], None],
+    plot: Callable[[Path], None],
+) -> None:
+    """Print the table, then write ``--json`` and ``--plot`` when given."""
+    print(table)
+    if args.json:
+        write_json(args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(args.plot)
+        print(f"wrote {args.plot}")
+
+
 def _number_list(text: str, arg: str) -> list[float]:
     values = []
     for part in text.split(","):
@@ -200,30 +219,37 @@ def _replay(args: argparse.Namespace) -> int:
             "for the chosen model); use --missing default to score the others",
             field="--log",
         )
-    result = replay_module.replay(
-        log,
-        specs,
-        objective,
-        settings,
-        estimators=make_estimators(names, switch_tau=args.switch_tau, clip=args.clip),
-        missing=missing,
-        method=args.interval,
-        level=args.level,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        reward_model=RidgeRewardModel(seed=args.seed),
-        progress=True,
-        shadow=lambda name, data: shadow_distribution(
-            open_log(args.log, arg="--log").connection, name, data
-        ),
+    # Shadow candidates read their distributions from the log: one connection for all of them.
+    shadow_source = (
+        open_log(args.log, arg="--log") if any(s.kind == "shadow" for s in specs) else None
     )
-    print(replay_module.format_table(result))
-    if args.json:
-        result.write_json(args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        replay_module.plot(result, args.plot)
-        print(f"wrote {args.plot}")
+    try:
+        result = replay_module.replay(
+            log,
+            specs,
+            objective,
+            settings,
+            estimators=make_estimators(names, switch_tau=args.switch_tau, clip=args.clip),
+            missing=missing,
+            method=args.interval,
+            level=args.level,
+            n_boot=args.n_boot,
+            seed=args.seed,
+            reward_model=RidgeRewardModel(seed=args.seed),
+            progress=True,
+            shadow=None
+            if shadow_source is None
+            else partial(shadow_distribution, shadow_source.connection),
+        )
+    finally:
+        if shadow_source is not None:
+            shadow_source.connection.close()
+    _report(
+        args,
+        replay_module.format_table(result),
+        result.write_json,
+        partial(replay_module.plot, result),
+    )
     return 0
 
 
@@ -254,9 +280,10 @@ def _tune(args: argparse.Namespace) -> int:
     _output(args.json, "--json")
     _output(args.plot, "--plot")
     log = _load(args, with_features=True, word_buckets=args.word_buckets)
-    if counts(log).with_outcome < 4:
+    with_outcome = counts(log).with_outcome
+    if with_outcome < 4:
         raise InvalidArgument(
-            f"--log: only {counts(log).with_outcome} decisions have an outcome; need at least 4",
+            f"--log: only {with_outcome} decisions have an outcome; need at least 4",
             field="--log",
         )
     result = tune_module.tune(
@@ -275,13 +302,9 @@ def _tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=True,
     )
-    print(tune_module.format_table(result))
-    if args.json:
-        result.write_json(args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        tune_module.plot(result, args.plot)
-        print(f"wrote {args.plot}")
+    _report(
+        args, tune_module.format_table(result), result.write_json, partial(tune_module.plot, result)
+    )
     return 0
 
 
@@ -298,7 +321,7 @@ def _export(args: argparse.Namespace) -> int:
     missing = cast(Missing, args.missing)
     default = settings.reward.default_reward if missing == "default" else None
     rewards = log_rewards(log, objective, default_reward=default)
-    rows = np.flatnonzero(log.has_outcome) if missing == "exclude" else np.arange(log.n)
+    rows = np.flatnonzero(used_rows(log, missing))
     progress = iterate(rows.shape[0], "export", args.out != "-")
     selected = (int(rows[i]) for i in progress)
     if args.out == "-":

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
+from banditroute import cli
 from banditroute.catalog import ModelSpec
 from banditroute.config import Settings, settings_from_mapping
 from banditroute.decisions import FeedbackReport, RouteQuery
@@ -58,6 +60,15 @@ CONFIG = (
     + '[policy]\nfixed_model = "large"\n'
 )
 """A ``--config`` file with the test catalogue (as :func:`settings_for_tests`), for the CLI."""
+
+
+def cli_error(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI expecting bad input: exit 2 and ``banditroute CMD: error: ...``; the stderr."""
+    code = cli.main(list(argv))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"banditroute {argv[0]}: error: ")
+    return err
 
 
 def settings_for_tests(**reward: object) -> Settings:

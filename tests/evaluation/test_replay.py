@@ -23,6 +23,7 @@ from replay_world import (
     T0,
     World,
     WrittenLog,
+    cli_error,
     make_world,
     settings_for_tests,
     write_log,
@@ -250,10 +251,9 @@ def test_cli_errors_name_the_argument(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Bad input exits with status 2 and ``banditroute replay: error: ARG: ...``."""
-    code = cli.main(["replay", "--log", str(shared_log.path), "--config", str(config), *argv])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("banditroute replay: error: ")
+    err = cli_error(
+        ["replay", "--log", str(shared_log.path), "--config", str(config), *argv], capsys
+    )
     assert re.search(message, err), err
 
 

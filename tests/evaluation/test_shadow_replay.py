@@ -3,11 +3,13 @@ policy from what they logged beside each decision."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from banditroute import cli
 from banditroute.config import settings_from_mapping
 from banditroute.decisions import FeedbackReport, RouteQuery
 from banditroute.errors import InvalidArgument
@@ -67,6 +69,18 @@ def test_a_uniform_shadow_is_estimated_exactly_like_the_uniform_candidate(tmp_pa
     by_name = {c.name: c for c in result.candidates}
     for estimator, interval in by_name["shadow:explorer"].estimates.items():
         assert interval.estimate == pytest.approx(by_name["uniform"].estimates[estimator].estimate)
+
+
+def test_the_cli_replays_a_shadow_from_the_log(tmp_path: Path) -> None:
+    """``banditroute replay --candidate shadow:NAME`` reads the shadow from ``--log``."""
+    path, out = tmp_path / "log.duckdb", tmp_path / "replay.json"
+    _write_log(path, decisions=100)
+    argv = ["replay", "--log", str(path), "--candidate", "shadow:explorer", "--candidate",
+            "uniform", "--interval", "normal", "--json", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    estimates = {c["name"]: c["estimates"] for c in json.loads(out.read_text())["candidates"]}
+    for estimator, interval in estimates["shadow:explorer"].items():
+        assert interval["value"] == pytest.approx(estimates["uniform"][estimator]["value"])
 
 
 def test_a_shadow_that_was_not_logged_is_an_error_naming_the_argument(tmp_path: Path) -> None:

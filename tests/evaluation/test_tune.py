@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from replay_world import CONFIG, MODELS, WrittenLog, settings_for_tests
+from replay_world import CONFIG, MODELS, WrittenLog, cli_error, settings_for_tests
 
 from banditroute import cli
 from banditroute.evaluation.candidates import parse_candidate
@@ -143,8 +143,5 @@ def test_cli_errors_name_the_argument(
     shared_log: WrittenLog, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Bad tune arguments exit 2 naming the argument."""
-    code = cli.main(["tune", "--log", str(shared_log.path), *argv])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("banditroute tune: error: ")
+    err = cli_error(["tune", "--log", str(shared_log.path), *argv], capsys)
     assert re.search(message, err), err

@@ -30,9 +30,9 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import duckdb
 import numpy as np
@@ -41,13 +41,11 @@ import pyarrow.compute as pc
 import structlog
 
 from banditroute.catalog import ModelSpec
-from banditroute.config import Settings
+from banditroute.config import POLICY_KINDS, PolicyKind, Settings
 from banditroute.errors import InvalidArgument
 from banditroute.evaluation.logdata import ReplayLog
 from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy
-from banditroute.policies.fixed import FixedPolicy
-from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
 from banditroute.snapshots import MAGIC, load_snapshot
 
@@ -201,25 +199,21 @@ def load_policy(spec: CandidateSpec, settings: Settings, *, arg: str = "--candid
             f"{arg}: {spec.text!r}: not a banditroute policy snapshot (no header)", field=arg
         )
     name = data[len(MAGIC) :].split(b"\n", 1)[0].decode("utf-8", "replace")
-    policy: Policy
-    if name == "vw":
-        policy = VWPolicy(settings.policy.vw_args)
-    elif name == "linucb":
-        from banditroute.policies.linucb import LinUCBPolicy
-
-        policy = LinUCBPolicy()
-    elif name == "uniform":
-        policy = UniformPolicy()
-    elif name == "fixed":
-        policy = FixedPolicy(settings.policy.fixed_model or "")
-    elif name == "costaware":
-        from banditroute.policies.costaware import CostAwarePolicy
-
-        policy = CostAwarePolicy()
-    else:
+    if name not in POLICY_KINDS:
         raise InvalidArgument(
             f"{arg}: {spec.text!r}: snapshot of unknown policy {name!r}", field=arg
         )
+    # Imported here: the factory imports every policy, river's slow import among them.
+    from banditroute.policies.factory import build_policy as build_configured
+
+    # A fresh policy of the snapshot's kind as --config sets it up; the snapshot restores its state.
+    policy = build_configured(
+        replace(
+            settings.policy,
+            kind=cast(PolicyKind, name),
+            fixed_model=settings.policy.fixed_model or "",
+        )
+    )
     # load_snapshot moves an unreadable file aside: give it a copy, never the user's file.
     with tempfile.TemporaryDirectory(prefix="banditroute-replay-") as folder:
         copy = Path(folder) / "policy.snapshot"

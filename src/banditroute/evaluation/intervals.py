@@ -65,6 +65,10 @@ class Interval:
         """Whether ``value`` lies in the closed interval."""
         return self.lower <= value <= self.upper
 
+    def as_dict(self) -> dict[str, float]:
+        """The JSON form of reports: ``{"value", "lower", "upper"}``."""
+        return {"value": self.estimate, "lower": self.lower, "upper": self.upper}
+
 
 def check_level(level: float) -> float:
     """``level`` as a float strictly between 0 and 1, else ``ValueError`` naming it."""

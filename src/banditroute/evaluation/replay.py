@@ -106,10 +106,7 @@ class CandidateResult:
         """The JSON form: ``{"name", "estimates": {est: {"value", "lower", "upper"}}, ...}``."""
         return {
             "name": self.name,
-            "estimates": {
-                key: {"value": iv.estimate, "lower": iv.lower, "upper": iv.upper}
-                for key, iv in self.estimates.items()
-            },
+            "estimates": {key: iv.as_dict() for key, iv in self.estimates.items()},
             "ess": self.diagnostics.ess,
             "max_weight": self.diagnostics.max_weight,
             "unsupported_share": self.diagnostics.unsupported_share,

@@ -72,17 +72,13 @@ class TunePoint:
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form."""
-
-        def interval(iv: Interval) -> dict[str, float]:
-            return {"value": iv.estimate, "lower": iv.lower, "upper": iv.upper}
-
         return {
             "label": self.label,
             "kind": self.kind,
             "weights": self.weights,
-            "quality": interval(self.quality),
-            "cost_usd": interval(self.cost_usd),
-            "latency_ms": interval(self.latency_ms),
+            "quality": self.quality.as_dict(),
+            "cost_usd": self.cost_usd.as_dict(),
+            "latency_ms": self.latency_ms.as_dict(),
             "ess": self.ess,
             "max_weight": self.max_weight,
             "frontier": self.frontier,
@@ -259,11 +255,12 @@ def tune(
         weights = {"cost": float(cost_w)}
         if latency_weights:
             weights["latency"] = float(latency_w)
-        objective = replace(base, name=_label(weights), cost=float(cost_w), latency=latency_w)
+        label = _label(weights)
+        objective = replace(base, name=label, cost=float(cost_w), latency=latency_w)
         learner = build_policy(policy, settings, seed=seed, arg="--policy")
         train(learner, train_inputs, score(objective, train_parts))
         target = policy_distribution(learner, eval_inputs)
-        points.append(estimate(_label(weights), "sweep", weights, target, index))
+        points.append(estimate(label, "sweep", weights, target, index))
     if references:
         specs = [CandidateSpec("logged", "logged")] + [
             CandidateSpec(f"fixed:{m}", "fixed", model=m) for m in eval_log.models
