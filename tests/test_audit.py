@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +20,6 @@ from banditroute.audit import (
     AuditChain,
     AuditRecord,
     VerifyResult,
-    audit_rows_to_arrow,
     canonical_json,
     open_audit_log,
     read_head,
@@ -30,6 +28,7 @@ from banditroute.audit import (
 )
 from banditroute.cli_ops import add_parsers
 from banditroute.errors import InvalidArgument
+from banditroute.store.journal_rows import CREATE_JOURNAL_TABLE, audit_line, ingest_sql
 from banditroute.store.schema import CREATE_TABLES
 
 T0 = 1_700_000_000.0
@@ -71,11 +70,20 @@ def _append(chain: AuditChain, i: int) -> AuditRecord:
     )
 
 
+def _ingest(con: duckdb.DuckDBPyConnection, segment: Path, records: list[AuditRecord]) -> None:
+    """Append records to the audit table the way the log does: as journal lines in a segment
+    file that one ingest moves in."""
+    con.execute(CREATE_TABLES + CREATE_AUDIT_TABLE + CREATE_JOURNAL_TABLE)
+    if records:
+        segment.write_bytes(b"".join(map(audit_line, records)))
+        con.execute(ingest_sql(str(segment), 1))
+        segment.unlink()
+
+
 def _write(path: Path, records: list[AuditRecord]) -> None:
-    """Append records to the audit table of a DuckDB file through the Arrow helper."""
+    """Append records to the audit table of a DuckDB file (see _ingest)."""
     with duckdb.connect(str(path)) as con:
-        con.execute(CREATE_AUDIT_TABLE)
-        con.from_arrow(audit_rows_to_arrow(records)).insert_into("audit")
+        _ingest(con, path.with_name(path.name + ".segment.jsonl"), records)
 
 
 def _sql(path: Path, *statements: str) -> None:
@@ -102,7 +110,7 @@ def chain_log(tmp_path: Path) -> tuple[Path, list[AuditRecord]]:
 
 
 def test_intact_chain_verifies(chain_log: tuple[Path, list[AuditRecord]]) -> None:
-    """A chain written through audit_rows_to_arrow verifies, and its head is the last record's."""
+    """A chain written as the log writes it verifies, and its head is the last record's."""
     path, records = chain_log
     result = _verify(path)
     assert result.ok
@@ -397,12 +405,12 @@ def test_parquet_export_verifies(tmp_path: Path) -> None:
     chain = AuditChain()
     records = [_append(chain, i) for i in range(N)]
     with duckdb.connect() as con:
-        con.execute(CREATE_TABLES)
+        _ingest(con, tmp_path / "segment.jsonl", records)
         (export / "decisions").mkdir(parents=True)
         con.execute(f"COPY decisions TO '{export / 'decisions' / 'part-1.parquet'}'")
-    (export / "audit").mkdir()
-    pq.write_table(audit_rows_to_arrow(records[5:]), export / "audit" / "part-2.parquet")
-    pq.write_table(audit_rows_to_arrow(records[:5]), export / "audit" / "part-1.parquet")
+        (export / "audit").mkdir()
+        con.execute(f"COPY (FROM audit WHERE seq > 5) TO '{export / 'audit' / 'part-2.parquet'}'")
+        con.execute(f"COPY (FROM audit WHERE seq <= 5) TO '{export / 'audit' / 'part-1.parquet'}'")
     source = open_audit_log(export)
     try:
         result = verify(source.connection)

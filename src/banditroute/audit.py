@@ -48,13 +48,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import duckdb
-import pyarrow as pa
 
 from banditroute.errors import InvalidArgument
 from banditroute.store.reader import LogSource, export_selects, file_selects
 
 __all__ = [
-    "AUDIT_SCHEMA",
     "AUDIT_TABLE",
     "CREATE_AUDIT_TABLE",
     "GENESIS_HASH",
@@ -62,7 +60,6 @@ __all__ = [
     "AuditKind",
     "AuditRecord",
     "VerifyResult",
-    "audit_rows_to_arrow",
     "canonical_json",
     "open_audit_log",
     "read_head",
@@ -76,28 +73,6 @@ _KINDS: frozenset[str] = frozenset(get_args(AuditKind))
 AUDIT_TABLE = "audit"
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of record 1."""
-
-_TS = pa.timestamp("us", tz="UTC")
-
-AUDIT_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("time", _TS),
-        ("tenant", pa.string()),
-        ("kind", pa.string()),
-        ("decision_id", pa.string()),
-        ("policy_version", pa.string()),
-        ("feature_hash", pa.string()),
-        ("eligible", pa.list_(pa.string())),
-        ("excluded", pa.string()),
-        ("constraints", pa.string()),
-        ("payload", pa.string()),
-        ("prev_hash", pa.string()),
-        ("hash", pa.string()),
-    ]
-)
-"""Arrow schema of an audit batch, column for column the table of :data:`CREATE_AUDIT_TABLE`
-(so ``INSERT INTO audit SELECT * FROM batch`` works)."""
 
 CREATE_AUDIT_TABLE = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -350,31 +325,6 @@ class AuditChain:
                 self._sink(record)
             self._seq, self._hash = seq, digest
         return record
-
-
-def audit_rows_to_arrow(records: Iterable[AuditRecord]) -> pa.Table:
-    """An Arrow table of ``records`` in :data:`AUDIT_SCHEMA` (dicts as canonical JSON text)."""
-    rows = list(records)
-    columns: list[list[Any]] = [
-        [r.seq for r in rows],
-        [r.time_us for r in rows],
-        [r.tenant for r in rows],
-        [r.kind for r in rows],
-        [r.decision_id for r in rows],
-        [r.policy_version for r in rows],
-        [r.feature_hash for r in rows],
-        [list(r.eligible) for r in rows],
-        [canonical_json(dict(r.excluded)) for r in rows],
-        [canonical_json(dict(r.constraints)) for r in rows],
-        [canonical_json(dict(r.payload)) for r in rows],
-        [r.prev_hash for r in rows],
-        [r.hash for r in rows],
-    ]
-    arrays = [
-        pa.array(col, type=pa.int64()).cast(_TS) if f.name == "time" else pa.array(col, f.type)
-        for col, f in zip(columns, AUDIT_SCHEMA, strict=True)
-    ]
-    return pa.table(arrays, schema=AUDIT_SCHEMA)
 
 
 def read_head(con: duckdb.DuckDBPyConnection, table: str = AUDIT_TABLE) -> tuple[int, str]:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import duckdb
 import pytest
+from store_helpers import count_rows
 
 from banditroute.store.duckdb_log import DuckDBLog
 
@@ -36,14 +37,6 @@ def event_log(db_path: Path) -> Iterator[DuckDBLog]:
     log = DuckDBLog(db_path, flush_interval_s=0.01)
     yield log
     _close_within(log)
-
-
-def _count(path: Path, table: str) -> int:
-    """Rows in a table, read through a second connection of this process."""
-    with duckdb.connect(str(path)) as con:
-        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_rows_read_back_after_close(db_path: Path, records: SimpleNamespace) -> None:
@@ -117,9 +110,9 @@ def test_flush_makes_rows_visible(db_path: Path, records: SimpleNamespace) -> No
     try:
         for i in range(10):
             log.append_decision(records.decision(i))
-        assert _count(db_path, "decisions") == 0
+        assert count_rows(db_path, "decisions") == 0
         log.flush()
-        assert _count(db_path, "decisions") == 10
+        assert count_rows(db_path, "decisions") == 10
     finally:
         _close_within(log)
 
@@ -143,8 +136,8 @@ def test_acknowledged_feedback_survives_a_crash(
     restarted = DuckDBLog(crashed)
     try:
         restarted.flush()
-        assert _count(crashed, "feedback") == 1
-        assert _count(crashed, "decisions") == 1
+        assert count_rows(crashed, "feedback") == 1
+        assert count_rows(crashed, "decisions") == 1
     finally:
         _close_within(restarted)
 
@@ -217,7 +210,7 @@ def test_close_is_idempotent(db_path: Path, records: SimpleNamespace) -> None:
     log.append_decision(records.decision(0))
     _close_within(log)
     _close_within(log)
-    assert _count(db_path, "decisions") == 1
+    assert count_rows(db_path, "decisions") == 1
     idle = DuckDBLog(db_path.with_name("idle.duckdb"), flush_interval_s=0.01)
     threading.Event().wait(0.05)  # let the writer reach its idle wait
     _close_within(idle)
@@ -233,6 +226,6 @@ def test_without_sync_feedback_feedback_is_only_buffered(
         log.append_feedback(records.feedback("dec-00001")).wait(0.0)
         assert all(p.read_bytes() == b"" for p in log.journal_dir.iterdir())
         log.flush()
-        assert _count(db_path, "feedback") == 1
+        assert count_rows(db_path, "feedback") == 1
     finally:
         _close_within(log)

@@ -13,12 +13,18 @@ from typing import Any
 
 import duckdb
 import pytest
+from store_helpers import count_rows
 
 from banditroute.audit import AuditChain, open_audit_log, verify
 from banditroute.store import duckdb_log, journal
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.journal import Journal, list_segments, trim_torn_tail
-from banditroute.store.journal_rows import audit_line, decision_line, feedback_line
+from banditroute.store.journal_rows import (
+    audit_line,
+    decision_line,
+    feedback_line,
+    journal_selects,
+)
 from banditroute.store.reader import open_log
 
 
@@ -130,13 +136,6 @@ def test_trim_torn_tail_cuts_back_to_the_last_whole_line(
     assert path.read_bytes() == kept
 
 
-def _count(path: Path, table: str) -> int:
-    with duckdb.connect(str(path)) as con:
-        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def test_a_start_moves_leftover_segments_in_once(tmp_path: Path, records: SimpleNamespace) -> None:
     """Segments a crashed run left (one with a torn last line) are moved in by the next start;
     a segment numbered at or below the ingested mark (moved in, then a crash before it was
@@ -156,8 +155,8 @@ def test_a_start_moves_leftover_segments_in_once(tmp_path: Path, records: Simple
     restarted = DuckDBLog(path)
     try:
         restarted.flush()
-        assert _count(path, "decisions") == 2
-        assert _count(path, "feedback") == 1
+        assert count_rows(path, "decisions") == 2
+        assert count_rows(path, "feedback") == 1
     finally:
         restarted.close()
     assert list_segments(journal_dir) == []
@@ -180,7 +179,7 @@ def test_a_segment_that_cannot_be_read_is_set_aside(
         rejected = list(log.rejected_dir.iterdir())
         assert len(rejected) == 1
         assert b"not a number" in rejected[0].read_bytes()
-        assert _count(path, "decisions") == 1
+        assert count_rows(path, "decisions") == 1
     finally:
         log.close()
 
@@ -215,7 +214,7 @@ def test_a_full_disk_at_commit_is_retried_not_set_aside(
             with pytest.raises(duckdb.TransactionException):
                 log.flush()
         log.flush()
-        assert _count(tmp_path / "log.duckdb", "decisions") == 1
+        assert count_rows(tmp_path / "log.duckdb", "decisions") == 1
         assert not log.rejected_dir.exists()
     finally:
         log.close()
@@ -303,7 +302,7 @@ def test_the_writer_survives_an_unexpected_error(
         with pytest.raises(RuntimeError, match="boom"):
             log.flush()
         log.flush()
-        assert _count(tmp_path / "log.duckdb", "decisions") == 1
+        assert count_rows(tmp_path / "log.duckdb", "decisions") == 1
     finally:
         log.close()
 
@@ -387,4 +386,19 @@ def test_readers_see_the_rows_a_killed_server_left_in_its_journal(
     audit.connection.close()
     assert result.ok, result
     assert segment.exists()
-    assert _count(path, "decisions") == 3
+    assert count_rows(path, "decisions") == 3
+
+
+def test_journal_rows_keep_their_time_in_any_session_time_zone(
+    tmp_path: Path, records: SimpleNamespace
+) -> None:
+    """A reader's connection is not set to UTC: a journal row read there (a killed server's
+    leftovers) still carries the instant written, or its audit hash would not verify."""
+    decision = records.decision(1, time=records.t0 + 0.25)
+    segment = tmp_path / "000000000001.jsonl"
+    segment.write_bytes(decision_line(decision))
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'Asia/Tokyo'")
+        select = journal_selects([str(segment)], ["decisions"])["decisions"]
+        row = con.execute(f"SELECT epoch_us(time) FROM ({select})").fetchone()
+    assert row == (round(decision.time * 1_000_000),)

@@ -34,13 +34,20 @@ import structlog
 
 from banditroute.audit import CREATE_AUDIT_TABLE, AuditRecord, read_head
 from banditroute.store.base import Commit
-from banditroute.store.journal import Journal, list_segments, segment_number, trim_torn_tail
+from banditroute.store.journal import (
+    Journal,
+    journal_dir,
+    list_segments,
+    segment_number,
+    trim_torn_tail,
+)
 from banditroute.store.journal_rows import (
     CREATE_JOURNAL_TABLE,
     audit_line,
     decision_line,
     feedback_line,
     ingest_sql,
+    ingested_upto,
     mark_sql,
     settlement_line,
     sql_string,
@@ -95,7 +102,7 @@ class DuckDBLog:
     ) -> None:
         self.path = path
         self.export_dir = export_dir
-        self.journal_dir = path.with_name(path.name + ".journal")
+        self.journal_dir = journal_dir(path)
         self.rejected_dir = path.with_name(path.name + ".rejected")
         self._export_interval_s = export_interval_s
         self._last_export = time.monotonic()
@@ -118,8 +125,9 @@ class DuckDBLog:
         self._bad_attempts = 0
         self.last_error: BaseException | None = None
         self.dropped_rows = 0
-        self._pending = self._recover()
-        self._journal = Journal(self.journal_dir, fsync=fsync, after=self._ingested_upto())
+        done = ingested_upto(self._con)
+        self._pending = self._recover(done)
+        self._journal = Journal(self.journal_dir, fsync=fsync, after=done)
         self._waiters: list[Commit] = []
         self._waiters_lock = threading.Lock()
         self._wake = threading.Event()
@@ -375,14 +383,10 @@ class DuckDBLog:
         return True
 
     # -- start-up ----------------------------------------------------------------------------
-    def _ingested_upto(self) -> int:
-        row = self._con.execute("SELECT coalesce(max(segment), 0) FROM journal_segments").fetchone()
-        return 0 if row is None else int(row[0])
-
-    def _recover(self) -> list[Path]:
-        """Segments a previous run left: delete those already in, return the rest (oldest
-        first) after trimming a torn last line; the writer's first cycle moves them in."""
-        done = self._ingested_upto()
+    def _recover(self, done: int) -> list[Path]:
+        """Segments a previous run left: delete those already in (numbered up to ``done``),
+        return the rest (oldest first) after trimming a torn last line; the writer's first
+        cycle moves them in."""
         left = []
         for segment in list_segments(self.journal_dir):
             if segment_number(segment) <= done:

@@ -20,6 +20,11 @@ from pathlib import Path
 SUFFIX = ".jsonl"
 
 
+def journal_dir(log_path: Path) -> Path:
+    """Where the log file at ``log_path`` keeps its journal: ``PATH.journal/`` beside it."""
+    return log_path.with_name(log_path.name + ".journal")
+
+
 def segment_number(path: Path) -> int:
     """The sequence number in a segment's file name."""
     return int(path.name.removesuffix(SUFFIX))

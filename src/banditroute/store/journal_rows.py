@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import orjson
 
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
@@ -107,7 +108,9 @@ _COLUMNS = {
 }  # fmt: skip
 """Every key a line may carry, with its type (a line leaves out the keys of other kinds)."""
 
-_TS = "make_timestamp(time)::TIMESTAMPTZ AS time"
+_TS = "make_timestamp(time) AT TIME ZONE 'UTC' AS time"
+"""A line's integer microseconds as a TIMESTAMPTZ whatever the session's time zone (a plain
+cast would read them as local time: a reader's connection is not set to UTC)."""
 
 _COLUMNS_OF = {
     "decisions": f"""decision_id, {_TS}, tenant, request_id, objective, prompt_hash, prompt,
@@ -141,12 +144,15 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _mark(number: int) -> str:
+    return (
+        f"DELETE FROM journal_segments; INSERT INTO journal_segments VALUES ({int(number)}, now());"
+    )
+
+
 def mark_sql(number: int) -> str:
     """Record segment ``number`` as the newest one moved in (or set aside)."""
-    return (
-        "BEGIN TRANSACTION; DELETE FROM journal_segments; "
-        f"INSERT INTO journal_segments VALUES ({int(number)}, now()); COMMIT;"
-    )
+    return f"BEGIN TRANSACTION; {_mark(number)} COMMIT;"
 
 
 def ingest_sql(segment: str, number: int) -> str:
@@ -161,8 +167,7 @@ def ingest_sql(segment: str, number: int) -> str:
     return f"""BEGIN TRANSACTION;
 CREATE OR REPLACE TEMP TABLE segment AS SELECT * FROM {_read_json(sql_string(segment))};
 {inserts}
-DELETE FROM journal_segments;
-INSERT INTO journal_segments VALUES ({int(number)}, now());
+{_mark(number)}
 DROP TABLE segment;
 COMMIT;"""
 
@@ -181,3 +186,9 @@ CREATE TABLE IF NOT EXISTS journal_segments (segment BIGINT, ingested TIMESTAMPT
 """
 """One row: the newest journal segment moved into the database (and when), written in the
 same transaction as its rows."""
+
+
+def ingested_upto(con: duckdb.DuckDBPyConnection, table: str = "journal_segments") -> int:
+    """The ingested mark kept in ``table``: the newest segment moved in (0 if none)."""
+    row = con.execute(f"SELECT coalesce(max(segment), 0) FROM {table}").fetchone()
+    return 0 if row is None else int(row[0])

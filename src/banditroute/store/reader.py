@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 
 from banditroute.errors import InvalidArgument
-from banditroute.store.journal import list_segments, segment_number
-from banditroute.store.journal_rows import journal_selects
+from banditroute.store.journal import journal_dir, list_segments, segment_number
+from banditroute.store.journal_rows import ingested_upto, journal_selects, sql_string
 from banditroute.store.schema import CREATE_TABLES
 
 TABLES = ("decisions", "feedback", "settlements")
@@ -34,18 +34,13 @@ class LogSource:
     live_export: bool
 
 
-def _sql_path(path: Path) -> str:
-    """A path as an SQL string literal."""
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def export_selects(folder: Path, tables: Sequence[str] = TABLES) -> dict[str, str]:
     """``SELECT`` expressions over the Parquet parts of an export, per table that has any."""
     selects = {}
     for table in tables:
         parts = sorted((folder / table).glob("part-*.parquet"))
         if parts:
-            files = ", ".join(_sql_path(p) for p in parts)
+            files = ", ".join(sql_string(str(p)) for p in parts)
             selects[table] = f"SELECT * FROM read_parquet([{files}])"
     return selects
 
@@ -61,7 +56,7 @@ def file_selects(
     while a server holds the file; with a description and whether it is the export. Only
     tables the file has are selected."""
     try:
-        con.execute(f"ATTACH {_sql_path(path)} AS {alias} (READ_ONLY)")
+        con.execute(f"ATTACH {sql_string(str(path))} AS {alias} (READ_ONLY)")
     except duckdb.Error as exc:
         export = path.with_name(path.name + ".export")
         if "lock" in str(exc).lower() and export.is_dir():
@@ -92,10 +87,12 @@ def _journal_leftovers(
     stopped before its next start): their rows belong to the log too."""
     if "journal_segments" not in present:
         return []
-    row = con.execute(f"SELECT coalesce(max(segment), 0) FROM {alias}.main.journal_segments")
-    mark = int((row.fetchone() or (0,))[0])
-    journal = path.with_name(path.name + ".journal")
-    return [p for p in list_segments(journal) if segment_number(p) > mark and p.stat().st_size > 0]
+    mark = ingested_upto(con, f"{alias}.main.journal_segments")
+    return [
+        p
+        for p in list_segments(journal_dir(path))
+        if segment_number(p) > mark and p.stat().st_size > 0
+    ]
 
 
 def worker_files(path: Path) -> list[Path]:

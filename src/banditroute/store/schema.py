@@ -1,4 +1,6 @@
-"""Column layout of the decision log, shared by the writer and the readers."""
+"""Column layout of the decision log: the tables, shared by the writer and the readers, and
+the Arrow schemas (column for column as in the tables) of code that builds log rows as Arrow
+tables (``benchmarks/ope_speed.py``)."""
 
 from __future__ import annotations
 
@@ -44,14 +46,6 @@ FEEDBACK_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("reward", pa.float64()),
         ("disposition", pa.string()),
-    ]
-)
-SETTLEMENTS_SCHEMA = pa.schema(
-    [
-        ("decision_id", pa.string()),
-        ("time", _TS),
-        ("action", pa.string()),
-        ("reward", pa.float64()),
     ]
 )
 
