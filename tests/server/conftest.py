@@ -30,31 +30,63 @@ CALL_TIMEOUT_S = 10.0
 """Deadline of every RPC the tests make."""
 
 
+class _Services:
+    """Builds services with ``settings_from_mapping`` and starts them, the log and policy
+    snapshot of the n-th one at ``tmp_path / log_name.format(n)`` and ``snapshot_name`` unless
+    its config names them; ``stop_all`` stops them (the fixtures' teardown)."""
+
+    def __init__(self, tmp_path: Path, log_name: str, snapshot_name: str) -> None:
+        self.tmp_path = tmp_path
+        self.log_name = log_name
+        self.snapshot_name = snapshot_name
+        self.started: list[Service] = []
+        self._counter = itertools.count()  # a build that fails uses up its index too
+
+    def start(self, config: Mapping[str, Any]) -> Service:
+        index = next(self._counter)
+        defaults: dict[str, dict[str, Any]] = {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "log": {"path": str(self.tmp_path / self.log_name.format(index))},
+            "policy": {"snapshot_path": str(self.tmp_path / self.snapshot_name.format(index))},
+        }
+        data: dict[str, Any] = copy.deepcopy(dict(config))
+        for name, values in defaults.items():
+            data[name] = {**values, **data.get(name, {})}
+        service = build_service(settings_from_mapping(data))
+        self.started.append(service)
+        service.start()
+        return service
+
+    def stop_all(self) -> None:
+        for service in self.started:
+            service.stop()
+
+
+def _fails(call: Callable[[], Any], code: grpc.StatusCode) -> str:
+    """Assert that ``call()`` fails with ``code``; return the details text."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    error = caught.value
+    assert isinstance(error, grpc.Call)
+    assert error.code() == code, error.details()
+    details = error.details()
+    assert isinstance(details, str)
+    return details
+
+
 @pytest.fixture
 def make_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """Build and start a service; keyword arguments override [server] settings, ``sections``
     other sections (for example ``{"reward": {"window_s": 0.2}}``)."""
-    started: list[Service] = []
-    counter = itertools.count()
+    services = _Services(tmp_path, "log{}.duckdb", "policy{}.snapshot")
 
     def make(sections: Mapping[str, Mapping[str, Any]] | None = None, **server: Any) -> Service:
-        index = next(counter)
-        base: dict[str, dict[str, Any]] = {
-            "server": {"port": 0, **server},
-            "log": {"path": str(tmp_path / f"log{index}.duckdb")},
-            "policy": {"snapshot_path": str(tmp_path / f"policy{index}.snapshot")},
-        }
-        for name, values in (sections or {}).items():
-            base[name] = {**base.get(name, {}), **values}
-        settings = settings_from_mapping(base)
-        service = build_service(settings)
-        started.append(service)
-        service.start()
-        return service
+        config = dict(sections or {})
+        config["server"] = {**server, **config.get("server", {})}
+        return services.start(config)
 
     yield make
-    for service in started:
-        service.stop()
+    services.stop_all()
 
 
 @pytest.fixture
@@ -99,14 +131,7 @@ def expect_error() -> Callable[..., str]:
     """Call ``method(request)``, assert it fails with ``code``, and return the details text."""
 
     def check(method: Any, request: Any, code: grpc.StatusCode) -> str:
-        with pytest.raises(grpc.RpcError) as caught:
-            method(request, timeout=CALL_TIMEOUT_S)
-        error = caught.value
-        assert isinstance(error, grpc.Call)
-        assert error.code() == code, error.details()
-        details = error.details()
-        assert isinstance(details, str)
-        return details
+        return _fails(lambda: method(request, timeout=CALL_TIMEOUT_S), code)
 
     return check
 
@@ -174,26 +199,9 @@ def start_service(tmp_path: Path) -> Iterator[Callable[[Mapping[str, Any]], Serv
     """Build a service with ``settings_from_mapping(config)`` and start it on a free loopback
     port, its log and snapshots under ``tmp_path`` unless the config names them; stopped at
     teardown."""
-    started: list[Service] = []
-    counter = itertools.count()
-
-    def start(config: Mapping[str, Any]) -> Service:
-        index = next(counter)
-        data: dict[str, Any] = copy.deepcopy(dict(config))
-        data["server"] = {"host": "127.0.0.1", "port": 0, **data.get("server", {})}
-        data["log"] = {"path": str(tmp_path / f"prod{index}.duckdb"), **data.get("log", {})}
-        data["policy"] = {
-            "snapshot_path": str(tmp_path / f"prod{index}.snapshot"),
-            **data.get("policy", {}),
-        }
-        service = build_service(settings_from_mapping(data))
-        started.append(service)
-        service.start()
-        return service
-
-    yield start
-    for service in started:
-        service.stop()
+    services = _Services(tmp_path, "prod{}.duckdb", "prod{}.snapshot")
+    yield services.start
+    services.stop_all()
 
 
 class ApiClient:
@@ -238,14 +246,7 @@ class ApiClient:
 
     def fails(self, rpc: str, request: Any, code: grpc.StatusCode) -> str:
         """Assert that ``rpc`` fails with ``code``; return the details text."""
-        with pytest.raises(grpc.RpcError) as caught:
-            self.call(rpc, request)
-        error = caught.value
-        assert isinstance(error, grpc.Call)
-        assert error.code() == code, error.details()
-        details = error.details()
-        assert isinstance(details, str)
-        return details
+        return _fails(lambda: self.call(rpc, request), code)
 
 
 @pytest.fixture

@@ -88,12 +88,12 @@ class ServerProcess:
             self.process.send_signal(signal.SIGKILL)
         return self.process.wait(timeout=STOP_TIMEOUT_S)
 
-    def terminate(self) -> int:
+    def terminate(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, then wait (bounded) for the exit code; SIGKILL if it does not exit."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=STOP_TIMEOUT_S)
+            return self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"server ignored SIGTERM:\n{self.log_text()}") from None
@@ -113,12 +113,16 @@ class ServerLauncher:
         self.workdir = workdir
         self.servers: list[ServerProcess] = []
 
-    def start(self, config: Path) -> ServerProcess:
-        """Start a server and wait (bounded) for its listening address."""
+    def start(
+        self, config: Path, *, log_level: str | None = None, timeout_s: float = START_TIMEOUT_S
+    ) -> ServerProcess:
+        """Start a server (at ``log_level`` if given) and wait up to ``timeout_s`` for its
+        listening address."""
         stderr_path = self.workdir / f"serve{len(self.servers)}.stderr"
         stderr = stderr_path.open("wb")
+        level = [] if log_level is None else ["--log-level", log_level]
         process = subprocess.Popen(
-            [sys.executable, "-m", "banditroute.cli", "serve", "--config", str(config)],
+            [sys.executable, "-m", "banditroute.cli", *level, "serve", "--config", str(config)],
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -126,7 +130,7 @@ class ServerLauncher:
         )
         server = ServerProcess(process, stderr_path, stderr)
         self.servers.append(server)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             match = _ADDRESS.search(server.log_text())
             if match:
@@ -137,7 +141,7 @@ class ServerLauncher:
                     f"server exited with {process.returncode}:\n{server.log_text()}"
                 )
             time.sleep(0.05)
-        raise AssertionError(f"no listening line within {START_TIMEOUT_S}s:\n{server.log_text()}")
+        raise AssertionError(f"no listening line within {timeout_s}s:\n{server.log_text()}")
 
     def close_all(self) -> None:
         """Kill every server still running."""

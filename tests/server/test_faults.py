@@ -88,8 +88,6 @@ class Load:
     """(decision_id, monotonic time the answer arrived) of every Route answered."""
     acknowledged: list[str] = field(default_factory=list)
     """Decision ids whose Feedback was acknowledged."""
-    unlogged: list[str] = field(default_factory=list)
-    """Decisions the feedback thread routed but whose Feedback got no acknowledgement."""
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)

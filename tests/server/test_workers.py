@@ -3,16 +3,11 @@ the worker that decided, merged learning, a clean SIGTERM, and one log view over
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import IO
 
 import grpc
-import pytest
+from fault_helpers import ServerLauncher, ServerProcess
 
 from banditroute.store.reader import open_log
 from banditroute.v1 import router_pb2 as pb
@@ -21,11 +16,10 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 40.0
 CALL_TIMEOUT_S = 15.0
-_ADDRESS = re.compile(r"\blistening\b.*\baddress=(\S+:\d+)")
 FAVOURED = "mistralai/mixtral-8x7b-chat"
 
 
-def _start(tmp_path: Path, stderr_file: IO[bytes]) -> tuple[subprocess.Popen[bytes], str, Path]:
+def _config(tmp_path: Path) -> Path:
     config = tmp_path / "workers.toml"
     config.write_text(
         f"""
@@ -42,23 +36,7 @@ path = "{tmp_path / "log.duckdb"}"
 snapshot_path = "{tmp_path / "policy.snapshot"}"
 """
     )
-    stderr = Path(stderr_file.name)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "banditroute.cli", "--log-level", "debug", "serve",
-         "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=stderr_file,
-    )  # fmt: skip
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        match = _ADDRESS.search(stderr.read_text("utf-8", errors="replace"))
-        if match:
-            return process, match.group(1), stderr
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail(f"workers did not start:\n{stderr.read_text('utf-8', errors='replace')}")
+    return config
 
 
 def _stub(address: str) -> tuple[grpc.Channel, pb_grpc.RouterServiceStub]:
@@ -72,13 +50,17 @@ def test_two_workers_share_the_port_forward_feedback_and_merge(tmp_path: Path) -
     """With workers = 2 both processes make decisions; feedback sent over another connection
     reaches the owning worker (every one is LEARNED); merge rounds run; SIGTERM exits 0 and the
     per-worker log files read back together hold every decision and feedback."""
-    with (tmp_path / "stderr.log").open("wb") as stderr_file:
-        process, address, stderr = _start(tmp_path, stderr_file)
-        _exercise(process, address, stderr)
+    launcher = ServerLauncher(tmp_path)
+    try:
+        server = launcher.start(_config(tmp_path), log_level="debug", timeout_s=START_TIMEOUT_S)
+        _exercise(server)
+    finally:
+        launcher.close_all()
     _check_log(tmp_path)
 
 
-def _exercise(process: subprocess.Popen[bytes], address: str, stderr: Path) -> None:
+def _exercise(server: ServerProcess) -> None:
+    address = server.address
     try:
         owners: set[str] = set()
         learned = 0
@@ -99,16 +81,11 @@ def _exercise(process: subprocess.Popen[bytes], address: str, stderr: Path) -> N
             route_channel.close()
             feedback_channel.close()
         deadline = time.monotonic() + 20.0
-        while "models_merged" not in stderr.read_text("utf-8", errors="replace"):
+        while "models_merged" not in server.log_text():
             assert time.monotonic() < deadline, "no merge round ran"
             time.sleep(0.2)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+        code = server.terminate(STOP_TIMEOUT_S)
     assert owners == {"00", "01"}
     assert learned == 60
     assert code == 0

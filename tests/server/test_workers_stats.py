@@ -11,11 +11,8 @@ reach worker ``i``.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
+from fault_helpers import ServerLauncher, ServerProcess
 
 from banditroute.config import settings_from_mapping
 from banditroute.router import decision_owner
@@ -35,7 +33,6 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 40.0
 CALL_TIMEOUT_S = 10.0
-_ADDRESS = re.compile(r"\blistening\b.*\baddress=(\S+:\d+)")
 GPT4 = "gpt-4-1106-preview"
 GPT35 = "gpt-3.5-turbo-1106"
 ADMIN_KEY, ACME_KEY, BETA_KEY = "key-admin-ws", "key-acme-ws", "key-beta-ws"
@@ -46,16 +43,16 @@ OK, ERROR = pb.OUTCOME_STATUS_OK, pb.OUTCOME_STATUS_ERROR
 
 @dataclass
 class Cluster:
-    """A running two-worker server, a stub per worker and the supervisor's stderr."""
+    """A running two-worker server (the supervisor process and its stderr), a stub per worker."""
 
-    process: subprocess.Popen[bytes]
+    server: ServerProcess
     workers: dict[int, pb_grpc.RouterServiceStub]
-    stderr: Path
     tmp: Path
 
     def worker_pid(self, index: int) -> int:
         """The pid of worker ``index``: the child process holding its log file open."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pid = self.server.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
         for pid in children.read_text().split():
             try:
                 links = [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
@@ -130,30 +127,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("workers_stats")
     config = tmp / "workers.toml"
     config.write_text(_config(tmp))
-    stderr = tmp / "stderr.log"
     channels: list[grpc.Channel] = []
-    with stderr.open("wb") as stderr_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "banditroute.cli", "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr_file,
-        )
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while not (match := _ADDRESS.search(stderr.read_text("utf-8", errors="replace"))):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"workers did not start:\n{stderr.read_text('utf-8', 'replace')}")
-                time.sleep(0.2)
-            yield Cluster(process, _pin(match.group(1), channels), stderr, tmp)
-        finally:
-            for channel in channels:
-                channel.close()
-            process.send_signal(signal.SIGTERM)
-            try:
-                assert process.wait(timeout=STOP_TIMEOUT_S) == 0
-            except subprocess.TimeoutExpired:
-                process.kill()
-                raise
+    launcher = ServerLauncher(tmp)
+    try:
+        server = launcher.start(config, timeout_s=START_TIMEOUT_S)
+        yield Cluster(server, _pin(server.address, channels), tmp)
+        for channel in channels:
+            channel.close()
+        channels.clear()
+        assert server.terminate(STOP_TIMEOUT_S) == 0
+    finally:
+        for channel in channels:
+            channel.close()
+        launcher.close_all()
 
 
 def _stats(stub: pb_grpc.RouterServiceStub, key: Any, **fields: Any) -> tuple[Any, str]:
@@ -309,7 +295,7 @@ def test_a_stopped_worker_is_left_out_instead_of_hanging(cluster: Cluster) -> No
         assert dict(call.trailing_metadata())["x-banditroute-workers"] == "1/2"
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert "peer_unanswered" in cluster.stderr.read_text("utf-8", errors="replace")
+    assert "peer_unanswered" in cluster.server.log_text()
     deadline = time.monotonic() + 10.0  # the connection to worker 1 may need a retry first
     while (answer := _stats(cluster.workers[0], ADMIN))[1] != "2/2":
         assert time.monotonic() < deadline, "worker 1 did not answer again"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -165,18 +165,18 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         if base is not None and load_snapshot(policy, snapshot_path(base, name))
     ]
     restored_snapshot = "default" in restored
-    log_path = (
-        settings.log.path if worker is None else worker_log_path(settings.log.path, worker.index)
-    )
+    log_settings = settings.log
+    if worker is not None:
+        log_settings = replace(log_settings, path=worker_log_path(log_settings.path, worker.index))
     event_log = DuckDBLog(
-        log_path,
-        flush_interval_s=settings.log.flush_interval_s,
-        ingest_interval_s=settings.log.ingest_interval_s,
-        batch_size=settings.log.batch_size,
-        export_dir=log_path.with_name(log_path.name + ".export"),
-        export_interval_s=settings.log.export_interval_s,
-        fsync=settings.log.fsync,
-        sync_feedback=settings.log.sync_feedback,
+        log_settings.path,
+        flush_interval_s=log_settings.flush_interval_s,
+        ingest_interval_s=log_settings.ingest_interval_s,
+        batch_size=log_settings.batch_size,
+        export_dir=log_settings.export_dir,
+        export_interval_s=log_settings.export_interval_s,
+        fsync=log_settings.fsync,
+        sync_feedback=log_settings.sync_feedback,
     )
     audit = AuditChain(*event_log.audit_head(), sink=event_log.append_audit)
     default_policy = policies.pop("default")

@@ -40,6 +40,10 @@ def current_principal() -> Principal:
     return principal
 
 
+API_KEY_HEADERS = ("x-api-key", "authorization")
+"""The metadata keys that may carry a call's API key (see :func:`api_key_from_metadata`)."""
+
+
 def api_key_from_metadata(metadata: Any) -> str | None:
     """The API key a call presents, if any."""
     for key, value in metadata or ():
@@ -79,6 +83,9 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, access: AccessSettings) -> None:
         self._access = access
+        # grpc calls intercept_service on every call; the wrapper of a method's handler is
+        # built once and reused while the server hands out the same handler for it.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(
         self,
@@ -91,6 +98,15 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         if handler.unary_unary is None:
             return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any) -> Any:
+        """``handler`` authenticating its caller and rejecting an undecodable request."""
         behavior = handler.unary_unary
         access = self._access
 

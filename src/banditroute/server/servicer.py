@@ -27,7 +27,7 @@ import structlog
 from banditroute.errors import BanditrouteError, NotFound, PermissionDenied
 from banditroute.router import Router, decision_owner
 from banditroute.server import convert
-from banditroute.server.auth import current_principal
+from banditroute.server.auth import API_KEY_HEADERS, current_principal
 from banditroute.server.stats_merge import (
     BUDGET_OWN_KEY,
     WorkerStats,
@@ -102,9 +102,8 @@ class WorkerPeers:
         return stub
 
     def _metadata(self, context: grpc.ServicerContext) -> list[tuple[str, str | bytes]]:
-        return [
-            (k, v) for k, v in context.invocation_metadata() if k in ("x-api-key", "authorization")
-        ] + [(PEER_KEY, str(self.me))]
+        keys = [(k, v) for k, v in context.invocation_metadata() if k in API_KEY_HEADERS]
+        return [*keys, (PEER_KEY, str(self.me))]
 
     @staticmethod
     def is_peer_call(context: grpc.ServicerContext) -> bool:
