@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fake_clock import T0, FakeClock
 
 from banditroute.config import Settings, load_settings, settings_from_mapping
 from banditroute.policies.base import Policy
@@ -16,23 +17,6 @@ from banditroute.router import Router
 from banditroute.store.base import EventLog
 from banditroute.store.memory import MemoryLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
-
-T0 = 1_700_000_000.0
-"""A realistic epoch time (DuckDB stores timestamps) with an exact binary fraction."""
-
-
-class FakeClock:
-    """A clock the test moves by hand; call it to read the time."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward."""
-        self.now += seconds
 
 
 @pytest.fixture(scope="session")
