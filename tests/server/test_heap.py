@@ -57,6 +57,7 @@ def test_the_freezer_collects_frozen_cycles_once_the_frozen_heap_doubles(
     """Cycles alive at a freeze and dropped later are not collected while the frozen heap is
     below twice its size at the first tick, and are collected at the tick that crosses it."""
     monkeypatch.setattr(heap, "MIN_GROWTH", 0)
+    monkeypatch.setattr(heap, "COUNT_EVERY", 1)
     gc.collect()
     freezer = heap.HeapFreezer()
     try:
@@ -74,3 +75,26 @@ def test_the_freezer_collects_frozen_cycles_once_the_frozen_heap_doubles(
         assert gc.get_freeze_count() < base + 4 * len(grown)
     finally:
         gc.unfreeze()
+
+
+def test_the_freezer_counts_the_frozen_heap_only_every_count_every_ticks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting walks the whole frozen heap, so after the first tick it happens once per
+    ``COUNT_EVERY`` ticks, not every tick."""
+    counts: list[int] = []
+    real_count = gc.get_freeze_count
+
+    def counting() -> int:
+        counts.append(1)
+        return real_count()
+
+    monkeypatch.setattr(heap, "COUNT_EVERY", 3)
+    monkeypatch.setattr(heap.gc, "get_freeze_count", counting)
+    freezer = heap.HeapFreezer()
+    try:
+        for _ in range(7):
+            freezer.tick()
+    finally:
+        gc.unfreeze()
+    assert len(counts) == 3  # ticks 1, 3 and 6

@@ -25,16 +25,26 @@ MIN_GROWTH = 200_000
 """Frozen objects allowed on top of twice the last collection's survivors (a small server's
 heap doubles quickly without that meaning anything)."""
 
+COUNT_EVERY = 30
+"""Ticks between counts of the frozen heap: counting walks every frozen object (about 12 ms per
+million), too dear to do every second on a large heap; a doubling is still caught within this
+many ticks."""
+
 
 class HeapFreezer:
     """Call :meth:`tick` periodically (the server does, every second)."""
 
     def __init__(self) -> None:
         self._limit = 0
+        self._ticks = 0
 
     def tick(self) -> None:
-        """Freeze what is alive now; collect in full once the frozen heap has doubled."""
+        """Freeze what is alive now; every ``COUNT_EVERY`` ticks, collect in full if the
+        frozen heap has doubled."""
         gc.freeze()
+        self._ticks += 1
+        if self._limit and self._ticks % COUNT_EVERY:
+            return
         frozen = gc.get_freeze_count()
         if self._limit and frozen > self._limit:
             start = time.perf_counter()
