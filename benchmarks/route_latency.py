@@ -67,12 +67,37 @@ class NoopServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         return self._feedback
 
 
-def _noop_process(port: int, max_workers: int, ready: Any, stop: Any) -> None:
-    """One no-op server process bound with SO_REUSEPORT to a shared port."""
+class BurningServicer(NoopServicer):
+    """The no-op's constant answers after ``burn_us`` of pure-Python CPU per call: calibrates
+    what ratio a handler of a given cost can reach on this machine, with this server set-up."""
+
+    def __init__(self, burn_us: float) -> None:
+        super().__init__()
+        self._burn_s = burn_us / 1e6
+
+    def _burn(self) -> None:
+        end = time.thread_time() + self._burn_s
+        while time.thread_time() < end:
+            pass
+
+    def Route(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._burn()
+        return self._route
+
+    def Feedback(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._burn()
+        return self._feedback
+
+
+def _noop_process(
+    port: int, max_workers: int, ready: Any, stop: Any, burn_us: float = 0.0
+) -> None:
+    """One no-op (or burning) server process bound with SO_REUSEPORT to a shared port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers), options=[("grpc.so_reuseport", 1)]
     )
-    pb_grpc.add_RouterServiceServicer_to_server(NoopServicer(), server)
+    servicer = BurningServicer(burn_us) if burn_us > 0 else NoopServicer()
+    pb_grpc.add_RouterServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     ready.set()
@@ -90,12 +115,15 @@ def _serve(  # noqa: PLR0917 - multiprocessing passes positionals
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    if kind == "noop":
+    if kind == "noop" or kind.startswith("burn"):
+        burn_us = float(kind.removeprefix("burn")) if kind.startswith("burn") else 0.0
         context = child_mp.get_context("spawn")
         children = []
         for _ in range(processes):
             ready = context.Event()
-            child = context.Process(target=_noop_process, args=(port, max_workers, ready, stop))
+            child = context.Process(
+                target=_noop_process, args=(port, max_workers, ready, stop, burn_us)
+            )
             child.start()
             ready.wait(60)
             children.append(child)
@@ -212,15 +240,22 @@ def _measure(port: int, rpc: str, calls: int, concurrency: int) -> dict[str, flo
     return result
 
 
-def run(
-    calls: int, concurrencies: list[int], rounds: int, rpcs: list[str], processes: int = 1
+def run(  # noqa: PLR0917
+    calls: int,
+    concurrencies: list[int],
+    rounds: int,
+    rpcs: list[str],
+    processes: int = 1,
+    burns: tuple[float, ...] = (),
 ) -> dict[str, Any]:
-    """Alternate no-op and real rounds; keep the median round per (rpc, concurrency, kind)."""
+    """Alternate no-op, real (and burning, one per ``burns`` µs) rounds; keep the median round
+    per (rpc, concurrency, kind)."""
     context = mp.get_context("spawn")
     results: dict[str, Any] = {}
+    kinds = ("noop", "banditroute", *(f"burn{burn:g}" for burn in burns))
     with tempfile.TemporaryDirectory() as workdir:
         servers = {}
-        for kind in ("noop", "banditroute"):
+        for kind in kinds:
             port_queue, stop = context.Queue(), context.Event()
             process = context.Process(
                 target=_serve,
@@ -232,9 +267,9 @@ def run(
         try:
             for rpc in rpcs:
                 for concurrency in concurrencies:
-                    samples: dict[str, list[dict[str, float]]] = {"noop": [], "banditroute": []}
+                    samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
                     for _ in range(rounds):
-                        for kind in ("noop", "banditroute"):
+                        for kind in kinds:
                             samples[kind].append(
                                 _measure(servers[kind][2], rpc, calls, concurrency)
                             )
@@ -248,6 +283,18 @@ def run(
                     entry["p99_ratio"] = entry["banditroute"]["p99_ms"] / entry["noop"]["p99_ms"]
                     results[f"{rpc}_c{concurrency}"] = entry
                     print(_row(rpc, concurrency, entry), flush=True)
+                    for kind in kinds[2:]:
+                        entry[f"{kind}_throughput_ratio"] = (
+                            entry[kind]["calls_per_s"] / entry["noop"]["calls_per_s"]
+                        )
+                        entry[f"{kind}_p99_ratio"] = entry[kind]["p99_ms"] / entry["noop"]["p99_ms"]
+                        print(
+                            f"  calibration: a handler burning {kind[4:]} µs: "
+                            f"{entry[kind]['calls_per_s']:7.0f}/s ratio "
+                            f"{entry[f'{kind}_throughput_ratio']:.2f} "
+                            f"p99x {entry[f'{kind}_p99_ratio']:.2f}",
+                            flush=True,
+                        )
         finally:
             for process, stop, _ in servers.values():
                 stop.set()
@@ -277,11 +324,18 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["route", "feedback"])  # fmt: skip
     parser.add_argument("--processes", type=int, default=1,
                         help="serving processes per server (SO_REUSEPORT)")  # fmt: skip
+    parser.add_argument("--burn-us", type=float, nargs="*", default=[],
+                        help="also measure no-op servers burning this much CPU per call "
+                             "(µs each): the ratio a handler of that cost reaches")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    if any(burn <= 0 or burn > 100_000 for burn in args.burn_us):
+        parser.error("--burn-us values must be in (0, 100000]")
     if args.calls <= 0 or args.rounds <= 0 or min(args.concurrency) <= 0 or args.processes <= 0:
         parser.error("--calls, --rounds, --concurrency and --processes must be positive")
-    results = run(args.calls, args.concurrency, args.rounds, args.rpc, args.processes)
+    results = run(
+        args.calls, args.concurrency, args.rounds, args.rpc, args.processes, tuple(args.burn_us)
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -79,26 +79,34 @@ def route_query(request: pb.RouteRequest, *, tenant: str = "default") -> RouteQu
 
 
 def route_response(decision: Decision) -> pb.RouteResponse:
-    """Decision -> RouteResponse."""
-    return pb.RouteResponse(
+    """Decision -> RouteResponse.
+
+    Repeated messages are added in place and the timestamp set field by field: building a
+    message per ranking entry and copying it in took twice as long (Route's hot path).
+    """
+    response = pb.RouteResponse(
         decision_id=decision.decision_id,
         model=decision.model,
-        fallback_models=list(decision.fallback_models),
+        fallback_models=decision.fallback_models,
         probability=decision.probability,
-        ranking=[pb.ModelProbability(model=m, probability=p) for m, p in decision.ranking],
         policy_version=decision.policy_version,
         objective=decision.objective,
-        decide_time=_timestamp(decision.time),
         replayed=decision.replayed,
-        exclusions=[
-            pb.ModelExclusion(model=m, constraint=c, reason=r) for m, c, r in decision.exclusions
-        ],
         rule=decision.rule,
         experiment_arm=decision.arm,
         explored=decision.explored,
         data_classification=decision.data_class,
         language=decision.language,
     )
+    add_ranked = response.ranking.add
+    for model, probability in decision.ranking:
+        add_ranked(model=model, probability=probability)
+    add_excluded = response.exclusions.add
+    for model, constraint, reason in decision.exclusions:
+        add_excluded(model=model, constraint=constraint, reason=reason)
+    nanoseconds = int(decision.time * 1e9)  # what Timestamp.FromNanoseconds is given
+    response.decide_time.seconds, response.decide_time.nanos = divmod(nanoseconds, 10**9)
+    return response
 
 
 def feedback_report(request: pb.FeedbackRequest, *, tenant: str = "default") -> FeedbackReport:
