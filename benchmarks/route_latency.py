@@ -89,9 +89,7 @@ class BurningServicer(NoopServicer):
         return self._feedback
 
 
-def _noop_process(
-    port: int, max_workers: int, ready: Any, stop: Any, burn_us: float = 0.0
-) -> None:
+def _noop_process(port: int, max_workers: int, ready: Any, stop: Any, burn_us: float = 0.0) -> None:
     """One no-op (or burning) server process bound with SO_REUSEPORT to a shared port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers), options=[("grpc.so_reuseport", 1)]
