@@ -22,6 +22,9 @@ sys.path.insert(0, str(HERE))
 import memory  # noqa: E402
 import route_latency  # noqa: E402
 
+CALIBRATION_BURNS_US = (50.0, 300.0)
+"""CPU per call (µs) of the calibration servers measured beside the no-op and banditroute."""
+
 
 def _ingestion(rows: int) -> dict[str, float]:
     """Feedback rows/s through the DuckDB log vs. one bare Arrow insert of the same rows.
@@ -95,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     calls = 1500 if args.quick else 4000
     results: dict[str, Any] = {"quick": args.quick}
     print("== Route/Feedback vs a no-op server, one process each")
-    single = route_latency.run(calls, [1, 16, 64], 2, ["route", "feedback"], processes=1)
+    # Calibration beside them: no-op servers burning a known CPU time per call show the ratio
+    # a handler of that cost can reach here (what the targets leave for routing work).
+    single = route_latency.run(
+        calls, [1, 16, 64], 2, ["route", "feedback"], processes=1, burns=CALIBRATION_BURNS_US
+    )
     print("== Route/Feedback vs a no-op server, two processes each (SO_REUSEPORT)")
     double = route_latency.run(calls, [16, 64], 2, ["route", "feedback"], processes=2)
     results["route_latency"] = {"processes_1": single, "processes_2": double}
@@ -109,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     results["route_vs_noop_throughput_ratio"] = best16["throughput_ratio"]
     results["feedback_vs_noop_throughput_ratio"] = best_fb["throughput_ratio"]
     results["route_vs_noop_p99_ratio_16"] = best16["p99_ratio"]
+    results["calibration_throughput_ratio_c16"] = {
+        f"burn_{burn:g}_us": single["route_c16"][f"burn{burn:g}_throughput_ratio"]
+        for burn in CALIBRATION_BURNS_US
+    }
     print("== Feedback ingestion into DuckDB")
     results["ingestion"] = _ingestion(20_000 if args.quick else 200_000)
     print(results["ingestion"])
