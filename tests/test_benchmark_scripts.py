@@ -1,0 +1,39 @@
+"""The benchmark scripts still run (tiny, bounded loads): ``make bench`` must not rot between
+sessions that only run ``make test``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import route_cpu
+import route_latency
+
+
+@pytest.mark.slow
+def test_route_latency_measures_noop_banditroute_and_a_calibration_server() -> None:
+    """One tiny round over loopback gives calls/s and latencies for the no-op, banditroute and a
+    burning server, and their ratios to the no-op."""
+    results = route_latency.run(40, [1, 4], 1, ["route", "feedback"], processes=1, burns=(20.0,))
+    assert set(results) == {"route_c1", "route_c4", "feedback_c1", "feedback_c4"}
+    for entry in results.values():
+        for kind in ("noop", "banditroute", "burn20"):
+            assert 0 < entry[kind]["calls"] <= 40  # bounded (a Feedback slot may run dry)
+            assert entry[kind]["calls_per_s"] > 0
+            assert 0 < entry[kind]["p50_ms"] <= entry[kind]["p99_ms"]
+        assert entry["throughput_ratio"] == pytest.approx(
+            entry["banditroute"]["calls_per_s"] / entry["noop"]["calls_per_s"]
+        )
+        assert entry["burn20_throughput_ratio"] > 0
+
+
+def test_route_cpu_measures_route_and_feedback_against_protobuf_alone() -> None:
+    """The in-process CPU benchmark routes and answers feedback through the servicer and
+    reports a cost above protobuf's alone."""
+    result = route_cpu.run(30)
+    assert result["route_us"] > result["route_proto_us"] > 0
+    assert result["feedback_us"] > result["feedback_proto_us"] > 0
