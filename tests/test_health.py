@@ -621,3 +621,64 @@ def test_reset_closes_an_open_breaker_and_keeps_counts() -> None:
     assert tracker.breaker_state("m") == "closed"
     assert tracker.unavailable_reason("m") is None
     assert tracker.stats("m").errors == 2
+
+
+# -- sharing outcomes between serving processes ---------------------------------------------------
+
+
+def test_outcomes_are_kept_for_peers_only_once_sharing_is_on(clock: Clock) -> None:
+    """Without share_outcomes nothing is kept; with it, take_outcomes hands over each outcome
+    recorded since the last take, in order, once."""
+    tracker = _tracker(clock)
+    tracker.record_outcome("m", OK, 100.0)
+    assert tracker.take_outcomes() == []
+    tracker.share_outcomes()
+    tracker.record_outcome("m", OK, 100.0)
+    tracker.record_outcome("n", TIMEOUT, None)
+    assert tracker.take_outcomes() == [("m", "OK", 100.0), ("n", "TIMEOUT", None)]
+    assert tracker.take_outcomes() == []
+
+
+def test_a_peers_failures_open_this_breaker_and_are_not_shared_again(clock: Clock) -> None:
+    """Failures one process saw, added to another's tracker, trip its breaker as its own
+    would; the receiver does not hand them on (no echo between processes)."""
+    sender, receiver = (_tracker(clock, consecutive_failures=3) for _ in range(2))
+    sender.share_outcomes()
+    receiver.share_outcomes()
+    for _ in range(3):
+        sender.record_outcome("m", ERROR, None)
+    assert receiver.breaker_state("m") == "closed"
+    assert receiver.add_outcomes(sender.take_outcomes()) == 3
+    assert receiver.breaker_state("m") == sender.breaker_state("m") == "open"
+    assert receiver.stats("m").errors == 3
+    assert receiver.take_outcomes() == []
+
+
+def test_a_peers_latencies_feed_the_quantiles(clock: Clock) -> None:
+    """Served answers from a peer count toward latency the way local ones do."""
+    sender, receiver = _tracker(clock), _tracker(clock)
+    sender.share_outcomes()
+    for latency in (100.0, 200.0, 300.0):
+        sender.record_outcome("m", OK, latency)
+    receiver.add_outcomes(sender.take_outcomes())
+    assert receiver.latency_p50("m") == sender.latency_p50("m")
+    assert receiver.stats("m").ok == 3
+
+
+def test_invalid_shared_outcomes_are_skipped_not_fatal(clock: Clock) -> None:
+    """An unknown status or a negative latency from a peer is skipped; the rest is recorded."""
+    tracker = _tracker(clock)
+    recorded = tracker.add_outcomes([("m", "EXPLODED", None), ("m", "OK", -5.0), ("m", "OK", 10.0)])
+    assert recorded == 1
+    assert tracker.stats("m").ok == 1
+
+
+def test_the_outbox_is_bounded_and_keeps_the_newest(clock: Clock) -> None:
+    """Past the limit between two takes the oldest outcomes are dropped."""
+    tracker = _tracker(clock)
+    tracker.share_outcomes(limit=3)
+    for latency in range(5):
+        tracker.record_outcome("m", OK, float(latency))
+    assert [latency for _, _, latency in tracker.take_outcomes()] == [2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="limit"):
+        tracker.share_outcomes(limit=0)

@@ -39,13 +39,16 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import structlog
 from river import stats as river_stats
 
 from banditroute.outcomes import OutcomeStatus
+
+log = structlog.get_logger(__name__)
 
 BreakerState = Literal["closed", "open", "half_open"]
 """Where a model's circuit breaker stands."""
@@ -55,6 +58,14 @@ RATE_WINDOW_S = 60
 
 RATE_BUCKET_S = 1.0
 """Granularity of that window: admissions are summed per bucket of this many seconds."""
+
+MAX_SHARED_OUTCOMES = 100_000
+"""Outcomes a serving process keeps for its peers between two merge rounds (a round every few
+seconds; past this, under an outage storm, the oldest are dropped and counted)."""
+
+SharedOutcome = tuple[str, str, float | None]
+"""(model, status name, latency_ms): one outcome as serving processes exchange it (plain
+values, so it pickles and survives a version skew of the enum)."""
 
 _CLOSED: BreakerState = "closed"
 _OPEN: BreakerState = "open"
@@ -304,6 +315,8 @@ class HealthTracker:
         self._clock = clock
         self._lock = threading.Lock()
         self._models: dict[str, _ModelState] = {}
+        self._outbox: deque[SharedOutcome] | None = None
+        self._dropped = 0
         for model in self._limits:
             self._state(model)
 
@@ -413,6 +426,44 @@ class HealthTracker:
         with self._lock:
             self._close(self._state(model))
 
+    # -- sharing with other serving processes ------------------------------------------------------
+    def share_outcomes(self, limit: int = MAX_SHARED_OUTCOMES) -> None:
+        """Keep every outcome recorded here (not those added from peers) for
+        :meth:`take_outcomes`, at most ``limit`` of them between two takes (the oldest go
+        first), so that the serving processes of one server judge each model on everyone's
+        outcomes."""
+        if limit <= 0:
+            raise ValueError(f"limit must be > 0, got {limit}")
+        with self._lock:
+            self._outbox = deque(maxlen=limit)
+
+    def take_outcomes(self) -> list[SharedOutcome]:
+        """The outcomes recorded here since the last take, oldest first (empty unless
+        :meth:`share_outcomes` was called)."""
+        with self._lock:
+            if not self._outbox:
+                return []
+            taken = list(self._outbox)
+            self._outbox.clear()
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            log.warning("shared_outcomes_dropped", dropped=dropped)
+        return taken
+
+    def add_outcomes(self, outcomes: Iterable[SharedOutcome]) -> int:
+        """Record outcomes another serving process took with :meth:`take_outcomes`, as if
+        they had been reported here (breakers move on them), without sharing them again;
+        returns how many were recorded. Invalid ones are skipped with a warning."""
+        recorded = 0
+        for model, status, latency_ms in outcomes:
+            try:
+                self._record(model, OutcomeStatus(status), latency_ms, share=False)
+            except ValueError as exc:
+                log.warning("shared_outcome_skipped", model=model, error=str(exc))
+                continue
+            recorded += 1
+        return recorded
+
     # -- feedback ----------------------------------------------------------------------------------
     def record_outcome(self, model: str, status: OutcomeStatus, latency_ms: float | None) -> None:
         """Count how a call to ``model`` ended and move its breaker accordingly.
@@ -422,6 +473,11 @@ class HealthTracker:
         quantiles; a failure's is ignored. Raises ValueError for an unknown status or a
         negative or non-finite latency.
         """
+        self._record(model, status, latency_ms, share=True)
+
+    def _record(
+        self, model: str, status: OutcomeStatus, latency_ms: float | None, *, share: bool
+    ) -> None:
         counter = _COUNTER.get(status)
         if counter is None:
             raise ValueError(f"status: unknown outcome status {status!r}")
@@ -430,6 +486,10 @@ class HealthTracker:
         failed = status in _FAILURE_STATUSES
         settings = self.settings
         with self._lock:
+            if share and self._outbox is not None:
+                if len(self._outbox) == self._outbox.maxlen:
+                    self._dropped += 1
+                self._outbox.append((model, str(status), latency_ms))
             st = self._state(model)
             setattr(st, counter, getattr(st, counter) + 1)
             recent = st.recent

@@ -1,5 +1,6 @@
 """The supervisor's merge round with a worker too busy to answer: the others' learning
-updates and budget spend still reach every worker, and the late answer is used next round."""
+updates, budget spend and model outcomes still reach every worker, and the late answer is used
+next round."""
 
 from __future__ import annotations
 
@@ -14,37 +15,41 @@ from banditroute.server import workers
 from banditroute.server.workers import Supervisor
 
 
-def _answer(conn: Connection, updates: list[Any], spend: dict[str, Any]) -> None:
+def _answer(
+    conn: Connection, updates: list[Any], spend: dict[str, Any], outcomes: list[Any]
+) -> None:
     """A worker's answer to the round's ``updates`` request, put in the pipe ahead (the test
     drives the round from this thread) and checked against the request afterwards."""
-    conn.send(("updates", updates, spend))
+    conn.send(("updates", updates, spend, outcomes))
 
 
 def test_a_silent_worker_does_not_cost_the_others_their_updates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Worker 1 misses round 1: worker 0's update and spend still reach it, worker 0 gets
-    nothing from it; worker 1's late answer is handed to worker 0 in round 2."""
+    """Worker 1 misses round 1: worker 0's update, spend and outcomes still reach it, worker 0
+    gets nothing from it; worker 1's late answer is handed to worker 0 in round 2."""
     monkeypatch.setattr(workers, "ROUND_TIMEOUT_S", 0.3)
     supervisor = Supervisor(settings_from_mapping({"server": {"workers": 2}}))
     pipes = [mp.Pipe() for _ in range(2)]
     supervisor._workers = [(None, parent) for parent, _ in pipes]
     (_, w0), (_, w1) = pipes
     spend0 = {"acme": (0.0, 0.25, 1)}
+    outcome0 = ("m", "ERROR", None)
+    outcome1 = ("m", "OK", 120.0)
 
-    _answer(w0, ["u0"], spend0)
+    _answer(w0, ["u0"], spend0, [outcome0])
     assert supervisor.merge_round() is True
     assert w0.recv() == ("updates",)
-    assert w0.recv() == ("learn", [], [])
+    assert w0.recv() == ("learn", [], [], [])
     assert w1.recv() == ("updates",)
-    assert w1.recv() == ("learn", ["u0"], [spend0])
+    assert w1.recv() == ("learn", ["u0"], [spend0], [outcome0])
 
-    w1.send(("updates", ["u1"], {}))  # round 1's answer, late
-    _answer(w0, [], {})
+    w1.send(("updates", ["u1"], {}, [outcome1]))  # round 1's answer, late
+    _answer(w0, [], {}, [])
     assert supervisor.merge_round() is True
     assert w0.recv() == ("updates",)
-    assert w0.recv() == ("learn", ["u1"], [{}])
+    assert w0.recv() == ("learn", ["u1"], [{}], [outcome1])
     assert w1.recv() == ("updates",)  # round 2's request waits for it
-    assert w1.recv() == ("learn", [], [{}])
+    assert w1.recv() == ("learn", [], [{}], [])
     supervisor._workers = []
     supervisor.stop()

@@ -19,10 +19,10 @@ CALL_TIMEOUT_S = 15.0
 FAVOURED = "mistralai/mixtral-8x7b-chat"
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "workers.toml"
     config.write_text(
-        f"""
+        f"""{extra}
 [server]
 port = 0
 grace_s = 2.0
@@ -101,3 +101,58 @@ def _check_log(tmp_path: Path) -> None:
         "JOIN feedback f USING (decision_id)"
     ).fetchone()
     assert per_worker == (2,)
+
+
+FAILING = "mistralai/mistral-7b-chat"
+OTHER = "gpt-3.5-turbo-1106"
+
+
+def _route_from(
+    address: str, worker: str, prompt: str
+) -> tuple[pb.RouteResponse, grpc.Channel, pb_grpc.RouterServiceStub]:
+    """A decision made by ``worker`` (its index prefixes the id): new connections until
+    SO_REUSEPORT lands one there."""
+    for _ in range(200):
+        channel, stub = _stub(address)
+        decision = stub.Route(
+            pb.RouteRequest(prompt=prompt, candidate_models=[FAILING, OTHER]),
+            timeout=CALL_TIMEOUT_S,
+        )
+        if decision.decision_id.startswith(worker):
+            return decision, channel, stub
+        channel.close()
+    raise AssertionError(f"no connection reached worker {worker}")
+
+
+def test_failures_one_worker_sees_open_the_breaker_in_the_other(tmp_path: Path) -> None:
+    """Three ERROR outcomes of a model, all reported to worker 0, open that model's breaker in
+    worker 1 as well after a merge round: worker 1 then routes around it, citing health."""
+    launcher = ServerLauncher(tmp_path)
+    config = _config(tmp_path, "[health]\nconsecutive_failures = 3\n")
+    try:
+        server = launcher.start(config, log_level="debug", timeout_s=START_TIMEOUT_S)
+        try:
+            for index in range(3):
+                decision, channel, stub = _route_from(server.address, "00", f"Question {index}?")
+                stub.Feedback(
+                    pb.FeedbackRequest(
+                        decision_id=decision.decision_id, model=FAILING,
+                        status=pb.OUTCOME_STATUS_ERROR,
+                    ),
+                    timeout=CALL_TIMEOUT_S,
+                )  # fmt: skip
+                channel.close()
+            deadline = time.monotonic() + 20.0
+            while True:
+                decision, channel, _ = _route_from(server.address, "01", "Is it open yet?")
+                channel.close()
+                reasons = {e.model: e.constraint for e in decision.exclusions}
+                if reasons.get(FAILING) == "health":
+                    break
+                assert time.monotonic() < deadline, "worker 1 never saw worker 0's failures"
+                time.sleep(0.3)
+            assert decision.model == OTHER
+        finally:
+            assert server.terminate(STOP_TIMEOUT_S) == 0
+    finally:
+        launcher.close_all()

@@ -3,11 +3,13 @@
 The supervisor picks the port, starts ``server.workers`` worker processes (each a complete
 service bound with SO_REUSEPORT, with its own learner and log file), and every
 ``merge_interval_s`` runs one merge round: it collects the learning updates each worker made
-since the last round (``SharedLearning``) and hands every worker the others', so every process
-learns from all feedback, whatever the policy kind. Feedback that reaches a worker which did
-not make the decision is forwarded to the owner over a private Unix socket, and GetStats and
-ResetModelHealth ask every worker over those sockets (see ``WorkerPeers``). On SIGTERM
-the supervisor stops the workers (each shuts down gracefully) and exits 0.
+since the last round (``SharedLearning``), the budget spend and the model outcomes (status and
+latency) each recorded, and hands every worker the others', so every process learns from all
+feedback, whatever the policy kind, and judges each model's health on all of it. Feedback
+that reaches a worker which did not make the decision is forwarded to the owner over a private
+Unix socket, and GetStats and ResetModelHealth ask every worker over those sockets (see
+``WorkerPeers``). On SIGTERM the supervisor stops the workers (each shuts down gracefully)
+and exits 0.
 Merging VW weight deltas instead (``simulations/vw_delta_merging.py``) was measured worse than
 not merging at all; see benchmarks/README.md.
 """
@@ -24,11 +26,12 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
 from banditroute.config import Settings
+from banditroute.health import SharedOutcome
 from banditroute.logs import configure_logging
 from banditroute.policies.sharing import SharedLearning, SharedUpdate
 from banditroute.server.app import WorkerIdentity, build_service, worker_log_path
@@ -53,6 +56,8 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     service = build_service(settings, identity)
+    health = service.router.health
+    health.share_outcomes()
     service.start()
     policy = service.router.policy
     conn.send(("ready", service.port, service.restored_pending))
@@ -62,7 +67,8 @@ def _worker_main(
         message = conn.recv()
         if message[0] == "updates":
             updates = policy.take_updates() if isinstance(policy, SharedLearning) else []
-            conn.send(("updates", updates, service.router.take_budget_spend()))
+            spend = service.router.take_budget_spend()
+            conn.send(("updates", updates, spend, health.take_outcomes()))
         elif message[0] == "learn":
             if isinstance(policy, SharedLearning):
                 with service.router.locked():
@@ -70,8 +76,17 @@ def _worker_main(
                 log.debug("shared_updates_learned", updates=learned)
             for spend in message[2]:
                 service.router.add_budget_spend(spend)
+            health.add_outcomes(message[3])
     service.stop()
     conn.send(("stopped",))
+
+
+class _Reply(NamedTuple):
+    """What one worker answers a merge round."""
+
+    updates: list[SharedUpdate]
+    spend: dict[str, tuple[float, float, int]]
+    outcomes: list[SharedOutcome]
 
 
 class Supervisor:
@@ -108,29 +123,34 @@ class Supervisor:
                 raise RuntimeError(f"worker {index} failed to start: {message!r}")
 
     def merge_round(self) -> bool:
-        """One round: collect every worker's new learning updates and budget spend, and give
-        each worker the others'. True if any worker had updates.
+        """One round: collect every worker's new learning updates, budget spend and model
+        outcomes, and give each worker the others'. True if any worker had updates.
 
-        Budgets are kept per process, so without the spend exchange a tenant's hard cap would
-        hold per process (N times the limit for the server); with it, a process sees the
-        others' spend at most one round (``merge_interval_s``) late."""
+        Budgets and model health are kept per process, so without the exchange a tenant's hard
+        cap would hold per process (N times the limit for the server) and each process would
+        trip a failing model's breaker on its own failures only; with it, a process sees the
+        others' spend and outcomes at most one round (``merge_interval_s``) late."""
         for _, conn in self._workers:
             conn.send(("updates",))
         deadline = time.monotonic() + ROUND_TIMEOUT_S
-        replies: dict[int, tuple[list[SharedUpdate], dict[str, tuple[float, float, int]]]] = {}
+        replies: dict[int, _Reply] = {}
         for index, (_, conn) in enumerate(self._workers):
             if not conn.poll(max(0.0, deadline - time.monotonic())):
                 # A worker too busy to answer this round answers in the next one (its reply
                 # waits in the pipe); the others' updates and spend are handed out regardless.
                 log.error("merge_round_timeout", worker=index)
                 continue
-            _, updates, spend = conn.recv()
-            replies[index] = (updates, spend)
+            _, updates, spend, outcomes = conn.recv()
+            replies[index] = _Reply(updates, spend, outcomes)
         for me, (_, conn) in enumerate(self._workers):
-            others = [u for index, (box, _) in replies.items() if index != me for u in box]
-            spends = [spend for index, (_, spend) in replies.items() if index != me]
-            conn.send(("learn", others, spends))
-        return any(box for box, _ in replies.values())
+            others = [r for index, r in replies.items() if index != me]
+            conn.send((
+                "learn",
+                [update for reply in others for update in reply.updates],
+                [reply.spend for reply in others],
+                [outcome for reply in others for outcome in reply.outcomes],
+            ))  # fmt: skip
+        return any(reply.updates for reply in replies.values())
 
     def stop(self) -> None:
         """Stop the workers gracefully and remove the socket folder."""
