@@ -77,3 +77,20 @@ def test_two_routers_exchanging_spend_enforce_one_cap(make_router: Any, make_set
     assert status.spend_usd == pytest.approx(0.012)
     assert status.own_spend_usd == 0.0
     assert first.take_budget_spend() == {}  # handed over once
+
+
+def test_restored_spend_reaches_the_other_processes_in_the_first_round() -> None:
+    """After a restart each process reads back only its own log's spend; the first take_local
+    hands it over, so every process's cap counts the whole server's spend again."""
+    first, second = _budget(limit=1.0), _budget(limit=1.0)
+    first.restore(0.7, 7, T0)
+    second.restore(0.4, 4, T0)
+    for me, peer in ((first, second), (second, first)):
+        peer.add_remote(*me.take_local(T0), T0)
+    for budget, own in ((first, 0.7), (second, 0.4)):
+        status = budget.status(T0)
+        assert (status.spend_usd, status.requests) == (pytest.approx(1.1), 11)
+        assert status.own_spend_usd == pytest.approx(own)
+        with pytest.raises(ResourceExhausted):
+            budget.check(T0)
+    assert first.take_local(T0)[1:] == second.take_local(T0)[1:] == (0.0, 0)

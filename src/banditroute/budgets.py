@@ -111,11 +111,17 @@ class TenantBudget:
 
     def restore(self, spend_usd: float, requests: int, now: float) -> None:
         """Add the current period's spend read back from the log after a restart, so a
-        restart does not reset the hard cap (``Router.restore_pacers`` rebuilds the pacer)."""
+        restart does not reset the hard cap (``Router.restore_pacers`` rebuilds the pacer).
+
+        The restored spend also counts as this process's new spend for ``take_local``: each
+        serving process reads back only its own log, and the first merge round after a
+        restart hands it to the others, so the cap holds for the whole server again."""
         with self._lock:
             self._roll(now)
             self._spend += spend_usd
             self._requests += requests
+            self._local_spend += spend_usd
+            self._local_requests += requests
             self._own_spend += spend_usd
             self._own_requests += requests
 
