@@ -312,6 +312,38 @@ def _row(rpc: str, concurrency: int, entry: dict[str, Any]) -> str:
     )
 
 
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Calls/s per server kind, grouped by RPC and calls in flight, as a PNG: banditroute
+    beside the no-op (and the calibration servers, when measured)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(results)
+    kinds = [k for k in results[groups[0]] if isinstance(results[groups[0]][k], dict)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups)), 4.0))
+    width = 0.8 / len(kinds)
+    for offset, kind in enumerate(kinds):
+        rates = [results[group][kind]["calls_per_s"] for group in groups]
+        label = f"burning {kind[4:]} µs/call" if kind.startswith("burn") else kind
+        positions = [
+            index + (offset - (len(kinds) - 1) / 2) * width for index in range(len(groups))
+        ]
+        ax.bar(positions, rates, width, label=label)
+    ax.set_xticks(
+        range(len(groups)),
+        [f"{g.replace('_c', ' x')}\nratio {results[g]['throughput_ratio']:.2f}" for g in groups],
+    )
+    ax.set_ylabel("calls/s")
+    ax.set_title("banditroute vs a no-op server with the same proto (same run)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -326,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure no-op servers burning this much CPU per call "
                              "(µs each): the ratio a handler of that cost reaches")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="draw calls/s per server kind to this PNG")
     args = parser.parse_args(argv)
     if any(burn <= 0 or burn > 100_000 for burn in args.burn_us):
         parser.error("--burn-us values must be in (0, 100000]")
@@ -337,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
+    if args.plot:
+        plot(results, args.plot)
     return 0
 
 

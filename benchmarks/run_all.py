@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print("== Route/Feedback vs a no-op server, two processes each (SO_REUSEPORT)")
     double = route_latency.run(calls, [16, 64], 2, ["route", "feedback"], processes=2)
     results["route_latency"] = {"processes_1": single, "processes_2": double}
+    for name, measured in (("1", single), ("2", double)):
+        route_latency.plot(measured, HERE / "results" / f"route_latency_{name}_process.png")
     best16 = max(
         (single["route_c16"], double["route_c16"]), key=lambda e: e["banditroute"]["calls_per_s"]
     )

@@ -15,9 +15,11 @@ import route_latency
 
 
 @pytest.mark.slow
-def test_route_latency_measures_noop_banditroute_and_a_calibration_server() -> None:
+def test_route_latency_measures_noop_banditroute_and_a_calibration_server(
+    tmp_path: Path,
+) -> None:
     """One tiny round over loopback gives calls/s and latencies for the no-op, banditroute and a
-    burning server, and their ratios to the no-op."""
+    burning server, and their ratios to the no-op; the plot of them is a PNG."""
     results = route_latency.run(40, [1, 4], 1, ["route", "feedback"], processes=1, burns=(20.0,))
     assert set(results) == {"route_c1", "route_c4", "feedback_c1", "feedback_c4"}
     for entry in results.values():
@@ -29,6 +31,8 @@ def test_route_latency_measures_noop_banditroute_and_a_calibration_server() -> N
             entry["banditroute"]["calls_per_s"] / entry["noop"]["calls_per_s"]
         )
         assert entry["burn20_throughput_ratio"] > 0
+    route_latency.plot(results, tmp_path / "latency.png")
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_route_cpu_measures_route_and_feedback_against_protobuf_alone() -> None:
