@@ -333,7 +333,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.bar(positions, rates, width, label=label)
     ax.set_xticks(
         range(len(groups)),
-        [f"{g.replace('_c', ' x')}\nratio {results[g]['throughput_ratio']:.2f}" for g in groups],
+        [
+            f"{g.replace('_c', ', ')} in flight\nratio {results[g]['throughput_ratio']:.2f}"
+            for g in groups
+        ],
     )
     ax.set_ylabel("calls/s")
     ax.set_title("banditroute vs a no-op server with the same proto (same run)")
