@@ -145,6 +145,7 @@ def test_unknown_key_is_rejected_naming_it(data: dict[str, Any], key: str) -> No
         ({"server": {"port": 70000}}, "server.port"),
         ({"server": {"port": "abc"}}, "server.port"),
         ({"server": {"max_workers": 0}}, "max_workers"),
+        ({"server": {"max_concurrent_rpcs": 0}}, "max_concurrent_rpcs"),
         ({"server": {"max_prompt_chars": -5}}, "max_prompt_chars"),
         ({"log": {"batch_size": 0}}, "batch_size"),
         ({"log": {"sync_feedback": "yes"}}, "log.sync_feedback"),

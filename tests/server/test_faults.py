@@ -51,6 +51,7 @@ PROMPTS = (
     "Summarize the plot of Hamlet in two sentences.",
 )
 FEEDBACK = "/banditroute.v1.RouterService/Feedback"
+ROUTE = "/banditroute.v1.RouterService/Route"
 
 
 @pytest.fixture
@@ -451,4 +452,44 @@ def test_stalled_and_blocking_feedback_clients_do_not_slow_route(
     assert max(loaded) < 2.0
     assert statistics.median(loaded) <= 10 * unloaded
     assert calls > 0
+    assert server.terminate() == 0, server.log_text()
+
+
+def _route_status(stub: pb_grpc.RouterServiceStub) -> tuple[grpc.StatusCode, float]:
+    """The status of one Route call and how long it took (s)."""
+    start = time.monotonic()
+    try:
+        stub.Route(pb.RouteRequest(prompt="Anyone there?"), timeout=CALL_TIMEOUT_S)
+    except grpc.RpcError as error:
+        return error.code(), time.monotonic() - start
+    return grpc.StatusCode.OK, time.monotonic() - start
+
+
+def test_half_sent_routes_past_the_concurrency_limit_fail_fast_not_hang(
+    tmp_path: Path, launcher: ServerLauncher
+) -> None:
+    """With max_concurrent_rpcs = 4, a client holding 4 Route calls open half-sent fills the
+    limit: the next Route fails at once with RESOURCE_EXHAUSTED (instead of waiting for a
+    thread until its deadline), and once the stalled client goes, Route answers again."""
+    server = launcher.start(_config(tmp_path, server={"max_workers": 4, "max_concurrent_rpcs": 4}))
+    port = int(server.address.rsplit(":", 1)[1])
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.RouterServiceStub(channel)
+        assert _route_status(stub)[0] == grpc.StatusCode.OK
+        stalled = StalledClient(port, ROUTE, streams=4)
+        try:
+            deadline = time.monotonic() + 10.0
+            # The stalled streams reach the server shortly after their connection opens.
+            while (status := _route_status(stub))[0] == grpc.StatusCode.OK:
+                assert time.monotonic() < deadline, "the stalled calls never filled the limit"
+                time.sleep(0.05)
+            assert status[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert status[1] < 2.0
+        finally:
+            stalled.close()
+        deadline = time.monotonic() + 10.0
+        while (status := _route_status(stub))[0] != grpc.StatusCode.OK:
+            assert status[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() < deadline, "the limit was not freed"
+            time.sleep(0.1)
     assert server.terminate() == 0, server.log_text()

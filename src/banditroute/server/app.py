@@ -196,6 +196,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),
         interceptors=[AuthInterceptor(settings.access)],
+        maximum_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0 if worker is None else 1),
