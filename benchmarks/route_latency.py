@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from banditroute.config import settings_from_mapping
+from banditroute.config import ServerSettings, settings_from_mapping
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
@@ -92,7 +92,9 @@ class BurningServicer(NoopServicer):
 def _noop_process(port: int, max_workers: int, ready: Any, stop: Any, burn_us: float = 0.0) -> None:
     """One no-op (or burning) server process bound with SO_REUSEPORT to a shared port."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers), options=[("grpc.so_reuseport", 1)]
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        maximum_concurrent_rpcs=ServerSettings().max_concurrent_rpcs,  # as banditroute's
+        options=[("grpc.so_reuseport", 1)],
     )
     servicer = BurningServicer(burn_us) if burn_us > 0 else NoopServicer()
     pb_grpc.add_RouterServiceServicer_to_server(servicer, server)
