@@ -1,7 +1,8 @@
 """One GetStats answer for the whole server from the answers of its serving processes.
 
-With ``server.workers`` > 1 every worker keeps its own log, model health and budgets, so the
-worker a GetStats reaches asks the others and merges their answers here (proto in, proto out).
+With ``server.workers`` > 1 every worker keeps its own log, model health and budgets (model
+outcomes and budget spend are exchanged every merge round, admissions are not), so the worker a
+GetStats reaches asks the others and merges their answers here (proto in, proto out).
 Counts and sums add up exactly (a decision and its feedback live in one worker's log only);
 the rest is combined as follows:
 
