@@ -682,3 +682,18 @@ def test_the_outbox_is_bounded_and_keeps_the_newest(clock: Clock) -> None:
     assert [latency for _, _, latency in tracker.take_outcomes()] == [2.0, 3.0, 4.0]
     with pytest.raises(ValueError, match="limit"):
         tracker.share_outcomes(limit=0)
+
+
+def test_a_reset_is_not_undone_by_failures_shared_before_it(clock: Clock) -> None:
+    """ResetModelHealth resets every process; failures recorded before the reset and not yet
+    handed over must not re-open the breaker in a peer at the next merge round (a single
+    process forgets them at the reset)."""
+    sender, receiver = (_tracker(clock, consecutive_failures=3) for _ in range(2))
+    sender.share_outcomes()
+    for _ in range(3):
+        sender.record_outcome("m", ERROR, None)
+    sender.record_outcome("n", OK, 10.0)
+    for tracker in (sender, receiver):
+        tracker.reset("m")
+    assert receiver.add_outcomes(sender.take_outcomes()) == 1  # n's outcome still goes
+    assert receiver.breaker_state("m") == sender.breaker_state("m") == "closed"

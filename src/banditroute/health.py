@@ -422,9 +422,18 @@ class HealthTracker:
 
     def reset(self, model: str) -> None:
         """Close the model's breaker and forget its recent failures (an operator's override);
-        counts, latency quantiles, rate windows and in-flight calls are kept."""
+        counts, latency quantiles, rate windows and in-flight calls are kept.
+
+        The model's outcomes not yet taken for the other serving processes are dropped too:
+        each of them resets the model as well, and the failures that came before the reset
+        would otherwise re-open its breaker there at the next merge round."""
         with self._lock:
             self._close(self._state(model))
+            outbox = self._outbox
+            if outbox:
+                kept = [outcome for outcome in outbox if outcome[0] != model]
+                outbox.clear()
+                outbox.extend(kept)
 
     # -- sharing with other serving processes ------------------------------------------------------
     def share_outcomes(self, limit: int = MAX_SHARED_OUTCOMES) -> None:
