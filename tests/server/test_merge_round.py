@@ -1,10 +1,11 @@
 """The supervisor's merge round with a worker too busy to answer: the others' learning
 updates, budget spend and model outcomes still reach every worker, and the late answer is used
-next round."""
+next round; a worker that died stops the server."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -53,3 +54,38 @@ def test_a_silent_worker_does_not_cost_the_others_their_updates(
     assert w1.recv() == ("learn", [], [{}], [])
     supervisor._workers = []
     supervisor.stop()
+
+
+@pytest.mark.parametrize("dies", ["before the request", "after the request"])
+def test_a_dead_worker_stops_the_server_instead_of_hanging_it(
+    monkeypatch: pytest.MonkeyPatch, dies: str
+) -> None:
+    """A worker that died (its pipe broken before the round's request, or closed while the
+    supervisor waits for its answer) makes serve_workers stop the other workers and return 1,
+    not raise out of the loop and leave them serving behind a supervisor stuck joining them."""
+    monkeypatch.setattr(workers.signal, "signal", lambda *args: None)
+    stopped: list[bool] = []
+
+    class DeadWorker(Supervisor):
+        def start(self) -> None:
+            parent, child = mp.Pipe()
+            if dies == "before the request":
+                child.close()
+            else:
+
+                def die() -> None:
+                    child.recv()
+                    child.close()
+
+                threading.Thread(target=die, daemon=True).start()
+            self._workers = [(None, parent)]
+
+        def stop(self) -> None:
+            stopped.append(True)
+            self._workers = []
+            super().stop()
+
+    monkeypatch.setattr(workers, "Supervisor", DeadWorker)
+    settings = settings_from_mapping({"server": {"workers": 2, "merge_interval_s": 0.01}})
+    assert workers.serve_workers(settings) == 1
+    assert stopped == [True]

@@ -9,7 +9,7 @@ feedback, whatever the policy kind, and judges each model's health on all of it.
 that reaches a worker which did not make the decision is forwarded to the owner over a private
 Unix socket, and GetStats and ResetModelHealth ask every worker over those sockets (see
 ``WorkerPeers``). On SIGTERM the supervisor stops the workers (each shuts down gracefully)
-and exits 0.
+and exits 0; when a worker dies, it stops the others and exits 1.
 Merging VW weight deltas instead (``simulations/vw_delta_merging.py``) was measured worse than
 not merging at all; see benchmarks/README.md.
 """
@@ -182,13 +182,21 @@ def serve_workers(settings: Settings, log_level: str = "info") -> int:
         logs=logs,
         merge_interval_s=settings.server.merge_interval_s,
     )
-    while not done.wait(settings.server.merge_interval_s):
-        if supervisor.merge_round():
-            log.debug("models_merged", workers=settings.server.workers)
-    log.info("shutting_down", workers=settings.server.workers)
-    supervisor.stop()
+    code = 0
+    try:
+        while not done.wait(settings.server.merge_interval_s):
+            if supervisor.merge_round():
+                log.debug("models_merged", workers=settings.server.workers)
+    except (EOFError, OSError) as exc:
+        # A worker died (its pipe broke): stop the others and exit non-zero, rather than
+        # leave them serving behind a supervisor that would wait for them for ever.
+        log.error("worker_lost", error=repr(exc))
+        code = 1
+    finally:
+        log.info("shutting_down", workers=settings.server.workers)
+        supervisor.stop()
     log.info("stopped")
-    return 0
+    return code
 
 
 __all__ = ["Supervisor", "serve_workers"]
