@@ -252,7 +252,9 @@ def run(  # noqa: PLR0917
     per (rpc, concurrency, kind)."""
     context = mp.get_context("spawn")
     results: dict[str, Any] = {}
-    kinds = ("noop", "banditroute", *(f"burn{burn:g}" for burn in burns))
+    # A burn given twice is measured once (a second server of that kind had no folder of its
+    # own, and the ones already started were left running).
+    kinds = tuple(dict.fromkeys(("noop", "banditroute", *(f"burn{burn:g}" for burn in burns))))
     with tempfile.TemporaryDirectory() as workdir:
         servers = {}
         for kind in kinds:

@@ -19,8 +19,10 @@ def test_route_latency_measures_noop_banditroute_and_a_calibration_server(
     tmp_path: Path,
 ) -> None:
     """One tiny round over loopback gives calls/s and latencies for the no-op, banditroute and a
-    burning server, and their ratios to the no-op; the plot of them is a PNG."""
-    results = route_latency.run(40, [1, 4], 1, ["route", "feedback"], processes=1, burns=(20.0,))
+    burning server, and their ratios to the no-op; the plot of them is a PNG. A burn given
+    twice (``--burn-us 20 20``) is measured once."""
+    burns = (20.0, 20.0)
+    results = route_latency.run(40, [1, 4], 1, ["route", "feedback"], processes=1, burns=burns)
     assert set(results) == {"route_c1", "route_c4", "feedback_c1", "feedback_c4"}
     for entry in results.values():
         for kind in ("noop", "banditroute", "burn20"):
@@ -31,6 +33,9 @@ def test_route_latency_measures_noop_banditroute_and_a_calibration_server(
             entry["banditroute"]["calls_per_s"] / entry["noop"]["calls_per_s"]
         )
         assert entry["burn20_throughput_ratio"] > 0
+        assert [kind for kind in entry if kind.startswith("burn")] == [
+            "burn20", "burn20_throughput_ratio", "burn20_p99_ratio",
+        ]  # fmt: skip
     route_latency.plot(results, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
