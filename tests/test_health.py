@@ -666,9 +666,13 @@ def test_a_peers_latencies_feed_the_quantiles(clock: Clock) -> None:
 
 
 def test_invalid_shared_outcomes_are_skipped_not_fatal(clock: Clock) -> None:
-    """An unknown status or a negative latency from a peer is skipped; the rest is recorded."""
+    """An unknown status, a negative or non-numeric latency, or a malformed entry from a peer
+    (another version's message) is skipped; the rest is recorded."""
     tracker = _tracker(clock)
-    recorded = tracker.add_outcomes([("m", "EXPLODED", None), ("m", "OK", -5.0), ("m", "OK", 10.0)])
+    malformed: list[object] = [("m", "OK"), ("m", "OK", "fast"), (None, "OK", 1.0), 42]
+    recorded = tracker.add_outcomes(
+        [("m", "EXPLODED", None), ("m", "OK", -5.0), ("m", "OK", 10.0), *malformed]  # type: ignore[list-item]
+    )
     assert recorded == 1
     assert tracker.stats("m").ok == 1
 

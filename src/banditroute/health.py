@@ -464,11 +464,16 @@ class HealthTracker:
         they had been reported here (breakers move on them), without sharing them again;
         returns how many were recorded. Invalid ones are skipped with a warning."""
         recorded = 0
-        for model, status, latency_ms in outcomes:
+        for outcome in outcomes:
             try:
+                model, status, latency_ms = outcome
+                if not isinstance(model, str) or not (
+                    latency_ms is None or isinstance(latency_ms, int | float)
+                ):
+                    raise TypeError("expected (model, status, latency_ms or None)")
                 self._record(model, OutcomeStatus(status), latency_ms, share=False)
-            except ValueError as exc:
-                log.warning("shared_outcome_skipped", model=model, error=str(exc))
+            except (TypeError, ValueError) as exc:
+                log.warning("shared_outcome_skipped", outcome=repr(outcome)[:200], error=str(exc))
                 continue
             recorded += 1
         return recorded
