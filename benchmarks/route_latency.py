@@ -256,25 +256,25 @@ def run(  # noqa: PLR0917
     # own, and the ones already started were left running).
     kinds = tuple(dict.fromkeys(("noop", "banditroute", *(f"burn{burn:g}" for burn in burns))))
     with tempfile.TemporaryDirectory() as workdir:
-        servers = {}
-        for kind in kinds:
-            port_queue, stop = context.Queue(), context.Event()
-            process = context.Process(
-                target=_serve,
-                args=(kind, f"{workdir}/{kind}", 16, processes, port_queue, stop),
-            )
-            Path(f"{workdir}/{kind}").mkdir()
-            process.start()
-            servers[kind] = (process, stop, port_queue.get(timeout=60))
+        ports: dict[str, int] = {}
+        started: list[tuple[Any, Any]] = []  # stopped in the end, even if a later one fails
         try:
+            for kind in kinds:
+                port_queue, stop = context.Queue(), context.Event()
+                process = context.Process(
+                    target=_serve,
+                    args=(kind, f"{workdir}/{kind}", 16, processes, port_queue, stop),
+                )
+                Path(f"{workdir}/{kind}").mkdir()
+                process.start()
+                started.append((process, stop))
+                ports[kind] = port_queue.get(timeout=60)
             for rpc in rpcs:
                 for concurrency in concurrencies:
                     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
                     for _ in range(rounds):
                         for kind in kinds:
-                            samples[kind].append(
-                                _measure(servers[kind][2], rpc, calls, concurrency)
-                            )
+                            samples[kind].append(_measure(ports[kind], rpc, calls, concurrency))
                     entry = {}
                     for kind, runs in samples.items():
                         best = sorted(runs, key=lambda r: r["calls_per_s"])[len(runs) // 2]
@@ -298,7 +298,7 @@ def run(  # noqa: PLR0917
                             flush=True,
                         )
         finally:
-            for process, stop, _ in servers.values():
+            for process, stop in started:
                 stop.set()
                 process.join(timeout=30)
                 if process.is_alive():
