@@ -71,3 +71,28 @@ def test_stop_drains_in_flight_calls(
         stub.Route(pb.RouteRequest(prompt="Anyone?"), timeout=5)
     assert isinstance(caught.value, grpc.Call)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_failing_snapshot_does_not_stop_reward_windows_closing(
+    make_service: Callable[..., Service],
+    connect: Callable[[Service], grpc.Channel],
+    expect_error: Callable[..., str],
+) -> None:
+    """A snapshot that cannot be written (full disk, unwritable folder) is reported, and the
+    maintenance thread goes on closing reward windows (and retries the snapshot later)."""
+    service = make_service(
+        {"reward": {"window_s": WINDOW_S}, "policy": {"snapshot_interval_s": 1.0}}
+    )
+    snapshot = service.settings.policy.snapshot_path
+    assert snapshot is not None
+    snapshot.with_name(snapshot.name + ".tmp").mkdir()  # the temporary file cannot be opened
+    stub = pb_grpc.RouterServiceStub(connect(service))
+    time.sleep(1.5)  # the first snapshot has failed
+    decision = stub.Route(pb.RouteRequest(prompt="Still expiring?"), timeout=10)
+    time.sleep(WINDOW_S + 1.5)
+    assert service.router.pending_count == 0
+    request = pb.FeedbackRequest(decision_id=decision.decision_id, quality=1.0)
+    expect_error(stub.Feedback, request, grpc.StatusCode.NOT_FOUND)
+    assert service._maintenance is not None
+    assert service._maintenance.is_alive()
+    snapshot.with_name(snapshot.name + ".tmp").rmdir()  # the final snapshot can be written

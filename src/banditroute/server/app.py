@@ -76,13 +76,21 @@ class Service:
         elapsed = 0.0
         heap = HeapFreezer() if self.settings.server.freeze_gc else None
         while not self._stopped.wait(1.0):
-            self.router.expire()
-            if heap is not None:
-                heap.tick()
+            # An error (a snapshot on a full disk) is logged and the next tick goes on: a
+            # dead maintenance thread would never close another reward window.
+            try:
+                self.router.expire()
+                if heap is not None:
+                    heap.tick()
+            except Exception:
+                log.exception("maintenance_failed")
             elapsed += 1.0
             if elapsed >= interval:
                 elapsed = 0.0
-                self.snapshot()
+                try:
+                    self.snapshot()
+                except Exception:
+                    log.exception("snapshot_failed")
 
     def snapshot(self) -> None:
         """Save every policy now (if a snapshot path is configured)."""
