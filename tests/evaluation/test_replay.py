@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from replay_world import (
     MODELS,
     OBJECTIVE,
     T0,
+    TaskPolicy,
     World,
     WrittenLog,
     cli_error,
@@ -30,10 +32,13 @@ from replay_world import (
 )
 
 from banditroute import cli
+from banditroute.catalog import ModelSpec
 from banditroute.evaluation.candidates import parse_candidate
 from banditroute.evaluation.logdata import load_log
 from banditroute.evaluation.objective_rewards import resolve_objective
 from banditroute.evaluation.replay import format_table, replay
+from banditroute.features import PromptFeatures
+from banditroute.policies.base import Probabilities
 from banditroute.store.reader import open_log
 
 WINDOWS = 60
@@ -147,6 +152,31 @@ def test_json_report_and_plot(shared_log: WrittenLog, config: Path, tmp_path: Pa
     assert logged["estimates"]["ips"]["value"] == pytest.approx(
         logged["estimates"]["snips"]["value"]
     )
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+class NeverMediumPolicy(TaskPolicy):
+    """The test logging policy, except that it never picks ``medium``."""
+
+    def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
+        probs = super()._distribution(context, arms)
+        probs[[arm.id == "medium" for arm in arms]] = 0.0
+        return probs / probs.sum()
+
+
+def test_plot_with_a_candidate_missing_an_estimator(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A candidate the log never supports (SNIPS and SNDR undefined, left out with a note) is
+    still drawn with the others' estimators by ``--plot`` (a KeyError traceback before)."""
+    written = write_log(
+        tmp_path / "log.duckdb", make_world(), 60, seed=4, policy=NeverMediumPolicy()
+    )
+    png = tmp_path / "r.png"
+    argv = ["replay", "--log", str(written.path), "--config", str(config), "--n-boot", "20"]
+    argv += ["--candidate", "uniform", "--candidate", "fixed:medium", "--plot", str(png)]
+    assert cli.main(argv) == 0
+    assert "snips: not estimated" in capsys.readouterr().out
     assert png.read_bytes().startswith(b"\x89PNG")
 
 

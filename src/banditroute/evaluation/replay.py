@@ -412,14 +412,18 @@ def plot(result: ReplayResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [r.name for r in result.candidates]
-    keys = list(result.candidates[0].estimates)
+    # a candidate may lack an estimator that is undefined for it (left out with a note)
+    keys = list(dict.fromkeys(key for r in result.candidates for key in r.estimates))
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.6 * len(names) * max(1, len(keys)) / 3))
     spacing = 0.8 / max(1, len(keys))
     for j, key in enumerate(keys):
-        ys = [i + (j - (len(keys) - 1) / 2) * spacing for i in range(len(names))]
-        values = [r.estimates[key].estimate for r in result.candidates]
-        low = [r.estimates[key].estimate - r.estimates[key].lower for r in result.candidates]
-        high = [r.estimates[key].upper - r.estimates[key].estimate for r in result.candidates]
+        rows = [
+            (i, r.estimates[key]) for i, r in enumerate(result.candidates) if key in r.estimates
+        ]
+        ys = [i + (j - (len(keys) - 1) / 2) * spacing for i, _ in rows]
+        values = [iv.estimate for _, iv in rows]
+        low = [iv.estimate - iv.lower for _, iv in rows]
+        high = [iv.upper - iv.estimate for _, iv in rows]
         ax.errorbar(values, ys, xerr=[low, high], fmt="o", capsize=3, label=key, markersize=4)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
