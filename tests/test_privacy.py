@@ -164,6 +164,8 @@ POSITIVES: list[tuple[str, str, str, str]] = [
     (SECRET, "google_api_key", "maps?key={}&q=x", GOOGLE),
     (SECRET, "jwt", "Authorization: Bearer {}", JWT),
     (SECRET, "url_password", "postgres://admin:{}@db.internal:5432/app", "S3cr3t-P4ss"),
+    (SECRET, "url_password", "REDIS_URL=redis://:{}@cache.internal:6379/0", "S3cr3t-P4ss"),
+    (SECRET, "url_password", "rediss://:{}@cache.acme.io:6380", "S3cr3t-P4ss"),
     (SECRET, "assigned_secret", "export AWS_SECRET_ACCESS_KEY={}", AWS_SECRET_EXAMPLE),
     (SECRET, "assigned_secret", 'config = {{"client_secret": "{}"}}', HIGH_ENTROPY),
     (SECRET, "assigned_secret", "DB_PASSWORD={}\nDB_HOST=x", HIGH_ENTROPY),

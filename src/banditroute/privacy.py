@@ -393,7 +393,7 @@ def _google_api_keys(where: _Text) -> Iterator[Span]:
         yield match.span()
 
 
-_URL_CREDENTIALS = re.compile(r"://([^\s:/@]{1,128}):([^\s/@]{1,256})@([A-Za-z0-9.-]{0,253})")
+_URL_CREDENTIALS = re.compile(r"://([^\s:/@]{0,128}):([^\s/@]{1,256})@([A-Za-z0-9.-]{0,253})")
 _DOCUMENTATION_DOMAINS = ("example.com", "example.net", "example.org")
 _DOCUMENTATION_SUFFIXES = (".example.com", ".example.net", ".example.org", ".example", ".test")
 _PLACEHOLDER_PASSWORDS = frozenset(
@@ -403,7 +403,8 @@ _PLACEHOLDER_PASSWORDS = frozenset(
 
 def _url_credentials(where: _Text) -> Iterator[Span]:
     """Passwords in URLs: ``scheme://user:PASSWORD@host`` (database and broker connection
-    strings); the finding is the password.
+    strings; the user may be empty, as in ``redis://:PASSWORD@host``); the finding is the
+    password.
 
     Guard: at least 4 characters, not a placeholder (``password``, ``<password>``,
     ``${DB_PASSWORD}``, ``****``...), not the user name again (``postgres:postgres@``), not
@@ -687,12 +688,12 @@ _NOT_PERSONAL_LOCAL = frozenset({"git"})
 _IMAGE_DENSITY = re.compile(r"[1-4]x\.")
 
 
-_URL_USER = re.compile(r"://[^\s:/@]{1,128}:\Z")
+_URL_USER = re.compile(r"://[^\s:/@]{0,128}:\Z")
 
 
 def _url_userinfo(text: str, start: int) -> bool:
-    """Whether the text just before ``start`` opens a URL's credentials (``//`` or
-    ``//user:``), so what follows up to ``@`` is a user name or password, not a mailbox."""
+    """Whether the text just before ``start`` opens a URL's credentials (``//``, ``//user:``
+    or ``//:``), so what follows up to ``@`` is a user name or password, not a mailbox."""
     if text[max(0, start - 2) : start] == "//":
         return True
     return text[start - 1 : start] == ":" and bool(
