@@ -85,6 +85,8 @@ GITHUB_FINE = "github_pat_" + fake(22) + "_" + fake(59)
 SLACK = "xoxb-" + fake(12, string.digits) + "-" + fake(13, string.digits) + "-" + fake(24)
 OPENAI = "sk-proj-" + fake(48, _ALNUM + "-_")
 ANTHROPIC = "sk-ant-api03-" + fake(93, _ALNUM + "-_") + "AA"
+STRIPE = "sk_live_" + fake(24, _ALNUM)
+STRIPE_RESTRICTED = "rk_live_" + fake(99, _ALNUM)
 GOOGLE = "AIza" + fake(35, _ALNUM + "-_")
 AWS_EXAMPLE = "AKIAIOSFODNN7EXAMPLE"  # the AWS documentation's example key id
 AWS_TEMPORARY = "ASIA" + fake(16, string.ascii_uppercase + string.digits)
@@ -161,6 +163,8 @@ POSITIVES: list[tuple[str, str, str, str]] = [
     (SECRET, "slack_token", "slack {}", SLACK),
     (SECRET, "api_key", "client = OpenAI(api_key={})", OPENAI),
     (SECRET, "api_key", "ANTHROPIC_API_KEY={}", ANTHROPIC),
+    (SECRET, "api_key", "stripe.api_key = {}", STRIPE),
+    (SECRET, "api_key", "charge with {} please", STRIPE_RESTRICTED),
     (SECRET, "google_api_key", "maps?key={}&q=x", GOOGLE),
     (SECRET, "jwt", "Authorization: Bearer {}", JWT),
     (SECRET, "url_password", "postgres://admin:{}@db.internal:5432/app", "S3cr3t-P4ss"),

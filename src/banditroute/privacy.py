@@ -357,26 +357,33 @@ def _slack_tokens(where: _Text) -> Iterator[Span]:
 
 
 _SK_KEY = re.compile(r"sk-(?<![A-Za-z0-9_-]sk-)[A-Za-z0-9_-]{20,512}(?![A-Za-z0-9_-])")
+_STRIPE_KEY = re.compile(
+    r"k_(?<=[sr]k_)(?<![A-Za-z0-9_-][sr]k_)(?:live|test)_[A-Za-z0-9]{20,247}(?![A-Za-z0-9_-])"
+)
+"""A Stripe key from the ``k_`` of ``sk_``/``rk_`` (a literal start, found fast)."""
 
 
 def _api_keys(where: _Text) -> Iterator[Span]:
     """OpenAI and Anthropic style keys: ``sk-`` (also ``sk-proj-``, ``sk-ant-api03-``...) and
-    20 or more letters, digits, dashes and underscores.
+    20 or more letters, digits, dashes and underscores; Stripe secret and restricted keys:
+    ``sk_live_``, ``rk_live_`` (or ``_test_``) and 20 or more letters and digits.
 
-    Guard: ``sk-`` must start a word (not ``risk-`` or ``task-``), and the body must hold a
+    Guard: the prefix must start a word (not ``risk-`` or ``task-``), and the body must hold a
     letter and a digit and have the entropy of a random value (:data:`ENTROPY_THRESHOLD`), so
     slugs such as ``sk-learn-is-a-python-library`` are not findings.
     """
-    if "sk-" not in where.text:
-        return
-    for match in _SK_KEY.finditer(where.text):
-        body = match.group()[3:]
+    text = where.text
+    spans = [m.span() for m in _SK_KEY.finditer(text)] if "sk-" in text else []
+    if "k_live_" in text or "k_test_" in text:
+        spans += [(m.start() - 1, m.end()) for m in _STRIPE_KEY.finditer(text)]
+    for start, end in sorted(spans):
+        body = text[start + 3 : end]
         if (
             any(ch.isdigit() for ch in body)
             and any(ch.isalpha() for ch in body)
             and shannon_entropy(body) >= ENTROPY_THRESHOLD
         ):
-            yield match.span()
+            yield start, end
 
 
 _GOOGLE = re.compile(r"AIza(?<![A-Za-z0-9_-]AIza)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])")
