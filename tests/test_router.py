@@ -630,6 +630,53 @@ def test_restart_keeps_deferred_rewards(
         new_log.close()
 
 
+def test_a_window_that_closed_while_the_server_was_down_is_settled_at_restart(
+    tmp_path: Path,
+    make_router: MakeRouter,
+    make_settings: Callable[..., Settings],
+    clock: Any,
+) -> None:
+    """Decisions pending at a stop whose window closes before the restart are settled by the
+    restart as the running server would have: deferred feedback is learned combined, a
+    decision without feedback gets the default reward, each gets its settlements row (once:
+    a later start settles nothing again), and none is pending."""
+    settings = make_settings(
+        {"reward": {"combine": "mean", "on_missing": "default", "default_reward": -0.2}}
+    )
+    path = tmp_path / "log.duckdb"
+    router, log = make_router(settings, RecordingPolicy(), DuckDBLog(path))
+    answered = router.route(RouteQuery(prompt=PROMPT))
+    silent = router.route(RouteQuery(prompt=PROMPT + " again"))
+    for quality in (1.0, 0.0):
+        router.feedback(FeedbackReport(answered.decision_id, quality=quality))
+    log.close()
+    clock.advance(601.0)  # the windows close while the server is down
+
+    policy = RecordingPolicy()
+    restarted, new_log = make_router(settings, policy, DuckDBLog(path), id_prefix="n")
+    try:
+        assert restarted.restore_pending() == 0
+        assert restarted.pending_count == 0
+        assert policy.learned == [
+            (answered.model, answered.probability, pytest.approx(0.5)),
+            (silent.model, silent.probability, -0.2),
+        ]
+        rows = new_log.reader().execute("SELECT decision_id, action FROM settlements").fetchall()
+        assert sorted(rows) == sorted(
+            [(answered.decision_id, "learned_combined"), (silent.decision_id, "learned_default")]
+        )
+    finally:
+        new_log.close()
+
+    again = RecordingPolicy()
+    third, third_log = make_router(settings, again, DuckDBLog(path), id_prefix="t")
+    try:
+        assert third.restore_pending() == 0
+        assert again.learned == []
+    finally:
+        third_log.close()
+
+
 def test_restore_from_memory_log(make_router: MakeRouter, policy: RecordingPolicy) -> None:
     """restore_pending works over any event log, here the in-memory one."""
     router, log = make_router(policy=policy)

@@ -694,10 +694,15 @@ class Router:
         return len(self._pending)
 
     def restore_pending(self) -> int:
-        """Reload decisions still inside their reward window from the log (after a restart)."""
+        """Reload decisions still inside their reward window from the log (after a restart);
+        returns how many. Unsettled decisions whose window closed while the server was down
+        are settled now, as :meth:`expire` would have (their deferred feedback or the default
+        reward learned, a settlement row logged)."""
         now = self._clock()
+        cutoff = now - self.settings.reward.window_s
         restored = 0
-        for record, feedback in self.log.unsettled(now - self.settings.reward.window_s):
+        settled: list[SettlementRecord] = []
+        for record, feedback in self.log.unsettled(0.0):
             if record.decision_id in self._pending or any(
                 model not in self.catalog for model in record.eligible
             ):
@@ -744,10 +749,15 @@ class Router:
                 elif fb.disposition == Disposition.DEFERRED:
                     pending.rewards.append(fb.reward)
             with self._lock:
+                if record.time <= cutoff:
+                    settled.append(self._settle(pending, now))
+                    continue
                 self._pending[record.decision_id] = pending
                 if record.request_id:
                     self._by_request[(record.tenant, record.request_id)] = record.decision_id
             restored += 1
+        for settlement in settled:
+            self.log.append_settlement(settlement)
         return restored
 
 

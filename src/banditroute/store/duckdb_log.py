@@ -497,7 +497,8 @@ class DuckDBLog:
             names = [f.name for f in fields(FeedbackRecord)]
             fb_rows = cursor.execute(
                 """SELECT * FROM feedback WHERE decision_id IN
-                   (SELECT decision_id FROM decisions WHERE time >= ?) ORDER BY time""",
+                   (SELECT decision_id FROM decisions WHERE time >= ? AND decision_id
+                    NOT IN (SELECT decision_id FROM settlements)) ORDER BY time""",
                 [_ts(since)],
             ).fetchall()
             for row in fb_rows:
