@@ -74,6 +74,20 @@ def test_quality_outside_zero_one_is_rejected() -> None:
         table_from_rows("x", rows)
 
 
+def test_non_numeric_values_name_the_argument_and_column(tmp_path: Path) -> None:
+    """A quality or cost column of text (a CSV converted without types) is a ConfigError
+    naming --outcomes and the column, not a ValueError traceback."""
+    path = tmp_path / "text.parquet"
+    row = {"prompt_id": "p1", "task": "t", "prompt": "one", "model": "a", "quality": "good"}
+    pq.write_table(pa.Table.from_pylist([row]), path)
+    with pytest.raises(ConfigError, match=r"--outcomes: .*quality.*'good'") as error:
+        load_outcomes(path)
+    assert error.value.field == "--outcomes"
+    row = {**row, "quality": 1.0, "cost_usd": "$0.01"}
+    with pytest.raises(ConfigError, match=r"cost_usd.*'\$0.01'"):
+        table_from_rows("x", [row])
+
+
 def test_missing_columns_and_missing_files_name_the_argument(tmp_path: Path) -> None:
     """Unusable files raise ConfigError naming the CLI argument that gave them."""
     with pytest.raises(ConfigError, match="--outcomes: no such file") as missing:

@@ -142,7 +142,14 @@ def table_from_rows(
             for c, array in arrays.items():
                 value = cell.get(c)
                 if value is not None:
-                    array[i, j] = float(value)  # type: ignore[arg-type]
+                    try:
+                        array[i, j] = float(value)  # type: ignore[arg-type]
+                    except (TypeError, ValueError):
+                        raise ConfigError(
+                            f"{name}: {c} must be a number, got {value!r} "
+                            f"(prompt {pid!r}, model {models[j]!r})",
+                            field="outcomes",
+                        ) from None
     if np.any(np.isnan(arrays["quality"])):
         raise ConfigError(f"{name}: quality is missing in some rows", field="outcomes")
     return OutcomeTable(
