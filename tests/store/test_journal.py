@@ -184,6 +184,27 @@ def test_a_segment_that_cannot_be_read_is_set_aside(
         log.close()
 
 
+def test_a_leftover_segment_that_cannot_be_read_does_not_stop_every_start(
+    tmp_path: Path, records: SimpleNamespace
+) -> None:
+    """A segment a previous run left that DuckDB rejects is set aside by the start that finds
+    it (retrying it cannot help): the start's first flush (audit_head, which a server's
+    start-up calls) succeeds and the rows of the leftovers after it go in."""
+    path = tmp_path / "log.duckdb"
+    DuckDBLog(path).close()
+    journal_dir = path.with_name(path.name + ".journal")
+    (journal_dir / "000000000003.jsonl").write_bytes(b'{"k":"d","time":"not a number"}\n')
+    (journal_dir / "000000000004.jsonl").write_bytes(decision_line(records.decision(1)))
+    restarted = DuckDBLog(path)
+    try:
+        assert restarted.audit_head()[0] == 0
+        assert count_rows(path, "decisions") == 1
+        (rejected,) = restarted.rejected_dir.iterdir()
+        assert b"not a number" in rejected.read_bytes()
+    finally:
+        restarted.close()
+
+
 class _FailingIngest:
     """Wraps the writer's connection: the next ``times`` segment inserts raise ``error``."""
 

@@ -127,6 +127,10 @@ class DuckDBLog:
         self.dropped_rows = 0
         done = ingested_upto(self._con)
         self._pending = self._recover(done)
+        # A previous run's segment that DuckDB rejects is set aside at once: each start makes
+        # at most a couple of attempts, so waiting for MAX_WRITE_ATTEMPTS would fail every
+        # start's first flush, for good.
+        self._leftovers = set(self._pending)
         self._journal = Journal(self.journal_dir, fsync=fsync, after=done)
         self._waiters: list[Commit] = []
         self._waiters_lock = threading.Lock()
@@ -342,7 +346,8 @@ class DuckDBLog:
                 if not isinstance(exc, BAD_DATA_ERRORS):
                     return exc
                 self._bad_attempts += 1
-                if self._bad_attempts < MAX_WRITE_ATTEMPTS or not self._set_aside(segment):
+                retry = self._bad_attempts < MAX_WRITE_ATTEMPTS and segment not in self._leftovers
+                if retry or not self._set_aside(segment):
                     return exc
                 continue
             self._pending.pop(0)
