@@ -22,9 +22,21 @@ MAGIC = b"BRSNAP1\n"
 
 def save_snapshot(policy: Policy, path: Path) -> int:
     """Write the policy's state to ``path`` atomically; returns the bytes written."""
+    return write_snapshot(snapshot_bytes(policy), path)
+
+
+def snapshot_bytes(policy: Policy) -> bytes:
+    """The policy's state as a snapshot file holds it (quick: the caller may hold the lock
+    that keeps the policy still, and write the bytes after releasing it)."""
+    return (
+        MAGIC + policy.name.encode() + b"\n" + str(policy.updates).encode() + b"\n" + policy.save()
+    )
+
+
+def write_snapshot(payload: bytes, path: Path) -> int:
+    """Write :func:`snapshot_bytes` to ``path`` atomically (a temporary file, fsync, rename);
+    returns the bytes written. Not safe to call for the same path from two threads at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = MAGIC + policy.name.encode() + b"\n" + str(policy.updates).encode() + b"\n"
-    payload += policy.save()
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
         handle.write(payload)

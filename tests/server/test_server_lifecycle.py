@@ -96,3 +96,38 @@ def test_a_failing_snapshot_does_not_stop_reward_windows_closing(
     assert service._maintenance is not None
     assert service._maintenance.is_alive()
     snapshot.with_name(snapshot.name + ".tmp").rmdir()  # the final snapshot can be written
+
+
+def test_route_does_not_wait_for_a_snapshot_being_written(
+    make_service: Callable[..., Service],
+    connect: Callable[[Service], grpc.Channel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The policies are serialised under the router's lock but written (and fsynced) after it
+    is released: a Route completes while a snapshot write is stuck on a slow disk."""
+    from banditroute.server import app
+
+    service = make_service({"policy": {"snapshot_interval_s": 3600.0}})
+    stub = pb_grpc.RouterServiceStub(connect(service))
+    stub.Route(pb.RouteRequest(prompt="warm up"), timeout=10)
+    writing, release = threading.Event(), threading.Event()
+    real_write = app.write_snapshot
+
+    def slow_write(payload: bytes, path: Any) -> int:
+        writing.set()
+        assert release.wait(10)
+        return real_write(payload, path)
+
+    monkeypatch.setattr(app, "write_snapshot", slow_write)
+    snapshotting = threading.Thread(target=service.snapshot)
+    snapshotting.start()
+    try:
+        assert writing.wait(10)
+        decision = stub.Route(pb.RouteRequest(prompt="Not blocked?"), timeout=5)
+        assert decision.model
+    finally:
+        release.set()
+        snapshotting.join(10)
+    snapshot = service.settings.policy.snapshot_path
+    assert snapshot is not None
+    assert snapshot.exists()

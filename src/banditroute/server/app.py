@@ -31,7 +31,7 @@ from banditroute.router import DecisionIds, Router
 from banditroute.server.auth import AuthInterceptor
 from banditroute.server.heap import HeapFreezer
 from banditroute.server.servicer import RouterServicer, WorkerPeers
-from banditroute.snapshots import load_snapshot, save_snapshot
+from banditroute.snapshots import load_snapshot, snapshot_bytes, write_snapshot
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
@@ -56,6 +56,7 @@ class Service:
     restored_pending: int = 0
     writes_snapshots: bool = True
     _stopped: threading.Event = field(default_factory=threading.Event)
+    _snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
     _maintenance: threading.Thread | None = None
 
     @property
@@ -97,9 +98,16 @@ class Service:
         base = self.settings.policy.snapshot_path
         if base is None or not self.writes_snapshots:
             return
-        with self.router.locked():
-            for name, policy in self.router.policies.items():
-                size = save_snapshot(policy, snapshot_path(base, name))
+        # The policies are serialised under the router's lock (a Route or Feedback waits for
+        # that, a millisecond or so), the files written and fsynced after it is released;
+        # the snapshot lock keeps the maintenance thread and stop() from writing at once.
+        with self._snapshot_lock:
+            with self.router.locked():
+                payloads = {
+                    name: snapshot_bytes(policy) for name, policy in self.router.policies.items()
+                }
+            for name, payload in payloads.items():
+                size = write_snapshot(payload, snapshot_path(base, name))
                 log.debug("snapshot_saved", policy=name, bytes=size)
 
     def stop(self) -> None:
