@@ -56,6 +56,10 @@ from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.store.reader import open_log
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("logged", "uniform")
+MAX_WORD_BUCKETS = 4096
+"""Most hashed-word buckets: the reward model solves a dense ridge per model and fold in
+that many dimensions and holds an (n, buckets) matrix (20,000 took ten minutes on 300
+decisions; 10^8 ran out of memory)."""
 
 
 # -- shared arguments ----------------------------------------------------------------------------
@@ -93,7 +97,7 @@ def _interval_arguments(parser: argparse.ArgumentParser) -> None:
         "--word-buckets",
         type=int,
         default=DEFAULT_WORD_BUCKETS,
-        help="hashed-word buckets in the reward model's features "
+        help=f"hashed-word buckets in the reward model's features, at most {MAX_WORD_BUCKETS} "
         f"(default {DEFAULT_WORD_BUCKETS}: none; they did not help on RouterBench)",
     )
 
@@ -118,9 +122,10 @@ def _check_intervals(args: argparse.Namespace) -> None:
         raise InvalidArgument(f"--n-boot: must be at least 2, got {args.n_boot}", field="--n-boot")
     if args.seed < 0:
         raise InvalidArgument(f"--seed: must be >= 0, got {args.seed}", field="--seed")
-    if args.word_buckets < 0:
+    if not 0 <= args.word_buckets <= MAX_WORD_BUCKETS:
         raise InvalidArgument(
-            f"--word-buckets: must be >= 0, got {args.word_buckets}", field="--word-buckets"
+            f"--word-buckets: must be in 0..{MAX_WORD_BUCKETS}, got {args.word_buckets}",
+            field="--word-buckets",
         )
 
 

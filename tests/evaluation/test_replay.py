@@ -270,6 +270,7 @@ def test_reads_the_export_while_a_server_holds_the_log(tmp_path: Path, config: P
         (["--since", "2031-01-01"], "--log: no usable decisions in the --since/--until window"),
         (["--estimators", "ips,magic"], "--estimators: unknown magic"),
         (["--level", "1.5"], "--level: must be between 0 and 1"),
+        (["--word-buckets", "100000000"], "--word-buckets: must be in 0..4096"),
         (["--json", "/no/such/dir/out.json"], "--json: no such directory"),
     ],
 )
