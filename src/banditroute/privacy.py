@@ -688,8 +688,18 @@ def _spanish_ids(where: _Text) -> Iterator[Span]:
 
 
 _LOCAL_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+
+
+def _in_local_part(char: str) -> bool:
+    """Whether ``char`` may be in an e-mail local part: the ASCII set, or a letter or digit
+    of another script."""
+    return char in _LOCAL_PART or (not char.isascii() and char.isalnum())
+
+
+# Letters and digits of any script ([^\W_]): internationalised addresses (RFC 6531) carry
+# non-ASCII local parts and domain labels (josé@mail.com, jean@société.fr, 用户@例子.中国).
 _EMAIL_DOMAIN = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+    r"(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.){1,8}[^\W\d_]{2,24}(?![^\W_]|-)"
 )
 _NOT_PERSONAL_LOCAL = frozenset({"git"})
 _IMAGE_DENSITY = re.compile(r"[1-4]x\.")
@@ -710,7 +720,8 @@ def _url_userinfo(text: str, start: int) -> bool:
 
 def _emails(where: _Text) -> Iterator[Span]:
     """E-mail addresses: a local part of up to 64 characters, ``@``, a dotted domain ending in
-    a letters-only TLD. Found from each ``@`` (local part read backwards, domain forwards).
+    a letters-only TLD (letters and digits of any script: internationalised addresses).
+    Found from each ``@`` (local part read backwards, domain forwards).
 
     Guard: a dot in the domain and an alphabetic TLD (``user@localhost``, ``lodash@4.17.21``
     are not findings); no image-density names (``icon@2x.png``); no SSH remotes
@@ -722,7 +733,7 @@ def _emails(where: _Text) -> Iterator[Span]:
     at = text.find("@")
     while at != -1:
         start = at
-        while start > 0 and at - start <= 64 and text[start - 1] in _LOCAL_PART:
+        while start > 0 and at - start <= 64 and _in_local_part(text[start - 1]):
             start -= 1
         local = text[start:at]
         domain = _EMAIL_DOMAIN.match(text, at + 1)
