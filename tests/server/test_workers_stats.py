@@ -327,3 +327,32 @@ def test_a_worker_that_is_gone_is_left_out(tmp_path: Path) -> None:
     finally:
         channel.close()
         service.stop()
+
+
+def test_feedback_naming_no_worker_is_not_found(tmp_path: Path) -> None:
+    """A decision id whose first two characters read as a worker index this server does not
+    have (``ff``, ``-1``) names no decision: NOT_FOUND on decision_id, not an UNAVAILABLE
+    (which clients retry) from forwarding it to a socket that cannot exist."""
+    settings = settings_from_mapping(
+        {
+            "server": {"port": 0, "host": "127.0.0.1"},
+            "log": {"path": str(tmp_path / "log.duckdb")},
+            "policy": {"snapshot_path": str(tmp_path / "policy.snapshot")},
+        }
+    )
+    service = build_service(settings, WorkerIdentity(0, 2, tmp_path))
+    service.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        stub = pb_grpc.RouterServiceStub(channel)
+        for decision_id in ("ff" + "0" * 30, "-1" + "0" * 30):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Feedback(
+                    pb.FeedbackRequest(decision_id=decision_id, quality=1.0),
+                    timeout=CALL_TIMEOUT_S,
+                )
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND, caught.value.details()
+            assert caught.value.details().startswith("decision_id")
+    finally:
+        channel.close()
+        service.stop()

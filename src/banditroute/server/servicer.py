@@ -113,9 +113,12 @@ class WorkerPeers:
         )
 
     def owner(self, decision_id: str) -> int | None:
-        """The worker to forward to, or None when this worker owns (or cannot tell)."""
+        """The worker to forward to, or None when this worker owns (or cannot tell: an index
+        this server does not have names no decision, which this worker answers NOT_FOUND)."""
         owner = decision_owner(decision_id)
-        return None if owner is None or owner == self.me else owner
+        if owner is None or owner == self.me or not 0 <= owner < self.count:
+            return None
+        return owner
 
     def forward(
         self, owner: int, request: pb.FeedbackRequest, context: grpc.ServicerContext
