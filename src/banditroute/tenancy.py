@@ -191,13 +191,19 @@ def access_from_config(
     required = auth.get("required", False)
     if not isinstance(required, bool):
         raise ConfigError("auth.required: expected true or false", field="auth.required")
-    admin = string_set(auth.get("admin_key_sha256", []), "auth.admin_key_sha256")
+    # Digests are compared in lower case, as the tenants' are: an upper-case admin digest
+    # would otherwise never match its key.
+    admin = frozenset(
+        k.lower() for k in string_set(auth.get("admin_key_sha256", []), "auth.admin_key_sha256")
+    )
     parsed: dict[str, Tenant] = {}
     for entry in tenants:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             raise ConfigError("tenants: each entry needs a name", field="tenants")
         name = entry["name"]
         where = f"tenants.{name}"
+        if name in parsed:  # a second entry would silently replace the first, keys and all
+            raise ConfigError(f"{where}: the tenant is listed twice", field=where)
         unknown = set(entry) - _TENANT_KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}", field=where)
@@ -227,6 +233,13 @@ def access_from_config(
         default_objective = entry.get("default_objective", "")
         if default_objective and default_objective not in objectives:
             raise ConfigError(f"{where}.default_objective: unknown profile", field=where)
+        if default_objective and allowed_objectives and default_objective not in allowed_objectives:
+            # Every Route without an objective would be PERMISSION_DENIED.
+            raise ConfigError(
+                f"{where}.default_objective: {default_objective!r} is not among the tenant's "
+                "objectives",
+                field=f"{where}.default_objective",
+            )
         parsed[name] = Tenant(
             name=name,
             api_key_sha256=frozenset(

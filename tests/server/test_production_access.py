@@ -239,6 +239,19 @@ def test_get_stats_is_scoped_to_the_callers_tenant(
         ),
         ({"auth": {"required": "yes"}}, "auth.required"),
         ({"auth": {"keys": []}}, "unknown key"),
+        (
+            {
+                "tenants": [
+                    {"name": "t", "api_key_sha256": [hash_key("k1")]},
+                    {"name": "t", "api_key_sha256": [hash_key("k2")]},
+                ]
+            },
+            "tenants.t: the tenant is listed twice",
+        ),
+        (
+            {"tenants": [{"name": "t", "objectives": ["economy"], "default_objective": "quality"}]},
+            "tenants.t.default_objective",
+        ),
     ],
 )
 def test_invalid_access_configuration_is_a_config_error(change: dict[str, Any], text: str) -> None:
@@ -248,3 +261,24 @@ def test_invalid_access_configuration_is_a_config_error(change: dict[str, Any], 
     with pytest.raises(ConfigError) as caught:
         settings_from_mapping(change)
     assert text in caught.value.message
+
+
+def test_digests_are_matched_whatever_their_hex_case() -> None:
+    """A digest listed in upper-case hex names its key, for admin keys as for tenant keys; an
+    admin key also listed (in the other case) for a tenant is a key listed twice."""
+    admin = hash_key(ADMIN_KEY).upper()
+    access = settings_from_mapping(
+        {
+            "auth": {"admin_key_sha256": [admin]},
+            "tenants": [{"name": "t", "api_key_sha256": [hash_key(ACME_KEY).upper()]}],
+        }
+    ).access
+    assert access.authenticate(ADMIN_KEY).admin
+    assert access.authenticate(ACME_KEY).tenant.name == "t"
+    with pytest.raises(ConfigError, match="listed twice"):
+        settings_from_mapping(
+            {
+                "auth": {"admin_key_sha256": [admin]},
+                "tenants": [{"name": "t", "api_key_sha256": [hash_key(ADMIN_KEY)]}],
+            }
+        )
