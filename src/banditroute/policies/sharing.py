@@ -36,7 +36,7 @@ class SharedLearning(Policy):
     """A policy whose updates are also recorded for the other processes."""
 
     def __init__(self, inner: Policy) -> None:
-        super().__init__()
+        # No super().__init__(): ``updates`` is the inner policy's count (see below).
         self.inner = inner
         self.name = inner.name
         self._outbox: list[SharedUpdate] = []
@@ -45,6 +45,15 @@ class SharedLearning(Policy):
     @property
     def version(self) -> str:
         return self.inner.version
+
+    @property
+    def updates(self) -> int:
+        """The inner policy's update count (what a snapshot records and restores)."""
+        return self.inner.updates
+
+    @updates.setter
+    def updates(self, value: int) -> None:
+        self.inner.updates = value
 
     def describe(self) -> dict[str, object]:
         return self.inner.describe()
