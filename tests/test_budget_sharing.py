@@ -94,3 +94,14 @@ def test_restored_spend_reaches_the_other_processes_in_the_first_round() -> None
         with pytest.raises(ResourceExhausted):
             budget.check(T0)
     assert first.take_local(T0)[1:] == second.take_local(T0)[1:] == (0.0, 0)
+
+
+def test_hard_cap_is_reached_by_costs_that_add_up_to_it() -> None:
+    """Ten $0.10 requests spend a $1 cap: the eleventh is refused (a float running sum of
+    0.1 ten times is 0.9999999999999999, which let one more request through)."""
+    budget = _budget(limit=1.0)
+    for _ in range(10):
+        budget.check(T0)
+        budget.record(0.1, T0)
+    with pytest.raises(ResourceExhausted, match="budget"):
+        budget.check(T0)

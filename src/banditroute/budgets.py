@@ -17,6 +17,9 @@ from banditroute.errors import ResourceExhausted
 from banditroute.objectives import BudgetPacer
 from banditroute.tenancy import BudgetSettings
 
+_CAP_TOLERANCE = 1e-9
+"""Relative rounding slack of the hard cap comparison (far below any real request's cost)."""
+
 
 def period_start(period: str, now: float) -> float:
     """Start (epoch seconds) of the UTC hour, day or month containing ``now``."""
@@ -87,7 +90,9 @@ class TenantBudget:
             return
         with self._lock:
             self._roll(now)
-            if self._spend >= limit:
+            # A running float sum falls short of the exact total (ten $0.10 costs add up to
+            # 0.9999999999999999): a spend within rounding of the cap has reached it.
+            if self._spend >= limit * (1.0 - _CAP_TOLERANCE):
                 raise ResourceExhausted(
                     f"budget: tenant {self.tenant!r} spent ${self._spend:.4f} of its "
                     f"${limit:.4f} {self.settings.period} budget",
