@@ -60,6 +60,9 @@ def test_price_tier_follows_blended_price(
         ({"ttft_ms": math.inf}, "ttft_ms"),
         ({"tokens_per_s": 0.0}, "tokens_per_s"),
         ({"context_window": 0}, "tokens_per_s"),
+        ({"tokens_per_s": math.nan}, "tokens_per_s"),
+        ({"typical_output_tokens": -100}, "typical_output_tokens"),
+        ({"data_classes": frozenset({"publik"})}, "data_classes"),
     ],
 )
 def test_invalid_model_spec_is_rejected(kwargs: dict[str, object], field: str) -> None:

@@ -165,6 +165,10 @@ def test_unknown_key_is_rejected_naming_it(data: dict[str, Any], key: str) -> No
         ({"models": [{"id": "x", "provider": "p", "input_usd_per_mtok": -1,
                       "output_usd_per_mtok": 1}]}, "input_usd_per_mtok"),
         ({"models": []}, "models"),
+        ({"models": [{"id": "x", "provider": "p", "input_usd_per_mtok": 1,
+                      "output_usd_per_mtok": 1, "capabilities": "code"}]}, "models.capabilities"),
+        ({"models": [{"id": "x", "provider": "p", "input_usd_per_mtok": 1,
+                      "output_usd_per_mtok": 1, "data_classes": "pii"}]}, "models.data_classes"),
         ({"server": "fast"}, "server"),
     ],
 )  # fmt: skip

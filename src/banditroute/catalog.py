@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from banditroute.errors import ConfigError, InvalidArgument
+from banditroute.privacy import DATA_CLASSES
 
 CHARS_PER_TOKEN = 3.85
 """Characters per token used to estimate token counts from text (fit on RouterBench costs)."""
@@ -45,10 +46,22 @@ class ModelSpec:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"model {self.id!r}: {name} must be >= 0", field=name)
-        if self.tokens_per_s <= 0 or self.context_window <= 0:
+        if not self.tokens_per_s > 0 or self.context_window <= 0:  # NaN is not > 0
             raise ConfigError(
                 f"model {self.id!r}: tokens_per_s and context_window must be > 0",
                 field="tokens_per_s",
+            )
+        if self.typical_output_tokens < 0:  # would price and time a call below its prompt's
+            raise ConfigError(
+                f"model {self.id!r}: typical_output_tokens must be >= 0",
+                field="typical_output_tokens",
+            )
+        unknown = self.data_classes - set(DATA_CLASSES)
+        if unknown:  # a misspelt class would keep the model from every request of that class
+            raise ConfigError(
+                f"model {self.id!r}: data_classes {', '.join(sorted(unknown))} are not among "
+                f"{', '.join(DATA_CLASSES)}",
+                field="data_classes",
             )
         for name in ("requests_per_minute", "tokens_per_minute", "max_in_flight"):
             limit = getattr(self, name)

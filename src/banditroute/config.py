@@ -236,8 +236,12 @@ def _positive(section: str, **values: float) -> None:
 def _model(entry: Any) -> ModelSpec:
     if not isinstance(entry, Mapping):
         raise ConfigError("models: each entry must be a table ([[models]])", field="models")
+    # Only a list becomes a set: frozenset("code") would be {"c", "o", "d", "e"}; anything
+    # else is left for _build to reject naming the key.
     sets = {
-        k: frozenset(entry[k]) for k in ("capabilities", "languages", "data_classes") if k in entry
+        k: frozenset(entry[k])
+        for k in ("capabilities", "languages", "data_classes")
+        if isinstance(entry.get(k), list)
     }
     spec: ModelSpec = _build(ModelSpec, {**entry, **sets}, "models")
     return spec
