@@ -9,6 +9,7 @@ keys are listed apart and may call admin RPCs and read every tenant's figures.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -132,6 +133,16 @@ def string_set(value: Any, where: str) -> frozenset[str]:
     return frozenset(value)
 
 
+def _positive_number(value: Any) -> bool:
+    """A finite number > 0 (not a bool: true is no amount; NaN passed a ``<= 0`` check)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def _budget(entry: Any, where: str) -> BudgetSettings:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a table", field=where)
@@ -144,7 +155,7 @@ def _budget(entry: Any, where: str) -> BudgetSettings:
     values: dict[str, float | None] = {}
     for key in ("limit_usd", "target_usd_per_request"):
         value = entry.get(key)
-        if value is not None and (not isinstance(value, int | float) or value <= 0):
+        if value is not None and not _positive_number(value):
             raise ConfigError(f"{where}.{key}: must be a positive number", field=f"{where}.{key}")
         values[key] = None if value is None else float(value)
     return BudgetSettings(period, values["limit_usd"], values["target_usd_per_request"])
@@ -161,7 +172,7 @@ def _experiment(entry: Any, where: str, policies: frozenset[str]) -> Experiment:
                 field=f"{where}.arms",
             )
         weight = arm.get("weight", 1.0)
-        if not isinstance(weight, int | float) or weight <= 0:
+        if not _positive_number(weight):
             raise ConfigError(f"{where}.arms: weights must be positive", field=f"{where}.arms")
         arms.append((str(arm["policy"]), float(weight)))
     if not arms:

@@ -248,6 +248,22 @@ def test_get_stats_is_scoped_to_the_callers_tenant(
             },
             "tenants.t: the tenant is listed twice",
         ),
+        ({"tenants": [{"name": "t", "budget": {"limit_usd": True}}]}, "tenants.t.budget.limit_usd"),
+        (
+            {"tenants": [{"name": "t", "budget": {"target_usd_per_request": float("nan")}}]},
+            "tenants.t.budget.target_usd_per_request",
+        ),
+        (
+            {
+                "tenants": [
+                    {
+                        "name": "t",
+                        "experiment": {"arms": [{"policy": "default", "weight": float("nan")}]},
+                    }
+                ]
+            },
+            "tenants.t.experiment.arms",
+        ),
         (
             {"tenants": [{"name": "t", "objectives": ["economy"], "default_objective": "quality"}]},
             "tenants.t.default_objective",
