@@ -105,3 +105,14 @@ def test_hard_cap_is_reached_by_costs_that_add_up_to_it() -> None:
         budget.record(0.1, T0)
     with pytest.raises(ResourceExhausted, match="budget"):
         budget.check(T0)
+
+
+def test_tenant_pacer_steps_at_the_tuned_pacing_rate() -> None:
+    """A tenant's pacing target moves its multiplier at the rate tuned for objective budgets
+    (DEFAULT_PACING_RATE): one request at 4x the target then raises the price of the next such
+    request by 0.024 quality points. It used BudgetPacer's old 0.05, a 0.6-point jump, the
+    rate objectives dropped because the choice then flipped at every call."""
+    target = 0.00125
+    budget = TenantBudget("acme", BudgetSettings(period="day", target_usd_per_request=target))
+    budget.record(4 * target, T0)
+    assert budget.multiplier * 4 * target == pytest.approx(0.024)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from banditroute.errors import ResourceExhausted
-from banditroute.objectives import BudgetPacer
+from banditroute.objectives import DEFAULT_PACING_RATE, BudgetPacer
 from banditroute.tenancy import BudgetSettings
 
 _CAP_TOLERANCE = 1e-9
@@ -71,7 +71,7 @@ class TenantBudget:
         self._own_spend = 0.0  # this process's share in the period
         self._own_requests = 0
         self.pacer = (
-            BudgetPacer(settings.target_usd_per_request, quality_weight=quality_weight)
+            BudgetPacer(settings.target_usd_per_request, DEFAULT_PACING_RATE, quality_weight)
             if settings.target_usd_per_request is not None
             else None
         )
