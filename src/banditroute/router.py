@@ -569,13 +569,17 @@ class Router:
                 )
             served_id = report.model or pending.decision.model
             served = self.catalog.get(served_id, field="model")
+            # A model outside the tenant's allow-list never served its decisions; its invented
+            # outcomes would move that model's health (its breaker) for every tenant.
+            tenant = self._tenant(pending.record.tenant)
+            tenant.check_model(served_id, field="model")
             fragments = self._fragments(report, served)
             # The log keeps this feedback's own reward (restore re-combines them); the caller
             # gets the reward learned so far (combined, for the deferred rules).
             own_reward = reward = self._reward(
                 pending.objective,
                 fragments,
-                self._tenant(pending.record.tenant),
+                tenant,
                 first=pending.feedback_count == 0,
                 charge=served_id not in pending.charged,
             )

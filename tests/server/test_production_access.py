@@ -165,6 +165,28 @@ def test_feedback_for_another_tenants_decision_is_not_found(
     assert ack.disposition == pb.FEEDBACK_DISPOSITION_LEARNED
 
 
+def test_feedback_naming_a_model_outside_the_allow_list_is_denied(
+    service: Service, api: Callable[..., Any]
+) -> None:
+    """A tenant cannot report outcomes for a model its allow-list keeps from it (none of its
+    decisions could have been served by it): failures it invents would open that model's
+    breaker for every tenant. PERMISSION_DENIED naming model, and the model's health is
+    untouched; an allowed fallback is still recorded."""
+    acme, admin = api(service, ACME_KEY), api(service, ADMIN_KEY)
+    decision = acme.route()
+    other = "gpt-4-1106-preview"
+    request = pb.FeedbackRequest(
+        decision_id=decision.decision_id, model=other, status=pb.OUTCOME_STATUS_ERROR
+    )
+    for _ in range(6):
+        assert acme.fails("Feedback", request, DENIED).startswith("model")
+    for health in admin.stats().health:
+        assert health.model != other or (health.state, health.error_rate) == ("closed", 0.0)
+    fallback = decision.fallback_models[0]
+    ack = acme.feedback(decision_id=decision.decision_id, model=fallback, quality=0.5)
+    assert ack.disposition == pb.FEEDBACK_DISPOSITION_RECORDED_OFF_POLICY
+
+
 def test_request_id_is_scoped_to_the_tenant(service: Service, api: Callable[..., Any]) -> None:
     """Two tenants using the same request_id get two decisions: only the same tenant's repeat
     is a replay (replayed = true, same decision_id)."""
