@@ -289,8 +289,19 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
             f"policy.kind: {policy.kind!r} is not one of {', '.join(POLICY_KINDS)}",
             field="policy.kind",
         )
+    _positive("policy", snapshot_interval_s=policy.snapshot_interval_s)
     reward: RewardSettings = _build(RewardSettings, _table(merged, "reward"), "reward")
     _positive("reward", window_s=reward.window_s)
+    for key in ("clock_skew_s", "default_reward"):
+        value = getattr(reward, key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(f"reward.{key}: must be a finite number", field=f"reward.{key}")
+    if reward.clock_skew_s < 0:
+        raise ConfigError("reward.clock_skew_s: must be >= 0", field="reward.clock_skew_s")
     if reward.combine not in COMBINE_RULES:
         raise ConfigError(
             f"reward.combine: {reward.combine!r} is not one of {', '.join(COMBINE_RULES)}",
