@@ -526,3 +526,30 @@ def test_append_hashes_the_canonical_content_and_stores_its_fields(
     )  # fmt: skip
     assert record.hash == record_hash(record)
     assert record.json_fields() == tuple(canonical_json(f) for f in fields)
+
+
+def test_cli_verify_reads_every_worker_file(
+    tmp_path: Path,
+    parse: Callable[[list[str]], argparse.Namespace],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given the configured log path of a multi-worker server (only NAME.wN.duckdb exist),
+    `audit verify` checks each worker file's own chain, prints each head, and names the file
+    of a broken one."""
+    heads = {}
+    for worker in (0, 1):
+        chain = AuditChain()
+        records = [_append(chain, i) for i in range(N + worker)]
+        _write(tmp_path / f"log.w{worker}.duckdb", records)
+        heads[worker] = f"{len(records)}:{records[-1].hash}"
+    path = tmp_path / "log.duckdb"
+    assert _run(parse, ["audit", "verify", "--log", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"head: {heads[0]}" in out
+    assert f"head: {heads[1]}" in out
+    _sql(tmp_path / "log.w1.duckdb", "DELETE FROM audit WHERE seq = 4")
+    assert _run(parse, ["audit", "verify", "--log", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "log.w1.duckdb" in captured.err
+    assert "first bad record seq 4" in captured.err
+    assert f"head: {heads[0]}" in captured.out

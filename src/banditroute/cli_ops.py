@@ -24,7 +24,7 @@ from typing import Any
 from banditroute.audit import open_audit_log, verify
 from banditroute.errors import InvalidArgument
 from banditroute.evaluation.logdata import parse_time
-from banditroute.store.reader import open_log
+from banditroute.store.reader import open_log, worker_files
 from banditroute.usage import BUCKETS, format_table, plot_usage, usage_report
 
 __all__ = ["add_parsers", "run_audit_verify", "run_report"]
@@ -97,26 +97,39 @@ def _output(text: str | None, arg: str) -> Path | None:
 
 
 def run_audit_verify(args: argparse.Namespace) -> int:
-    """``audit verify``: 0 if the chain is intact, 1 (naming the first bad record) if not."""
+    """``audit verify``: 0 if the chain is intact, 1 (naming the first bad record) if not.
+
+    The configured log path of a multi-worker server (only its ``NAME.wN.duckdb`` files
+    exist) verifies each worker file's own chain; 1 if any is broken."""
     path = _log_path(args.log)
     expected = None if args.expect_head is None else _head(args.expect_head)
-    source = open_audit_log(path)
-    try:
-        result = verify(source.connection, expected_head=expected)
-    finally:
-        source.connection.close()
-    if result.ok:
-        assert result.head is not None
-        seq, digest = result.head
-        print(f"audit log intact: {result.records} records in {source.description}")
-        print(f"head: {seq}:{digest}")
-        return 0
-    print(
-        f"audit log NOT intact ({source.description}): first bad record seq "
-        f"{result.first_bad_seq}: {result.problem}",
-        file=sys.stderr,
-    )
-    return 1
+    files = [path] if path.exists() else worker_files(path)
+    if len(files) > 1 and expected is not None:
+        raise InvalidArgument(
+            f"--expect-head: {str(path)!r} is {len(files)} worker files, each with its own "
+            "chain: verify one at a time (--log NAME.wN.duckdb --expect-head SEQ:HASH)",
+            field="--expect-head",
+        )
+    code = 0
+    for file in files or [path]:
+        source = open_audit_log(file)
+        try:
+            result = verify(source.connection, expected_head=expected)
+        finally:
+            source.connection.close()
+        if result.ok:
+            assert result.head is not None
+            seq, digest = result.head
+            print(f"audit log intact: {result.records} records in {source.description}")
+            print(f"head: {seq}:{digest}")
+            continue
+        print(
+            f"audit log NOT intact ({source.description}): first bad record seq "
+            f"{result.first_bad_seq}: {result.problem}",
+            file=sys.stderr,
+        )
+        code = 1
+    return code
 
 
 def run_report(args: argparse.Namespace) -> int:
