@@ -332,7 +332,13 @@ def _export(args: argparse.Namespace) -> int:
     if args.out == "-":
         written = write_dsjson(log, rewards, sys.stdout, settings.catalog, rows=selected)
     else:
-        with open(args.out, "w", encoding="utf-8") as handle:
+        try:
+            handle = open(args.out, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise InvalidArgument(
+                f"--out: cannot write {args.out!r}: {exc}", field="--out"
+            ) from exc
+        with handle:
             written = write_dsjson(log, rewards, handle, settings.catalog, rows=selected)
     skipped = log.n - written
     note = f", {skipped} without an outcome skipped" if skipped else ""

@@ -145,3 +145,13 @@ def test_export_errors_name_the_argument(
     out = str(tmp_path / "no" / "such" / "dir.dsjson")
     assert cli.main(["export", "--log", str(tmp_path / "none.duckdb"), "--out", out]) == 2
     assert "banditroute export: error: --out: no such directory" in capsys.readouterr().err
+
+
+def test_export_to_a_directory_names_out(
+    exported: tuple[WrittenLog, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming a directory is an error naming --out, not an IsADirectoryError traceback."""
+    written, config, _ = exported
+    argv = ["export", "--log", str(written.path), "--config", str(config), "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "banditroute export: error: --out: cannot write" in capsys.readouterr().err
