@@ -117,6 +117,7 @@ def test_models_list_replaces_the_catalogue() -> None:
         ({"sever": {"port": 1}}, "sever"),
         ({"objective": {"defualt": "fast"}}, "defualt"),
         ({"objectives": {"mine": {"qualiti": 1.0}}}, "qualiti"),
+        ({"languages": {"require_taged": ["fr"]}}, "require_taged"),
         (
             {
                 "models": [
@@ -163,6 +164,10 @@ def test_unknown_key_is_rejected_naming_it(data: dict[str, Any], key: str) -> No
         ({"objective": {"default": "nope"}}, "objective.default"),
         ({"objectives": {"mine": {"cost": -1.0}}}, "objectives.mine"),
         ({"objectives": {"mine": {"cost": "cheap"}}}, "objectives.mine"),
+        ({"objectives": {"mine": {"cost": "cheap"}}}, "cost"),
+        ({"objectives": {"mine": {"cost": "5"}}}, "cost"),
+        ({"objectives": {"mine": {"latency": True}}}, "latency"),
+        ({"objectives": {"mine": {"budget": "0.001"}}}, "budget"),
         ({"models": "gpt-4"}, "models"),
         ({"models": [{"id": "x", "provider": "p", "input_usd_per_mtok": "free",
                       "output_usd_per_mtok": 1}]}, "input_usd_per_mtok"),

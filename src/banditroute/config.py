@@ -348,7 +348,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
     )
     languages = _table(merged, "languages")
     if set(languages) - {"require_tagged"}:
-        raise ConfigError("languages: unknown key(s)", field="languages")
+        unknown_keys = ", ".join(sorted(set(languages) - {"require_tagged"}))
+        raise ConfigError(f"languages: unknown key(s) {unknown_keys}", field="languages")
     tagged = languages.get("require_tagged", [])
     if not isinstance(tagged, list) or not all(isinstance(x, str) for x in tagged):
         raise ConfigError("languages.require_tagged: expected a list of strings", field="languages")

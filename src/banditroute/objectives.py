@@ -58,6 +58,9 @@ class Objective:
         unknown = set(entry) - _WEIGHT_KEYS
         if unknown:
             raise ValueError(f"unknown weight(s) {', '.join(sorted(unknown))}")
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key}: expected a number, got {value!r}")
         values = {("budget_usd" if k == "budget" else k): float(v) for k, v in entry.items()}
         return cls(name=name, **values)
 
