@@ -222,6 +222,20 @@ def test_with_overrides_replaces_port_and_log_path(default_settings: Settings) -
     assert default_settings.server.port == 50051
 
 
+def test_log_override_moves_the_default_snapshot_beside_the_log(default_settings: Settings) -> None:
+    """--log PATH puts the policy snapshot beside PATH when the config left it at its default,
+    so two servers with different --log do not share one snapshot; a configured snapshot path
+    stays where the config put it."""
+    moved = default_settings.with_overrides(log_path=Path("/srv/a/router.duckdb"))
+    assert moved.policy.snapshot_path == Path("/srv/a/router.policy.snapshot")
+    assert default_settings.with_overrides(port=1).policy == default_settings.policy
+    custom = settings_from_mapping({"policy": {"snapshot_path": "/data/mine.snapshot"}})
+    kept = custom.with_overrides(log_path=Path("/srv/b/log.duckdb"))
+    assert kept.policy.snapshot_path == Path("/data/mine.snapshot")
+    none = settings_from_mapping({"policy": {"snapshot_path": None}})
+    assert none.with_overrides(log_path=Path("l.duckdb")).policy.snapshot_path is None
+
+
 def test_as_policy_kind_validates() -> None:
     """A policy kind from the command line is checked against the known kinds."""
     assert as_policy_kind("linucb") == "linucb"

@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gRPC routing service")
     serve.add_argument("--config", type=Path, help="TOML settings merged over the defaults")
     serve.add_argument("--port", type=_port, help="port to listen on (0: any free port)")
-    serve.add_argument("--log", type=Path, help="DuckDB decision log path")
+    serve.add_argument(
+        "--log", type=Path,
+        help="DuckDB decision log path (the policy snapshot goes beside it unless configured)",
+    )  # fmt: skip
     serve.add_argument(
         "--workers", type=_workers, help="serving processes sharing the port (default: config)"
     )

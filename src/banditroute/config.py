@@ -72,6 +72,10 @@ class LogSettings:
         return self.path.with_name(self.path.name + ".export")
 
 
+DEFAULT_SNAPSHOT_PATH = Path("var/policy.snapshot")
+"""Where the policy snapshot goes unless the config or ``serve --log`` says otherwise."""
+
+
 @dataclass(frozen=True)
 class PolicySettings:
     """Which learner decides, its settings, and where its snapshots go."""
@@ -79,7 +83,7 @@ class PolicySettings:
     kind: PolicyKind = "vw"
     vw_args: tuple[str, ...] = ("--cb_explore_adf", "--squarecb")
     fixed_model: str | None = None
-    snapshot_path: Path | None = Path("var/policy.snapshot")
+    snapshot_path: Path | None = DEFAULT_SNAPSHOT_PATH
     snapshot_interval_s: float = 30.0
 
 
@@ -154,11 +158,21 @@ class Settings:
     def with_overrides(
         self, *, port: int | None = None, log_path: Path | None = None, workers: int | None = None
     ) -> Settings:
-        """A copy with the CLI's --port / --log / --workers applied."""
+        """A copy with the CLI's --port / --log / --workers applied.
+
+        ``--log PATH`` puts the instance's state beside PATH: the decision log, and the policy
+        snapshot too (``PATH``'s stem + ``.policy.snapshot``) unless the config names a
+        snapshot path of its own, so two servers started with different ``--log`` never
+        share, and overwrite, one snapshot."""
         server = self.server if port is None else replace(self.server, port=port)
         server = server if workers is None else replace(server, workers=workers)
-        log = self.log if log_path is None else replace(self.log, path=log_path)
-        return replace(self, server=server, log=log)
+        if log_path is None:
+            return replace(self, server=server)
+        policy = self.policy
+        if policy.snapshot_path == DEFAULT_SNAPSHOT_PATH:
+            snapshot = log_path.with_name(f"{log_path.stem}.policy.snapshot")
+            policy = replace(policy, snapshot_path=snapshot)
+        return replace(self, server=server, log=replace(self.log, path=log_path), policy=policy)
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
