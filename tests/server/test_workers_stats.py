@@ -25,7 +25,7 @@ from fault_helpers import ServerLauncher, ServerProcess
 
 from banditroute.config import settings_from_mapping
 from banditroute.router import decision_owner
-from banditroute.server.app import WorkerIdentity, build_service
+from banditroute.server.app import Service, WorkerIdentity, build_service
 from banditroute.tenancy import hash_key
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
@@ -303,9 +303,8 @@ def test_a_stopped_worker_is_left_out_instead_of_hanging(cluster: Cluster) -> No
     assert _row(answer[0].usage, model="", tenant="").calls == whole
 
 
-def test_a_worker_that_is_gone_is_left_out(tmp_path: Path) -> None:
-    """A worker whose peer's socket does not exist (it never started, or exited) answers
-    GetStats at once with its own figures (1/2)."""
+def _lone_worker(tmp_path: Path) -> Service:
+    """Worker 0 of a server of two whose worker 1 never started, serving on a free port."""
     settings = settings_from_mapping(
         {
             "server": {"port": 0, "host": "127.0.0.1"},
@@ -315,6 +314,13 @@ def test_a_worker_that_is_gone_is_left_out(tmp_path: Path) -> None:
     )
     service = build_service(settings, WorkerIdentity(0, 2, tmp_path))
     service.start()
+    return service
+
+
+def test_a_worker_that_is_gone_is_left_out(tmp_path: Path) -> None:
+    """A worker whose peer's socket does not exist (it never started, or exited) answers
+    GetStats at once with its own figures (1/2)."""
+    service = _lone_worker(tmp_path)
     channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
     try:
         stub = pb_grpc.RouterServiceStub(channel)
@@ -333,15 +339,7 @@ def test_feedback_naming_no_worker_is_not_found(tmp_path: Path) -> None:
     """A decision id whose first two characters read as a worker index this server does not
     have (``ff``, ``-1``) names no decision: NOT_FOUND on decision_id, not an UNAVAILABLE
     (which clients retry) from forwarding it to a socket that cannot exist."""
-    settings = settings_from_mapping(
-        {
-            "server": {"port": 0, "host": "127.0.0.1"},
-            "log": {"path": str(tmp_path / "log.duckdb")},
-            "policy": {"snapshot_path": str(tmp_path / "policy.snapshot")},
-        }
-    )
-    service = build_service(settings, WorkerIdentity(0, 2, tmp_path))
-    service.start()
+    service = _lone_worker(tmp_path)
     channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
     try:
         stub = pb_grpc.RouterServiceStub(channel)
