@@ -337,3 +337,17 @@ def test_cli_missing_log_names_argument(tmp_path: Path, run: Callable[..., int])
     """A log that does not exist raises InvalidArgument naming --log."""
     with pytest.raises(InvalidArgument, match=r"^--log: "):
         run("--log", str(tmp_path / "nope.duckdb"))
+
+
+def test_non_finite_figures_become_null_in_the_json_report() -> None:
+    """A NaN or infinite figure (possible in Parquet another tool wrote) is written as null,
+    so the report stays valid JSON."""
+    stats = ModelTenantStats(
+        model="m", tenant=None, calls=2, feedback=2, spend_usd=float("inf"),
+        mean_quality=float("nan"), latency_p50_ms=100.0, latency_p95_ms=None, error_rate=0.5,
+    )  # fmt: skip
+    data = stats.to_dict()
+    assert data["spend_usd"] is None
+    assert data["mean_quality"] is None
+    assert data["latency_p50_ms"] == 100.0
+    assert json.loads(json.dumps(data, allow_nan=False)) == data

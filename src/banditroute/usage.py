@@ -66,10 +66,14 @@ class ModelTenantStats:
     error_rate: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values for JSON (a bucket as ISO 8601 text)."""
+        """Plain values for JSON (a bucket as ISO 8601 text; a NaN or infinite figure, which
+        a log written by another tool can produce, as ``None``: JSON has no such numbers)."""
         out = dataclasses.asdict(self)
         if isinstance(out.get("bucket"), datetime):
             out["bucket"] = out["bucket"].isoformat()
+        for key, value in out.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                out[key] = None
         return out
 
 
