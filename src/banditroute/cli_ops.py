@@ -161,7 +161,8 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"plot: {plot_path}")
     if json_path is not None:
         try:
-            json_path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+            text = json.dumps(report.to_dict(), indent=2, allow_nan=False)
+            json_path.write_text(text + "\n", encoding="utf-8")
         except OSError as exc:
             raise InvalidArgument(f"--json: cannot write {str(json_path)!r}: {exc}",
                                   field="--json") from exc  # fmt: skip
