@@ -95,7 +95,10 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=_positive_int("--seeds"), default=5, metavar="N")
     parser.add_argument(
-        "--first-seed", type=_number("--first-seed", int), default=0, help="seeds run from this one"
+        "--first-seed",
+        type=_number("--first-seed", int, lambda v: v >= 0, ">= 0"),
+        default=0,
+        help="seeds run from this one",
     )
     parser.add_argument(
         "--warm-start", type=Path, metavar="FILE.parquet", help="learn from this table first"
@@ -130,6 +133,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--{name}: directory {str(path.parent)!r} does not exist", field=f"--{name}"
             )
+        if path is not None and path.is_dir():
+            raise ConfigError(f"--{name}: {str(path)!r} is a directory", field=f"--{name}")
     settings = load_settings(args.config or config_path_from_environment())
     config = SimulationConfig(
         outcomes=args.outcomes,

@@ -55,6 +55,7 @@ def test_simulate_prints_a_table_and_writes_json_and_plot(
         (["--workers", "two"], "--workers"),
         (["--pacing-rate", "-0.1"], "--pacing-rate"),
         (["--warm-start-mode", "sometimes"], "--warm-start-mode"),
+        (["--first-seed", "-1"], "--first-seed"),
     ],
 )
 def test_malformed_values_exit_2_naming_the_argument(
@@ -84,6 +85,8 @@ def test_missing_outcomes_argument_exits_2(capsys: pytest.CaptureFixture[str]) -
         (["--objective", "quality=1,speed=2"], "--objective"),
         (["--warm-start", "/nonexistent/warm.parquet"], "--warm-start"),
         (["--json", "/nonexistent/dir/out.json"], "--json"),
+        (["--json", "/"], "--json"),
+        (["--plot", "/"], "--plot"),
     ],
 )
 def test_unusable_values_raise_config_error_naming_the_argument(
@@ -104,3 +107,15 @@ def test_missing_outcomes_file_names_the_argument(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         _main(["simulate", "--outcomes", str(tmp_path / "nope.parquet"), "--no-progress"])
     assert error.value.field == "--outcomes"
+
+
+def test_plot_of_a_stream_shorter_than_the_window_is_written(
+    synthetic_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A table of fewer prompts than the plot's 20-prompt window still plots (it crashed on
+    the minimum of an empty array)."""
+    outcomes = synthetic_file(n_prompts=12)
+    out_png = tmp_path / "run.png"
+    argv = ["simulate", "--outcomes", str(outcomes), "--seeds", "1", "--workers", "1"]
+    assert _main([*argv, "--no-progress", "--plot", str(out_png)]) == 0
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

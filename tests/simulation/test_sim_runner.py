@@ -298,3 +298,13 @@ def test_bandit_warm_start_reads_only_the_logged_outcomes(
     assert second.warm_multiplier == first.warm_multiplier
     np.testing.assert_array_equal(second.chosen, first.chosen)
     np.testing.assert_array_equal(second.probability, first.probability)
+
+
+def test_a_negative_first_seed_is_rejected_naming_the_argument(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """Seeds seed numpy generators, which take no negative numbers: a ConfigError up front
+    instead of a ValueError traceback from inside a seed's run."""
+    with pytest.raises(ConfigError) as error:
+        prepare(SimulationConfig(outcomes=synthetic(9), first_seed=-2), default_settings)
+    assert error.value.field == "--first-seed"

@@ -53,8 +53,9 @@ def plot_run(summary: dict[str, Any], traces: Sequence[SeedTrace], path: Path) -
     if budget is not None:
         cost_ax.axhline(budget, color="tab:red", lw=1, label="budget")
     cost_ax.set_yscale("log")
+    settled = min(window, n - 1)  # skip the warm-up of the window, if the stream is longer
     quality_ax.set_ylim(bottom=max(0.0, min(best["quality"], float(np.min(
-        [_windowed(t.quality, window)[window:].min() for t in traces]
+        [_windowed(t.quality, window)[settled:].min() for t in traces]
     ))) - 0.1))  # fmt: skip
     quality_ax.set_title("quality along the stream (band: min-max over seeds)")
     cost_ax.set_title("cost along the stream")

@@ -93,6 +93,10 @@ def prepare(config: SimulationConfig, settings: Settings) -> tuple[RunSpec, dict
     """Validate the configuration and build what every seed needs, plus the output's notes."""
     if config.seeds < 1:
         raise ConfigError(f"--seeds: must be >= 1, got {config.seeds}", field="--seeds")
+    if config.first_seed < 0:
+        raise ConfigError(
+            f"--first-seed: must be >= 0, got {config.first_seed}", field="--first-seed"
+        )
     if config.warm_start_mode not in WARM_MODES:
         raise ConfigError(
             f"--warm-start-mode: {config.warm_start_mode!r} is not one of {', '.join(WARM_MODES)}",
