@@ -74,6 +74,21 @@ def test_quality_outside_zero_one_is_rejected() -> None:
         table_from_rows("x", rows)
 
 
+@pytest.mark.parametrize("column", ["cost_usd", "input_tokens", "output_tokens", "response_chars"])
+@pytest.mark.parametrize("value", [-1e-6, float("inf")])
+def test_negative_or_infinite_costs_and_counts_name_the_argument(
+    column: str, value: float, tmp_path: Path
+) -> None:
+    """A negative or infinite cost or token count is a ConfigError naming --outcomes and the
+    column at load (a negative cost crashed the run with an InvalidArgument on feedback)."""
+    path = tmp_path / "bad.parquet"
+    row = {"prompt_id": "p1", "task": "t", "prompt": "one", "model": "a", "quality": 1.0}
+    pq.write_table(pa.Table.from_pylist([{**row, column: value}]), path)
+    with pytest.raises(ConfigError, match=rf"--outcomes: .*{column}") as error:
+        load_outcomes(path)
+    assert error.value.field == "--outcomes"
+
+
 def test_non_numeric_values_name_the_argument_and_column(tmp_path: Path) -> None:
     """A quality or cost column of text (a CSV converted without types) is a ConfigError
     naming --outcomes and the column, not a ValueError traceback."""

@@ -61,6 +61,13 @@ class OutcomeTable:
             raise ConfigError(
                 f"{self.name}: quality must be a number in [0, 1] for every row", field="outcomes"
             )
+        for name in OPTIONAL_COLUMNS:
+            values = getattr(self, name)
+            if np.any(np.isinf(values) | (values < 0)):
+                raise ConfigError(
+                    f"{self.name}: {name} must be a finite number >= 0 where given",
+                    field="outcomes",
+                )
 
     @property
     def n_prompts(self) -> int:
