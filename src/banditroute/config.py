@@ -247,6 +247,17 @@ def _positive(section: str, **values: float) -> None:
             raise ConfigError(f"{section}.{key}: must be a positive number", field=key)
 
 
+def _finite(section: str, *, at_least: float | None = None, **values: float) -> None:
+    """Each value a finite number (not a bool), and ``>= at_least`` when given."""
+    for key, value in values.items():
+        field = f"{section}.{key}"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            raise ConfigError(f"{field}: must be a finite number", field=field)
+        if at_least is not None and value < at_least:
+            raise ConfigError(f"{field}: must be >= {at_least:g}", field=field)
+
+
 def _model(entry: Any) -> ModelSpec:
     if not isinstance(entry, Mapping):
         raise ConfigError("models: each entry must be a table ([[models]])", field="models")
@@ -306,16 +317,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
     _positive("policy", snapshot_interval_s=policy.snapshot_interval_s)
     reward: RewardSettings = _build(RewardSettings, _table(merged, "reward"), "reward")
     _positive("reward", window_s=reward.window_s)
-    for key in ("clock_skew_s", "default_reward"):
-        value = getattr(reward, key)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ConfigError(f"reward.{key}: must be a finite number", field=f"reward.{key}")
-    if reward.clock_skew_s < 0:
-        raise ConfigError("reward.clock_skew_s: must be >= 0", field="reward.clock_skew_s")
+    _finite("reward", default_reward=reward.default_reward)
+    _finite("reward", at_least=0.0, clock_skew_s=reward.clock_skew_s)
     if reward.combine not in COMBINE_RULES:
         raise ConfigError(
             f"reward.combine: {reward.combine!r} is not one of {', '.join(COMBINE_RULES)}",
