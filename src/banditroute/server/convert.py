@@ -46,10 +46,15 @@ _DISPOSITION_TO_PROTO: dict[Disposition, pb.FeedbackDisposition] = {
 }
 
 
-def _timestamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
+def _set_time(stamp: Timestamp, seconds: float) -> Timestamp:
+    """Set ``stamp`` (a message's field, set in place) to ``seconds`` since the epoch, as
+    ``Timestamp.FromNanoseconds`` would, field by field (cheaper on Route's path)."""
+    stamp.seconds, stamp.nanos = divmod(int(seconds * 1e9), 10**9)
     return stamp
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    return _set_time(Timestamp(), seconds)
 
 
 def route_query(request: pb.RouteRequest, *, tenant: str = "default") -> RouteQuery:
@@ -104,8 +109,7 @@ def route_response(decision: Decision) -> pb.RouteResponse:
     add_excluded = response.exclusions.add
     for model, constraint, reason in decision.exclusions:
         add_excluded(model=model, constraint=constraint, reason=reason)
-    nanoseconds = int(decision.time * 1e9)  # what Timestamp.FromNanoseconds is given
-    response.decide_time.seconds, response.decide_time.nanos = divmod(nanoseconds, 10**9)
+    _set_time(response.decide_time, decision.time)
     return response
 
 
