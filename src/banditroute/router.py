@@ -463,20 +463,19 @@ class Router:
         ``first_costs(tenant=NAME)``, from the log): the multiplier continues where it stood
         instead of restarting from zero and overspending while it climbs back. Returns how
         many costs were replayed."""
-        replayed = 0
-        for objective in self.settings.objectives.values():
-            pacer = self.pacer(objective)
-            if pacer is None:
-                continue
-            for cost in first_costs(objective=objective.name):
-                pacer.observe(cost)
-                replayed += 1
+        pacers: list[tuple[BudgetPacer | None, dict[str, str]]] = [
+            (self.pacer(objective), {"objective": objective.name})
+            for objective in self.settings.objectives.values()
+        ]
         for tenant in self.settings.access.tenants.values():
             budget = self._budget(tenant)
-            if budget is None or budget.pacer is None:
+            pacers.append((None if budget is None else budget.pacer, {"tenant": tenant.name}))
+        replayed = 0
+        for pacer, whose in pacers:
+            if pacer is None:
                 continue
-            for cost in first_costs(tenant=tenant.name):
-                budget.pacer.observe(cost)
+            for cost in first_costs(**whose):
+                pacer.observe(cost)
                 replayed += 1
         return replayed
 
