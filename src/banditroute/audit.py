@@ -204,10 +204,7 @@ def _joined_content(
     """
     seq, time_us, tenant, kind, decision_id, policy_version, feature_hash = map(_scalar, head)
     excluded, constraints, payload = encoded
-    if all(type(model) is str for model in eligible):  # the usual list of names: no encoder
-        models = "[" + ",".join(map(json.encoder.encode_basestring, eligible)) + "]"
-    else:
-        models = canonical_json(list(eligible))
+    models = "[" + ",".join(map(_scalar, eligible)) + "]"  # a JSON list: its items' encodings
     return (
         f'{{"constraints":{constraints},"decision_id":{decision_id},'
         f'"eligible":{models},"excluded":{excluded},'
