@@ -133,6 +133,12 @@ def string_set(value: Any, where: str) -> frozenset[str]:
     return frozenset(value)
 
 
+def _digests(value: Any, where: str) -> frozenset[str]:
+    """Key digests from the configuration, in lower case: keys are hashed to lower-case hex,
+    so a digest written in upper case (admin or tenant alike) still matches its key."""
+    return frozenset(digest.lower() for digest in string_set(value, where))
+
+
 def _positive_number(value: Any) -> bool:
     """A finite number > 0 (not a bool: true is no amount; NaN passed a ``<= 0`` check)."""
     return (
@@ -202,11 +208,7 @@ def access_from_config(
     required = auth.get("required", False)
     if not isinstance(required, bool):
         raise ConfigError("auth.required: expected true or false", field="auth.required")
-    # Digests are compared in lower case, as the tenants' are: an upper-case admin digest
-    # would otherwise never match its key.
-    admin = frozenset(
-        k.lower() for k in string_set(auth.get("admin_key_sha256", []), "auth.admin_key_sha256")
-    )
+    admin = _digests(auth.get("admin_key_sha256", []), "auth.admin_key_sha256")
     parsed: dict[str, Tenant] = {}
     for entry in tenants:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
@@ -253,10 +255,7 @@ def access_from_config(
             )
         parsed[name] = Tenant(
             name=name,
-            api_key_sha256=frozenset(
-                k.lower()
-                for k in string_set(entry.get("api_key_sha256", []), f"{where}.api_key_sha256")
-            ),
+            api_key_sha256=_digests(entry.get("api_key_sha256", []), f"{where}.api_key_sha256"),
             models=allowed_models,
             objectives=allowed_objectives,
             default_objective=str(default_objective),
