@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import privacy_scan
 import route_cpu
 import route_latency
 
@@ -46,3 +47,12 @@ def test_route_cpu_measures_route_and_feedback_against_protobuf_alone() -> None:
     result = route_cpu.run(30)
     assert result["route_us"] > result["route_proto_us"] > 0
     assert result["feedback_us"] > result["feedback_proto_us"] > 0
+
+
+def test_privacy_scan_benchmark_times_short_long_and_hostile_texts() -> None:
+    """The scan benchmark reports a positive time for short prompts, a 2 KB prompt and every
+    hostile megabyte."""
+    result = privacy_scan.run(2)
+    assert result["prompt_2kb_us"] > 0
+    assert result["short_prompt_us"] > 0
+    assert all(result[f"hostile {name} s"] > 0 for name in privacy_scan.HOSTILE)

@@ -43,6 +43,10 @@ from banditroute.privacy import (
     shannon_entropy,
 )
 
+HANG_S = 120.0
+"""Bound on one scan in these tests: far above any real run (well under a second unloaded), so
+only a hang (catastrophic backtracking, quadratic work) can exceed it."""
+
 _RNG = random.Random(20240521)
 _ALNUM = string.ascii_letters + string.digits
 
@@ -489,13 +493,14 @@ def test_scan_reads_at_most_max_chars() -> None:
 
 
 def test_one_megabyte_prompt_is_bounded_by_default() -> None:
-    """A 1 MB prompt scans only its first DEFAULT_MAX_CHARS characters, well within 5 s."""
+    """A 1 MB prompt scans only its first DEFAULT_MAX_CHARS characters (it finishes: the bound
+    only catches a hang; speed is measured by benchmarks/privacy_scan.py)."""
     filler = "The quick brown fox jumps over 13 lazy dogs on 2024-01-15; x = 3 + 4. "
     body = ("bob@example.com " + filler * (1_000_000 // len(filler)))[:999_970]
     text = body + " 4111111111111111"
     started = time.perf_counter()
     findings = scan(text)
-    assert time.perf_counter() - started < 5.0
+    assert time.perf_counter() - started < HANG_S
     assert [f.kind for f in findings] == [EMAIL]  # the card at the end is beyond the bound
     assert all(f.end <= DEFAULT_MAX_CHARS for f in findings)
 
@@ -521,12 +526,13 @@ PATHOLOGICAL = {
 
 @pytest.mark.parametrize("name", list(PATHOLOGICAL))
 def test_pathological_megabyte_finishes(name: str) -> None:
-    """Inputs built to make regexes backtrack finish in bounded time even when a whole
-    megabyte is scanned (no catastrophic backtracking)."""
+    """Inputs built to make regexes backtrack finish even when a whole megabyte is scanned (no
+    catastrophic backtracking). The bound only catches a hang, so a loaded machine cannot fail
+    it; how fast they finish is measured by benchmarks/privacy_scan.py."""
     text = PATHOLOGICAL[name]
     started = time.perf_counter()
     findings = scan(text, max_chars=len(text))
-    assert time.perf_counter() - started < 5.0
+    assert time.perf_counter() - started < HANG_S
     assert all(0 <= f.start < f.end <= len(text) for f in findings)
 
 
