@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pytest
 from scipy import stats
@@ -18,7 +19,7 @@ from scipy import stats
 from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
-from banditroute.errors import FailedPrecondition, InvalidArgument, NotFound
+from banditroute.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from banditroute.features import ChatTurn, PromptFeatures, prompt_hash
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
@@ -223,11 +224,12 @@ def test_long_prompt_excludes_small_context_models(make_router: MakeRouter) -> N
 
 
 def test_request_id_makes_route_idempotent(make_router: MakeRouter, clock: Any) -> None:
-    """The same request id (per tenant) returns the same decision marked replayed, logged once;
-    another tenant, or the same id after its window closed, gets a new decision."""
+    """The same request id (per tenant) with the same request returns the same decision marked
+    replayed, logged once; another tenant, or the same id after its window closed, gets a new
+    decision."""
     router, log = make_router()
     first = router.route(RouteQuery(prompt=PROMPT, request_id="req-1"))
-    again = router.route(RouteQuery(prompt="a different prompt", request_id="req-1"))
+    again = router.route(RouteQuery(prompt=PROMPT, request_id="req-1"))
     assert again.replayed
     assert again.decision_id == first.decision_id
     assert again.model == first.model
@@ -242,6 +244,55 @@ def test_request_id_makes_route_idempotent(make_router: MakeRouter, clock: Any) 
     later = router.route(RouteQuery(prompt=PROMPT, request_id="req-1"))
     assert later.decision_id not in {first.decision_id, other_tenant.decision_id}
     assert not later.replayed
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"prompt": "my card is 4111111111111111 and ssn 078-05-1120"},
+        {"prompt": "", "messages": (ChatTurn("user", PROMPT),)},
+        {"data_classification": "pii"},
+        {"excluded_models": (GPT4,)},
+        {"candidate_models": (GPT4,)},
+        {"max_cost_usd": 0.5},
+        {"max_latency_ms": 900.0},
+        {"required_capabilities": ("code",)},
+        {"expected_output_tokens": 10},
+        {"objective": "economy"},
+        {"tags": {"team": "search"}},
+    ],
+)
+def test_request_id_of_a_different_request_is_already_exists(
+    make_router: MakeRouter, change: dict[str, Any]
+) -> None:
+    """A request_id reused for a request that differs in anything that can change its decision
+    (prompt, chat, data class, constraints, objective, tags) is ALREADY_EXISTS naming
+    request_id, never the first decision (whose model the new request may not be eligible
+    for); nothing is logged for it, and the original request still replays."""
+    router, log = make_router()
+    original = RouteQuery(prompt=PROMPT, request_id="conv-42")
+    first = router.route(original)
+    with pytest.raises(AlreadyExists) as raised:
+        router.route(dataclasses.replace(original, **change))
+    assert raised.value.field == "request_id"
+    assert len(log.decisions) == 1
+    assert router.route(original) == dataclasses.replace(first, replayed=True)
+
+
+def test_a_sensitive_request_reusing_a_public_ones_request_id_gets_no_public_model(
+    make_router: MakeRouter,
+) -> None:
+    """The issue's case: a haiku routed with request_id conv-42, then a prompt with a card
+    number and SSN under the same request_id, is refused (ALREADY_EXISTS) instead of being
+    answered with the public decision (explored, data class public)."""
+    router, _ = make_router()
+    first = router.route(RouteQuery(prompt="write a haiku", request_id="conv-42"))
+    assert (first.data_class, first.explored) == ("public", True)
+    sensitive = RouteQuery(
+        prompt="my card is 4111111111111111 and ssn 078-05-1120", request_id="conv-42"
+    )
+    with pytest.raises(AlreadyExists):
+        router.route(sensitive)
 
 
 # -- Sampling --------------------------------------------------------------------------------
@@ -541,7 +592,8 @@ def test_restart_restores_pending_decisions_from_duckdb(
 ) -> None:
     """After a restart on the same DuckDB file, decisions still in their window are pending
     again: their feedback is accepted, already-learned ones are not learned twice, request ids
-    replay the same decision, and settled or expired decisions stay gone."""
+    replay the same decision (for the same request only), and settled or expired decisions
+    stay gone."""
     path = tmp_path / "log.duckdb"
     policy = RecordingPolicy()
     router, log = make_router(policy=policy, event_log=DuckDBLog(path))
@@ -567,9 +619,11 @@ def test_restart_restores_pending_decisions_from_duckdb(
         assert restarted.restore_pending() == 4
         assert restarted.pending_count == 4
         assert restarted.restore_pending() == 0  # already pending: not restored twice
-        replay = restarted.route(RouteQuery(prompt="anything", request_id="req-1"))
+        replay = restarted.route(RouteQuery(prompt=f"{PROMPT} 1", request_id="req-1"))
         assert replay.replayed
         assert replay == dataclasses.replace(decisions[1], replayed=True)
+        with pytest.raises(AlreadyExists):  # the fingerprint is restored with the decision
+            restarted.route(RouteQuery(prompt="anything", request_id="req-1"))
         with pytest.raises(NotFound):
             restarted.feedback(FeedbackReport(stale.decision_id, quality=1.0))
         results = [
@@ -597,6 +651,33 @@ def test_restart_restores_pending_decisions_from_duckdb(
         assert third.restore_pending() == 0
     finally:
         third_log.close()
+
+
+def test_a_decision_logged_without_a_fingerprint_replays_for_no_one(
+    tmp_path: Path, make_router: MakeRouter
+) -> None:
+    """A log written before decisions carried a request fingerprint (no request_hash column)
+    opens, gains the column, and restores its pending decisions; a retry of such a decision's
+    request_id cannot be checked, so it is ALREADY_EXISTS rather than a possibly wrong replay."""
+    path = tmp_path / "log.duckdb"
+    router, log = make_router(event_log=DuckDBLog(path))
+    router.route(RouteQuery(prompt=PROMPT, request_id="old-1"))
+    log.close()
+    with duckdb.connect(str(path)) as con:
+        con.execute("ALTER TABLE decisions DROP COLUMN request_hash")
+    restarted, new_log = make_router(event_log=DuckDBLog(path), id_prefix="n")
+    try:
+        assert restarted.restore_pending() == 1
+        with pytest.raises(AlreadyExists):
+            restarted.route(RouteQuery(prompt=PROMPT, request_id="old-1"))
+        fresh = restarted.route(RouteQuery(prompt=PROMPT, request_id="new-1"))
+        assert restarted.route(RouteQuery(prompt=PROMPT, request_id="new-1")).replayed
+    finally:
+        new_log.close()
+    with duckdb.connect(str(path), read_only=True) as con:
+        hashes = dict(con.execute("SELECT request_id, request_hash FROM decisions").fetchall())
+    assert hashes == {"old-1": None, "new-1": RouteQuery(prompt=PROMPT).fingerprint()}
+    assert fresh.decision_id.startswith("n")
 
 
 def test_restart_keeps_deferred_rewards(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from enum import StrEnum
 
 from banditroute.features import ChatTurn
@@ -27,6 +29,16 @@ class RouteQuery:
     max_latency_ms: float | None = None
     required_capabilities: tuple[str, ...] = ()
     expected_output_tokens: int | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of every field but ``request_id`` (the tenant, the prompt or chat, the
+        constraints, objective and tags: everything that can change the decision). A
+        request_id replays its decision only for a request with the same fingerprint."""
+        content = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "request_id"}
+        content["messages"] = [astuple(turn) for turn in self.messages]
+        content["tags"] = dict(self.tags)
+        text = json.dumps(content, sort_keys=True)  # ASCII: lone surrogates are escaped too
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ the server maps that name to a ``grpc.StatusCode`` in exactly one place
     BanditrouteError
     ├── InvalidArgument      (INVALID_ARGUMENT)  a request field is malformed; ``field`` names it
     ├── NotFound             (NOT_FOUND)         unknown or expired decision, unknown model
+    ├── AlreadyExists        (ALREADY_EXISTS)    a request_id reused for a different request
     ├── FailedPrecondition   (FAILED_PRECONDITION) no model satisfies the request
     ├── Unauthenticated      (UNAUTHENTICATED)   missing or unknown API key
     ├── PermissionDenied     (PERMISSION_DENIED) outside the tenant's allow-list
@@ -25,6 +26,7 @@ class StatusName(StrEnum):
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
@@ -54,6 +56,12 @@ class NotFound(BanditrouteError):
     """The thing asked for does not exist (or no longer exists)."""
 
     status = StatusName.NOT_FOUND
+
+
+class AlreadyExists(BanditrouteError):
+    """What the request names is taken by something else (a request_id by another request)."""
+
+    status = StatusName.ALREADY_EXISTS
 
 
 class FailedPrecondition(BanditrouteError):

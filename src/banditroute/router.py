@@ -32,7 +32,7 @@ from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import Decision, Disposition, FeedbackReport, FeedbackResult, RouteQuery
 from banditroute.eligibility import Constraints, eligible_models
-from banditroute.errors import InvalidArgument, NotFound, Unavailable
+from banditroute.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from banditroute.features import PromptFeatures, extract, features_from_dict, prompt_hash
 from banditroute.health import HealthTracker, ModelLimits
 from banditroute.objectives import BudgetPacer, Objective
@@ -243,9 +243,10 @@ class Router:
         self._validate(query)
         tenant = self._tenant(query.tenant)
         objective = self._objective(query, tenant)
+        request_hash = query.fingerprint() if query.request_id else ""
         if query.request_id:
             with self._lock:
-                replayed = self._replayed(query)
+                replayed = self._replayed(query, request_hash)
             if replayed is not None:
                 return replayed
         now = self._clock()
@@ -356,6 +357,7 @@ class Router:
             excluded={m: f"{c}: {r}" for m, c, r in exclusions},
             constraints=constraints.as_dict(),
             shadow=shadow,
+            request_hash=request_hash,
         )
         pending = Pending(record, decision, features, arms, chosen, objective)
         pending.admitted = True
@@ -363,7 +365,11 @@ class Router:
             if query.request_id:
                 # A concurrent call with the same request_id may have decided meanwhile: it
                 # wins, and this decision is dropped unlogged (one decision per request_id).
-                replayed = self._replayed(query)
+                try:
+                    replayed = self._replayed(query, request_hash)
+                except AlreadyExists:
+                    self.health.release(decision.model)
+                    raise
                 if replayed is not None:
                     self.health.release(decision.model)
                     return replayed
@@ -373,13 +379,23 @@ class Router:
         self._audit_decision(record)
         return decision
 
-    def _replayed(self, query: RouteQuery) -> Decision | None:
-        """The pending decision already made for the query's request_id, marked replayed
-        (call with the lock held)."""
+    def _replayed(self, query: RouteQuery, request_hash: str) -> Decision | None:
+        """The pending decision already made for the query's request_id (the tenant's own),
+        marked replayed (call with the lock held). A request_id of a different request (its
+        fingerprint differs: another prompt, other constraints) is ALREADY_EXISTS: replaying
+        that decision could hand a sensitive prompt a public model it is not eligible for.
+        A decision logged without a fingerprint (before they were recorded) replays for no one."""
         existing = self._by_request.get((query.tenant, query.request_id))
-        if existing is None or existing not in self._pending:
+        pending = None if existing is None else self._pending.get(existing)
+        if pending is None:
             return None
-        return replace(self._pending[existing].decision, replayed=True)
+        if pending.record.request_hash != request_hash:
+            raise AlreadyExists(
+                "request_id: already used for a different request within the reward window "
+                "(a retry must repeat the request exactly); use a new request_id",
+                field="request_id",
+            )
+        return replace(pending.decision, replayed=True)
 
     def _expected_latency(self, model: ModelSpec, output_tokens: int) -> float:
         """Median latency measured from feedback once there is enough; the prior before."""

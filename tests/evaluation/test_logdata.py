@@ -26,6 +26,7 @@ from banditroute.features import extract, features_from_dict
 from banditroute.objectives import Objective
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.store.reader import open_log
+from banditroute.store.schema import CREATE_TABLES
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +137,32 @@ def test_parquet_export_reads_like_the_file(tmp_path: Path) -> None:
     assert from_export.models == from_file.models
     for name in ("actions", "propensities", "mask", "logging_probs", "quality", "has_outcome"):
         np.testing.assert_array_equal(getattr(from_export, name), getattr(from_file, name))
+
+
+def test_export_parts_from_before_a_new_column_read_by_name(tmp_path: Path) -> None:
+    """An export whose older parts lack a column added since (request_hash) reads every part
+    by column name: the old rows have no value there, and the new rows keep theirs instead of
+    the column being dropped for all."""
+    folder = tmp_path / "export"
+    (folder / "decisions").mkdir(parents=True)
+    con = duckdb.connect()
+    con.execute(CREATE_TABLES)
+    con.execute("INSERT INTO decisions (decision_id, request_id) VALUES ('old', 'r0')")
+    con.execute(
+        "INSERT INTO decisions (decision_id, request_id, request_hash) VALUES ('new', 'r1', 'h')"
+    )
+    for number, (decision, columns) in enumerate(
+        [("old", "* EXCLUDE (request_hash)"), ("new", "*")]
+    ):
+        target = folder / "decisions" / f"part-{number:05d}.parquet"
+        con.execute(
+            f"COPY (SELECT {columns} FROM decisions WHERE decision_id = '{decision}') "
+            f"TO '{target}' (FORMAT parquet)"
+        )
+    rows = open_log(folder).connection.execute(
+        "SELECT decision_id, request_hash FROM decisions ORDER BY decision_id"
+    )
+    assert rows.fetchall() == [("new", "h"), ("old", None)]
 
 
 def test_inconsistent_rows_are_dropped_and_counted(tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ def test_log_holds_every_decision_and_acknowledged_feedback(
     )
     feedback(chat, status=pb.OUTCOME_STATUS_ERROR, cost_usd=0.001)
     keyed = route(request_id="req-1", tags={"team": "search"})
-    assert route(request_id="req-1").replayed
+    assert route(request_id="req-1", tags={"team": "search"}).replayed
     off = route()
     feedback(off, model=off.fallback_models[0], quality=1.0, status=pb.OUTCOME_STATUS_TIMEOUT)
     silent = route()
@@ -132,10 +132,12 @@ def test_log_holds_every_decision_and_acknowledged_feedback(
     assert sorted(r[0] for r in rows) == sorted(decisions)
     for row in rows:
         _check_decision_row(row[1:], decisions[row[0]])
-    (request_id, tags) = log.execute(
-        "SELECT request_id, tags FROM decisions WHERE decision_id = ?", [keyed.decision_id]
-    ).fetchone() or (None, None)
+    (request_id, tags, request_hash) = log.execute(
+        "SELECT request_id, tags, request_hash FROM decisions WHERE decision_id = ?",
+        [keyed.decision_id],
+    ).fetchone() or (None, None, None)
     assert request_id == "req-1"
+    assert len(request_hash or "") == 32
     assert json.loads(tags) == {"team": "search"}
 
     logged = log.execute(f"SELECT {FEEDBACK_COLUMNS} FROM feedback ORDER BY time").fetchall()

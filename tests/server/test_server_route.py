@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
+import grpc
 import pytest
 
 from banditroute.config import load_settings
@@ -116,10 +117,10 @@ def test_excluded_models_are_never_offered(route: Callable[..., pb.RouteResponse
 
 
 def test_request_id_replays_the_same_decision(route: Callable[..., pb.RouteResponse]) -> None:
-    """The same request_id returns the same decision again, flagged replayed; another
-    request_id gets a new decision."""
-    first = route(request_id="req-42")
-    again = route(request_id="req-42", prompt="A different prompt is not routed again.")
+    """The same request_id with the same request returns the same decision again, flagged
+    replayed; another request_id gets a new decision."""
+    first = route(request_id="req-42", tags={"team": "search"})
+    again = route(request_id="req-42", tags={"team": "search"})
     other = route(request_id="req-43")
     assert not first.replayed
     assert again.replayed
@@ -130,6 +131,32 @@ def test_request_id_replays_the_same_decision(route: Callable[..., pb.RouteRespo
     assert again.decide_time == first.decide_time
     assert other.decision_id != first.decision_id
     assert not other.replayed
+
+
+def test_request_id_reused_for_another_request_is_already_exists(
+    stub: pb_grpc.RouterServiceStub,
+    route: Callable[..., pb.RouteResponse],
+    expect_error: Callable[..., str],
+) -> None:
+    """A request_id reused for a different request (here a prompt with a card number and an
+    SSN after a haiku) is ALREADY_EXISTS naming request_id, not the haiku's public, explored
+    decision; a different chat or constraint under the key is refused the same way."""
+    first = route(prompt="write a haiku", request_id="conv-42")
+    assert (first.data_classification, first.explored) == ("public", True)
+    sensitive = pb.RouteRequest(
+        prompt="my card is 4111111111111111 and ssn 078-05-1120", request_id="conv-42"
+    )
+    details = expect_error(stub.Route, sensitive, grpc.StatusCode.ALREADY_EXISTS)
+    assert details.startswith("request_id:")
+    chat = pb.RouteRequest(
+        messages=[pb.ChatMessage(role="user", content="write a haiku")], request_id="conv-42"
+    )
+    expect_error(stub.Route, chat, grpc.StatusCode.ALREADY_EXISTS)
+    narrower = pb.RouteRequest(
+        prompt="write a haiku", request_id="conv-42", excluded_models=[first.model]
+    )
+    expect_error(stub.Route, narrower, grpc.StatusCode.ALREADY_EXISTS)
+    assert route(prompt="write a haiku", request_id="conv-42").decision_id == first.decision_id
 
 
 def test_list_models_returns_the_catalogue(stub: pb_grpc.RouterServiceStub) -> None:

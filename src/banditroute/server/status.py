@@ -9,6 +9,7 @@ from banditroute.errors import BanditrouteError, StatusName
 _CODES: dict[StatusName, grpc.StatusCode] = {
     StatusName.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     StatusName.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    StatusName.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     StatusName.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     StatusName.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     StatusName.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,

@@ -494,6 +494,7 @@ class DuckDBLog:
                 excluded=json.loads(r[18]) if r[18] else {},
                 constraints=json.loads(r[19]) if r[19] else {},
                 shadow=json.loads(r[20]) if r[20] else {},
+                request_hash=r[21] or "",
             )
             for r in rows
         ]

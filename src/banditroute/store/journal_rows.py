@@ -52,7 +52,7 @@ def decision_line(r: DecisionRecord) -> bytes:
             "probabilities": r.probabilities, "model": r.model, "probability": r.probability,
             "policy_version": r.policy_version, "explored": r.explored, "tags": r.tags,
             "arm": r.arm, "rule": r.rule, "data_class": r.data_class, "excluded": r.excluded,
-            "constraints": r.constraints, "shadow": r.shadow,
+            "constraints": r.constraints, "shadow": r.shadow, "request_hash": r.request_hash,
         }
     )  # fmt: skip
 
@@ -100,8 +100,9 @@ _COLUMNS = {
     "probabilities": "DOUBLE[]", "model": "VARCHAR", "probability": "DOUBLE",
     "policy_version": "VARCHAR", "explored": "BOOLEAN", "tags": "JSON", "arm": "VARCHAR",
     "rule": "VARCHAR", "data_class": "VARCHAR", "excluded": "JSON", "constraints": "JSON",
-    "shadow": "JSON", "quality": "DOUBLE", "cost_usd": "DOUBLE", "input_tokens": "BIGINT",
-    "output_tokens": "BIGINT", "latency_ms": "DOUBLE", "status": "VARCHAR", "reward": "DOUBLE",
+    "shadow": "JSON", "request_hash": "VARCHAR", "quality": "DOUBLE", "cost_usd": "DOUBLE",
+    "input_tokens": "BIGINT", "output_tokens": "BIGINT", "latency_ms": "DOUBLE",
+    "status": "VARCHAR", "reward": "DOUBLE",
     "disposition": "VARCHAR", "action": "VARCHAR", "seq": "BIGINT", "kind": "VARCHAR",
     "feature_hash": "VARCHAR", "audit_excluded": "VARCHAR", "audit_constraints": "VARCHAR",
     "payload": "VARCHAR", "prev_hash": "VARCHAR", "hash": "VARCHAR",
@@ -115,7 +116,7 @@ cast would read them as local time: a reader's connection is not set to UTC)."""
 _COLUMNS_OF = {
     "decisions": f"""decision_id, {_TS}, tenant, request_id, objective, prompt_hash, prompt,
         features, eligible, probabilities, model, probability, policy_version, explored, tags,
-        arm, rule, data_class, excluded, constraints, shadow""",
+        arm, rule, data_class, excluded, constraints, shadow, request_hash""",
     "feedback": f"""decision_id, {_TS}, model, quality, cost_usd, input_tokens, output_tokens,
         latency_ms, status, reward, disposition""",
     "settlements": f"decision_id, {_TS}, action, reward",

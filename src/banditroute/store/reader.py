@@ -35,13 +35,14 @@ class LogSource:
 
 
 def export_selects(folder: Path, tables: Sequence[str] = TABLES) -> dict[str, str]:
-    """``SELECT`` expressions over the Parquet parts of an export, per table that has any."""
+    """``SELECT`` expressions over the Parquet parts of an export, per table that has any.
+    Parts are matched by column name: those written before a column was added lack it."""
     selects = {}
     for table in tables:
         parts = sorted((folder / table).glob("part-*.parquet"))
         if parts:
             files = ", ".join(sql_string(str(p)) for p in parts)
-            selects[table] = f"SELECT * FROM read_parquet([{files}])"
+            selects[table] = f"SELECT * FROM read_parquet([{files}], union_by_name = true)"
     return selects
 
 

@@ -31,6 +31,9 @@ class DecisionRecord:
     excluded: dict[str, str] = field(default_factory=dict)
     constraints: dict[str, Any] = field(default_factory=dict)
     shadow: dict[str, dict[str, Any]] = field(default_factory=dict)
+    request_hash: str = ""
+    """The request's fingerprint (:meth:`RouteQuery.fingerprint`) when it has a request_id:
+    a retry replays this decision only if its fingerprint is the same."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ DECISIONS_SCHEMA = pa.schema(
         ("excluded", pa.string()),
         ("constraints", pa.string()),
         ("shadow", pa.string()),
+        ("request_hash", pa.string()),
     ]
 )
 FEEDBACK_SCHEMA = pa.schema(
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     objective VARCHAR, prompt_hash VARCHAR, prompt VARCHAR, features JSON,
     eligible VARCHAR[], probabilities DOUBLE[], model VARCHAR, probability DOUBLE,
     policy_version VARCHAR, explored BOOLEAN, tags JSON, arm VARCHAR, rule VARCHAR,
-    data_class VARCHAR, excluded JSON, constraints JSON, shadow JSON);
+    data_class VARCHAR, excluded JSON, constraints JSON, shadow JSON, request_hash VARCHAR);
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS request_hash VARCHAR;
 CREATE TABLE IF NOT EXISTS feedback (
     decision_id VARCHAR, time TIMESTAMPTZ, model VARCHAR, quality DOUBLE, cost_usd DOUBLE,
     input_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, status VARCHAR,
