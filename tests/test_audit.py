@@ -120,6 +120,28 @@ def test_intact_chain_verifies(chain_log: tuple[Path, list[AuditRecord]]) -> Non
     assert result.head == (N, records[-1].hash)
 
 
+def test_hashes_match_logs_written_before(tmp_path: Path) -> None:
+    """The hash of a record is what earlier versions computed (these two were computed by the
+    version before the stored-bytes check), so their logs still verify."""
+    chain = AuditChain()
+    first = chain.append(
+        time=1_700_000_000.25, tenant="bêta", kind="decision", decision_id="d1",
+        policy_version="vw:1", feature_hash="fh", eligible=("a", "b"),
+        excluded={"c": "allow-list"}, constraints={"max_cost_usd": 0.1},
+        payload={"model": "a", "probability": 0.5},
+    )  # fmt: skip
+    second = chain.append(
+        time=1_700_000_001.0, tenant="acme", kind="feedback", decision_id="d1",
+        policy_version="vw:1", feature_hash="fh", eligible=("a", "b"),
+        payload={"reward": float("nan"), "quality": 0.8},
+    )  # fmt: skip
+    assert first.hash == "e8bf4a8cb0845a1ac9a8374c468212bfa7520c957fb522c6af4d3cda6662fd8a"
+    assert second.hash == "755ae768826441c6216ca7099b28d610a7c2e42eb218617c05e6ed7ed6491583"
+    path = tmp_path / "old.duckdb"
+    _write(path, [first, second])
+    assert _verify(path).ok
+
+
 def test_chain_links_and_hashes(chain_log: tuple[Path, list[AuditRecord]]) -> None:
     """Records are numbered from 1, record 1 links to the genesis hash, each later record to
     the one before, and each hash is recomputable from the record alone."""
@@ -167,10 +189,17 @@ def test_values_round_trip(chain_log: tuple[Path, list[AuditRecord]]) -> None:
         """constraints = '{"max_cost_usd":1.0}'""",
         """payload = '{"quality":1.0}'""",
         "payload = NULL",
+        # Byte-level edits a JSON parser reads back as the same values: a duplicate key
+        # (DuckDB's JSON functions read the first value, Python's json the last), whitespace.
+        """payload = ('{"quality":0.0123,' || substr(payload::varchar, 2))::json""",
+        "payload = replace(payload::varchar, ',', ', ')::json",
+        "payload = (' ' || payload::varchar)::json",
     ],
 )
 def test_edited_field_detected(chain_log: tuple[Path, list[AuditRecord]], assignment: str) -> None:
-    """Changing any content field of record 4 (a feedback record) makes it the first bad one."""
+    """Changing any content field of record 4 (a feedback record) makes it the first bad one,
+    down to a byte of a stored JSON field (a duplicate key, whitespace): the hash covers the
+    stored bytes, not a re-encoding of what a parser reads from them."""
     path, _ = chain_log
     _sql(path, f"UPDATE audit SET {assignment} WHERE seq = 4")
     result = _verify(path)

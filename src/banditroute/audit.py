@@ -9,17 +9,18 @@ each carries the hash of the one before it::
     hash(n) = sha256_hex(hash(n-1) + canonical_json(content(n)))      hash(0) = GENESIS_HASH
 
 ``content`` is every field except the two hashes, with ``seq`` included and ``time`` as
-integer microseconds since the epoch (what a DuckDB ``TIMESTAMPTZ`` keeps), so a record read
-back from the log hashes to exactly what was written. Canonical JSON is ``json.dumps`` with
-sorted keys, separators ``(",", ":")``, ``ensure_ascii=False``, floats as their ``repr``, encoded
-as UTF-8; a NaN or infinity (which JSON cannot hold) is written as the text ``"NaN"``,
-``"Infinity"`` or ``"-Infinity"``.
+integer microseconds since the epoch, in canonical JSON (:mod:`banditroute.canonical`; the
+encoding is :mod:`banditroute.audit_record`). The JSON fields are stored as the exact
+canonical text the hash covers, and :func:`verify` hashes those stored bytes, after checking
+that each is canonical: any byte-level change to a record (a duplicate key, which DuckDB and
+Python's json read differently; whitespace; anything else) breaks it, even where a JSON
+parser would read back the same values.
 
 What :func:`verify` detects, reading the ``audit`` table in ``seq`` order:
 
-- an edited record (its content no longer hashes to its ``hash``); if the editor also rewrote
-  that record's ``hash``, the next record's ``prev_hash`` no longer matches, so the break is
-  reported one record later;
+- an edited record (its stored content no longer hashes to its ``hash``, or a JSON field is
+  no longer canonical text); if the editor also rewrote that record's ``hash``, the next
+  record's ``prev_hash`` no longer matches, so the break is reported one record later;
 - an inserted record (a duplicate ``seq``, or a ``prev_hash`` that does not link);
 - a deleted record (a gap in ``seq``; deleting and renumbering breaks the hashes instead);
 - reordered records (a record's ``seq`` is part of its hash, and the links break).
@@ -38,17 +39,28 @@ continues from the last committed record and verifies.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import duckdb
 
+from banditroute.audit_record import (
+    GENESIS_HASH,
+    KINDS,
+    AuditKind,
+    AuditRecord,
+    chain_hash,
+    content,
+    encode_field,
+    joined_content,
+    record_hash,
+    time_us,
+)
+from banditroute.canonical import canonical_json, is_canonical
 from banditroute.errors import InvalidArgument
 from banditroute.store.reader import LogSource, export_selects, file_selects
 
@@ -67,12 +79,7 @@ __all__ = [
     "verify",
 ]
 
-AuditKind = Literal["decision", "feedback"]
-_KINDS: frozenset[str] = frozenset(get_args(AuditKind))
-
 AUDIT_TABLE = "audit"
-GENESIS_HASH = "0" * 64
-"""The ``prev_hash`` of record 1."""
 
 CREATE_AUDIT_TABLE = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -80,47 +87,8 @@ CREATE TABLE IF NOT EXISTS audit (
     policy_version VARCHAR, feature_hash VARCHAR, eligible VARCHAR[], excluded JSON,
     constraints JSON, payload JSON, prev_hash VARCHAR, hash VARCHAR);
 """
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One audited event; made by :meth:`AuditChain.append`, which sets ``seq`` and the hashes.
-
-    ``time`` is seconds since the epoch (hashed and stored to the microsecond). ``excluded``
-    maps each model that was not eligible to the reason; ``constraints`` holds the constraints
-    applied (explicit candidates, exclusions, budget, data class, ...); ``payload`` holds the
-    reward fragments and reward of a feedback (anything JSON can hold; empty for a decision
-    unless the caller adds something).
-    """
-
-    seq: int
-    time: float
-    tenant: str
-    kind: AuditKind
-    decision_id: str
-    policy_version: str
-    feature_hash: str
-    eligible: tuple[str, ...]
-    excluded: Mapping[str, str]
-    constraints: Mapping[str, Any]
-    payload: Mapping[str, Any]
-    prev_hash: str
-    hash: str
-    encoded: tuple[str, str, str] | None = field(default=None, repr=False, compare=False)
-    """Canonical JSON of ``excluded``, ``constraints`` and ``payload`` as :meth:`AuditChain.append`
-    hashed them, kept so that writing the record does not encode them again."""
-
-    def json_fields(self) -> tuple[str, str, str]:
-        """Canonical JSON of ``excluded``, ``constraints`` and ``payload`` (as stored)."""
-        if self.encoded is not None:
-            return self.encoded
-        return (canonical_json(dict(self.excluded)), canonical_json(dict(self.constraints)),
-                canonical_json(dict(self.payload)))  # fmt: skip
-
-    @property
-    def time_us(self) -> int:
-        """``time`` as integer microseconds since the epoch, as hashed and stored."""
-        return _time_us(self.time)
+"""The JSON columns hold the canonical text the hash covers, byte for byte (DuckDB keeps a
+JSON value's text as written)."""
 
 
 @dataclass(frozen=True)
@@ -138,110 +106,6 @@ class VerifyResult:
     first_bad_seq: int | None
     problem: str | None
     head: tuple[int, str] | None = None
-
-
-def _time_us(seconds: float) -> int:
-    return round(seconds * 1_000_000)
-
-
-def _plain(value: Any) -> Any:
-    """JSON fallback for numpy scalars and other objects with ``.item()``."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        return item()
-    raise TypeError(f"audit: {type(value).__name__} is not JSON serialisable")
-
-
-_ENCODER = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_plain
-)
-_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by the text ``NaN``/``Infinity``/
-    ``-Infinity`` (JSON has no such numbers; DuckDB's JSON type refuses them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return _NON_FINITE.get(value, "NaN")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, UTF-8 text, floats as ``repr``, non-finite floats as the text
-    ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (so a record read back hashes the same);
-    TypeError for values JSON cannot hold (numpy scalars are taken as their Python value)."""
-    try:
-        return _ENCODER.encode(value)
-    except ValueError:  # a NaN or infinity somewhere: rare, so only then walk the value
-        return canonical_json(_finite(json.loads(json.dumps(value, default=_plain))))
-
-
-_CONTENT_KEYS = (
-    "seq", "time_us", "tenant", "kind", "decision_id", "policy_version", "feature_hash",
-    "eligible", "excluded", "constraints", "payload",
-)  # fmt: skip
-"""The hashed fields, in the column order of the audit table (``time`` as ``time_us``)."""
-
-
-def _content(values: Sequence[Any]) -> str:
-    """Canonical JSON of the hashed fields, given in :data:`_CONTENT_KEYS` order."""
-    return canonical_json(dict(zip(_CONTENT_KEYS, values, strict=True)))
-
-
-def _joined_content(
-    head: Sequence[Any], eligible: Sequence[str], encoded: tuple[str, str, str]
-) -> str:
-    """The text :func:`_content` gives, from the three JSON fields already encoded (``head``:
-    seq, time_us, tenant, kind, decision_id, policy_version, feature_hash).
-
-    JSON of a dict with sorted keys is each key and its value's own encoding, joined in key
-    order; the keys below are already sorted. Only for values without NaN or infinity (the
-    rare record with one takes :func:`_content`, whose fallback rewrites the whole content).
-    """
-    seq, time_us, tenant, kind, decision_id, policy_version, feature_hash = map(_scalar, head)
-    excluded, constraints, payload = encoded
-    models = "[" + ",".join(map(_scalar, eligible)) + "]"  # a JSON list: its items' encodings
-    return (
-        f'{{"constraints":{constraints},"decision_id":{decision_id},'
-        f'"eligible":{models},"excluded":{excluded},'
-        f'"feature_hash":{feature_hash},"kind":{kind},"payload":{payload},'
-        f'"policy_version":{policy_version},"seq":{seq},"tenant":{tenant},"time_us":{time_us}}}'
-    )
-
-
-def _scalar(value: Any) -> str:
-    """:func:`canonical_json` of one head field; the usual ints and strings without building
-    an encoder (seven per record on Route's path)."""
-    kind = type(value)
-    if kind is str:
-        return str(json.encoder.encode_basestring(value))
-    if kind is int:
-        return str(value)
-    return canonical_json(value)
-
-
-def _encode_field(value: dict[str, Any]) -> str:
-    """Canonical JSON of one JSON field, ValueError on NaN or infinity; an empty one (most
-    decisions exclude no model) skips building an encoder."""
-    return _ENCODER.encode(value) if value else "{}"
-
-
-def _sha(prev_hash: str, content: str) -> str:
-    return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()
-
-
-def record_hash(record: AuditRecord) -> str:
-    """The hash ``record`` should carry, recomputed from its ``prev_hash`` and content."""
-    content = _content(
-        (record.seq, record.time_us, record.tenant, record.kind, record.decision_id,
-         record.policy_version, record.feature_hash, list(record.eligible),
-         dict(record.excluded), dict(record.constraints), dict(record.payload))
-    )  # fmt: skip
-    return _sha(record.prev_hash, content)
 
 
 class AuditChain:
@@ -296,31 +160,30 @@ class AuditChain:
         ValueError for an unknown ``kind`` or a non-finite time; TypeError for a value JSON
         cannot hold. A failed append consumes no ``seq``.
         """
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
         if not math.isfinite(time):
             raise ValueError(f"time must be finite, got {time!r}")
         eligible_t = tuple(eligible)
         excluded_d = dict(excluded or {})
         constraints_d = dict(constraints or {})
         payload_d = dict(payload or {})
-        time_us = _time_us(time)
+        micros = time_us(time)
         try:  # encoded once, for the hash and for the log row (see AuditRecord.encoded)
             encoded: tuple[str, str, str] | None = (
-                _encode_field(excluded_d), _encode_field(constraints_d),
-                _encode_field(payload_d),
+                encode_field(excluded_d), encode_field(constraints_d), encode_field(payload_d),
             )  # fmt: skip
-        except ValueError:  # a NaN or infinity: _content's fallback, and encoded on writing
+        except ValueError:  # a NaN or infinity: content's fallback, and encoded on writing
             encoded = None
         with self._lock:
             seq = self._seq + 1
-            head = (seq, time_us, tenant, kind, decision_id, policy_version, feature_hash)
-            content = (
-                _content((*head, list(eligible_t), excluded_d, constraints_d, payload_d))
+            head = (seq, micros, tenant, kind, decision_id, policy_version, feature_hash)
+            text = (
+                content((*head, list(eligible_t), excluded_d, constraints_d, payload_d))
                 if encoded is None
-                else _joined_content(head, eligible_t, encoded)
+                else joined_content(head, eligible_t, encoded)
             )
-            digest = _sha(self._hash, content)
+            digest = chain_hash(self._hash, text)
             record = AuditRecord(
                 seq=seq, time=time, tenant=tenant, kind=kind, decision_id=decision_id,
                 policy_version=policy_version, feature_hash=feature_hash, eligible=eligible_t,
@@ -342,8 +205,7 @@ def read_head(con: duckdb.DuckDBPyConnection, table: str = AUDIT_TABLE) -> tuple
     return int(row[0]), str(row[1])
 
 
-def _json_or_none(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+_JSON_FIELDS = ("excluded", "constraints", "payload")
 
 
 def verify(
@@ -389,14 +251,14 @@ def verify(
         if prev_hash != prev:
             return bad(seq, f"prev_hash does not link to record {seq - 1} (inserted, deleted "
                             f"or rewritten record before it)")  # fmt: skip
-        try:
-            content = _content(
-                [seq, cols[1][i], *(cols[c][i] for c in range(2, 8)),
-                 *(_json_or_none(cols[c][i]) for c in (8, 9, 10))]
-            )  # fmt: skip
-        except (ValueError, TypeError) as exc:
-            return bad(seq, f"content cannot be read ({exc}): record edited")
-        if _sha(prev_hash, content) != stored:
+        texts = [cols[c][i] for c in (8, 9, 10)]
+        for name, text in zip(_JSON_FIELDS, texts, strict=True):
+            if not is_canonical(text):
+                problem = "changed bytes, a duplicate key or whitespace"
+                return bad(seq, f"{name} is not the canonical text that was hashed ({problem}): "
+                                "record edited")  # fmt: skip
+        text = joined_content([seq, *(cols[c][i] for c in range(1, 7))], cols[7][i], texts)
+        if chain_hash(prev_hash, text) != stored:
             return bad(seq, "content does not match its hash (record edited)")
         expected_seq, prev = seq + 1, stored
     last_seq = expected_seq - 1

@@ -103,6 +103,18 @@ def test_served_workload_leaves_a_verifiable_audit_chain(
     ("tamper", "bad_seq", "cli"),
     [
         ('UPDATE audit SET payload = \'{"model": "claude-v1"}\' WHERE seq = 2', 2, True),
+        # A duplicate key (DuckDB reads the first, Python's json the last) in feedback 6.
+        (
+            "UPDATE audit SET payload = "
+            "('{\"quality\":0.0123,' || substr(payload::varchar, 2))::json WHERE seq = 6",
+            6,
+            True,
+        ),
+        (
+            "UPDATE audit SET payload = replace(payload::varchar, ',', ', ')::json WHERE seq = 6",
+            6,
+            False,
+        ),
         ("UPDATE audit SET tenant = 'acme' WHERE seq = 1", 1, False),
         ("DELETE FROM audit WHERE seq = 3", 3, False),
     ],
@@ -116,9 +128,10 @@ def test_tampered_copy_is_detected(
     bad_seq: int,
     cli: bool,
 ) -> None:
-    """Editing a record's payload or tenant, or deleting a record, in a copy of the log is
-    detected at that record by verify (and the CLI, run on the first case only to save its
-    start-up time, exits 1 naming its seq); the original still verifies."""
+    """Editing a record's payload (values, a duplicate key, whitespace only) or tenant, or
+    deleting a record, in a copy of the log is detected at that record by verify (and the
+    CLI, run on two cases only to save its start-up time, exits 1 naming its seq); the
+    original still verifies."""
     service = start_service(CONFIG)
     _workload(service, api)
     service.stop()

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import orjson
 
+from banditroute.audit_record import AuditRecord
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
-
-if TYPE_CHECKING:  # audit imports the reader, which imports this module
-    from banditroute.audit import AuditRecord
 
 _US = 1_000_000
 
