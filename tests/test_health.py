@@ -635,7 +635,12 @@ def test_outcomes_are_kept_for_peers_only_once_sharing_is_on(clock: Clock) -> No
     tracker.share_outcomes()
     tracker.record_outcome("m", OK, 100.0)
     tracker.record_outcome("n", TIMEOUT, None)
-    assert tracker.take_outcomes() == [("m", "OK", 100.0), ("n", "TIMEOUT", None)]
+    tracker.record_outcome("n", OK, 5.0, "acme")
+    assert tracker.take_outcomes() == [
+        ("m", "OK", 100.0, "default"),
+        ("n", "TIMEOUT", None, "default"),
+        ("n", "OK", 5.0, "acme"),
+    ]
     assert tracker.take_outcomes() == []
 
 
@@ -669,9 +674,16 @@ def test_invalid_shared_outcomes_are_skipped_not_fatal(clock: Clock) -> None:
     """An unknown status, a negative or non-numeric latency, or a malformed entry from a peer
     (another version's message) is skipped; the rest is recorded."""
     tracker = _tracker(clock)
-    malformed: list[object] = [("m", "OK"), ("m", "OK", "fast"), (None, "OK", 1.0), 42]
+    malformed: list[object] = [
+        ("m", "OK"),
+        ("m", "OK", 1.0),
+        ("m", "OK", "fast", "t"),
+        (None, "OK", 1.0, "t"),
+        ("m", "OK", 1.0, None),
+        42,
+    ]
     recorded = tracker.add_outcomes(
-        [("m", "EXPLODED", None), ("m", "OK", -5.0), ("m", "OK", 10.0), *malformed]  # type: ignore[list-item]
+        [("m", "EXPLODED", None, "t"), ("m", "OK", -5.0, "t"), ("m", "OK", 10.0, "t"), *malformed]  # type: ignore[list-item]
     )
     assert recorded == 1
     assert tracker.stats("m").ok == 1
@@ -683,7 +695,7 @@ def test_the_outbox_is_bounded_and_keeps_the_newest(clock: Clock) -> None:
     tracker.share_outcomes(limit=3)
     for latency in range(5):
         tracker.record_outcome("m", OK, float(latency))
-    assert [latency for _, _, latency in tracker.take_outcomes()] == [2.0, 3.0, 4.0]
+    assert [latency for _, _, latency, _ in tracker.take_outcomes()] == [2.0, 3.0, 4.0]
     with pytest.raises(ValueError, match="limit"):
         tracker.share_outcomes(limit=0)
 
@@ -701,3 +713,93 @@ def test_a_reset_is_not_undone_by_failures_shared_before_it(clock: Clock) -> Non
         tracker.reset("m")
     assert receiver.add_outcomes(sender.take_outcomes()) == 1  # n's outcome still goes
     assert receiver.breaker_state("m") == sender.breaker_state("m") == "closed"
+
+
+# -- tenants ---------------------------------------------------------------------------------------
+def _tenant_tracker(clock: Clock, tenants: int, **settings: float) -> HealthTracker:
+    return HealthTracker(HealthSettings(**settings), clock=clock, tenants=tenants)  # type: ignore[arg-type]
+
+
+def test_one_tenants_failures_do_not_open_a_shared_breaker(clock: Clock) -> None:
+    """Where several tenants can call, failures one tenant reports (a run or a high error
+    rate, however long) leave the breaker closed for everyone; once a second tenant is also
+    failing on its own outcomes, it opens."""
+    tracker = _tenant_tracker(clock, tenants=3, consecutive_failures=5, min_samples=10)
+    for _ in range(100):
+        tracker.record_outcome("m", ERROR, None, "mallory")
+    assert tracker.breaker_state("m") == "closed"
+    assert tracker.unavailable_reason("m") is None
+    for _ in range(4):
+        tracker.record_outcome("m", TIMEOUT, None, "bob")
+    assert tracker.breaker_state("m") == "closed", "bob is not failing on his own yet"
+    tracker.record_outcome("m", TIMEOUT, None, "bob")
+    assert tracker.breaker_state("m") == "open"
+
+
+def test_a_tenants_failures_need_the_shared_rule_too(clock: Clock) -> None:
+    """Two tenants failing on their own do not open the breaker while the model's outcomes as
+    a whole are healthy (a third tenant's traffic is served well)."""
+    tracker = _tenant_tracker(clock, tenants=3, consecutive_failures=3, min_samples=10)
+    for _ in range(3):
+        for _ in range(5):
+            tracker.record_outcome("m", OK, 10.0, "carol")
+        for tenant in ("alice", "bob"):
+            tracker.record_outcome("m", ERROR, None, tenant)
+    assert tracker.breaker_state("m") == "closed"
+
+
+def test_a_single_tenant_deployment_trips_on_its_own_failures(clock: Clock) -> None:
+    """With one tenant able to call (the default), its failures open the breaker as before,
+    whatever min_tenants says."""
+    tracker = _tenant_tracker(clock, tenants=1, consecutive_failures=3, min_tenants=2)
+    for _ in range(3):
+        tracker.record_outcome("m", ERROR, None, "default")
+    assert tracker.breaker_state("m") == "open"
+
+
+def test_min_tenants_one_restores_the_shared_rule(clock: Clock) -> None:
+    """min_tenants = 1 opens the breaker on any outcomes meeting the rule, one tenant's too."""
+    tracker = _tenant_tracker(clock, tenants=5, consecutive_failures=3, min_tenants=1)
+    for _ in range(3):
+        tracker.record_outcome("m", ERROR, None, "mallory")
+    assert tracker.breaker_state("m") == "open"
+
+
+def test_one_tenants_latencies_do_not_make_a_model_slow_for_others(clock: Clock) -> None:
+    """Route's latency estimate with several tenants is the lower median of the tenants' own
+    medians, once min_tenants of them have min_samples served answers: one tenant reporting
+    an hour per call neither sets it alone nor raises it above what the others measure."""
+    tracker = _tenant_tracker(clock, tenants=3, min_samples=5)
+    for _ in range(50):
+        tracker.record_outcome("m", OK, 3_600_000.0, "mallory")
+    assert tracker.latency_p50("m", 5) is None, "one tenant's reports alone make no estimate"
+    for _ in range(5):
+        tracker.record_outcome("m", OK, 800.0, "bob")
+    assert tracker.latency_p50("m", 5) == 800.0
+    for _ in range(5):
+        tracker.record_outcome("m", OK, 900.0, "carol")
+    assert tracker.latency_p50("m", 5) == 900.0
+
+
+def test_closing_the_breaker_forgets_each_tenants_failures(clock: Clock) -> None:
+    """After a half-open probe succeeds, the failures that opened the breaker no longer count
+    for any tenant: one more failure from each does not re-open it."""
+    tracker = _tenant_tracker(clock, tenants=3, consecutive_failures=2, cooldown_s=1.0)
+    for tenant in ("alice", "bob"):
+        for _ in range(2):
+            tracker.record_outcome("m", ERROR, None, tenant)
+    assert tracker.breaker_state("m") == "open"
+    clock.advance(1.0)
+    tracker.admit("m", 1)
+    tracker.record_outcome("m", OK, 10.0, "carol")
+    assert tracker.breaker_state("m") == "closed"
+    tracker.record_outcome("m", ERROR, None, "alice")
+    tracker.record_outcome("m", ERROR, None, "bob")
+    assert tracker.breaker_state("m") == "closed"
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"min_tenants": 0}, "min_tenants")])
+def test_invalid_min_tenants_names_the_field(kwargs: dict[str, object], field: str) -> None:
+    """min_tenants below 1 raises ValueError naming the field."""
+    with pytest.raises(ValueError, match=rf"^{field}: "):
+        HealthSettings(**kwargs)  # type: ignore[arg-type]

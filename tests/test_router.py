@@ -362,6 +362,13 @@ def test_feedback_for_unknown_decision_is_not_found(make_router: MakeRouter) -> 
         ({"latency_ms": -5.0}, "latency_ms"),
         ({"input_tokens": -1}, "input_tokens"),
         ({"output_tokens": -10}, "output_tokens"),
+        # Finite but implausible: bounded by [reward] max_cost_usd/max_latency_ms/max_tokens.
+        ({"cost_usd": 1e308}, "cost_usd"),
+        ({"cost_usd": 100.01}, "cost_usd"),
+        ({"latency_ms": 1e300}, "latency_ms"),
+        ({"latency_ms": 3_600_001.0}, "latency_ms"),
+        ({"input_tokens": 10_000_001}, "input_tokens"),
+        ({"output_tokens": 2**62}, "output_tokens"),
     ],
 )
 def test_invalid_feedback_is_rejected_naming_the_field(

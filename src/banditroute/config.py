@@ -96,6 +96,9 @@ class RewardSettings:
     on_missing: MissingRule = "skip"
     default_reward: float = 0.0
     combine: CombineRule = "first"
+    max_cost_usd: float = 100.0
+    max_latency_ms: float = 3_600_000.0
+    max_tokens: int = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -316,7 +319,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         )
     _positive("policy", snapshot_interval_s=policy.snapshot_interval_s)
     reward: RewardSettings = _build(RewardSettings, _table(merged, "reward"), "reward")
-    _positive("reward", window_s=reward.window_s)
+    _positive("reward", window_s=reward.window_s, max_cost_usd=reward.max_cost_usd,
+              max_latency_ms=reward.max_latency_ms, max_tokens=reward.max_tokens)  # fmt: skip
     _finite("reward", default_reward=reward.default_reward)
     _finite("reward", at_least=0.0, clock_skew_s=reward.clock_skew_s)
     if reward.combine not in COMBINE_RULES:

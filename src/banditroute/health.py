@@ -15,6 +15,14 @@ Circuit breaker, per model::
         a served outcome (OK or REFUSED) --> closed     (recent window and failure run reset)
         a failure (ERROR, TIMEOUT, RATE_LIMITED) --> open, with a fresh cooldown
 
+Tenants: the breaker serves every tenant, but each tenant's feedback is its own say-so. In a
+deployment that serves several tenants the breaker opens only when, besides the rule above
+holding over all outcomes, it also holds over the outcomes of each of at least ``min_tenants``
+tenants on their own (one tenant reporting false failures cannot take a model away from the
+others); where only one tenant can call, its outcomes trip the breaker as before. Likewise
+Route's latency estimate (:meth:`HealthTracker.latency_p50`) is then the lower median of the
+tenants' own medians (see :mod:`banditroute.health_tenants`).
+
 Outcomes carry no admission id, so in half_open the next outcome decides, whichever request it
 belongs to (a straggler routed before the breaker opened counts too: it is still recent news
 about the model). A probe whose outcome never arrives would keep the breaker half-open and
@@ -46,7 +54,9 @@ from typing import Literal
 import structlog
 from river import stats as river_stats
 
+from banditroute.health_tenants import FailureWindow, TenantOutcomes, lower_median
 from banditroute.outcomes import OutcomeStatus
+from banditroute.tenancy import DEFAULT_TENANT
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +73,9 @@ MAX_SHARED_OUTCOMES = 100_000
 """Outcomes a serving process keeps for its peers between two merge rounds (a round every few
 seconds; past this, under an outage storm, the oldest are dropped and counted)."""
 
-SharedOutcome = tuple[str, str, float | None]
-"""(model, status name, latency_ms): one outcome as serving processes exchange it (plain
-values, so it pickles and survives a version skew of the enum)."""
+SharedOutcome = tuple[str, str, float | None, str]
+"""(model, status name, latency_ms, tenant): one outcome as serving processes exchange it
+(plain values, so it pickles and survives a version skew of the enum)."""
 
 _CLOSED: BreakerState = "closed"
 _OPEN: BreakerState = "open"
@@ -107,6 +117,10 @@ class HealthSettings:
     or three slowest answers. Failures do not feed the latency statistics: a timeout reports
     the client's deadline and a fast error a few milliseconds, so including them would make
     p50/p95 describe the failure mode; their share is already ``error_rate``.
+
+    ``min_tenants``: with several tenants able to call, how many of them must each be failing
+    on their own outcomes before the breaker opens (capped at the number of tenants, so a
+    single-tenant deployment trips on its own outcomes).
     """
 
     window: int = 50
@@ -116,10 +130,11 @@ class HealthSettings:
     cooldown_s: float = 30.0
     half_open_probes: int = 1
     latency_window: int = 200
+    min_tenants: int = 2
 
     def __post_init__(self) -> None:
         for name in ("window", "min_samples", "consecutive_failures", "half_open_probes",
-                     "latency_window"):  # fmt: skip
+                     "latency_window", "min_tenants"):  # fmt: skip
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
@@ -248,9 +263,9 @@ class _ModelState:
     """Everything the tracker keeps about one model (guarded by the tracker's lock)."""
 
     __slots__ = (
-        "admitted", "consecutive", "errors", "in_flight", "last_probe_at", "latency_p50",
+        "admitted", "errors", "failures", "in_flight", "last_probe_at", "latency_p50",
         "latency_p95", "limits", "model", "ok", "open_cause", "opened_at", "probes", "rate",
-        "rate_limited", "recent", "recent_failures", "refused", "state", "timeouts",
+        "rate_limited", "refused", "state", "tenants", "timeouts",
     )  # fmt: skip
 
     def __init__(self, model: str, limits: ModelLimits | None, latency_window: int) -> None:
@@ -258,9 +273,7 @@ class _ModelState:
         self.limits = limits  # None when unlimited, so the hot path can skip the clock
         self.ok = self.errors = self.timeouts = self.rate_limited = self.refused = 0
         self.admitted = 0
-        self.recent: deque[bool] = deque()  # True = failure
-        self.recent_failures = 0
-        self.consecutive = 0
+        self.failures = FailureWindow()
         self.latency_p50 = river_stats.RollingQuantile(0.5, window_size=latency_window)
         self.latency_p95 = river_stats.RollingQuantile(0.95, window_size=latency_window)
         self.state: BreakerState = _CLOSED
@@ -270,6 +283,7 @@ class _ModelState:
         self.last_probe_at: float | None = None
         self.in_flight = 0
         self.rate = _RateWindow()
+        self.tenants: dict[str, TenantOutcomes] = {}
 
     @property
     def outcomes(self) -> int:
@@ -279,6 +293,9 @@ class _ModelState:
 
 class HealthTracker:
     """Per-model circuit breakers and load limits, fed by feedback and by admitted routes.
+
+    ``tenants`` is how many tenants can report outcomes; with more than one, a breaker opens
+    only on the failures of ``settings.min_tenants`` of them (see the module docstring).
 
     Route asks :meth:`unavailable_reason` for each eligible model and calls :meth:`try_admit`
     for the chosen one (:meth:`admit` accounts without the check); Feedback calls
@@ -307,8 +324,10 @@ class HealthTracker:
         limits: Mapping[str, ModelLimits] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        tenants: int = 1,
     ) -> None:
         self.settings = settings or HealthSettings()
+        self._min_tenants = max(1, min(self.settings.min_tenants, tenants))
         self._limits = {
             model: limit for model, limit in (limits or {}).items() if not limit.unlimited
         }
@@ -358,9 +377,9 @@ class HealthTracker:
         st.probes = 0
         st.last_probe_at = None
         # Start the rate rule afresh: the failures that opened the breaker are old news.
-        st.recent.clear()
-        st.recent_failures = 0
-        st.consecutive = 0
+        st.failures.clear()
+        for outcomes in st.tenants.values():
+            outcomes.failures.clear()
 
     def _reason(self, st: _ModelState, now: float, tokens: int) -> str | None:
         self._refresh(st, now)
@@ -390,7 +409,7 @@ class HealthTracker:
 
     def _snapshot(self, st: _ModelState, now: float) -> ModelHealth:
         reason = self._reason(st, now, 0)  # refreshes the state and prunes the rate window
-        recent = len(st.recent)
+        recent = len(st.failures.recent)
         if st.state == _OPEN:
             assert st.opened_at is not None
             retry_in: float | None = max(0.0, st.opened_at + self.settings.cooldown_s - now)
@@ -407,8 +426,8 @@ class HealthTracker:
             rate_limited=st.rate_limited,
             refused=st.refused,
             recent=recent,
-            error_rate=st.recent_failures / recent if recent else 0.0,
-            consecutive_failures=st.consecutive,
+            error_rate=st.failures.recent_failures / recent if recent else 0.0,
+            consecutive_failures=st.failures.consecutive,
             latency_p50_ms=st.latency_p50.get(),
             latency_p95_ms=st.latency_p95.get(),
             admitted=st.admitted,
@@ -466,12 +485,14 @@ class HealthTracker:
         recorded = 0
         for outcome in outcomes:
             try:
-                model, status, latency_ms = outcome
-                if not isinstance(model, str) or not (
-                    latency_ms is None or isinstance(latency_ms, int | float)
+                model, status, latency_ms, tenant = outcome
+                if (
+                    not isinstance(model, str)
+                    or not isinstance(tenant, str)
+                    or not (latency_ms is None or isinstance(latency_ms, int | float))
                 ):
-                    raise TypeError("expected (model, status, latency_ms or None)")
-                self._record(model, OutcomeStatus(status), latency_ms, share=False)
+                    raise TypeError("expected (model, status, latency_ms or None, tenant)")
+                self._record(model, OutcomeStatus(status), latency_ms, tenant, share=False)
             except (TypeError, ValueError) as exc:
                 log.warning("shared_outcome_skipped", outcome=repr(outcome)[:200], error=str(exc))
                 continue
@@ -479,18 +500,31 @@ class HealthTracker:
         return recorded
 
     # -- feedback ----------------------------------------------------------------------------------
-    def record_outcome(self, model: str, status: OutcomeStatus, latency_ms: float | None) -> None:
-        """Count how a call to ``model`` ended and move its breaker accordingly.
+    def record_outcome(
+        self,
+        model: str,
+        status: OutcomeStatus,
+        latency_ms: float | None,
+        tenant: str = DEFAULT_TENANT,
+    ) -> None:
+        """Count how a call to ``model`` ended, as ``tenant`` reported it, and move its breaker
+        accordingly.
 
         ERROR, TIMEOUT and RATE_LIMITED are failures; OK and REFUSED are served answers
         (REFUSED is counted on its own). ``latency_ms`` of a served answer feeds the latency
         quantiles; a failure's is ignored. Raises ValueError for an unknown status or a
         negative or non-finite latency.
         """
-        self._record(model, status, latency_ms, share=True)
+        self._record(model, status, latency_ms, tenant, share=True)
 
     def _record(
-        self, model: str, status: OutcomeStatus, latency_ms: float | None, *, share: bool
+        self,
+        model: str,
+        status: OutcomeStatus,
+        latency_ms: float | None,
+        tenant: str,
+        *,
+        share: bool,
     ) -> None:
         counter = _COUNTER.get(status)
         if counter is None:
@@ -503,21 +537,17 @@ class HealthTracker:
             if share and self._outbox is not None:
                 if len(self._outbox) == self._outbox.maxlen:
                     self._dropped += 1
-                self._outbox.append((model, str(status), latency_ms))
+                self._outbox.append((model, str(status), latency_ms, tenant))
             st = self._state(model)
+            own = st.tenants.get(tenant)
+            if own is None:
+                own = st.tenants[tenant] = TenantOutcomes(settings.latency_window)
+            own.record(failed, latency_ms, settings.window)
             setattr(st, counter, getattr(st, counter) + 1)
-            recent = st.recent
-            if len(recent) >= settings.window and recent.popleft():
-                st.recent_failures -= 1
-            recent.append(failed)
-            if failed:
-                st.recent_failures += 1
-                st.consecutive += 1
-            else:
-                st.consecutive = 0
-                if latency_ms is not None:
-                    st.latency_p50.update(latency_ms)
-                    st.latency_p95.update(latency_ms)
+            st.failures.record(failed, settings.window)
+            if not failed and latency_ms is not None:
+                st.latency_p50.update(latency_ms)
+                st.latency_p95.update(latency_ms)
             if st.state == _CLOSED:
                 if failed:
                     self._trip_if_needed(st)
@@ -533,14 +563,26 @@ class HealthTracker:
 
     def _trip_if_needed(self, st: _ModelState) -> None:
         settings = self.settings
-        if st.consecutive >= settings.consecutive_failures:
-            self._open(st, self._clock(), f"{st.consecutive} consecutive failures")
+        if self._min_tenants > 1:
+            failing = sum(
+                outcomes.failures.failing(
+                    settings.consecutive_failures,
+                    settings.min_samples,
+                    settings.error_rate_threshold,
+                )
+                for outcomes in st.tenants.values()
+            )
+            if failing < self._min_tenants:
+                return  # fewer tenants than min_tenants see the model failing
+        failures = st.failures
+        if failures.consecutive >= settings.consecutive_failures:
+            self._open(st, self._clock(), f"{failures.consecutive} consecutive failures")
             return
-        recent = len(st.recent)
+        recent = len(failures.recent)
         if recent >= settings.min_samples and (
-            st.recent_failures >= settings.error_rate_threshold * recent
+            failures.recent_failures >= settings.error_rate_threshold * recent
         ):
-            share = 100.0 * st.recent_failures / recent
+            share = 100.0 * failures.recent_failures / recent
             self._open(
                 st,
                 self._clock(),
@@ -624,11 +666,18 @@ class HealthTracker:
     # -- views -------------------------------------------------------------------------------------
     def latency_p50(self, model: str, min_samples: int = 1) -> float | None:
         """The model's median latency once it has ``min_samples`` outcomes, else None: what
-        :meth:`stats` reports, without building a snapshot (Route asks it per model)."""
+        :meth:`stats` reports, without building a snapshot (Route asks it per model).
+
+        With several tenants (``min_tenants`` > 1), the lower median of the medians of the
+        tenants with ``min_samples`` served answers each, once there are ``min_tenants`` of
+        them (else None), so no tenant alone can make a model look slow to the others."""
         with self._lock:
             st = self._models.get(model)
             if st is None or st.outcomes < min_samples:
                 return None
+            if self._min_tenants > 1:
+                medians = [own.median() for own in st.tenants.values() if own.served >= min_samples]
+                return lower_median(medians) if len(medians) >= self._min_tenants else None
             p50: float | None = st.latency_p50.get()
             return p50
 

@@ -152,6 +152,7 @@ class Router:
                 m.id: ModelLimits(m.requests_per_minute, m.tokens_per_minute, m.max_in_flight)
                 for m in settings.catalog
             },
+            tenants=settings.access.callers,
         )
         self.audit = audit
         self._budgets: dict[str, TenantBudget] = {}
@@ -519,10 +520,19 @@ class Router:
 
     # -- Feedback --------------------------------------------------------------------------------
     def _fragments(self, report: FeedbackReport, served: ModelSpec) -> Fragments:
-        for name in ("input_tokens", "output_tokens"):
+        """The report's reward fragments, each within a plausible range ([reward] max_*): an
+        absurd figure would otherwise stand in spend, budgets and a model's latency."""
+        limits = self.settings.reward
+        bounds = (
+            ("input_tokens", limits.max_tokens),
+            ("output_tokens", limits.max_tokens),
+            ("cost_usd", limits.max_cost_usd),
+            ("latency_ms", limits.max_latency_ms),
+        )
+        for name, most in bounds:
             value = getattr(report, name)
-            if value is not None and value < 0:
-                raise InvalidArgument(f"{name}: must be >= 0, got {value}", field=name)
+            if value is not None and not 0 <= value <= most:
+                raise InvalidArgument(f"{name}: must be in [0, {most:g}], got {value}", field=name)
         cost = report.cost_usd
         if cost is None and (report.input_tokens is not None or report.output_tokens is not None):
             cost = served.price(report.input_tokens or 0, report.output_tokens or 0)
@@ -599,7 +609,9 @@ class Router:
                 charge=served_id not in pending.charged,
             )
             pending.charged.add(served_id)
-            self.health.record_outcome(served_id, fragments.status, fragments.latency_ms)
+            self.health.record_outcome(
+                served_id, fragments.status, fragments.latency_ms, tenant.name
+            )
             if pending.admitted:
                 self.health.release(pending.decision.model)
                 pending.admitted = False

@@ -110,6 +110,18 @@ class AccessSettings:
             raise ConfigError("tenants: a tenant named 'default' is required", field="tenants")
         object.__setattr__(self, "_by_key", by_key)
 
+    @property
+    def callers(self) -> int:
+        """How many tenants can make calls: those with keys, and the default tenant when a call
+        may come without a key or with an admin key (model health needs it: one tenant alone
+        may trip a breaker only where it is the only one)."""
+        default_reachable = not self.required or bool(self.admin_key_sha256)
+        return sum(
+            1
+            for tenant in self.tenants.values()
+            if tenant.api_key_sha256 or (tenant.name == DEFAULT_TENANT and default_reachable)
+        )
+
     def authenticate(self, api_key: str | None) -> Principal:
         """The caller behind ``api_key``; Unauthenticated if it is missing (when required) or
         unknown. Without a key (and none required) the caller is the default tenant."""

@@ -323,3 +323,43 @@ def test_measured_latency_replaces_the_prior_for_max_latency_ms(
     after = client.route(**bounded)
     assert after.model == GPT4
     assert {r.model for r in after.ranking} == {GPT4, MIXTRAL}
+
+
+def test_one_tenant_cannot_take_a_model_from_another(
+    start_service: Callable[..., Service], api: Callable[..., Any]
+) -> None:
+    """With two tenants, one reporting every GPT-4 call as failed (far past
+    consecutive_failures) and every served call as taking an hour leaves GPT-4 chosen for the
+    other tenant, including under a max_latency_ms it meets by the catalogue's prior; absurd
+    figures (latency_ms 1e300, cost_usd 1e308) are INVALID_ARGUMENT naming the field. Once the
+    second tenant also sees a run of failures of its own, the breaker opens for both."""
+    mallory_key, bob_key = "key-mallory-health", "key-bob-health"
+    config = _config(
+        cooldown_s=30.0,
+        auth={"required": True},
+        tenants=[
+            {"name": "default"},
+            {"name": "mallory", "api_key_sha256": [hash_key(mallory_key)]},
+            {"name": "bob", "api_key_sha256": [hash_key(bob_key)]},
+        ],
+    )
+    service = start_service(config)
+    mallory, bob = api(service, mallory_key), api(service, bob_key)
+    for _ in range(12):
+        decision = mallory.route(candidate_models=[GPT4])
+        mallory.feedback(decision_id=decision.decision_id, latency_ms=3_600_000.0)
+    _fail(mallory, GPT4, 3 * FAILURES)
+    for field, value in (("latency_ms", 1e300), ("cost_usd", 1e308)):
+        decision = mallory.route(candidate_models=[GPT4])
+        details = mallory.fails(
+            "Feedback",
+            pb.FeedbackRequest(decision_id=decision.decision_id, **{field: value}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert details.startswith(field)
+    assert _health(bob, GPT4).state == "closed"
+    assert bob.route().model == GPT4
+    assert bob.route(max_latency_ms=60_000.0).model == GPT4
+    _fail(bob, GPT4, FAILURES)
+    assert _health(bob, GPT4).state == "open"
+    assert bob.route().model != GPT4
