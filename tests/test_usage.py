@@ -140,6 +140,53 @@ def test_summary_matches_hand_computed(con: duckdb.DuckDBPyConnection) -> None:
     ]  # fmt: skip
 
 
+def test_only_feedback_that_counted_is_counted(tmp_path: Path) -> None:
+    """Per decision and served model only the first report counts, plus every DEFERRED one
+    (a deferred combine rule learns from all of them): repeated reports (IGNORED_DUPLICATE, a
+    fallback reported twice) add no feedback, spend, quality, latency or error; a deferred
+    decision's reports all count for quality but its one call costs once; at an equal time
+    the learned report wins over its duplicate. summarise (GetStats) and usage_report
+    (``report``) agree."""
+    rows = [  # decision, model, time, quality, cost, latency, status, disposition
+        ("e1", "A", "12:00", 1.0, 0.05, 100.0, "OK", "LEARNED"),
+        ("e1", "A", "12:01", 0.0, 0.05, 900.0, "ERROR", "IGNORED_DUPLICATE"),
+        ("e1", "A", "12:01", 0.2, 0.001, 900.0, "OK", "IGNORED_DUPLICATE"),
+        ("e2", "A", "12:00", 0.4, 0.01, 200.0, "OK", "DEFERRED"),
+        ("e2", "A", "12:02", 0.8, 0.01, 400.0, "OK", "DEFERRED"),
+        ("e3", "B", "12:00", 0.5, 0.02, 300.0, "OK", "RECORDED_OFF_POLICY"),
+        ("e3", "B", "12:03", 0.0, 0.02, 900.0, "ERROR", "RECORDED_OFF_POLICY"),
+        ("e4", "A", "12:00", 0.1, 0.5, 900.0, "ERROR", "IGNORED_DUPLICATE"),
+        ("e4", "A", "12:00", 0.9, 0.03, 500.0, "OK", "LEARNED"),
+    ]
+    path = tmp_path / "duplicates.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(CREATE_TABLES)
+        for decision_id in ("e1", "e2", "e3", "e4"):
+            con.execute(
+                "INSERT INTO decisions (decision_id, time, tenant, model, eligible, "
+                "probabilities, probability, policy_version) "
+                "VALUES (?, ?, 'acme', 'A', ['A', 'B'], [0.5, 0.5], 0.5, 'v1')",
+                [decision_id, _at("11:00")],
+            )
+        for decision_id, model, hhmm, quality, cost, latency, status, disposition in rows:
+            con.execute(
+                "INSERT INTO feedback (decision_id, time, model, quality, cost_usd, latency_ms, "
+                "status, reward, disposition) VALUES (?, ?, ?, ?, ?, ?, ?, 0.0, ?)",
+                [decision_id, _at(hhmm), model, quality, cost, latency, status, disposition],
+            )
+    connection = open_log(path).connection
+    try:
+        summary = summarise(connection)
+        assert tuple(summary) == usage_report(connection).summary
+    finally:
+        connection.close()
+    # counted: e1 LEARNED, e2 both, e3 first, e4 LEARNED; latencies 100 200 300 400 500
+    assert _figures(_row(summary, None, None)) == pytest.approx(
+        (4, 5, 0.11, 0.72, 300.0, 480.0, 0.0)
+    )
+    assert _figures(_row(summary, "B", None)) == pytest.approx((1, 1, 0.02, 0.5, 300.0, 300.0, 0.0))
+
+
 def test_summary_for_one_tenant(con: duckdb.DuckDBPyConnection) -> None:
     """summarise(tenant=...) counts only that tenant's decisions."""
     rows = summarise(con, tenant="beta")

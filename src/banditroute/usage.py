@@ -7,11 +7,16 @@ Everything is computed in DuckDB over the ``decisions`` and ``feedback`` views (
   arrived (a fallback that served is credited, not the model first chosen), else the chosen
   ``decisions.model``; a decision whose feedback names two models (a failed call, then a
   fallback) counts as a call of each, and once in the totals;
-- ``calls``: distinct decisions; ``feedback``: feedback rows; ``spend_usd``: the sum of the
-  reported ``cost_usd`` (0 if none was reported); ``mean_quality``: the mean reported quality;
-  ``latency_p50_ms``/``latency_p95_ms``: ``quantile_cont`` of the reported latencies;
-  ``error_rate``: the share of feedback rows whose status is not ``OK``. Means, quantiles and
-  rates are ``None`` where there is nothing to average;
+- only feedback that counted is counted (:data:`~banditroute.store.schema.FEEDBACK_RANK`):
+  per decision and served model the first report, and every ``DEFERRED`` one (they all enter
+  the combined reward); a repeated report (``IGNORED_DUPLICATE``, a fallback reported twice)
+  adds nothing;
+- ``calls``: distinct decisions; ``feedback``: the feedback rows that counted; ``spend_usd``:
+  the sum of the reported ``cost_usd`` of each served model's first report (one call costs
+  once, as the tenant's budget is charged; 0 if none was reported); ``mean_quality``: the mean
+  reported quality; ``latency_p50_ms``/``latency_p95_ms``: ``quantile_cont`` of the reported
+  latencies; ``error_rate``: the share of those rows whose status is not ``OK``. Means,
+  quantiles and rates are ``None`` where there is nothing to average;
 - ``since``/``until`` select decisions by their time (``since <= time < until``); their
   feedback counts wherever it arrived; time buckets are UTC-aligned and keyed by the
   decision's time.
@@ -32,6 +37,7 @@ from typing import Any
 import duckdb
 
 from banditroute.errors import InvalidArgument
+from banditroute.store.schema import FEEDBACK_RANK
 
 __all__ = [
     "BUCKETS",
@@ -134,12 +140,16 @@ WITH d AS (
     WHERE (?::DOUBLE IS NULL OR time >= to_timestamp(?::DOUBLE))
       AND (?::DOUBLE IS NULL OR time < to_timestamp(?::DOUBLE))
       {tenant_filter}
+), f AS (
+    SELECT *, {rank} AS n
+    FROM feedback WHERE decision_id IN (SELECT decision_id FROM d)
 ), j AS (
     SELECT d.decision_id, d.tenant, coalesce(f.model, d.chosen) AS model,
            floor(epoch(d.time) / {width}) * {width} AS b,
            f.decision_id IS NOT NULL AS has_feedback,
-           f.quality, f.cost_usd, f.latency_ms, f.status
-    FROM d LEFT JOIN feedback f ON f.decision_id = d.decision_id
+           f.quality, CASE WHEN f.n = 1 THEN f.cost_usd END AS cost_usd, f.latency_ms, f.status
+    FROM d LEFT JOIN f ON f.decision_id = d.decision_id
+        AND (f.n = 1 OR f.disposition = 'DEFERRED')
 )
 SELECT {bucket_columns}, grouping(model) AS g_model, grouping(tenant) AS g_tenant,
        model, tenant,
@@ -173,6 +183,7 @@ def _query(
         sets=f"{_SUMMARY_SETS}, {_SERIES_SETS}" if series else _SUMMARY_SETS,
         bucket_columns=bucket_columns,
         width=width,
+        rank=FEEDBACK_RANK,
         tenant_filter="AND tenant = ?" if tenant is not None else "",
     )
     params: list[Any] = [_epoch(since), _epoch(since), _epoch(until), _epoch(until)]

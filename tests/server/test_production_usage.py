@@ -4,6 +4,7 @@ prints the same figures and draws them."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,37 @@ def test_get_stats_usage_matches_what_was_sent(
     future = Timestamp()
     future.FromSeconds(int(time.time()) + 3600)
     assert list(admin.stats(since=future).usage) == []
+
+
+def test_a_call_reported_three_times_counts_once_in_get_stats_and_report(
+    start_service: Callable[..., Service], api: Callable[..., Any], tmp_path: Path
+) -> None:
+    """One GPT-4 call reported three times (combine = first: the later two are
+    IGNORED_DUPLICATE) counts once: GetStats and ``report --json`` show one feedback, the first
+    report's cost, quality and status, not the sum of the costs and the mean of the three."""
+    service = start_service(CONFIG)
+    acme = api(service, ACME_KEY)
+    decision = acme.route(candidate_models=[GPT4])
+    for quality, cost, status in ((0.9, 0.05, OK), (0.1, 0.05, ERROR), (0.3, 0.001, OK)):
+        acme.feedback(
+            decision_id=decision.decision_id, quality=quality, cost_usd=cost, status=status
+        )
+    expected = (1, 1, pytest.approx(0.05), pytest.approx(0.9), 0.0)
+    (total,) = [u for u in acme.stats().usage if not u.model and u.tenant == "acme"]
+    figures = ("calls", "feedback_count", "spend_usd", "mean_quality", "error_rate")
+    assert tuple(getattr(total, name) for name in figures) == expected
+    service.stop()
+    out = tmp_path / "report.json"
+    command = [sys.executable, "-m", "banditroute.cli", "report",
+               "--log", str(service.settings.log.path), "--json", str(out)]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                         check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (row,) = [
+        s for s in json.loads(out.read_text())["summary"] if not s["model"] and not s["tenant"]
+    ]
+    figures = ("calls", "feedback", "spend_usd", "mean_quality", "error_rate")
+    assert tuple(row[name] for name in figures) == expected
 
 
 def test_get_stats_usage_starts_at_server_start_by_default(

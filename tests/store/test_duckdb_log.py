@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -171,6 +172,34 @@ def test_unsettled_returns_window_decisions_with_their_feedback(
     assert [d.decision_id for d, _ in result] == [at_edge.decision_id, fresh.decision_id]
     assert result[0] == (at_edge, [])
     assert result[1] == (fresh, [first, second])
+
+
+def test_tenant_spend_counts_each_served_call_once(
+    event_log: DuckDBLog, records: SimpleNamespace
+) -> None:
+    """A budget restored from the log is charged as the live budget was: each served model's
+    first report of a decision costs, repeated reports (IGNORED_DUPLICATE, a fallback reported
+    twice) cost nothing more, and only reports since the period start count."""
+    t0 = records.t0
+    event_log.append_decision(records.decision(0))
+    event_log.append_decision(records.decision(1, tenant="beta"))
+    first = dataclasses.replace(records.feedback("dec-00000"), cost_usd=0.05)
+    duplicate = dataclasses.replace(first, disposition="IGNORED_DUPLICATE")
+    fallback = dataclasses.replace(
+        first, model="model-a", cost_usd=0.02, disposition="RECORDED_OFF_POLICY"
+    )
+    for row in (
+        first,
+        dataclasses.replace(duplicate, time=t0 + 2.0),
+        dataclasses.replace(duplicate, time=t0 + 3.0, cost_usd=0.5),
+        dataclasses.replace(fallback, time=t0 + 4.0),
+        dataclasses.replace(fallback, time=t0 + 5.0),
+        dataclasses.replace(first, decision_id="dec-00001", cost_usd=1.0),
+    ):
+        event_log.append_feedback(row)
+    spend, decisions = event_log.tenant_spend("acme", t0)
+    assert (spend, decisions) == (pytest.approx(0.07), 1)
+    assert event_log.tenant_spend("acme", t0 + 1.5) == (pytest.approx(0.02), 1)
 
 
 def test_reopened_file_keeps_rows(db_path: Path, records: SimpleNamespace) -> None:

@@ -53,7 +53,7 @@ from banditroute.store.journal_rows import (
     sql_string,
 )
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
-from banditroute.store.schema import CREATE_TABLES
+from banditroute.store.schema import CREATE_TABLES, FEEDBACK_RANK
 
 log = structlog.get_logger(__name__)
 
@@ -188,14 +188,17 @@ class DuckDBLog:
         return self._con.cursor()
 
     def tenant_spend(self, tenant: str, since: float) -> tuple[float, int]:
-        """A tenant's reported spend (USD) and decisions with a cost since ``since``."""
+        """A tenant's reported spend (USD) and decisions with a cost since ``since``: as the
+        budget was charged, the cost of each served model's first report only (a repeated
+        report of one call costs nothing more)."""
         self.flush()
         cursor = self._con.cursor()
         try:
             row = cursor.execute(
-                """SELECT coalesce(sum(f.cost_usd), 0), count(DISTINCT f.decision_id)
-                   FROM feedback f JOIN decisions d USING (decision_id)
-                   WHERE d.tenant = ? AND f.time >= ? AND f.cost_usd IS NOT NULL""",
+                f"""SELECT coalesce(sum(f.cost_usd), 0), count(DISTINCT f.decision_id)
+                   FROM (SELECT *, {FEEDBACK_RANK} AS n FROM feedback) f
+                   JOIN decisions d USING (decision_id)
+                   WHERE d.tenant = ? AND f.n = 1 AND f.time >= ? AND f.cost_usd IS NOT NULL""",
                 [tenant, _ts(since)],
             ).fetchone()
         finally:

@@ -50,6 +50,14 @@ FEEDBACK_SCHEMA = pa.schema(
     ]
 )
 
+FEEDBACK_RANK = """row_number() OVER (PARTITION BY decision_id, model
+    ORDER BY time, disposition = 'IGNORED_DUPLICATE')"""
+"""A feedback row's rank among the reports naming the same served model for its decision
+(over the ``feedback`` columns alone): rank 1 is the report that counts as that model's call,
+whose cost the tenant's budget is charged, and, for the chosen model under ``combine =
+"first"``, the one learned. Later ones repeat the call (``IGNORED_DUPLICATE``, a second report
+of a fallback) unless they are ``DEFERRED``: those all enter the combined reward."""
+
 CREATE_TABLES = """
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id VARCHAR, time TIMESTAMPTZ, tenant VARCHAR, request_id VARCHAR,
