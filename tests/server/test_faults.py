@@ -37,7 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from banditroute.server.app import Service
 from banditroute.snapshots import MAGIC
-from banditroute.store import duckdb_log, journal
+from banditroute.store import journal
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
@@ -329,14 +329,11 @@ def test_full_disk_fails_feedback_cleanly_and_the_batch_lands_later(
     start_service: Callable[..., Service],
     api: Callable[..., Any],
     connect: Callable[[Service], grpc.Channel],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With the log's disk full, Feedback answers UNAVAILABLE promptly with a message saying
     it was not committed and to retry, Route keeps answering and health stays SERVING; once
     space is free again the retried batch (the decisions and the unacknowledged feedback)
     lands, Feedback is acknowledged again, and nothing was set aside."""
-    # Keep retrying however slow this machine is (the writer sets rows aside after 5 failures).
-    monkeypatch.setattr(duckdb_log, "MAX_WRITE_ATTEMPTS", 1_000)
     service = start_service(
         {"log": {"path": str(disk.path / "log.duckdb")}, "reward": {"window_s": 3600.0}}
     )

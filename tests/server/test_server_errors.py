@@ -16,6 +16,8 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 USER = pb.ChatMessage(role="user", content="hello there")
+LONG = "z" * 257
+"""One character over the default max_name_chars and max_request_id_chars (256)."""
 
 Fields = dict[str, Any] | Callable[[int], dict[str, Any]]
 """Request fields, or a function of the service's prompt limit that returns them."""
@@ -41,6 +43,40 @@ ROUTE_ERRORS: list[tuple[str, Fields, str]] = [
     ),
     ("empty chat", {"messages": [pb.ChatMessage(role="user", content="")]}, "messages"),
     ("turn without role", {"messages": [pb.ChatMessage(content="hi")]}, "messages[0].role"),
+    # Sizes past the [server] limits (issue 12): the default limits are 256 for names.
+    ("too many tags", {"prompt": "hi", "tags": {f"k{i}": "v" for i in range(65)}}, "tags"),
+    ("long tag key", {"prompt": "hi", "tags": {"k" * 129: "v"}}, "tags"),
+    ("long tag value", {"prompt": "hi", "tags": {"note": "v" * 1025}}, "tags"),
+    ("too many turns", {"messages": [USER] * 1001}, "messages"),
+    (
+        "long role",
+        {"messages": [USER, pb.ChatMessage(role=LONG, content="hi")]},
+        "messages[1].role",
+    ),
+    ("long request_id", {"prompt": "hi", "request_id": LONG}, "request_id"),
+    ("long objective", {"prompt": "hi", "objective": LONG}, "objective"),
+    (
+        "long data_classification",
+        {"prompt": "hi", "data_classification": LONG},
+        "data_classification",
+    ),
+    (
+        "long candidate",
+        {"prompt": "hi", "candidate_models": ["claude-v1", LONG]},
+        "candidate_models[1]",
+    ),
+    ("long excluded", {"prompt": "hi", "excluded_models": [LONG]}, "excluded_models[0]"),
+    (
+        "long capability",
+        {"prompt": "hi", "required_capabilities": [LONG]},
+        "required_capabilities[0]",
+    ),
+    (
+        "many capabilities",
+        {"prompt": "hi", "required_capabilities": ["code"] * 1001},
+        "required_capabilities",
+    ),
+    ("many excluded", {"prompt": "hi", "excluded_models": ["claude-v1"] * 1001}, "excluded_models"),
 ]
 
 FEEDBACK_ERRORS: list[tuple[str, dict[str, Any], str]] = [

@@ -14,9 +14,10 @@ from typing import Any
 import duckdb
 import pytest
 from store_helpers import count_rows
+from structlog.testing import capture_logs
 
 from banditroute.audit import AuditChain, open_audit_log, verify
-from banditroute.store import duckdb_log, journal
+from banditroute.store import journal
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.journal import Journal, list_segments, trim_torn_tail
 from banditroute.store.journal_rows import (
@@ -162,26 +163,46 @@ def test_a_start_moves_leftover_segments_in_once(tmp_path: Path, records: Simple
     assert list_segments(journal_dir) == []
 
 
-def test_a_segment_that_cannot_be_read_is_set_aside(
-    tmp_path: Path, records: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A segment DuckDB keeps rejecting (not for lack of disk) is moved to PATH.rejected/
-    after MAX_WRITE_ATTEMPTS tries, and later rows still go in."""
-    monkeypatch.setattr(duckdb_log, "MAX_WRITE_ATTEMPTS", 2)
+def test_a_row_duckdb_refuses_is_set_aside_alone(tmp_path: Path, records: SimpleNamespace) -> None:
+    """A segment holding rows DuckDB refuses (a time that is text, a list that is not one)
+    among two tenants' decisions, feedback and audit rows goes in at the first attempt without
+    them: every other row is in the database, only the refused lines are under
+    PATH.rejected/, and the log line names their line numbers but none of their content."""
     path = tmp_path / "log.duckdb"
-    log = DuckDBLog(path, flush_interval_s=0.01)
+    log = DuckDBLog(path, flush_interval_s=0.01, ingest_interval_s=3600.0)  # one segment
+    chain = AuditChain(sink=log.append_audit)
+    bad_time = b'{"k":"d","decision_id":"secret-one","time":"not a number"}\n'
+    bad_list = b'{"k":"d","decision_id":"secret-two","time":1,"probabilities":"oops"}\n'
     try:
-        log._journal.append(b'{"k":"d","time":"not a number"}\n')
-        with pytest.raises(duckdb.Error):
+        with capture_logs() as logged:
+            for index in range(10):
+                decision = records.decision(index, tenant="acme" if index % 2 else "globex")
+                log.append_decision(decision)
+                chain.append(kind="decision", tenant=decision.tenant, time=decision.time,
+                             decision_id=decision.decision_id, policy_version="v",
+                             feature_hash="h", eligible=["m"])  # fmt: skip
+                if index == 3:
+                    log._journal.append(bad_time)
+                if index == 7:
+                    log._journal.append(bad_list)
+                log.append_feedback(records.feedback(decision.decision_id)).wait()
             log.flush()
-        log.append_decision(records.decision(3))
-        log.flush()
-        rejected = list(log.rejected_dir.iterdir())
-        assert len(rejected) == 1
-        assert b"not a number" in rejected[0].read_bytes()
-        assert count_rows(path, "decisions") == 1
+        assert count_rows(path, "decisions") == 10
+        assert count_rows(path, "feedback") == 10
+        assert count_rows(path, "audit") == 10
+        (rejected,) = log.rejected_dir.iterdir()
+        assert rejected.read_bytes() == bad_time + bad_list
+        (event,) = [e for e in logged if e["event"] == "log_rows_set_aside"]
+        assert (event["rows"], event["kept"], event["lines"]) == (2, 30, [12, 25])
+        assert "secret" not in repr(logged)
+        assert "not a number" not in repr(logged)
     finally:
         log.close()
+    source = open_audit_log(path)
+    try:
+        assert verify(source.connection).ok
+    finally:
+        source.connection.close()
 
 
 def test_a_leftover_segment_that_cannot_be_read_does_not_stop_every_start(
@@ -225,13 +246,13 @@ def test_a_full_disk_at_commit_is_retried_not_set_aside(
     tmp_path: Path, records: SimpleNamespace
 ) -> None:
     """A commit failing for want of disk (DuckDB raises TransactionException there) is
-    retried past MAX_WRITE_ATTEMPTS: the rows land once the disk is back, none set aside."""
+    retried as often as it fails: the rows land once the disk is back, none set aside."""
     log = DuckDBLog(tmp_path / "log.duckdb", flush_interval_s=0.01)
     full = duckdb.TransactionException("Failed to commit: No space left on device")
-    log._con = _FailingIngest(log._con, full, duckdb_log.MAX_WRITE_ATTEMPTS + 3)  # type: ignore[assignment]
+    log._con = _FailingIngest(log._con, full, 8)  # type: ignore[assignment]
     try:
         log.append_decision(records.decision(1))
-        for _ in range(duckdb_log.MAX_WRITE_ATTEMPTS + 3):
+        for _ in range(8):
             with pytest.raises(duckdb.TransactionException):
                 log.flush()
         log.flush()
@@ -241,12 +262,9 @@ def test_a_full_disk_at_commit_is_retried_not_set_aside(
         log.close()
 
 
-def test_set_aside_segments_keep_their_own_names_across_restarts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_set_aside_segments_keep_their_own_names_across_restarts(tmp_path: Path) -> None:
     """A set-aside segment advances the ingested mark, so the next start numbers past it, and
     two set-aside segments never overwrite each other."""
-    monkeypatch.setattr(duckdb_log, "MAX_WRITE_ATTEMPTS", 1)
     path = tmp_path / "log.duckdb"
     for bad in (b'{"k":"d","time":"first"}\n', b'{"k":"d","time":"second"}\n'):
         log = DuckDBLog(path, flush_interval_s=60.0)

@@ -215,6 +215,9 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         maximum_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Both the soft limit and the hard one: a call whose headers are larger fails.
+            ("grpc.max_metadata_size", settings.server.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", settings.server.max_metadata_bytes),
             ("grpc.so_reuseport", 0 if worker is None else 1),
         ],
     )

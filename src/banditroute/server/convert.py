@@ -2,17 +2,23 @@
 
 Proto3 scalars cannot say "absent", so optional fields (quality, cost, latency, tokens) are
 declared ``optional`` in the proto and read with HasField. Enum values the domain does not
-know (a newer client) are rejected with INVALID_ARGUMENT naming the field.
+know (a newer client) are rejected with INVALID_ARGUMENT naming the field. Every string and
+list a client sends is bounded here by the ``[server]`` limits (a size the core does not
+check itself), before it reaches the router, the log or an error message; a rejection says
+how big the field was, never what it held.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from banditroute.budgets import BudgetStatus
 from banditroute.catalog import ModelSpec
+from banditroute.config import ServerSettings
 from banditroute.decisions import (
     Decision,
     Disposition,
@@ -26,9 +32,6 @@ from banditroute.health import ModelHealth
 from banditroute.outcomes import OutcomeStatus
 from banditroute.usage import ModelTenantStats
 from banditroute.v1 import router_pb2 as pb
-
-MAX_LISTED = 1000
-"""Longest list of names a request field may carry."""
 
 _STATUS_FROM_PROTO: dict[int, OutcomeStatus] = {
     pb.OUTCOME_STATUS_UNSPECIFIED: OutcomeStatus.OK,
@@ -57,13 +60,68 @@ def _timestamp(seconds: float) -> Timestamp:
     return _set_time(Timestamp(), seconds)
 
 
-def route_query(request: pb.RouteRequest, *, tenant: str = "default") -> RouteQuery:
-    """RouteRequest -> RouteQuery."""
-    if len(request.required_capabilities) > MAX_LISTED:
+def check_chars(field: str, value: str, limit: int) -> None:
+    """INVALID_ARGUMENT naming ``field`` (``messages[2].role``; its ``field`` attribute without
+    the index) if ``value`` is longer than ``limit`` characters."""
+    if len(value) > limit:
         raise InvalidArgument(
-            f"required_capabilities: at most {MAX_LISTED} may be listed",
-            field="required_capabilities",
+            f"{field}: {len(value)} characters, limit is {limit}",
+            field=re.sub(r"\[\d+\]", "", field),
         )
+
+
+def _check_names(field: str, names: Sequence[str], limits: ServerSettings) -> None:
+    """A list of names: at most ``max_listed`` of them, each at most ``max_name_chars``."""
+    if len(names) > limits.max_listed:
+        raise InvalidArgument(
+            f"{field}: {len(names)} listed, at most {limits.max_listed} may be", field=field
+        )
+    for index, name in enumerate(names):
+        check_chars(f"{field}[{index}]", name, limits.max_name_chars)
+
+
+def _check_tags(tags: Mapping[str, str], limits: ServerSettings) -> None:
+    """At most ``max_tags`` tags, keys and values within their lengths (neither echoed)."""
+    if len(tags) > limits.max_tags:
+        raise InvalidArgument(
+            f"tags: {len(tags)} tags, at most {limits.max_tags} may be given", field="tags"
+        )
+    for key, value in tags.items():
+        if len(key) > limits.max_tag_key_chars:
+            raise InvalidArgument(
+                f"tags: a key of {len(key)} characters, limit is {limits.max_tag_key_chars}",
+                field="tags",
+            )
+        if len(value) > limits.max_tag_value_chars:
+            raise InvalidArgument(
+                f"tags: a value of {len(value)} characters, limit is {limits.max_tag_value_chars}",
+                field="tags",
+            )
+
+
+def check_route(request: pb.RouteRequest, limits: ServerSettings) -> None:
+    """Bound every string and list of a RouteRequest (the prompt's size is the router's)."""
+    if len(request.messages) > limits.max_messages:
+        raise InvalidArgument(
+            f"messages: {len(request.messages)} turns, at most {limits.max_messages} may be",
+            field="messages",
+        )
+    for index, turn in enumerate(request.messages):
+        check_chars(f"messages[{index}].role", turn.role, limits.max_name_chars)
+    check_chars("request_id", request.request_id, limits.max_request_id_chars)
+    check_chars("objective", request.objective, limits.max_name_chars)
+    check_chars("data_classification", request.data_classification, limits.max_name_chars)
+    _check_names("candidate_models", request.candidate_models, limits)
+    _check_names("excluded_models", request.excluded_models, limits)
+    _check_names("required_capabilities", request.required_capabilities, limits)
+    _check_tags(request.tags, limits)
+
+
+def route_query(
+    request: pb.RouteRequest, *, limits: ServerSettings, tenant: str = "default"
+) -> RouteQuery:
+    """RouteRequest -> RouteQuery, once :func:`check_route` found it within ``limits``."""
+    check_route(request, limits)
     return RouteQuery(
         prompt=request.prompt,
         messages=tuple(ChatTurn(m.role, m.content) for m in request.messages),
@@ -113,8 +171,12 @@ def route_response(decision: Decision) -> pb.RouteResponse:
     return response
 
 
-def feedback_report(request: pb.FeedbackRequest, *, tenant: str = "default") -> FeedbackReport:
-    """FeedbackRequest -> FeedbackReport (range checks happen in the domain)."""
+def feedback_report(
+    request: pb.FeedbackRequest, *, limits: ServerSettings, tenant: str = "default"
+) -> FeedbackReport:
+    """FeedbackRequest -> FeedbackReport (range checks happen in the domain; sizes here)."""
+    check_chars("decision_id", request.decision_id, limits.max_name_chars)
+    check_chars("model", request.model, limits.max_name_chars)
     status = _STATUS_FROM_PROTO.get(request.status)
     if status is None:
         raise InvalidArgument(f"status: unknown value {request.status}", field="status")

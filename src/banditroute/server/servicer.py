@@ -180,6 +180,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         peers: WorkerPeers | None = None,
     ) -> None:
         self.router = router
+        self._limits = router.settings.server
         self._peers = peers
         self._stats_reader = stats_reader
         self.started_at = time.time()  # GetStats' default since: "since the server started"
@@ -193,7 +194,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
     def Route(self, request: pb.RouteRequest, context: grpc.ServicerContext) -> pb.RouteResponse:  # noqa: N802
         def work() -> pb.RouteResponse:
             tenant = current_principal().tenant.name
-            query = convert.route_query(request, tenant=tenant)
+            query = convert.route_query(request, limits=self._limits, tenant=tenant)
             return convert.route_response(self.router.route(query))
 
         return _call(context, "Route", work)
@@ -208,7 +209,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
 
         def work() -> pb.FeedbackResponse:
             tenant = current_principal().tenant.name
-            report = convert.feedback_report(request, tenant=tenant)
+            report = convert.feedback_report(request, limits=self._limits, tenant=tenant)
             return convert.feedback_response(self.router.feedback(report))
 
         return _call(context, "Feedback", work)
@@ -255,6 +256,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
 
         def work() -> pb.GetStatsResponse:
             principal = current_principal()
+            convert.check_chars("tenant", request.tenant, self._limits.max_name_chars)
             if request.tenant and not principal.admin and request.tenant != principal.tenant.name:
                 raise PermissionDenied(
                     "tenant: only an admin key may read another tenant's figures", field="tenant"
@@ -293,6 +295,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
 
         def work() -> pb.ResetModelHealthResponse:
             current_principal().require_admin("ResetModelHealth")
+            convert.check_chars("model", request.model, self._limits.max_name_chars)
             model = self.router.catalog.get(request.model, field="model").id
             peers = self._fan_out(context)
             calls = [] if peers is None else peers.ask("ResetModelHealth", request, context)

@@ -14,8 +14,10 @@ What a crash can lose: kill -9 loses only rows still buffered (Route's decisions
 settlements of the last ``flush_interval_s``); an acknowledged feedback is in the journal and
 is moved in by the next start. A power cut can also lose what the operating system had not
 written back, unless ``fsync`` is set. If a segment cannot be moved in (disk full), it stays
-in the journal and is retried; one that keeps failing for another reason is set aside under
-``PATH.rejected/`` (with the error in the server log), never dropped.
+in the journal and is retried. One DuckDB refuses for its content (a row it cannot parse or
+convert) goes in without the rows it refuses: those alone are set aside under
+``PATH.rejected/`` (the server log names the segment and the rows' line numbers, never their
+content), so one bad row never costs the other rows, or other tenants, anything.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from banditroute.store.journal_rows import (
     ingest_sql,
     ingested_upto,
     mark_sql,
+    probe_sql,
     settlement_line,
     sql_string,
 )
@@ -57,12 +60,13 @@ from banditroute.store.schema import CREATE_TABLES, FEEDBACK_RANK
 
 log = structlog.get_logger(__name__)
 
-MAX_WRITE_ATTEMPTS = 5
-"""A segment whose rows DuckDB fails to parse or convert this many times is set aside."""
-
 BAD_DATA_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException)
 """What a segment with malformed rows raises (a full disk raises IOException or, at commit,
-TransactionException: those are retried, never set aside)."""
+TransactionException: those are retried, never set aside). Their messages may quote a row,
+so only their class is logged."""
+
+LOGGED_LINE_NUMBERS = 20
+"""At most this many line numbers of set-aside rows are named in one log line."""
 
 EXPORTED_TABLES = ("decisions", "feedback", "settlements", "audit")
 
@@ -122,15 +126,10 @@ class DuckDBLog:
         self._con.execute(CREATE_TABLES + CREATE_AUDIT_TABLE + CREATE_JOURNAL_TABLE)
         self._export_marks = self._read_export_marks()
         self._failures = 0
-        self._bad_attempts = 0
         self.last_error: BaseException | None = None
         self.dropped_rows = 0
         done = ingested_upto(self._con)
         self._pending = self._recover(done)
-        # A previous run's segment that DuckDB rejects is set aside at once: each start makes
-        # at most a couple of attempts, so waiting for MAX_WRITE_ATTEMPTS would fail every
-        # start's first flush, for good.
-        self._leftovers = set(self._pending)
         self._journal = Journal(self.journal_dir, fsync=fsync, after=done)
         self._waiters: list[Commit] = []
         self._waiters_lock = threading.Lock()
@@ -324,8 +323,8 @@ class DuckDBLog:
         """Close the journal's segment, move every closed segment in, export when due.
 
         A segment that fails for want of disk (or any other reason the database gives) is
-        retried for as long as it takes; only one whose rows DuckDB cannot parse or convert
-        (bad data, not a bad disk) is set aside after MAX_WRITE_ATTEMPTS tries.
+        retried for as long as it takes; one DuckDB refuses for its content goes in without
+        the rows it refuses (:meth:`_salvage`).
         """
         self._unflushed = 0
         error: BaseException | None = None
@@ -341,20 +340,16 @@ class DuckDBLog:
         while self._pending:
             segment = self._pending[0]
             try:
-                self._ingest(segment)
-            except duckdb.Error as exc:
-                with contextlib.suppress(duckdb.Error):
-                    self._con.execute("ROLLBACK")
+                try:
+                    self._ingest(segment)
+                except BAD_DATA_ERRORS:
+                    self._rollback()
+                    self._salvage(segment)
+            except (duckdb.Error, OSError) as exc:
+                self._rollback()
                 self._failed(exc, where=str(segment))
-                if not isinstance(exc, BAD_DATA_ERRORS):
-                    return exc
-                self._bad_attempts += 1
-                retry = self._bad_attempts < MAX_WRITE_ATTEMPTS and segment not in self._leftovers
-                if retry or not self._set_aside(segment):
-                    return exc
-                continue
+                return exc
             self._pending.pop(0)
-            self._bad_attempts = 0
             with contextlib.suppress(FileNotFoundError):
                 segment.unlink()
         if error is not None:
@@ -368,26 +363,84 @@ class DuckDBLog:
     def _failed(self, error: BaseException, *, where: str) -> None:
         self.last_error = error
         self._failures += 1
-        log.error("log_write_failed", path=where, error=str(error), attempt=self._failures)
+        # A refused row's error quotes it: name the error's class only.
+        said = type(error).__name__ if isinstance(error, BAD_DATA_ERRORS) else str(error)
+        log.error("log_write_failed", path=where, error=said, attempt=self._failures)
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self._con.execute("ROLLBACK")
 
     def _ingest(self, segment: Path) -> None:
         """Insert one segment's rows and advance the ingested mark, in one transaction."""
         self._con.execute(ingest_sql(str(segment), segment_number(segment)))
 
-    def _set_aside(self, segment: Path) -> bool:
-        """Move a segment DuckDB keeps rejecting to ``PATH.rejected/`` (under a name no
-        later segment can take) and advance the ingested mark past it; True if moved."""
-        target = self.rejected_dir / f"{segment.stem}-{time.time_ns()}{segment.suffix}"
+    def _salvage(self, segment: Path) -> None:
+        """Move in a segment DuckDB refused, without the lines it refuses.
+
+        Those lines are found by halving (:meth:`_refused`) and written to ``PATH.rejected/``
+        under a name no other segment's can take; the others go in with the ingested mark in
+        one transaction, as a whole segment would. Raises (and changes nothing in the
+        database) if the disk or the database fails meanwhile: the segment is retried.
+        """
+        data = segment.read_bytes()
+        lines = [line + b"\n" for line in data.split(b"\n")]
+        lines[-1] = lines[-1][:-1]  # what followed the last newline: nothing, in a segment
+        if not lines[-1]:
+            lines.pop()
+        part = segment.with_name(f".{segment.stem}.part")
         try:
-            self.rejected_dir.mkdir(exist_ok=True)
-            os.replace(segment, target)
-        except OSError:
+            refused = self._refused(lines, part)
+            out = set(refused)
+            kept = [line for index, line in enumerate(lines) if index not in out]
+            target = self.rejected_dir / f"{segment.stem}-{time.time_ns()}{segment.suffix}"
+            if refused:
+                self.rejected_dir.mkdir(exist_ok=True)
+                target.write_bytes(b"".join(lines[index] for index in refused))
+            if kept:
+                part.write_bytes(b"".join(kept))
+                self._con.execute(ingest_sql(str(part), segment_number(segment)))
+            else:
+                self._con.execute(mark_sql(segment_number(segment)))
+        finally:
+            part.unlink(missing_ok=True)
+        log.error(
+            "log_rows_set_aside", segment=segment_number(segment), rows=len(refused),
+            kept=len(kept), lines=[index + 1 for index in refused[:LOGGED_LINE_NUMBERS]],
+            bytes=sum(len(lines[index]) for index in refused),
+            path=str(target) if refused else None,
+        )  # fmt: skip
+
+    def _refused(self, lines: list[bytes], part: Path) -> list[int]:
+        """The indices of the ``lines`` DuckDB refuses, found by halving: the whole segment
+        failed, and each half of a failing group is tried on its own (:meth:`_goes_in`) until
+        the refused lines stand alone. Should a group fail while both its halves go in (rows
+        refused only together), the group is refused, so a segment never fails for good."""
+        refused: list[int] = []
+        failing = [(0, len(lines))]
+        while failing:
+            start, end = failing.pop()
+            if end - start <= 1:
+                refused.extend(range(start, end))
+                continue
+            middle = (start + end) // 2
+            halves = [
+                h for h in ((middle, end), (start, middle)) if not self._goes_in(lines, h, part)
+            ]
+            failing.extend(halves)
+            if not halves:
+                refused.extend(range(start, end))
+        return sorted(refused)
+
+    def _goes_in(self, lines: list[bytes], group: tuple[int, int], part: Path) -> bool:
+        """Whether the lines ``group`` (start, end) would go in: written to ``part`` and
+        inserted in a transaction rolled back. Errors other than refused content propagate."""
+        part.write_bytes(b"".join(lines[group[0] : group[1]]))
+        try:
+            self._con.execute(probe_sql(str(part)))
+        except BAD_DATA_ERRORS:
+            self._rollback()
             return False
-        self._pending.pop(0)
-        self._bad_attempts = 0
-        with contextlib.suppress(duckdb.Error):
-            self._con.execute(mark_sql(segment_number(segment)))
-        log.error("log_segment_set_aside", path=str(target), error=str(self.last_error))
         return True
 
     # -- start-up ----------------------------------------------------------------------------

@@ -154,21 +154,31 @@ def mark_sql(number: int) -> str:
     return f"BEGIN TRANSACTION; {_mark(number)} COMMIT;"
 
 
-def ingest_sql(segment: str, number: int) -> str:
-    """One transaction that inserts every row of the segment file at ``segment`` into its
-    table and moves the ingested mark to its ``number`` (so a restart never inserts it
-    twice: segments go in strictly in order)."""
+def _inserts(segment: str) -> str:
+    """Statements that insert every row of the segment file at ``segment`` into its table."""
     inserts = "\n".join(
         f"INSERT INTO {table} {_select(table, 'segment')}"
         + (" ORDER BY seq;" if table == "audit" else ";")
         for table in _COLUMNS_OF
     )
-    return f"""BEGIN TRANSACTION;
-CREATE OR REPLACE TEMP TABLE segment AS SELECT * FROM {_read_json(sql_string(segment))};
-{inserts}
-{_mark(number)}
-DROP TABLE segment;
-COMMIT;"""
+    source = _read_json(sql_string(segment))
+    return (
+        f"CREATE OR REPLACE TEMP TABLE segment AS SELECT * FROM {source};\n"
+        f"{inserts}\nDROP TABLE segment;"
+    )
+
+
+def ingest_sql(segment: str, number: int) -> str:
+    """One transaction that inserts every row of the segment file at ``segment`` into its
+    table and moves the ingested mark to its ``number`` (so a restart never inserts it
+    twice: segments go in strictly in order)."""
+    return f"BEGIN TRANSACTION;\n{_inserts(segment)}\n{_mark(number)}\nCOMMIT;"
+
+
+def probe_sql(segment: str) -> str:
+    """The inserts of :func:`ingest_sql` in a transaction rolled back: fails exactly when
+    ingesting the file at ``segment`` would, and changes nothing."""
+    return f"BEGIN TRANSACTION;\n{_inserts(segment)}\nROLLBACK;"
 
 
 def journal_selects(segments: Sequence[str], tables: Iterable[str]) -> dict[str, str]:
