@@ -241,6 +241,14 @@ def test_bad_bucket_and_range_rejected(con: duckdb.DuckDBPyConnection) -> None:
         usage_report(con, since=_at("12:00"), until=_at("11:00"))
 
 
+@pytest.mark.parametrize("since", [253402300800.0, -62135596801.0, 1e300])
+def test_a_time_no_datetime_holds_is_rejected(con: duckdb.DuckDBPyConnection, since: float) -> None:
+    """Epoch seconds outside years 1..9999 (Timestamp's last nanosecond rounds up to year
+    10000 as a float) raise InvalidArgument naming since, not a ValueError."""
+    with pytest.raises(InvalidArgument, match=r"^since: "):
+        summarise(con, since=since)
+
+
 def test_empty_log(tmp_path: Path) -> None:
     """A log with no decisions gives an empty report that formats, serialises and plots."""
     path = tmp_path / "empty.duckdb"

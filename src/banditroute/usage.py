@@ -128,7 +128,14 @@ def _as_datetime(value: TimeArg, arg: str) -> datetime | None:
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if not math.isfinite(value):
         raise InvalidArgument(f"{arg}: must be a finite time, got {value!r}", field=arg)
-    return datetime.fromtimestamp(value, tz=UTC)
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        # Seconds as a float round the last nanosecond of 9999 (Timestamp's largest value)
+        # up to year 10000, which a datetime cannot hold.
+        raise InvalidArgument(
+            f"{arg}: {value!r} seconds is outside 0001-01-01..9999-12-31 (UTC)", field=arg
+        ) from None
 
 
 _SUMMARY_SETS = "(model, tenant), (model), (tenant), ()"

@@ -212,10 +212,18 @@ def test_report_cli_prints_models_and_writes_a_png(
 def test_get_stats_rejects_a_bad_since(
     start_service: Callable[..., Service], api: Callable[..., Any]
 ) -> None:
-    """A since timestamp outside the representable range is INVALID_ARGUMENT naming since
-    (not an internal error)."""
+    """A since timestamp outside the representable range, or at Timestamp's very end (year
+    9999's last nanosecond, whose seconds round up to year 10000), is INVALID_ARGUMENT naming
+    since (not an internal error); the earliest Timestamp is accepted."""
     client = api(start_service(CONFIG), ADMIN_KEY)
     request = pb.GetStatsRequest()
     request.since.seconds = 10**12
     details = client.fails("GetStats", request, grpc.StatusCode.INVALID_ARGUMENT)
     assert details.startswith("since")
+    # Timestamp's largest value, whose float seconds round up to year 10000
+    request.since.seconds, request.since.nanos = 253402300799, 999999999
+    details = client.fails("GetStats", request, grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith("since: ")
+    request.since.seconds, request.since.nanos = -62135596800, 0  # its smallest: valid
+    client.route()
+    assert [u.calls for u in client.stats(since=request.since).usage if not u.model] == [1, 1]
