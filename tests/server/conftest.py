@@ -26,7 +26,7 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 SMALL_PROMPT_LIMIT = 2000
 """server.max_prompt_chars of the default ``service`` fixture: small, so the limit is testable."""
-CALL_TIMEOUT_S = 10.0
+CALL_TIMEOUT_S = 30.0
 """Deadline of every RPC the tests make."""
 
 

@@ -47,7 +47,7 @@ def test_health_after_stop_is_not_serving(service: Service, channel: grpc.Channe
     service.stop()
     outcome: object
     try:
-        outcome = stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        outcome = stub.Check(health_pb2.HealthCheckRequest(), timeout=30).status
     except grpc.RpcError as error:
         outcome = error.code() if isinstance(error, grpc.Call) else error
     assert outcome in (NOT_SERVING, grpc.StatusCode.UNAVAILABLE)

@@ -17,7 +17,7 @@ from fault_helpers import ServerLauncher, ServerProcess
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
-CALL_TIMEOUT_S = 10.0
+CALL_TIMEOUT_S = 30.0
 FAVOURED = "mistralai/mixtral-8x7b-chat"
 PROMPTS = (
     "Write a Python function that reverses a string.",

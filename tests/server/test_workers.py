@@ -15,7 +15,7 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 40.0
-CALL_TIMEOUT_S = 15.0
+CALL_TIMEOUT_S = 30.0
 FAVOURED = "mistralai/mixtral-8x7b-chat"
 
 
@@ -80,7 +80,7 @@ def _exercise(server: ServerProcess) -> None:
             learned += ack.disposition == pb.FEEDBACK_DISPOSITION_LEARNED
             route_channel.close()
             feedback_channel.close()
-        deadline = time.monotonic() + 20.0
+        deadline = time.monotonic() + 120.0  # catches a hang only
         while "models_merged" not in server.log_text():
             assert time.monotonic() < deadline, "no merge round ran"
             time.sleep(0.2)
@@ -142,7 +142,7 @@ def test_failures_one_worker_sees_open_the_breaker_in_the_other(tmp_path: Path) 
                     timeout=CALL_TIMEOUT_S,
                 )  # fmt: skip
                 channel.close()
-            deadline = time.monotonic() + 20.0
+            deadline = time.monotonic() + 120.0  # catches a hang only
             while True:
                 decision, channel, _ = _route_from(server.address, "01", "Is it open yet?")
                 channel.close()
