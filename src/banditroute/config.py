@@ -436,6 +436,15 @@ def load_settings(path: Path | None = None) -> Settings:
         data = tomllib.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--config: no such file {str(path)!r}", field="config") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(
+            f"--config: cannot read {str(path)!r}: {exc.strerror or exc}", field="config"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--config: {str(path)!r} is not UTF-8 text (byte {exc.start} is not valid UTF-8)",
+            field="config",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config: {path} is not valid TOML: {exc}", field="config") from exc
     return settings_from_mapping(data, source=str(path))

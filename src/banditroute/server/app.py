@@ -237,14 +237,19 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
             if settings.tls.enabled
             else server.add_insecure_port(address)
         )
-    except (ConfigError, RuntimeError):
+    except ConfigError:
         event_log.close()
         raise
-    if worker is not None:
-        server.add_insecure_port(f"unix:{worker.socket(worker.index)}")
+    except RuntimeError:  # grpc's "Failed to bind": the address is taken or not local
+        port = 0
     if port == 0:
         event_log.close()
-        raise OSError(f"cannot listen on {settings.server.host}:{settings.server.port}")
+        raise ConfigError(
+            f"server.port: cannot listen on {address} (in use, or not an address of this host)",
+            field="server.port",
+        )
+    if worker is not None:
+        server.add_insecure_port(f"unix:{worker.socket(worker.index)}")
     return Service(
         settings, router, event_log, server, health_servicer, port, restored_snapshot,
         restored_pending, writes_snapshots=worker is None or worker.index == 0,

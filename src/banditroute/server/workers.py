@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from banditroute.config import Settings
+from banditroute.errors import BanditrouteError, ConfigError
 from banditroute.health import SharedOutcome
 from banditroute.logs import configure_logging
 from banditroute.policies.sharing import SharedLearning, SharedUpdate
@@ -55,7 +56,11 @@ def _worker_main(
     configure_logging(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    service = build_service(settings, identity)
+    try:
+        service = build_service(settings, identity)
+    except BanditrouteError as error:  # a start-up failure the supervisor reports in one line
+        conn.send(("failed", error.message))
+        return
     health = service.router.health
     health.share_outcomes()
     service.start()
@@ -118,9 +123,12 @@ class Supervisor:
         for index, (_, conn) in enumerate(self._workers):
             if not conn.poll(READY_TIMEOUT_S):
                 raise RuntimeError(f"worker {index} did not start within {READY_TIMEOUT_S:g}s")
-            message = conn.recv()
+            try:
+                message = conn.recv()
+            except EOFError:
+                message = ("failed", "it exited before it was ready (see its log above)")
             if message[0] != "ready":
-                raise RuntimeError(f"worker {index} failed to start: {message!r}")
+                raise ConfigError(f"worker {index}: {message[1]}", field="server.workers")
 
     def merge_round(self) -> bool:
         """One round: collect every worker's new learning updates, budget spend and model
@@ -173,7 +181,11 @@ def serve_workers(settings: Settings, log_level: str = "info") -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    supervisor.start()
+    try:
+        supervisor.start()
+    except (ConfigError, RuntimeError):
+        supervisor.stop()  # the workers that did start
+        raise
     logs = [str(worker_log_path(settings.log.path, i)) for i in range(settings.server.workers)]
     log.info(
         "listening",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import fields
@@ -35,6 +36,7 @@ import duckdb
 import structlog
 
 from banditroute.audit import CREATE_AUDIT_TABLE, AuditRecord, read_head
+from banditroute.errors import ConfigError
 from banditroute.store.base import Commit
 from banditroute.store.journal import (
     Journal,
@@ -88,6 +90,25 @@ def _exported_end(folder: Path, first: int) -> int | None:
     return None
 
 
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """Open (or create) the database file; ConfigError naming the file and the cause in one
+    line when it cannot be (another server holds its lock, it is not a DuckDB file, a
+    directory is in the way, no permission), instead of a traceback at start-up."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(str(path))
+    except OSError as exc:
+        cause = exc.strerror or str(exc)
+    except duckdb.Error as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        pid = re.search(r"Could not set lock on file.*\(PID (\d+)\)", text)
+        if pid is not None:
+            cause = f"another process (PID {pid.group(1)}) holds it (a server already running?)"
+        else:
+            cause = text.removeprefix("IO Error: ").split(" See also")[0]
+    raise ConfigError(f"log.path: cannot open {str(path)!r}: {cause}", field="log.path")
+
+
 class DuckDBLog:
     """Event log in one DuckDB file, fed through a journal by a background thread."""
 
@@ -114,10 +135,9 @@ class DuckDBLog:
         self._ingest_interval_s = ingest_interval_s
         self._batch_size = batch_size
         self._sync_feedback = sync_feedback
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = _connect(path)
         # DuckDB caches database pages up to its memory limit (80% of RAM by default), which
         # would let a long-running server's resident memory grow with the log: bound it.
-        self._con = duckdb.connect(str(path))
         self._con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         self._con.execute("SET TimeZone = 'UTC'")
         # Moving rows in is background work: one DuckDB thread, leaving the other cores to
