@@ -24,7 +24,7 @@ from banditroute.features import ChatTurn, PromptFeatures, prompt_hash
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
 from banditroute.policies.linucb import LinUCBPolicy
-from banditroute.router import Router, sample_index
+from banditroute.router import DecisionIds, Router, decision_owner, sample_index
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.memory import MemoryLog
 from banditroute.tenancy import hash_key
@@ -306,6 +306,22 @@ def test_sample_index_is_reproducible_and_depends_on_id_and_seed() -> None:
     assert set(picks) == set(range(5))
     reseeded = [sample_index(probs, f"id-{i}", seed=1) for i in range(200)]
     assert reseeded != picks
+
+
+@pytest.mark.parametrize("worker", [None, 0, 5, 63])
+def test_decision_ids_are_unguessable_and_name_their_worker(worker: int | None) -> None:
+    """Decision ids are 32 hex digits random for every id: no part is shared or counted up
+    between two ids, so a tenant can neither count the others' decisions between two of its
+    own nor guess their ids; with several workers the first two digits still name the worker
+    (decision_owner), which Feedback forwarding reads."""
+    new_id = DecisionIds(worker)
+    ids = [new_id() for _ in range(2000)]
+    skip = 0 if worker is None else 2
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    for start in (skip, (skip + 20) // 2, 20):  # 12-digit slices covering the random part
+        assert len({i[start : start + 12] for i in ids}) == len(ids)
+    if worker is not None:
+        assert {decision_owner(i) for i in ids} == {worker}
 
 
 def test_sample_index_follows_the_probabilities() -> None:

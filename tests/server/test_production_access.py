@@ -233,6 +233,24 @@ def test_get_stats_is_scoped_to_the_callers_tenant(
     assert details.startswith("tenant")
 
 
+def test_get_stats_hides_other_tenants_traffic_from_a_tenant(
+    service: Service, api: Callable[..., Any]
+) -> None:
+    """A tenant key's GetStats health rows carry no figure that counts every tenant's traffic
+    (requests_last_minute and in_flight are 0 although beta routed to the model and awaits
+    feedback), while the breaker state stays; an admin sees the counts."""
+    acme, beta, admin = api(service, ACME_KEY), api(service, BETA_KEY), api(service, ADMIN_KEY)
+    model = ACME_MODELS[0]
+    for _ in range(3):
+        assert beta.route(candidate_models=[model]).model == model
+    counts = {h.model: (h.requests_last_minute, h.in_flight) for h in admin.stats().health}
+    assert counts[model] == (3, 3)
+    seen = {h.model: h for h in acme.stats().health}
+    assert seen[model].state == "closed"
+    assert {(h.requests_last_minute, h.in_flight) for h in seen.values()} == {(0, 0)}
+    assert {h.requests_last_minute for h in beta.stats().health} == {0}
+
+
 @pytest.mark.parametrize(
     ("change", "text"),
     [

@@ -170,6 +170,16 @@ class PeerCall:
     future: Any  # a grpc.Future that is also a grpc.Call
 
 
+def _hide_volumes(response: pb.GetStatsResponse) -> None:
+    """Clear what a model's health says about every tenant's traffic (requests in the last
+    minute, decisions in flight), for a caller that is not an admin where other tenants can
+    call too: their volume is not its business. The breaker state, error rate and latencies
+    stay: they say whether and how well the model serves, which its own routing depends on."""
+    for health in response.health:
+        health.ClearField("requests_last_minute")
+        health.ClearField("in_flight")
+
+
 class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
     """gRPC face of a :class:`~banditroute.router.Router`."""
 
@@ -274,16 +284,22 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
                 for call in calls:
                     call.future.cancel()
                 raise
-            if self._peers is None:
-                return local.response
-            if peers is None:  # asked by another worker: it needs this one's own budget figures
+            if self._peers is not None and peers is None:
+                # Asked by another worker: it needs this one's own budget figures, and the
+                # traffic volumes to weight the merge with (it hides them from a tenant).
                 own = encode_budget_own(local.budget_own)
                 context.set_trailing_metadata(((BUDGET_OWN_KEY, own),))
                 return local.response
-            answers = peers.answers("GetStats", calls)
-            context.set_trailing_metadata(((WORKERS_KEY, f"{1 + len(answers)}/{peers.count}"),))
-            others = [WorkerStats(r, decode_budget_own(md)) for r, md in answers]
-            return merge_stats([local, *others])
+            response = local.response
+            if peers is not None:
+                answers = peers.answers("GetStats", calls)
+                workers = f"{1 + len(answers)}/{peers.count}"
+                context.set_trailing_metadata(((WORKERS_KEY, workers),))
+                others = [WorkerStats(r, decode_budget_own(md)) for r, md in answers]
+                response = merge_stats([local, *others])
+            if not principal.admin and self.router.settings.access.callers > 1:
+                _hide_volumes(response)
+            return response
 
         return _call(context, "GetStats", work)
 
