@@ -18,6 +18,10 @@ from banditroute.store.base import EventLog
 from banditroute.store.memory import MemoryLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
+TEST_HASH_KEY = b"the tests' prompt-hash key"
+"""The routers of ``make_router`` share one key, as a restarted server reads its key file, so
+hashes and request fingerprints agree across a simulated restart."""
+
 
 @pytest.fixture(scope="session")
 def default_settings() -> Settings:
@@ -62,6 +66,7 @@ def make_router(
             event_log,
             clock=clock,
             new_id=lambda: f"{id_prefix}{next(ids):06d}",
+            prompt_hash_key=TEST_HASH_KEY,
         )
         return router, event_log
 

@@ -14,6 +14,7 @@ import random
 import re
 import string
 import time
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -42,6 +43,7 @@ from banditroute.privacy import (
     sensitivity,
     shannon_entropy,
 )
+from banditroute.privacy.normalise import normalise
 
 HANG_S = 120.0
 """Bound on one scan in these tests: far above any real run (well under a second unloaded), so
@@ -76,6 +78,11 @@ def iban_with_check(country: str, bban: str) -> str:
 def group4(value: str) -> str:
     """``value`` in space-separated groups of four, as IBANs and cards are printed."""
     return " ".join(value[i : i + 4] for i in range(0, len(value), 4))
+
+
+def fullwidth(value: str) -> str:
+    """``value`` with its printable ASCII characters (not spaces) in their full-width forms."""
+    return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in value)
 
 
 def dni(number: int) -> str:
@@ -119,6 +126,16 @@ POSITIVES: list[tuple[str, str, str, str]] = [
     (EMAIL, "email", "Write to {} today.", "josé@mail.com"),
     (EMAIL, "email", "Écrivez à {} demain.", "jean.dupont@société.fr"),
     (EMAIL, "email", "联系 {} 谢谢", "用户@例子.中国"),
+    # Disguised: a full-width at sign, zero-width characters inside, full-width letters.
+    (EMAIL, "email", "Write to {} today.", "zorro.fullwidth\uff20example.com"),
+    (EMAIL, "email", "Write to {} today.", "zorro.\u200bzero@example.com"),
+    (EMAIL, "email", "Write to {} today.", "zorro\u2060@exa\u200dmple.com"),
+    (
+        EMAIL,
+        "email",
+        "Write to {}.",
+        "\uff5a\uff4f\uff52\uff52\uff4f\uff20\uff45\uff58.\uff4f\uff52\uff47",
+    ),
     (PHONE, "phone_e164", "Call {} now", "+44 20 7946 0958"),
     (PHONE, "phone_e164", "tel: {}", "+1 (555) 123-4567"),
     (PHONE, "phone_e164", "whatsapp {}.", "+14155552671"),
@@ -138,6 +155,8 @@ POSITIVES: list[tuple[str, str, str, str]] = [
     (CARD, "card", "Visa {} exp 12/29", "4111 1111 1111 1111"),
     (CARD, "card", "card={}", "4111-1111-1111-1111"),
     (CARD, "card", "number {}", "4111111111111111"),
+    (CARD, "card", "full-width {}", fullwidth("4111 1111 1111 1111")),
+    (CARD, "card", "zero-width joined {}", "4111\u200b1111\u200b1111\u200b1111"),
     (CARD, "card", "Mastercard {}", "5555 5555 5555 4444"),
     (CARD, "card", "Amex {}", "3782 822463 10005"),
     (CARD, "card", "Discover {}", "6011111111111117"),
@@ -153,6 +172,9 @@ POSITIVES: list[tuple[str, str, str, str]] = [
     (IBAN, "iban", "generated {}", group4(iban_with_check("ES", "21000418450200051332"))),
     (NATIONAL_ID, "us_ssn", "SSN {} on file", "536-22-1234"),
     (NATIONAL_ID, "us_ssn", "ssn:{}", "078-05-1120"),
+    (NATIONAL_ID, "us_ssn", "My social security number is {}", "078051120"),
+    (NATIONAL_ID, "us_ssn", "SSN: {}.", "536 22 1234"),
+    (NATIONAL_ID, "us_ssn", "my ss# is {}", "536221234"),
     (NATIONAL_ID, "uk_nino", "NI number {}", "AB 12 34 56 C"),
     (NATIONAL_ID, "uk_nino", "NINO {}.", "JG103759A"),
     (NATIONAL_ID, "es_dni", "DNI {}", dni(12345678)),
@@ -231,7 +253,8 @@ NEGATIVES: list[str] = [
     "SSN 912-12-3456",
     "SSN 536-00-1234",
     "SSN 536-22-0000",
-    "ssn 536221234 (no dashes)",
+    "order 536221234 (no dashes, no SSN named before it)",
+    "Social security reform passed in 1983; ticket 536221234 is unrelated and long after the words",
     "HMRC specimen QQ 12 34 56 C",
     "GB123456A is not issued",
     "AB123456E has a bad suffix",
@@ -521,6 +544,11 @@ PATHOLOGICAL = {
     "phone groups": "(555) 555-" * 100_000,
     "url credentials": "://a:b@" * 142_857,
     "sk run": "sk-" + "a1" * 500_000,
+    "full-width at signs": "a\uff20" * 500_000,
+    "zero-width spaces": "a\u200b" * 500_000,
+    "combining marks": "e\u0301" * 500_000,
+    "ligatures": "\ufb01" * 1_000_000,
+    "zero-width addresses": "ab\u200b\uff20c.de " * 125_000,
 }
 
 
@@ -551,6 +579,11 @@ _FRAGMENTS = [
     "-----BEGIN RSA PRIVATE KEY-----",
     "://u:",
     "@",
+    "\uff20",
+    "\u200b",
+    "\ufb01",
+    "\u0301",
+    "\uff14",
     "+",
     "-",
     " ",
@@ -664,3 +697,29 @@ def test_any_valid_iban_is_found_and_a_wrong_check_digit_is_not(
     wrong = iban[:2] + f"{(int(iban[2:4]) + 1) % 100:02d}" + iban[4:]
     wrong_value = group4(wrong) if grouped else wrong
     assert IBAN not in {f.kind for f in scan(f"{prefix} {wrong_value} {suffix}")}
+
+
+@pytest.mark.parametrize(
+    ("text", "normalised"),
+    [
+        ("plain ascii", "plain ascii"),
+        ("caf\u00e9 au lait", "caf\u00e9 au lait"),
+        ("j\u200bane\uff20ex.org", "jane@ex.org"),
+        ("\ufb01ne e\u0301t\u00e9", "fine \u00e9t\u00e9"),
+        ("\u00ad\ufeffab\u200d", "ab"),
+        ("\uff21\uff22 \uff11\uff12", "AB 12"),
+    ],
+)
+def test_normalise_folds_look_alikes_and_maps_every_offset_back(text: str, normalised: str) -> None:
+    """normalise gives NFKC text without format characters, and each of its characters maps
+    back to the original characters it came from (a start to the first, an end past the
+    last), so a finding in it can be reported in the original text."""
+    result = normalise(text)
+    assert result.text == normalised
+    for start in range(len(normalised)):
+        for end in range(start + 1, len(normalised) + 1):
+            lo, hi = result.original_start(start), result.original_end(end)
+            assert 0 <= lo < hi <= len(text)
+            piece = text[lo:hi]
+            folded = "".join(ch for ch in piece if ch not in "\u00ad\ufeff\u200b\u200d")
+            assert normalised[start:end] in unicodedata.normalize("NFKC", folded)

@@ -20,7 +20,7 @@ from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from banditroute.features import ChatTurn, PromptFeatures, prompt_hash
+from banditroute.features import ChatTurn, PromptFeatures
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
 from banditroute.policies.linucb import LinUCBPolicy
@@ -182,7 +182,7 @@ def test_decision_is_logged_with_the_whole_distribution(
     assert record.tenant == "acme"
     assert record.request_id == "r-1"
     assert record.objective == decision.objective == "economy"
-    assert record.prompt_hash == prompt_hash(PROMPT)
+    assert record.prompt_hash == router.prompt_hash(PROMPT)
     assert record.prompt is None
     assert record.features["chars"] == len(PROMPT)
     assert GPT4 not in record.eligible
@@ -699,7 +699,10 @@ def test_a_decision_logged_without_a_fingerprint_replays_for_no_one(
         new_log.close()
     with duckdb.connect(str(path), read_only=True) as con:
         hashes = dict(con.execute("SELECT request_id, request_hash FROM decisions").fetchall())
-    assert hashes == {"old-1": None, "new-1": RouteQuery(prompt=PROMPT).fingerprint()}
+    assert hashes == {
+        "old-1": None,
+        "new-1": restarted.request_fingerprint(RouteQuery(prompt=PROMPT)),
+    }
     assert fresh.decision_id.startswith("n")
 
 

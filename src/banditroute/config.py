@@ -73,11 +73,20 @@ class LogSettings:
     fsync: bool = False
     store_prompts: bool = False
     export_interval_s: float = 10.0
+    prompt_hash_key_file: Path | None = None
 
     @property
     def export_dir(self) -> Path:
         """Where the writer exports Parquet parts for readers of a live log (``PATH.export``)."""
         return self.path.with_name(self.path.name + ".export")
+
+    @property
+    def hash_key_path(self) -> Path:
+        """The secret key file of the logged prompt hashes: the configured one, else
+        ``PATH.hashkey`` beside the log (created on first start)."""
+        if self.prompt_hash_key_file is not None:
+            return self.prompt_hash_key_file
+        return self.path.with_name(self.path.name + ".hashkey")
 
 
 DEFAULT_SNAPSHOT_PATH = Path("var/policy.snapshot")
@@ -321,7 +330,9 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
     )
     if not 0 <= server.port < 65536:
         raise ConfigError("server.port: must be in 0..65535", field="server.port")
-    log: LogSettings = _build(LogSettings, _table(merged, "log"), "log", path=Path)
+    log: LogSettings = _build(
+        LogSettings, _table(merged, "log"), "log", path=Path, prompt_hash_key_file=Path
+    )
     _positive("log", flush_interval_s=log.flush_interval_s, batch_size=log.batch_size,
               ingest_interval_s=log.ingest_interval_s,
               export_interval_s=log.export_interval_s)  # fmt: skip

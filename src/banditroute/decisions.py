@@ -30,15 +30,17 @@ class RouteQuery:
     required_capabilities: tuple[str, ...] = ()
     expected_output_tokens: int | None = None
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, key: bytes) -> str:
         """A hash of every field but ``request_id`` (the tenant, the prompt or chat, the
         constraints, objective and tags: everything that can change the decision). A
-        request_id replays its decision only for a request with the same fingerprint."""
+        request_id replays its decision only for a request with the same fingerprint. Keyed
+        with the router's prompt-hash key (BLAKE2b), since the fingerprint is logged and an
+        unkeyed hash of a prompt can be confirmed by anyone who guesses the prompt."""
         content = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "request_id"}
         content["messages"] = [astuple(turn) for turn in self.messages]
         content["tags"] = dict(self.tags)
         text = json.dumps(content, sort_keys=True)  # ASCII: lone surrogates are escaped too
-        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        return hashlib.blake2b(text.encode(), key=key, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -186,9 +186,13 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def prompt_hash(text: str) -> str:
-    """A stable hash of the prompt, logged instead of the text when prompts are not stored."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+def prompt_hash(text: str, key: bytes) -> str:
+    """A keyed hash of the prompt, logged instead of the text when prompts are not stored.
+
+    Keyed (BLAKE2b with a secret ``key`` of up to 64 bytes), so that someone holding the log
+    but not the key cannot confirm a guessed prompt by hashing it; stable for a given key."""
+    data = text.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, key=key, digest_size=16).hexdigest()
 
 
 def _unescape(text: str) -> str:

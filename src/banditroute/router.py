@@ -13,6 +13,7 @@ thread-safe). Waiting for a feedback's log commit happens outside the lock.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import secrets
 import threading
@@ -141,6 +142,7 @@ class Router:
         policies: Mapping[str, Policy] | None = None,
         health: HealthTracker | None = None,
         audit: AuditChain | None = None,
+        prompt_hash_key: bytes | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = settings.catalog
@@ -168,6 +170,9 @@ class Router:
         self._clock = clock
         self._new_id = new_id or DecisionIds()
         self._seed = seed
+        # The server passes its persistent key (hash_key.py); without one a random key keeps
+        # the logged hashes unguessable, stable only for this router's lifetime.
+        self._hash_key = secrets.token_bytes(32) if prompt_hash_key is None else prompt_hash_key
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._by_request: dict[tuple[str, str], str] = {}
@@ -238,14 +243,26 @@ class Router:
         # The whole prompt, not a head window: personal data at its end (where few-shot prompts
         # put the question) must not be missed. _validate bounds it by max_prompt_chars.
         detected = classify(scan(text, max_chars=len(text)))
+        if query.tags:
+            # Tag keys and values are client text too (a user's e-mail as a tag value).
+            tags = "\n".join(itertools.chain.from_iterable(query.tags.items()))
+            detected = most_sensitive(detected, classify(scan(tags, max_chars=len(tags))))
         return most_sensitive(declared, detected)
+
+    def _loggable_tags(self, tags: Mapping[str, str], data_class: str) -> dict[str, str]:
+        """The tags as logged: as sent for public and internal requests; for pii and secret
+        ones each key and value replaced by its keyed hash (:meth:`prompt_hash`), so the log
+        holds no tag text but equal tags still group together."""
+        if data_class in EXPLORABLE_CLASSES:
+            return dict(tags)
+        return {self.prompt_hash(key): self.prompt_hash(value) for key, value in tags.items()}
 
     def route(self, query: RouteQuery) -> Decision:
         """Choose a model for the query, log the decision and keep it pending for feedback."""
         self._validate(query)
         tenant = self._tenant(query.tenant)
         objective = self._objective(query, tenant)
-        request_hash = query.fingerprint() if query.request_id else ""
+        request_hash = self.request_fingerprint(query) if query.request_id else ""
         if query.request_id:
             with self._lock:
                 replayed = self._replayed(query, request_hash)
@@ -343,7 +360,7 @@ class Router:
             tenant=tenant.name,
             request_id=query.request_id,
             objective=objective.name,
-            prompt_hash=prompt_hash(text),
+            prompt_hash=self.prompt_hash(text),
             prompt=text if tenant.store_prompts and data_class in EXPLORABLE_CLASSES else None,
             features=_loggable_features(features, data_class),
             eligible=tuple(a.id for a in arms),
@@ -352,7 +369,7 @@ class Router:
             probability=decision.probability,
             policy_version=version,
             explored=explore,
-            tags=dict(query.tags),
+            tags=self._loggable_tags(query.tags, data_class),
             arm=arm,
             rule=decision.rule,
             data_class=data_class,
@@ -380,6 +397,14 @@ class Router:
         self.log.append_decision(record)
         self._audit_decision(record)
         return decision
+
+    def prompt_hash(self, text: str) -> str:
+        """The keyed hash of a prompt as this router logs it."""
+        return prompt_hash(text, self._hash_key)
+
+    def request_fingerprint(self, query: RouteQuery) -> str:
+        """The keyed fingerprint of a request as this router logs it (``request_hash``)."""
+        return query.fingerprint(self._hash_key)
 
     def _replayed(self, query: RouteQuery, request_hash: str) -> Decision | None:
         """The pending decision already made for the query's request_id (the tenant's own),

@@ -5,17 +5,25 @@ DuckDB log even when the tenant stores prompts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import grpc
 import pytest
+from fault_helpers import ServerLauncher, write_config
 
+from banditroute import hash_key
 from banditroute.config import load_settings
+from banditroute.errors import ConfigError
+from banditroute.features import prompt_hash
 from banditroute.server.app import Service
 from banditroute.v1 import router_pb2 as pb
+from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 CATALOG = load_settings().catalog
 PII_MODELS = {m.id for m in CATALOG if "pii" in m.data_classes}
@@ -43,6 +51,14 @@ def service(start_service: Callable[..., Service]) -> Service:
     """A service with the default catalogue and policy whose default tenant stores prompts
     (tenant store_prompts = true; log.store_prompts keeps its default, false)."""
     return start_service({"tenants": [{"name": "default", "store_prompts": True}]})
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[ServerLauncher]:
+    """Starts ``banditroute serve`` processes; kills any still running at teardown."""
+    servers = ServerLauncher(tmp_path)
+    yield servers
+    servers.close_all()
 
 
 def _check_greedy(response: pb.RouteResponse, allowed: set[str], data_class: str) -> None:
@@ -183,3 +199,148 @@ def test_personal_data_at_the_end_of_a_long_prompt_is_found(
     assert response.model == gpt4
     public = client.route(prompt=prompt[: -len(tail)])
     assert public.data_classification == "public"
+
+
+# -- tags, keyed prompt hashes and the server log (issue 12, item 6) ----------------------------
+
+TAG_EMAIL = "zorro.tagleak@example.com"
+
+
+def _decision_rows(service: Service) -> dict[str, tuple[str, dict[str, str]]]:
+    """decision_id -> (prompt_hash, tags) from the DuckDB log of a stopped service."""
+    with duckdb.connect(str(service.settings.log.path), read_only=True) as con:
+        rows = con.execute("SELECT decision_id, prompt_hash, tags FROM decisions").fetchall()
+    return {row[0]: (row[1], json.loads(row[2]) if row[2] else {}) for row in rows}
+
+
+def test_tags_count_toward_the_data_class_and_are_logged_only_as_digests(
+    service: Service, api: Callable[..., Any]
+) -> None:
+    """An e-mail address in a tag value, in a tag key, or disguised with a full-width at sign
+    makes a clean prompt "pii" (routed greedily to pii models). Such a decision's tags are
+    logged as keyed hashes of each key and value, so no tag text reaches the log; a public
+    request's tags are logged as sent."""
+    client = api(service)
+    sensitive_tags = [
+        {"user": TAG_EMAIL, "team": "search"},
+        {TAG_EMAIL: "1"},
+        {"user": "zorro.tagleak\uff20example.com"},
+    ]
+    sensitive = {}
+    for tags in sensitive_tags:
+        response = client.route(prompt=CLEAN, tags=tags)
+        _check_greedy(response, PII_MODELS, "pii")
+        sensitive[response.decision_id] = tags
+    public = client.route(prompt=CLEAN, tags={"team": "search"})
+    assert public.data_classification == "public"
+    service.stop()
+    key = hash_key.load_or_create(service.settings.log.hash_key_path)
+    rows = _decision_rows(service)
+    for decision_id, tags in sensitive.items():
+        logged = rows[decision_id][1]
+        assert logged == {prompt_hash(k, key): prompt_hash(v, key) for k, v in tags.items()}
+        assert "zorro" not in json.dumps(logged, ensure_ascii=False)
+        assert "search" not in json.dumps(logged)
+    assert rows[public.decision_id][1] == {"team": "search"}
+
+
+def test_logged_prompt_hash_is_keyed_and_stable_across_a_restart(
+    start_service: Callable[[Mapping[str, Any]], Service],
+    api: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """The logged prompt_hash is not the unkeyed BLAKE2b of the prompt (which anyone can
+    compute for a guessed prompt): it is keyed with a secret created beside the log on first
+    start (mode 0600), and a restart on the same log keeps the key, so the same prompt logs
+    the same hash."""
+    config = {"log": {"path": str(tmp_path / "keyed.duckdb")}}
+    first = start_service(config)
+    before = api(first).route(prompt=CLEAN).decision_id
+    first.stop()
+    key_path = first.settings.log.hash_key_path
+    assert key_path == tmp_path / "keyed.duckdb.hashkey"
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    key_text = key_path.read_text()
+    second = start_service(config)
+    after = api(second).route(prompt=CLEAN).decision_id
+    second.stop()
+    assert key_path.read_text() == key_text
+    rows = _decision_rows(second)
+    unkeyed = hashlib.blake2b(CLEAN.encode(), digest_size=16).hexdigest()
+    assert rows[before][0] == rows[after][0] != unkeyed
+    assert rows[before][0] == prompt_hash(CLEAN, key_text.strip().encode())
+
+
+def test_configured_prompt_hash_key_file_is_used(
+    start_service: Callable[[Mapping[str, Any]], Service],
+    api: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """log.prompt_hash_key_file names the key (an operator's secret); a key file readable by
+    group or others, or of the wrong size, refuses to start naming the setting."""
+    key_file = tmp_path / "secrets" / "prompt.key"
+    key_file.parent.mkdir()
+    key_file.write_bytes(b"an operator's secret key of 40 bytes....\n")
+    key_file.chmod(0o600)
+    service = start_service({"log": {"prompt_hash_key_file": str(key_file)}})
+    decision_id = api(service).route(prompt=CLEAN).decision_id
+    service.stop()
+    expected = prompt_hash(CLEAN, b"an operator's secret key of 40 bytes....")
+    assert _decision_rows(service)[decision_id][0] == expected
+    key_file.chmod(0o640)
+    with pytest.raises(ConfigError, match=r"log\.prompt_hash_key_file: .*chmod 600"):
+        start_service({"log": {"prompt_hash_key_file": str(key_file)}})
+    key_file.write_bytes(b"short")
+    key_file.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"log\.prompt_hash_key_file: .*5 bytes"):
+        start_service({"log": {"prompt_hash_key_file": str(key_file)}})
+
+
+LEAKS = {
+    "card": "4111 1111 1111 1111",
+    "email": "zorro.logleak@example.com",
+    "objective": "zorro.objective@example.com",
+    "decision": "zorro.decision@example.com",
+}
+
+
+def test_rejected_calls_leave_no_client_value_in_the_server_log(
+    launcher: ServerLauncher, tmp_path: Path
+) -> None:
+    """A real server at debug level rejects a Route whose candidate_models hold a card number
+    and an e-mail address, one whose objective is an e-mail address, and a Feedback whose
+    decision_id is one. The client's error names the field; the server's log records each
+    rejection (rpc_rejected with the field) but none of the values, nor a fragment of them."""
+    config = write_config(
+        tmp_path / "leak.toml",
+        {
+            "server": {"port": 0, "grace_s": 2.0},
+            "log": {"path": str(tmp_path / "leak.duckdb")},
+            "policy": {"snapshot_path": str(tmp_path / "leak.snapshot")},
+        },
+    )
+    server = launcher.start(config, log_level="debug")
+    channel = grpc.insecure_channel(server.address)
+    try:
+        stub = pb_grpc.RouterServiceStub(channel)
+        calls = [
+            ("candidate_models", stub.Route, pb.RouteRequest(
+                prompt=CLEAN, candidate_models=[LEAKS["card"], LEAKS["email"]])),
+            ("objective", stub.Route, pb.RouteRequest(prompt=CLEAN, objective=LEAKS["objective"])),
+            ("decision_id", stub.Feedback, pb.FeedbackRequest(
+                decision_id=LEAKS["decision"], quality=1.0)),
+        ]  # fmt: skip
+        for field, method, request in calls:
+            with pytest.raises(grpc.RpcError) as caught:
+                method(request, timeout=10.0)
+            assert isinstance(caught.value, grpc.Call)
+            assert (caught.value.details() or "").startswith(field)
+    finally:
+        channel.close()
+    assert server.terminate() == 0
+    text = server.log_text()
+    assert text.count("rpc_rejected") == 3, text
+    for field in ("candidate_models", "objective", "decision_id"):
+        assert f"field={field}" in text, text
+    for fragment in ("4111", "1111 1111", "zorro", "logleak", "example.com"):
+        assert fragment not in text, f"the server log holds {fragment!r}:\n{text}"

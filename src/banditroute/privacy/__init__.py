@@ -14,6 +14,10 @@ control letter of Spanish DNI/NIE numbers; otherwise structural rules or an entr
 threshold), because a false positive confines a request to fewer models and stops learning
 on it.
 
+Disguises do not hide a value: the window is NFKC-normalised and stripped of invisible format
+characters first (:mod:`~banditroute.privacy.normalise`: a full-width at sign, full-width digits,
+a zero-width space inside an address), and findings are mapped back to the original offsets.
+
 Work is bounded: :func:`scan` reads at most ``max_chars`` characters from the start of the
 text (anything after is not seen; a caller that must be sure can treat longer prompts as
 sensitive), and every pattern has bounded repetitions and only one way to match a given span

@@ -12,20 +12,32 @@ _DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
 
 
 _SSN = re.compile(
-    r"[0-8](?<![\w./-][0-8])[0-9]{2}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![\w-]|\.[0-9])"
+    r"[0-8](?<![\w./-][0-8])(?<![0-9] [0-8])[0-9]{2}([ -]?)(?!00)[0-9]{2}\1(?!0000)[0-9]{4}"
+    r"(?![\w-]|[ .][0-9])"
 )
+_SSN_CONTEXT = re.compile(r"(?i)(?:social[ -]?security|\bssn\b|\bss#)")
+_SSN_CONTEXT_REACH = 40
+"""How far before an undashed number the words that make it an SSN are looked for."""
 
 
 def _us_ssns(where: Text) -> Iterator[Span]:
-    """US Social Security numbers written ``###-##-####``.
+    """US Social Security numbers: ``###-##-####``, or undashed (``078051120``,
+    ``078 05 1120``) within :data:`_SSN_CONTEXT_REACH` characters after "social security",
+    "SSN" or "SS#".
 
-    Guard: the dashes are required (a bare 9-digit number is too common to flag); area 000,
-    666 and 900-999, group 00 and serial 0000 are never issued and are not findings; the
-    number must stand alone (not inside a longer dashed run or a decimal).
+    Guard: a bare 9-digit number is too common to flag without those words; area 000, 666
+    and 900-999, group 00 and serial 0000 are never issued and are not findings; the number
+    must stand alone (not inside a longer digit or dashed run or a decimal).
     """
-    for match in in_regions(_SSN, where, 9, sign="-"):
-        if match.group()[:3] not in ("000", "666"):
-            yield match.span()
+    text = where.text
+    for match in in_regions(_SSN, where, 9):
+        if match.group()[:3] in ("000", "666"):
+            continue
+        if match.group(1) != "-":
+            start = match.start()
+            if not _SSN_CONTEXT.search(text, max(0, start - _SSN_CONTEXT_REACH), start):
+                continue
+        yield match.span()
 
 
 _NINO = re.compile(

@@ -21,12 +21,14 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from banditroute import hash_key
 from banditroute.audit import AuditChain
 from banditroute.config import Settings, TLSSettings
 from banditroute.errors import ConfigError
 from banditroute.features import warm_up
 from banditroute.policies.factory import build_policy
 from banditroute.policies.sharing import SharedLearning
+from banditroute.privacy import scan
 from banditroute.router import DecisionIds, Router
 from banditroute.server.auth import AuthInterceptor
 from banditroute.server.heap import HeapFreezer
@@ -173,6 +175,8 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     index into decision ids and forwards feedback for other workers' decisions to them.
     """
     warm_up()
+    scan("\u200b")  # builds the format-character table now rather than on a request
+    prompt_hash_key = hash_key.load_or_create(settings.log.hash_key_path)
     policies = {name: build_policy(spec) for name, spec in settings.policies.items()}
     base = settings.policy.snapshot_path
     restored = [
@@ -205,6 +209,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         policies=policies,
         audit=audit,
         new_id=None if worker is None else DecisionIds(worker.index),
+        prompt_hash_key=prompt_hash_key,
     )
     restored_pending = router.restore_pending()
     router.restore_budgets(event_log.tenant_spend)

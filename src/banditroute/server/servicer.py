@@ -13,6 +13,7 @@ bytes to arrive), and on the server's shared pool enough of them would leave Rou
 from __future__ import annotations
 
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -66,14 +67,17 @@ def _call(context: grpc.ServicerContext, rpc: str, work: Callable[[], T]) -> T:
     try:
         return work()
     except BanditrouteError as error:
-        log.info("rpc_rejected", rpc=rpc, status=error.status.value, field=error.field,
-                 message=error.message)  # fmt: skip
+        # The client is told which field and why (its message may quote the value it sent);
+        # the log names the field only: nothing a client sends reaches a log verbatim.
+        log.info("rpc_rejected", rpc=rpc, status=error.status.value, field=error.field)
         context.abort(grpc_code(error), error.message)
         raise AssertionError("unreachable") from error  # abort raises
     except Exception as error:
-        # A bug, not bad input: log the traceback, tell the client only an incident id.
+        # A bug, not bad input: log where it happened (the exception's type and stack, not its
+        # message, which may quote client input), tell the client only an incident id.
         incident = uuid.uuid4().hex[:12]
-        log.exception("rpc_failed", rpc=rpc, incident=incident)
+        log.error("rpc_failed", rpc=rpc, incident=incident, error=type(error).__name__,
+                  stack="".join(traceback.format_tb(error.__traceback__)))  # fmt: skip
         context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
         raise AssertionError("unreachable") from error
 
@@ -157,8 +161,8 @@ class WorkerPeers:
             try:
                 answered.append((call.future.result(), call.future.trailing_metadata()))
             except grpc.RpcError as error:
-                log.warning("peer_unanswered", rpc=rpc, worker=call.worker,
-                            code=error.code().name, details=error.details())  # fmt: skip
+                # Not the details: a peer's error message may quote the client's request.
+                log.warning("peer_unanswered", rpc=rpc, worker=call.worker, code=error.code().name)
         return answered
 
 
