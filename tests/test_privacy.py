@@ -273,6 +273,7 @@ NEGATIVES: list[str] = [
     "Decimal('+35236450.6') and Decimal('1.38435736E+12')",
     "Decimal('314292388910493.12343437128')",
     "INT_MAX is +2147483647 and 1 << 32 is +4294967296",
+    "+33 123 4567 is too short for a French number",
     "np.datetime64('+1980-02-29 01:02:03')",
     "rng = np.random.default_rng(6981396440634228121)",
     "x = 35184372088832*sqrt(2)",

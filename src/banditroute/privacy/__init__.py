@@ -28,7 +28,8 @@ starts and ``=``/``:`` operators are found with literal searches (see
 :class:`~banditroute.privacy.index.Text`), the numeric detectors run only inside those digit
 runs, and the secret patterns start with their literal prefix (``AKIA``, ``eyJ``,
 ``sk-``...). A 2 KB prompt costs about 40 us.
-The package is pure and uses only the standard library. Detectors live by kind in
+The package is pure; besides the standard library it uses ``phonenumbers`` (libphonenumber's
+metadata) for the lengths of international numbers. Detectors live by kind in
 :mod:`~banditroute.privacy.secrets`, :mod:`~banditroute.privacy.financial`,
 :mod:`~banditroute.privacy.national_ids` and :mod:`~banditroute.privacy.contact`.
 """

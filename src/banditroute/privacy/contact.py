@@ -7,6 +7,8 @@ import itertools
 import re
 from collections.abc import Iterator
 
+import phonenumbers
+
 from banditroute.privacy.findings import EMAIL, PHONE
 from banditroute.privacy.index import Detector, Span, Text, in_regions
 
@@ -75,30 +77,17 @@ def _emails(where: Text) -> Iterator[Span]:
             at = text.find("@", at + 1)
 
 
-_COUNTRY_CODE_LIST = (
-    "1 7 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
-    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98 "
-    "211 212 213 216 218 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 "
-    "236 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255 256 "
-    "257 258 260 261 262 263 264 265 266 267 268 269 290 291 297 298 299 350 351 352 353 "
-    "354 355 356 357 358 359 370 371 372 373 374 375 376 377 378 379 380 381 382 383 385 "
-    "386 387 389 420 421 423 500 501 502 503 504 505 506 507 508 509 590 591 592 593 594 "
-    "595 596 597 598 599 670 672 673 674 675 676 677 678 679 680 681 682 683 685 686 687 "
-    "688 689 690 691 692 800 808 850 852 853 855 856 870 878 880 881 882 883 886 888 960 "
-    "961 962 963 964 965 966 967 968 970 971 972 973 974 975 976 977 979 992 993 994 995 "
-    "996 998"
-)
-_COUNTRY_CODES = frozenset(_COUNTRY_CODE_LIST.split())
-"""Assigned ITU-T E.164 country calling codes (one to three digits, none a prefix of
-another)."""
-
-
-def _country_code_ok(digits: str) -> bool:
-    """Whether an international number starts with an assigned country code (and, for +1,
-    a North American area code, which starts 2-9)."""
-    if digits[0] == "1":
-        return len(digits) > 1 and digits[1] in "23456789"
-    return any(digits[:n] in _COUNTRY_CODES for n in (1, 2, 3))
+def _possible_international(digits: str) -> bool:
+    """Whether ``+digits`` is a possible phone number: an assigned country code and a length
+    that country's numbers have (libphonenumber's metadata, through ``phonenumbers``), and
+    for +1 a North American area code (it starts 2-9)."""
+    if digits[0] == "1" and (len(digits) < 2 or digits[1] not in "23456789"):
+        return False
+    try:
+        number = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return False  # no such country code
+    return bool(phonenumbers.is_possible_number(number))
 
 
 _E164 = re.compile(r"\+(?<![\w+]\+)[1-9][0-9 ().-]{6,24}[0-9](?!\w)")
@@ -113,8 +102,9 @@ def _e164_phones(where: Text) -> Iterator[Span]:
     (``+44 20 7946 0958``, ``+1 (555) 123-4567``).
 
     Guard: the ``+`` must be followed directly by a digit 1-9 and not follow a letter, digit
-    or ``+`` (so ``3 + 4 = 7`` and ``x+12`` are not findings); an assigned country code
-    (``+2147483647`` and ``+4294967296``, signed integers, are not numbers anyone can call);
+    or ``+`` (so ``3 + 4 = 7`` and ``x+12`` are not findings); a possible number of an
+    assigned country code (:func:`_possible_international`: ``+2147483647`` and
+    ``+4294967296``, signed integers, and ``+33 123 4567``, too short for France, are not);
     no doubled separators; not a signed decimal (``+35236450.6``) or date (``+1980-02-29``);
     the number must not run on into more digits.
     """
@@ -131,7 +121,7 @@ def _e164_phones(where: Text) -> Iterator[Span]:
         if _SIGNED_DATE.match(raw):
             continue  # a signed ISO date such as +1980-02-29
         digits = "".join(ch for ch in raw if ch.isdigit())
-        if 8 <= len(digits) <= 15 and _country_code_ok(digits):
+        if 8 <= len(digits) <= 15 and _possible_international(digits):
             yield match.span()
 
 
