@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from banditroute import hash_key
 from banditroute.config import load_settings
 from banditroute.errors import ConfigError
 from banditroute.features import prompt_hash
+from banditroute.server import servicer
 from banditroute.server.app import Service
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
@@ -344,3 +346,42 @@ def test_rejected_calls_leave_no_client_value_in_the_server_log(
         assert f"field={field}" in text, text
     for fragment in ("4111", "1111 1111", "zorro", "logleak", "example.com"):
         assert fragment not in text, f"the server log holds {fragment!r}:\n{text}"
+
+
+class _RecordingLog:
+    """Stands in for a module's structlog logger: keeps each event as the text a renderer
+    would write (its keyword values, and the traceback for ``exception``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def _record(self, event: str, **values: Any) -> None:
+        self.lines.append(f"{event} {values}")
+
+    info = warning = error = debug = _record
+
+    def exception(self, event: str, **values: Any) -> None:
+        self.lines.append(f"{event} {values}\n{traceback.format_exc()}")
+
+
+def test_internal_error_log_names_the_exception_type_not_its_message(
+    service: Service, api: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug whose exception message quotes client input (here an e-mail address) answers
+    INTERNAL with an incident id only, and the server log records the incident, the exception
+    type and where it was raised, but not the message."""
+    recorder = _RecordingLog()
+    monkeypatch.setattr(servicer, "log", recorder)
+
+    def broken(query: Any) -> Any:
+        raise RuntimeError(f"cannot route for {TAG_EMAIL}")
+
+    monkeypatch.setattr(service.router, "route", broken)
+    details = api(service).fails("Route", pb.RouteRequest(prompt=CLEAN), grpc.StatusCode.INTERNAL)
+    assert "incident" in details
+    assert TAG_EMAIL not in details
+    (line,) = recorder.lines
+    assert line.startswith("rpc_failed")
+    assert "RuntimeError" in line
+    assert "broken" in line  # the stack names the function that raised
+    assert "zorro" not in line
