@@ -74,6 +74,7 @@ class LogSettings:
     store_prompts: bool = False
     export_interval_s: float = 10.0
     prompt_hash_key_file: Path | None = None
+    max_backlog_mb: int = 64
 
     @property
     def export_dir(self) -> Path:
@@ -335,7 +336,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
     )
     _positive("log", flush_interval_s=log.flush_interval_s, batch_size=log.batch_size,
               ingest_interval_s=log.ingest_interval_s,
-              export_interval_s=log.export_interval_s)  # fmt: skip
+              export_interval_s=log.export_interval_s,
+              max_backlog_mb=log.max_backlog_mb)  # fmt: skip
     policy: PolicySettings = _build(
         PolicySettings, _table(merged, "policy"), "policy", vw_args=tuple, snapshot_path=Path
     )

@@ -260,6 +260,7 @@ class Router:
     def route(self, query: RouteQuery) -> Decision:
         """Choose a model for the query, log the decision and keep it pending for feedback."""
         self._validate(query)
+        self.log.admit()
         tenant = self._tenant(query.tenant)
         objective = self._objective(query, tenant)
         request_hash = self.request_fingerprint(query) if query.request_id else ""
@@ -606,6 +607,7 @@ class Router:
             raise InvalidArgument("decision_id: must not be empty", field="decision_id")
         if report.model:
             self.catalog.get(report.model, field="model")
+        self.log.admit()
         self.expire()
         combine = self.settings.reward.combine
         with self._lock:

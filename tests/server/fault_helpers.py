@@ -245,12 +245,24 @@ class InjectedDiskFull(OSError):
     """The journal write failure :func:`failing_journal_writes` raises (stands for ENOSPC)."""
 
 
-def failing_journal_writes(failing: threading.Event) -> Callable[[int, bytes], None]:
-    """A stand-in for ``banditroute.store.journal._write_all`` that fails while ``failing``."""
+@dataclass
+class InjectedSpace:
+    """What an injected full disk has free once partly freed: while ``room`` is set, a journal
+    write of more than ``room`` bytes fails as ENOSPC and a smaller one succeeds (as if each
+    segment moved into the database freed what the next write needs)."""
+
+    room: int | None = None
+
+
+def failing_journal_writes(
+    failing: threading.Event, space: InjectedSpace | None = None
+) -> Callable[[int, bytes], None]:
+    """A stand-in for ``banditroute.store.journal._write_all`` that fails while ``failing``,
+    and when ``space`` has less room than the write needs."""
     real = journal._write_all
 
     def write(fd: int, data: bytes) -> None:
-        if failing.is_set():
+        if failing.is_set() or (space and space.room is not None and len(data) > space.room):
             raise InjectedDiskFull(28, "No space left on device (injected)")
         real(fd, data)
 

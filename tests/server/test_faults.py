@@ -9,6 +9,7 @@ not permitted, an injected write failure stands in for the full disk).
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ import grpc
 import pytest
 from fault_helpers import (
     FailingConnection,
+    InjectedSpace,
     ServerLauncher,
     StalledClient,
     failing_journal_writes,
@@ -34,6 +36,7 @@ from fault_helpers import (
     write_config,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from structlog.testing import capture_logs
 
 from banditroute.server.app import Service
 from banditroute.snapshots import MAGIC
@@ -282,6 +285,7 @@ class Disk:
         self._monkeypatch = monkeypatch
         self._filler = path / "filler"
         self._connection: FailingConnection | None = None
+        self._space = InjectedSpace()
 
     def attach(self, service: Service) -> None:
         """Prepare the service's log writer for failure injection (no-op on a tmpfs)."""
@@ -289,9 +293,8 @@ class Disk:
             log = service.event_log
             self._connection = FailingConnection(log._con)
             log._con = self._connection  # type: ignore[assignment]
-            self._monkeypatch.setattr(
-                journal, "_write_all", failing_journal_writes(self._connection.failing)
-            )
+            writes = failing_journal_writes(self._connection.failing, self._space)
+            self._monkeypatch.setattr(journal, "_write_all", writes)
 
     def fill(self) -> None:
         if self.tmpfs:
@@ -305,6 +308,16 @@ class Disk:
             self._filler.unlink(missing_ok=True)
         else:
             assert self._connection is not None
+            self._space.room = None
+            self._connection.failing.clear()
+
+    def free_some(self, room: int) -> None:
+        """Free only ``room`` bytes: less than a write of the whole backlog needs."""
+        if self.tmpfs:
+            os.truncate(self._filler, max(0, self._filler.stat().st_size - room))
+        else:
+            assert self._connection is not None
+            self._space.room = room
             self._connection.failing.clear()
 
 
@@ -379,6 +392,91 @@ def test_full_disk_fails_feedback_cleanly_and_the_batch_lands_later(
     )
     assert not (disk.path / "log.duckdb.rejected").exists()
     print(f"\nfull disk simulated with {'a full tmpfs' if disk.tmpfs else 'injected errors'}")
+
+
+BACKLOG_MB = 1
+"""log.max_backlog_mb of the backlog test: the bound on rows a full disk keeps in memory."""
+
+
+def _route_until_shed(client: Any, routed: list[pb.RouteResponse]) -> str:
+    """Route distinct prompts until Route fails; assert it is UNAVAILABLE and return the
+    details."""
+    for index in range(200_000):  # about 1,000 routes fill a megabyte
+        request = pb.RouteRequest(prompt=f"{PROMPTS[index % len(PROMPTS)]} ({index})")
+        try:
+            routed.append(client.call("Route", request))
+        except grpc.RpcError as error:
+            shed = error
+            break
+    else:
+        pytest.fail("Route was never shed while the disk was full")
+    assert isinstance(shed, grpc.Call)
+    assert shed.code() == grpc.StatusCode.UNAVAILABLE, shed.details()
+    return shed.details() or ""
+
+
+@pytest.mark.parametrize("stop_at_once", [False, True], ids=["drained", "stopped-at-once"])
+def test_a_backlog_larger_than_the_space_freed_drains_and_nothing_acknowledged_is_lost(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    start_service: Callable[..., Service],
+    api: Callable[..., Any],
+    stop_at_once: bool,
+) -> None:
+    """While the log's disk is full, routed decisions wait in memory only up to
+    log.max_backlog_mb: then Route (and Feedback) answer UNAVAILABLE saying to retry later,
+    instead of memory growing. Space then returns, but less than one write of the whole
+    backlog needs (injected: a journal write of more than a quarter of it fails). That is
+    enough: the backlog goes out and into the database a chunk at a time, Feedback is
+    acknowledged again, and after a stop (once drained, or at once: the stop drains it)
+    every decision Route answered and every acknowledged feedback is in the log, nothing set
+    aside and nothing reported lost."""
+    disk = Disk(tmp_path / "disk", tmpfs=False, monkeypatch=monkeypatch)
+    service = start_service(
+        {
+            "log": {"path": str(disk.path / "log.duckdb"), "max_backlog_mb": BACKLOG_MB},
+            "reward": {"window_s": 3600.0},
+        }
+    )
+    disk.attach(service)
+    client = api(service)
+    routed = [client.route()]
+    acknowledged = [routed[0].decision_id]
+    assert client.feedback(decision_id=acknowledged[0], quality=1.0).feedback_count == 1
+
+    disk.fill()
+    try:
+        assert "retry later" in _route_until_shed(client, routed)
+        backlog = service.event_log._journal.buffered_bytes
+        assert BACKLOG_MB << 20 <= backlog < (BACKLOG_MB + 1) << 20, backlog
+        client.fails(
+            "Feedback",
+            pb.FeedbackRequest(decision_id=routed[1].decision_id, quality=0.5),
+            grpc.StatusCode.UNAVAILABLE,
+        )
+    finally:
+        disk.free_some(backlog // 4)
+    with capture_logs() as logged:
+        if not stop_at_once:
+            drained = _wait(lambda: service.event_log.last_error is None, 60.0)
+            assert drained, service.event_log.last_error
+            for decision in routed[2:12]:
+                ack = client.feedback(decision_id=decision.decision_id, quality=0.5)
+                assert ack.disposition == pb.FEEDBACK_DISPOSITION_LEARNED
+                acknowledged.append(decision.decision_id)
+            routed.append(client.route())
+        service.stop()
+    assert not [e for e in logged if e["event"].startswith("log_close_")], logged
+    with duckdb.connect(str(disk.path / "log.duckdb"), read_only=True) as log:
+        decisions = {r[0] for r in log.execute("SELECT decision_id FROM decisions").fetchall()}
+        feedback = {r[0] for r in log.execute("SELECT decision_id FROM feedback").fetchall()}
+    missing = {d.decision_id for d in routed} - decisions
+    print(f"\nbacklog {backlog} bytes, room {backlog // 4}: {len(routed)} routed, "
+          f"{len(missing)} missing; {len(acknowledged)} feedback acknowledged, "
+          f"{len(set(acknowledged) - feedback)} missing")  # fmt: skip
+    assert not missing
+    assert set(acknowledged) <= feedback
+    assert not (disk.path / "log.duckdb.rejected").exists()
 
 
 # -- slow and stalled feedback clients -------------------------------------------------------------

@@ -35,7 +35,8 @@ def _lines(path: Path) -> list[bytes]:
 
 def test_buffered_lines_reach_the_segment_in_order_only_when_written(tmp_path: Path) -> None:
     """append() only buffers; write() puts every buffered line in the open segment, in order;
-    rotate() closes it and numbers the next one after it."""
+    rotate() closes it, holding what was written (not what is still buffered), and numbers the
+    next one after it."""
     j = Journal(tmp_path)
     j.append(b"1\n")
     j.append(b"2\n")
@@ -48,10 +49,12 @@ def test_buffered_lines_reach_the_segment_in_order_only_when_written(tmp_path: P
     j.append(b"3\n")
     closed = j.rotate()
     assert closed == segment
-    assert _lines(segment) == [b"1\n", b"2\n", b"3\n"]
+    assert _lines(segment) == [b"1\n", b"2\n"]
     assert [p.name for p in list_segments(tmp_path)] == [segment.name, "000000000002.jsonl"]
     assert j.rotate() is None  # nothing written since: the empty segment stays open
-    j.close()
+    assert _lines(tmp_path / "000000000002.jsonl") == []
+    assert j.close() == tmp_path / "000000000002.jsonl"  # close writes the buffer
+    assert _lines(tmp_path / "000000000002.jsonl") == [b"3\n"]
 
 
 def test_numbering_continues_after_existing_segments_and_the_ingested_mark(
@@ -120,6 +123,78 @@ def test_a_failed_write_keeps_the_lines_and_leaves_no_partial_line(
     monkeypatch.setattr(journal, "_write_all", real)
     j.write()
     assert _lines(segment) == [b"kept\n", b"first-unwritten\n", b"second\n"]
+    j.close()
+
+
+def _room_of(monkeypatch: pytest.MonkeyPatch, room: int) -> list[int]:
+    """Let a journal write succeed only if it is at most ``room`` bytes (a disk with that
+    much free); returns the list the sizes of successful writes are added to."""
+    real, sizes = journal._write_all, []
+
+    def write(fd: int, data: bytes) -> None:
+        if len(data) > room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+        sizes.append(len(data))
+
+    monkeypatch.setattr(journal, "_write_all", write)
+    return sizes
+
+
+def test_a_backlog_larger_than_the_free_space_goes_out_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buffer of a megabyte goes out although no write of more than a third of it fits:
+    writes are chunks of whole lines of at most WRITE_CHUNK_BYTES, in order, and with
+    ``chunks`` only that many go out."""
+    line = b"x" * 1023 + b"\n"
+    j = Journal(tmp_path)
+    for _ in range(1024):
+        j.append(line)
+    sizes = _room_of(monkeypatch, (1 << 20) // 3)
+    assert j.write(chunks=1) is True
+    assert sizes == [journal.WRITE_CHUNK_BYTES]
+    assert j.written == journal.WRITE_CHUNK_BYTES // len(line)
+    assert j.write() is False
+    assert all(size <= journal.WRITE_CHUNK_BYTES for size in sizes)
+    assert (j.written, j.buffered_bytes) == (1024, 0)
+    (segment,) = list_segments(tmp_path)
+    assert _lines(segment) == [line] * 1024
+    j.close()
+
+
+def test_chunks_written_before_a_failure_stay_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the disk fills half-way through a backlog, the chunks that landed count as
+    written (a durable append among them returns), the rest stays buffered in order, and a
+    durable append behind a larger backlog than ``backlog_limit`` fails at once unwritten."""
+    line = b"y" * 1023 + b"\n"
+    j = Journal(tmp_path)
+    for _ in range(768):
+        j.append(line)
+    real = journal._write_all
+    budget = [2]
+
+    def two_chunks_then_full(fd: int, data: bytes) -> None:
+        if budget[0] == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        budget[0] -= 1
+        real(fd, data)
+
+    monkeypatch.setattr(journal, "_write_all", two_chunks_then_full)
+    with pytest.raises(OSError, match="No space"):
+        j.append_durable(b"late\n")
+    per_chunk = journal.WRITE_CHUNK_BYTES // len(line)
+    assert j.written == 2 * per_chunk
+    (segment,) = list_segments(tmp_path)
+    assert _lines(segment) == [line] * (2 * per_chunk)
+    with pytest.raises(OSError, match="catching up"):
+        j.append_durable(b"later\n", backlog_limit=1024)
+    monkeypatch.setattr(journal, "_write_all", real)
+    j.write()
+    assert _lines(segment)[-2:] == [b"late\n", b"later\n"]
+    assert len(_lines(segment)) == 770
     j.close()
 
 

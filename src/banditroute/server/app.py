@@ -197,6 +197,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         export_interval_s=log_settings.export_interval_s,
         fsync=log_settings.fsync,
         sync_feedback=log_settings.sync_feedback,
+        max_backlog_bytes=log_settings.max_backlog_mb * 1024 * 1024,
     )
     audit = AuditChain(*event_log.audit_head(), sink=event_log.append_audit)
     default_policy = policies.pop("default")

@@ -44,6 +44,10 @@ COMMITTED.done()
 class EventLog(Protocol):
     """Where decisions, feedback and settlements go, and where a restart reads them back."""
 
+    def admit(self) -> None:
+        """Raise :class:`~banditroute.errors.Unavailable` when the log cannot take another
+        decision or feedback now (rows it could not write yet are at their bound)."""
+
     def append_decision(self, record: DecisionRecord) -> None:
         """Queue a decision row."""
 

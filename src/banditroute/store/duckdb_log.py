@@ -36,9 +36,10 @@ import duckdb
 import structlog
 
 from banditroute.audit import CREATE_AUDIT_TABLE, AuditRecord, read_head
-from banditroute.errors import ConfigError
+from banditroute.errors import ConfigError, Unavailable
 from banditroute.store.base import Commit
 from banditroute.store.journal import (
+    WRITE_CHUNK_BYTES,
     Journal,
     journal_dir,
     list_segments,
@@ -72,9 +73,9 @@ LOGGED_LINE_NUMBERS = 20
 
 EXPORTED_TABLES = ("decisions", "feedback", "settlements", "audit")
 
-MAX_BUFFER_BYTES = 256 * 1024 * 1024
-"""Past this much unwritten journal (the disk has been full for long), Route's rows are
-dropped, counted and reported as errors rather than growing memory without bound."""
+DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+"""Unwritten journal (the disk has been full for a while) past which :meth:`DuckDBLog.admit`
+refuses new decisions and feedback, so memory stays bounded and no row is dropped."""
 
 
 def _ts(seconds: float) -> datetime:
@@ -124,6 +125,7 @@ class DuckDBLog:
         memory_limit_mb: int = 256,
         fsync: bool = False,
         sync_feedback: bool = True,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
     ) -> None:
         self.path = path
         self.export_dir = export_dir
@@ -135,6 +137,7 @@ class DuckDBLog:
         self._ingest_interval_s = ingest_interval_s
         self._batch_size = batch_size
         self._sync_feedback = sync_feedback
+        self._max_backlog_bytes = max_backlog_bytes
         self._con = _connect(path)
         # DuckDB caches database pages up to its memory limit (80% of RAM by default), which
         # would let a long-running server's resident memory grow with the log: bound it.
@@ -147,7 +150,6 @@ class DuckDBLog:
         self._export_marks = self._read_export_marks()
         self._failures = 0
         self.last_error: BaseException | None = None
-        self.dropped_rows = 0
         done = ingested_upto(self._con)
         self._pending = self._recover(done)
         self._journal = Journal(self.journal_dir, fsync=fsync, after=done)
@@ -161,12 +163,18 @@ class DuckDBLog:
         self._thread.start()
 
     # -- producers ---------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Unavailable while the journal holds ``max_backlog_bytes`` it could not write yet
+        (its disk full): the router asks before a decision or feedback, so a long outage
+        sheds calls with a clear status instead of growing memory or dropping rows."""
+        backlog = self._journal.buffered_bytes
+        if backlog >= self._max_backlog_bytes:
+            raise Unavailable(
+                f"the decision log has {backlog // 1024} KiB of rows it could not write yet "
+                "(is its disk full?); no new calls until it catches up: retry later"
+            )
+
     def _buffer(self, line: bytes) -> None:
-        if self._journal.buffered_bytes > MAX_BUFFER_BYTES:
-            self.dropped_rows += 1
-            if self.dropped_rows % 1000 == 1:
-                log.error("log_rows_dropped", dropped=self.dropped_rows, error=str(self.last_error))
-            return
         self._journal.append(line)
         self._unflushed += 1
         if self._unflushed >= self._batch_size:
@@ -184,8 +192,11 @@ class DuckDBLog:
             self._journal.append(feedback_line(record))
             commit.done()
             return commit
+        # While a failure's backlog drains, only a small one is written from here (see
+        # Journal.append_durable); the writer moves the rest in a chunk at a time.
+        limit = WRITE_CHUNK_BYTES if self._failures else None
         try:
-            self._journal.append_durable(feedback_line(record))
+            self._journal.append_durable(feedback_line(record), backlog_limit=limit)
         except OSError as exc:
             self.last_error = exc
             commit.done(exc)
@@ -329,8 +340,9 @@ class DuckDBLog:
                     # moves them in); say so instead of hanging the shutdown.
                     log.error("log_close_left_rows_in_journal", journal=str(self.journal_dir),
                               segments=len(self._pending), error=str(error))  # fmt: skip
-                if self._journal.buffered_bytes:
-                    log.error("log_close_lost_unwritten_rows", error=str(error),
+                lost = self._journal.appended - self._journal.written
+                if lost:
+                    log.error("log_close_lost_unwritten_rows", error=str(error), rows=lost,
                               bytes=self._journal.buffered_bytes)  # fmt: skip
                 with self._waiters_lock:
                     self._closed = True
@@ -340,23 +352,55 @@ class DuckDBLog:
                 return
 
     def _cycle(self, *, final: bool = False) -> BaseException | None:
-        """Close the journal's segment, move every closed segment in, export when due.
+        """Move in every closed segment, then write out what was buffered when the cycle
+        began a chunk at a time, each closed and moved in before the next is written (after a
+        full disk its space is freed before more is used); at ``final`` close the journal.
+        Export when due.
 
         A segment that fails for want of disk (or any other reason the database gives) is
         retried for as long as it takes; one DuckDB refuses for its content goes in without
         the rows it refuses (:meth:`_salvage`).
         """
         self._unflushed = 0
-        error: BaseException | None = None
-        try:
-            closed = self._journal.close() if final else self._journal.rotate()
-        except OSError as exc:
-            # Segments closed before can still go in; the buffer stays (and, at close, is
-            # reported lost by the caller's log line).
-            self._failed(exc, where=str(self.journal_dir))
-            error, closed = exc, None
-        if closed is not None:
-            self._pending.append(closed)
+        target = self._journal.appended
+        error = self._move_in()
+        while error is None:
+            try:
+                if self._journal.written < target:
+                    self._journal.write(chunks=1)
+            except OSError as exc:
+                self._failed(exc, where=str(self.journal_dir))
+                error = exc
+            try:
+                closed = self._journal.rotate()
+            except OSError as exc:
+                self._failed(exc, where=str(self.journal_dir))
+                error, closed = error or exc, None
+            if closed is not None:
+                self._pending.append(closed)
+            error = self._move_in() or error
+            if self._journal.written >= target:
+                break
+        if final:
+            try:
+                closed = self._journal.close()
+            except OSError as exc:  # what it could not write is reported by the caller
+                self._failed(exc, where=str(self.journal_dir))
+                error, closed = error or exc, None
+            if closed is not None:
+                self._pending.append(closed)
+                error = self._move_in() or error
+        if error is not None:
+            return error
+        self._failures = 0
+        self.last_error = None
+        if final or time.monotonic() - self._last_export >= self._export_interval_s:
+            self.export()
+        return None
+
+    def _move_in(self) -> BaseException | None:
+        """Move the closed segments in, oldest first, deleting each; the error that stopped
+        it (the segment stays, to be retried), or None."""
         while self._pending:
             segment = self._pending[0]
             try:
@@ -372,12 +416,12 @@ class DuckDBLog:
             self._pending.pop(0)
             with contextlib.suppress(FileNotFoundError):
                 segment.unlink()
-        if error is not None:
-            return error
-        self._failures = 0
-        self.last_error = None
-        if final or time.monotonic() - self._last_export >= self._export_interval_s:
-            self.export()
+            if self._failures:
+                # Catching up after a full disk: fold the write-ahead log (about as large as
+                # the segment) into the compressed file now, not at its usual 16 MB, so each
+                # segment moved in frees more space than it took.
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("CHECKPOINT")
         return None
 
     def _failed(self, error: BaseException, *, where: str) -> None:

@@ -7,6 +7,11 @@ from the calling thread before returning (Feedback: acknowledged only once writt
 written row is in the operating system's hands, so it survives kill -9 of the server; with
 ``fsync`` it survives a power cut too. The writer closes segments with :meth:`rotate`, moves
 them into DuckDB and deletes them; a start after a crash moves whatever was left.
+
+Lines go out in chunks of at most :data:`WRITE_CHUNK_BYTES`, each counted as written as soon
+as it lands: after a full disk, a backlog larger than the space freed still goes out a chunk
+at a time (the writer moves each into the database, freeing its space, before the next),
+where one write of the whole backlog would fail for as long as the backlog is larger.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import threading
 from pathlib import Path
 
 SUFFIX = ".jsonl"
+
+WRITE_CHUNK_BYTES = 256 * 1024
+"""The most one write puts out (whole lines; a longer line goes out alone)."""
 
 
 def journal_dir(log_path: Path) -> Path:
@@ -101,6 +109,16 @@ class Journal:
         """Bytes handed in and not yet written."""
         return self._buffered_bytes
 
+    @property
+    def appended(self) -> int:
+        """The number of the newest line handed in."""
+        return self._appended
+
+    @property
+    def written(self) -> int:
+        """Every line up to this number is written."""
+        return self._written
+
     def _path(self, seq: int) -> Path:
         return self.directory / f"{seq:012d}{SUFFIX}"
 
@@ -115,23 +133,37 @@ class Journal:
             self._appended += 1
             return self._appended
 
-    def append_durable(self, line: bytes) -> None:
+    def append_durable(self, line: bytes, *, backlog_limit: int | None = None) -> None:
         """Write one line and everything buffered before it; OSError if it could not be.
 
+        With ``backlog_limit``, more than that many bytes buffered is an OSError (EAGAIN)
+        instead of a write: the writer is catching up on a failure's backlog a chunk at a
+        time, and a write of all of it could fill the disk the database needs to take it in.
         After a failure the line stays buffered, in order, and goes out with a later write.
         """
         number = self.append(line)
         with self._write_lock:
-            if self._written < number:
-                self._write_buffer()
-
-    def write(self) -> None:
-        """Write whatever is buffered (the writer thread calls this every flush interval)."""
-        with self._write_lock:
+            if self._written >= number:
+                return
+            if backlog_limit is not None and self._buffered_bytes > backlog_limit:
+                raise OSError(
+                    errno.EAGAIN,
+                    f"the log is catching up on {self._buffered_bytes} bytes of rows a failed "
+                    "write left unwritten",
+                )
             self._write_buffer()
 
-    def _write_buffer(self) -> None:
-        """Write the buffer to the open segment; on failure put it back and raise."""
+    def write(self, chunks: int | None = None) -> bool:
+        """Write what is buffered, or at most ``chunks`` chunks of it; returns whether lines
+        are still buffered. OSError if a write failed."""
+        with self._write_lock:
+            return self._write_buffer(chunks)
+
+    def _write_buffer(self, chunks: int | None = None) -> bool:
+        """Write buffered lines to the open segment a chunk at a time (at most ``chunks``),
+        each chunk counted as written once it lands; returns whether lines remain buffered.
+        On failure, cut the segment back to its last whole chunk, put the unwritten lines
+        back at the buffer's front and raise."""
         if self._closed:
             raise OSError(errno.EBADF, f"the journal {self.directory} is closed")
         with self._buffer_lock:
@@ -139,32 +171,43 @@ class Journal:
             upto = self._appended
         if not lines:
             self._written = upto
-            return
-        data = b"".join(lines)
+            return False
+        first = upto - len(lines) + 1  # the number of lines[0]
+        done = sent = 0
         try:
-            _write_all(self._fd, data)
-            if self._fsync:
-                os.fdatasync(self._fd)
+            while done < len(lines) and (chunks is None or sent < chunks):
+                end, size = done + 1, len(lines[done])
+                while end < len(lines) and size + len(lines[end]) <= WRITE_CHUNK_BYTES:
+                    size += len(lines[end])
+                    end += 1
+                _write_all(self._fd, b"".join(lines[done:end]))
+                if self._fsync:
+                    os.fdatasync(self._fd)
+                self._size += size
+                sent += 1
+                done = end
+                with self._buffer_lock:
+                    self._buffered_bytes -= size
+                self._written = first + done - 1
         except OSError:
             # Leave whole lines only: cut off what a partial write put in the segment.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
             with self._buffer_lock:
-                self._buffer[:0] = lines
+                self._buffer[:0] = lines[done:]
             raise
-        self._size += len(data)
         with self._buffer_lock:
-            self._buffered_bytes -= len(data)
-        self._written = upto
+            self._buffer[:0] = lines[done:]
+            return bool(self._buffer)
 
     def rotate(self) -> Path | None:
-        """Write the buffer, close the open segment and start the next one.
+        """Close the open segment, holding what has been written to it (not the buffer), and
+        start the next one.
 
         Returns the closed segment, or None when it held nothing (then it stays open).
-        OSError if the buffer could not be written.
+        OSError if the next segment could not be opened.
         """
         with self._write_lock:
-            self._write_buffer()
             if self._size == 0:
                 return None
             # Open the next segment before closing this one: if the open fails, writing goes

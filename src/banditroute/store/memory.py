@@ -19,6 +19,9 @@ class MemoryLog:
         self.audit: list[AuditRecord] = []
         self._lock = threading.Lock()
 
+    def admit(self) -> None:
+        """Always: memory takes every row."""
+
     def append_decision(self, record: DecisionRecord) -> None:
         with self._lock:
             self.decisions.append(record)
