@@ -58,6 +58,7 @@ class ServerSettings:
     max_metadata_bytes: int = 16384
     workers: int = 1
     merge_interval_s: float = 5.0
+    worker_restarts_per_minute: int = 5
     freeze_gc: bool = True
 
 
@@ -329,6 +330,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         workers=server.workers,
         merge_interval_s=server.merge_interval_s,
     )
+    _finite("server", at_least=0.0, worker_restarts_per_minute=server.worker_restarts_per_minute)
     if not 0 <= server.port < 65536:
         raise ConfigError("server.port: must be in 0..65535", field="server.port")
     log: LogSettings = _build(

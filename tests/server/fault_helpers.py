@@ -105,6 +105,21 @@ class ServerProcess:
         self.stderr.close()
 
 
+def worker_pid(server: ServerProcess, index: int) -> int:
+    """The pid of worker ``index`` of a ``--workers`` server: the supervisor's child process
+    holding its log file (``*.wINDEX.duckdb``) open."""
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split():
+        try:
+            links = [os.readlink(f) for f in Path(f"/proc/{child}/fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.endswith(f".w{index}.duckdb") for link in links):
+            return int(child)
+    raise AssertionError(f"no worker process holds a .w{index}.duckdb log")
+
+
 class ServerLauncher:
     """Starts ``python -m banditroute.cli serve --config FILE`` processes and remembers them, so
     that ``close_all`` (the fixture's teardown) kills whatever still runs."""

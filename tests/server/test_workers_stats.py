@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
-from fault_helpers import ServerLauncher, ServerProcess
+from fault_helpers import ServerLauncher, ServerProcess, worker_pid
 
 from banditroute.config import settings_from_mapping
 from banditroute.router import decision_owner
@@ -51,16 +51,7 @@ class Cluster:
 
     def worker_pid(self, index: int) -> int:
         """The pid of worker ``index``: the child process holding its log file open."""
-        pid = self.server.process.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children")
-        for pid in children.read_text().split():
-            try:
-                links = [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
-            except OSError:
-                continue
-            if any(link.endswith(f"log.w{index}.duckdb") for link in links):
-                return int(pid)
-        raise AssertionError(f"no process holds log.w{index}.duckdb")
+        return worker_pid(self.server, index)
 
 
 def _config(tmp: Path) -> str:

@@ -55,6 +55,12 @@ FORWARD_TIMEOUT_S = 15.0
 """How long a forwarded feedback may take (it waits for the owner's log commit)."""
 PEER_TIMEOUT_S = 2.0
 """How long GetStats and ResetModelHealth wait for another worker before leaving it out."""
+PEER_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+"""Reconnection backoff of the channels to other workers (see ``WorkerPeers._stub``)."""
 PEER_KEY = "x-banditroute-peer"
 """Metadata of a call one worker makes to another (its index): answer for yourself only."""
 WORKERS_KEY = "x-banditroute-workers"
@@ -101,7 +107,12 @@ class WorkerPeers:
     def _stub(self, index: int) -> pb_grpc.RouterServiceStub:
         stub = self._stubs.get(index)
         if stub is None:
-            channel = grpc.insecure_channel(f"unix:{self._socket_of(index)}")
+            # A worker the supervisor replaced listens again on the same socket within
+            # seconds: retry the connection at most every second, not gRPC's default of up
+            # to two minutes, so forwarded feedback reaches the replacement soon.
+            channel = grpc.insecure_channel(
+                f"unix:{self._socket_of(index)}", options=PEER_CHANNEL_OPTIONS
+            )
             stub = self._stubs.setdefault(index, pb_grpc.RouterServiceStub(channel))
         return stub
 

@@ -9,13 +9,19 @@ feedback, whatever the policy kind, and judges each model's health on all of it.
 that reaches a worker which did not make the decision is forwarded to the owner over a private
 Unix socket, and GetStats and ResetModelHealth ask every worker over those sockets (see
 ``WorkerPeers``). On SIGTERM the supervisor stops the workers (each shuts down gracefully)
-and exits 0; when a worker dies, it stops the others and exits 1.
+and exits 0. When a worker dies (kill -9, a crash), the supervisor starts a replacement with
+the same index, which opens the same log file (moving the dead worker's journal in) and
+restores its pending decisions from it, as a restarted single server does, so feedback for
+the dead worker's decisions is answered again; the other workers keep serving meanwhile. At
+most ``server.worker_restarts_per_minute`` restarts in any 60 s: past that (a crash loop) it
+stops every worker and exits 1.
 Merging VW weight deltas instead (``simulations/vw_delta_merging.py``) was measured worse than
 not merging at all; see benchmarks/README.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import shutil
 import signal
@@ -23,6 +29,8 @@ import socket
 import tempfile
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -41,6 +49,14 @@ log = structlog.get_logger(__name__)
 
 READY_TIMEOUT_S = 120.0
 ROUND_TIMEOUT_S = 30.0
+TICK_S = 0.5
+"""How often the supervisor checks for a signal and for dead workers."""
+RESTART_WINDOW_S = 60.0
+"""The window ``server.worker_restarts_per_minute`` counts restarts over."""
+
+
+class WorkersLost(RuntimeError):
+    """Workers died faster than the supervisor may restart them (a crash loop)."""
 
 
 def _free_port(host: str) -> int:
@@ -86,18 +102,75 @@ def _worker_main(
     conn.send(("stopped",))
 
 
+Spend = dict[str, tuple[float, float, int]]
+"""A worker's budget spend by tenant: (period start, USD, requests), as ``take_budget_spend``."""
+
+
+class SpendLedger:
+    """What each worker's spend the others have been handed in the current period, so that a
+    replacement worker neither double-counts nor misses any.
+
+    A replacement reads back its whole period's spend from its log and reports it as new in
+    its first round; the others have already counted most of it, so :meth:`handed` passes on
+    only the part they have not seen. And it knows nothing of the others' spend, so
+    :meth:`others` is what it is given on start."""
+
+    def __init__(self, workers: int) -> None:
+        self._handed: list[Spend] = [{} for _ in range(workers)]
+        self._retally: set[int] = set()
+
+    def replaced(self, index: int) -> None:
+        """Worker ``index`` was replaced: its next report is a whole-period tally."""
+        self._retally.add(index)
+
+    def others(self, index: int) -> list[Spend]:
+        """The spend of every worker but ``index`` handed out so far this period."""
+        return [dict(spend) for other, spend in enumerate(self._handed) if other != index]
+
+    def handed(self, index: int, spend: Spend) -> Spend:
+        """The part of worker ``index``'s report to hand the others (all of it, except after a
+        replacement), counted as handed out."""
+        handed = self._handed[index]
+        if index in self._retally:
+            self._retally.discard(index)
+            spend = {tenant: _minus(entry, handed.get(tenant)) for tenant, entry in spend.items()}
+        for tenant, (start, usd, requests) in spend.items():
+            before = handed.get(tenant)
+            if before is not None and before[0] == start:
+                handed[tenant] = (start, before[1] + usd, before[2] + requests)
+            elif before is None or start > before[0]:
+                handed[tenant] = (start, usd, requests)
+        return spend
+
+
+def _minus(
+    entry: tuple[float, float, int], seen: tuple[float, float, int] | None
+) -> tuple[float, float, int]:
+    """``entry`` less what was ``seen`` of the same period (never below zero)."""
+    start, usd, requests = entry
+    if seen is None or seen[0] != start:
+        return entry
+    return start, max(0.0, usd - seen[1]), max(0, requests - seen[2])
+
+
 class _Reply(NamedTuple):
     """What one worker answers a merge round."""
 
     updates: list[SharedUpdate]
-    spend: dict[str, tuple[float, float, int]]
+    spend: Spend
     outcomes: list[SharedOutcome]
 
 
 class Supervisor:
     """Starts the workers, runs merge rounds, and stops everything on a signal."""
 
-    def __init__(self, settings: Settings, log_level: str = "info") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_level: str = "info",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.log_level = log_level
         self.port = settings.server.port or _free_port(settings.server.host)
@@ -105,30 +178,82 @@ class Supervisor:
         self._context = mp.get_context("spawn")
         self._stop = self._context.Event()
         self._workers: list[tuple[Any, Connection]] = []
+        self._clock = clock
+        self._restarts: deque[float] = deque()
+        self._ledger = SpendLedger(settings.server.workers)
+        self.restarted = 0
+
+    def _spawn(self, index: int) -> tuple[Any, Connection]:
+        count = self.settings.server.workers
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main,
+            args=(
+                self.settings.with_overrides(port=self.port),
+                WorkerIdentity(index, count, self.rundir),
+                child,
+                self._stop,
+                self.log_level,
+            ),
+            name=f"banditroute-worker-{index}",
+        )
+        process.start()
+        child.close()  # the worker's end: the parent's recv sees EOF once the worker is gone
+        return process, parent
+
+    def _await_ready(self, index: int) -> int:
+        """Wait until worker ``index`` listens; returns the pending decisions it restored.
+        ConfigError (one line naming the worker) if it fails or exits first."""
+        conn = self._workers[index][1]
+        if not conn.poll(READY_TIMEOUT_S):
+            raise RuntimeError(f"worker {index} did not start within {READY_TIMEOUT_S:g}s")
+        try:
+            message = conn.recv()
+        except EOFError:
+            message = ("failed", "it exited before it was ready (see its log above)")
+        if message[0] != "ready":
+            raise ConfigError(f"worker {index}: {message[1]}", field="server.workers")
+        return int(message[2])
 
     def start(self) -> None:
         """Start every worker and wait until all listen."""
-        count = self.settings.server.workers
-        worker_settings = self.settings.with_overrides(port=self.port)
-        for index in range(count):
-            parent, child = self._context.Pipe()
-            identity = WorkerIdentity(index, count, self.rundir)
-            process = self._context.Process(
-                target=_worker_main,
-                args=(worker_settings, identity, child, self._stop, self.log_level),
-                name=f"banditroute-worker-{index}",
+        self._workers = [self._spawn(index) for index in range(self.settings.server.workers)]
+        for index in range(len(self._workers)):
+            self._await_ready(index)
+
+    def lost(self) -> list[int]:
+        """The indexes of workers that are no longer running."""
+        return [index for index, (process, _) in enumerate(self._workers) if not process.is_alive()]
+
+    def restart(self, index: int) -> None:
+        """Replace dead worker ``index`` with a new process of the same index (its log, its
+        socket, its pending decisions). WorkersLost when that would exceed
+        ``worker_restarts_per_minute`` restarts in the last minute."""
+        process, conn = self._workers[index]
+        process.join(0)
+        now = self._clock()
+        while self._restarts and self._restarts[0] <= now - RESTART_WINDOW_S:
+            self._restarts.popleft()
+        limit = self.settings.server.worker_restarts_per_minute
+        if len(self._restarts) >= limit:
+            raise WorkersLost(
+                f"worker {index} exited (code {process.exitcode}) after {len(self._restarts)} "
+                f"restart(s) in the last {RESTART_WINDOW_S:g}s (limit {limit})"
             )
-            process.start()
-            self._workers.append((process, parent))
-        for index, (_, conn) in enumerate(self._workers):
-            if not conn.poll(READY_TIMEOUT_S):
-                raise RuntimeError(f"worker {index} did not start within {READY_TIMEOUT_S:g}s")
-            try:
-                message = conn.recv()
-            except EOFError:
-                message = ("failed", "it exited before it was ready (see its log above)")
-            if message[0] != "ready":
-                raise ConfigError(f"worker {index}: {message[1]}", field="server.workers")
+        self._restarts.append(now)
+        log.error("worker_lost", worker=index, exitcode=process.exitcode)
+        conn.close()
+        self._workers[index] = self._spawn(index)
+        try:
+            pending = self._await_ready(index)
+        except (ConfigError, RuntimeError) as exc:
+            log.error("worker_restart_failed", worker=index, error=str(exc))
+            return  # still dead: the next check restarts it again, within the limit
+        self._ledger.replaced(index)
+        with contextlib.suppress(OSError):  # the others' spend so far, for its budgets
+            self._workers[index][1].send(("learn", [], self._ledger.others(index), []))
+        self.restarted += 1
+        log.info("worker_restarted", worker=index, pending_restored=pending)
 
     def merge_round(self) -> bool:
         """One round: collect every worker's new learning updates, budget spend and model
@@ -138,26 +263,34 @@ class Supervisor:
         cap would hold per process (N times the limit for the server) and each process would
         trip a failing model's breaker on its own failures only; with it, a process sees the
         others' spend and outcomes at most one round (``merge_interval_s``) late."""
-        for _, conn in self._workers:
-            conn.send(("updates",))
+        asked = []
+        for index, (_, conn) in enumerate(self._workers):
+            with contextlib.suppress(OSError):  # a dead worker: restarted at the next check
+                conn.send(("updates",))
+                asked.append(index)
         deadline = time.monotonic() + ROUND_TIMEOUT_S
         replies: dict[int, _Reply] = {}
-        for index, (_, conn) in enumerate(self._workers):
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
-                # A worker too busy to answer this round answers in the next one (its reply
-                # waits in the pipe); the others' updates and spend are handed out regardless.
-                log.error("merge_round_timeout", worker=index)
-                continue
-            _, updates, spend, outcomes = conn.recv()
-            replies[index] = _Reply(updates, spend, outcomes)
+        for index in asked:
+            conn = self._workers[index][1]
+            try:
+                if not conn.poll(max(0.0, deadline - time.monotonic())):
+                    # A worker too busy to answer this round answers in the next one (its
+                    # reply waits in the pipe); the others' updates are handed out regardless.
+                    log.error("merge_round_timeout", worker=index)
+                    continue
+                _, updates, spend, outcomes = conn.recv()
+            except (EOFError, OSError):
+                continue  # it died during the round
+            replies[index] = _Reply(updates, self._ledger.handed(index, spend), outcomes)
         for me, (_, conn) in enumerate(self._workers):
             others = [r for index, r in replies.items() if index != me]
-            conn.send((
-                "learn",
-                [update for reply in others for update in reply.updates],
-                [reply.spend for reply in others],
-                [outcome for reply in others for outcome in reply.outcomes],
-            ))  # fmt: skip
+            with contextlib.suppress(OSError):
+                conn.send((
+                    "learn",
+                    [update for reply in others for update in reply.updates],
+                    [reply.spend for reply in others],
+                    [outcome for reply in others for outcome in reply.outcomes],
+                ))  # fmt: skip
         return any(reply.updates for reply in replies.values())
 
     def stop(self) -> None:
@@ -195,14 +328,18 @@ def serve_workers(settings: Settings, log_level: str = "info") -> int:
         merge_interval_s=settings.server.merge_interval_s,
     )
     code = 0
+    next_round = time.monotonic() + settings.server.merge_interval_s
     try:
-        while not done.wait(settings.server.merge_interval_s):
-            if supervisor.merge_round():
-                log.debug("models_merged", workers=settings.server.workers)
-    except (EOFError, OSError) as exc:
-        # A worker died (its pipe broke): stop the others and exit non-zero, rather than
-        # leave them serving behind a supervisor that would wait for them for ever.
-        log.error("worker_lost", error=repr(exc))
+        while not done.wait(TICK_S):
+            for index in supervisor.lost():
+                supervisor.restart(index)
+            if time.monotonic() >= next_round:
+                next_round = time.monotonic() + settings.server.merge_interval_s
+                if supervisor.merge_round():
+                    log.debug("models_merged", workers=settings.server.workers)
+    except WorkersLost as exc:
+        # A crash loop: stop the others and exit non-zero, rather than restart for ever.
+        log.error("workers_given_up", error=str(exc))
         code = 1
     finally:
         log.info("shutting_down", workers=settings.server.workers)
