@@ -70,11 +70,25 @@ class TenantBudget:
         self._local_requests = 0
         self._own_spend = 0.0  # this process's share in the period
         self._own_requests = 0
+        self._quality_weight = quality_weight
         self.pacer = (
             BudgetPacer(settings.target_usd_per_request, DEFAULT_PACING_RATE, quality_weight)
             if settings.target_usd_per_request is not None
             else None
         )
+
+    def reconfigure(self, settings: BudgetSettings) -> None:
+        """Apply new budget settings (a configuration reload), keeping the period's spend and
+        the pacer's multiplier; a changed period starts the new period's accounting."""
+        with self._lock:
+            target = settings.target_usd_per_request
+            if target is None:
+                self.pacer = None
+            elif self.pacer is None:
+                self.pacer = BudgetPacer(target, DEFAULT_PACING_RATE, self._quality_weight)
+            else:
+                self.pacer.budget_usd = target
+            self.settings = settings
 
     def _roll(self, now: float) -> None:
         start = period_start(self.settings.period, now)

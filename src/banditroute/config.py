@@ -29,6 +29,8 @@ PolicyKind = Literal["vw", "costaware", "linucb", "uniform", "fixed"]
 CombineRule = Literal["first", "last", "mean", "min", "max", "sum"]
 MissingRule = Literal["skip", "default"]
 
+DEFAULT_SOURCE = "<embedded defaults>"
+"""The ``source`` of settings read from the embedded defaults alone (no config file)."""
 POLICY_KINDS: tuple[str, ...] = ("vw", "costaware", "linucb", "uniform", "fixed")
 COMBINE_RULES: tuple[str, ...] = ("first", "last", "mean", "min", "max", "sum")
 _SECTIONS = frozenset(
@@ -152,7 +154,10 @@ class Settings:
     health: HealthSettings = field(default_factory=HealthSettings)
     policies: Mapping[str, PolicySettings] = field(default_factory=dict)
     tls: TLSSettings = TLSSettings()
-    source: str = field(default="<embedded defaults>", compare=False)
+    source: str = field(default=DEFAULT_SOURCE, compare=False)
+    overrides: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The command line's --port / --log / --workers (see :meth:`with_overrides`), applied
+    again when the source is re-read (:func:`reread_settings`)."""
 
     def __post_init__(self) -> None:
         if self.default_objective not in self.objectives:
@@ -186,15 +191,20 @@ class Settings:
         snapshot too (``PATH``'s stem + ``.policy.snapshot``) unless the config names a
         snapshot path of its own, so two servers started with different ``--log`` never
         share, and overwrite, one snapshot."""
+        given = {"port": port, "log_path": log_path, "workers": workers}
+        overrides = {**self.overrides, **{k: v for k, v in given.items() if v is not None}}
         server = self.server if port is None else replace(self.server, port=port)
         server = server if workers is None else replace(server, workers=workers)
         if log_path is None:
-            return replace(self, server=server)
+            return replace(self, server=server, overrides=overrides)
         policy = self.policy
         if policy.snapshot_path == DEFAULT_SNAPSHOT_PATH:
             snapshot = log_path.with_name(f"{log_path.stem}.policy.snapshot")
             policy = replace(policy, snapshot_path=snapshot)
-        return replace(self, server=server, log=replace(self.log, path=log_path), policy=policy)
+        return replace(
+            self, server=server, log=replace(self.log, path=log_path), policy=policy,
+            overrides=overrides,
+        )  # fmt: skip
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -446,7 +456,7 @@ def _default_document() -> dict[str, Any]:
 def load_settings(path: Path | None = None) -> Settings:
     """Settings from a TOML file merged over the embedded defaults (defaults alone if None)."""
     if path is None:
-        return settings_from_mapping({}, source="<embedded defaults>")
+        return settings_from_mapping({}, source=DEFAULT_SOURCE)
     try:
         data = tomllib.loads(path.read_text("utf-8"))
     except FileNotFoundError:
@@ -463,6 +473,22 @@ def load_settings(path: Path | None = None) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config: {path} is not valid TOML: {exc}", field="config") from exc
     return settings_from_mapping(data, source=str(path))
+
+
+def reread_settings(current: Settings) -> Settings:
+    """The settings a server running on ``current`` would start with now: the same source
+    read again (the embedded defaults if it had no file), with the same command-line
+    overrides. ConfigError (naming the key) if the file is no longer valid, or if ``current``
+    was not read from a file at all (built in-process from a mapping)."""
+    source = current.source
+    if source != DEFAULT_SOURCE and source.startswith("<"):
+        raise ConfigError(
+            f"config: these settings were built from {source}, not read from a file; there "
+            "is nothing to read again",
+            field="config",
+        )
+    fresh = load_settings(None if source == DEFAULT_SOURCE else Path(source))
+    return fresh.with_overrides(**current.overrides)
 
 
 def config_path_from_environment() -> Path | None:

@@ -454,6 +454,22 @@ class HealthTracker:
                 outbox.clear()
                 outbox.extend(kept)
 
+    def reconfigure(
+        self, settings: HealthSettings, limits: Mapping[str, ModelLimits], *, tenants: int = 1
+    ) -> None:
+        """Apply new breaker settings and load limits (a configuration reload); every model's
+        statistics, breaker state, rate window and in-flight count are kept. A model without
+        limits now is unlimited from now on; ``latency_window`` sizes only the quantiles of
+        models first seen from now on (a reload refuses to change it)."""
+        with self._lock:
+            self.settings = settings
+            self._min_tenants = max(1, min(settings.min_tenants, tenants))
+            self._limits = {model: limit for model, limit in limits.items() if not limit.unlimited}
+            for model, state in self._models.items():
+                state.limits = self._limits.get(model)
+            for model in self._limits:
+                self._state(model)
+
     # -- sharing with other serving processes ------------------------------------------------------
     def share_outcomes(self, limit: int = MAX_SHARED_OUTCOMES) -> None:
         """Keep every outcome recorded here (not those added from peers) for

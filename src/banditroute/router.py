@@ -7,7 +7,9 @@ distribution, and later joins feedback to the pending decision within the reward
 turns it into a reward with the objective's weights and updates the learner.
 
 Thread safety: a single lock guards the pending table and the policy (a VW workspace is not
-thread-safe). Waiting for a feedback's log commit happens outside the lock.
+thread-safe). Waiting for a feedback's log commit happens outside the lock. A configuration
+reload (:meth:`Router.reload`) swaps the settings under that lock; each Route and Feedback reads
+``self.settings`` once, so it works wholly with the old settings or wholly with the new ones.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import structlog
 
 from banditroute.audit import AuditChain
 from banditroute.budgets import BudgetStatus, TenantBudget, period_start
-from banditroute.catalog import ModelSpec
+from banditroute.catalog import Catalog, ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import Decision, Disposition, FeedbackReport, FeedbackResult, RouteQuery
 from banditroute.eligibility import Constraints, eligible_models
@@ -39,6 +41,7 @@ from banditroute.objectives import BudgetPacer, Objective
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
 from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
+from banditroute.reload import ConfigChange, config_change
 from banditroute.rules import first_match
 from banditroute.store.base import EventLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
@@ -145,28 +148,25 @@ class Router:
         prompt_hash_key: bytes | None = None,
     ) -> None:
         self.settings = settings
-        self.catalog = settings.catalog
+        self._known_models = set(settings.catalog.ids)  # every catalogue's, across reloads
         self.policy = policy
         self.policies: dict[str, Policy] = {"default": policy, **(policies or {})}
         self.log = event_log
         self.health = health or HealthTracker(
             settings.health,
-            {
-                m.id: ModelLimits(m.requests_per_minute, m.tokens_per_minute, m.max_in_flight)
-                for m in settings.catalog
-            },
+            _model_limits(settings),
             tenants=settings.access.callers,
         )
         self.audit = audit
         self._budgets: dict[str, TenantBudget] = {}
         self._pacers: dict[str, BudgetPacer] = {}
-        default_pacer = self.pacer(settings.objective(""))
-        if default_pacer is not None:
-            # Policies that price cost themselves follow the default objective's multiplier.
-            for candidate in self.policies.values():
-                follow = getattr(candidate, "follow", None)
-                if callable(follow):
-                    follow(lambda: default_pacer.lam)
+        self.pacer(settings.objective(""))
+        # Policies that price cost themselves follow the default objective's multiplier (that
+        # of whichever objective is the default, with whatever budget, after a reload).
+        for candidate in self.policies.values():
+            follow = getattr(candidate, "follow", None)
+            if callable(follow):
+                follow(self._default_multiplier)
         self._clock = clock
         self._new_id = new_id or DecisionIds()
         self._seed = seed
@@ -177,9 +177,48 @@ class Router:
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._by_request: dict[tuple[str, str], str] = {}
 
+    @property
+    def catalog(self) -> Catalog:
+        """The models the router chooses from now."""
+        return self.settings.catalog
+
+    def _default_multiplier(self) -> float:
+        """The default objective's pacing multiplier (0 without a budget)."""
+        pacer = self.pacer(self.settings.objective(""))
+        return 0.0 if pacer is None else pacer.lam
+
+    # -- configuration reload --------------------------------------------------------------------
+    def reload(self, settings: Settings) -> ConfigChange:
+        """Swap in new settings at once, keeping what was learned (see :mod:`banditroute.reload`).
+
+        FailedPrecondition naming the key if ``settings`` change what only a restart can (the
+        old settings then stay). Policies keep their state (keyed by model id): a removed model
+        is no longer eligible, an added one starts from the prior, a new price counts at the
+        next Route. Pending decisions keep the models and objective they were made with, so
+        feedback for a removed model's decision is still accepted and learned from. Health
+        statistics, budget spend and pacing multipliers carry over."""
+        with self._lock:
+            change = config_change(self.settings, settings)
+            self.health.reconfigure(
+                settings.health, _model_limits(settings), tenants=settings.access.callers
+            )
+            for name, budget in self._budgets.items():
+                tenant = settings.access.tenants.get(name)
+                if tenant is not None and tenant.budget is not None:
+                    budget.reconfigure(tenant.budget)
+            for name, pacer in self._pacers.items():
+                objective = settings.objectives.get(name)
+                if objective is not None and objective.budget_usd is not None:
+                    pacer.budget_usd = objective.budget_usd
+                    pacer.rate = objective.pacing_rate
+                    pacer.quality_weight = objective.quality
+            self._known_models.update(settings.catalog.ids)
+            self.settings = settings
+        return change
+
     # -- Route -----------------------------------------------------------------------------------
-    def _validate(self, query: RouteQuery) -> None:
-        limit = self.settings.server.max_prompt_chars
+    def _validate(self, query: RouteQuery, settings: Settings) -> None:
+        limit = settings.server.max_prompt_chars
         if query.messages:
             if query.prompt:
                 raise InvalidArgument(
@@ -206,16 +245,16 @@ class Router:
                 f"prompt: {len(query.prompt)} characters, limit is {limit}", field="prompt"
             )
 
-    def _tenant(self, name: str) -> Tenant:
+    def _tenant(self, name: str, settings: Settings | None = None) -> Tenant:
         """The configured tenant; a name the configuration does not list (only possible when
         the Router is driven in-process, since the server authenticates every call) is a
         tenant without restrictions."""
-        tenant = self.settings.access.tenants.get(name)
+        tenant = (settings or self.settings).access.tenants.get(name)
         return Tenant(name) if tenant is None else tenant
 
-    def _objective(self, query: RouteQuery, tenant: Tenant) -> Objective:
+    def _objective(self, query: RouteQuery, tenant: Tenant, settings: Settings) -> Objective:
         name = query.objective or tenant.default_objective
-        objective = self.settings.objective(name)
+        objective = settings.objective(name)
         tenant.check_objective(objective.name)
         return objective
 
@@ -259,10 +298,11 @@ class Router:
 
     def route(self, query: RouteQuery) -> Decision:
         """Choose a model for the query, log the decision and keep it pending for feedback."""
-        self._validate(query)
+        settings = self.settings  # read once: a concurrent reload must not mix two settings
+        self._validate(query, settings)
         self.log.admit()
-        tenant = self._tenant(query.tenant)
-        objective = self._objective(query, tenant)
+        tenant = self._tenant(query.tenant, settings)
+        objective = self._objective(query, tenant, settings)
         request_hash = self.request_fingerprint(query) if query.request_id else ""
         if query.request_id:
             with self._lock:
@@ -276,7 +316,7 @@ class Router:
         text = query.prompt or "\n".join(m.content for m in query.messages)
         data_class = self._data_class(query, text)
         features = extract(
-            query.prompt, query.messages, feature_chars=self.settings.server.feature_chars
+            query.prompt, query.messages, feature_chars=settings.server.feature_chars
         )
         constraints = Constraints(
             candidate_models=query.candidate_models,
@@ -287,7 +327,7 @@ class Router:
             expected_output_tokens=query.expected_output_tokens,
             data_class=data_class,
         )
-        rule = first_match(self.settings.rules, tenant.name, features, query.tags, data_class)
+        rule = first_match(settings.rules, tenant.name, features, query.tags, data_class)
         decision_id = self._new_id()
         arm = self._arm(tenant, query, decision_id)
         explore = data_class in EXPLORABLE_CLASSES
@@ -298,12 +338,12 @@ class Router:
             # is refused and the decision is made again without it, so limits never overshoot
             # and the logged probabilities are those of the set actually decided over.
             eligibility = eligible_models(
-                self.catalog,
+                settings.catalog,
                 features,
                 constraints,
                 tenant=tenant,
                 rule=rule,
-                language_tagged=self.settings.language_tagged,
+                language_tagged=settings.language_tagged,
                 health=_Refusing(self.health, refused) if refused else self.health,
                 expected_latency_ms=self._expected_latency,
             )
@@ -546,10 +586,12 @@ class Router:
         return None if budget is None else budget.status(self._clock())
 
     # -- Feedback --------------------------------------------------------------------------------
-    def _fragments(self, report: FeedbackReport, served: ModelSpec) -> Fragments:
+    def _fragments(
+        self, report: FeedbackReport, served: ModelSpec, settings: Settings
+    ) -> Fragments:
         """The report's reward fragments, each within a plausible range ([reward] max_*): an
         absurd figure would otherwise stand in spend, budgets and a model's latency."""
-        limits = self.settings.reward
+        limits = settings.reward
         bounds = (
             ("input_tokens", limits.max_tokens),
             ("output_tokens", limits.max_tokens),
@@ -605,11 +647,12 @@ class Router:
         """Join a feedback to its pending decision, learn per the combine rule, log it."""
         if not report.decision_id:
             raise InvalidArgument("decision_id: must not be empty", field="decision_id")
-        if report.model:
-            self.catalog.get(report.model, field="model")
+        if report.model and report.model not in self._known_models:
+            self.catalog.get(report.model, field="model")  # InvalidArgument naming the field
         self.log.admit()
         self.expire()
-        combine = self.settings.reward.combine
+        settings = self.settings
+        combine = settings.reward.combine
         with self._lock:
             pending = self._pending.get(report.decision_id)
             if pending is not None and pending.record.tenant != report.tenant:
@@ -617,16 +660,20 @@ class Router:
             if pending is None:
                 raise NotFound(
                     f"decision_id: no pending decision {report.decision_id!r} "
-                    f"(unknown, or its {self.settings.reward.window_s:g}s reward window closed)",
+                    f"(unknown, or its {settings.reward.window_s:g}s reward window closed)",
                     field="decision_id",
                 )
             served_id = report.model or pending.decision.model
-            served = self.catalog.get(served_id, field="model")
-            # A model outside the tenant's allow-list never served its decisions; its invented
-            # outcomes would move that model's health (its breaker) for every tenant.
-            tenant = self._tenant(pending.record.tenant)
-            tenant.check_model(served_id, field="model")
-            fragments = self._fragments(report, served)
+            tenant = self._tenant(pending.record.tenant, settings)
+            # The model as it was when the decision was made (a reload since may have removed
+            # or re-priced it); a fallback outside the decision's eligible set from the catalogue.
+            served = next((arm for arm in pending.arms if arm.id == served_id), None)
+            if served is None:
+                served = settings.catalog.get(served_id, field="model")
+                # A model outside the tenant's allow-list never served its decisions; its
+                # invented outcomes would move that model's health (its breaker) for everyone.
+                tenant.check_model(served_id, field="model")
+            fragments = self._fragments(report, served, settings)
             # The log keeps this feedback's own reward (restore re-combines them); the caller
             # gets the reward learned so far (combined, for the deferred rules).
             own_reward = reward = self._reward(
@@ -673,7 +720,7 @@ class Router:
         # The audit row is queued first, so the feedback's durable write carries it along.
         self._audit_feedback(pending, record)
         commit = self.log.append_feedback(record)
-        if self.settings.log.sync_feedback:
+        if settings.log.sync_feedback:
             try:
                 commit.wait(COMMIT_TIMEOUT_S)
             except Exception as exc:
@@ -818,6 +865,14 @@ class Router:
         for settlement in settled:
             self.log.append_settlement(settlement)
         return restored
+
+
+def _model_limits(settings: Settings) -> dict[str, ModelLimits]:
+    """Each catalogue model's load limits, for the health tracker."""
+    return {
+        m.id: ModelLimits(m.requests_per_minute, m.tokens_per_minute, m.max_in_flight)
+        for m in settings.catalog
+    }
 
 
 def _loggable_features(features: PromptFeatures, data_class: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ REQUESTS: dict[str, Any] = {
     "ListModels": pb.ListModelsRequest(),
     "GetStats": pb.GetStatsRequest(),
     "ResetModelHealth": pb.ResetModelHealthRequest(model="claude-v1"),
+    "ReloadConfig": pb.ReloadConfigRequest(),
 }
 CONFIG: dict[str, Any] = {
     "policy": {"kind": "uniform"},

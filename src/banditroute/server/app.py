@@ -217,7 +217,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     router.restore_pacers(event_log.first_costs)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),
-        interceptors=[AuthInterceptor(settings.access)],
+        interceptors=[AuthInterceptor(lambda: router.settings.access)],
         maximum_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -79,10 +79,11 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Authenticates RouterService calls; see the module docstring."""
+    """Authenticates RouterService calls; see the module docstring. ``access`` is the tenants
+    and keys in force, or a function returning them at each call (they change on a reload)."""
 
-    def __init__(self, access: AccessSettings) -> None:
-        self._access = access
+    def __init__(self, access: AccessSettings | Callable[[], AccessSettings]) -> None:
+        self._access = access if callable(access) else lambda: access
         # grpc calls intercept_service on every call; the wrapper of a method's handler is
         # built once and reused while the server hands out the same handler for it.
         self._wrapped: dict[str, tuple[Any, Any]] = {}
@@ -112,7 +113,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                principal = access.authenticate(
+                principal = access().authenticate(
                     api_key_from_metadata(context.invocation_metadata())
                 )
             except BanditrouteError as error:

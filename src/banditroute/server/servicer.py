@@ -3,7 +3,7 @@
 The caller's tenant comes from the AuthInterceptor (:func:`current_principal`); usage figures
 come from the decision log through ``stats_reader`` (a read cursor on the live log). With
 several workers on one port (:class:`WorkerPeers`), Feedback is forwarded to the worker that
-made the decision, and GetStats and ResetModelHealth ask every worker.
+made the decision, and GetStats, ResetModelHealth and ReloadConfig ask every worker.
 
 Feedback runs on its own thread pool (:data:`FEEDBACK_POOL`): a Feedback call holds its thread
 while it waits for the log commit (or, in the sync gRPC server, for a slow client's request
@@ -25,7 +25,9 @@ import duckdb
 import grpc
 import structlog
 
+from banditroute.config import ServerSettings
 from banditroute.errors import BanditrouteError, NotFound, PermissionDenied
+from banditroute.reload import reload_from_source
 from banditroute.router import Router, decision_owner
 from banditroute.server import convert
 from banditroute.server.auth import API_KEY_HEADERS, current_principal
@@ -205,10 +207,14 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         peers: WorkerPeers | None = None,
     ) -> None:
         self.router = router
-        self._limits = router.settings.server
         self._peers = peers
         self._stats_reader = stats_reader
         self.started_at = time.time()  # GetStats' default since: "since the server started"
+
+    @property
+    def _limits(self) -> ServerSettings:
+        """The request size limits in force (a configuration reload may change them)."""
+        return self.router.settings.server
 
     def _fan_out(self, context: grpc.ServicerContext) -> WorkerPeers | None:
         """The workers to ask as well: None without peers or for a call a peer made."""
@@ -343,6 +349,32 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             return pb.ResetModelHealthResponse(health=merged[0])
 
         return _call(context, "ResetModelHealth", work)
+
+    def ReloadConfig(  # noqa: N802
+        self, request: pb.ReloadConfigRequest, context: grpc.ServicerContext
+    ) -> pb.ReloadConfigResponse:
+        """Read the configuration file again and apply it; with several workers this one
+        first, then (if it succeeded) every other one, each from the same file."""
+
+        def work() -> pb.ReloadConfigResponse:
+            current_principal().require_admin("ReloadConfig")
+            change = reload_from_source(self.router)
+            response = pb.ReloadConfigResponse(
+                models_added=change.models_added,
+                models_removed=change.models_removed,
+                models_changed=change.models_changed,
+                keys_changed=change.keys,
+                config_digest=change.digest,
+            )
+            peers = self._fan_out(context)
+            if peers is None:
+                return response
+            answers = peers.answers("ReloadConfig", peers.ask("ReloadConfig", request, context))
+            reloaded = 1 + sum(answer.config_digest == change.digest for answer, _ in answers)
+            context.set_trailing_metadata(((WORKERS_KEY, f"{reloaded}/{peers.count}"),))
+            return response
+
+        return _call(context, "ReloadConfig", work)
 
 
 setattr(RouterServicer.Feedback, "experimental_thread_pool", FEEDBACK_POOL)  # noqa: B010

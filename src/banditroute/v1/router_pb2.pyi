@@ -277,6 +277,24 @@ class ResetModelHealthResponse(_message.Message):
     health: ModelHealth
     def __init__(self, health: _Optional[_Union[ModelHealth, _Mapping]] = ...) -> None: ...
 
+class ReloadConfigRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadConfigResponse(_message.Message):
+    __slots__ = ("models_added", "models_removed", "models_changed", "keys_changed", "config_digest")
+    MODELS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    MODELS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    MODELS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    KEYS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    models_added: _containers.RepeatedScalarFieldContainer[str]
+    models_removed: _containers.RepeatedScalarFieldContainer[str]
+    models_changed: _containers.RepeatedScalarFieldContainer[str]
+    keys_changed: _containers.RepeatedScalarFieldContainer[str]
+    config_digest: str
+    def __init__(self, models_added: _Optional[_Iterable[str]] = ..., models_removed: _Optional[_Iterable[str]] = ..., models_changed: _Optional[_Iterable[str]] = ..., keys_changed: _Optional[_Iterable[str]] = ..., config_digest: _Optional[str] = ...) -> None: ...
+
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
     MODELS_FIELD_NUMBER: _ClassVar[int]

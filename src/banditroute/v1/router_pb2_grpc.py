@@ -62,6 +62,11 @@ class RouterServiceStub:
                 request_serializer=banditroute_dot_v1_dot_router__pb2.ResetModelHealthRequest.SerializeToString,
                 response_deserializer=banditroute_dot_v1_dot_router__pb2.ResetModelHealthResponse.FromString,
                 _registered_method=True)
+        self.ReloadConfig = channel.unary_unary(
+                '/banditroute.v1.RouterService/ReloadConfig',
+                request_serializer=banditroute_dot_v1_dot_router__pb2.ReloadConfigRequest.SerializeToString,
+                response_deserializer=banditroute_dot_v1_dot_router__pb2.ReloadConfigResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -109,6 +114,18 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadConfig(self, request, context):
+        """ReloadConfig reads the server's configuration file again and applies it without
+        a restart (models added, removed or re-priced, objectives, tenants, rules,
+        budgets...), keeping what the policy learned. An invalid file, or one that
+        changes what only a restart can (server.port, tls, log, policy...), is
+        FAILED_PRECONDITION naming the key, and the running settings stay.
+        Needs an admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +153,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ResetModelHealth,
                     request_deserializer=banditroute_dot_v1_dot_router__pb2.ResetModelHealthRequest.FromString,
                     response_serializer=banditroute_dot_v1_dot_router__pb2.ResetModelHealthResponse.SerializeToString,
+            ),
+            'ReloadConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadConfig,
+                    request_deserializer=banditroute_dot_v1_dot_router__pb2.ReloadConfigRequest.FromString,
+                    response_serializer=banditroute_dot_v1_dot_router__pb2.ReloadConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -276,6 +298,33 @@ class RouterService:
             '/banditroute.v1.RouterService/ResetModelHealth',
             banditroute_dot_v1_dot_router__pb2.ResetModelHealthRequest.SerializeToString,
             banditroute_dot_v1_dot_router__pb2.ResetModelHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditroute.v1.RouterService/ReloadConfig',
+            banditroute_dot_v1_dot_router__pb2.ReloadConfigRequest.SerializeToString,
+            banditroute_dot_v1_dot_router__pb2.ReloadConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,
