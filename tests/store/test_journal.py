@@ -3,6 +3,7 @@ moved in exactly once; what cannot be written stays buffered."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import shutil
@@ -333,6 +334,35 @@ def test_a_full_disk_at_commit_is_retried_not_set_aside(
         log.flush()
         assert count_rows(tmp_path / "log.duckdb", "decisions") == 1
         assert not log.rejected_dir.exists()
+    finally:
+        log.close()
+
+
+def test_rows_reach_the_journal_while_the_database_fails_for_another_reason(
+    tmp_path: Path, records: SimpleNamespace
+) -> None:
+    """While moving segments in fails for a reason other than space, the writer still writes
+    the buffer out to the journal (where a crash cannot lose it), and once the database
+    recovers every row goes in exactly once."""
+    log = DuckDBLog(tmp_path / "log.duckdb", flush_interval_s=0.01)
+    broken = duckdb.InternalException("INTERNAL Error: something else went wrong")
+    log._con = _FailingIngest(log._con, broken, 4)  # type: ignore[assignment]
+    try:
+        log.append_decision(records.decision(0))
+        with pytest.raises(duckdb.InternalException):
+            log.flush()  # its segment now waits to be moved in
+        log.append_decision(records.decision(1))
+        log.append_decision(records.decision(2))
+        with pytest.raises(duckdb.InternalException):
+            log.flush()
+        assert log._journal.buffered_bytes == 0
+        journaled = b"".join(p.read_bytes() for p in list_segments(log.journal_dir))
+        assert journaled.count(b'"k":"d"') == 3
+        for _ in range(5):
+            with contextlib.suppress(duckdb.InternalException):
+                log.flush()
+        log.flush()
+        assert count_rows(tmp_path / "log.duckdb", "decisions") == 3
     finally:
         log.close()
 

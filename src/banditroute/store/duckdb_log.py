@@ -23,6 +23,7 @@ content), so one bad row never costs the other rows, or other tenants, anything.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -108,6 +109,14 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
         else:
             cause = text.removeprefix("IO Error: ").split(" See also")[0]
     raise ConfigError(f"log.path: cannot open {str(path)!r}: {cause}", field="log.path")
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` says the disk is full: then writing more journal would take the space
+    the database needs to move it in."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return any(text in str(error) for text in ("No space left on device", "Disk quota exceeded"))
 
 
 class DuckDBLog:
@@ -359,28 +368,19 @@ class DuckDBLog:
 
         A segment that fails for want of disk (or any other reason the database gives) is
         retried for as long as it takes; one DuckDB refuses for its content goes in without
-        the rows it refuses (:meth:`_salvage`).
+        the rows it refuses (:meth:`_salvage`). While the database fails for a reason other
+        than space, the buffer still goes to the journal, where it survives a crash.
         """
         self._unflushed = 0
         target = self._journal.appended
         error = self._move_in()
         while error is None:
-            try:
-                if self._journal.written < target:
-                    self._journal.write(chunks=1)
-            except OSError as exc:
-                self._failed(exc, where=str(self.journal_dir))
-                error = exc
-            try:
-                closed = self._journal.rotate()
-            except OSError as exc:
-                self._failed(exc, where=str(self.journal_dir))
-                error, closed = error or exc, None
-            if closed is not None:
-                self._pending.append(closed)
+            error = self._write_segment(chunks=1 if self._journal.written < target else 0)
             error = self._move_in() or error
             if self._journal.written >= target:
                 break
+        if error is not None and not _out_of_space(error):
+            self._write_segment(chunks=None)
         if final:
             try:
                 closed = self._journal.close()
@@ -397,6 +397,25 @@ class DuckDBLog:
         if final or time.monotonic() - self._last_export >= self._export_interval_s:
             self.export()
         return None
+
+    def _write_segment(self, *, chunks: int | None) -> OSError | None:
+        """Write ``chunks`` chunks of the buffer (all of it for None) and close the segment
+        for moving in; the OSError that stopped it, or None."""
+        error: OSError | None = None
+        try:
+            if chunks != 0:
+                self._journal.write(chunks)
+        except OSError as exc:
+            self._failed(exc, where=str(self.journal_dir))
+            error = exc
+        try:
+            closed = self._journal.rotate()
+        except OSError as exc:
+            self._failed(exc, where=str(self.journal_dir))
+            return error or exc
+        if closed is not None:
+            self._pending.append(closed)
+        return error
 
     def _move_in(self) -> BaseException | None:
         """Move the closed segments in, oldest first, deleting each; the error that stopped
