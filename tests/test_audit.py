@@ -28,7 +28,14 @@ from banditroute.audit import (
 )
 from banditroute.cli_ops import add_parsers
 from banditroute.errors import InvalidArgument
-from banditroute.store.journal_rows import CREATE_JOURNAL_TABLE, audit_line, ingest_sql
+from banditroute.store.duckdb_log import DuckDBLog
+from banditroute.store.journal_rows import (
+    CREATE_JOURNAL_TABLE,
+    audit_line,
+    decision_line,
+    ingest_sql,
+)
+from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 from banditroute.store.schema import CREATE_TABLES
 
 T0 = 1_700_000_000.0
@@ -582,3 +589,151 @@ def test_cli_verify_reads_every_worker_file(
     assert "log.w1.duckdb" in captured.err
     assert "first bad record seq 4" in captured.err
     assert f"head: {heads[0]}" in captured.out
+
+
+# -- logged rows ----------------------------------------------------------------------------------
+
+
+def _decision(i: int) -> DecisionRecord:
+    """A decision row with awkward values: non-ASCII, nested JSON, numpy-free floats."""
+    return DecisionRecord(
+        decision_id=f"d{i:04d}", time=T0 + i * 0.1234567891, tenant="bêta", request_id=f"r{i}",
+        objective="balanced", prompt_hash=f"ph{i}", prompt=None,
+        features={"tokens": 12 + i, "language": "日本語", "scores": [0.1 + 0.2, 1e-7]},
+        eligible=("gpt-4", "mixtral"), probabilities=(0.75, 0.25), model="gpt-4",
+        probability=0.75, policy_version="vw:1", tags={"user": "ann"},
+        excluded={"llama": "allow-list: not allowed"}, constraints={"max_cost_usd": 0.1},
+    )  # fmt: skip
+
+
+def _audited_log(path: Path, decisions: int = 3) -> list[AuditRecord]:
+    """A DuckDB log written by DuckDBLog through an audit chain whose records carry their
+    rows: per decision a decision, a feedback and a settlement (one with a NaN reward)."""
+    log = DuckDBLog(path, flush_interval_s=0.01)
+    chain = AuditChain(*log.audit_head(), sink=log.append_audit)
+    records = []
+    for i in range(decisions):
+        d = _decision(i)
+        fb = FeedbackRecord(
+            d.decision_id, d.time + 1, "gpt-4", 0.8, 0.001, 10, 20, 350.5, "OK",
+            float("nan") if i == 1 else -0.25, "learned",
+        )  # fmt: skip
+        settlement = SettlementRecord(d.decision_id, d.time + 600, "learned", None)
+        for kind, row in (("decision", d), ("feedback", fb), ("settlement", settlement)):
+            records.append(
+                chain.append(
+                    time=row.time,
+                    tenant=d.tenant,
+                    kind=kind,
+                    decision_id=d.decision_id,  # type: ignore[arg-type]
+                    policy_version=d.policy_version,
+                    feature_hash=d.prompt_hash,
+                    eligible=d.eligible,
+                    row=row,
+                )
+            )
+    log.close()
+    return records
+
+
+def test_logged_rows_verify_and_carry_their_digest(tmp_path: Path) -> None:
+    """A log written through DuckDBLog verifies, rows and all: each record's row digest is
+    that of the row as stored (JSON columns as the text written, NaN, non-ASCII)."""
+    path = tmp_path / "rows.duckdb"
+    records = _audited_log(path)
+    result = _verify(path)
+    assert result.ok, result.problem
+    assert result.records == len(records) == 9
+    assert result.unchecked_rows == 0
+    assert all(r.row_digest is not None for r in records)
+    assert all(record_hash(r) == r.hash for r in records)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad_seq"),
+    [
+        ("UPDATE decisions SET probability = 0.76 WHERE decision_id = 'd0001'", 4),
+        ("UPDATE decisions SET tags = '{\"user\": \"ann\"}' WHERE decision_id = 'd0001'", 4),
+        (
+            'UPDATE decisions SET features = \'{"tokens":1,"tokens":13}\' '
+            "WHERE decision_id = 'd0001'",
+            4,
+        ),
+        ("UPDATE feedback SET quality = 0.0123 WHERE decision_id = 'd0002'", 8),
+        ("UPDATE feedback SET time = time + INTERVAL 1 MICROSECOND WHERE decision_id = 'd0000'", 2),
+        ("DELETE FROM settlements WHERE decision_id = 'd0001'", 6),
+        ("UPDATE settlements SET action = 'skipped' WHERE decision_id = 'd0000'", 3),
+        ("DELETE FROM feedback", 2),
+        ("INSERT INTO feedback SELECT * FROM feedback WHERE decision_id = 'd0000'", None),
+        ("INSERT INTO settlements SELECT * FROM settlements WHERE decision_id = 'd0002'", None),
+        (
+            "INSERT INTO decisions SELECT * REPLACE ('d9999' AS decision_id) FROM decisions "
+            "WHERE decision_id = 'd0000'",
+            None,
+        ),
+    ],
+)
+def test_tampered_logged_row_detected(tmp_path: Path, tamper: str, bad_seq: int | None) -> None:
+    """An edited, deleted, duplicated or inserted decisions, feedback or settlements row fails
+    verify, naming the record whose row is gone or altered (or none, for a row no record
+    describes), and the CLI exits 1."""
+    path = tmp_path / "rows.duckdb"
+    _audited_log(path)
+    _sql(path, tamper)
+    result = _verify(path)
+    assert not result.ok
+    assert result.first_bad_seq == bad_seq
+    assert result.problem is not None
+    assert ("missing or altered" if bad_seq else "match no audit record") in result.problem
+
+
+def test_log_written_before_row_digests_verifies_and_continues(tmp_path: Path) -> None:
+    """A log written by an earlier version (an audit table without row_digest, records
+    without row digests) verifies, its rows counted as taken on trust; a row beyond what its
+    records vouch for fails. DuckDBLog opens it, adds the column, and the records it then
+    writes carry row digests: the whole log verifies."""
+    path = tmp_path / "old.duckdb"
+    chain = AuditChain()
+    old = [chain.append(time=T0, tenant="acme", kind="decision", decision_id="d0000",
+                        policy_version="v", feature_hash="f", eligible=["a"])]  # fmt: skip
+    _write(path, old)
+    with duckdb.connect(str(path)) as con:
+        segment = tmp_path / "old-rows.jsonl"
+        segment.write_bytes(decision_line(_decision(0)))
+        con.execute(ingest_sql(str(segment), 2))
+        con.execute("ALTER TABLE audit DROP COLUMN row_digest")
+    result = _verify(path)
+    assert result.ok, result.problem
+    assert result.unchecked_rows == 1
+
+    log = DuckDBLog(path, flush_interval_s=0.01)
+    chain = AuditChain(*log.audit_head(), sink=log.append_audit)
+    d = _decision(1)
+    chain.append(time=d.time, tenant=d.tenant, kind="decision", decision_id=d.decision_id,
+                 policy_version="v", feature_hash="f", eligible=d.eligible, row=d)  # fmt: skip
+    log.close()
+    result = _verify(path)
+    assert result.ok, result.problem
+    assert (result.records, result.unchecked_rows) == (2, 1)
+
+    _sql(path, "INSERT INTO decisions SELECT * FROM decisions WHERE decision_id = 'd0000'")
+    result = _verify(path)
+    assert not result.ok
+    assert result.problem is not None
+    assert "match no audit record" in result.problem
+
+
+def test_cli_names_a_row_no_record_describes(
+    tmp_path: Path,
+    parse: Callable[[list[str]], argparse.Namespace],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`audit verify` exits 1 on a duplicated feedback row and says which table it is in."""
+    path = tmp_path / "rows.duckdb"
+    _audited_log(path)
+    assert _run(parse, ["audit", "verify", "--log", str(path)]) == 0
+    _sql(path, "INSERT INTO feedback SELECT * FROM feedback LIMIT 1")
+    assert _run(parse, ["audit", "verify", "--log", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "feedback row" in err
+    assert "seq None" not in err

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from banditroute.audit import AuditChain
 from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
@@ -27,6 +28,7 @@ from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.router import DecisionIds, Router, decision_owner, sample_index
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.memory import MemoryLog
+from banditroute.store.rows import row_digest
 from banditroute.tenancy import hash_key
 
 GPT4 = "gpt-4-1106-preview"
@@ -881,3 +883,22 @@ def test_a_model_filled_after_the_eligibility_check_is_refused_at_admission(
     assert reasons[limited][0] == "health"
     assert "filled by concurrent routes" in reasons[limited][1]
     assert router.health.stats(limited).in_flight == 3
+
+
+def test_audited_rows_are_logged_once_with_their_records(
+    make_router: MakeRouter, clock: Any
+) -> None:
+    """With an audit chain, each decision, feedback and settlement row reaches the log once,
+    handed over with the audit record that carries its row digest (one record per row)."""
+    log = MemoryLog()
+    router, _ = make_router(event_log=log)
+    router.audit = AuditChain(sink=log.append_audit)
+    decision = router.route(RouteQuery(prompt=PROMPT, tenant="acme"))
+    router.feedback(FeedbackReport(decision_id=decision.decision_id, quality=0.5, tenant="acme"))
+    clock.advance(router.settings.reward.window_s + 1)
+    assert router.expire() == 1
+    rows = [*log.decisions, *log.feedback, *log.settlements]
+    assert len(rows) == 3
+    assert [r.kind for r in log.audit] == ["decision", "feedback", "settlement"]
+    assert [r.row for r in log.audit] == rows
+    assert [r.row_digest for r in log.audit] == [row_digest(r) for r in rows]

@@ -5,6 +5,10 @@
 ``time`` as integer microseconds since the epoch (what a DuckDB ``TIMESTAMPTZ`` keeps). The
 three JSON fields are stored as exactly the canonical text the content holds, so a verifier
 hashes the stored bytes themselves (:func:`joined_content`).
+
+A record also carries ``row_digest``, the digest of the decisions, feedback or settlements row
+it describes (:mod:`banditroute.store.rows`), so the chain covers those tables too. It is in
+the content only when set: records written before it existed hash as they did.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from banditroute.canonical import ENCODER, canonical_json, sha256_hex
+from banditroute.store.rows import LoggedRow
 
 __all__ = [
     "GENESIS_HASH",
@@ -29,7 +34,7 @@ __all__ = [
     "time_us",
 ]
 
-AuditKind = Literal["decision", "feedback"]
+AuditKind = Literal["decision", "feedback", "settlement"]
 KINDS: frozenset[str] = frozenset(get_args(AuditKind))
 
 GENESIS_HASH = "0" * 64
@@ -50,7 +55,9 @@ class AuditRecord:
     maps each model that was not eligible to the reason; ``constraints`` holds the constraints
     applied (explicit candidates, exclusions, budget, data class, ...); ``payload`` holds the
     reward fragments and reward of a feedback (anything JSON can hold; empty for a decision
-    unless the caller adds something).
+    unless the caller adds something). ``row_digest`` is the digest of the logged row the
+    record describes (None for a record without one, or written before row digests);
+    ``row`` is that row, handed to the log with the record (not stored with it).
     """
 
     seq: int
@@ -66,6 +73,8 @@ class AuditRecord:
     payload: Mapping[str, Any]
     prev_hash: str
     hash: str
+    row_digest: str | None = None
+    row: LoggedRow | None = field(default=None, repr=False, compare=False)
     encoded: tuple[str, str, str] | None = field(default=None, repr=False, compare=False)
     """Canonical JSON of ``excluded``, ``constraints`` and ``payload`` as the chain hashed
     them, kept so that writing the record does not encode them again."""
@@ -90,13 +99,20 @@ CONTENT_KEYS = (
 """The hashed fields, in the column order of the audit table (``time`` as ``time_us``)."""
 
 
-def content(values: Sequence[Any]) -> str:
-    """Canonical JSON of the hashed fields, given in :data:`CONTENT_KEYS` order."""
-    return canonical_json(dict(zip(CONTENT_KEYS, values, strict=True)))
+def content(values: Sequence[Any], row_digest: str | None = None) -> str:
+    """Canonical JSON of the hashed fields, given in :data:`CONTENT_KEYS` order, and of
+    ``row_digest`` if set."""
+    fields = dict(zip(CONTENT_KEYS, values, strict=True))
+    if row_digest is not None:
+        fields["row_digest"] = row_digest
+    return canonical_json(fields)
 
 
 def joined_content(
-    head: Sequence[Any], eligible: Sequence[str] | None, encoded: Sequence[str]
+    head: Sequence[Any],
+    eligible: Sequence[str] | None,
+    encoded: Sequence[str],
+    row_digest: str | None = None,
 ) -> str:
     """The text :func:`content` gives, from the three JSON fields already encoded as
     canonical text (``head``: seq, time_us, tenant, kind, decision_id, policy_version,
@@ -110,11 +126,13 @@ def joined_content(
     seq, time, tenant, kind, decision_id, policy_version, feature_hash = map(_scalar, head)
     excluded, constraints, payload = encoded
     models = _scalar(eligible) if eligible is None else "[" + ",".join(map(_scalar, eligible)) + "]"
+    row = "" if row_digest is None else f'"row_digest":{_scalar(row_digest)},'
     return (
         f'{{"constraints":{constraints},"decision_id":{decision_id},'
         f'"eligible":{models},"excluded":{excluded},'
         f'"feature_hash":{feature_hash},"kind":{kind},"payload":{payload},'
-        f'"policy_version":{policy_version},"seq":{seq},"tenant":{tenant},"time_us":{time}}}'
+        f'"policy_version":{policy_version},{row}"seq":{seq},"tenant":{tenant},'
+        f'"time_us":{time}}}'
     )
 
 
@@ -146,6 +164,7 @@ def record_hash(record: AuditRecord) -> str:
     text = content(
         (record.seq, record.time_us, record.tenant, record.kind, record.decision_id,
          record.policy_version, record.feature_hash, list(record.eligible),
-         dict(record.excluded), dict(record.constraints), dict(record.payload))
+         dict(record.excluded), dict(record.constraints), dict(record.payload)),
+        record.row_digest,
     )  # fmt: skip
     return chain_hash(record.prev_hash, text)

@@ -29,6 +29,7 @@ import numpy as np
 import structlog
 
 from banditroute.audit import AuditChain
+from banditroute.audit_record import AuditKind
 from banditroute.budgets import BudgetStatus, TenantBudget, period_start
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.config import Settings
@@ -43,8 +44,9 @@ from banditroute.policies.base import Policy
 from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
 from banditroute.reload import ConfigChange, config_change
 from banditroute.rules import first_match
-from banditroute.store.base import EventLog
+from banditroute.store.base import Commit, EventLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+from banditroute.store.rows import LoggedRow
 from banditroute.tenancy import Tenant
 
 log = structlog.get_logger(__name__)
@@ -435,8 +437,7 @@ class Router:
                     return replayed
                 self._by_request[(query.tenant, query.request_id)] = decision_id
             self._pending[decision_id] = pending
-        self.log.append_decision(record)
-        self._audit_decision(record)
+        self._log_decision(pending)
         return decision
 
     def prompt_hash(self, text: str) -> str:
@@ -470,53 +471,56 @@ class Router:
         p50 = self.health.latency_p50(model.id, self.settings.health.min_samples)
         return model.expected_latency_ms(output_tokens) if p50 is None else float(p50)
 
-    def _audit_decision(self, record: DecisionRecord) -> None:
-        """Chain an audit record for the decision (its sink queues it for the log)."""
-        if self.audit is None:
-            return
+    def _audited(self, pending: Pending, kind: AuditKind, row: LoggedRow, **payload: Any) -> None:
+        """Chain an audit record for ``row`` (of ``pending``'s decision); the chain's sink logs
+        the row with its record, in one piece."""
+        assert self.audit is not None
+        decision = pending.record
         self.audit.append(
-            kind="decision",
-            tenant=record.tenant,
-            decision_id=record.decision_id,
-            time=record.time,
-            policy_version=record.policy_version,
-            feature_hash=record.prompt_hash,
-            eligible=record.eligible,
-            excluded=record.excluded,
-            constraints=record.constraints,
-            payload={
-                "model": record.model,
-                "probability": record.probability,
-                "arm": record.arm,
-                "rule": record.rule,
-                "explored": record.explored,
-            },
+            kind=kind,
+            tenant=decision.tenant,
+            decision_id=decision.decision_id,
+            time=row.time,
+            policy_version=decision.policy_version,
+            feature_hash=decision.prompt_hash,
+            eligible=decision.eligible,
+            excluded=decision.excluded,
+            constraints=decision.constraints,
+            payload=payload,
+            row=row,
         )
 
-    def _audit_feedback(self, pending: Pending, record: FeedbackRecord) -> None:
-        """Chain an audit record for the feedback."""
+    def _log_decision(self, pending: Pending) -> None:
+        """Log the decision row, with its audit record when auditing."""
+        record = pending.record
         if self.audit is None:
+            self.log.append_decision(record)
             return
-        self.audit.append(
-            kind="feedback",
-            tenant=pending.record.tenant,
-            decision_id=record.decision_id,
-            time=record.time,
-            policy_version=pending.record.policy_version,
-            feature_hash=pending.record.prompt_hash,
-            eligible=pending.record.eligible,
-            excluded=pending.record.excluded,
-            constraints=pending.record.constraints,
-            payload={
-                "model": record.model,
-                "quality": record.quality,
-                "cost_usd": record.cost_usd,
-                "latency_ms": record.latency_ms,
-                "status": record.status,
-                "reward": record.reward,
-                "disposition": record.disposition,
-            },
-        )
+        self._audited(
+            pending, "decision", record, model=record.model, probability=record.probability,
+            arm=record.arm, rule=record.rule, explored=record.explored,
+        )  # fmt: skip
+
+    def _log_feedback(self, pending: Pending, record: FeedbackRecord) -> Commit:
+        """Log the feedback row (with its audit record when auditing); the commit completes
+        once it is durable."""
+        if self.audit is None:
+            return self.log.append_feedback(record)
+        self._audited(
+            pending, "feedback", record, model=record.model, quality=record.quality,
+            cost_usd=record.cost_usd, latency_ms=record.latency_ms, status=record.status,
+            reward=record.reward, disposition=record.disposition,
+        )  # fmt: skip
+        return self.log.sync()
+
+    def _log_settlements(self, settled: list[tuple[Pending, SettlementRecord]]) -> None:
+        """Log settlement rows (with their audit records when auditing)."""
+        for pending, record in settled:
+            if self.audit is None:
+                self.log.append_settlement(record)
+            else:
+                self._audited(pending, "settlement", record, action=record.action,
+                              reward=record.reward)  # fmt: skip
 
     def _budget(self, tenant: Tenant) -> TenantBudget | None:
         if tenant.budget is None:
@@ -717,9 +721,7 @@ class Router:
             reward=own_reward,
             disposition=str(disposition),
         )
-        # The audit row is queued first, so the feedback's durable write carries it along.
-        self._audit_feedback(pending, record)
-        commit = self.log.append_feedback(record)
+        commit = self._log_feedback(pending, record)
         if settings.log.sync_feedback:
             try:
                 commit.wait(COMMIT_TIMEOUT_S)
@@ -759,7 +761,7 @@ class Router:
         """Settle every decision whose reward window has closed; returns how many."""
         now = self._clock() if now is None else now
         cutoff = now - self.settings.reward.window_s
-        settled: list[SettlementRecord] = []
+        settled: list[tuple[Pending, SettlementRecord]] = []
         with self._lock:
             while self._pending:
                 decision_id, pending = next(iter(self._pending.items()))
@@ -768,9 +770,8 @@ class Router:
                 del self._pending[decision_id]
                 if pending.record.request_id:
                     self._by_request.pop((pending.record.tenant, pending.record.request_id), None)
-                settled.append(self._settle(pending, now))
-        for record in settled:
-            self.log.append_settlement(record)
+                settled.append((pending, self._settle(pending, now)))
+        self._log_settlements(settled)
         return len(settled)
 
     def _settle(self, pending: Pending, now: float) -> SettlementRecord:
@@ -807,7 +808,7 @@ class Router:
         now = self._clock()
         cutoff = now - self.settings.reward.window_s
         restored = 0
-        settled: list[SettlementRecord] = []
+        settled: list[tuple[Pending, SettlementRecord]] = []
         for record, feedback in self.log.unsettled(0.0):
             if record.decision_id in self._pending or any(
                 model not in self.catalog for model in record.eligible
@@ -856,14 +857,13 @@ class Router:
                     pending.rewards.append(fb.reward)
             with self._lock:
                 if record.time <= cutoff:
-                    settled.append(self._settle(pending, now))
+                    settled.append((pending, self._settle(pending, now)))
                     continue
                 self._pending[record.decision_id] = pending
                 if record.request_id:
                     self._by_request[(record.tenant, record.request_id)] = record.decision_id
             restored += 1
-        for settlement in settled:
-            self.log.append_settlement(settlement)
+        self._log_settlements(settled)
         return restored
 
 

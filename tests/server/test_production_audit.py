@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,53 @@ def test_tampered_copy_is_detected(
         assert run.returncode == 1, run.stdout
         assert f"seq {bad_seq}" in run.stderr
     assert _verify(service.settings.log.path).ok
+
+
+_FIRST = "(SELECT min(decision_id) FROM decisions)"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "UPDATE feedback SET quality = 0.0123 WHERE quality = 0.8",
+        f"UPDATE decisions SET model = 'forged' WHERE decision_id = {_FIRST}",
+        "UPDATE decisions SET features = (' ' || features::VARCHAR)::JSON "
+        f"WHERE decision_id = {_FIRST}",
+        f"DELETE FROM decisions WHERE decision_id = {_FIRST}",
+        "DELETE FROM feedback",
+        "INSERT INTO feedback SELECT * FROM feedback",
+        "INSERT INTO decisions SELECT * FROM decisions LIMIT 1",
+        "UPDATE settlements SET reward = 0.99",
+        f"UPDATE settlements SET action = 'skipped' WHERE decision_id = {_FIRST}",
+        f"DELETE FROM settlements WHERE decision_id = {_FIRST}",
+        "INSERT INTO settlements SELECT * FROM settlements LIMIT 1",
+    ],
+)
+def test_tampered_logged_rows_are_detected(
+    start_service: Callable[..., Service], api: Callable[..., Any], tmp_path: Path, tamper: str
+) -> None:
+    """Each logged row (decision, feedback, settlement) is chained by its audit record's row
+    digest: in a copy of the log, an edited value (down to whitespace in a JSON column), a
+    deleted row, all feedback deleted, or a duplicated row makes verify fail; the original
+    (with a settlement for every decision) still verifies."""
+    service = start_service(CONFIG)
+    decisions, _ = _workload(service, api)
+    window = service.settings.reward.window_s
+    assert service.router.expire(now=time.time() + window + 60) == len(decisions)
+    service.stop()
+    copy = tmp_path / "tampered.duckdb"
+    shutil.copyfile(service.settings.log.path, copy)
+    with duckdb.connect(str(copy)) as con:
+        assert con.execute(tamper).fetchall() != [(0,)]  # the statement changed something
+
+    result = _verify(copy)
+    assert not result.ok
+    assert result.problem is not None
+    original = _verify(service.settings.log.path)
+    assert original.ok, original.problem
+    with duckdb.connect(str(service.settings.log.path), read_only=True) as con:
+        kinds = dict(con.execute("SELECT kind, count(*) FROM audit GROUP BY kind").fetchall())
+    assert kinds.get("settlement") == len(decisions)
 
 
 def test_restart_continues_the_chain(

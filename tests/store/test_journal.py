@@ -26,6 +26,7 @@ from banditroute.store.journal_rows import (
     decision_line,
     feedback_line,
     journal_selects,
+    row_line,
 )
 from banditroute.store.reader import open_log
 
@@ -500,23 +501,26 @@ def test_readers_see_the_rows_a_killed_server_left_in_its_journal(
 ) -> None:
     """open_log and open_audit_log on a log whose server was killed read the rows still in its
     journal (a torn last line skipped) together with the file's, and change nothing: the
-    segment stays and the file keeps its rows; the audit chain verifies across both."""
+    segment stays and the file keeps its rows; the audit chain, and the rows its records
+    describe, verify across both."""
     path = tmp_path / "log.duckdb"
     log = DuckDBLog(path)
     chain = AuditChain(sink=log.append_audit)
+    fields: dict[str, Any] = {"tenant": "acme", "policy_version": "v", "feature_hash": "h",
+                              "eligible": ["model-b"]}  # fmt: skip
     for i in range(3):
-        log.append_decision(records.decision(i))
-        chain.append(time=records.t0 + i, tenant="acme", kind="decision",
-                     decision_id=f"dec-{i:05d}", policy_version="v", feature_hash="h",
-                     eligible=["model-b"])  # fmt: skip
+        chain.append(time=records.t0 + i, kind="decision", decision_id=f"dec-{i:05d}",
+                     row=records.decision(i), **fields)  # fmt: skip
     log.close()  # three decisions and audit records moved in
-    leftover = decision_line(records.decision(3)) + feedback_line(records.feedback("dec-00003"))
     later = AuditChain(*chain.head, sink=lambda r: None)
-    record = later.append(time=records.t0 + 3, tenant="acme", kind="decision",
-                          decision_id="dec-00003", policy_version="v", feature_hash="h",
-                          eligible=["model-b"])  # fmt: skip
+    leftover = b""
+    for kind, row in (("decision", records.decision(3)),
+                      ("feedback", records.feedback("dec-00003"))):  # fmt: skip
+        record = later.append(time=records.t0 + 3, kind=kind, decision_id="dec-00003",
+                              row=row, **fields)  # fmt: skip
+        leftover += audit_line(record) + row_line(row)
     segment = path.with_name("log.duckdb.journal") / "000000000009.jsonl"
-    segment.write_bytes(leftover + audit_line(record) + b'{"k":"d","decision_id":"to')
+    segment.write_bytes(leftover + b'{"k":"d","decision_id":"to')
 
     source = open_log(path)
     decisions = source.connection.execute("SELECT decision_id FROM decisions").fetchall()

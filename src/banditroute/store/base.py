@@ -58,7 +58,13 @@ class EventLog(Protocol):
         """Queue a settlement row."""
 
     def append_audit(self, record: AuditRecord) -> None:
-        """Queue an audit row (in chain order)."""
+        """Queue an audit row (in chain order) together with the row it describes
+        (``record.row``, if any), as one piece: no crash or segment boundary may separate
+        them. Called with the chain's lock held: it must be quick."""
+
+    def sync(self) -> Commit:
+        """Make every row queued so far durable, as ``append_feedback`` does for its row (an
+        audited feedback goes in with its record, then this is called)."""
 
     def flush(self) -> None:
         """Block until every queued row is committed."""

@@ -56,6 +56,7 @@ from banditroute.store.journal_rows import (
     ingested_upto,
     mark_sql,
     probe_sql,
+    row_line,
     settlement_line,
     sql_string,
 )
@@ -196,16 +197,27 @@ class DuckDBLog:
         """Write the feedback row (and every row before it) to the journal now; the commit is
         complete on return, failed with the OSError if the write failed (the row stays
         buffered and is written later). Without ``sync_feedback`` the row is only buffered."""
-        commit = Commit()
         if not self._sync_feedback:
             self._journal.append(feedback_line(record))
-            commit.done()
-            return commit
+            return self._committed(None)
+        return self._committed(self._journal.append(feedback_line(record)))
+
+    def sync(self) -> Commit:
+        """Write every row handed in so far to the journal now (as ``append_feedback`` does
+        for its row: an audited feedback is handed in with its record, then synced)."""
+        return self._committed(self._journal.appended if self._sync_feedback else None)
+
+    def _committed(self, number: int | None) -> Commit:
+        """A commit complete once journal line ``number`` and every line before it are
+        written (failed with the OSError, kept as ``last_error``, if they could not be), or
+        at once for None."""
+        commit = Commit()
         # While a failure's backlog drains, only a small one is written from here (see
-        # Journal.append_durable); the writer moves the rest in a chunk at a time.
+        # Journal.make_durable); the writer moves the rest in a chunk at a time.
         limit = WRITE_CHUNK_BYTES if self._failures else None
         try:
-            self._journal.append_durable(feedback_line(record), backlog_limit=limit)
+            if number is not None:
+                self._journal.make_durable(number, backlog_limit=limit)
         except OSError as exc:
             self.last_error = exc
             commit.done(exc)
@@ -217,7 +229,12 @@ class DuckDBLog:
         self._buffer(settlement_line(record))
 
     def append_audit(self, record: AuditRecord) -> None:
-        self._journal.append(audit_line(record))
+        """Buffer the audit record's line and its row's in one append, so the two always
+        share a write and a segment."""
+        line = audit_line(record)
+        if record.row is not None:
+            line += row_line(record.row)
+        self._buffer(line)
 
     # -- readers -----------------------------------------------------------------------------
     def reader(self) -> duckdb.DuckDBPyConnection:

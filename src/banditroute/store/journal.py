@@ -141,7 +141,11 @@ class Journal:
         time, and a write of all of it could fill the disk the database needs to take it in.
         After a failure the line stays buffered, in order, and goes out with a later write.
         """
-        number = self.append(line)
+        self.make_durable(self.append(line), backlog_limit=backlog_limit)
+
+    def make_durable(self, number: int, *, backlog_limit: int | None = None) -> None:
+        """Write line ``number`` and everything buffered before it, unless already written;
+        OSError (EAGAIN past ``backlog_limit``) as :meth:`append_durable`."""
         with self._write_lock:
             if self._written >= number:
                 return

@@ -5,7 +5,9 @@ Each row is one JSON object (orjson: a few microseconds on the request thread) w
 microseconds since the epoch. DuckDB parses a whole segment natively (``read_json``), so
 moving rows into the database costs the serving threads no Python work and no GIL.
 
-JSON has no non-finite numbers: an infinite or NaN reward (an absurd but finite cost can
+A JSON column's value travels as its text (:func:`~banditroute.store.rows.json_text`), which
+DuckDB stores as written: the digest of the row that its audit record carries covers that
+text. JSON has no non-finite numbers: an infinite or NaN reward (an absurd but finite cost can
 overflow the reward to minus infinity) travels as the text ``"-inf"`` and the DOUBLE column
 reads it back as the number.
 """
@@ -21,12 +23,8 @@ import orjson
 
 from banditroute.audit_record import AuditRecord
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
-
-_US = 1_000_000
-
-
-def _us(seconds: float) -> int:
-    return round(seconds * _US)
+from banditroute.store.rows import LoggedRow, json_text
+from banditroute.store.rows import time_us as _us
 
 
 def _num(value: float | None) -> float | str | None:
@@ -46,11 +44,12 @@ def decision_line(r: DecisionRecord) -> bytes:
         {
             "k": "d", "decision_id": r.decision_id, "time": _us(r.time), "tenant": r.tenant,
             "request_id": r.request_id, "objective": r.objective, "prompt_hash": r.prompt_hash,
-            "prompt": r.prompt, "features": r.features, "eligible": r.eligible,
+            "prompt": r.prompt, "features": json_text(r.features), "eligible": r.eligible,
             "probabilities": r.probabilities, "model": r.model, "probability": r.probability,
-            "policy_version": r.policy_version, "explored": r.explored, "tags": r.tags,
-            "arm": r.arm, "rule": r.rule, "data_class": r.data_class, "excluded": r.excluded,
-            "constraints": r.constraints, "shadow": r.shadow, "request_hash": r.request_hash,
+            "policy_version": r.policy_version, "explored": r.explored,
+            "tags": json_text(r.tags), "arm": r.arm, "rule": r.rule, "data_class": r.data_class,
+            "excluded": json_text(r.excluded), "constraints": json_text(r.constraints),
+            "shadow": json_text(r.shadow), "request_hash": r.request_hash,
         }
     )  # fmt: skip
 
@@ -86,26 +85,37 @@ def audit_line(r: AuditRecord) -> bytes:
             "decision_id": r.decision_id, "policy_version": r.policy_version,
             "feature_hash": r.feature_hash, "eligible": r.eligible,
             "audit_excluded": excluded, "audit_constraints": constraints, "payload": payload,
-            "prev_hash": r.prev_hash, "hash": r.hash,
+            "prev_hash": r.prev_hash, "hash": r.hash, "row_digest": r.row_digest,
         }
     )  # fmt: skip
+
+
+def row_line(row: LoggedRow) -> bytes:
+    """The journal line of a decision, feedback or settlement row."""
+    if isinstance(row, DecisionRecord):
+        return decision_line(row)
+    if isinstance(row, FeedbackRecord):
+        return feedback_line(row)
+    return settlement_line(row)
 
 
 _COLUMNS = {
     "k": "VARCHAR", "decision_id": "VARCHAR", "time": "BIGINT", "tenant": "VARCHAR",
     "request_id": "VARCHAR", "objective": "VARCHAR", "prompt_hash": "VARCHAR",
-    "prompt": "VARCHAR", "features": "JSON", "eligible": "VARCHAR[]",
+    "prompt": "VARCHAR", "features": "VARCHAR", "eligible": "VARCHAR[]",
     "probabilities": "DOUBLE[]", "model": "VARCHAR", "probability": "DOUBLE",
-    "policy_version": "VARCHAR", "explored": "BOOLEAN", "tags": "JSON", "arm": "VARCHAR",
-    "rule": "VARCHAR", "data_class": "VARCHAR", "excluded": "JSON", "constraints": "JSON",
-    "shadow": "JSON", "request_hash": "VARCHAR", "quality": "DOUBLE", "cost_usd": "DOUBLE",
-    "input_tokens": "BIGINT", "output_tokens": "BIGINT", "latency_ms": "DOUBLE",
-    "status": "VARCHAR", "reward": "DOUBLE",
+    "policy_version": "VARCHAR", "explored": "BOOLEAN", "tags": "VARCHAR", "arm": "VARCHAR",
+    "rule": "VARCHAR", "data_class": "VARCHAR", "excluded": "VARCHAR",
+    "constraints": "VARCHAR", "shadow": "VARCHAR", "request_hash": "VARCHAR",
+    "quality": "DOUBLE", "cost_usd": "DOUBLE", "input_tokens": "BIGINT",
+    "output_tokens": "BIGINT", "latency_ms": "DOUBLE", "status": "VARCHAR", "reward": "DOUBLE",
     "disposition": "VARCHAR", "action": "VARCHAR", "seq": "BIGINT", "kind": "VARCHAR",
     "feature_hash": "VARCHAR", "audit_excluded": "VARCHAR", "audit_constraints": "VARCHAR",
-    "payload": "VARCHAR", "prev_hash": "VARCHAR", "hash": "VARCHAR",
+    "payload": "VARCHAR", "prev_hash": "VARCHAR", "hash": "VARCHAR", "row_digest": "VARCHAR",
 }  # fmt: skip
-"""Every key a line may carry, with its type (a line leaves out the keys of other kinds)."""
+"""Every key a line may carry, with its type (a line leaves out the keys of other kinds). JSON
+columns are read as text and cast, so DuckDB keeps the text the row digest covers (a line
+written before, with the value as a JSON object, reads as that object's text)."""
 
 _TS = "make_timestamp(time) AT TIME ZONE 'UTC' AS time"
 """A line's integer microseconds as a TIMESTAMPTZ whatever the session's time zone (a plain
@@ -113,14 +123,16 @@ cast would read them as local time: a reader's connection is not set to UTC)."""
 
 _COLUMNS_OF = {
     "decisions": f"""decision_id, {_TS}, tenant, request_id, objective, prompt_hash, prompt,
-        features, eligible, probabilities, model, probability, policy_version, explored, tags,
-        arm, rule, data_class, excluded, constraints, shadow, request_hash""",
+        features::JSON AS features, eligible, probabilities, model, probability,
+        policy_version, explored, tags::JSON AS tags, arm, rule, data_class,
+        excluded::JSON AS excluded, constraints::JSON AS constraints, shadow::JSON AS shadow,
+        request_hash""",
     "feedback": f"""decision_id, {_TS}, model, quality, cost_usd, input_tokens, output_tokens,
         latency_ms, status, reward, disposition""",
     "settlements": f"decision_id, {_TS}, action, reward",
     "audit": f"""seq, {_TS}, tenant, kind, decision_id, policy_version, feature_hash, eligible,
         audit_excluded::JSON AS excluded, audit_constraints::JSON AS constraints,
-        payload::JSON AS payload, prev_hash, hash""",
+        payload::JSON AS payload, prev_hash, hash, row_digest""",
 }
 """Each table's columns, in its order and under its names, from the lines of one kind."""
 

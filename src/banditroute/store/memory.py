@@ -38,6 +38,15 @@ class MemoryLog:
     def append_audit(self, record: AuditRecord) -> None:
         with self._lock:
             self.audit.append(record)
+        if isinstance(record.row, DecisionRecord):
+            self.append_decision(record.row)
+        elif isinstance(record.row, FeedbackRecord):
+            self.append_feedback(record.row)
+        elif record.row is not None:
+            self.append_settlement(record.row)
+
+    def sync(self) -> Commit:
+        return COMMITTED
 
     def flush(self) -> None:
         """Nothing to do: rows are in memory already."""
