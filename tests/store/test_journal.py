@@ -244,7 +244,8 @@ def test_a_row_duckdb_refuses_is_set_aside_alone(tmp_path: Path, records: Simple
     """A segment holding rows DuckDB refuses (a time that is text, a list that is not one)
     among two tenants' decisions, feedback and audit rows goes in at the first attempt without
     them: every other row is in the database, only the refused lines are under
-    PATH.rejected/, and the log line names their line numbers but none of their content."""
+    PATH.rejected/, the log line names their line numbers but none of their content, and the
+    audit chain (with the rows its records describe) verifies."""
     path = tmp_path / "log.duckdb"
     log = DuckDBLog(path, flush_interval_s=0.01, ingest_interval_s=3600.0)  # one segment
     chain = AuditChain(sink=log.append_audit)
@@ -254,23 +255,27 @@ def test_a_row_duckdb_refuses_is_set_aside_alone(tmp_path: Path, records: Simple
         with capture_logs() as logged:
             for index in range(10):
                 decision = records.decision(index, tenant="acme" if index % 2 else "globex")
-                log.append_decision(decision)
-                chain.append(kind="decision", tenant=decision.tenant, time=decision.time,
-                             decision_id=decision.decision_id, policy_version="v",
-                             feature_hash="h", eligible=["m"])  # fmt: skip
+                feedback = records.feedback(decision.decision_id)
+                common: dict[str, Any] = {
+                    "tenant": decision.tenant, "decision_id": decision.decision_id,
+                    "policy_version": "v", "feature_hash": "h", "eligible": ["m"],
+                }  # fmt: skip
+                chain.append(kind="decision", time=decision.time, row=decision, **common)
                 if index == 3:
                     log._journal.append(bad_time)
                 if index == 7:
                     log._journal.append(bad_list)
-                log.append_feedback(records.feedback(decision.decision_id)).wait()
+                chain.append(kind="feedback", time=feedback.time, row=feedback, **common)
+                log.sync().wait()
             log.flush()
         assert count_rows(path, "decisions") == 10
         assert count_rows(path, "feedback") == 10
-        assert count_rows(path, "audit") == 10
+        assert count_rows(path, "audit") == 20
         (rejected,) = log.rejected_dir.iterdir()
         assert rejected.read_bytes() == bad_time + bad_list
         (event,) = [e for e in logged if e["event"] == "log_rows_set_aside"]
-        assert (event["rows"], event["kept"], event["lines"]) == (2, 30, [12, 25])
+        # Per decision its record and row in one piece, and (after any bad line) the feedback's.
+        assert (event["rows"], event["kept"], event["lines"]) == (2, 40, [15, 32])
         assert "secret" not in repr(logged)
         assert "not a number" not in repr(logged)
     finally:
