@@ -166,7 +166,7 @@ _FIRST = "(SELECT min(decision_id) FROM decisions)"
         "INSERT INTO feedback SELECT * FROM feedback",
         "INSERT INTO decisions SELECT * FROM decisions LIMIT 1",
         "UPDATE settlements SET reward = 0.99",
-        f"UPDATE settlements SET action = 'skipped' WHERE decision_id = {_FIRST}",
+        f"UPDATE settlements SET action = action || '!' WHERE decision_id = {_FIRST}",
         f"DELETE FROM settlements WHERE decision_id = {_FIRST}",
         "INSERT INTO settlements SELECT * FROM settlements LIMIT 1",
     ],
