@@ -4,6 +4,8 @@ a restart-only change or a caller without an admin key changes nothing."""
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import ApiClient
+from fault_helpers import ServerLauncher, ServerProcess
 
 from banditroute.config import load_settings
 from banditroute.server.app import Service, build_service
@@ -41,11 +44,12 @@ class ConfigFile:
         required: bool = False,
         tenants: Mapping[str, str] | None = None,
         extra: str = "",
+        server: str = "",
     ) -> None:
         """A config with ``models`` (id: input and output price), policy ``kind``, an admin
-        key, and ``tenants`` (name: API key)."""
+        key, and ``tenants`` (name: API key); ``server`` adds lines to [server]."""
         lines = [
-            f'[server]\nhost = "127.0.0.1"\nport = {port}',
+            f'[server]\nhost = "127.0.0.1"\nport = {port}\n{server}',
             f'[log]\npath = "{self.tmp_path / "log.duckdb"}"',
             f'[policy]\nkind = "{kind}"\nsnapshot_path = "{self.tmp_path / "policy.snapshot"}"',
             f"[auth]\nrequired = {'true' if required else 'false'}\n"
@@ -269,3 +273,102 @@ def test_a_server_not_started_from_a_file_cannot_reload(
     service = start_service({"auth": {"admin_key_sha256": [hash_key(ADMIN_KEY)]}})
     details = api(service, ADMIN_KEY).fails("ReloadConfig", pb.ReloadConfigRequest(), FAILED)
     assert details.startswith("config:")
+
+
+# -- SIGHUP: a real `banditroute serve` process ----------------------------------------------------
+
+HANG_S = 120.0
+"""Longest wait for a log line or a reloaded worker: it only catches a hang."""
+
+
+def _wait_for(server: ServerProcess, text: str, count: int = 1) -> str:
+    """Wait (bounded) until the server's log holds ``text`` ``count`` times; return the log."""
+    deadline = time.monotonic() + HANG_S
+    while (log := server.log_text()).count(text) < count:
+        assert server.process.poll() is None, f"server exited:\n{log}"
+        assert time.monotonic() < deadline, f"no {text!r} within {HANG_S:g}s:\n{log}"
+        time.sleep(0.05)
+    return log
+
+
+Connect = Callable[..., ApiClient]
+
+
+@pytest.fixture
+def connect() -> Iterator[Connect]:
+    """``connect(server, key=None)``: a client on a new connection to a server process (a
+    private subchannel pool, so that with several workers SO_REUSEPORT spreads connections
+    over them); closed at teardown."""
+    channels: list[grpc.Channel] = []
+
+    def make(server: ServerProcess, key: str | None = None) -> ApiClient:
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channel = grpc.insecure_channel(server.address, options=options)
+        channels.append(channel)
+        return ApiClient(channel, () if key is None else (("x-api-key", key),))
+
+    yield make
+    for channel in channels:
+        channel.close()
+
+
+def test_sighup_reloads_the_file_and_a_bad_file_keeps_the_old_settings(
+    config: ConfigFile, tmp_path: Path, connect: Connect
+) -> None:
+    """`banditroute serve` reloads its file on SIGHUP: gamma, added to it, is listed and
+    routable once the server logs config_reloaded (naming gamma as added); after a SIGHUP with
+    an invalid file it logs config_reload_failed naming the key and serves on as before; a
+    later SIGTERM still exits 0."""
+    config.write({"alpha": PRICES["alpha"], "beta": PRICES["beta"]})
+    launcher = ServerLauncher(tmp_path)
+    try:
+        server = launcher.start(config.path)
+        client = connect(server)
+        decision = client.route()
+        config.write(PRICES)
+        server.process.send_signal(signal.SIGHUP)
+        log = _wait_for(server, "config_reloaded")
+        assert "models_added=['gamma']" in log
+        assert set(_prices(client)) == set(PRICES)
+        assert client.route(candidate_models=["gamma"]).model == "gamma"
+        ack = client.feedback(decision_id=decision.decision_id, quality=1.0)
+        assert ack.disposition == pb.FEEDBACK_DISPOSITION_LEARNED
+
+        config.write(PRICES, extra='[reward]\nwindow_s = "soon"')
+        server.process.send_signal(signal.SIGHUP)
+        log = _wait_for(server, "config_reload_failed")
+        assert "key=reward.window_s" in log
+        assert set(_prices(client)) == set(PRICES)
+        assert client.route().model in PRICES
+        assert server.terminate() == 0
+    finally:
+        launcher.close_all()
+
+
+def test_sighup_and_reload_config_reach_every_worker(
+    config: ConfigFile, tmp_path: Path, connect: Connect
+) -> None:
+    """With two workers, a SIGHUP to the supervisor reloads both (two config_reloaded lines;
+    every connection then lists gamma), and ReloadConfig sent to one worker reloads the other
+    as well (its trailing metadata says 2/2; no connection lists gamma after it is removed)."""
+    workers = "workers = 2\nmerge_interval_s = 1.0\ngrace_s = 2.0"
+    config.write({"alpha": PRICES["alpha"], "beta": PRICES["beta"]}, server=workers)
+    launcher = ServerLauncher(tmp_path)
+    try:
+        server = launcher.start(config.path, timeout_s=HANG_S)
+        config.write(PRICES, server=workers)
+        server.process.send_signal(signal.SIGHUP)
+        _wait_for(server, "config_reloaded", count=2)
+        assert all(set(_prices(connect(server))) == set(PRICES) for _ in range(8))
+
+        config.write({"alpha": PRICES["alpha"], "beta": PRICES["beta"]}, server=workers)
+        admin = connect(server, ADMIN_KEY)
+        response, call = admin.stub.ReloadConfig.with_call(
+            pb.ReloadConfigRequest(), metadata=admin.metadata, timeout=HANG_S
+        )
+        assert list(response.models_removed) == ["gamma"]
+        assert ("x-banditroute-workers", "2/2") in tuple(call.trailing_metadata())
+        assert all(set(_prices(connect(server))) == {"alpha", "beta"} for _ in range(8))
+        assert server.terminate(HANG_S) == 0
+    finally:
+        launcher.close_all()

@@ -1,5 +1,7 @@
 """Server lifecycle: build the service from settings, serve, and shut down cleanly.
 
+On SIGHUP the configuration file is read again and applied without a restart
+(:func:`banditroute.reload.reload_from_source`; the ReloadConfig RPC does the same).
 On SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting calls and lets
 in-flight ones finish (``grace_s``), the log is flushed and closed, and the policy is
 snapshotted. A background thread closes reward windows every second (and freezes the heap's
@@ -24,11 +26,12 @@ from grpc_reflection.v1alpha import reflection
 from banditroute import hash_key
 from banditroute.audit import AuditChain
 from banditroute.config import Settings, TLSSettings
-from banditroute.errors import ConfigError
+from banditroute.errors import ConfigError, FailedPrecondition
 from banditroute.features import warm_up
 from banditroute.policies.factory import build_policy
 from banditroute.policies.sharing import SharedLearning
 from banditroute.privacy import scan
+from banditroute.reload import reload_from_source
 from banditroute.router import DecisionIds, Router
 from banditroute.server.auth import AuthInterceptor
 from banditroute.server.heap import HeapFreezer
@@ -262,8 +265,30 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     )  # fmt: skip
 
 
+def reload_on_signal(router: Router) -> None:
+    """Apply the configuration file again after a SIGHUP: the outcome is logged
+    (``config_reloaded`` or ``config_reload_failed``), and a failure leaves the server
+    running on its settings."""
+    try:
+        reload_from_source(router)
+    except FailedPrecondition:
+        pass  # logged by reload_from_source
+    except Exception:
+        log.exception("config_reload_failed")
+
+
 def serve(settings: Settings) -> int:
-    """Run the server until SIGTERM or SIGINT; returns the exit code."""
+    """Run the server until SIGTERM or SIGINT, reloading its configuration on SIGHUP; returns
+    the exit code."""
+    wake = threading.Event()
+    hangups = threading.Event()
+
+    def _on_hangup(signum: int, frame: FrameType | None) -> None:
+        hangups.set()
+        wake.set()
+
+    # Before the service is built: SIGHUP's default action would end the process.
+    signal.signal(signal.SIGHUP, _on_hangup)
     service = build_service(settings)
     service.start()
     log.info(
@@ -281,10 +306,16 @@ def serve(settings: Settings) -> int:
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal", signal=signal.Signals(signum).name)
         done.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    while not done.wait(0.5):
-        pass
+    while not done.is_set():
+        wake.wait(0.5)
+        wake.clear()
+        if hangups.is_set() and not done.is_set():
+            hangups.clear()
+            log.info("signal", signal="SIGHUP")
+            reload_on_signal(service.router)
     service.stop()
     return 0

@@ -8,13 +8,17 @@ latency) each recorded, and hands every worker the others', so every process lea
 feedback, whatever the policy kind, and judges each model's health on all of it. Feedback
 that reaches a worker which did not make the decision is forwarded to the owner over a private
 Unix socket, and GetStats and ResetModelHealth ask every worker over those sockets (see
-``WorkerPeers``). On SIGTERM the supervisor stops the workers (each shuts down gracefully)
-and exits 0. When a worker dies (kill -9, a crash), the supervisor starts a replacement with
-the same index, which opens the same log file (moving the dead worker's journal in) and
-restores its pending decisions from it, as a restarted single server does, so feedback for
-the dead worker's decisions is answered again; the other workers keep serving meanwhile. At
-most ``server.worker_restarts_per_minute`` restarts in any 60 s: past that (a crash loop) it
-stops every worker and exits 1.
+``WorkerPeers``). The supervisor forwards SIGHUP to every worker, each of which then reads
+the configuration file again and applies it (see :mod:`banditroute.reload`); ReloadConfig
+reaches one worker, which reloads and asks the others to. On SIGTERM the supervisor stops the
+workers (each shuts down gracefully) and exits 0. When a worker dies (kill -9, a crash), the
+supervisor starts a replacement with the same index, which opens the same log file (moving the
+dead worker's journal in), reads the configuration file as it is then (keeping the settings in
+force if the file is invalid or changes what only a restart can) and restores its pending
+decisions from the log, as a restarted single server does, so feedback for the dead worker's
+decisions is answered again; the other workers keep serving meanwhile. At most
+``server.worker_restarts_per_minute`` restarts in any 60 s: past that (a crash loop) it stops
+every worker and exits 1.
 Merging VW weight deltas instead (``simulations/vw_delta_merging.py``) was measured worse than
 not merging at all; see benchmarks/README.md.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import socket
@@ -38,12 +43,18 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from banditroute.config import Settings
+from banditroute.config import Settings, reread_settings
 from banditroute.errors import BanditrouteError, ConfigError
 from banditroute.health import SharedOutcome
 from banditroute.logs import configure_logging
 from banditroute.policies.sharing import SharedLearning, SharedUpdate
-from banditroute.server.app import WorkerIdentity, build_service, worker_log_path
+from banditroute.reload import config_change
+from banditroute.server.app import (
+    WorkerIdentity,
+    build_service,
+    reload_on_signal,
+    worker_log_path,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +83,11 @@ def _worker_main(
     configure_logging(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    hangups = threading.Event()
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.set())
+    # The supervisor started this process with SIGHUP blocked (see Supervisor._spawn): one
+    # sent before the handler above was in place is delivered now instead of ending it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:
         service = build_service(settings, identity)
     except BanditrouteError as error:  # a start-up failure the supervisor reports in one line
@@ -83,6 +99,9 @@ def _worker_main(
     policy = service.router.policy
     conn.send(("ready", service.port, service.restored_pending))
     while not stop.is_set():
+        if hangups.is_set():
+            hangups.clear()
+            reload_on_signal(service.router)
         if not conn.poll(0.2):
             continue
         message = conn.recv()
@@ -183,13 +202,13 @@ class Supervisor:
         self._ledger = SpendLedger(settings.server.workers)
         self.restarted = 0
 
-    def _spawn(self, index: int) -> tuple[Any, Connection]:
+    def _spawn(self, index: int, settings: Settings | None = None) -> tuple[Any, Connection]:
         count = self.settings.server.workers
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main,
             args=(
-                self.settings.with_overrides(port=self.port),
+                (settings or self.settings).with_overrides(port=self.port),
                 WorkerIdentity(index, count, self.rundir),
                 child,
                 self._stop,
@@ -197,7 +216,13 @@ class Supervisor:
             ),
             name=f"banditroute-worker-{index}",
         )
-        process.start()
+        # SIGHUP stays blocked in the new process until its handler is in place (SIGHUP's
+        # default action would end it): the signal mask is inherited across fork and exec.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()  # the worker's end: the parent's recv sees EOF once the worker is gone
         return process, parent
 
@@ -243,7 +268,7 @@ class Supervisor:
         self._restarts.append(now)
         log.error("worker_lost", worker=index, exitcode=process.exitcode)
         conn.close()
-        self._workers[index] = self._spawn(index)
+        self._workers[index] = self._spawn(index, self._settings_now())
         try:
             pending = self._await_ready(index)
         except (ConfigError, RuntimeError) as exc:
@@ -254,6 +279,27 @@ class Supervisor:
             self._workers[index][1].send(("learn", [], self._ledger.others(index), []))
         self.restarted += 1
         log.info("worker_restarted", worker=index, pending_restored=pending)
+
+    def _settings_now(self) -> Settings:
+        """What a replacement worker starts with: the configuration file as it reads now, as
+        for a restarted server, unless it is invalid or changes what only a restart can (then
+        the settings the supervisor started with)."""
+        try:
+            fresh = reread_settings(self.settings)
+            config_change(self.settings, fresh)
+        except BanditrouteError as error:
+            log.warning("worker_config_kept", reason=error.message)
+            return self.settings
+        return fresh
+
+    def forward_hangup(self) -> None:
+        """Pass a SIGHUP on to every running worker (each reloads its configuration)."""
+        for index, (process, _) in enumerate(self._workers):
+            if process.pid is not None and process.is_alive():
+                try:
+                    os.kill(process.pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    log.warning("worker_gone", worker=index)
 
     def merge_round(self) -> bool:
         """One round: collect every worker's new learning updates, budget spend and model
@@ -308,12 +354,14 @@ def serve_workers(settings: Settings, log_level: str = "info") -> int:
     """Run ``server.workers`` processes on one port until SIGTERM or SIGINT."""
     supervisor = Supervisor(settings, log_level)
     done = threading.Event()
+    hangups = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         done.set()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.set())
     try:
         supervisor.start()
     except (ConfigError, RuntimeError):
@@ -333,6 +381,10 @@ def serve_workers(settings: Settings, log_level: str = "info") -> int:
         while not done.wait(TICK_S):
             for index in supervisor.lost():
                 supervisor.restart(index)
+            if hangups.is_set():
+                hangups.clear()
+                log.info("signal", signal="SIGHUP", workers=settings.server.workers)
+                supervisor.forward_hangup()
             if time.monotonic() >= next_round:
                 next_round = time.monotonic() + settings.server.merge_interval_s
                 if supervisor.merge_round():
