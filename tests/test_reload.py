@@ -4,6 +4,8 @@ only a restart can change refused whole."""
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -207,3 +209,39 @@ def test_a_tenant_budget_change_keeps_the_spend() -> None:
     status = router.budget_status("acme")
     assert status is not None
     assert (status.spend_usd, status.limit_usd) == (0.01, 1.0)
+
+
+def test_routes_and_feedback_during_repeated_reloads_see_one_catalogue_each() -> None:
+    """Four threads route and report feedback while the catalogue is swapped back and forth
+    between {alpha, beta} and {beta, gamma} all along: every decision ranks exactly one of the two
+    catalogues (never a mix), and every feedback, whichever catalogue is in force when it
+    arrives, is LEARNED."""
+    first, second = _settings(["alpha", "beta"]), _settings(["beta", "gamma"])
+    router = _router(first, CostAwarePolicy())
+    catalogues = {frozenset(first.catalog.ids), frozenset(second.catalog.ids)}
+    seen: list[frozenset[str]] = []
+    dispositions: list[Disposition] = []
+    errors: list[BaseException] = []
+
+    def work(thread: int) -> None:
+        try:
+            for index in range(40):
+                decision = router.route(RouteQuery(prompt=f"{PROMPT} {thread} {index}"))
+                seen.append(frozenset(model for model, _ in decision.ranking))
+                report = FeedbackReport(decision.decision_id, quality=0.5)
+                dispositions.append(router.feedback(report).disposition)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    swaps, deadline = 0, time.monotonic() + 120.0  # the deadline catches a hang only
+    while any(thread.is_alive() for thread in threads):
+        assert time.monotonic() < deadline
+        router.reload(second if swaps % 2 == 0 else first)
+        swaps += 1
+    assert swaps > 0
+    assert errors == []
+    assert set(seen) <= catalogues
+    assert dispositions == [Disposition.LEARNED] * 160

@@ -67,7 +67,7 @@ FUZZ = settings(
     ],
 )
 SERVICE = "/banditroute.v1.RouterService/"
-METHODS = ("Route", "Feedback", "ListModels", "GetStats", "ResetModelHealth")
+METHODS = ("Route", "Feedback", "ListModels", "GetStats", "ResetModelHealth", "ReloadConfig")
 
 MODELS = list(load_settings().catalog.ids)
 ACME_KEY, BETA_KEY, ADMIN_KEY = "fuzz-acme", "fuzz-beta", "fuzz-admin"
