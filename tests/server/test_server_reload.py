@@ -17,6 +17,7 @@ from fault_helpers import ServerLauncher, ServerProcess
 
 from banditroute.config import load_settings
 from banditroute.server.app import Service, build_service
+from banditroute.server.workers import Supervisor
 from banditroute.tenancy import hash_key
 from banditroute.v1 import router_pb2 as pb
 
@@ -372,3 +373,20 @@ def test_sighup_and_reload_config_reach_every_worker(
         assert server.terminate(HANG_S) == 0
     finally:
         launcher.close_all()
+
+
+def test_a_replacement_worker_reads_the_file_unless_it_cannot_apply(config: ConfigFile) -> None:
+    """A worker the supervisor restarts after a crash gets the configuration file as it reads
+    then (gamma added), as a restarted server would, but the supervisor's settings when the
+    file is invalid or changes what only a restart can (server.port)."""
+    workers = "workers = 2"
+    config.write({"alpha": PRICES["alpha"], "beta": PRICES["beta"]}, server=workers)
+    supervisor = Supervisor(load_settings(config.path))
+    try:
+        config.write(PRICES, server=workers)
+        assert set(supervisor.restart_settings().catalog.ids) == set(PRICES)
+        for change in ({"port": 1}, {"extra": "[reward\n"}):
+            config.write(PRICES, server=workers, **change)
+            assert supervisor.restart_settings() is supervisor.settings
+    finally:
+        supervisor.stop()

@@ -268,7 +268,7 @@ class Supervisor:
         self._restarts.append(now)
         log.error("worker_lost", worker=index, exitcode=process.exitcode)
         conn.close()
-        self._workers[index] = self._spawn(index, self._settings_now())
+        self._workers[index] = self._spawn(index, self.restart_settings())
         try:
             pending = self._await_ready(index)
         except (ConfigError, RuntimeError) as exc:
@@ -280,7 +280,7 @@ class Supervisor:
         self.restarted += 1
         log.info("worker_restarted", worker=index, pending_restored=pending)
 
-    def _settings_now(self) -> Settings:
+    def restart_settings(self) -> Settings:
         """What a replacement worker starts with: the configuration file as it reads now, as
         for a restarted server, unless it is invalid or changes what only a restart can (then
         the settings the supervisor started with)."""
