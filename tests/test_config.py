@@ -38,7 +38,7 @@ def test_defaults_load(default_settings: Settings) -> None:
     assert default_settings.default_objective == "balanced"
     assert {"balanced", "quality", "economy", "fast"} <= set(default_settings.objectives)
     assert default_settings.objective("").name == "balanced"
-    assert default_settings.policy.kind == "vw"
+    assert default_settings.policy.kind == "costaware"
     assert default_settings.reward.combine == "first"
     assert default_settings.server.max_prompt_chars == 400_000
     assert default_settings.source == "<embedded defaults>"

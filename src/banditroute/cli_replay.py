@@ -401,8 +401,9 @@ def add_parsers(subparsers: Any) -> None:
     _log_arguments(tune)
     tune.add_argument(
         "--policy",
-        default="vw",
-        help="the policy to train per setting: vw[:ARGS] or linucb[:...] (default: vw)",
+        default="costaware",
+        help="the policy to train per setting: costaware, vw[:ARGS] or linucb[:...] "
+        "(default: costaware, the serving default)",
     )
     tune.add_argument(
         "--cost-weights",

@@ -101,7 +101,7 @@ DEFAULT_SNAPSHOT_PATH = Path("var/policy.snapshot")
 class PolicySettings:
     """Which learner decides, its settings, and where its snapshots go."""
 
-    kind: PolicyKind = "vw"
+    kind: PolicyKind = "costaware"
     vw_args: tuple[str, ...] = ("--cb_explore_adf", "--squarecb")
     fixed_model: str | None = None
     snapshot_path: Path | None = DEFAULT_SNAPSHOT_PATH

@@ -13,6 +13,9 @@ spec                 policy
 ``vw[:ARGS]``        a VW ``cb_explore_adf`` learner with these arguments (default: the
                      configured ``policy.vw_args``), trained on the first half of the log
 ``linucb[:K=V,...]``  LinUCB (``alpha``, ``epsilon``), trained on the first half of the log
+``costaware``        the default serving policy
+                     (:class:`~banditroute.policies.costaware.CostAwarePolicy`), trained on
+                     the first half of the log
 ``snapshot:PATH``    a policy saved by :func:`banditroute.snapshots.save_snapshot`
 ===================  ==========================================================================
 
@@ -46,18 +49,21 @@ from banditroute.errors import InvalidArgument
 from banditroute.evaluation.logdata import ReplayLog
 from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy
+from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.vw import VWPolicy
 from banditroute.snapshots import MAGIC, load_snapshot
 
 log = structlog.get_logger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
-Kind = Literal["logged", "uniform", "fixed", "vw", "linucb", "snapshot", "shadow"]
-KINDS: tuple[str, ...] = ("logged", "uniform", "fixed", "vw", "linucb", "snapshot", "shadow")
-TRAINED_KINDS: frozenset[str] = frozenset({"vw", "linucb"})
+Kind = Literal["logged", "uniform", "fixed", "costaware", "vw", "linucb", "snapshot", "shadow"]
+KINDS: tuple[str, ...] = (
+    "logged", "uniform", "fixed", "costaware", "vw", "linucb", "snapshot", "shadow",
+)  # fmt: skip
+TRAINED_KINDS: frozenset[str] = frozenset({"costaware", "vw", "linucb"})
 LINUCB_KEYS: tuple[str, ...] = ("alpha", "epsilon")
 SPEC_HELP = (
-    "logged | uniform | fixed:MODEL | vw[:VW ARGS] | linucb[:alpha=A,epsilon=E] | "
+    "logged | uniform | fixed:MODEL | costaware | vw[:VW ARGS] | linucb[:alpha=A,epsilon=E] | "
     "snapshot:PATH | shadow:NAME"
 )
 
@@ -90,10 +96,10 @@ def parse_candidate(text: str, *, arg: str = "--candidate") -> CandidateSpec:
     kind, sep, rest = raw.partition(":")
     kind = kind.strip().lower()
     rest = rest.strip()
-    if kind in ("logged", "uniform"):
+    if kind in ("logged", "uniform", "costaware"):
         if sep:
             raise InvalidArgument(f"{arg}: {text!r}: {kind} takes no settings", field=arg)
-        return CandidateSpec(raw, "logged" if kind == "logged" else "uniform")
+        return CandidateSpec(raw, cast(Kind, kind))
     if kind == "fixed":
         if not rest:
             raise InvalidArgument(f"{arg}: {text!r}: expected fixed:MODEL", field=arg)
@@ -170,7 +176,9 @@ def _vw_args(spec: CandidateSpec, settings: Settings) -> tuple[str, ...]:
 def build_policy(
     spec: CandidateSpec, settings: Settings, *, seed: int, arg: str = "--candidate"
 ) -> Policy:
-    """A fresh policy for a trained spec (``vw``, ``linucb``)."""
+    """A fresh policy for a trained spec (``costaware``, ``vw``, ``linucb``)."""
+    if spec.kind == "costaware":
+        return CostAwarePolicy(seed=seed)
     if spec.kind == "vw":
         try:
             return VWPolicy(_vw_args(spec, settings), seed=seed)

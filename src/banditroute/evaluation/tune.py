@@ -209,7 +209,9 @@ def tune(
 ) -> TuneResult:
     """Sweep the weights, estimate each trained policy, find the frontier (module docstring)."""
     if not policy.trained:
-        raise ValueError(f"policy: {policy.text!r} is not a trained policy (vw or linucb)")
+        raise ValueError(
+            f"policy: {policy.text!r} is not a trained policy (costaware, vw or linucb)"
+        )
     log_counts = counts(log)
     used = log.subset(log.has_outcome)
     if used.n < 4:

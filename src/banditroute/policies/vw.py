@@ -62,6 +62,11 @@ def action_line(arm: ModelSpec) -> str:
     )
 
 
+REFUSED_FLAGS = frozenset({"--regcb", "--regcbopt"})
+"""VW exploration flags refused: measured to return a uniform distribution after any amount of
+learning (per-seed quality equal to ``uniform``'s to four decimals on RouterBench)."""
+
+
 class VWPolicy(Policy):
     """Contextual bandit learned online by Vowpal Wabbit with action-dependent features."""
 
@@ -69,6 +74,13 @@ class VWPolicy(Policy):
 
     def __init__(self, args: Sequence[str] = DEFAULT_ARGS, *, seed: int = 0) -> None:
         super().__init__()
+        refused = REFUSED_FLAGS.intersection(args)
+        if refused:
+            raise ValueError(
+                f"{', '.join(sorted(refused))}: not supported: with vowpal-wabbit-next 0.7.0 its "
+                "probability vector stays uniform however much it learns (it never routes "
+                "better than uniform); use --squarecb, --epsilon or --bag"
+            )
         self.args = tuple(args)
         self.seed = seed
         self._actions: dict[ModelSpec, _core.Example] = {}

@@ -10,8 +10,9 @@ missing values are NaN. Prompts that some model did not answer are dropped (and 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,16 @@ from banditroute.errors import ConfigError
 
 FloatMatrix = npt.NDArray[np.float64]
 IntVector = npt.NDArray[np.int64]
+
+HOLDOUT_TENTHS = 3
+"""Tenths of every table's prompts held out from tuning (see :meth:`OutcomeTable.holdout_split`)."""
+
+
+def holdout_bucket(prompt_id: str) -> int:
+    """0..9 from a fixed hash of the prompt id: the held-out rule every measurement shares."""
+    digest = hashlib.blake2b(prompt_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 10
+
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("prompt_id", "task", "prompt", "model", "quality")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("cost_usd", "input_tokens", "output_tokens", "response_chars")
@@ -95,6 +106,21 @@ class OutcomeTable:
             response_chars=self.response_chars[index],
             notes=self.notes,
         )
+
+    def holdout_split(self, tenths: int = HOLDOUT_TENTHS) -> tuple[OutcomeTable, OutcomeTable]:
+        """The tuning part and the held-out part, by a fixed hash of each prompt id.
+
+        A prompt is held out when ``blake2b(prompt_id) mod 10 < tenths`` (30% by default). The
+        rule depends on nothing but the id, so every script, seed and session holds out the
+        same prompts; the held-out part's task labels are blanked (a router never sees them, and
+        reports on it must not lean on them either).
+        """
+        if not 0 < tenths < 10:
+            raise ValueError("tenths must be in 1..9")
+        held = np.array([holdout_bucket(pid) < tenths for pid in self.prompt_ids])
+        tune = self.subset(np.flatnonzero(~held), name=f"{self.name}[tune]")
+        test = self.subset(np.flatnonzero(held), name=f"{self.name}[holdout]")
+        return tune, replace(test, tasks=("",) * test.n_prompts)
 
     def split(self, fraction: float, seed: int) -> tuple[OutcomeTable, OutcomeTable]:
         """Two disjoint tables: a seeded random ``fraction`` of the prompts, and the rest."""

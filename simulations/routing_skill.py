@@ -1,0 +1,392 @@
+"""Routing skill on held-out prompts: every policy against the best single model, the random mix
+of two models and the per-prompt oracle, per table and budget.
+
+    python simulations/routing_skill.py --data ../shared/data/outcomes --seeds 5 \
+        --json benchmarks/results/routing_skill.json --plots benchmarks/results/routing_skill \
+        --markdown benchmarks/results/routing_skill.md
+
+Every table is split once by :meth:`OutcomeTable.holdout_split` (the 30% of prompts whose
+``blake2b(prompt_id) mod 10 < 3``, task labels blanked). Nothing is tuned on the held-out part:
+``--part tune`` runs the same grid inside the tuning part instead (warm start from a seeded half
+of it, streaming the other half), which is where settings are chosen.
+
+For each table the budget is a fraction of the strongest model's mean cost per prompt on the
+streamed part (``--fractions``, default 10, 15, 20, 25 and 35%). Runs, each over the same seeds:
+
+* **cold**: the policy starts from nothing and streams the held-out prompts; judged on the
+  second half of the stream (quality, mean cost) and the whole stream's cost;
+* **warm**: the policy first learns from the tuning part as full information (what
+  ``serve --warm-start`` does with an outcome table), then streams the held-out prompts; judged
+  on the whole stream.
+
+Comparators, computed exactly from the table: every single model; the **best single model
+affordable** at the budget; the **random mix** (the upper concave hull of the single models in
+(cost, quality): the best quality any random mix of two models reaches at a given mean cost),
+read at the router's own mean cost; the **per-prompt oracle** within the budget (greedy: the
+cheapest correct model first, upgrades by quality gained per dollar while the budget lasts).
+The learning curve counts the prompts until the cold router's trailing 100-prompt quality stays
+at or above 90% of the strongest model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from banditroute.config import Settings, load_settings
+from banditroute.simulation import SimulationConfig, simulate
+from banditroute.simulation.catalog import build_run_catalog
+from banditroute.simulation.tables import OutcomeTable, load_outcomes
+
+TABLES = ("routerbench_train", "paretobandit_val", "routellm_mmlu")
+FRACTIONS = (0.10, 0.15, 0.20, 0.25, 0.35)
+COLD_POLICIES = ("costaware", "linucb", "vw", "uniform")
+WARM_POLICIES = ("costaware", "vw")
+CURVE_WINDOW = 100
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What one table's runs stream and warm-start from."""
+
+    name: str
+    stream: OutcomeTable
+    warm: OutcomeTable
+
+
+def parts(table: OutcomeTable, name: str, part: str) -> Parts:
+    """The held-out stream with the tuning part as warm start, or a split inside the tuning part."""
+    tune, holdout = table.holdout_split()
+    if part == "holdout":
+        return Parts(name, holdout, tune)
+    first, second = tune.split(0.5, seed=0)
+    return Parts(name, second, first)
+
+
+def concave_hull(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Upper-left hull of (cost, quality) points: the best random mix at each cost."""
+    pts = sorted(set(points))
+    hull: list[tuple[float, float]] = []
+    for p in pts:
+        if hull and p[1] <= hull[-1][1]:
+            continue  # dearer and no better: never on the frontier
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (y2 - y1) * (p[0] - x1) <= (p[1] - y1) * (x2 - x1):
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    return hull
+
+
+def mix_quality(hull: list[tuple[float, float]], cost: float) -> float:
+    """Quality of the best random mix of single models whose mean cost is ``cost``."""
+    xs = [p[0] for p in hull]
+    ys = [p[1] for p in hull]
+    if cost <= xs[0]:
+        return ys[0]
+    return float(np.interp(cost, xs, ys))
+
+
+def budget_oracle(quality: np.ndarray, cost: np.ndarray, budget: float) -> tuple[float, float]:
+    """Per-prompt oracle within a mean-cost budget: cheapest best first, then upgrades."""
+    n = quality.shape[0]
+    # Start from each prompt's cheapest model among those with the prompt's best quality... but
+    # within budget: begin at the cheapest model per prompt and upgrade by quality per dollar.
+    choice = np.argmin(cost, axis=1)
+    spent = float(cost[np.arange(n), choice].sum())
+    limit = budget * n
+    gains: list[tuple[float, int, int]] = []
+    for i in range(n):
+        base_q, base_c = quality[i, choice[i]], cost[i, choice[i]]
+        best = int(np.argmax(quality[i] - 1e-9 * cost[i]))
+        dq, dc = quality[i, best] - base_q, cost[i, best] - base_c
+        if dq > 0:
+            gains.append((dq / max(dc, 1e-12), i, best))
+    for _, i, k in sorted(gains, reverse=True):
+        extra = cost[i, k] - cost[i, choice[i]]
+        if spent + extra <= limit:
+            choice[i] = k
+            spent += extra
+    rows = np.arange(n)
+    return float(quality[rows, choice].mean()), float(cost[rows, choice].mean())
+
+
+def prompts_to_hold(quality: np.ndarray, target: float) -> int | None:
+    """First step after which the trailing-window quality never drops below ``target``."""
+    if len(quality) < CURVE_WINDOW:
+        return None
+    window = np.convolve(quality, np.ones(CURVE_WINDOW) / CURVE_WINDOW, mode="valid")
+    below = np.flatnonzero(window < target)
+    if len(below) == 0:
+        return CURVE_WINDOW
+    if below[-1] == len(window) - 1:
+        return None
+    return int(below[-1] + 1 + CURVE_WINDOW)
+
+
+def run_table(
+    data: Parts,
+    settings: Settings,
+    *,
+    seeds: int,
+    fractions: Sequence[float],
+    cold_policies: Sequence[str],
+    warm_policies: Sequence[str],
+    plots: Path | None,
+) -> dict[str, Any]:
+    """Every policy, budget and comparator on one table."""
+    run = build_run_catalog(data.stream, settings.catalog)
+    quality, cost = data.stream.quality, run.cost_usd
+    mean_q, mean_c = quality.mean(axis=0), cost.mean(axis=0)
+    ref = int(np.argmax(mean_q))
+    hull = concave_hull(list(zip(mean_c.tolist(), mean_q.tolist(), strict=True)))
+    models = {
+        m: {"quality": float(q), "cost_usd": float(c)}
+        for m, q, c in zip(data.stream.models, mean_q, mean_c, strict=True)
+    }
+    out: dict[str, Any] = {
+        "table": data.name,
+        "stream": data.stream.name,
+        "stream_prompts": data.stream.n_prompts,
+        "warm": data.warm.name,
+        "warm_prompts": data.warm.n_prompts,
+        "reference": data.stream.models[ref],
+        "reference_quality": float(mean_q[ref]),
+        "reference_cost_usd": float(mean_c[ref]),
+        "models": models,
+        "budgets": {},
+    }
+    for fraction in fractions:
+        budget = fraction * float(mean_c[ref])
+        affordable = [k for k in range(len(mean_c)) if mean_c[k] <= budget * (1 + 1e-9)]
+        best_k = max(affordable, key=lambda k: mean_q[k]) if affordable else int(np.argmin(mean_c))
+        oracle_q, oracle_c = budget_oracle(quality, cost, budget)
+        entry: dict[str, Any] = {
+            "fraction": fraction,
+            "budget_usd": budget,
+            "best_single": {
+                "model": data.stream.models[best_k],
+                "quality": float(mean_q[best_k]),
+                "cost_usd": float(mean_c[best_k]),
+            },
+            "random_mix_at_budget": mix_quality(hull, budget),
+            "oracle": {"quality": oracle_q, "cost_usd": oracle_c},
+            "runs": {},
+        }
+        for mode, policies in (("cold", cold_policies), ("warm", warm_policies)):
+            for policy in policies:
+                started = time.perf_counter()
+                config = SimulationConfig(
+                    outcomes=data.stream,
+                    policy=policy,
+                    budget_usd=budget,
+                    seeds=seeds,
+                    warm_start=data.warm if mode == "warm" else None,
+                    warm_start_mode="full",
+                )
+                result = simulate(config, settings)
+                s = result.summary
+                judged_q = s["quality_last_half"] if mode == "cold" else s["quality"]
+                judged_c = s["cost_usd_last_half"] if mode == "cold" else s["cost_usd"]
+                per_seed_q = [
+                    p["quality_last_half"] if mode == "cold" else p["quality"]
+                    for p in s["per_seed"]
+                ]
+                per_seed_cost = [p["cost_usd"] for p in s["per_seed"]]
+                holds = [
+                    prompts_to_hold(t.quality, 0.9 * float(mean_q[ref])) for t in result.traces
+                ]
+                entry["runs"][f"{mode}/{policy}"] = {
+                    "quality": judged_q,
+                    "quality_std": float(np.std(per_seed_q)),
+                    "cost_usd": judged_c,
+                    "cost_usd_whole": s["cost_usd"],
+                    "cost_over_budget_per_seed": [c / budget for c in per_seed_cost],
+                    "random_mix_at_cost": mix_quality(hull, judged_c),
+                    "prompts_to_hold_90pct": holds,
+                    "wall_s": time.perf_counter() - started,
+                    "curve": _curve(result.traces),
+                }
+                print(
+                    f"{data.name} {fraction:.2f} {mode:4s} {policy:12s} "
+                    f"q {judged_q / mean_q[ref]:.3f} of ref at cost {judged_c / mean_c[ref]:.3f}"
+                    f" (budget {fraction:.2f}); best single {mean_q[best_k] / mean_q[ref]:.3f}, "
+                    f"mix at cost {mix_quality(hull, judged_c) / mean_q[ref]:.3f}",
+                    flush=True,
+                )
+        out["budgets"][f"{fraction:.2f}"] = entry
+    if plots is not None:
+        _plot(out, plots / f"{data.name}.png")
+    return out
+
+
+def _curve(traces: Sequence[Any]) -> list[float]:
+    """Mean trailing-window quality across seeds, every 10 prompts."""
+    qualities = np.array([t.quality for t in traces])
+    window = min(CURVE_WINDOW, qualities.shape[1])
+    kernel = np.ones(window) / window
+    smoothed = np.array([np.convolve(q, kernel, mode="valid") for q in qualities]).mean(axis=0)
+    return [round(float(v), 4) for v in smoothed[::10]]
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    """Pareto plot (quality against cost, every policy and budget) and learning curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (pareto, curves) = plt.subplots(1, 2, figsize=(13, 5.2))
+    ref_q, ref_c = result["reference_quality"], result["reference_cost_usd"]
+    models = result["models"]
+    xs = [v["cost_usd"] / ref_c for v in models.values()]
+    ys = [v["quality"] / ref_q for v in models.values()]
+    pareto.scatter(xs, ys, color="0.4", marker="s", s=22, label="single models", zorder=3)
+    hull = concave_hull(list(zip(xs, ys, strict=True)))
+    pareto.plot([p[0] for p in hull], [p[1] for p in hull], "--", color="0.5", label="random mix")
+    markers = {"cold": "o", "warm": "^"}
+    cmap = plt.get_cmap("tab10")
+    names = sorted({name for b in result["budgets"].values() for name in b["runs"]})
+    colours = {name: cmap(i % 10) for i, name in enumerate(names)}
+    for name in names:
+        pts = [
+            (b["runs"][name]["cost_usd"] / ref_c, b["runs"][name]["quality"] / ref_q)
+            for b in result["budgets"].values()
+            if name in b["runs"]
+        ]
+        pareto.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker=markers[name.split("/")[0]],
+            color=colours[name],
+            label=name,
+        )
+    oracle = [
+        (b["oracle"]["cost_usd"] / ref_c, b["oracle"]["quality"] / ref_q)
+        for b in result["budgets"].values()
+    ]
+    pareto.plot(
+        [p[0] for p in oracle], [p[1] for p in oracle], "*", color="gold", ms=10, label="oracle"
+    )
+    pareto.axhline(1.0, color="0.7", lw=0.8)
+    pareto.set_xscale("log")
+    pareto.set_xlabel(f"mean cost / {result['reference'].rsplit('/', 1)[-1]}'s (log)")
+    pareto.set_ylabel(f"quality / {result['reference'].rsplit('/', 1)[-1]}'s")
+    lo = min(*ys, *(p[1] for p in oracle)) - 0.02
+    pareto.set_ylim(max(lo, 0.0), max(1.05, max(p[1] for p in oracle) + 0.02))
+    pareto.set_title(f"{result['table']}: held-out prompts")
+    pareto.legend(fontsize=7, loc="lower right")
+    budgets = result["budgets"]
+    key = "0.25" if "0.25" in budgets else next(iter(budgets))
+    for name, run in budgets[key]["runs"].items():
+        curve = np.array(run["curve"]) / ref_q
+        steps = CURVE_WINDOW + 10 * np.arange(len(curve))
+        curves.plot(steps, curve, color=colours[name], label=name)
+    curves.axhline(0.9, color="0.6", ls=":", label="90% of reference")
+    curves.set_xlabel("prompts streamed")
+    curves.set_ylabel(f"trailing {CURVE_WINDOW}-prompt quality / reference")
+    curves.set_title(f"learning curves at a {float(key):.0%} budget")
+    curves.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """One table per data set and budget, quality and cost relative to the reference model."""
+    lines: list[str] = []
+    for result in results.values():
+        ref = result["reference"].rsplit("/", 1)[-1]
+        lines.append(
+            f"### {result['table']} ({result['stream_prompts']} held-out prompts; "
+            f"relative to {ref}: quality {result['reference_quality']:.3f}, "
+            f"${result['reference_cost_usd']:.6f})\n"
+        )
+        lines.append(
+            "| budget | run | quality | cost | random mix at that cost | best single "
+            "affordable | oracle | prompts to hold 90% |"
+        )
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        rq, rc = result["reference_quality"], result["reference_cost_usd"]
+        for key, b in result["budgets"].items():
+            best = b["best_single"]
+            for name, run in b["runs"].items():
+                holds = [h for h in run["prompts_to_hold_90pct"] if h is not None]
+                held = (
+                    f"{int(np.median(holds))} ({len(holds)}/{len(run['prompts_to_hold_90pct'])})"
+                    if holds
+                    else "never"
+                )
+                lines.append(
+                    f"| {float(key):.0%} | {name} | {run['quality'] / rq:.3f} ± "
+                    f"{run['quality_std'] / rq:.3f} | {run['cost_usd'] / rc:.3f} | "
+                    f"{run['random_mix_at_cost'] / rq:.3f} | {best['model'].rsplit('/', 1)[-1]} "
+                    f"{best['quality'] / rq:.3f} @ {best['cost_usd'] / rc:.3f} | "
+                    f"{b['oracle']['quality'] / rq:.3f} | {held} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run every table, write JSON, Markdown and plots."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder of outcome tables")
+    parser.add_argument("--part", choices=("holdout", "tune"), default="holdout")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--only", help="only tables whose name contains this")
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
+    parser.add_argument("--cold", nargs="*", default=list(COLD_POLICIES), help="cold policies")
+    parser.add_argument("--warm", nargs="*", default=list(WARM_POLICIES), help="warm policies")
+    parser.add_argument("--config", type=Path, help="TOML settings merged over the defaults")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--plots", type=Path, help="folder for one PNG per table")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds: must be >= 1")
+    if any(not 0 < f <= 1 for f in args.fractions):
+        parser.error("--fractions: each must be in (0, 1]")
+    settings = load_settings(args.config)
+    results: dict[str, Any] = {}
+    for name in TABLES:
+        if args.only and args.only not in name:
+            continue
+        path = args.data / f"{name}.parquet"
+        if not path.is_file():
+            print(f"skipping {name}: no {path}", file=sys.stderr)
+            continue
+        table = load_outcomes(path, model_order=settings.catalog.ids)
+        results[name] = run_table(
+            parts(table, name, args.part),
+            settings,
+            seeds=args.seeds,
+            fractions=args.fractions,
+            cold_policies=args.cold,
+            warm_policies=args.warm,
+            plots=args.plots,
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    text = markdown(results)
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
