@@ -45,7 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
     from banditroute.server.workers import serve_workers
 
     settings = load_settings(args.config or config_path_from_environment())
-    settings = settings.with_overrides(port=args.port, log_path=args.log, workers=args.workers)
+    settings = settings.with_overrides(
+        port=args.port, log_path=args.log, workers=args.workers, warm_start=args.warm_start
+    )
     if settings.server.workers > 1:
         return serve_workers(settings, args.log_level)
     return serve(settings)
@@ -78,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--workers", type=_workers, help="serving processes sharing the port (default: config)"
+    )
+    serve.add_argument(
+        "--warm-start",
+        type=Path,
+        metavar="OUTCOMES.parquet",
+        help="learn from this outcome table at start-up when no policy snapshot was restored "
+        "(default: the config's policy.warm_start)",
     )
     serve.set_defaults(handler=_serve)
 

@@ -106,6 +106,10 @@ class PolicySettings:
     fixed_model: str | None = None
     snapshot_path: Path | None = DEFAULT_SNAPSHOT_PATH
     snapshot_interval_s: float = 30.0
+    warm_start: Path | None = None
+    """An outcome table the policy learns from at start-up when no snapshot was restored."""
+    warm_start_models: tuple[tuple[str, str], ...] = ()
+    """(table model id, catalogue id) pairs for tables that name models differently."""
 
 
 @dataclass(frozen=True)
@@ -183,21 +187,28 @@ class Settings:
             ) from None
 
     def with_overrides(
-        self, *, port: int | None = None, log_path: Path | None = None, workers: int | None = None
+        self,
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+        workers: int | None = None,
+        warm_start: Path | None = None,
     ) -> Settings:
-        """A copy with the CLI's --port / --log / --workers applied.
+        """A copy with the CLI's --port / --log / --workers / --warm-start applied.
 
         ``--log PATH`` puts the instance's state beside PATH: the decision log, and the policy
         snapshot too (``PATH``'s stem + ``.policy.snapshot``) unless the config names a
         snapshot path of its own, so two servers started with different ``--log`` never
         share, and overwrite, one snapshot."""
-        given = {"port": port, "log_path": log_path, "workers": workers}
+        given = {"port": port, "log_path": log_path, "workers": workers, "warm_start": warm_start}
         overrides = {**self.overrides, **{k: v for k, v in given.items() if v is not None}}
         server = self.server if port is None else replace(self.server, port=port)
         server = server if workers is None else replace(server, workers=workers)
-        if log_path is None:
-            return replace(self, server=server, overrides=overrides)
         policy = self.policy
+        if warm_start is not None:
+            policy = replace(policy, warm_start=warm_start)
+        if log_path is None:
+            return replace(self, server=server, policy=policy, overrides=overrides)
         if policy.snapshot_path == DEFAULT_SNAPSHOT_PATH:
             snapshot = log_path.with_name(f"{log_path.stem}.policy.snapshot")
             policy = replace(policy, snapshot_path=snapshot)
@@ -290,6 +301,19 @@ def _finite(section: str, *, at_least: float | None = None, **values: float) -> 
             raise ConfigError(f"{field}: must be >= {at_least:g}", field=field)
 
 
+def _warm_start_models(value: Any) -> tuple[tuple[str, str], ...]:
+    """``[policy.warm_start_models]`` (table id = catalogue id) as sorted pairs."""
+    key = "policy.warm_start_models"
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a table of table id = catalogue id", field=key)
+    for table_id, catalog_id in value.items():
+        if not isinstance(catalog_id, str) or not catalog_id:
+            raise ConfigError(
+                f"{key}.{table_id}: expected a catalogue model id, got {catalog_id!r}", field=key
+            )
+    return tuple(sorted(value.items()))
+
+
 def _model(entry: Any) -> ModelSpec:
     if not isinstance(entry, Mapping):
         raise ConfigError("models: each entry must be a table ([[models]])", field="models")
@@ -350,9 +374,12 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
               ingest_interval_s=log.ingest_interval_s,
               export_interval_s=log.export_interval_s,
               max_backlog_mb=log.max_backlog_mb)  # fmt: skip
+    policy_table = dict(_table(merged, "policy"))
+    warm_models = _warm_start_models(policy_table.pop("warm_start_models", {}))
     policy: PolicySettings = _build(
-        PolicySettings, _table(merged, "policy"), "policy", vw_args=tuple, snapshot_path=Path
+        PolicySettings, policy_table, "policy", vw_args=tuple, snapshot_path=Path, warm_start=Path
     )
+    policy = replace(policy, warm_start_models=warm_models)
     if policy.kind not in POLICY_KINDS:
         raise ConfigError(
             f"policy.kind: {policy.kind!r} is not one of {', '.join(POLICY_KINDS)}",

@@ -23,7 +23,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from banditroute import hash_key
+from banditroute import hash_key, warm_start
 from banditroute.audit import AuditChain
 from banditroute.config import Settings, TLSSettings
 from banditroute.errors import ConfigError, FailedPrecondition
@@ -188,6 +188,13 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         if base is not None and load_snapshot(policy, snapshot_path(base, name))
     ]
     restored_snapshot = "default" in restored
+    if not restored_snapshot and settings.policy.warm_start is not None:
+        warm = warm_start.load_plan(
+            settings.policy.warm_start,
+            settings.catalog,
+            dict(settings.policy.warm_start_models),
+        )
+        warm_start.learn(policies["default"], settings, warm)
     log_settings = settings.log
     if worker is not None:
         log_settings = replace(log_settings, path=worker_log_path(log_settings.path, worker.index))
