@@ -297,3 +297,44 @@ def test_learning_from_a_uniform_log_favours_the_rewarded_model(
             assert end[1] > 0.5
         else:
             np.testing.assert_array_equal(start, end)
+
+
+def test_costaware_drift_detection_relearns_a_degraded_model_sooner(
+    arms: tuple[ModelSpec, ...],
+) -> None:
+    """When the preferred model's reward collapses, the ADWIN drift detector fires and the
+    policy abandons the model in fewer updates than the same policy without detection."""
+    pair = arms[:2]
+    context = extract("Pick A or B for this question.")
+
+    def switch_step(policy: CostAwarePolicy) -> int:
+        for _ in range(300):  # model 0 good, model 1 mediocre
+            policy.learn(context, pair, 0, 0.5, 0.9)
+            policy.learn(context, pair, 1, 0.5, 0.5)
+        for step in range(1, 2000):  # model 0 collapses
+            policy.learn(context, pair, 0, 0.5, 0.1)
+            policy.learn(context, pair, 1, 0.5, 0.5)
+            if policy.distribution(context, pair, explore=False)[1] == 1.0:
+                return step
+        return 2000
+
+    watched, blind = CostAwarePolicy(seed=1), CostAwarePolicy(seed=1, drift_delta=0.0)
+    assert switch_step(watched) < switch_step(blind)
+    assert watched.drifts.get(pair[0].id, 0) >= 1
+    assert blind.drifts == {}
+
+
+def test_costaware_explores_a_model_added_late_as_a_new_one(
+    arms: tuple[ModelSpec, ...],
+) -> None:
+    """A model first seen after thousands of updates keeps a fresh exploration scale: it gets
+    a real share of probability at once, not the decayed scale of the long-known models."""
+    known, late = arms[:2], arms[2]
+    context = extract("Pick A or B for this question.")
+    policy = CostAwarePolicy(seed=1, drift_delta=0.0)
+    for _ in range(3000):
+        policy.learn(context, known, 0, 0.5, 0.95)
+        policy.learn(context, known, 1, 0.5, 0.6)
+    probs = policy.distribution(context, (*known, late))
+    # 0.34 with a fresh scale for the new model; 0.14 if its scale had decayed with the clock.
+    assert probs[2] > 0.25

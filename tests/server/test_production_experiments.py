@@ -47,7 +47,7 @@ def test_experiment_arm_is_sticky_per_user_and_both_arms_serve(
         for user in USERS:
             response = client.route(prompt=f"{PROMPT} ({round_})", tags={"user": user})
             assert response.experiment_arm == arms.setdefault(user, response.experiment_arm)
-            prefix = "vw:" if response.experiment_arm == "default" else "uniform:"
+            prefix = "costaware:" if response.experiment_arm == "default" else "uniform:"
             assert response.policy_version.startswith(prefix)
             logged[response.decision_id] = response.experiment_arm
     assert set(arms.values()) == {"default", "b"}

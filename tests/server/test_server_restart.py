@@ -27,7 +27,7 @@ PROMPTS = (
     "Translate 'good morning' into Spanish.",
 )
 ROUNDS = 200
-_VERSION = re.compile(r"^vw:[0-9a-f]+:(\d+)$")
+_VERSION = re.compile(r"^costaware:[0-9a-f]+:(\d+)$")
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def test_route_decision_is_consistent(route: Callable[..., pb.RouteResponse]) ->
     assert response.HasField("decide_time")
     assert before - 1.0 <= response.decide_time.ToNanoseconds() / 1e9 <= after + 1.0
     assert not response.replayed
-    assert response.policy_version.startswith("vw:")
+    assert response.policy_version.startswith("costaware:")
 
 
 def test_route_messages_uses_last_user_turn(

@@ -29,11 +29,17 @@ Exploration, all with honest probabilities that are a deterministic function of 
 state (asking twice gives the same vector):
 
 * ``thompson`` (default): each model's probability of having the highest score under the
-  posterior with standard deviations scaled by ``posterior_scale / sqrt(1 + clock /
+  posterior with standard deviations scaled by ``posterior_scale / sqrt(1 + age /
   scale_halflife)`` (``scale_halflife`` 0: no decay), computed by numerical integration
   (:func:`thompson_probabilities`), not by sampling. The extra decay moves exploration to the
   start of the stream, where it buys the most; replayed on RouterBench it raised the second
-  half's quality by about 0.4 points over a constant scale;
+  half's quality by about 0.4 points over a constant scale. A model's ``age`` is the clock
+  since it was first seen or last drifted, so a model added later is explored afresh;
+
+Drift: each model's one-step-ahead residuals feed a river ADWIN detector (``drift_delta``; 0
+turns it off). When one fires, the model's own weights get their prior uncertainty back (its
+mean is kept, its age restarts), so a model whose quality or price changed is re-learned in
+tens of requests instead of being outvoted by its history; ``drifts`` counts the detections.
 * ``squarecb``: inverse gap weighting of the posterior means, ``gamma = gamma_scale *
   sqrt(clock + 1)``;
 * ``epsilon``: ``epsilon / K`` on every model, the rest on the best posterior mean.
@@ -62,15 +68,18 @@ import io
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 from scipy import special
 
 from banditroute.catalog import ModelSpec
 from banditroute.features import MARKERS, PromptFeatures
 from banditroute.policies.base import Policy, Probabilities
+
+log = structlog.get_logger(__name__)
 
 Exploration = Literal["thompson", "squarecb", "epsilon"]
 EXPLORATIONS: tuple[str, ...] = ("thompson", "squarecb", "epsilon")
@@ -78,6 +87,8 @@ EXPLORATIONS: tuple[str, ...] = ("thompson", "squarecb", "epsilon")
 _NUMERIC_KEYS: tuple[str, ...] = (
     "bias", "log_tokens", "log_conv_tokens", "shots", "choices", "numbers", "lang_en", *MARKERS,
 )  # fmt: skip
+DRIFT_MIN_UPDATES = 30
+"""A model's residuals are watched for drift from its this-many-th update on."""
 NOISE_PSEUDO_COUNT = 5.0
 """Weight, in observations, of the prior noise level in each model's noise estimate."""
 _REMEMBERED = 4096
@@ -140,6 +151,7 @@ class CostAwarePolicy(Policy):
         bias_precision: float = 1.0,
         shared_precision: float = 0.1,
         noise: float = 0.5,
+        drift_delta: float = 0.002,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -149,6 +161,8 @@ class CostAwarePolicy(Policy):
             raise ValueError("posterior_scale >= 0, gamma_scale > 0 and epsilon in [0, 1]")
         if min(prior_precision, bias_precision, shared_precision, noise) <= 0:
             raise ValueError("the prior precisions and the noise must be > 0")
+        if not 0 <= drift_delta < 1:
+            raise ValueError("drift_delta must be in [0, 1) (0: no drift detection)")
         self.exploration: Exploration = exploration
         self.posterior_scale = posterior_scale
         self.scale_halflife = scale_halflife
@@ -159,6 +173,7 @@ class CostAwarePolicy(Policy):
         self.bias_precision = bias_precision
         self.shared_precision = shared_precision
         self.noise = noise
+        self.drift_delta = drift_delta
         self.seed = seed
         self._slots: dict[str, int] = {}
         d = DIMENSION
@@ -169,7 +184,10 @@ class CostAwarePolicy(Policy):
         self._mean = np.zeros(d)
         self._sse = np.zeros(0)  # per model: sum of squared one-step-ahead residuals
         self._count = np.zeros(0)
+        self._born = np.zeros(0)  # per model: the exploration clock when it was added or drifted
         self._logged_credit = 0.0  # exploration-clock updates credited beyond one per update
+        self._detectors: dict[int, Any] = {}  # slot -> river ADWIN on one-step-ahead residuals
+        self.drifts: dict[str, int] = {}  # model id -> drifts detected (and forgotten)
         self._multiplier: Callable[[], float] = lambda: 0.0
         # The multiplier each pending decision was scored with, keyed by the id of its
         # features object (the router passes the same object to distribution and learn).
@@ -188,6 +206,7 @@ class CostAwarePolicy(Policy):
             "bias_precision": self.bias_precision,
             "shared_precision": self.shared_precision,
             "noise": self.noise,
+            "drift_delta": self.drift_delta,
             "seed": self.seed,
         }
 
@@ -240,6 +259,7 @@ class CostAwarePolicy(Policy):
             self._mean = np.concatenate([self._mean, np.zeros(d * len(new))])
             self._sse = np.concatenate([self._sse, np.zeros(len(new))])
             self._count = np.concatenate([self._count, np.zeros(len(new))])
+            self._born = np.concatenate([self._born, np.full(len(new), self.clock)])
         return np.array([self._slots[arm.id] for arm in arms], dtype=np.int64)
 
     @staticmethod
@@ -285,10 +305,7 @@ class CostAwarePolicy(Policy):
         score, sd = self._scores(context, arms)
         k = len(arms)
         if self.exploration == "thompson":
-            scale = self.posterior_scale
-            if self.scale_halflife > 0:
-                scale /= np.sqrt(1.0 + self.clock / self.scale_halflife)
-            return thompson_probabilities(score, sd * scale)
+            return thompson_probabilities(score, sd * self._scales(arms))
         best = int(np.argmax(score))
         if self.exploration == "epsilon":
             probs = np.full(k, self.epsilon / k)
@@ -299,6 +316,20 @@ class CostAwarePolicy(Policy):
         probs[best] = 0.0
         probs[best] = max(0.0, 1.0 - probs.sum())
         return probs
+
+    def _scales(self, arms: Sequence[ModelSpec]) -> npt.NDArray[np.float64]:
+        """Each arm's Thompson scale: ``posterior_scale / sqrt(1 + age / scale_halflife)``.
+
+        An arm's age is the exploration clock since the arm was first seen or last drifted, so
+        a model added to a long-running router (or one whose quality changed) is explored as
+        a fresh router would explore it, while the others keep their decayed scale.
+        """
+        scale = np.full(len(arms), self.posterior_scale)
+        if self.scale_halflife > 0:
+            born = self._born[self._slot_indices(arms)]
+            age = np.maximum(self.clock - born, 0.0)
+            scale /= np.sqrt(1.0 + age / self.scale_halflife)
+        return scale
 
     def best(self, context: PromptFeatures, arms: Sequence[ModelSpec], probs: Probabilities) -> int:
         score, _ = self._scores(context, arms)
@@ -321,11 +352,55 @@ class CostAwarePolicy(Policy):
         residual = value - self.prior_mean - float(z @ self._mean)
         self._sse[slot] += residual**2
         self._count[slot] += 1
+        drifted = self._drifted(slot, residual)
         # Sherman-Morrison update of (prior precision + Z'Z)^-1.
         cz = self._cov @ z
         self._cov -= np.outer(cz, cz) / (1.0 + z @ cz)
         self._xty += z * (value - self.prior_mean)
         self._mean = self._cov @ self._xty
+        if drifted:
+            self._forget(slot, arms[chosen].id)
+
+    # -- drift -------------------------------------------------------------------------------
+    def _drifted(self, slot: int, residual: float) -> bool:
+        """Feed a model's residual to its ADWIN detector; True when its mean has shifted.
+
+        Residuals are the value minus the one-step-ahead prediction at the prompt's features, so
+        a change in which prompts a model is sent (the policy specialising) does not look like
+        drift, while a change in how well the model answers them does. A model is watched once
+        it has :data:`DRIFT_MIN_UPDATES` updates: before that its residuals shrink as it is
+        learned, which is no drift.
+        """
+        if self.drift_delta <= 0 or self._count[slot] < DRIFT_MIN_UPDATES:
+            return False
+        detector = self._detectors.get(slot)
+        if detector is None:
+            from river.drift import ADWIN  # river takes a second to import: only when needed
+
+            detector = self._detectors[slot] = ADWIN(delta=self.drift_delta)
+        detector.update(residual)
+        return bool(detector.drift_detected)
+
+    def _forget(self, slot: int, model: str) -> None:
+        """Give a drifted model's own weights their prior uncertainty back (a Kalman random-walk
+        step on its block), keeping every estimate's mean: new outcomes then move its value
+        quickly while the other models and the shared block keep what they learned."""
+        d = DIMENSION
+        block = slice(d * (1 + slot), d * (2 + slot))
+        prior = np.full(d, 1.0 / self.prior_precision)
+        prior[0] = 1.0 / self.bias_precision
+        cov = self._cov.copy()
+        cov[block, block] += np.diag(prior)
+        self._xty = np.linalg.solve(cov, self._mean)  # keeps mean == cov @ xty
+        self._cov = cov
+        self._sse[slot] = 0.0
+        self._count[slot] = 0.0
+        self._born[slot] = self.clock
+        self._detectors.pop(slot, None)
+        self.drifts[model] = self.drifts.get(model, 0) + 1
+        log.info(
+            "model_drift_detected", model=model, drifts=self.drifts[model], updates=self.updates
+        )
 
     # -- snapshots ---------------------------------------------------------------------------
     def save(self) -> bytes:
@@ -339,8 +414,10 @@ class CostAwarePolicy(Policy):
             mean=self._mean,
             sse=self._sse,
             count=self._count,
+            born=self._born,
             updates=np.array(self.updates),
             logged_credit=np.array(self._logged_credit),
+            drifts=np.array(json.dumps(self.drifts)),
         )
         return buffer.getvalue()
 
@@ -354,6 +431,8 @@ class CostAwarePolicy(Policy):
                 updates = int(archive["updates"])
                 # Snapshots from before the exploration clock have no logged credit.
                 credit = float(archive["logged_credit"]) if "logged_credit" in archive else 0.0
+                drifts = json.loads(str(archive["drifts"])) if "drifts" in archive else {}
+                born = archive["born"] if "born" in archive else np.zeros(len(slots))
         except Exception as exc:
             raise ValueError(f"not a valid costaware snapshot: {exc}") from exc
         size = DIMENSION * (1 + len(slots))
@@ -364,3 +443,6 @@ class CostAwarePolicy(Policy):
         self._sse, self._count = arrays["sse"], arrays["count"]
         self.updates = updates
         self._logged_credit = credit
+        self.drifts = {str(k): int(v) for k, v in drifts.items()}
+        self._born = np.asarray(born, dtype=np.float64).reshape(len(slots))
+        self._detectors = {}

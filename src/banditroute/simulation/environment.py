@@ -91,6 +91,12 @@ class ReplayEnvironment:
         self._output = output_tokens
         self.revealed = 0
 
+    def swap(self, quality: FloatMatrix, cost_usd: FloatMatrix) -> None:
+        """Reveal these qualities and costs from now on (a model that changed mid-stream)."""
+        if quality.shape != self._quality.shape or cost_usd.shape != self._cost.shape:
+            raise ValueError("the new outcomes must have the table's shape")
+        self._quality, self._cost = quality, cost_usd
+
     def reveal(self, prompt: int, model: int) -> Outcome:
         """The outcome of ``model`` on ``prompt`` (the only way the router learns anything)."""
         self.revealed += 1

@@ -5,6 +5,8 @@ name                policy
 ==================  ===========================================================================
 ``costaware``       :class:`~banditroute.policies.costaware.CostAwarePolicy`, Thompson sampling
 ``costaware-<x>``   the same with ``x`` in ``squarecb``, ``epsilon``
+``costaware:K=V,..`` the same with these constructor settings (numbers), e.g.
+                    ``costaware:drift_delta=0,posterior_scale=0.5``
 ``vw``              Vowpal Wabbit with the configured ``policy.vw_args``
 ``vw-<x>``          VW ``--cb_explore_adf`` with exploration ``x`` in :data:`VW_EXPLORATION`
 ``vw:<args>``       VW with these arguments (space-separated)
@@ -58,6 +60,13 @@ NAMED_POLICIES: tuple[str, ...] = (
 )
 
 
+COSTAWARE_NUMBERS: tuple[str, ...] = (
+    "posterior_scale", "scale_halflife", "gamma_scale", "epsilon", "prior_mean",
+    "prior_precision", "bias_precision", "shared_precision", "noise", "drift_delta",
+)  # fmt: skip
+"""CostAwarePolicy's numeric settings a ``costaware:K=V`` policy name may set."""
+
+
 class OraclePolicy(Policy):
     """All probability on the model the simulator names as this prompt's best (``target``).
 
@@ -78,9 +87,36 @@ class OraclePolicy(Policy):
         return probs
 
 
+def costaware_settings(name: str, *, arg: str = "--policy") -> dict[str, float]:
+    """The ``K=V`` settings of a ``costaware:K=V,...`` name; ConfigError naming ``arg``."""
+    settings: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in name.removeprefix("costaware:").split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or key not in COSTAWARE_NUMBERS:
+            raise ConfigError(
+                f"{arg}: {name!r}: expected costaware:KEY=NUMBER,... with KEY in "
+                f"{', '.join(COSTAWARE_NUMBERS)}, got {part!r}",
+                field=arg,
+            )
+        try:
+            settings[key] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"{arg}: {name!r}: {key}={value!r} is not a number", field=arg
+            ) from None
+    try:
+        CostAwarePolicy(**settings)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"{arg}: {name!r}: {exc}", field=arg) from None
+    return settings
+
+
 def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") -> str:
     """The name if it is a known policy for this catalogue; ConfigError naming ``arg``."""
     if name in NAMED_POLICIES or name == "fixed":
+        return name
+    if name.startswith("costaware:"):
+        costaware_settings(name, arg=arg)
         return name
     if name.startswith("vw-") and name.removeprefix("vw-") in VW_EXPLORATION:
         return name
@@ -101,7 +137,7 @@ def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") 
         return name
     raise ConfigError(
         f"{arg}: unknown policy {name!r} (known: {', '.join(NAMED_POLICIES)}, fixed:<model>, "
-        "vw:<args>)",
+        "vw:<args>, costaware:KEY=NUMBER,...)",
         field=arg,
     )
 
@@ -110,6 +146,8 @@ def build_policy(name: str, settings: Settings, *, seed: int) -> Policy:
     """A fresh policy for one simulation seed."""
     if name == "costaware":
         return CostAwarePolicy(seed=seed)
+    if name.startswith("costaware:"):
+        return CostAwarePolicy(seed=seed, **costaware_settings(name))  # type: ignore[arg-type]
     if name.startswith("costaware-"):
         exploration = name.removeprefix("costaware-")
         if exploration == "squarecb":

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from banditroute.catalog import ModelSpec
+from banditroute.catalog import Catalog, ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import FeedbackReport, RouteQuery
 from banditroute.eligibility import eligible_models
@@ -99,6 +99,25 @@ class WarmStart:
     path: str = ""
 
 
+ChangeKind = Literal["add", "degrade", "price"]
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    """A change to one model in the middle of a stream (the model-change scenarios).
+
+    ``add``: the model is excluded from every request before ``step`` (a model added to the
+    catalogue then); ``degrade``: from ``step`` on, the model's quality on every prompt is
+    multiplied by ``factor``; ``price``: from ``step`` on, its realised costs and its catalogue
+    prices are multiplied by ``factor`` (the router is told, as a config reload would).
+    """
+
+    kind: ChangeKind
+    model: str
+    step: int
+    factor: float = 1.0
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything one seed needs (picklable, sent once to each worker process)."""
@@ -109,6 +128,7 @@ class RunSpec:
     policy: str
     latency: LatencyModel
     warm: WarmStart | None = None
+    changes: tuple[ModelChange, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,22 +193,32 @@ class LoggedOutcome:
 
 def warm_log(spec: RunSpec, warm: WarmStart, seed: int) -> list[LoggedOutcome]:
     """The warm-start table as a log: in a seeded order, one uniform-random eligible model's
-    outcome per prompt (bandit) or every eligible model's (full)."""
+    outcome per prompt (bandit) or every eligible model's (full), among the models the table
+    has."""
     table = warm.outcomes.table
     catalog = spec.settings.catalog
     column = {model: k for k, model in enumerate(table.models)}
-    latency = spec.latency.sample(warm.outcomes.output_tokens, seed + 7_919)
+    # The warm table's own models, in its column order (it may lack a model added later).
+    priors = [catalog.get(model) for model in table.models]
+    warm_latency = replace(
+        spec.latency,
+        ttft_ms=tuple(m.ttft_ms for m in priors),
+        tokens_per_s=tuple(m.tokens_per_s for m in priors),
+    )
+    latency = warm_latency.sample(warm.outcomes.output_tokens, seed + 7_919)
     rng = np.random.default_rng([seed, 0x3A7])
     feature_chars = spec.settings.server.feature_chars
     log: list[LoggedOutcome] = []
     for i in rng.permutation(table.n_prompts):
         features = extract(table.prompts[i], feature_chars=feature_chars)
         arms = tuple(eligible_models(catalog, features).eligible)
+        # Models the warm-start table lacks (one added later) are never picked.
+        known = [a for a, arm in enumerate(arms) if arm.id in column]
         if warm.mode == "bandit":
-            picks = [int(rng.integers(len(arms)))]
-            probability = 1.0 / len(arms)
+            picks = [known[int(rng.integers(len(known)))]]
+            probability = 1.0 / len(known)
         else:
-            picks = list(range(len(arms)))
+            picks = known
             probability = 1.0
         for a in picks:
             k = column[arms[a].id]
@@ -308,7 +338,8 @@ def run_seed(
         warm_updates = _warm_start(policy, spec, spec.warm, seed, pacer)
         warm_lam = pacer.lam if pacer is not None else 0.0
     latency = spec.latency.sample(outcomes.output_tokens, seed)
-    env = ReplayEnvironment(table.quality, outcomes.cost_usd, latency, outcomes.output_tokens)
+    quality_now, cost_now = table.quality, outcomes.cost_usd
+    env = ReplayEnvironment(quality_now, cost_now, latency, outcomes.output_tokens)
     column = {model: k for k, model in enumerate(table.models)}
     oracle = (
         oracle_choice(objective, table.quality, outcomes.cost_usd, latency)
@@ -326,7 +357,18 @@ def run_seed(
     for step, i in enumerate(order):
         if oracle is not None and isinstance(policy, OraclePolicy):
             policy.target = table.models[int(oracle[i])]
-        decision = router.route(RouteQuery(prompt=table.prompts[i], objective=SIMULATION_OBJECTIVE))
+        for change in spec.changes:
+            if change.step == step and change.kind != "add":
+                quality_now, cost_now = _apply_change(
+                    change, column[change.model], router, quality_now, cost_now
+                )
+                env.swap(quality_now, cost_now)
+        excluded = tuple(c.model for c in spec.changes if c.kind == "add" and step < c.step)
+        decision = router.route(
+            RouteQuery(
+                prompt=table.prompts[i], objective=SIMULATION_OBJECTIVE, excluded_models=excluded
+            )
+        )
         k = column[decision.model]
         outcome = env.reveal(int(i), k)
         router.feedback(
@@ -364,6 +406,27 @@ def run_seed(
         warm_multiplier=warm_lam,
         wall_s=time.perf_counter() - started,
     )
+
+
+def _apply_change(
+    change: ModelChange, column: int, router: Router, quality: FloatMatrix, cost: FloatMatrix
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """The outcome arrays after a ``degrade`` or ``price`` change (the router told of prices)."""
+    if change.kind == "degrade":
+        quality = quality.copy()
+        quality[:, column] *= change.factor
+        return quality, cost
+    cost = cost.copy()
+    cost[:, column] *= change.factor
+    spec = router.settings.catalog.get(change.model)
+    priced = replace(
+        spec,
+        input_usd_per_mtok=spec.input_usd_per_mtok * change.factor,
+        output_usd_per_mtok=spec.output_usd_per_mtok * change.factor,
+    )
+    models = tuple(priced if m.id == change.model else m for m in router.settings.catalog)
+    router.reload(replace(router.settings, catalog=Catalog(models)))
+    return quality, cost
 
 
 # -- parallel seeds -------------------------------------------------------------------------------
