@@ -377,7 +377,8 @@ class CostAwarePolicy(Policy):
         if detector is None:
             from river.drift import ADWIN  # river takes a second to import: only when needed
 
-            detector = self._detectors[slot] = ADWIN(delta=self.drift_delta)
+            detector = ADWIN(delta=self.drift_delta)  # type: ignore[no-untyped-call]
+            self._detectors[slot] = detector
         detector.update(residual)
         return bool(detector.drift_detected)
 
@@ -391,7 +392,7 @@ class CostAwarePolicy(Policy):
         prior[0] = 1.0 / self.bias_precision
         cov = self._cov.copy()
         cov[block, block] += np.diag(prior)
-        self._xty = np.linalg.solve(cov, self._mean)  # keeps mean == cov @ xty
+        self._xty = np.asarray(np.linalg.solve(cov, self._mean), dtype=np.float64)  # mean kept
         self._cov = cov
         self._sse[slot] = 0.0
         self._count[slot] = 0.0
