@@ -82,7 +82,7 @@ def test_node_client_routes_and_gives_feedback(node: str, service: Service) -> N
     assert math.isclose(sum(ranking.values()), 1.0, abs_tol=1e-9)
     assert route["fallback_models"] == [m for m in ranking if m != route["model"]]
     assert route["decision_id"]
-    assert route["policy_version"].startswith("vw:")
+    assert route["policy_version"].startswith("costaware:")
     assert route["replayed"] is False
     assert int(route["decide_time"]["seconds"]) > 1_600_000_000
 

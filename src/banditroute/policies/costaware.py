@@ -347,6 +347,7 @@ class CostAwarePolicy(Policy):
         if lam is None:
             lam = float(self._multiplier())
         value = reward + lam * float(self._cost_hat(context, arms[chosen : chosen + 1])[0])
+        self._slot_indices(arms)  # every eligible model is seen (and its age starts) together
         rows, slots = self._design(feature_vector(context), arms[chosen : chosen + 1])
         z, slot = rows[0], int(slots[0])
         residual = value - self.prior_mean - float(z @ self._mean)
