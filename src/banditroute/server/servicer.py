@@ -57,6 +57,9 @@ FORWARD_TIMEOUT_S = 15.0
 """How long a forwarded feedback may take (it waits for the owner's log commit)."""
 PEER_TIMEOUT_S = 2.0
 """How long GetStats and ResetModelHealth wait for another worker before leaving it out."""
+RELOAD_PEER_TIMEOUT_S = 15.0
+"""How long ReloadConfig waits for another worker's reload (it reads and validates the file;
+a worker that does not answer in time is counted out of ``x-banditroute-workers``)."""
 PEER_CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
@@ -150,9 +153,15 @@ class WorkerPeers:
             raise AssertionError("unreachable") from error
         return response
 
-    def ask(self, rpc: str, request: Any, context: grpc.ServicerContext) -> list[PeerCall]:
-        """Start ``rpc`` on every other worker; collect the answers with :meth:`answers`."""
-        timeout = PEER_TIMEOUT_S
+    def ask(
+        self,
+        rpc: str,
+        request: Any,
+        context: grpc.ServicerContext,
+        timeout: float = PEER_TIMEOUT_S,
+    ) -> list[PeerCall]:
+        """Start ``rpc`` on every other worker, each allowed ``timeout`` seconds; collect the
+        answers with :meth:`answers`."""
         remaining = context.time_remaining()
         if remaining is not None:  # leave this worker time to answer its own caller
             timeout = max(0.05, min(timeout, remaining - 0.2))
@@ -369,7 +378,8 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             peers = self._fan_out(context)
             if peers is None:
                 return response
-            answers = peers.answers("ReloadConfig", peers.ask("ReloadConfig", request, context))
+            calls = peers.ask("ReloadConfig", request, context, RELOAD_PEER_TIMEOUT_S)
+            answers = peers.answers("ReloadConfig", calls)
             reloaded = 1 + sum(answer.config_digest == change.digest for answer, _ in answers)
             context.set_trailing_metadata(((WORKERS_KEY, f"{reloaded}/{peers.count}"),))
             return response
