@@ -1,13 +1,19 @@
-"""Policy snapshots: atomic writes, and a safe fallback when a snapshot is unreadable.
+"""Policy snapshots: atomic writes, a checksum, and a safe fallback when a snapshot is
+unreadable.
 
-A snapshot file is a small header (magic, policy name) followed by the policy's own bytes.
-It is written to a temporary file, fsynced and renamed, so a crash mid-write leaves the
-previous snapshot intact. An unreadable or foreign snapshot is moved aside (``.corrupt``)
-and the policy starts fresh, rather than the server failing to start in a loop.
+A snapshot file is a header line (magic), the SHA-256 (hex) of the rest, then the policy name,
+its update count and the policy's own bytes. It is written to a temporary file, fsynced and
+renamed, so a crash mid-write leaves the previous snapshot intact. A snapshot whose checksum
+does not match (cut short, bit-flipped: a policy may well restore from a truncated model
+without complaint), or that is unreadable or foreign, is moved aside (``.corrupt``) with a
+``snapshot_unreadable`` log line and the policy starts fresh, rather than the server failing
+to start in a loop or serving a damaged model. Snapshots written before the checksum
+(``BRSNAP1``) still load, unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,7 +23,9 @@ from banditroute.policies.base import Policy
 
 log = structlog.get_logger(__name__)
 
-MAGIC = b"BRSNAP1\n"
+MAGIC = b"BRSNAP2\n"
+LEGACY_MAGIC = b"BRSNAP1\n"
+"""The header of a snapshot written before the checksum: loaded unchecked."""
 
 
 def save_snapshot(policy: Policy, path: Path) -> int:
@@ -26,16 +34,37 @@ def save_snapshot(policy: Policy, path: Path) -> int:
 
 
 def snapshot_bytes(policy: Policy) -> bytes:
-    """The policy's state as a snapshot file holds it (quick: the caller may hold the lock
-    that keeps the policy still, and write the bytes after releasing it)."""
-    return (
-        MAGIC + policy.name.encode() + b"\n" + str(policy.updates).encode() + b"\n" + policy.save()
-    )
+    """The policy's state as a snapshot file holds it after its header: name, update count,
+    the policy's bytes (quick: the caller may hold the lock that keeps the policy still, and
+    write the bytes, with :func:`write_snapshot`, after releasing it)."""
+    return policy.name.encode() + b"\n" + str(policy.updates).encode() + b"\n" + policy.save()
 
 
-def write_snapshot(payload: bytes, path: Path) -> int:
-    """Write :func:`snapshot_bytes` to ``path`` atomically (a temporary file, fsync, rename);
-    returns the bytes written. Not safe to call for the same path from two threads at once."""
+def parse_snapshot(data: bytes) -> tuple[str, int, bytes]:
+    """The policy name, update count and policy bytes of a snapshot file's ``data``;
+    ValueError if it is no snapshot, or its checksum does not match (cut short, altered)."""
+    if data.startswith(MAGIC):
+        digest, _, body = data[len(MAGIC) :].partition(b"\n")
+        if hashlib.sha256(body).hexdigest().encode() != digest:
+            raise ValueError(
+                f"checksum mismatch: the snapshot is cut short or corrupt ({len(data)} bytes)"
+            )
+    elif data.startswith(LEGACY_MAGIC):
+        body = data[len(LEGACY_MAGIC) :]
+    else:
+        raise ValueError("missing snapshot header")
+    parts = body.split(b"\n", 2)
+    if len(parts) != 3:
+        raise ValueError("snapshot header cut short")
+    name, updates, state = parts
+    return name.decode(), int(updates), state
+
+
+def write_snapshot(state: bytes, path: Path) -> int:
+    """Write :func:`snapshot_bytes` to ``path`` under the header and its checksum, atomically
+    (a temporary file, fsync, rename); returns the bytes written. Not safe to call for the
+    same path from two threads at once."""
+    payload = MAGIC + hashlib.sha256(state).hexdigest().encode() + b"\n" + state
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
@@ -52,16 +81,15 @@ def load_snapshot(policy: Policy, path: Path) -> bool:
         return False
     data = path.read_bytes()
     try:
-        if not data.startswith(MAGIC):
-            raise ValueError("missing snapshot header")
-        name, updates, body = data[len(MAGIC) :].split(b"\n", 2)
-        if name.decode() != policy.name:
-            raise ValueError(f"snapshot is of policy {name.decode()!r}, not {policy.name!r}")
+        name, updates, body = parse_snapshot(data)
+        if name != policy.name:
+            raise ValueError(f"snapshot is of policy {name!r}, not {policy.name!r}")
         policy.restore(body)
-        policy.updates = int(updates)
+        policy.updates = updates
     except (ValueError, UnicodeDecodeError) as exc:
         aside = path.with_name(path.name + ".corrupt")
         os.replace(path, aside)
-        log.error("snapshot_unreadable", path=str(path), moved_to=str(aside), error=str(exc))
+        log.error("snapshot_unreadable", path=str(path), moved_to=str(aside), error=str(exc),
+                  bytes=len(data))  # fmt: skip
         return False
     return True

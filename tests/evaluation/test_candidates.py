@@ -155,12 +155,12 @@ def test_snapshot_candidate_reproduces_the_saved_policy(
     )
     broken = tmp_path / "broken.snapshot"
     broken.write_bytes(path.read_bytes()[:60])
-    with pytest.raises(InvalidArgument, match="could not be restored"):
+    with pytest.raises(InvalidArgument, match="checksum mismatch"):
         load_policy(parse_candidate(f"snapshot:{broken}"), settings)
     assert broken.exists()
     foreign = tmp_path / "foreign.snapshot"
     foreign.write_bytes(b"not a snapshot")
-    with pytest.raises(InvalidArgument, match="no header"):
+    with pytest.raises(InvalidArgument, match="missing snapshot header"):
         load_policy(parse_candidate(f"snapshot:{foreign}"), settings)
 
 

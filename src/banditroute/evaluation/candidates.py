@@ -51,7 +51,7 @@ from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.vw import VWPolicy
-from banditroute.snapshots import MAGIC, load_snapshot
+from banditroute.snapshots import load_snapshot, parse_snapshot
 
 log = structlog.get_logger(__name__)
 
@@ -202,11 +202,12 @@ def load_policy(spec: CandidateSpec, settings: Settings, *, arg: str = "--candid
     """The policy saved at ``snapshot:PATH`` (the file itself is never modified)."""
     assert spec.path is not None
     data = spec.path.read_bytes()
-    if not data.startswith(MAGIC):
+    try:
+        name = parse_snapshot(data)[0]
+    except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(
-            f"{arg}: {spec.text!r}: not a banditroute policy snapshot (no header)", field=arg
-        )
-    name = data[len(MAGIC) :].split(b"\n", 1)[0].decode("utf-8", "replace")
+            f"{arg}: {spec.text!r}: not a readable banditroute policy snapshot ({exc})", field=arg
+        ) from exc
     if name not in POLICY_KINDS:
         raise InvalidArgument(
             f"{arg}: {spec.text!r}: snapshot of unknown policy {name!r}", field=arg
