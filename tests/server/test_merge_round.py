@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from banditroute.config import settings_from_mapping
+from banditroute.config import Settings, settings_from_mapping
 from banditroute.server import workers
 from banditroute.server.workers import Supervisor
 
@@ -79,7 +79,7 @@ def test_a_crash_loop_stops_the_server_instead_of_restarting_for_ever(
     stopped: list[bool] = []
 
     class DyingWorkers(Supervisor):
-        def _spawn(self, index: int) -> tuple[Any, Connection]:
+        def _spawn(self, index: int, settings: Settings | None = None) -> tuple[Any, Connection]:
             spawned.append(index)
             parent, child = mp.Pipe()
             child.close()  # it exits before it is ready

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +86,10 @@ class Policy(ABC):
             raise ValueError(f"probability {probability} outside (0, 1]")
         self._learn(context, arms, chosen, probability, reward)
         self.updates += 1
+
+    def drift_counts(self) -> Mapping[str, int]:
+        """Per model id, how often the policy detected drift and began re-learning it."""
+        return {}
 
     def learn_logged(
         self,

@@ -67,7 +67,7 @@ from __future__ import annotations
 import io
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -363,6 +363,9 @@ class CostAwarePolicy(Policy):
             self._forget(slot, arms[chosen].id)
 
     # -- drift -------------------------------------------------------------------------------
+    def drift_counts(self) -> Mapping[str, int]:
+        return dict(self.drifts)
+
     def _drifted(self, slot: int, residual: float) -> bool:
         """Feed a model's residual to its ADWIN detector; True when its mean has shifted.
 

@@ -12,7 +12,7 @@ chosen index, its probability and the reward.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,9 @@ class SharedLearning(Policy):
 
     def describe(self) -> dict[str, object]:
         return self.inner.describe()
+
+    def drift_counts(self) -> Mapping[str, int]:
+        return self.inner.drift_counts()
 
     def distribution(
         self, context: PromptFeatures, arms: Sequence[ModelSpec], *, explore: bool = True

@@ -220,8 +220,8 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def model_health(health: ModelHealth) -> pb.ModelHealth:
-    """Health snapshot -> ModelHealth."""
+def model_health(health: ModelHealth, drifts: int = 0) -> pb.ModelHealth:
+    """Health snapshot (and the policy's drift detections for the model) -> ModelHealth."""
     return pb.ModelHealth(
         model=health.model,
         state=str(health.state),
@@ -230,6 +230,7 @@ def model_health(health: ModelHealth) -> pb.ModelHealth:
         latency_p95_ms=_nan(health.latency_p95_ms),
         requests_last_minute=health.requests_last_minute,
         in_flight=health.in_flight,
+        drifts_detected=drifts,
     )
 
 

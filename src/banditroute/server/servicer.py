@@ -281,9 +281,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             h for h in self.router.health.snapshot().values()
             if allowed is None or h.model in allowed
         ]  # fmt: skip
+        drifts = self.router.policy.drift_counts()
         response = pb.GetStatsResponse(
             usage=[convert.usage_stats(u) for u in usage],
-            health=[convert.model_health(h) for h in health],
+            health=[convert.model_health(h, drifts.get(h.model, 0)) for h in health],
             budgets=[convert.budget_status(b) for b in budgets],
         )
         return WorkerStats(response, {b.tenant: (b.own_spend_usd, b.own_requests) for b in budgets})

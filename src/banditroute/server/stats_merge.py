@@ -164,6 +164,8 @@ def merge_health(parts: Sequence[Sequence[pb.ModelHealth]]) -> list[pb.ModelHeal
                 latency_p95_ms=_mean((r.latency_p95_ms, w) for r, w in weighted),
                 requests_last_minute=sum(r.requests_last_minute for r in rows),
                 in_flight=sum(r.in_flight for r in rows),
+                # Each worker's replica of the policy watches for drift on its own.
+                drifts_detected=max(r.drifts_detected for r in rows),
             )
         )
     return merged

@@ -218,7 +218,7 @@ class UsageStats(_message.Message):
     def __init__(self, model: _Optional[str] = ..., tenant: _Optional[str] = ..., calls: _Optional[int] = ..., feedback_count: _Optional[int] = ..., spend_usd: _Optional[float] = ..., mean_quality: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., error_rate: _Optional[float] = ...) -> None: ...
 
 class ModelHealth(_message.Message):
-    __slots__ = ("model", "state", "error_rate", "latency_p50_ms", "latency_p95_ms", "requests_last_minute", "in_flight")
+    __slots__ = ("model", "state", "error_rate", "latency_p50_ms", "latency_p95_ms", "requests_last_minute", "in_flight", "drifts_detected")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,7 @@ class ModelHealth(_message.Message):
     LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_LAST_MINUTE_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    DRIFTS_DETECTED_FIELD_NUMBER: _ClassVar[int]
     model: str
     state: str
     error_rate: float
@@ -233,7 +234,8 @@ class ModelHealth(_message.Message):
     latency_p95_ms: float
     requests_last_minute: int
     in_flight: int
-    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., error_rate: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., requests_last_minute: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    drifts_detected: int
+    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., error_rate: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., requests_last_minute: _Optional[int] = ..., in_flight: _Optional[int] = ..., drifts_detected: _Optional[int] = ...) -> None: ...
 
 class BudgetStatus(_message.Message):
     __slots__ = ("tenant", "period", "period_start", "spend_usd", "limit_usd", "target_usd_per_request", "mean_cost_usd", "pacing_multiplier")
