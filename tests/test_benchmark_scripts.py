@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import full_disk
 import privacy_scan
 import route_cpu
 import route_latency
@@ -56,3 +57,22 @@ def test_privacy_scan_benchmark_times_short_long_and_hostile_texts() -> None:
     assert result["prompt_2kb_us"] > 0
     assert result["short_prompt_us"] > 0
     assert all(result[f"hostile {name} s"] > 0 for name in privacy_scan.HOSTILE)
+
+
+@pytest.mark.slow
+def test_full_disk_loses_nothing_answered_when_less_space_returns(tmp_path: Path) -> None:
+    """benchmarks/full_disk.py (skipped where a tmpfs cannot be mounted): a server filling a
+    16 MB tmpfs under load, then given back 6 MB, loses no decision Route answered and no
+    acknowledged feedback, sets nothing aside, and reports no unwritten row lost at its stop
+    (a segment left in the journal is not lost: the next start moves it in)."""
+    try:
+        result = full_disk.run(
+            tmp_path, disk_mb=16, free_mb=6.0, clients=2, warm_s=1.0, full_s=2.0, after_s=3.0
+        )
+    except PermissionError:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    assert result["exit_code"] == 0
+    assert result["routed"] > result["routed_before_space_returned"] > 0
+    assert (result["decisions_missing"], result["feedback_missing"]) == (0, 0), result
+    assert not result["set_aside"]
+    assert not [line for line in result["close_lines"] if "lost_unwritten" in line]
