@@ -14,7 +14,10 @@ What a crash can lose: kill -9 loses only rows still buffered (Route's decisions
 settlements of the last ``flush_interval_s``); an acknowledged feedback is in the journal and
 is moved in by the next start. A power cut can also lose what the operating system had not
 written back, unless ``fsync`` is set. If a segment cannot be moved in (disk full), it stays
-in the journal and is retried. One DuckDB refuses for its content (a row it cannot parse or
+in the journal and is retried; rows that cannot be written wait in memory, and past
+``max_backlog_bytes`` of them :meth:`DuckDBLog.admit` refuses new calls rather than grow or
+drop anything. When space returns the backlog goes out a chunk at a time, each moved in
+before the next is written (:meth:`DuckDBLog._cycle`). One DuckDB refuses for its content (a row it cannot parse or
 convert) goes in without the rows it refuses: those alone are set aside under
 ``PATH.rejected/`` (the server log names the segment and the rows' line numbers, never their
 content), so one bad row never costs the other rows, or other tenants, anything.
