@@ -7,9 +7,12 @@ authenticates as the default tenant the way the AuthInterceptor does, and calls
 ``RouterServicer.Route`` / ``Feedback`` directly: request bytes -> parse -> servicer ->
 serialized response. CPU is ``time.process_time`` (every thread of the process, so the log
 writer's work is counted). The baseline, measured in the same process, is protobuf alone:
-parsing the same request bytes and serializing a response of the same shape. Usage::
+parsing the same request bytes and serializing a response of the same shape. With
+``--semantic-cache PATH`` it measures a second service with ``features.semantic`` on (its
+table read from PATH, distilled there first if missing) and reports the difference. Usage::
 
     python benchmarks/route_cpu.py [--calls 3000] [--json /tmp/route_cpu.json]
+        [--semantic-cache ~/.cache/banditroute/minilm-static.safetensors]
 """
 
 from __future__ import annotations
@@ -59,14 +62,17 @@ def _cpu_us(calls: list[Callable[[], Any]]) -> tuple[float, float]:
     return (time.process_time() - start) / len(calls) * 1e6, thread_us
 
 
-def run(calls: int) -> dict[str, float]:
-    """Measure Route, Feedback and their protobuf-only baselines (µs of CPU per call)."""
+def run(calls: int, semantic_cache: Path | None = None) -> dict[str, float]:
+    """Measure Route, Feedback and their protobuf-only baselines (µs of CPU per call), with
+    the semantic features on when given their table's cache file."""
+    features = {"semantic": semantic_cache is not None, "semantic_cache": str(semantic_cache)}
     with tempfile.TemporaryDirectory(prefix="route_cpu") as workdir:
         settings = settings_from_mapping(
             {
                 "server": {"port": 0, "grace_s": 0.1},
                 "log": {"path": f"{workdir}/log.duckdb"},
                 "policy": {"snapshot_path": None},
+                "features": features if semantic_cache else {},
             }
         )
         service = build_service(settings)
@@ -146,10 +152,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000, help="calls measured per RPC")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--semantic-cache", type=Path, help="also measure with features.semantic on (table file)"
+    )
     args = parser.parse_args(argv)
     if not 0 < args.calls <= MAX_CALLS:
         parser.error(f"--calls must be in 1..{MAX_CALLS}")
-    result = run(args.calls)
+    result: dict[str, Any] = run(args.calls)
+    _print(result)
+    if args.semantic_cache:
+        semantic = run(args.calls, args.semantic_cache)
+        print("with features.semantic on:")
+        _print(semantic)
+        print(
+            f"semantic features add {semantic['route_us'] - result['route_us']:.1f} µs CPU per "
+            f"Route (calling thread {semantic['route_thread_us'] - result['route_thread_us']:.1f})"
+        )
+        result = {**result, "semantic": semantic}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _print(result: dict[str, float]) -> None:
     print(
         f"Route    {result['route_us']:7.1f} µs CPU/call  (protobuf alone "
         f"{result['route_proto_us']:5.1f} µs, ratio {result['route_ratio']:.0f}; calling thread "
@@ -158,10 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['feedback_proto_us']:5.1f} µs, ratio {result['feedback_ratio']:.0f}; calling "
         f"thread {result['feedback_thread_us']:.1f} µs)"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

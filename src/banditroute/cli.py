@@ -1,4 +1,5 @@
-"""Command-line entry point: ``banditroute serve | simulate | replay | tune | export | report``.
+"""Command-line entry point: ``banditroute serve | simulate | replay | tune | export | report |
+embed-distil`` (and more: see ``banditroute --help``).
 
 Each subcommand parses its arguments, reads settings once (config.py) and drives the same
 transport-free Router (or the log it wrote). Argument errors name the argument and exit 2.
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from banditroute.cli_embed import add_parser as add_embed_parser
 from banditroute.cli_ops import add_parsers as add_ops_parsers
 from banditroute.cli_replay import add_parsers as add_replay_parsers
 from banditroute.cli_simulate import add_simulate_parser, run_simulate
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=run_simulate)
     add_replay_parsers(sub)
     add_ops_parsers(sub)
+    add_embed_parser(sub)
     return parser
 
 

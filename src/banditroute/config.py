@@ -35,7 +35,7 @@ POLICY_KINDS: tuple[str, ...] = ("vw", "costaware", "linucb", "uniform", "fixed"
 COMBINE_RULES: tuple[str, ...] = ("first", "last", "mean", "min", "max", "sum")
 _SECTIONS = frozenset(
     {"server", "log", "policy", "reward", "objective", "objectives", "models"}
-    | {"auth", "tenants", "rules", "languages", "health", "policies", "tls"}
+    | {"auth", "tenants", "rules", "languages", "health", "policies", "tls", "features"}
 )
 
 
@@ -141,6 +141,24 @@ class TLSSettings:
         return self.cert_file is not None
 
 
+def default_embedding_cache() -> Path:
+    """Where the distilled embedding table is cached unless ``features.semantic_cache`` says:
+    the user's cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``), shared by every server
+    of the user, since distilling takes minutes."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "banditroute" / "minilm-static.safetensors"
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Optional prompt features: ``semantic`` adds a sentence embedding of the prompt's tail
+    (needs the ``banditroute[semantic]`` extra), from a table distilled once and cached at
+    ``semantic_cache``."""
+
+    semantic: bool = False
+    semantic_cache: Path = field(default_factory=default_embedding_cache)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service needs, read once at start-up."""
@@ -158,6 +176,7 @@ class Settings:
     health: HealthSettings = field(default_factory=HealthSettings)
     policies: Mapping[str, PolicySettings] = field(default_factory=dict)
     tls: TLSSettings = TLSSettings()
+    features: FeatureSettings = field(default_factory=FeatureSettings)
     source: str = field(default=DEFAULT_SOURCE, compare=False)
     overrides: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The command line's --port / --log / --workers (see :meth:`with_overrides`), applied
@@ -457,6 +476,12 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
             "tls: cert_file and key_file go together; require_client_auth needs client_ca_file",
             field="tls",
         )
+    feature_table = dict(_table(merged, "features"))
+    if feature_table.get("semantic_cache") == "":
+        del feature_table["semantic_cache"]  # empty: the default under the user's cache dir
+    features: FeatureSettings = _build(
+        FeatureSettings, feature_table, "features", semantic_cache=Path
+    )
     return Settings(
         catalog=catalog,
         objectives=objectives,
@@ -471,6 +496,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         health=health,
         policies=policies,
         tls=tls,
+        features=features,
         source=source,
     )
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from banditroute.catalog import CHARS_PER_TOKEN
 
@@ -121,6 +121,14 @@ LANGUAGE_CHARS = 160
 """Language detection reads at most this many characters (its cost grows with length)."""
 
 
+class Embedder(Protocol):
+    """Turns a prompt's words into a short unit vector (see :mod:`banditroute.embedding`)."""
+
+    def embed_words(self, words: Sequence[str]) -> tuple[float, ...]:
+        """The embedding of a prompt's distinct words."""
+        ...
+
+
 @dataclass(frozen=True)
 class ChatTurn:
     """One turn of a chat request."""
@@ -144,6 +152,10 @@ class PromptFeatures:
     language: str
     markers: tuple[str, ...]
     words: tuple[str, ...]
+    embedding: tuple[float, ...] = ()
+    """A sentence embedding of the prompt's tail (unit length, rounded), when
+    ``features.semantic`` is on; empty otherwise. Like the words, it is derived from the
+    prompt's text: a personal-data prompt's embedding is a representation of that data."""
 
     @property
     def log_tokens(self) -> float:
@@ -151,8 +163,12 @@ class PromptFeatures:
         return math.log2(1.0 + self.tokens)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data for the log (JSON) and for re-reading with :func:`features_from_dict`."""
-        return {name: getattr(self, name) for name in _FEATURE_NAMES}
+        """Plain data for the log (JSON) and for re-reading with :func:`features_from_dict`
+        (an empty embedding is left out, so logs without semantic features are unchanged)."""
+        data = {name: getattr(self, name) for name in _FEATURE_NAMES}
+        if not self.embedding:
+            del data["embedding"]
+        return data
 
     def numeric(self) -> dict[str, float]:
         """A dense numeric view (for linear learners such as LinUCB), each value in [0, 1]."""
@@ -175,9 +191,15 @@ _FEATURE_NAMES = tuple(f.name for f in fields(PromptFeatures))
 
 
 def features_from_dict(data: dict[str, Any]) -> PromptFeatures:
-    """Inverse of :meth:`PromptFeatures.as_dict` (lists back to tuples)."""
+    """Inverse of :meth:`PromptFeatures.as_dict` (lists back to tuples; a log written
+    before embeddings, or with them off, has none)."""
     return PromptFeatures(
-        **{**data, "markers": tuple(data["markers"]), "words": tuple(data["words"])}
+        **{
+            **data,
+            "markers": tuple(data["markers"]),
+            "words": tuple(data["words"]),
+            "embedding": tuple(data.get("embedding", ())),
+        }
     )
 
 
@@ -282,8 +304,11 @@ def extract(
     messages: Sequence[ChatTurn] = (),
     *,
     feature_chars: int = 4000,
+    embedder: Embedder | None = None,
 ) -> PromptFeatures:
-    """Features of a prompt, or of a chat routed on its last user turn and its total size."""
+    """Features of a prompt, or of a chat routed on its last user turn and its total size;
+    with an ``embedder``, also the embedding of the distinct words of the prompt's last
+    ``WORDS_TAIL_CHARS`` characters."""
     if messages:
         user_turns = [m.content for m in messages if m.role == "user"]
         text = user_turns[-1] if user_turns else messages[-1].content
@@ -297,6 +322,7 @@ def extract(
     question = tail[-WORDS_TAIL_CHARS:]
     lowered = question.lower()
     words = _WORD.findall(lowered)
+    distinct = tuple(dict.fromkeys(words))
     choices = len(_CHOICE.findall(question))
     return PromptFeatures(
         chars=len(text),
@@ -309,5 +335,6 @@ def extract(
         lines=tail.count("\n") + 1,
         language=detect_language(question),
         markers=_markers(question, lowered, set(words), choices),
-        words=tuple(dict.fromkeys(words))[:MAX_WORDS],
+        words=distinct[:MAX_WORDS],
+        embedding=() if embedder is None else embedder.embed_words(distinct),
     )

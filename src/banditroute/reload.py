@@ -4,9 +4,10 @@ A reload swaps in new settings without a restart (:meth:`banditroute.router.Rout
 models added, removed or re-priced, objectives, tenants and keys, rules, budgets, health and
 reward settings, request size limits. What the running process was built from cannot change
 that way (:data:`RESTART_ONLY`: where it listens, its TLS, its processes and threads, its log,
-its policies); a new configuration that changes any of it is refused whole, naming the key,
-and the old settings stay. Learning is kept: policies key their state by model id, so a removed
-model is simply no longer eligible and an added one starts from the prior.
+its policies, its semantic features' embedder); a new configuration that changes any of it is
+refused whole, naming the key, and the old settings stay. Learning is kept: policies key their
+state by model id, so a removed model is simply no longer eligible and an added one starts from
+the prior.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "server.max_concurrent_rpcs", "server.max_metadata_bytes", "server.merge_interval_s",
     "server.freeze_gc", "server.grace_s", "server.worker_restarts_per_minute", "tls", "log",
     "policy", "policies",
-    "health.latency_window",
+    "health.latency_window", "features",
 )  # fmt: skip
 """Keys (or whole sections) that take effect only when the server starts."""
 

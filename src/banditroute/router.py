@@ -36,7 +36,13 @@ from banditroute.config import Settings
 from banditroute.decisions import Decision, Disposition, FeedbackReport, FeedbackResult, RouteQuery
 from banditroute.eligibility import Constraints, eligible_models
 from banditroute.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from banditroute.features import PromptFeatures, extract, features_from_dict, prompt_hash
+from banditroute.features import (
+    Embedder,
+    PromptFeatures,
+    extract,
+    features_from_dict,
+    prompt_hash,
+)
 from banditroute.health import HealthTracker, ModelLimits
 from banditroute.objectives import BudgetPacer, Objective
 from banditroute.outcomes import Fragments, OutcomeStatus
@@ -148,9 +154,11 @@ class Router:
         health: HealthTracker | None = None,
         audit: AuditChain | None = None,
         prompt_hash_key: bytes | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.settings = settings
         self._known_models = set(settings.catalog.ids)  # every catalogue's, across reloads
+        self.embedder = embedder if embedder is not None else semantic_embedder(settings)
         self.policy = policy
         self.policies: dict[str, Policy] = {"default": policy, **(policies or {})}
         self.log = event_log
@@ -318,7 +326,10 @@ class Router:
         text = query.prompt or "\n".join(m.content for m in query.messages)
         data_class = self._data_class(query, text)
         features = extract(
-            query.prompt, query.messages, feature_chars=settings.server.feature_chars
+            query.prompt,
+            query.messages,
+            feature_chars=settings.server.feature_chars,
+            embedder=self.embedder,
         )
         constraints = Constraints(
             candidate_models=query.candidate_models,
@@ -875,6 +886,16 @@ def _model_limits(settings: Settings) -> dict[str, ModelLimits]:
     }
 
 
+def semantic_embedder(settings: Settings) -> Embedder | None:
+    """The embedder ``features.semantic`` asks for (loaded, or distilled on first use, from
+    its cache file), or None when it is off."""
+    if not settings.features.semantic:
+        return None
+    from banditroute.embedding import shared_embedder
+
+    return shared_embedder(settings.features.semantic_cache)
+
+
 def _loggable_features(features: PromptFeatures, data_class: str) -> dict[str, Any]:
     """Features for the log: a sensitive prompt's words are left out, since they may be the
     personal data or the secret itself (an e-mail's name and domain, a token's first
@@ -907,4 +928,4 @@ def _combine(rule: str, rewards: list[float]) -> float:
     return float(sum(rewards) / len(rewards))
 
 
-__all__ = ["OutcomeStatus", "Pending", "Router", "sample_index"]
+__all__ = ["OutcomeStatus", "Pending", "Router", "sample_index", "semantic_embedder"]

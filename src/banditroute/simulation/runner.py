@@ -30,7 +30,7 @@ from banditroute.objectives import BudgetPacer, Objective
 from banditroute.outcomes import Fragments
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
-from banditroute.router import Router
+from banditroute.router import Router, semantic_embedder
 from banditroute.simulation.catalog import RunCatalog
 from banditroute.simulation.environment import LatencyModel, ReplayEnvironment
 from banditroute.simulation.policies import OraclePolicy, build_policy
@@ -208,9 +208,10 @@ def warm_log(spec: RunSpec, warm: WarmStart, seed: int) -> list[LoggedOutcome]:
     latency = warm_latency.sample(warm.outcomes.output_tokens, seed + 7_919)
     rng = np.random.default_rng([seed, 0x3A7])
     feature_chars = spec.settings.server.feature_chars
+    embedder = semantic_embedder(spec.settings)
     log: list[LoggedOutcome] = []
     for i in rng.permutation(table.n_prompts):
-        features = extract(table.prompts[i], feature_chars=feature_chars)
+        features = extract(table.prompts[i], feature_chars=feature_chars, embedder=embedder)
         arms = tuple(eligible_models(catalog, features).eligible)
         # Models the warm-start table lacks (one added later) are never picked.
         known = [a for a, arm in enumerate(arms) if arm.id in column]

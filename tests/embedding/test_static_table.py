@@ -1,0 +1,129 @@
+"""Distillation into a static table, its cache file, and the static embedder, on a tiny
+random model written by the test (the real model's 30k-token vocabulary takes minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tiny_model import write_tiny_model
+
+from banditroute.embedding import DistilSpec, ModelFiles, StaticEmbedder, ensure_table
+from banditroute.embedding import load as load_module
+from banditroute.embedding import static as static_module
+
+SPEC = DistilSpec(dims=4, weighting="zipf")
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> ModelFiles:
+    return write_tiny_model(tmp_path / "model")
+
+
+@pytest.fixture
+def distils(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the distillations ensure_table runs."""
+    calls: list[int] = []
+    real = load_module.distil
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(load_module, "distil", counting)
+    return calls
+
+
+def test_distilled_table_is_deterministic_and_read_back_from_its_cache(
+    files: ModelFiles, tmp_path: Path, distils: list[int]
+) -> None:
+    """Two distillations of one model give the same table; the second call with the same
+    cache path reads the file instead of distilling again."""
+    first = ensure_table(tmp_path / "a.safetensors", files, SPEC)
+    again = ensure_table(tmp_path / "b.safetensors", files, SPEC)
+    cached = ensure_table(tmp_path / "a.safetensors", files, SPEC)
+    assert len(distils) == 2
+    assert first.shape == (len(files.load_tokenizer().get_vocab()), SPEC.dims)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, cached)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty"])
+def test_a_corrupt_cache_file_is_distilled_again(
+    files: ModelFiles, tmp_path: Path, distils: list[int], damage: str
+) -> None:
+    """A flipped byte in the table, a truncated file, garbage or an empty file is not
+    used: the table is distilled again (the same one) and the file rewritten intact."""
+    path = tmp_path / "table.safetensors"
+    table = ensure_table(path, files, SPEC)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-3] ^= 0x40
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "garbage":
+        data = bytearray(b"\xff" * 64)
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(ensure_table(path, files, SPEC), table)
+    assert len(distils) == 2
+    np.testing.assert_array_equal(ensure_table(path, files, SPEC), table)
+    assert len(distils) == 2
+
+
+def test_a_cache_from_another_model_or_spec_is_distilled_again(
+    files: ModelFiles, tmp_path: Path, distils: list[int]
+) -> None:
+    """The file records the source model's digest and the distillation settings: other
+    weights, another dimension or a truncated vocabulary do not reuse it."""
+    path = tmp_path / "table.safetensors"
+    table = ensure_table(path, files, SPEC)
+    assert ensure_table(path, files, DistilSpec(dims=3, weighting="zipf")).shape[1] == 3
+    assert ensure_table(path, files, SPEC, token_ids=[2, 3, 4, 5]).any(axis=1).sum() == 4
+    other = write_tiny_model(tmp_path / "other", seed=1)
+    assert not np.array_equal(ensure_table(path, other, SPEC), table)
+    assert len(distils) == 4
+
+
+def test_static_embedding_is_the_normalised_sum_of_the_words_token_rows(
+    files: ModelFiles, tmp_path: Path
+) -> None:
+    """A word the vocabulary holds whole is its token's row; any other word is split by the
+    model's tokenizer (pieces, [UNK]) and its pieces' rows added; the sum is normalised. The
+    same words give the same embedding again (from the remembered rows), and none give
+    zeros."""
+    table = ensure_table(tmp_path / "t.safetensors", files, SPEC)
+    tokenizer = files.load_tokenizer()
+    embedder = StaticEmbedder(table, tokenizer)
+    words = ["the", "cats", "unknown", "sat", "zzz", "x" * 40, "cats"]
+    ids = [i for w in words for i in tokenizer.encode(w, add_special_tokens=False).ids]
+    expected = table[ids].sum(axis=0)
+    expected /= np.linalg.norm(expected)
+    np.testing.assert_allclose(embedder.vector(words), expected, atol=1e-6)
+    np.testing.assert_allclose(embedder.vector(words), expected, atol=1e-6)
+    got = embedder.embed_words(words)
+    assert got == tuple(round(float(x), 4) for x in expected)
+    assert embedder.embed_words([]) == (0.0,) * SPEC.dims
+
+
+def test_rows_for_new_words_are_bounded(
+    files: ModelFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only MAX_CACHED_WORDS novel words get a row of their own; later ones are still
+    embedded correctly, by splitting them each time."""
+    monkeypatch.setattr(static_module, "MAX_CACHED_WORDS", 2)
+    table = ensure_table(tmp_path / "t.safetensors", files, SPEC)
+    tokenizer = files.load_tokenizer()
+    embedder = StaticEmbedder(table, tokenizer)
+    novel = ["cats", "dogs", "mats", "unknowns"]
+    for word in novel:
+        ids = tokenizer.encode(word, add_special_tokens=False).ids
+        expected = table[ids].sum(axis=0)
+        np.testing.assert_allclose(
+            embedder.vector([word]), expected / np.linalg.norm(expected), atol=1e-6
+        )
+    assert sum(word in embedder._row_of for word in novel) == 2
