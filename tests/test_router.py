@@ -24,6 +24,7 @@ from banditroute.errors import AlreadyExists, FailedPrecondition, InvalidArgumen
 from banditroute.features import ChatTurn, PromptFeatures
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
+from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.router import DecisionIds, Router, decision_owner, sample_index
 from banditroute.store.duckdb_log import DuckDBLog
@@ -902,3 +903,34 @@ def test_audited_rows_are_logged_once_with_their_records(
     assert [r.kind for r in log.audit] == ["decision", "feedback", "settlement"]
     assert [r.row for r in log.audit] == rows
     assert [r.row_digest for r in log.audit] == [row_digest(r) for r in rows]
+
+
+def test_each_tenants_cost_target_prices_its_own_decisions(
+    make_router: MakeRouter, make_settings: Any
+) -> None:
+    """Two tenants share the default (costaware) policy: one has a target_usd_per_request, the
+    other no budget. The target is priced into that tenant's decisions only, so its mean cost
+    settles at the target while the other tenant keeps the dearer, better model."""
+    cheap, dear = "mistralai/mistral-7b-chat", "gpt-4-1106-preview"
+    target = 0.001
+    settings = make_settings(
+        {"tenants": [
+            {"name": "acme", "api_key_sha256": [hash_key("k")],
+             "budget": {"target_usd_per_request": target}},
+            {"name": "free", "api_key_sha256": [hash_key("f")]},
+        ]}
+    )  # fmt: skip
+    router, _ = make_router(settings, CostAwarePolicy(seed=3))
+    costs: dict[str, list[float]] = {"acme": [], "free": []}
+    for i in range(2000):
+        tenant = "acme" if i % 2 else "free"
+        decision = router.route(
+            RouteQuery(prompt=f"{PROMPT} {i}", tenant=tenant, candidate_models=(cheap, dear))
+        )
+        quality, cost = (0.9, 0.004) if decision.model == dear else (0.6, 0.0002)
+        router.feedback(
+            FeedbackReport(decision.decision_id, quality=quality, cost_usd=cost, tenant=tenant)
+        )
+        costs[tenant].append(cost)
+    assert 0.9 * target <= float(np.mean(costs["acme"][-400:])) <= 1.1 * target
+    assert float(np.mean(costs["free"][-400:])) > 3 * target

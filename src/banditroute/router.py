@@ -171,12 +171,14 @@ class Router:
         self._budgets: dict[str, TenantBudget] = {}
         self._pacers: dict[str, BudgetPacer] = {}
         self.pacer(settings.objective(""))
-        # Policies that price cost themselves follow the default objective's multiplier (that
-        # of whichever objective is the default, with whatever budget, after a reload).
+        # Policies that price cost themselves follow the multiplier of the decision being made:
+        # its objective's budget pacer plus its tenant's (outside a decision, e.g. a warm start,
+        # the default objective's).
+        self._deciding: float | None = None
         for candidate in self.policies.values():
             follow = getattr(candidate, "follow", None)
             if callable(follow):
-                follow(self._default_multiplier)
+                follow(self._decision_multiplier)
         self._clock = clock
         self._new_id = new_id or DecisionIds()
         self._seed = seed
@@ -192,10 +194,21 @@ class Router:
         """The models the router chooses from now."""
         return self.settings.catalog
 
-    def _default_multiplier(self) -> float:
-        """The default objective's pacing multiplier (0 without a budget)."""
+    def _decision_multiplier(self) -> float:
+        """The pacing multiplier of the decision being made (its objective's and its tenant's
+        budgets), or the default objective's outside a decision (0 without budgets)."""
+        if self._deciding is not None:
+            return self._deciding
         pacer = self.pacer(self.settings.objective(""))
         return 0.0 if pacer is None else pacer.lam
+
+    def _multiplier(self, objective: Objective, budget: TenantBudget | None) -> float:
+        """The extra cost weight (reward points per USD) a decision is priced at and its
+        reward is charged: the objective's pacer's plus the tenant's budget's."""
+        pacer = self.pacer(objective)
+        return (0.0 if pacer is None else pacer.lam) + (
+            0.0 if budget is None else budget.multiplier
+        )
 
     # -- configuration reload --------------------------------------------------------------------
     def reload(self, settings: Settings) -> ConfigChange:
@@ -364,10 +377,17 @@ class Router:
             shadow: dict[str, dict[str, Any]] = {}
             with self._lock:
                 policy = self.policies[arm]
-                probabilities = policy.distribution(features, arms, explore=explore)
+                self._deciding = self._multiplier(objective, budget)
+                try:
+                    probabilities = policy.distribution(features, arms, explore=explore)
+                    shadow_probs_by_name = {
+                        name: self.policies[name].distribution(features, arms, explore=explore)
+                        for name in tenant.shadow_policies
+                    }
+                finally:
+                    self._deciding = None
                 version = policy.version
-                for name in tenant.shadow_policies:
-                    shadow_probs = self.policies[name].distribution(features, arms, explore=explore)
+                for name, shadow_probs in shadow_probs_by_name.items():
                     pick = sample_index(shadow_probs, decision_id, self._seed + 1)
                     shadow[name] = {
                         "model": arms[pick].id,
@@ -647,10 +667,7 @@ class Router:
         well) adds the cost to the tenant's spend."""
         pacer = self.pacer(objective)
         budget = self._budget(tenant)
-        extra = (0.0 if pacer is None else pacer.lam) + (
-            0.0 if budget is None else budget.multiplier
-        )
-        reward = objective.reward(fragments, extra_cost_weight=extra)
+        reward = objective.reward(fragments, extra_cost_weight=self._multiplier(objective, budget))
         cost = fragments.cost_usd or 0.0
         if first and pacer is not None:
             pacer.observe(cost)

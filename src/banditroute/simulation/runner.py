@@ -330,9 +330,7 @@ def run_seed(
         seed=seed,
     )
     objective = spec.settings.objective(SIMULATION_OBJECTIVE)
-    pacer = router.pacer(objective)
-    if pacer is not None and isinstance(policy, CostAwarePolicy):
-        policy.follow(lambda: pacer.lam)
+    pacer = router.pacer(objective)  # the router prices each decision at its multiplier
     warm_updates = 0
     warm_lam = 0.0
     if spec.warm is not None:
