@@ -50,6 +50,7 @@ from banditroute.policies.base import Policy
 from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
 from banditroute.reload import ConfigChange, config_change
 from banditroute.rules import first_match
+from banditroute.semantic import semantic_embedder
 from banditroute.store.base import Commit, EventLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 from banditroute.store.rows import LoggedRow
@@ -903,16 +904,6 @@ def _model_limits(settings: Settings) -> dict[str, ModelLimits]:
     }
 
 
-def semantic_embedder(settings: Settings) -> Embedder | None:
-    """The embedder ``features.semantic`` asks for (loaded, or distilled on first use, from
-    its cache file), or None when it is off."""
-    if not settings.features.semantic:
-        return None
-    from banditroute.embedding import shared_embedder
-
-    return shared_embedder(settings.features.semantic_cache)
-
-
 def _loggable_features(features: PromptFeatures, data_class: str) -> dict[str, Any]:
     """Features for the log: a sensitive prompt's words are left out, since they may be the
     personal data or the secret itself (an e-mail's name and domain, a token's first
@@ -945,4 +936,4 @@ def _combine(rule: str, rewards: list[float]) -> float:
     return float(sum(rewards) / len(rewards))
 
 
-__all__ = ["OutcomeStatus", "Pending", "Router", "sample_index", "semantic_embedder"]
+__all__ = ["OutcomeStatus", "Pending", "Router", "sample_index"]

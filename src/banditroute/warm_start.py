@@ -29,6 +29,7 @@ from banditroute.features import extract
 from banditroute.objectives import Objective
 from banditroute.outcomes import Fragments
 from banditroute.policies.base import Policy
+from banditroute.semantic import semantic_embedder
 from banditroute.simulation.catalog import match_model
 from banditroute.simulation.tables import OutcomeTable, load_outcomes
 
@@ -129,11 +130,12 @@ def learn(
     catalog = settings.catalog
     objective = objective or settings.objective("")
     feature_chars = settings.server.feature_chars
+    embedder = semantic_embedder(settings)
     updates = 0
     started = time.perf_counter()
     order = np.random.default_rng(seed).permutation(table.n_prompts)
     for done, i in enumerate(order, start=1):
-        features = extract(table.prompts[i], feature_chars=feature_chars)
+        features = extract(table.prompts[i], feature_chars=feature_chars, embedder=embedder)
         arms = tuple(eligible_models(catalog, features).eligible)
         for index, arm in enumerate(arms):
             column = warm.columns.get(arm.id)

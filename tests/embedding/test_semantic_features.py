@@ -151,3 +151,28 @@ def test_turning_semantic_features_on_needs_a_restart(tmp_path: Path) -> None:
     with pytest.raises(FailedPrecondition, match=r"features\.semantic") as info:
         config_change(old, new)
     assert info.value.field == "features.semantic"
+
+
+def test_warm_start_learns_features_with_the_embedding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With semantic features on, warm start teaches the policy the same features a live
+    Route would see: the embedding included."""
+    from banditroute import warm_start
+    from banditroute.policies.costaware import CostAwarePolicy
+    from banditroute.simulation.tables import table_from_rows
+
+    embedder = _CountingEmbedder()
+    monkeypatch.setattr(warm_start, "semantic_embedder", lambda settings: embedder)
+    learned: list[PromptFeatures] = []
+
+    class Recording(CostAwarePolicy):
+        def learn_logged(self, features: PromptFeatures, *args: Any, **kwargs: Any) -> Any:
+            learned.append(features)
+            return super().learn_logged(features, *args, **kwargs)
+
+    settings = settings_from_mapping({})
+    model = "zero-one-ai/Yi-34B-Chat"
+    rows = [{"prompt_id": "p1", "task": "t", "prompt": "Why is the sea salty?", "model": model,
+             "quality": 1.0, "cost_usd": 0.0001}]  # fmt: skip
+    table = table_from_rows("warm", rows)
+    warm_start.learn(Recording(seed=0), settings, warm_start.plan(table, settings.catalog))
+    assert [f.embedding for f in learned] == [embedder.embed_words(embedder.seen[0])]

@@ -30,7 +30,8 @@ from banditroute.objectives import BudgetPacer, Objective
 from banditroute.outcomes import Fragments
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
-from banditroute.router import Router, semantic_embedder
+from banditroute.router import Router
+from banditroute.semantic import semantic_embedder
 from banditroute.simulation.catalog import RunCatalog
 from banditroute.simulation.environment import LatencyModel, ReplayEnvironment
 from banditroute.simulation.policies import OraclePolicy, build_policy
