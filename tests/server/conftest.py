@@ -18,11 +18,23 @@ from typing import Any
 import duckdb
 import grpc
 import pytest
+from fault_helpers import ServerLauncher
 
 from banditroute.config import settings_from_mapping
 from banditroute.server.app import Service, build_service
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[ServerLauncher]:
+    """Starts ``banditroute serve`` processes; kills any still running at teardown."""
+    servers = ServerLauncher(tmp_path)
+    try:
+        yield servers
+    finally:
+        servers.close_all()
+
 
 SMALL_PROMPT_LIMIT = 2000
 """server.max_prompt_chars of the default ``service`` fixture: small, so the limit is testable."""

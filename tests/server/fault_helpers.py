@@ -184,13 +184,14 @@ def _hpack_literal(name: str, value: str) -> bytes:
 
 class StalledClient:
     """Opens ``streams`` gRPC calls of ``method`` over one raw HTTP/2 connection, sends each one's
-    headers and the first bytes of a request message that announces more, and then neither
-    sends the rest nor reads anything: the calls stay open until ``close``."""
+    headers and the first bytes of a request message that announces more, and then never sends
+    the rest: the calls stay open until ``close``. It reads nothing unless :meth:`refill` is
+    called."""
 
     def __init__(self, port: int, method: str, streams: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5.0)
         authority = f"127.0.0.1:{port}"
-        headers = b"".join(
+        self._headers = b"".join(
             _hpack_literal(k, v)
             for k, v in (
                 (":method", "POST"), (":scheme", "http"), (":path", method),
@@ -198,14 +199,52 @@ class StalledClient:
                 ("te", "trailers"),
             )
         )  # fmt: skip
+        self._next_stream = 1
+        self.open: set[int] = set()
+        self._received = b""
+        out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(0x4, 0, 0, b"")
+        self.sock.sendall(out + b"".join(self._stream() for _ in range(streams)))
+
+    def _stream(self) -> bytes:
+        """The frames that open one more stalled call."""
+        stream = self._next_stream
+        self._next_stream += 2
+        self.open.add(stream)
         # gRPC message prefix: not compressed, 100 bytes announced; 5 sent (field 1, 3 of 5).
         partial = b"\x00" + struct.pack(">I", 100) + b"\x0a\x05abc"
-        out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(0x4, 0, 0, b"")
-        for index in range(streams):
-            stream = 2 * index + 1
-            out += _frame(0x1, 0x4, stream, headers) + headers  # HEADERS, END_HEADERS
-            out += _frame(0x0, 0, stream, partial) + partial  # DATA, no END_STREAM
-        self.sock.sendall(out)
+        return (
+            _frame(0x1, 0x4, stream, self._headers) + self._headers  # HEADERS, END_HEADERS
+            + _frame(0x0, 0, stream, partial) + partial  # DATA, no END_STREAM
+        )  # fmt: skip
+
+    def refill(self) -> int:
+        """Read what the server sent; open a new stalled call for each one it ended (a call
+        refused because the limit was full when it arrived: say a probe held the last slot),
+        so the stalled calls end up holding the slots. Returns how many were reopened."""
+        self.sock.settimeout(0.0)  # read only what is there
+        try:
+            with contextlib.suppress(BlockingIOError):
+                while chunk := self.sock.recv(65536):
+                    self._received += chunk
+        finally:
+            self.sock.settimeout(5.0)
+        ended = 0
+        replies = b""
+        data = self._received
+        while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+            length, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
+            stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+            payload, data = data[9 : 9 + length], data[9 + length :]
+            if kind == 0x4 and not flags & 0x1:  # SETTINGS: acknowledge, as a client must
+                replies += _frame(0x4, 0x1, 0, b"")
+            elif kind == 0x6 and not flags & 0x1:  # PING: answer
+                replies += _frame(0x6, 0x1, 0, payload) + payload
+            elif stream in self.open and (kind == 0x3 or (kind in (0x0, 0x1) and flags & 0x1)):
+                self.open.discard(stream)  # RST_STREAM, or the response's END_STREAM
+                ended += 1
+        self._received = data
+        self.sock.sendall(replies + b"".join(self._stream() for _ in range(ended)))
+        return ended
 
     def close(self) -> None:
         """Drop the connection (the server then cancels the calls)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +43,6 @@ snapshot_path = "{tmp_path / "policy.snapshot"}"
 """
     )
     return config
-
-
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[ServerLauncher]:
-    """Starts servers; kills whatever still runs at teardown."""
-    servers = ServerLauncher(tmp_path)
-    try:
-        yield servers
-    finally:
-        servers.close_all()
 
 
 def _stub(address: str) -> tuple[grpc.Channel, pb_grpc.RouterServiceStub]:
