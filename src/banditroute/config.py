@@ -47,6 +47,7 @@ class ServerSettings:
     port: int = 50051
     max_workers: int = 16
     max_concurrent_rpcs: int = 1000
+    max_pending_rpcs: int = 10_000
     grace_s: float = 5.0
     max_prompt_chars: int = 400_000
     feature_chars: int = 4000
@@ -369,6 +370,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         "server",
         max_workers=server.max_workers,
         max_concurrent_rpcs=server.max_concurrent_rpcs,
+        max_pending_rpcs=server.max_pending_rpcs,
         grace_s=server.grace_s,
         max_prompt_chars=server.max_prompt_chars,
         feature_chars=server.feature_chars,

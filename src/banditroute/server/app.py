@@ -231,6 +231,12 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         maximum_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Calls gRPC core holds until the server's single polling thread picks them up
+            # (and sheds those past max_concurrent_rpcs with RESOURCE_EXHAUSTED). Core's own
+            # limits (1,000, then random drops up to 3,000) cancelled calls of a burst as
+            # CANCELLED before the server saw them; one limit, no random early drop.
+            ("grpc.server.max_pending_requests", settings.server.max_pending_rpcs),
+            ("grpc.server.max_pending_requests_hard_limit", settings.server.max_pending_rpcs),
             # Both the soft limit and the hard one: a call whose headers are larger fails.
             ("grpc.max_metadata_size", settings.server.max_metadata_bytes),
             ("grpc.absolute_max_metadata_size", settings.server.max_metadata_bytes),
