@@ -3,12 +3,19 @@ snapshots, and the Thompson integral."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from banditroute.catalog import ModelSpec
 from banditroute.features import extract
-from banditroute.policies.costaware import CostAwarePolicy, thompson_probabilities
+from banditroute.policies.costaware import (
+    NOISE_PSEUDO_COUNT,
+    CostAwarePolicy,
+    feature_vector,
+    thompson_probabilities,
+)
 
 ARMS = (
     ModelSpec("cheap", "p", 0.1, 0.1, typical_output_tokens=100),
@@ -142,3 +149,40 @@ def test_snapshot_without_logged_credit_still_restores() -> None:
     np.testing.assert_array_equal(
         restored.distribution(PROMPT, ARMS), policy.distribution(PROMPT, ARMS)
     )
+
+
+def test_block_posterior_equals_the_dense_design_formula() -> None:
+    """The posterior read from the shared and own blocks equals the dense formula over the
+    whole design row (x in the shared block and the arm's block, zeros elsewhere)."""
+    policy = CostAwarePolicy(seed=0)
+    _train(policy, 30)
+    x = feature_vector(PROMPT)
+    d = len(x)
+    mean, sd = policy._posterior(x, ARMS)
+    for k, arm in enumerate(ARMS):
+        slot = policy._slots[arm.id]
+        z = np.zeros(policy._cov.shape[0])
+        z[:d] = x
+        z[d * (1 + slot) : d * (2 + slot)] = x
+        noise_var = (NOISE_PSEUDO_COUNT * policy.noise**2 + policy._sse[slot]) / (
+            NOISE_PSEUDO_COUNT + policy._count[slot]
+        )
+        assert mean[k] == pytest.approx(policy.prior_mean + z @ policy._mean)
+        assert sd[k] == pytest.approx(np.sqrt(z @ policy._cov @ z * noise_var))
+
+
+def test_semantic_dimensions_read_the_embedding() -> None:
+    """With semantic_dims, the first components of the prompt's embedding join the features
+    (zeros when the prompt has none), and two prompts differing only there are told apart."""
+    plain = dataclasses.replace(PROMPT, embedding=())
+    tagged = dataclasses.replace(PROMPT, embedding=(0.5, -0.25, 0.1))
+    assert feature_vector(plain, 2)[-2:].tolist() == [0.0, 0.0]
+    assert feature_vector(tagged, 2)[-2:].tolist() == [0.5, -0.25]
+    policy = CostAwarePolicy(seed=0, semantic_dims=2)
+    for _ in range(200):
+        policy.learn(tagged, ARMS, 0, 0.5, 0.9)
+        policy.learn(tagged, ARMS, 1, 0.5, 0.1)
+        policy.learn(plain, ARMS, 0, 0.5, 0.1)
+        policy.learn(plain, ARMS, 1, 0.5, 0.9)
+    assert policy.distribution(tagged, ARMS, explore=False).tolist() == [1.0, 0.0]
+    assert policy.distribution(plain, ARMS, explore=False).tolist() == [0.0, 1.0]

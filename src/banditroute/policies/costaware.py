@@ -89,19 +89,28 @@ _NUMERIC_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 DRIFT_MIN_UPDATES = 30
 """A model's residuals are watched for drift from its this-many-th update on."""
+MAX_SEMANTIC_DIMS = 64
+"""Most embedding components a policy may read (the embedding's own length)."""
 NOISE_PSEUDO_COUNT = 5.0
 """Weight, in observations, of the prior noise level in each model's noise estimate."""
 _REMEMBERED = 4096
 """How many decisions' multipliers are remembered until their reward arrives."""
 
 
-def feature_vector(context: PromptFeatures) -> npt.NDArray[np.float64]:
-    """The dense features the per-model regressions read (the numeric view, fixed order)."""
+def feature_vector(context: PromptFeatures, semantic_dims: int = 0) -> npt.NDArray[np.float64]:
+    """The dense features the per-model regressions read: the numeric view in a fixed order,
+    then the first ``semantic_dims`` components of the prompt's embedding (zeros without one)."""
     numeric = context.numeric()
-    return np.array([numeric[key] for key in _NUMERIC_KEYS], dtype=np.float64)
+    x = np.zeros(DIMENSION + semantic_dims)
+    x[:DIMENSION] = [numeric[key] for key in _NUMERIC_KEYS]
+    if semantic_dims:
+        components = context.embedding[:semantic_dims]
+        x[DIMENSION : DIMENSION + len(components)] = components
+    return x
 
 
 DIMENSION = len(_NUMERIC_KEYS)
+"""Numeric features per block (without semantic components)."""
 GRID_POINTS = 48
 """Grid points per arm of the numerical integral behind :func:`thompson_probabilities`."""
 
@@ -152,6 +161,7 @@ class CostAwarePolicy(Policy):
         shared_precision: float = 0.1,
         noise: float = 0.5,
         drift_delta: float = 0.002,
+        semantic_dims: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -161,6 +171,8 @@ class CostAwarePolicy(Policy):
             raise ValueError("posterior_scale >= 0, gamma_scale > 0 and epsilon in [0, 1]")
         if min(prior_precision, bias_precision, shared_precision, noise) <= 0:
             raise ValueError("the prior precisions and the noise must be > 0")
+        if not 0 <= semantic_dims <= MAX_SEMANTIC_DIMS:
+            raise ValueError(f"semantic_dims must be in 0..{MAX_SEMANTIC_DIMS}")
         if not 0 <= drift_delta < 1:
             raise ValueError("drift_delta must be in [0, 1) (0: no drift detection)")
         self.exploration: Exploration = exploration
@@ -174,9 +186,10 @@ class CostAwarePolicy(Policy):
         self.shared_precision = shared_precision
         self.noise = noise
         self.drift_delta = drift_delta
+        self.semantic_dims = int(semantic_dims)
         self.seed = seed
         self._slots: dict[str, int] = {}
-        d = DIMENSION
+        d = self._dim = DIMENSION + self.semantic_dims
         # Weights: a shared block (every model) then one block per model, in slot order.
         shared_prior = np.full(d, 1.0 / shared_precision)
         self._cov = np.diag(shared_prior)  # posterior covariance, in units of the noise variance
@@ -207,6 +220,7 @@ class CostAwarePolicy(Policy):
             "shared_precision": self.shared_precision,
             "noise": self.noise,
             "drift_delta": self.drift_delta,
+            "semantic_dims": self.semantic_dims,
             "seed": self.seed,
         }
 
@@ -238,14 +252,14 @@ class CostAwarePolicy(Policy):
 
         Read-only (unlike :meth:`distribution`, nothing is remembered for a later reward).
         """
-        mean, _ = self._posterior(feature_vector(context), arms)
+        mean, _ = self._posterior(feature_vector(context, self.semantic_dims), arms)
         return mean, self._cost_hat(context, arms)
 
     # -- state -------------------------------------------------------------------------------
     def _slot_indices(self, arms: Sequence[ModelSpec]) -> npt.NDArray[np.int64]:
         new = [arm.id for arm in arms if arm.id not in self._slots]
         if new:
-            d = DIMENSION
+            d = self._dim
             for arm_id in new:
                 self._slots[arm_id] = len(self._slots)
             block = np.full(d, 1.0 / self.prior_precision)
@@ -266,28 +280,28 @@ class CostAwarePolicy(Policy):
     def _cost_hat(context: PromptFeatures, arms: Sequence[ModelSpec]) -> npt.NDArray[np.float64]:
         return np.array([arm.price(context.tokens, arm.typical_output_tokens) for arm in arms])
 
-    def _design(
-        self, x: npt.NDArray[np.float64], arms: Sequence[ModelSpec]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-        """One row per arm: the features in the shared block and in the arm's own block."""
-        slots = self._slot_indices(arms)
-        d = DIMENSION
-        z = np.zeros((len(slots), self._cov.shape[0]))
-        z[:, :d] = x
-        for row, slot in enumerate(slots):
-            z[row, d * (1 + slot) : d * (2 + slot)] = x
-        return z, slots
-
     def _posterior(
         self, x: npt.NDArray[np.float64], arms: Sequence[ModelSpec]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Posterior mean and standard deviation of each arm's value at ``x``."""
-        z, slots = self._design(x, arms)
-        mean = self.prior_mean + z @ self._mean
+        """Posterior mean and standard deviation of each arm's value at ``x``.
+
+        An arm's design row is ``x`` in the shared block and in its own block, zeros
+        elsewhere, so only those two blocks of the weights and of the covariance are read:
+        ``var = x'(C_ss + C_sa + C_as + C_aa)x`` (a few d x d blocks, not the whole matrix).
+        """
+        slots = self._slot_indices(arms)
+        d = self._dim
+        blocks = self._mean.reshape(-1, d)
+        mean = self.prior_mean + (blocks[0] + blocks[1 + slots]) @ x
+        cov = self._cov.reshape(len(blocks), d, len(blocks), d)
+        own = 1 + slots
+        combined = (
+            cov[0, :, 0, :][None] + cov[0, :, own, :] + cov[own, :, 0, :] + cov[own, :, own, :]
+        )
         noise_var = (NOISE_PSEUDO_COUNT * self.noise**2 + self._sse[slots]) / (
             NOISE_PSEUDO_COUNT + self._count[slots]
         )
-        var = np.einsum("kd,kd->k", z @ self._cov, z) * noise_var
+        var = np.einsum("i,kij,j->k", x, combined, x) * noise_var
         return mean, np.sqrt(np.maximum(var, 0.0))
 
     # -- policy ------------------------------------------------------------------------------
@@ -298,7 +312,7 @@ class CostAwarePolicy(Policy):
         self._lam_at[id(context)] = lam
         if len(self._lam_at) > _REMEMBERED:
             self._lam_at.popitem(last=False)
-        mean, sd = self._posterior(feature_vector(context), arms)
+        mean, sd = self._posterior(feature_vector(context, self.semantic_dims), arms)
         return mean - lam * self._cost_hat(context, arms), sd
 
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
@@ -347,17 +361,21 @@ class CostAwarePolicy(Policy):
         if lam is None:
             lam = float(self._multiplier())
         value = reward + lam * float(self._cost_hat(context, arms[chosen : chosen + 1])[0])
-        self._slot_indices(arms)  # every eligible model is seen (and its age starts) together
-        rows, slots = self._design(feature_vector(context), arms[chosen : chosen + 1])
-        z, slot = rows[0], int(slots[0])
-        residual = value - self.prior_mean - float(z @ self._mean)
+        # Every eligible model is seen (and its age starts) together.
+        slot = int(self._slot_indices(arms)[chosen])
+        d = self._dim
+        x = feature_vector(context, self.semantic_dims)
+        own = slice(d * (1 + slot), d * (2 + slot))
+        residual = value - self.prior_mean - float(x @ (self._mean[:d] + self._mean[own]))
         self._sse[slot] += residual**2
         self._count[slot] += 1
         drifted = self._drifted(slot, residual)
-        # Sherman-Morrison update of (prior precision + Z'Z)^-1.
-        cz = self._cov @ z
-        self._cov -= np.outer(cz, cz) / (1.0 + z @ cz)
-        self._xty += z * (value - self.prior_mean)
+        # Sherman-Morrison update of (prior precision + Z'Z)^-1 for the design row z (x in the
+        # shared block and in the model's own block).
+        cz = self._cov[:, :d] @ x + self._cov[:, own] @ x
+        self._cov -= np.outer(cz, cz) / (1.0 + x @ (cz[:d] + cz[own]))
+        self._xty[:d] += x * (value - self.prior_mean)
+        self._xty[own] += x * (value - self.prior_mean)
         self._mean = self._cov @ self._xty
         if drifted:
             self._forget(slot, arms[chosen].id)
@@ -390,7 +408,7 @@ class CostAwarePolicy(Policy):
         """Give a drifted model's own weights their prior uncertainty back (a Kalman random-walk
         step on its block), keeping every estimate's mean: new outcomes then move its value
         quickly while the other models and the shared block keep what they learned."""
-        d = DIMENSION
+        d = self._dim
         block = slice(d * (1 + slot), d * (2 + slot))
         prior = np.full(d, 1.0 / self.prior_precision)
         prior[0] = 1.0 / self.bias_precision
@@ -440,7 +458,7 @@ class CostAwarePolicy(Policy):
                 born = archive["born"] if "born" in archive else np.zeros(len(slots))
         except Exception as exc:
             raise ValueError(f"not a valid costaware snapshot: {exc}") from exc
-        size = DIMENSION * (1 + len(slots))
+        size = self._dim * (1 + len(slots))
         if arrays["cov"].shape != (size, size) or arrays["sse"].shape != (len(slots),):
             raise ValueError("not a valid costaware snapshot: wrong shapes")
         self._slots = slots

@@ -63,6 +63,7 @@ NAMED_POLICIES: tuple[str, ...] = (
 COSTAWARE_NUMBERS: tuple[str, ...] = (
     "posterior_scale", "scale_halflife", "gamma_scale", "epsilon", "prior_mean",
     "prior_precision", "bias_precision", "shared_precision", "noise", "drift_delta",
+    "semantic_dims",
 )  # fmt: skip
 """CostAwarePolicy's numeric settings a ``costaware:K=V`` policy name may set."""
 
