@@ -49,7 +49,7 @@ from banditroute.errors import InvalidArgument
 from banditroute.evaluation.logdata import ReplayLog
 from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy
-from banditroute.policies.costaware import CostAwarePolicy
+from banditroute.policies.costaware import SEMANTIC_DIMS, CostAwarePolicy
 from banditroute.policies.vw import VWPolicy
 from banditroute.snapshots import load_snapshot, parse_snapshot
 
@@ -178,7 +178,8 @@ def build_policy(
 ) -> Policy:
     """A fresh policy for a trained spec (``costaware``, ``vw``, ``linucb``)."""
     if spec.kind == "costaware":
-        return CostAwarePolicy(seed=seed)
+        dims = SEMANTIC_DIMS if settings.features.semantic else 0
+        return CostAwarePolicy(seed=seed, semantic_dims=dims)
     if spec.kind == "vw":
         try:
             return VWPolicy(_vw_args(spec, settings), seed=seed)

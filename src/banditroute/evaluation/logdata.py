@@ -78,6 +78,7 @@ _FEATURE_DEFAULTS: dict[str, Any] = {
     "language": "unknown",
     "markers": [],
     "words": [],
+    "embedding": [],
 }
 """Neutral values for prompt-feature keys missing from a logged features object."""
 

@@ -89,6 +89,9 @@ _NUMERIC_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 DRIFT_MIN_UPDATES = 30
 """A model's residuals are watched for drift from its this-many-th update on."""
+SEMANTIC_DIMS = 16
+"""Embedding components the policy reads when semantic features are on: 16 raised RouterBench's
+warm-started quality by about half a point on the tuning split, 8 did nothing."""
 MAX_SEMANTIC_DIMS = 64
 """Most embedding components a policy may read (the embedding's own length)."""
 NOISE_PSEUDO_COUNT = 5.0

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from banditroute.config import PolicySettings
 from banditroute.policies.base import Policy
-from banditroute.policies.costaware import CostAwarePolicy
+from banditroute.policies.costaware import SEMANTIC_DIMS, CostAwarePolicy
 from banditroute.policies.fixed import FixedPolicy
 from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
 
 
-def build_policy(settings: PolicySettings, *, seed: int = 0) -> Policy:
-    """A fresh policy of the configured kind."""
+def build_policy(settings: PolicySettings, *, seed: int = 0, semantic: bool = False) -> Policy:
+    """A fresh policy of the configured kind; ``semantic`` (``[features] semantic``) lets the
+    cost-aware policy read the first :data:`SEMANTIC_DIMS` components of the prompt embedding."""
     if settings.kind == "vw":
         return VWPolicy(settings.vw_args, seed=seed)
     if settings.kind == "costaware":
-        return CostAwarePolicy(seed=seed)
+        return CostAwarePolicy(seed=seed, semantic_dims=SEMANTIC_DIMS if semantic else 0)
     if settings.kind == "linucb":
         return LinUCBPolicy(seed=seed)
     if settings.kind == "fixed":

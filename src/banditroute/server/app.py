@@ -180,7 +180,10 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     warm_up()
     scan("\u200b")  # builds the format-character table now rather than on a request
     prompt_hash_key = hash_key.load_or_create(settings.log.hash_key_path)
-    policies = {name: build_policy(spec) for name, spec in settings.policies.items()}
+    policies = {
+        name: build_policy(spec, semantic=settings.features.semantic)
+        for name, spec in settings.policies.items()
+    }
     base = settings.policy.snapshot_path
     restored = [
         name

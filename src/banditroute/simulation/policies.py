@@ -28,7 +28,7 @@ from banditroute.config import Settings
 from banditroute.errors import ConfigError
 from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy, Probabilities
-from banditroute.policies.costaware import EXPLORATIONS, CostAwarePolicy
+from banditroute.policies.costaware import EXPLORATIONS, SEMANTIC_DIMS, CostAwarePolicy
 from banditroute.policies.fixed import FixedPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
@@ -112,6 +112,11 @@ def costaware_settings(name: str, *, arg: str = "--policy") -> dict[str, float]:
     return settings
 
 
+def semantic_dims(settings: Settings) -> int:
+    """Embedding components the cost-aware policy reads under these settings."""
+    return SEMANTIC_DIMS if settings.features.semantic else 0
+
+
 def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") -> str:
     """The name if it is a known policy for this catalogue; ConfigError naming ``arg``."""
     if name in NAMED_POLICIES or name == "fixed":
@@ -146,9 +151,10 @@ def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") 
 def build_policy(name: str, settings: Settings, *, seed: int) -> Policy:
     """A fresh policy for one simulation seed."""
     if name == "costaware":
-        return CostAwarePolicy(seed=seed)
+        return CostAwarePolicy(seed=seed, semantic_dims=semantic_dims(settings))
     if name.startswith("costaware:"):
-        return CostAwarePolicy(seed=seed, **costaware_settings(name))  # type: ignore[arg-type]
+        chosen = {"semantic_dims": semantic_dims(settings), **costaware_settings(name)}
+        return CostAwarePolicy(seed=seed, **chosen)  # type: ignore[arg-type]
     if name.startswith("costaware-"):
         exploration = name.removeprefix("costaware-")
         if exploration == "squarecb":

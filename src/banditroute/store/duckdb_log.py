@@ -17,8 +17,9 @@ written back, unless ``fsync`` is set. If a segment cannot be moved in (disk ful
 in the journal and is retried; rows that cannot be written wait in memory, and past
 ``max_backlog_bytes`` of them :meth:`DuckDBLog.admit` refuses new calls rather than grow or
 drop anything. When space returns the backlog goes out a chunk at a time, each moved in
-before the next is written (:meth:`DuckDBLog._cycle`). One DuckDB refuses for its content (a row it cannot parse or
-convert) goes in without the rows it refuses: those alone are set aside under
+before the next is written (:meth:`DuckDBLog._cycle`). A segment DuckDB refuses for its
+content (a row it cannot parse or convert) goes in without the rows it refuses: those alone
+are set aside under
 ``PATH.rejected/`` (the server log names the segment and the rows' line numbers, never their
 content), so one bad row never costs the other rows, or other tenants, anything.
 """
