@@ -143,8 +143,9 @@ def run_table(
     cold_policies: Sequence[str],
     warm_policies: Sequence[str],
     plots: Path | None,
+    label: str = "",
 ) -> dict[str, Any]:
-    """Every policy, budget and comparator on one table."""
+    """Every policy, budget and comparator on one table (run names prefixed by ``label``)."""
     run = build_run_catalog(data.stream, settings.catalog)
     quality, cost = data.stream.quality, run.cost_usd
     mean_q, mean_c = quality.mean(axis=0), cost.mean(axis=0)
@@ -206,7 +207,7 @@ def run_table(
                 holds = [
                     prompts_to_hold(t.quality, 0.9 * float(mean_q[ref])) for t in result.traces
                 ]
-                entry["runs"][f"{mode}/{policy}"] = {
+                entry["runs"][f"{mode}/{label}{policy}"] = {
                     "quality": judged_q,
                     "quality_std": float(np.std(per_seed_q)),
                     "cost_usd": judged_c,
@@ -218,7 +219,7 @@ def run_table(
                     "curve": _curve(result.traces),
                 }
                 print(
-                    f"{data.name} {fraction:.2f} {mode:4s} {policy:12s} "
+                    f"{data.name} {fraction:.2f} {mode:4s} {label}{policy:12s} "
                     f"q {judged_q / mean_q[ref]:.3f} of ref at cost {judged_c / mean_c[ref]:.3f}"
                     f" (budget {fraction:.2f}); best single {mean_q[best_k] / mean_q[ref]:.3f}, "
                     f"mix at cost {mix_quality(hull, judged_c) / mean_q[ref]:.3f}",
@@ -350,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold", nargs="*", default=list(COLD_POLICIES), help="cold policies")
     parser.add_argument("--warm", nargs="*", default=list(WARM_POLICIES), help="warm policies")
     parser.add_argument("--config", type=Path, help="TOML settings merged over the defaults")
+    parser.add_argument(
+        "--label", default="", help="prefix of every run's name (e.g. 'semantic ' with --config)"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--plots", type=Path, help="folder for one PNG per table")
@@ -376,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             cold_policies=args.cold,
             warm_policies=args.warm,
             plots=args.plots,
+            label=args.label,
         )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
