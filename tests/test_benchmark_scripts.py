@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import full_disk
+import fuzz_rpcs
 import privacy_scan
 import route_cpu
 import route_latency
@@ -76,3 +77,19 @@ def test_full_disk_loses_nothing_answered_when_less_space_returns(tmp_path: Path
     assert (result["decisions_missing"], result["feedback_missing"]) == (0, 0), result
     assert not result["set_aside"]
     assert not [line for line in result["close_lines"] if "lost_unwritten" in line]
+
+
+@pytest.mark.slow
+def test_fuzz_rpcs_gets_no_internal_error_and_leaves_an_intact_log(tmp_path: Path) -> None:
+    """benchmarks/fuzz_rpcs.py, 300 hostile and valid calls to every RPC of a real server
+    process: no INTERNAL or UNKNOWN, no crash, the server still routes and learns afterwards,
+    stops cleanly on SIGTERM, its audit chain verifies and no acknowledged feedback is lost."""
+    result = fuzz_rpcs.run(tmp_path, calls=300, seed=3, threads=2, max_seconds=600.0)
+    assert result["calls"] == 300
+    assert (result["internal"], result["unknown"], result["crashed"]) == (0, 0, False), result
+    assert result["final_check"]["ok"], result["final_check"]
+    assert result["exit_code"] == 0
+    assert result["audit_verify"]["exit_code"] == 0, result["audit_verify"]
+    assert result["feedback_missing"] == 0
+    assert result["ok"]
+    assert set(fuzz_rpcs.RPCS) <= set(result["codes"]), result["codes"]
