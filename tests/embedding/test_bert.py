@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from tiny_model import CONFIG, write_tiny_model
 
 
@@ -86,3 +88,27 @@ def test_encoder_matches_a_per_op_reference_on_a_tiny_model(tmp_path: Path) -> N
         expected = _reference_sentence(tensors, sentence)
         np.testing.assert_allclose(got[row], expected, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_encoder_runs_blas_on_one_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the encoder runs, every BLAS library is limited to one thread (OpenBLAS's
+    spinning workers multiplied the CPU of a distillation on a busy machine), and the
+    process's own setting is restored afterwards."""
+    from threadpoolctl import threadpool_info
+
+    encoder = write_tiny_model(tmp_path).encoder()
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    seen: list[list[int]] = []
+    real = encoder.hidden_states
+
+    def recording(*args: Any) -> Any:
+        seen.append([lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"])
+        return real(*args)
+
+    monkeypatch.setattr(encoder, "hidden_states", recording)
+    ids = np.array([[2, 6, 3]], dtype=np.int64)
+    encoder.sentence_embeddings(ids, np.ones(ids.shape, dtype=np.bool_))
+    assert seen
+    assert seen[0]
+    assert set(seen[0]) == {1}
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
