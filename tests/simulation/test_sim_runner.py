@@ -130,7 +130,10 @@ def test_summary_has_every_key_with_its_spread(
         "regret_vs_oracle", "regret_vs_best_fixed",
     ):  # fmt: skip
         assert key in summary, key
-    for key in ("quality", "cost_usd", "latency_ms", "quality_last_half", "regret_vs_oracle"):
+    for key in (
+        "quality", "cost_usd", "latency_ms", "quality_last_half", "regret_vs_oracle",
+        "regret_vs_best_fixed_last_half",
+    ):  # fmt: skip
         assert f"{key}_std" in summary
     assert summary["prompts"] == 60
     assert summary["seeds"] == 2
@@ -308,3 +311,19 @@ def test_a_negative_first_seed_is_rejected_naming_the_argument(
     with pytest.raises(ConfigError) as error:
         prepare(SimulationConfig(outcomes=synthetic(9), first_seed=-2), default_settings)
     assert error.value.field == "--first-seed"
+
+
+def test_last_half_regret_is_against_the_same_prompts(
+    synthetic: Callable[..., OutcomeTable], default_settings: Settings
+) -> None:
+    """Always routing to the best fixed model has zero regret against it on the last half, and
+    uniform routing a positive one equal to the best model's last-half reward minus its own."""
+    table = synthetic(120)
+    uniform = _run(table, default_settings, policy="uniform", objective=QUALITY_ONLY, seeds=2)
+    best = uniform["best_fixed"]["model"]  # type: ignore[index]
+    fixed = _run(table, default_settings, policy=f"fixed:{best}", objective=QUALITY_ONLY, seeds=2)
+    assert fixed["regret_vs_best_fixed_last_half"] == pytest.approx(0.0, abs=1e-12)
+    assert uniform["regret_vs_best_fixed_last_half"] > 0  # type: ignore[operator]
+    per_seed = uniform["per_seed"]
+    assert isinstance(per_seed, list)
+    assert all("reward_last_half" in seed for seed in per_seed)

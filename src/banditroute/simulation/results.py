@@ -12,6 +12,8 @@ Definitions (per seed, over the streamed prompts, then mean and standard deviati
   mean objective reward.
 * ``regret_vs_oracle`` / ``regret_vs_best_fixed``: mean objective reward per request of the
   comparator minus the router's (pacing excluded); with a quality-only objective, a quality gap.
+  ``regret_vs_best_fixed_last_half`` is the same on the second half of the stream (the prompts
+  a cold start is judged on), against the same model on the same prompts.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def _seed_scores(outcomes: Outcomes, objective: Objective, trace: SeedTrace) -> 
         "quality_last_half": float(trace.quality[half:].mean()),
         "cost_usd_last_half": float(trace.cost_usd[half:].mean()),
         "reward": float(reward.mean()),
+        "reward_last_half": float(reward[half:].mean()),
         "multiplier_final": float(trace.multiplier[-1]) if n else 0.0,
     }
     rows = trace.order
@@ -90,6 +93,7 @@ def _seed_scores(outcomes: Outcomes, objective: Objective, trace: SeedTrace) -> 
             "cost_usd": float(cost[:, k].mean()),
             "latency_ms": float(latency[:, k].mean()),
             "reward": float(rewards[:, k].mean()),
+            "reward_last_half": float(rewards[half:, k].mean()),
         }
         for k, model in enumerate(table.models)
     }
@@ -175,6 +179,11 @@ def summarise(
         "regret_vs_best_fixed",
         [s.models[fixed]["reward"] - s.router["reward"] for s in scores],
     )
+    _stat(
+        out,
+        "regret_vs_best_fixed_last_half",
+        [s.models[fixed]["reward_last_half"] - s.router["reward_last_half"] for s in scores],
+    )
     out["revealed_per_prompt"] = float(np.mean([t.revealed / max(len(t.order), 1) for t in traces]))
     out["per_seed"] = [
         {
@@ -246,10 +255,13 @@ def format_table(summary: dict[str, Any]) -> str:
     for model, entry in summary["models"].items():
         lines.append(row(model, entry))
     lines.append("")
+    last = "regret_vs_best_fixed_last_half"
     lines.append(
         f"regret vs oracle {_fmt(summary['regret_vs_oracle'], summary['regret_vs_oracle_std'], 4)}"
         f", vs best fixed "
         f"{_fmt(summary['regret_vs_best_fixed'], summary['regret_vs_best_fixed_std'], 4)}"
+        ", last half "
+        f"{_fmt(summary[last], summary[last + '_std'], 4)}"
         " (mean objective reward per request; positive: the comparator did better)"
     )
     if budget is not None:
