@@ -282,6 +282,8 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     )
     pareto.axhline(1.0, color="0.7", lw=0.8)
     pareto.set_xscale("log")
+    # Room right of the dearest model for the legend, so it hides no point.
+    pareto.set_xlim(right=max(xs) * 6)
     pareto.set_xlabel(f"mean cost / {result['reference'].rsplit('/', 1)[-1]}'s (log)")
     pareto.set_ylabel(f"quality / {result['reference'].rsplit('/', 1)[-1]}'s")
     lo = min(*ys, *(p[1] for p in oracle)) - 0.02
