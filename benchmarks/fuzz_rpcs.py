@@ -9,14 +9,18 @@ values (strings from empty to a few megabytes of arbitrary code points, control 
 injection-looking text; NaN, infinities, negative, subnormal and huge numbers; int64 extremes;
 unknown enum values; random and foreign decision ids; lists and tags past their limits; random,
 oversized and binary metadata), valid calls with a tenant's or the admin's key mixed in
-(feedback for real decisions, some repeated or for a fallback model), and raw bytes that are
-not a valid request message sent through a generic channel call.
+(feedback for real decisions, some repeated or for a fallback model), raw bytes that are not a
+valid request message sent through a generic channel call, and ReloadConfig after the file was
+rewritten with a valid change or one the server must refuse (:data:`CONFIG_VARIANTS`).
 
 Counts every status code per RPC; INTERNAL and UNKNOWN (the server's answer to a bug) and a
-server that exits are failures. At the end the server must still answer Route and Feedback
-correctly; then it gets SIGTERM (exit 0 expected), ``banditroute audit verify`` checks its
-log's hash chain, and every acknowledged feedback must be in the log. Exit status 1 if
-anything failed.
+server that exits are failures, and so is an OK answer that breaks an invariant (a Route whose
+model is excluded, not a candidate, outside the tenant's allow-list, or whose ranking is not a
+distribution; a tenant reading another tenant's figures or giving feedback for its decision;
+an infinite figure) and a canary string, an API key or the personal data of a prompt in the
+server's own log. At the end the server must still answer Route and Feedback correctly; then
+it gets SIGTERM (exit 0 expected), ``banditroute audit verify`` checks its log's hash chain,
+and every acknowledged feedback must be in the log. Exit status 1 if anything failed.
 
     PYTHONPATH=src .venv/bin/python benchmarks/fuzz_rpcs.py --calls 100000 --seed 1 \\
         [--threads 4] [--max-seconds 3600] [--workers 1] [--json OUT]
@@ -36,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,7 +97,10 @@ PROMPTS = (
     "Give a one-line summary of Moby-Dick.",
     "My email is jane.doe@example.com and my card is 4111 1111 1111 1111, can you help?",
 )
+CANARY = "fz-canary-5e1f"
+"""Put in prompts, names, tags and metadata: the server's own log must never contain it."""
 SPECIAL_TEXTS = (
+    CANARY, f"Bearer {CANARY}", f"{CANARY}@example.com",
     "", " ", "\x00", "\x00" * 64, "\n\t\r", "\ufeff", "\u202e", "\u200b" * 50, "\U0010ffff",
     "é" * 3, "🦀" * 5, "a\u0301" * 40, "'; DROP TABLE decisions; --", "%s%n%x{0}{}",
     "../../../../etc/passwd", '{"decision_id": 1}', "Bearer ", "null", "NaN", "-inf",
@@ -271,6 +279,8 @@ class Hostile:
         roll = rng.random()
         if roll < 0.25:
             return rng.choice(SPECIAL_TEXTS)
+        if roll < 0.28:
+            return CANARY + "".join(self.code_point() for _ in range(rng.randint(0, 20)))
         if roll < 0.85 or short:
             return "".join(self.code_point() for _ in range(rng.randint(0, 60)))
         if roll < 0.985:
@@ -338,7 +348,7 @@ class Hostile:
                     [
                         "".join(chr(rng.randint(0x20, 0x7E)) for _ in range(rng.randint(0, 80))),
                         f"Bearer {rng.choice([*TENANT_KEYS.values(), ADMIN_KEY])}",
-                        f"bEaReR {ADMIN_KEY}", "Bearer ", "Bearer", "", ADMIN_KEY + " ",
+                        f"bEaReR {ADMIN_KEY}", "Bearer ", "Bearer", "", ADMIN_KEY + " ", CANARY,
                         ACME_KEY.upper(),
                     ]
                 )  # fmt: skip
@@ -383,7 +393,6 @@ class Decision:
 
     decision_id: str
     tenant: str
-    model: str
     fallbacks: tuple[str, ...]
 
 
@@ -527,6 +536,11 @@ class Tally:
     """The first INTERNAL/UNKNOWN calls: RPC, status, details (truncated)."""
     examples: dict[str, dict[str, str]] = field(default_factory=dict)
     """The details of the first answer of each status, per RPC (truncated)."""
+    violations: Counter[str] = field(default_factory=Counter)
+    """Answers OK but wrong (see :func:`route_violations` and :func:`non_finite`), per RPC."""
+    violation_examples: list[str] = field(default_factory=list)
+    script_errors: list[str] = field(default_factory=list)
+    """Exceptions in the client threads themselves (the run is then void)."""
     client_refused: int = 0
     """Calls the gRPC client refused to send (it checks metadata itself)."""
     calls: int = 0
@@ -538,6 +552,92 @@ class Tally:
             self.examples.setdefault(rpc, {}).setdefault(code, details[:200])
             if code in FAILURES and len(self.failures) < 50:
                 self.failures.append(f"{rpc} -> {code}: {details[:300]}")
+
+    def violate(self, rpc: str, problems: list[str]) -> None:
+        """Count an OK answer that breaks an invariant (``problems`` empty: it does not)."""
+        if problems:
+            with self.lock:
+                self.violations[rpc] += 1
+                if len(self.violation_examples) < 50:
+                    self.violation_examples.append(f"{rpc}: {'; '.join(problems)[:300]}")
+
+
+def caller_of(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    """The tenant (or "admin") whose key is the call's only metadata, else None."""
+    if len(metadata) != 1:
+        return None
+    header, value = metadata[0]
+    keys = {**TENANT_KEYS, "admin": ADMIN_KEY}
+    for name, key in keys.items():
+        if (header, value) in (("x-api-key", key), ("authorization", f"Bearer {key}")):
+            return name
+    return None
+
+
+def route_violations(
+    request: pb.RouteRequest, response: pb.RouteResponse, tenant: str | None
+) -> list[str]:
+    """What is wrong with a Route answered OK: the model must be in the catalogue, the
+    candidates, the tenant's allow-list (acme: its first or its reloaded three) and the
+    ranking, and not excluded; the ranking's probabilities in [0, 1], most probable first,
+    summing to 1, the chosen one's equal to ``probability``; fallbacks ranked, not the model."""
+    problems: list[str] = []
+    ranking = {entry.model: entry.probability for entry in response.ranking}
+    probabilities = [entry.probability for entry in response.ranking]
+    checks = (
+        (bool(response.decision_id), "no decision id"),
+        (response.model in MODELS, "model not in the catalogue"),
+        (not request.candidate_models or response.model in request.candidate_models,
+         "model not among candidate_models"),
+        (response.model not in request.excluded_models, "model excluded"),
+        (tenant != "acme" or response.model in MODELS[:6], "model not allowed for acme"),
+        (response.model in ranking, "model not ranked"),
+        (all(0.0 <= p <= 1.0 for p in probabilities), "probability outside [0, 1]"),
+        (abs(math.fsum(probabilities) - 1.0) < 1e-6, "ranking does not sum to 1"),
+        (probabilities == sorted(probabilities, reverse=True), "ranking not most probable first"),
+        (math.isclose(ranking.get(response.model, -1.0), response.probability, abs_tol=1e-9),
+         "probability is not the model's in the ranking"),
+        (set(response.fallback_models) <= set(ranking) - {response.model},
+         "fallback not ranked, or the model itself"),
+    )  # fmt: skip
+    problems.extend(message for ok, message in checks if not ok)
+    return problems + non_finite(response)
+
+
+NULLABLE = frozenset(
+    {
+        "usage.mean_quality", "usage.latency_p50_ms", "usage.latency_p95_ms", "usage.error_rate",
+        "health.latency_p50_ms", "health.latency_p95_ms",
+    }
+)  # fmt: skip
+"""GetStats figures where NaN means "no value" (nothing reported yet), as the proto says."""
+
+
+def non_finite(message: Message, path: str = "") -> list[str]:
+    """The double fields of ``message`` (nested ones included) that are infinite, or NaN
+    where NaN does not mean "no value" (:data:`NULLABLE`)."""
+    found: list[str] = []
+    for descriptor, value in message.ListFields():
+        name = f"{path}{descriptor.name}"
+        single = isinstance(value, str | bytes | Message) or not hasattr(value, "__len__")
+        values = [value] if single else value
+        for item in values:
+            if isinstance(item, Message):
+                found += non_finite(item, name + ".")
+            elif isinstance(item, float) and not math.isfinite(item):
+                found += [] if math.isnan(item) and name in NULLABLE else [f"{name} = {item}"]
+    return found
+
+
+def stats_violations(stats: pb.GetStatsResponse, caller: str | None) -> list[str]:
+    """What is wrong with a GetStats answered OK: a tenant's key reads its own usage and
+    budget only; no figure is infinite, or NaN where NaN does not mean "no value"."""
+    problems = non_finite(stats)
+    if caller in TENANT_KEYS:
+        others = {u.tenant for u in stats.usage} | {b.tenant for b in stats.budgets}
+        # "" is a row summed over tenants (per model, or in total): of the caller's alone.
+        problems += [f"tenant {caller} read {name}'s figures" for name in others - {caller, ""}]
+    return problems
 
 
 class Client:
@@ -598,16 +698,20 @@ class Client:
     def route(self) -> None:
         tenant = self.hostile.rng.choice(list(TENANT_KEYS))
         plain = self.hostile.chance(0.4)  # a plausible request with the tenant's own key
-        request = pb.RouteRequest(prompt=self.hostile.rng.choice(PROMPTS)) if plain else None
-        metadata = [("x-api-key", TENANT_KEYS[tenant])] if plain else self.hostile.caller(tenant)
-        response = self.call("Route", request or self.requests.route(), metadata)
-        key = TENANT_KEYS[tenant]
-        own = [[("x-api-key", key)], [("authorization", f"Bearer {key}")]]
-        if response is not None and metadata in own:
+        if plain:
+            request = pb.RouteRequest(prompt=self.hostile.rng.choice(PROMPTS))
+            metadata = [("x-api-key", TENANT_KEYS[tenant])]
+        else:
+            request, metadata = self.requests.route(), self.hostile.caller(tenant)
+        response = self.call("Route", request, metadata)
+        if response is None:
+            return
+        own = caller_of(metadata) == tenant
+        self.tally.violate("Route", route_violations(request, response, tenant if own else None))
+        if own:
             self.decisions.append(
-                Decision(response.decision_id, tenant, response.model,
-                         tuple(response.fallback_models))
-            )  # fmt: skip
+                Decision(response.decision_id, tenant, tuple(response.fallback_models))
+            )
 
     def feedback(self) -> None:
         rng = self.hostile.rng
@@ -620,9 +724,17 @@ class Client:
             metadata = [("x-api-key", TENANT_KEYS[decision.tenant])]  # the decision's tenant
         else:
             metadata = self.hostile.caller()  # maybe another tenant, the admin, nobody
-        if self.call("Feedback", request, metadata) is not None:
+        response = self.call("Feedback", request, metadata)
+        if response is not None:
             with self.tally.lock:
                 self.tally.acknowledged[request.decision_id] += 1
+            problems = non_finite(response)
+            if response.disposition == pb.FEEDBACK_DISPOSITION_UNSPECIFIED:
+                problems.append("disposition unspecified")
+            caller = caller_of(metadata)
+            if decision and caller in TENANT_KEYS and caller != decision.tenant:
+                problems.append(f"tenant {caller} gave feedback for {decision.tenant}'s decision")
+            self.tally.violate("Feedback", problems)
 
     def one(self) -> None:
         """One call of a kind drawn from :data:`MIX`."""
@@ -635,7 +747,10 @@ class Client:
         elif kind == "ListModels":
             self.call("ListModels", pb.ListModelsRequest(), self.hostile.caller())
         elif kind == "GetStats":
-            self.call("GetStats", self.requests.get_stats(), self.admin_or_caller())
+            metadata = self.admin_or_caller()
+            stats = self.call("GetStats", self.requests.get_stats(), metadata)
+            if stats is not None:
+                self.tally.violate("GetStats", stats_violations(stats, caller_of(metadata)))
         elif kind == "ResetModelHealth":
             request = pb.ResetModelHealthRequest(model=self.hostile.name())
             self.call("ResetModelHealth", request, self.admin_or_caller())
@@ -674,7 +789,13 @@ def fuzz(
             if time.monotonic() > deadline:
                 stop.set()
                 return
-            client.one()
+            try:
+                client.one()
+            except Exception:  # a bug of this script: stop, and report it
+                with tally.lock:
+                    tally.script_errors.append(traceback.format_exc()[-2000:])
+                stop.set()
+                return
             with tally.lock:
                 tally.calls += 1
                 check = tally.calls % 200 == 0
@@ -798,6 +919,7 @@ def run(
         total.update(counter)
     result = {
         "calls": tally.calls,
+        "calls_requested": calls,
         "seconds": round(seconds, 1),
         "seed": seed,
         "threads": threads,
@@ -809,9 +931,13 @@ def run(
         "crashed": crashed,
         "client_refused": tally.client_refused,
         "failures": tally.failures,
+        "script_errors": tally.script_errors,
+        "violations": dict(tally.violations),
+        "violation_examples": tally.violation_examples,
         "examples": tally.examples,
         "rpc_failed_log_lines": stderr.count("rpc_failed"),
         "tracebacks_in_stderr": stderr.count("Traceback"),
+        "leaks_in_stderr": leaks(stderr),
         "final_check": check,
         "exit_code": exit_code,
         "feedback_acknowledged": sum(tally.acknowledged.values()),
@@ -824,13 +950,25 @@ def run(
     return result
 
 
+def leaks(stderr: str) -> dict[str, int]:
+    """What the client sent that the server's own log repeats: the canary, the API keys, the
+    e-mail address and card number in a prompt (each with its count, if any)."""
+    markers = (CANARY, ACME_KEY, BETA_KEY, GAMMA_KEY, ADMIN_KEY, "jane.doe@", "4111 1111")
+    return {marker: stderr.count(marker) for marker in markers if marker in stderr}
+
+
 def passed(result: dict[str, Any]) -> bool:
-    """No INTERNAL, UNKNOWN or crash; the server still worked, stopped cleanly, and its audit
-    chain and acknowledged feedback are intact."""
+    """No INTERNAL, UNKNOWN, wrong OK answer or crash (and no error in this script), nothing
+    a client sent in the server's log; the server still worked, stopped cleanly, and its audit
+    chain and acknowledged feedback are intact. A run cut short by --max-seconds passes on
+    what it did (``calls`` says how much)."""
     return (
         result["internal"] == result["unknown"] == 0
+        and not result["violations"]
+        and not result["script_errors"]
         and not result["crashed"]
         and result["rpc_failed_log_lines"] == result["tracebacks_in_stderr"] == 0
+        and not result["leaks_in_stderr"]
         and bool(result["final_check"]["ok"])
         and result["exit_code"] == 0
         and result["audit_verify"]["exit_code"] == 0

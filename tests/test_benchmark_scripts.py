@@ -82,11 +82,15 @@ def test_full_disk_loses_nothing_answered_when_less_space_returns(tmp_path: Path
 @pytest.mark.slow
 def test_fuzz_rpcs_gets_no_internal_error_and_leaves_an_intact_log(tmp_path: Path) -> None:
     """benchmarks/fuzz_rpcs.py, 300 hostile and valid calls to every RPC of a real server
-    process: no INTERNAL or UNKNOWN, no crash, the server still routes and learns afterwards,
+    process: no INTERNAL or UNKNOWN, no crash, no OK answer that breaks an invariant, nothing
+    the clients sent in the server's log; the server still routes and learns afterwards,
     stops cleanly on SIGTERM, its audit chain verifies and no acknowledged feedback is lost."""
     result = fuzz_rpcs.run(tmp_path, calls=300, seed=3, threads=2, max_seconds=600.0)
     assert result["calls"] == 300
+    assert not result["script_errors"], result["script_errors"]
     assert (result["internal"], result["unknown"], result["crashed"]) == (0, 0, False), result
+    assert not result["violations"], result["violation_examples"]
+    assert not result["leaks_in_stderr"]
     assert result["final_check"]["ok"], result["final_check"]
     assert result["exit_code"] == 0
     assert result["audit_verify"]["exit_code"] == 0, result["audit_verify"]
