@@ -23,7 +23,7 @@ it gets SIGTERM (exit 0 expected), ``banditroute audit verify`` checks its log's
 and every acknowledged feedback must be in the log. Exit status 1 if anything failed.
 
     PYTHONPATH=src .venv/bin/python benchmarks/fuzz_rpcs.py --calls 100000 --seed 1 \\
-        [--threads 4] [--max-seconds 3600] [--workers 1] [--json OUT]
+        [--threads 4] [--max-seconds 3600] [--workers 1] [--json OUT] [--plot OUT.png]
 """
 
 from __future__ import annotations
@@ -976,6 +976,35 @@ def passed(result: dict[str, Any]) -> bool:
     )
 
 
+def plot(result: dict[str, Any], path: Path) -> None:
+    """The status codes of each RPC (typed and raw) as stacked horizontal bars, in a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rpcs = list(result["codes"])
+    codes = sorted(result["total"], key=lambda code: (code != "OK", code))
+    fig, ax = plt.subplots(figsize=(9.0, 0.45 * len(rpcs) + 2.2))
+    left = [0] * len(rpcs)
+    for code in codes:
+        counts = [result["codes"][rpc].get(code, 0) for rpc in rpcs]
+        ax.barh(rpcs, counts, left=left, label=code)
+        left = [a + b for a, b in zip(left, counts, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("calls")
+    ax.set_title(
+        f"{result['calls']:,} fuzzed calls (seed {result['seed']}): "
+        f"{result['internal']} INTERNAL, {result['unknown']} UNKNOWN, "
+        f"{'a crash' if result['crashed'] else 'no crash'}"
+    )
+    ax.legend(fontsize="small", ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100_000)
@@ -984,6 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--workers", type=int, default=1, help="the server's --workers")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--plot", type=Path, help="status codes per RPC as a PNG")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         result = run(
@@ -994,6 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")
+    if args.plot:
+        plot(result, args.plot)
     return 0 if result["ok"] else 1
 
 

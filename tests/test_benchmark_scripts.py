@@ -84,7 +84,8 @@ def test_fuzz_rpcs_gets_no_internal_error_and_leaves_an_intact_log(tmp_path: Pat
     """benchmarks/fuzz_rpcs.py, 300 hostile and valid calls to every RPC of a real server
     process: no INTERNAL or UNKNOWN, no crash, no OK answer that breaks an invariant, nothing
     the clients sent in the server's log; the server still routes and learns afterwards,
-    stops cleanly on SIGTERM, its audit chain verifies and no acknowledged feedback is lost."""
+    stops cleanly on SIGTERM, its audit chain verifies and no acknowledged feedback is lost.
+    The status codes per RPC plot as a PNG."""
     result = fuzz_rpcs.run(tmp_path, calls=300, seed=3, threads=2, max_seconds=600.0)
     assert result["calls"] == 300
     assert not result["script_errors"], result["script_errors"]
@@ -97,3 +98,5 @@ def test_fuzz_rpcs_gets_no_internal_error_and_leaves_an_intact_log(tmp_path: Pat
     assert result["feedback_missing"] == 0
     assert result["ok"]
     assert set(fuzz_rpcs.RPCS) <= set(result["codes"]), result["codes"]
+    fuzz_rpcs.plot(result, tmp_path / "codes.png")
+    assert (tmp_path / "codes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
