@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in SCENARIOS:
         if args.only and args.only not in f"{scenario.table} {scenario.kind}":
             continue
+        if not (args.data / f"{scenario.table}.parquet").is_file():
+            print(f"skipping {scenario.table}: no such table in {args.data}", file=sys.stderr)
+            continue
         results.append(run(scenario, settings, args))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -342,10 +342,37 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _replot(paths: Sequence[Path], plots: Path | None, markdown_path: Path | None) -> int:
+    """Merge earlier results (runs of the same table and budget side by side) and redraw."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        for name, result in json.loads(path.read_text("utf-8")).items():
+            if name not in merged:
+                merged[name] = result
+                continue
+            for key, entry in result["budgets"].items():
+                merged[name]["budgets"].setdefault(key, entry)["runs"].update(entry["runs"])
+    if plots is not None:
+        for name, result in merged.items():
+            _plot(result, plots / f"{name}.png")
+    text = markdown(merged)
+    if markdown_path is not None:
+        markdown_path.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run every table, write JSON, Markdown and plots."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder of outcome tables")
+    parser.add_argument("--data", type=Path, help="folder of outcome tables")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS.json",
+        help="draw the plots and the Markdown from earlier --json results (merged) instead",
+    )
     parser.add_argument("--part", choices=("holdout", "tune"), default="holdout")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--only", help="only tables whose name contains this")
@@ -364,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds: must be >= 1")
     if any(not 0 < f <= 1 for f in args.fractions):
         parser.error("--fractions: each must be in (0, 1]")
+    if args.replot:
+        return _replot(args.replot, args.plots, args.markdown)
+    if args.data is None:
+        parser.error("--data: required unless --replot is given")
     settings = load_settings(args.config)
     results: dict[str, Any] = {}
     for name in TABLES:

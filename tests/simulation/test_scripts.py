@@ -1,0 +1,81 @@
+"""The measurement scripts in simulations/ run end to end on small tables the tests make."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from banditroute.simulation.tables import table_from_rows, write_outcomes
+
+SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
+MODELS = {  # quality on even / odd prompts, cost per call
+    "gpt-4-1106-preview": ((0.9, 0.9), 0.005),
+    "zero-one-ai/Yi-34B-Chat": ((0.9, 0.3), 0.0003),
+    "mistralai/mistral-7b-chat": ((0.5, 0.5), 0.0001),
+}
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A folder with a small RouterBench-named outcome table of catalogue models."""
+    rows = [
+        {"prompt_id": f"p{i}", "task": "t", "prompt": f"Question {i}: is it A or B?",
+         "model": model, "quality": quality[i % 2], "cost_usd": cost}
+        for i in range(160)
+        for model, (quality, cost) in MODELS.items()
+    ]  # fmt: skip
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_outcomes(table_from_rows("routerbench_train", rows), folder / "routerbench_train.parquet")
+    return folder
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the scripts importable."""
+    monkeypatch.syspath_prepend(str(SIMULATIONS))
+
+
+@pytest.mark.usefixtures("script")
+def test_routing_skill_writes_every_comparator_and_replots(data: Path, tmp_path: Path) -> None:
+    """routing_skill.py writes, per budget, each run with the random-mix line at its cost, the
+    best affordable single model and the oracle; --replot redraws the PNG from the JSON."""
+    import routing_skill
+
+    out = tmp_path / "skill.json"
+    code = routing_skill.main(
+        ["--data", str(data), "--seeds", "1", "--fractions", "0.25", "--cold", "costaware",
+         "--warm", "costaware", "--json", str(out), "--plots", str(tmp_path / "plots")]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())["routerbench_train"]
+    budget = result["budgets"]["0.25"]
+    assert set(budget["runs"]) == {"cold/costaware", "warm/costaware"}
+    assert budget["best_single"]["model"] == "zero-one-ai/Yi-34B-Chat"
+    assert budget["oracle"]["quality"] >= budget["best_single"]["quality"]
+    for run in budget["runs"].values():
+        assert 0.0 <= run["random_mix_at_cost"] <= 1.0
+    assert (tmp_path / "plots" / "routerbench_train.png").stat().st_size > 0
+    replotted = tmp_path / "again"
+    assert routing_skill.main(["--replot", str(out), "--plots", str(replotted)]) == 0
+    assert (replotted / "routerbench_train.png").stat().st_size > 0
+
+
+@pytest.mark.usefixtures("script")
+def test_model_changes_measures_each_routerbench_scenario(data: Path, tmp_path: Path) -> None:
+    """model_changes.py runs the add, degrade and price scenarios of the tables it finds, with
+    and without drift detection, and skips the tables that are missing."""
+    import model_changes
+
+    out = tmp_path / "changes.json"
+    code = model_changes.main(
+        ["--data", str(data), "--seeds", "1", "--step", "20", "--json", str(out)]
+    )
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert [r["scenario"]["kind"] for r in results] == ["add", "degrade", "price"]
+    for result in results:
+        for policy in ("costaware", "costaware:drift_delta=0"):
+            assert len(result[policy]["steps_to_adapt"]) == 1
