@@ -10,6 +10,8 @@ judge scores are fitted as weighted 0/1 pairs) from
 - ``base+embNN``: those plus the static embedding (NN dims, Zipf weighting unless the name
   says ``none``), standardised;
 - ``embNN``: the embedding alone (with the bias);
+- ``numeric`` and ``numeric+embNN``: the same without the hashed words (does the embedding
+  carry what the words do?);
 
 with the regularisation chosen by 3-fold cross-validation on the training part. On the held-out
 prompts it reports, per model, log-loss, Brier score and AUC (of quality >= 0.5), and the mean
@@ -168,11 +170,12 @@ def evaluate(table: Table, embeddings: dict[str, np.ndarray]) -> dict[str, Any]:
     test = np.array([held_out(pid) for pid in table.prompt_ids])
     train = ~test
     base = sparse.hstack([sparse.csr_matrix(numeric), words]).tocsr()
-    variants: dict[str, Any] = {"base": base}
+    variants: dict[str, Any] = {"base": base, "numeric": numeric}
     for name, emb in embeddings.items():
         scaled = (emb - emb[train].mean(axis=0)) / (emb[train].std(axis=0) + 1e-9)
         variants[f"base+{name}"] = sparse.hstack([base, sparse.csr_matrix(scaled)]).tocsr()
-        if name == "emb64":
+        if name in ("emb32", "emb64"):
+            variants[f"numeric+{name}"] = np.hstack([numeric, scaled])
             variants[name] = np.hstack([np.ones((len(scaled), 1)), scaled])
     quality = table.quality
     cost = np.nan_to_num(table.cost, nan=0.0)
@@ -246,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         best = results[table.name]["best_single"]
         print(f"  best single {best['model']}: quality {best['quality']:.4f}; oracle "
               f"{results[table.name]['oracle_quality']:.4f}", flush=True)  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        if args.json:  # after each table, so a long run's finished tables are kept
+            args.json.write_text(json.dumps(results, indent=2))
     return 0
 
 

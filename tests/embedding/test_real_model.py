@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from banditroute.embedding import DistilSpec, StaticEmbedder, ensure_table, packaged_model
+from banditroute.embedding import DEFAULT_SPEC, StaticEmbedder, ensure_table, packaged_model
 from banditroute.features import extract
 
 CODE_A = "Write a python function that sorts a list of numbers and returns it."
@@ -25,8 +25,7 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> StaticEmbedder:
     tokenizer = files.load_tokenizer()
     needed = {i for p in (CODE_A, CODE_B, POEM) for i in tokenizer.encode(p).ids}
     path = Path(tmp_path_factory.mktemp("semantic")) / "table.safetensors"
-    spec = DistilSpec(dims=64, weighting="zipf")
-    table = ensure_table(path, files, spec, token_ids=sorted(needed | set(COMMON_TOKENS)))
+    table = ensure_table(path, files, DEFAULT_SPEC, token_ids=sorted(needed | set(COMMON_TOKENS)))
     return StaticEmbedder(table, tokenizer)
 
 
@@ -36,9 +35,10 @@ def _cos(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def test_similar_prompts_embed_closer_than_unrelated_ones(embedder: StaticEmbedder) -> None:
     """Two prompts asking for sorting code are closer to each other than either is to a
-    poem request, as with the full model; embeddings have unit length and 64 components."""
+    poem request, as with the full model; embeddings have unit length and the default
+    number of components."""
     a, b, poem = (extract(p, embedder=embedder).embedding for p in (CODE_A, CODE_B, POEM))
-    assert len(a) == 64
+    assert len(a) == DEFAULT_SPEC.dims == 64
     assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-3)
     assert _cos(a, b) > _cos(a, poem) + 0.1
     assert _cos(a, b) > _cos(b, poem) + 0.1
