@@ -145,8 +145,13 @@ class TLSSettings:
 def default_embedding_cache() -> Path:
     """Where the distilled embedding table is cached unless ``features.semantic_cache`` says:
     the user's cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``), shared by every server
-    of the user, since distilling takes minutes."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    of the user, since distilling takes minutes; ``var/`` when the user has no home."""
+    root = os.environ.get("XDG_CACHE_HOME")
+    if not root:
+        try:
+            root = str(Path.home() / ".cache")
+        except RuntimeError:  # a service user without a home: beside the server's state
+            return Path("var") / "minilm-static.safetensors"
     return Path(root) / "banditroute" / "minilm-static.safetensors"
 
 

@@ -176,3 +176,16 @@ def test_warm_start_learns_features_with_the_embedding(monkeypatch: pytest.Monke
     table = table_from_rows("warm", rows)
     warm_start.learn(Recording(seed=0), settings, warm_start.plan(table, settings.catalog))
     assert [f.embedding for f in learned] == [embedder.embed_words(embedder.seen[0])]
+
+
+def test_settings_load_for_a_user_without_a_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service user with no home directory (Path.home() fails) still gets settings: the
+    embedding cache defaults to var/ beside the server's state instead."""
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory")
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    settings = settings_from_mapping({})
+    assert settings.features.semantic_cache == Path("var/minilm-static.safetensors")
