@@ -30,8 +30,8 @@ state (asking twice gives the same vector):
 
 * ``thompson`` (default): each model's probability of having the highest score under the
   posterior with standard deviations scaled by ``posterior_scale / sqrt(1 + age /
-  scale_halflife)`` (``scale_halflife`` 0: no decay), computed by numerical integration
-  (:func:`thompson_probabilities`), not by sampling. The extra decay moves exploration to the
+  scale_halflife)`` (``scale_halflife`` 0: no decay), computed from fixed stratified draws
+  (:func:`thompson_probabilities`), not by fresh sampling. The extra decay moves exploration to the
   start of the stream, where it buys the most; replayed on RouterBench it raised the second
   half's quality by about 0.4 points over a constant scale. A model's ``age`` is the clock
   since it was first seen or last drifted, so a model added later is explored afresh;
@@ -64,6 +64,7 @@ points; counting the policy's own updates that way instead hurt a cold start).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections import OrderedDict
@@ -114,8 +115,20 @@ def feature_vector(context: PromptFeatures, semantic_dims: int = 0) -> npt.NDArr
 
 DIMENSION = len(_NUMERIC_KEYS)
 """Numeric features per block (without semantic components)."""
-GRID_POINTS = 48
-"""Grid points per arm of the numerical integral behind :func:`thompson_probabilities`."""
+THOMPSON_DRAWS = 1024
+"""Fixed draws per arm behind :func:`thompson_probabilities` (probabilities in 1/1024 steps)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _stratified_normals(arms: int) -> npt.NDArray[np.float64]:
+    """``(THOMPSON_DRAWS, arms)`` standard-normal draws, fixed: each column holds the same
+    THOMPSON_DRAWS quantiles (exact marginals, no sampling noise in any arm's own spread) in
+    its own fixed random order (independent arms: a Latin hypercube)."""
+    quantiles = special.ndtri((np.arange(THOMPSON_DRAWS) + 0.5) / THOMPSON_DRAWS)
+    rng = np.random.default_rng(0x7A5)
+    draws = np.stack([rng.permutation(quantiles) for _ in range(arms)], axis=1)
+    draws.setflags(write=False)
+    return draws
 
 
 def thompson_probabilities(
@@ -123,26 +136,19 @@ def thompson_probabilities(
 ) -> npt.NDArray[np.float64]:
     """Probability that each independent ``N(mean_k, sd_k^2)`` draw is the largest.
 
-    ``P_k = integral pdf_k(s) * prod_{j != k} cdf_j(s) ds`` on a grid spanning every arm's
-    +-8 sd: a deterministic function of the posterior (no sampling noise), so the vector the
-    router logs is exactly the one it samples from.
+    Estimated from :data:`THOMPSON_DRAWS` fixed stratified draws per arm: a deterministic
+    function of the posterior, so the vector the router logs is exactly the one it samples
+    from (its propensities are honest), within about 0.03 of the exact integral
+    ``P_k = integral pdf_k(s) prod_{j != k} cdf_j(s) ds`` and about a quarter of its cost
+    (the exact integral on a 528-point grid took most of Route's CPU). Ties go to the first
+    arm, so a zero spread is the greedy choice.
     """
     k = len(mean)
-    sd = np.maximum(sd, 1e-9)
     if k == 1:
         return np.ones(1)
-    # The union of per-arm grids resolves narrow and wide posteriors alike.
-    offsets = np.linspace(-8.0, 8.0, GRID_POINTS)
-    grid = np.unique((mean[:, None] + sd[:, None] * offsets[None, :]).reshape(-1))
-    z = (grid[None, :] - mean[:, None]) / sd[:, None]
-    log_cdf = special.log_ndtr(z)
-    log_pdf = -0.5 * z**2 - np.log(sd[:, None] * np.sqrt(2.0 * np.pi))
-    others = log_cdf.sum(axis=0)[None, :] - log_cdf
-    integrand = np.exp(log_pdf + others)
-    probs = np.trapezoid(integrand, grid, axis=1)
-    if not np.all(np.isfinite(probs)) or probs.sum() <= 0:
-        probs = (mean >= mean.max()).astype(np.float64)
-    return np.asarray(probs / probs.sum(), dtype=np.float64)
+    draws = mean + np.maximum(sd, 0.0) * _stratified_normals(k)
+    counts = np.bincount(np.argmax(draws, axis=1), minlength=k)
+    return np.asarray(counts / THOMPSON_DRAWS, dtype=np.float64)
 
 
 class CostAwarePolicy(Policy):
@@ -376,10 +382,12 @@ class CostAwarePolicy(Policy):
         # Sherman-Morrison update of (prior precision + Z'Z)^-1 for the design row z (x in the
         # shared block and in the model's own block).
         cz = self._cov[:, :d] @ x + self._cov[:, own] @ x
-        self._cov -= np.outer(cz, cz) / (1.0 + x @ (cz[:d] + cz[own]))
+        gain = cz / (1.0 + x @ (cz[:d] + cz[own]))
+        self._cov -= np.outer(gain, cz)
         self._xty[:d] += x * (value - self.prior_mean)
         self._xty[own] += x * (value - self.prior_mean)
-        self._mean = self._cov @ self._xty
+        # The recursive-least-squares form of mean = cov @ xty: O(D), not O(D^2).
+        self._mean += gain * residual
         if drifted:
             self._forget(slot, arms[chosen].id)
 
