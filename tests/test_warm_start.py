@@ -140,3 +140,16 @@ def test_the_default_objective_prices_the_warm_rewards(default_settings: Setting
     mean, _ = policy.value_estimates(extract("Question 99?"), arms)
     assert mean[0] > mean[1] + 0.2
     assert np.all(np.isfinite(mean))
+
+
+def test_catalogue_models_the_table_lacks_are_explored_afresh(default_settings: Settings) -> None:
+    """After a long warm start on two models, a catalogue model the table lacks gets a real
+    share of its first request (it starts at the best learned level, fully explored), not
+    the decayed exploration of the models the table taught."""
+    table = _table({GOOD: 0.9, BAD: 0.5}, prompts=300)
+    policy = CostAwarePolicy(seed=0)
+    learn(policy, default_settings, plan(table, default_settings.catalog))
+    unseen = default_settings.catalog.get("mistralai/mixtral-8x7b-chat")
+    arms = [default_settings.catalog.get(GOOD), default_settings.catalog.get(BAD), unseen]
+    probs = policy.distribution(extract("Which option is right here, A or B?"), arms)
+    assert probs[2] > 0.45  # 0.49; 0.36 when the warm start made it an arm of every update

@@ -123,8 +123,7 @@ def learn(
     """Teach ``policy`` every matched outcome of the table; returns the number of updates.
 
     Prompts go in a seeded random order (a table sorted by task would otherwise teach the
-    last task last); each prompt's arms are the catalogue models eligible for it, as a live
-    request would see them, and only the matched ones are learned.
+    last task last); each prompt's arms are the matched catalogue models eligible for it.
     """
     table = warm.table
     catalog = settings.catalog
@@ -136,11 +135,11 @@ def learn(
     order = np.random.default_rng(seed).permutation(table.n_prompts)
     for done, i in enumerate(order, start=1):
         features = extract(table.prompts[i], feature_chars=feature_chars, embedder=embedder)
-        arms = tuple(eligible_models(catalog, features).eligible)
+        # Only the table's models are arms here: the others are not seen until serving, where
+        # they start fresh (optimistic prior, full exploration) instead of aged by the table.
+        arms = tuple(a for a in eligible_models(catalog, features).eligible if a.id in warm.columns)
         for index, arm in enumerate(arms):
-            column = warm.columns.get(arm.id)
-            if column is None:
-                continue
+            column = warm.columns[arm.id]
             cost = float(table.cost_usd[i, column])
             if not np.isfinite(cost):
                 cost = arm.price(features.tokens, arm.typical_output_tokens)

@@ -338,3 +338,22 @@ def test_costaware_explores_a_model_added_late_as_a_new_one(
     probs = policy.distribution(context, (*known, late))
     # 0.34 with a fresh scale for the new model; 0.14 if its scale had decayed with the clock.
     assert probs[2] > 0.25
+
+
+def test_costaware_starts_a_new_model_at_the_best_learned_level(
+    arms: tuple[ModelSpec, ...],
+) -> None:
+    """A model joining learned ones starts at the best learned model's value (optimism worth
+    about one observation), so it is tried at once; a few poor outcomes bring it down."""
+    known, late = arms[:2], arms[2]
+    context = extract("Pick A or B for this question.")
+    policy = CostAwarePolicy(seed=1, drift_delta=0.0)
+    for _ in range(200):
+        policy.learn(context, known, 0, 0.5, 0.9)
+        policy.learn(context, known, 1, 0.5, 0.5)
+    values, _ = policy.value_estimates(context, (*known, late))
+    assert values[2] == pytest.approx(values[0], abs=0.05)
+    for _ in range(10):
+        policy.learn(context, (*known, late), 2, 0.5, 0.2)
+    values, _ = policy.value_estimates(context, (*known, late))
+    assert values[2] < values[1]

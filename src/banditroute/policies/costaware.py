@@ -278,12 +278,26 @@ class CostAwarePolicy(Policy):
             grown[:size, :size] = self._cov
             grown[size:, size:] = np.diag(np.tile(block, len(new)))
             self._cov = grown
-            self._xty = np.concatenate([self._xty, np.zeros(d * len(new))])
-            self._mean = np.concatenate([self._mean, np.zeros(d * len(new))])
+            # Optimism for a model joining models already learned: its own intercept starts at
+            # the best learned model's (a prior worth about one observation), so it is tried
+            # at once and its first outcomes correct it; the first models start at 0.
+            start = self._best_intercept()
+            prior_mean = np.zeros(d * len(new))
+            prior_mean[::d] = start
+            self._xty = np.concatenate([self._xty, prior_mean * self.bias_precision])
+            self._mean = np.concatenate([self._mean, prior_mean])
             self._sse = np.concatenate([self._sse, np.zeros(len(new))])
             self._count = np.concatenate([self._count, np.zeros(len(new))])
             self._born = np.concatenate([self._born, np.full(len(new), self.clock)])
         return np.array([self._slots[arm.id] for arm in arms], dtype=np.int64)
+
+    def _best_intercept(self) -> float:
+        """The highest own intercept among the models learned so far (0 before any update)."""
+        learned = [slot for slot in range(len(self._count)) if self._count[slot] > 0]
+        if not learned:
+            return 0.0
+        d = self._dim
+        return max(0.0, *(float(self._mean[d * (1 + slot)]) for slot in learned))
 
     @staticmethod
     def _cost_hat(context: PromptFeatures, arms: Sequence[ModelSpec]) -> npt.NDArray[np.float64]:

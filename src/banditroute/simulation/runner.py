@@ -213,14 +213,14 @@ def warm_log(spec: RunSpec, warm: WarmStart, seed: int) -> list[LoggedOutcome]:
     log: list[LoggedOutcome] = []
     for i in rng.permutation(table.n_prompts):
         features = extract(table.prompts[i], feature_chars=feature_chars, embedder=embedder)
-        arms = tuple(eligible_models(catalog, features).eligible)
-        # Models the warm-start table lacks (one added later) are never picked.
-        known = [a for a, arm in enumerate(arms) if arm.id in column]
+        # Models the warm-start table lacks (one added to the catalogue later) did not exist
+        # then: they are not among the arms the warm-start decisions were made over.
+        arms = tuple(a for a in eligible_models(catalog, features).eligible if a.id in column)
         if warm.mode == "bandit":
-            picks = [known[int(rng.integers(len(known)))]]
-            probability = 1.0 / len(known)
+            picks = [int(rng.integers(len(arms)))]
+            probability = 1.0 / len(arms)
         else:
-            picks = known
+            picks = list(range(len(arms)))
             probability = 1.0
         for a in picks:
             k = column[arms[a].id]
