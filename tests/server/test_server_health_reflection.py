@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from banditroute.server.app import Service
+from banditroute.v1 import router_pb2 as pb
 
 ROUTER = "banditroute.v1.RouterService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -64,8 +65,9 @@ def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
 
 
 def test_reflection_describes_router_service(channel: grpc.Channel) -> None:
-    """Reflection returns router.proto for the RouterService symbol, with its three methods
-    and its Timestamp dependency, so generic clients (grpcurl) can call it."""
+    """Reflection returns router.proto for the RouterService symbol, with every method the
+    compiled service has (an RPC added later included) and its Timestamp dependency, so generic
+    clients (grpcurl) can call it."""
     request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=ROUTER)
     response = _reflect(channel, request)
     assert isinstance(response, reflection_pb2.ServerReflectionResponse)
@@ -77,10 +79,8 @@ def test_reflection_describes_router_service(channel: grpc.Channel) -> None:
     assert router.package == "banditroute.v1"
     assert "google/protobuf/timestamp.proto" in router.dependency
     (service,) = router.service
-    assert [m.name for m in service.method] == [
-        "Route",
-        "Feedback",
-        "ListModels",
-        "GetStats",
-        "ResetModelHealth",
-    ]
+    compiled = pb.DESCRIPTOR.services_by_name["RouterService"].methods
+    assert [m.name for m in service.method] == [m.name for m in compiled]
+    assert {"Route", "Feedback", "ListModels", "GetStats", "ResetModelHealth", "ReloadConfig"} <= {
+        m.name for m in service.method
+    }
