@@ -19,17 +19,26 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+_PROCESSORS: list[structlog.typing.Processor] = []
+"""The one processor list every configuration uses, changed in place: a logger cached on its
+first use holds this list, so a later configure_logging (each in-process CLI run, a test's
+``capture_logs``) reaches it too instead of leaving it on the processors it was cached with."""
+
+
 def configure_logging(level: str = "info", *, json: bool = False) -> None:
-    """Route structlog to stderr as timestamped key=value (or JSON) lines."""
+    """Route structlog to stderr as timestamped key=value (or JSON) lines. The level of a
+    logger already used stays the one it was first used under (one call per process when
+    serving)."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    _PROCESSORS[:] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
+        processors=_PROCESSORS,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
