@@ -255,7 +255,10 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     ys = [v["quality"] / ref_q for v in models.values()]
     pareto.scatter(xs, ys, color="0.4", marker="s", s=22, label="single models", zorder=3)
     hull = concave_hull(list(zip(xs, ys, strict=True)))
-    pareto.plot([p[0] for p in hull], [p[1] for p in hull], "--", color="0.5", label="random mix")
+    # The mix is linear in cost: drawn point by point, or a log axis would bend it upwards.
+    mix_x = np.geomspace(hull[0][0], hull[-1][0], 200) if len(hull) > 1 else np.array([xs[0]])
+    mix_y = [mix_quality(hull, float(x)) for x in mix_x]
+    pareto.plot(mix_x, mix_y, "--", color="0.5", label="random mix")
     markers = {"cold": "o", "warm": "^"}
     cmap = plt.get_cmap("tab10")
     names = sorted({name for b in result["budgets"].values() for name in b["runs"]})
