@@ -62,16 +62,19 @@ def _cpu_us(calls: list[Callable[[], Any]]) -> tuple[float, float]:
     return (time.process_time() - start) / len(calls) * 1e6, thread_us
 
 
-def run(calls: int, semantic_cache: Path | None = None) -> dict[str, float]:
+def run(
+    calls: int, semantic_cache: Path | None = None, policy_kind: str | None = None
+) -> dict[str, float]:
     """Measure Route, Feedback and their protobuf-only baselines (µs of CPU per call), with
-    the semantic features on when given their table's cache file."""
+    the semantic features on when given their table's cache file, and another policy kind
+    than the default when given one."""
     features = {"semantic": semantic_cache is not None, "semantic_cache": str(semantic_cache)}
     with tempfile.TemporaryDirectory(prefix="route_cpu") as workdir:
         settings = settings_from_mapping(
             {
                 "server": {"port": 0, "grace_s": 0.1},
                 "log": {"path": f"{workdir}/log.duckdb"},
-                "policy": {"snapshot_path": None},
+                "policy": {"snapshot_path": None} | ({"kind": policy_kind} if policy_kind else {}),
                 "features": features if semantic_cache else {},
             }
         )
@@ -155,11 +158,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--semantic-cache", type=Path, help="also measure with features.semantic on (table file)"
     )
+    parser.add_argument(
+        "--compare-policy",
+        choices=("vw", "linucb", "uniform"),
+        help="also measure with this [policy] kind (the default is costaware)",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.calls <= MAX_CALLS:
         parser.error(f"--calls must be in 1..{MAX_CALLS}")
     result: dict[str, Any] = run(args.calls)
     _print(result)
+    if args.compare_policy:
+        other = run(args.calls, policy_kind=args.compare_policy)
+        print(f"with policy.kind = {args.compare_policy}:")
+        _print(other)
+        print(
+            f"the default policy costs {result['route_us'] - other['route_us']:.1f} µs more per "
+            f"Route and {result['feedback_us'] - other['feedback_us']:.1f} µs more per Feedback"
+        )
+        result = {**result, args.compare_policy: other}
     if args.semantic_cache:
         semantic = run(args.calls, args.semantic_cache)
         print("with features.semantic on:")

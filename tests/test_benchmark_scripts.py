@@ -51,6 +51,13 @@ def test_route_cpu_measures_route_and_feedback_against_protobuf_alone() -> None:
     assert result["feedback_us"] > result["feedback_proto_us"] > 0
 
 
+def test_route_cpu_compares_another_policy_kind() -> None:
+    """--compare-policy measures the same calls with another [policy] kind in the same run."""
+    assert route_cpu.main(["--calls", "20", "--compare-policy", "uniform"]) == 0
+    other = route_cpu.run(20, policy_kind="uniform")
+    assert other["route_us"] > other["route_proto_us"] > 0
+
+
 def test_privacy_scan_benchmark_times_short_long_and_hostile_texts() -> None:
     """The scan benchmark reports a positive time for short prompts, a 2 KB prompt and every
     hostile megabyte."""
