@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port, log_path=args.log, workers=args.workers, warm_start=args.warm_start
     )
     if settings.server.workers > 1:
-        return serve_workers(settings, args.log_level)
+        return serve_workers(settings, args.log_level, log_json=args.log_json)
     return serve(settings)
 
 

@@ -147,3 +147,28 @@ def test_a_replacement_worker_neither_double_counts_nor_misses_spend() -> None:
     assert ledger.others(0) == [{"acme": (0.0, 1.5, 4), "beta": (0.0, 0.1, 1)}]
     ledger.handed(1, {"acme": (86400.0, 0.125, 1)})
     assert ledger.others(0) == [{"acme": (86400.0, 0.125, 1), "beta": (0.0, 0.1, 1)}]
+
+
+@pytest.mark.parametrize("log_json", [False, True])
+def test_workers_log_as_the_supervisor_was_told(
+    monkeypatch: pytest.MonkeyPatch, log_json: bool
+) -> None:
+    """A worker process is started with the supervisor's log level and --log-json choice
+    (workers used to log key=value lines whatever --log-json said)."""
+    started: list[tuple[Any, ...]] = []
+
+    class Recorded:
+        def __init__(self, *, target: Any, args: tuple[Any, ...], name: str) -> None:
+            started.append(args)
+
+        def start(self) -> None:
+            """Nothing runs: the test only reads the arguments."""
+
+    settings = settings_from_mapping({"server": {"workers": 2, "port": 0}})
+    supervisor = Supervisor(settings, "debug", log_json=log_json)
+    monkeypatch.setattr(supervisor._context, "Process", Recorded)
+    try:
+        supervisor._spawn(0)
+    finally:
+        supervisor.stop()  # no workers were started: it only removes the socket folder
+    assert started[0][-1] == ("debug", log_json)

@@ -77,10 +77,15 @@ def _free_port(host: str) -> int:
 
 
 def _worker_main(
-    settings: Settings, identity: WorkerIdentity, conn: Connection, stop: Any, log_level: str
+    settings: Settings,
+    identity: WorkerIdentity,
+    conn: Connection,
+    stop: Any,
+    logging: tuple[str, bool],
 ) -> None:
-    """Entry point of one worker process."""
-    configure_logging(log_level)
+    """Entry point of one worker process; ``logging`` is the supervisor's (level, JSON lines)."""
+    log_level, log_json = logging
+    configure_logging(log_level, json=log_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     hangups = threading.Event()
@@ -188,10 +193,12 @@ class Supervisor:
         settings: Settings,
         log_level: str = "info",
         *,
+        log_json: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.log_level = log_level
+        self.log_json = log_json
         self.port = settings.server.port or _free_port(settings.server.host)
         self.rundir = Path(tempfile.mkdtemp(prefix="banditroute-workers-"))
         self._context = mp.get_context("spawn")
@@ -212,7 +219,7 @@ class Supervisor:
                 WorkerIdentity(index, count, self.rundir),
                 child,
                 self._stop,
-                self.log_level,
+                (self.log_level, self.log_json),
             ),
             name=f"banditroute-worker-{index}",
         )
@@ -350,9 +357,10 @@ class Supervisor:
         shutil.rmtree(self.rundir, ignore_errors=True)
 
 
-def serve_workers(settings: Settings, log_level: str = "info") -> int:
-    """Run ``server.workers`` processes on one port until SIGTERM or SIGINT."""
-    supervisor = Supervisor(settings, log_level)
+def serve_workers(settings: Settings, log_level: str = "info", *, log_json: bool = False) -> int:
+    """Run ``server.workers`` processes on one port until SIGTERM or SIGINT; the workers log
+    at ``log_level`` and as JSON lines when ``log_json`` (``--log-json``), as the supervisor."""
+    supervisor = Supervisor(settings, log_level, log_json=log_json)
     done = threading.Event()
     hangups = threading.Event()
 
