@@ -48,6 +48,7 @@ from banditroute.config import POLICY_KINDS, PolicyKind, Settings
 from banditroute.errors import InvalidArgument
 from banditroute.evaluation.logdata import ReplayLog
 from banditroute.features import PromptFeatures
+from banditroute.number_settings import parse_number_settings
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import SEMANTIC_DIMS, CostAwarePolicy
 from banditroute.policies.vw import VWPolicy
@@ -111,22 +112,9 @@ def parse_candidate(text: str, *, arg: str = "--candidate") -> CandidateSpec:
             raise InvalidArgument(f"{arg}: {text!r}: {exc}", field=arg) from None
         return CandidateSpec(raw, "vw", vw_args=args)
     if kind == "linucb":
-        settings: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in rest.split(","))):
-            key, eq, value = part.partition("=")
-            key = key.strip()
-            if not eq or key not in LINUCB_KEYS:
-                raise InvalidArgument(
-                    f"{arg}: {text!r}: expected linucb:KEY=NUMBER,... with KEY in "
-                    f"{', '.join(LINUCB_KEYS)}, got {part!r}",
-                    field=arg,
-                )
-            try:
-                settings[key] = float(value)
-            except ValueError:
-                raise InvalidArgument(
-                    f"{arg}: {text!r}: {key}={value!r} is not a number", field=arg
-                ) from None
+        settings = parse_number_settings(
+            text, rest, LINUCB_KEYS, kind="linucb", arg=arg, error=InvalidArgument
+        )
         alpha, epsilon = settings.get("alpha", 0.5), settings.get("epsilon", 0.02)
         if alpha < 0 or not 0 <= epsilon <= 1:
             raise InvalidArgument(

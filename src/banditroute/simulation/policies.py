@@ -27,6 +27,7 @@ from banditroute.catalog import Catalog, ModelSpec
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
 from banditroute.features import PromptFeatures
+from banditroute.number_settings import parse_number_settings
 from banditroute.policies.base import Policy, Probabilities
 from banditroute.policies.costaware import EXPLORATIONS, SEMANTIC_DIMS, CostAwarePolicy
 from banditroute.policies.fixed import FixedPolicy
@@ -90,21 +91,10 @@ class OraclePolicy(Policy):
 
 def costaware_settings(name: str, *, arg: str = "--policy") -> dict[str, float]:
     """The ``K=V`` settings of a ``costaware:K=V,...`` name; ConfigError naming ``arg``."""
-    settings: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in name.removeprefix("costaware:").split(","))):
-        key, eq, value = part.partition("=")
-        if not eq or key not in COSTAWARE_NUMBERS:
-            raise ConfigError(
-                f"{arg}: {name!r}: expected costaware:KEY=NUMBER,... with KEY in "
-                f"{', '.join(COSTAWARE_NUMBERS)}, got {part!r}",
-                field=arg,
-            )
-        try:
-            settings[key] = float(value)
-        except ValueError:
-            raise ConfigError(
-                f"{arg}: {name!r}: {key}={value!r} is not a number", field=arg
-            ) from None
+    settings = parse_number_settings(
+        name, name.removeprefix("costaware:"), COSTAWARE_NUMBERS,
+        kind="costaware", arg=arg, error=ConfigError,
+    )  # fmt: skip
     try:
         CostAwarePolicy(**settings)  # type: ignore[arg-type]
     except ValueError as exc:
