@@ -35,7 +35,15 @@ from typing import Any
 import numpy as np
 
 from banditroute.config import Settings, load_settings
-from banditroute.simulation.runner import ModelChange, RunSpec, SeedTrace, run_seeds
+from banditroute.simulation.catalog import build_run_catalog
+from banditroute.simulation.runner import (
+    ModelChange,
+    Outcomes,
+    RunSpec,
+    SeedTrace,
+    WarmStart,
+    run_seeds,
+)
 from banditroute.simulation.simulate import SimulationConfig, prepare
 from banditroute.simulation.tables import OutcomeTable, load_outcomes
 
@@ -76,9 +84,6 @@ def _spec(
     changes: tuple[ModelChange, ...],
 ) -> RunSpec:
     spec, _ = prepare(SimulationConfig(outcomes=stream, policy=policy, budget_usd=budget), settings)
-    from banditroute.simulation.catalog import build_run_catalog
-    from banditroute.simulation.runner import Outcomes, WarmStart
-
     warm_run = build_run_catalog(warm, spec.settings.catalog, arg="--warm-start")
     return replace(
         spec,
@@ -111,8 +116,6 @@ def run(scenario: Scenario, settings: Settings, args: Any) -> dict[str, Any]:
     tune, stream = table.holdout_split()
     column = stream.models.index(scenario.model)
     ref = stream.models.index(scenario.reference)
-    from banditroute.simulation.catalog import build_run_catalog
-
     run_catalog = build_run_catalog(stream, settings.catalog)
     budget = scenario.fraction * float(run_catalog.cost_usd[:, ref].mean())
     factor = {"add": 1.0, "degrade": args.degrade, "price": args.price}[scenario.kind]

@@ -100,8 +100,8 @@ def mix_quality(hull: list[tuple[float, float]], cost: float) -> float:
 def budget_oracle(quality: np.ndarray, cost: np.ndarray, budget: float) -> tuple[float, float]:
     """Per-prompt oracle within a mean-cost budget: cheapest best first, then upgrades."""
     n = quality.shape[0]
-    # Start from each prompt's cheapest model among those with the prompt's best quality... but
-    # within budget: begin at the cheapest model per prompt and upgrade by quality per dollar.
+    # Begin at each prompt's cheapest model, then upgrade prompts to their best model in order
+    # of quality gained per dollar while the budget lasts.
     choice = np.argmin(cost, axis=1)
     spent = float(cost[np.arange(n), choice].sum())
     limit = budget * n

@@ -340,6 +340,42 @@ class FailingConnection:
         return getattr(self.real, name)
 
 
+# -- a server of several workers ------------------------------------------------------------------
+
+
+def workers_config(tmp_path: Path, *, before: str = "", server: str = "") -> Path:
+    """A config file for a two-worker server on any free port, its log and snapshot in
+    ``tmp_path``; ``before`` goes ahead of the ``[server]`` table, ``server`` inside it."""
+    config = tmp_path / "workers.toml"
+    config.write_text(
+        f"""{before}
+[server]
+port = 0
+grace_s = 2.0
+workers = 2
+merge_interval_s = 1.0
+{server}
+[log]
+path = "{tmp_path / "log.duckdb"}"
+
+[policy]
+snapshot_path = "{tmp_path / "policy.snapshot"}"
+"""
+    )
+    return config
+
+
+def worker_stub(address: str) -> tuple[Any, Any]:
+    """A channel and stub with a connection of their own (a private subchannel pool), so
+    SO_REUSEPORT may send them to either worker."""
+    import grpc
+
+    from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+    return channel, pb_grpc.RouterServiceStub(channel)
+
+
 # -- a feedback flood in its own process -----------------------------------------------------------
 
 

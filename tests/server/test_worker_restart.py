@@ -12,11 +12,10 @@ from typing import Any
 
 import grpc
 import pytest
-from fault_helpers import ServerLauncher, ServerProcess, worker_pid
+from fault_helpers import ServerLauncher, ServerProcess, worker_pid, worker_stub, workers_config
 
 from banditroute.router import decision_owner
 from banditroute.v1 import router_pb2 as pb
-from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 START_TIMEOUT_S = 120.0
 CALL_TIMEOUT_S = 30.0
@@ -24,38 +23,11 @@ HANG_S = 120.0
 """Bound on waits for the supervisor to notice and replace a worker: catches a hang only."""
 
 
-def _config(tmp_path: Path, restarts: int) -> Path:
-    config = tmp_path / "workers.toml"
-    config.write_text(
-        f"""
-[server]
-port = 0
-grace_s = 2.0
-workers = 2
-merge_interval_s = 1.0
-worker_restarts_per_minute = {restarts}
-
-[log]
-path = "{tmp_path / "log.duckdb"}"
-
-[policy]
-snapshot_path = "{tmp_path / "policy.snapshot"}"
-"""
-    )
-    return config
-
-
-def _stub(address: str) -> tuple[grpc.Channel, pb_grpc.RouterServiceStub]:
-    """A stub with its own connection (so SO_REUSEPORT may send it to either worker)."""
-    channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-    return channel, pb_grpc.RouterServiceStub(channel)
-
-
 def _decisions_of(address: str, owner: int, count: int) -> list[str]:
     """``count`` decision ids made by worker ``owner`` (new connections until one reaches it)."""
     found: list[str] = []
     for attempt in range(200):
-        channel, stub = _stub(address)
+        channel, stub = worker_stub(address)
         with channel:
             decision = stub.Route(
                 pb.RouteRequest(prompt=f"Question {attempt}?"), timeout=CALL_TIMEOUT_S
@@ -73,7 +45,7 @@ def _call(address: str, rpc: str, request: object) -> Any:
     decision yet), within HANG_S: what a client of a server that lost a worker does."""
     deadline = time.monotonic() + HANG_S
     while True:
-        channel, stub = _stub(address)
+        channel, stub = worker_stub(address)
         with channel:
             try:
                 return getattr(stub, rpc)(request, timeout=CALL_TIMEOUT_S)
@@ -106,7 +78,9 @@ def test_a_killed_worker_is_replaced_and_answers_its_decisions(
     replaced; the replacement (same index, same log) restores worker 1's pending decisions, so
     feedback for a decision worker 1 made before dying is LEARNED, not NOT_FOUND, and a
     repeated feedback is a duplicate; SIGTERM then stops the server with exit 0."""
-    server = launcher.start(_config(tmp_path, restarts=5), timeout_s=START_TIMEOUT_S)
+    server = launcher.start(
+        workers_config(tmp_path, server="worker_restarts_per_minute = 5"), timeout_s=START_TIMEOUT_S
+    )
     address = server.address
     waiting, acknowledged = _decisions_of(address, owner=1, count=2)
     # A synced feedback is written after every earlier row of its worker: the decision
@@ -130,7 +104,9 @@ def test_a_killed_worker_is_replaced_and_answers_its_decisions(
 def test_a_crash_loop_gives_up(tmp_path: Path, launcher: ServerLauncher) -> None:
     """With worker_restarts_per_minute = 1, a worker killed once is replaced; killed again
     within the minute, the server stops every worker and exits 1, saying why."""
-    server = launcher.start(_config(tmp_path, restarts=1), timeout_s=START_TIMEOUT_S)
+    server = launcher.start(
+        workers_config(tmp_path, server="worker_restarts_per_minute = 1"), timeout_s=START_TIMEOUT_S
+    )
     os.kill(worker_pid(server, 0), signal.SIGKILL)
     _wait_for(server, "worker_restarted")
     os.kill(worker_pid(server, 0), signal.SIGKILL)

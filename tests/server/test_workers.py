@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import grpc
-from fault_helpers import ServerLauncher, ServerProcess
+from fault_helpers import ServerLauncher, ServerProcess, worker_stub, workers_config
 
 from banditroute.store.reader import open_log
 from banditroute.v1 import router_pb2 as pb
@@ -19,40 +19,15 @@ CALL_TIMEOUT_S = 30.0
 FAVOURED = "mistralai/mixtral-8x7b-chat"
 
 
-def _config(tmp_path: Path, extra: str = "") -> Path:
-    config = tmp_path / "workers.toml"
-    config.write_text(
-        f"""{extra}
-[server]
-port = 0
-grace_s = 2.0
-workers = 2
-merge_interval_s = 1.0
-
-[log]
-path = "{tmp_path / "log.duckdb"}"
-
-[policy]
-snapshot_path = "{tmp_path / "policy.snapshot"}"
-"""
-    )
-    return config
-
-
-def _stub(address: str) -> tuple[grpc.Channel, pb_grpc.RouterServiceStub]:
-    # A private subchannel pool gives every channel its own connection, so SO_REUSEPORT
-    # spreads the channels over the workers.
-    channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-    return channel, pb_grpc.RouterServiceStub(channel)
-
-
 def test_two_workers_share_the_port_forward_feedback_and_merge(tmp_path: Path) -> None:
     """With workers = 2 both processes make decisions; feedback sent over another connection
     reaches the owning worker (every one is LEARNED); merge rounds run; SIGTERM exits 0 and the
     per-worker log files read back together hold every decision and feedback."""
     launcher = ServerLauncher(tmp_path)
     try:
-        server = launcher.start(_config(tmp_path), log_level="debug", timeout_s=START_TIMEOUT_S)
+        server = launcher.start(
+            workers_config(tmp_path), log_level="debug", timeout_s=START_TIMEOUT_S
+        )
         _exercise(server)
     finally:
         launcher.close_all()
@@ -65,13 +40,13 @@ def _exercise(server: ServerProcess) -> None:
         owners: set[str] = set()
         learned = 0
         for index in range(60):
-            route_channel, route_stub = _stub(address)
+            route_channel, route_stub = worker_stub(address)
             decision = route_stub.Route(
                 pb.RouteRequest(prompt=f"What is the capital of country number {index}?"),
                 timeout=CALL_TIMEOUT_S,
             )
             owners.add(decision.decision_id[:2])
-            feedback_channel, feedback_stub = _stub(address)
+            feedback_channel, feedback_stub = worker_stub(address)
             reward = 1.0 if decision.model == FAVOURED else 0.0
             ack = feedback_stub.Feedback(
                 pb.FeedbackRequest(decision_id=decision.decision_id, quality=reward),
@@ -113,7 +88,7 @@ def _route_from(
     """A decision made by ``worker`` (its index prefixes the id): new connections until
     SO_REUSEPORT lands one there."""
     for _ in range(200):
-        channel, stub = _stub(address)
+        channel, stub = worker_stub(address)
         decision = stub.Route(
             pb.RouteRequest(prompt=prompt, candidate_models=[FAILING, OTHER]),
             timeout=CALL_TIMEOUT_S,
@@ -128,7 +103,7 @@ def test_failures_one_worker_sees_open_the_breaker_in_the_other(tmp_path: Path) 
     """Three ERROR outcomes of a model, all reported to worker 0, open that model's breaker in
     worker 1 as well after a merge round: worker 1 then routes around it, citing health."""
     launcher = ServerLauncher(tmp_path)
-    config = _config(tmp_path, "[health]\nconsecutive_failures = 3\n")
+    config = workers_config(tmp_path, before="[health]\nconsecutive_failures = 3\n")
     try:
         server = launcher.start(config, log_level="debug", timeout_s=START_TIMEOUT_S)
         try:

@@ -163,7 +163,7 @@ def test_block_posterior_equals_the_dense_design_formula() -> None:
     _train(policy, 30)
     x = feature_vector(PROMPT)
     d = len(x)
-    mean, sd = policy._posterior(x, ARMS)
+    mean, sd = policy._posterior(x, policy._slot_indices(ARMS))
     for k, arm in enumerate(ARMS):
         slot = policy._slots[arm.id]
         z = np.zeros(policy._cov.shape[0])
@@ -191,3 +191,34 @@ def test_semantic_dimensions_read_the_embedding() -> None:
         policy.learn(plain, ARMS, 1, 0.5, 0.9)
     assert policy.distribution(tagged, ARMS, explore=False).tolist() == [1.0, 0.0]
     assert policy.distribution(plain, ARMS, explore=False).tolist() == [0.0, 1.0]
+
+
+def test_recursive_mean_equals_the_batch_posterior_mean() -> None:
+    """The mean updated one observation at a time equals the batch Bayesian solution
+    ``(P0 + Z'Z)^-1 Z'(v - prior_mean)`` over every update (no policy state besides the
+    covariance and the mean is needed to keep it)."""
+    policy = CostAwarePolicy(drift_delta=0.0, seed=0)
+    rng = np.random.default_rng(4)
+    prompts = [extract(f"Question {i}: what is {i} * 3? Answer A or B.") for i in range(6)]
+    rows, values = [], []
+    for step in range(80):
+        context = prompts[step % len(prompts)]
+        chosen = int(rng.integers(len(ARMS)))
+        value = float(rng.random())
+        policy.learn(context, ARMS, chosen, 0.5, value)
+        x = feature_vector(context)
+        z = np.zeros(policy._cov.shape[0])
+        d = len(x)
+        slot = policy._slots[ARMS[chosen].id]
+        z[:d] = x
+        z[d * (1 + slot) : d * (2 + slot)] = x
+        rows.append(z)
+        values.append(value - policy.prior_mean)
+    d = len(feature_vector(prompts[0]))
+    prior = np.full(d, 1.0 / policy.shared_precision)
+    own = np.full(d, 1.0 / policy.prior_precision)
+    own[0] = 1.0 / policy.bias_precision
+    precision = np.diag(1.0 / np.concatenate([prior, own, own]))
+    design = np.array(rows)
+    batch = np.linalg.solve(precision + design.T @ design, design.T @ np.array(values))
+    np.testing.assert_allclose(policy._mean, batch, atol=1e-8)

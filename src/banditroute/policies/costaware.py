@@ -202,8 +202,7 @@ class CostAwarePolicy(Policy):
         # Weights: a shared block (every model) then one block per model, in slot order.
         shared_prior = np.full(d, 1.0 / shared_precision)
         self._cov = np.diag(shared_prior)  # posterior covariance, in units of the noise variance
-        self._xty = np.zeros(d)  # sum of z * (v - prior_mean)
-        self._mean = np.zeros(d)
+        self._mean = np.zeros(d)  # posterior mean, updated recursively (recursive least squares)
         self._sse = np.zeros(0)  # per model: sum of squared one-step-ahead residuals
         self._count = np.zeros(0)
         self._born = np.zeros(0)  # per model: the exploration clock when it was added or drifted
@@ -261,7 +260,8 @@ class CostAwarePolicy(Policy):
 
         Read-only (unlike :meth:`distribution`, nothing is remembered for a later reward).
         """
-        mean, _ = self._posterior(feature_vector(context, self.semantic_dims), arms)
+        x = feature_vector(context, self.semantic_dims)
+        mean, _ = self._posterior(x, self._slot_indices(arms))
         return mean, self._cost_hat(context, arms)
 
     # -- state -------------------------------------------------------------------------------
@@ -284,7 +284,6 @@ class CostAwarePolicy(Policy):
             start = self._best_intercept()
             prior_mean = np.zeros(d * len(new))
             prior_mean[::d] = start
-            self._xty = np.concatenate([self._xty, prior_mean * self.bias_precision])
             self._mean = np.concatenate([self._mean, prior_mean])
             self._sse = np.concatenate([self._sse, np.zeros(len(new))])
             self._count = np.concatenate([self._count, np.zeros(len(new))])
@@ -304,7 +303,7 @@ class CostAwarePolicy(Policy):
         return np.array([arm.price(context.tokens, arm.typical_output_tokens) for arm in arms])
 
     def _posterior(
-        self, x: npt.NDArray[np.float64], arms: Sequence[ModelSpec]
+        self, x: npt.NDArray[np.float64], slots: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Posterior mean and standard deviation of each arm's value at ``x``.
 
@@ -312,7 +311,6 @@ class CostAwarePolicy(Policy):
         elsewhere, so only those two blocks of the weights and of the covariance are read:
         ``var = x'(C_ss + C_sa + C_as + C_aa)x`` (a few d x d blocks, not the whole matrix).
         """
-        slots = self._slot_indices(arms)
         d = self._dim
         blocks = self._mean.reshape(-1, d)
         mean = self.prior_mean + (blocks[0] + blocks[1 + slots]) @ x
@@ -330,19 +328,21 @@ class CostAwarePolicy(Policy):
     # -- policy ------------------------------------------------------------------------------
     def _scores(
         self, context: PromptFeatures, arms: Sequence[ModelSpec]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """Each arm's score at the current multiplier, its posterior sd, and its slot."""
         lam = float(self._multiplier())
         self._lam_at[id(context)] = lam
         if len(self._lam_at) > _REMEMBERED:
             self._lam_at.popitem(last=False)
-        mean, sd = self._posterior(feature_vector(context, self.semantic_dims), arms)
-        return mean - lam * self._cost_hat(context, arms), sd
+        slots = self._slot_indices(arms)
+        mean, sd = self._posterior(feature_vector(context, self.semantic_dims), slots)
+        return mean - lam * self._cost_hat(context, arms), sd, slots
 
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
-        score, sd = self._scores(context, arms)
+        score, sd, slots = self._scores(context, arms)
         k = len(arms)
         if self.exploration == "thompson":
-            return thompson_probabilities(score, sd * self._scales(arms))
+            return thompson_probabilities(score, sd * self._scales(slots))
         best = int(np.argmax(score))
         if self.exploration == "epsilon":
             probs = np.full(k, self.epsilon / k)
@@ -354,22 +354,22 @@ class CostAwarePolicy(Policy):
         probs[best] = max(0.0, 1.0 - probs.sum())
         return probs
 
-    def _scales(self, arms: Sequence[ModelSpec]) -> npt.NDArray[np.float64]:
+    def _scales(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         """Each arm's Thompson scale: ``posterior_scale / sqrt(1 + age / scale_halflife)``.
 
         An arm's age is the exploration clock since the arm was first seen or last drifted, so
         a model added to a long-running router (or one whose quality changed) is explored as
         a fresh router would explore it, while the others keep their decayed scale.
         """
-        scale = np.full(len(arms), self.posterior_scale)
+        scale = np.full(len(slots), self.posterior_scale)
         if self.scale_halflife > 0:
-            born = self._born[self._slot_indices(arms)]
+            born = self._born[slots]
             age = np.maximum(self.clock - born, 0.0)
             scale /= np.sqrt(1.0 + age / self.scale_halflife)
         return scale
 
     def best(self, context: PromptFeatures, arms: Sequence[ModelSpec], probs: Probabilities) -> int:
-        score, _ = self._scores(context, arms)
+        score, _, _ = self._scores(context, arms)
         return int(np.argmax(score))
 
     def _learn(
@@ -398,10 +398,7 @@ class CostAwarePolicy(Policy):
         cz = self._cov[:, :d] @ x + self._cov[:, own] @ x
         gain = cz / (1.0 + x @ (cz[:d] + cz[own]))
         self._cov -= np.outer(gain, cz)
-        self._xty[:d] += x * (value - self.prior_mean)
-        self._xty[own] += x * (value - self.prior_mean)
-        # The recursive-least-squares form of mean = cov @ xty: O(D), not O(D^2).
-        self._mean += gain * residual
+        self._mean += gain * residual  # recursive least squares: O(D), not O(D^2)
         if drifted:
             self._forget(slot, arms[chosen].id)
 
@@ -437,10 +434,7 @@ class CostAwarePolicy(Policy):
         block = slice(d * (1 + slot), d * (2 + slot))
         prior = np.full(d, 1.0 / self.prior_precision)
         prior[0] = 1.0 / self.bias_precision
-        cov = self._cov.copy()
-        cov[block, block] += np.diag(prior)
-        self._xty = np.asarray(np.linalg.solve(cov, self._mean), dtype=np.float64)  # mean kept
-        self._cov = cov
+        self._cov[block, block] += np.diag(prior)  # the mean is kept as it is
         self._sse[slot] = 0.0
         self._count[slot] = 0.0
         self._born[slot] = self.clock
@@ -458,7 +452,6 @@ class CostAwarePolicy(Policy):
             kind=np.array("costaware"),
             slots=np.array(json.dumps(self._slots)),
             cov=self._cov,
-            xty=self._xty,
             mean=self._mean,
             sse=self._sse,
             count=self._count,
@@ -475,7 +468,7 @@ class CostAwarePolicy(Policy):
                 if str(archive["kind"]) != "costaware":
                     raise ValueError("another policy's state")
                 slots = {str(k): int(v) for k, v in json.loads(str(archive["slots"])).items()}
-                arrays = {k: archive[k] for k in ("cov", "xty", "mean", "sse", "count")}
+                arrays = {k: archive[k] for k in ("cov", "mean", "sse", "count")}
                 updates = int(archive["updates"])
                 # Snapshots from before the exploration clock have no logged credit.
                 credit = float(archive["logged_credit"]) if "logged_credit" in archive else 0.0
@@ -487,7 +480,7 @@ class CostAwarePolicy(Policy):
         if arrays["cov"].shape != (size, size) or arrays["sse"].shape != (len(slots),):
             raise ValueError("not a valid costaware snapshot: wrong shapes")
         self._slots = slots
-        self._cov, self._xty, self._mean = arrays["cov"], arrays["xty"], arrays["mean"]
+        self._cov, self._mean = arrays["cov"], arrays["mean"]
         self._sse, self._count = arrays["sse"], arrays["count"]
         self.updates = updates
         self._logged_credit = credit
