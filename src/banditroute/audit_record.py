@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from banditroute.canonical import ENCODER, canonical_json, sha256_hex
-from banditroute.store.rows import LoggedRow
+from banditroute.store.rows import LoggedRow, time_us
 
 __all__ = [
     "GENESIS_HASH",
@@ -39,11 +39,6 @@ KINDS: frozenset[str] = frozenset(get_args(AuditKind))
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of record 1."""
-
-
-def time_us(seconds: float) -> int:
-    """Seconds since the epoch as the integer microseconds that are hashed and stored."""
-    return round(seconds * 1_000_000)
 
 
 @dataclass(frozen=True)

@@ -590,21 +590,11 @@ class HealthTracker:
             )
             if failing < self._min_tenants:
                 return  # fewer tenants than min_tenants see the model failing
-        failures = st.failures
-        if failures.consecutive >= settings.consecutive_failures:
-            self._open(st, self._clock(), f"{failures.consecutive} consecutive failures")
-            return
-        recent = len(failures.recent)
-        if recent >= settings.min_samples and (
-            failures.recent_failures >= settings.error_rate_threshold * recent
-        ):
-            share = 100.0 * failures.recent_failures / recent
-            self._open(
-                st,
-                self._clock(),
-                f"a {share:.0f}% error rate over the last {recent} outcomes "
-                f"(threshold {100.0 * settings.error_rate_threshold:.0f}%)",
-            )
+        cause = st.failures.cause(
+            settings.consecutive_failures, settings.min_samples, settings.error_rate_threshold
+        )
+        if cause is not None:
+            self._open(st, self._clock(), cause)
 
     # -- routing -----------------------------------------------------------------------------------
     def breaker_state(self, model: str) -> BreakerState:

@@ -45,13 +45,23 @@ class FailureWindow:
         self.recent_failures = 0
         self.consecutive = 0
 
-    def failing(self, consecutive_failures: int, min_samples: int, threshold: float) -> bool:
-        """True when these outcomes meet the breaker's rule: a run of ``consecutive_failures``,
-        or a failure share >= ``threshold`` over at least ``min_samples`` outcomes."""
+    def cause(self, consecutive_failures: int, min_samples: int, threshold: float) -> str | None:
+        """Why these outcomes meet the breaker's rule (a run of ``consecutive_failures``, or a
+        failure share >= ``threshold`` over at least ``min_samples`` outcomes), or None."""
         if self.consecutive >= consecutive_failures:
-            return True
+            return f"{self.consecutive} consecutive failures"
         recent = len(self.recent)
-        return recent >= min_samples and self.recent_failures >= threshold * recent
+        if recent >= min_samples and self.recent_failures >= threshold * recent:
+            share = 100.0 * self.recent_failures / recent
+            return (
+                f"a {share:.0f}% error rate over the last {recent} outcomes "
+                f"(threshold {100.0 * threshold:.0f}%)"
+            )
+        return None
+
+    def failing(self, consecutive_failures: int, min_samples: int, threshold: float) -> bool:
+        """True when these outcomes meet the breaker's rule (see :meth:`cause`)."""
+        return self.cause(consecutive_failures, min_samples, threshold) is not None
 
 
 class TenantOutcomes:

@@ -14,6 +14,7 @@ reload (:meth:`Router.reload`) swaps the settings under that lock; each Route an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -372,7 +373,9 @@ class Router:
                 rule=rule,
                 language_tagged=settings.language_tagged,
                 health=_Refusing(self.health, refused) if refused else self.health,
-                expected_latency_ms=self._expected_latency,
+                expected_latency_ms=functools.partial(
+                    self._expected_latency, min_samples=settings.health.min_samples
+                ),
             )
             arms = eligibility.eligible
             shadow: dict[str, dict[str, Any]] = {}
@@ -381,21 +384,20 @@ class Router:
                 self._deciding = self._multiplier(objective, budget)
                 try:
                     probabilities = policy.distribution(features, arms, explore=explore)
-                    shadow_probs_by_name = {
-                        name: self.policies[name].distribution(features, arms, explore=explore)
-                        for name in tenant.shadow_policies
-                    }
+                    for name in tenant.shadow_policies:
+                        shadow_probs = self.policies[name].distribution(
+                            features, arms, explore=explore
+                        )
+                        pick = sample_index(shadow_probs, decision_id, self._seed + 1)
+                        shadow[name] = {
+                            "model": arms[pick].id,
+                            "probability": float(shadow_probs[pick]),
+                            "probabilities": [float(p) for p in shadow_probs],
+                            "version": self.policies[name].version,
+                        }
                 finally:
                     self._deciding = None
                 version = policy.version
-                for name, shadow_probs in shadow_probs_by_name.items():
-                    pick = sample_index(shadow_probs, decision_id, self._seed + 1)
-                    shadow[name] = {
-                        "model": arms[pick].id,
-                        "probability": float(shadow_probs[pick]),
-                        "probabilities": [float(p) for p in shadow_probs],
-                        "version": self.policies[name].version,
-                    }
             chosen = sample_index(probabilities, decision_id, self._seed)
             model = arms[chosen]
             output = query.expected_output_tokens
@@ -498,9 +500,10 @@ class Router:
             )
         return replace(pending.decision, replayed=True)
 
-    def _expected_latency(self, model: ModelSpec, output_tokens: int) -> float:
-        """Median latency measured from feedback once there is enough; the prior before."""
-        p50 = self.health.latency_p50(model.id, self.settings.health.min_samples)
+    def _expected_latency(self, model: ModelSpec, output_tokens: int, *, min_samples: int) -> float:
+        """Median latency measured from feedback once there are ``min_samples`` outcomes (the
+        route's own settings'); the prior before."""
+        p50 = self.health.latency_p50(model.id, min_samples)
         return model.expected_latency_ms(output_tokens) if p50 is None else float(p50)
 
     def _audited(self, pending: Pending, kind: AuditKind, row: LoggedRow, **payload: Any) -> None:

@@ -9,6 +9,7 @@ not permitted, an injected write failure stands in for the full disk).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import statistics
@@ -252,7 +253,11 @@ def test_corrupt_snapshot_is_set_aside_and_the_server_starts_fresh(
     snapshot = tmp_path / "policy.snapshot"
     aside = tmp_path / "policy.snapshot.corrupt"
     rng = random.Random(20261127)
-    for corrupt in (rng.randbytes(4096), MAGIC + b"vw\n12\n" + rng.randbytes(2048)):
+    # Random bytes, and a header with a valid checksum over a corrupt model (so the policy's
+    # own restore, not the checksum, has to refuse it).
+    body = b"costaware\n12\n" + rng.randbytes(2048)
+    valid_header = MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+    for corrupt in (rng.randbytes(4096), valid_header):
         snapshot.write_bytes(corrupt)
         server = launcher.start(config)
         assert "snapshot_unreadable" in server.log_text(), server.log_text()

@@ -77,7 +77,8 @@ def _check_names(field: str, names: Sequence[str], limits: ServerSettings) -> No
             f"{field}: {len(names)} listed, at most {limits.max_listed} may be", field=field
         )
     for index, name in enumerate(names):
-        check_chars(f"{field}[{index}]", name, limits.max_name_chars)
+        if len(name) > limits.max_name_chars:  # the field's name is built only for the error
+            check_chars(f"{field}[{index}]", name, limits.max_name_chars)
 
 
 def _check_tags(tags: Mapping[str, str], limits: ServerSettings) -> None:
@@ -107,7 +108,8 @@ def check_route(request: pb.RouteRequest, limits: ServerSettings) -> None:
             field="messages",
         )
     for index, turn in enumerate(request.messages):
-        check_chars(f"messages[{index}].role", turn.role, limits.max_name_chars)
+        if len(turn.role) > limits.max_name_chars:  # the field's name is built only for the error
+            check_chars(f"messages[{index}].role", turn.role, limits.max_name_chars)
     check_chars("request_id", request.request_id, limits.max_request_id_chars)
     check_chars("objective", request.objective, limits.max_name_chars)
     check_chars("data_classification", request.data_classification, limits.max_name_chars)
