@@ -111,6 +111,9 @@ class PolicySettings:
     """An outcome table the policy learns from at start-up when no snapshot was restored."""
     warm_start_models: tuple[tuple[str, str], ...] = ()
     """(table model id, catalogue id) pairs for tables that name models differently."""
+    min_probability: float = 0.0
+    """The exploration floor: each eligible model's least probability on explorable (public
+    and internal) requests; 0 to 1/(catalogue size) (:mod:`banditroute.policies.floor`)."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,17 @@ class Settings:
                 f"policy.fixed_model: {self.policy.fixed_model!r} is not in the catalogue",
                 field="policy.fixed_model",
             )
+        most = 1.0 / max(1, len(self.catalog))
+        named = {f"policies.{name}": p for name, p in self.policies.items() if name != "default"}
+        for section, policy in {"policy": self.policy, **named}.items():
+            _finite(section, at_least=0.0, min_probability=policy.min_probability)
+            if policy.min_probability > most:
+                raise ConfigError(
+                    f"{section}.min_probability: {policy.min_probability:g} is above "
+                    f"1/{len(self.catalog)} (one over the number of models), which no "
+                    "distribution can give every model",
+                    field=f"{section}.min_probability",
+                )
 
     def objective(self, name: str) -> Objective:
         """The named profile, or the default one for an empty name."""
@@ -441,7 +455,9 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
     policies = {"default": policy}
     for name, entry in _table(merged, "policies").items():
         named: PolicySettings = _build(
-            PolicySettings, {"snapshot_path": None, **entry}, f"policies.{name}",
+            PolicySettings,
+            {"snapshot_path": None, "min_probability": policy.min_probability, **entry},
+            f"policies.{name}",
             vw_args=tuple, snapshot_path=Path,
         )  # fmt: skip
         if named.kind not in POLICY_KINDS:

@@ -4,10 +4,10 @@ A reload swaps in new settings without a restart (:meth:`banditroute.router.Rout
 models added, removed or re-priced, objectives, tenants and keys, rules, budgets, health and
 reward settings, request size limits. What the running process was built from cannot change
 that way (:data:`RESTART_ONLY`: where it listens, its TLS, its processes and threads, its log,
-its policies, its semantic features' embedder); a new configuration that changes any of it is
-refused whole, naming the key, and the old settings stay. Learning is kept: policies key their
-state by model id, so a removed model is simply no longer eligible and an added one starts from
-the prior.
+its policies (all but their exploration floor, ``min_probability``), its semantic features'
+embedder); a new configuration that changes any of it is refused whole, naming the key, and the
+old settings stay. Learning is kept: policies key their state by model id, so a removed model
+is simply no longer eligible and an added one starts from the prior.
 """
 
 from __future__ import annotations
@@ -112,7 +112,17 @@ def settings_digest(settings: Settings) -> str:
     return sha256_hex(canonical_json(_plain(settings)))[:16]
 
 
+RELOADABLE_POLICY_KEYS: tuple[str, ...] = ("min_probability",)
+"""Keys of ``[policy]`` and ``[policies.NAME]`` a reload may change: the router reads them at
+each decision (the exploration floor), while the rest of those sections built the policies."""
+
+
 def _restart_only(key: str) -> bool:
+    section, _, leaf = key.rpartition(".")
+    if leaf in RELOADABLE_POLICY_KEYS and (
+        section == "policy" or (section.startswith("policies.") and section.count(".") == 1)
+    ):
+        return False
     return any(key == name or key.startswith(name + ".") for name in RESTART_ONLY)
 
 

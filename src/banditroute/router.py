@@ -48,6 +48,7 @@ from banditroute.health import HealthTracker, ModelLimits
 from banditroute.objectives import BudgetPacer, Objective
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
+from banditroute.policies.floor import apply_floor
 from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
 from banditroute.reload import ConfigChange, config_change
 from banditroute.rules import first_match
@@ -383,11 +384,15 @@ class Router:
                 policy = self.policies[arm]
                 self._deciding = self._multiplier(objective, budget)
                 try:
-                    probabilities = policy.distribution(features, arms, explore=explore)
+                    probabilities = _floored(
+                        policy.distribution(features, arms, explore=explore),
+                        settings, arm, explore,
+                    )  # fmt: skip
                     for name in tenant.shadow_policies:
-                        shadow_probs = self.policies[name].distribution(
-                            features, arms, explore=explore
-                        )
+                        shadow_probs = _floored(
+                            self.policies[name].distribution(features, arms, explore=explore),
+                            settings, name, explore,
+                        )  # fmt: skip
                         pick = sample_index(shadow_probs, decision_id, self._seed + 1)
                         shadow[name] = {
                             "model": arms[pick].id,
@@ -897,6 +902,19 @@ class Router:
             restored += 1
         self._log_settlements(settled)
         return restored
+
+
+def _floored(
+    probabilities: np.ndarray, settings: Settings, policy: str, explore: bool
+) -> np.ndarray:
+    """The policy's distribution with its exploration floor (``min_probability`` of the named
+    policy's settings, ``[policy]``'s for the default) applied: the one place it is applied,
+    so the sampled and logged probabilities are the floored ones (the true propensities).
+    Requests that must not be explored (personal data, secrets) keep the greedy choice."""
+    if not explore:
+        return probabilities
+    named = settings.policies.get(policy, settings.policy)
+    return apply_floor(probabilities, named.min_probability)
 
 
 def _model_limits(settings: Settings) -> dict[str, ModelLimits]:
