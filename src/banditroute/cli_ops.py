@@ -36,7 +36,11 @@ _HEAD = re.compile(r"^(\d+):([0-9a-fA-F]{64})$")
 def add_parsers(subparsers: Any) -> None:
     """Add ``audit`` (with ``verify``) and ``report`` to ``subparsers`` (from
     ``add_subparsers``)."""
-    audit = subparsers.add_parser("audit", help="check the tamper-evident audit log")
+    audit = subparsers.add_parser(
+        "audit",
+        help="check the tamper-evident audit log",
+        description="Tools for the hash-chained audit table of a decision log (see verify).",
+    )
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     check = audit_sub.add_parser(
         "verify",
@@ -66,7 +70,12 @@ def add_parsers(subparsers: Any) -> None:
         ),
     )
     report.add_argument("--log", required=True, help="DuckDB log file or its Parquet export")
-    report.add_argument("--bucket", default="hour", metavar="{" + ",".join(BUCKETS) + "}")
+    report.add_argument(
+        "--bucket",
+        default="hour",
+        metavar="{" + ",".join(BUCKETS) + "}",
+        help="width of the time buckets (UTC) the usage is grouped by (default: hour)",
+    )
     report.add_argument("--since", metavar="ISO", help="first decision time (inclusive)")
     report.add_argument("--until", metavar="ISO", help="end of the range (exclusive)")
     report.add_argument("--plot", metavar="OUT.png", help="write a PNG of usage over time")

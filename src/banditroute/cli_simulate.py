@@ -93,7 +93,14 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=_non_negative_float("--pacing-rate"),
         help="step size of the budget pacer's multiplier (default: the objective's)",
     )
-    parser.add_argument("--seeds", type=_positive_int("--seeds"), default=5, metavar="N")
+    parser.add_argument(
+        "--seeds",
+        type=_positive_int("--seeds"),
+        default=5,
+        metavar="N",
+        help="independent runs (each with its own prompt order and exploration draws), "
+        "reported as the mean and standard deviation over seeds (default: 5)",
+    )
     parser.add_argument(
         "--first-seed",
         type=_number("--first-seed", int, lambda v: v >= 0, ">= 0"),

@@ -188,7 +188,7 @@ class Settings:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     source: str = field(default=DEFAULT_SOURCE, compare=False)
     overrides: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    """The command line's --port / --log / --workers (see :meth:`with_overrides`), applied
+    """The command line's --host / --port / --log / --workers (see :meth:`with_overrides`), applied
     again when the source is re-read (:func:`reread_settings`)."""
 
     def __post_init__(self) -> None:
@@ -228,20 +228,25 @@ class Settings:
     def with_overrides(
         self,
         *,
+        host: str | None = None,
         port: int | None = None,
         log_path: Path | None = None,
         workers: int | None = None,
         warm_start: Path | None = None,
     ) -> Settings:
-        """A copy with the CLI's --port / --log / --workers / --warm-start applied.
+        """A copy with the CLI's --host / --port / --log / --workers / --warm-start applied.
 
         ``--log PATH`` puts the instance's state beside PATH: the decision log, and the policy
         snapshot too (``PATH``'s stem + ``.policy.snapshot``) unless the config names a
         snapshot path of its own, so two servers started with different ``--log`` never
         share, and overwrite, one snapshot."""
-        given = {"port": port, "log_path": log_path, "workers": workers, "warm_start": warm_start}
+        given: dict[str, object] = {
+            "host": host, "port": port, "log_path": log_path, "workers": workers,
+            "warm_start": warm_start,
+        }  # fmt: skip
         overrides = {**self.overrides, **{k: v for k, v in given.items() if v is not None}}
-        server = self.server if port is None else replace(self.server, port=port)
+        server = self.server if host is None else replace(self.server, host=host)
+        server = server if port is None else replace(server, port=port)
         server = server if workers is None else replace(server, workers=workers)
         policy = self.policy
         if warm_start is not None:
