@@ -1,0 +1,110 @@
+"""Deadlines and retries of one logical call: every attempt gets what is left of one overall
+deadline, and only failures that mean "the call was not served, try again" are retried, with
+jittered exponential backoff.
+
+Which status codes are retried (UNAVAILABLE, RESOURCE_EXHAUSTED, and a CANCELLED the caller did
+not cause: the server's gRPC core sheds calls past ``server.max_pending_rpcs`` that way) and which
+end the call with a fallback decision are decided here, once, for Route and Feedback alike.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+"""Codes after which the call was not served and an idempotent call may be sent again."""
+
+SERVICE_DOWN = RETRYABLE | {
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
+"""Codes that mean the service could not answer (down, shedding, too slow or broken), as
+opposed to an answer about the request itself (INVALID_ARGUMENT, PERMISSION_DENIED, ...): the
+client falls back on these instead of raising."""
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Metadata = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a call is retried within its deadline."""
+
+    attempts: int = 3
+    """Attempts in all, the first included (1: never retry)."""
+    backoff_s: float = 0.05
+    """Pause before the first retry; it doubles for each further one (with jitter)."""
+    max_backoff_s: float = 1.0
+    """Longest pause between two attempts."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, not {self.attempts}")
+        if not 0.0 <= self.backoff_s <= self.max_backoff_s:
+            raise ValueError("backoff_s must be between 0 and max_backoff_s")
+
+    def pause_s(self, retry: int, uniform: Callable[[], float] = random.random) -> float:
+        """The pause before retry number ``retry`` (1 for the first): exponential, capped, and
+        jittered down to half so that shed clients do not come back in step."""
+        base = min(self.max_backoff_s, self.backoff_s * 2.0 ** (retry - 1))
+        return base * (0.5 + 0.5 * uniform())
+
+
+def status_of(error: grpc.RpcError) -> grpc.StatusCode:
+    """The status code of a failed call (UNKNOWN when the error carries none)."""
+    if isinstance(error, DeadlineSpent):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(error, grpc.Call):
+        code = error.code()
+        if isinstance(code, grpc.StatusCode):
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def call_with_retries(
+    method: Callable[..., Response],
+    request: Request,
+    *,
+    deadline: float,
+    metadata: Metadata,
+    policy: RetryPolicy,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Response:
+    """Call the unary ``method`` until it succeeds, fails with a code outside RETRYABLE, runs
+    out of attempts, or the monotonic ``deadline`` would pass before the next attempt; the
+    last error is raised then. Only for calls that are safe to send twice."""
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - clock()
+        if remaining <= 0.0:
+            # No time left for even one attempt: say so as gRPC would have.
+            raise DeadlineSpent()
+        try:
+            return method(request, timeout=remaining, metadata=tuple(metadata))
+        except grpc.RpcError as error:
+            if status_of(error) not in RETRYABLE or attempt >= policy.attempts:
+                raise
+            pause = policy.pause_s(attempt)
+            if clock() + pause >= deadline:
+                raise
+            sleep(pause)
+
+
+class DeadlineSpent(grpc.RpcError):
+    """The deadline passed before an attempt could start: a DEADLINE_EXCEEDED of our own."""
