@@ -166,3 +166,15 @@ def test_a_reload_may_change_the_floor_and_the_next_route_uses_it() -> None:
     router.route(RouteQuery(prompt=PROMPTS[0]))
     assert min(log.decisions[0].probabilities) == pytest.approx(1 / 66)  # weights 1..11
     assert min(log.decisions[1].probabilities) == pytest.approx(0.05)
+
+
+def test_settings_copied_with_a_new_policy_section_use_its_floor() -> None:
+    """``replace(settings, policy=...)`` (command-line overrides, the simulator) leaves
+    ``policies["default"]`` as it was; the default arm's floor is the new ``policy``'s."""
+    base = _settings(0.0)
+    settings = dataclasses.replace(
+        base, policy=dataclasses.replace(base.policy, min_probability=0.05)
+    )
+    log = MemoryLog()
+    Router(settings, RecordingPolicy(), log).route(RouteQuery(prompt=PROMPTS[0]))
+    assert min(log.decisions[0].probabilities) == pytest.approx(0.05)

@@ -913,8 +913,10 @@ def _floored(
     Requests that must not be explored (personal data, secrets) keep the greedy choice."""
     if not explore:
         return probabilities
-    named = settings.policies.get(policy, settings.policy)
-    return apply_floor(probabilities, named.min_probability)
+    # The default arm reads settings.policy: a copy made with replace(settings, policy=...)
+    # (command-line overrides, simulations) leaves policies["default"] as it was.
+    named = settings.policy if policy == "default" else settings.policies.get(policy)
+    return apply_floor(probabilities, (named or settings.policy).min_probability)
 
 
 def _model_limits(settings: Settings) -> dict[str, ModelLimits]:

@@ -79,3 +79,26 @@ def test_model_changes_measures_each_routerbench_scenario(data: Path, tmp_path: 
     for result in results:
         for policy in ("costaware", "costaware:drift_delta=0"):
             assert len(result[policy]["steps_to_adapt"]) == 1
+
+
+@pytest.mark.usefixtures("script")
+def test_exploration_floor_prices_each_floor_against_floor_zero(data: Path, tmp_path: Path) -> None:
+    """exploration_floor.py logs every floor's stream with that floor (the least logged
+    probability is at least the floor), replays the fixed models and uniform on it with DR, and
+    reports each floor's change in quality and cost against floor 0 on the same seeds."""
+    import exploration_floor
+
+    out = tmp_path / "floor.json"
+    code = exploration_floor.main(
+        ["--data", str(data), "--tables", "routerbench_train", "--floors", "0", "0.1",
+         "--seeds", "1", "--n-boot", "20", "--workers", "1", "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    summary = {s["floor"]: s for s in json.loads(out.read_text())["summary"]}
+    assert set(summary) == {0.0, 0.1}
+    assert summary[0.0]["quality_change"] == 0.0
+    assert summary[0.1]["min_probability_logged"] >= 0.1 - 1e-9
+    assert summary[0.1]["candidates"] == 4  # three fixed models and uniform
+    for row in summary.values():
+        assert 0.0 <= row["dr_coverage"] <= 1.0
+        assert row["dr_width"] > 0.0

@@ -36,7 +36,7 @@ from banditroute.simulation.catalog import RunCatalog
 from banditroute.simulation.environment import LatencyModel, ReplayEnvironment
 from banditroute.simulation.policies import OraclePolicy, build_policy
 from banditroute.simulation.tables import FloatMatrix, IntVector, OutcomeTable
-from banditroute.store.base import COMMITTED, Commit
+from banditroute.store.base import COMMITTED, Commit, EventLog
 from banditroute.store.memory import MemoryLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
@@ -312,9 +312,14 @@ def _warm_start(
 
 
 def run_seed(
-    spec: RunSpec, seed: int, progress: Callable[[int], object] | None = None
+    spec: RunSpec,
+    seed: int,
+    progress: Callable[[int], object] | None = None,
+    *,
+    event_log: EventLog | None = None,
 ) -> SeedTrace:
-    """One seed: build router and policy, warm-start, stream every prompt once."""
+    """One seed: build router and policy, warm-start, stream every prompt once. The router
+    logs to ``event_log`` when given (to replay the stream's log later), else nowhere."""
     started = time.perf_counter()
     outcomes = spec.outcomes
     table = outcomes.table
@@ -325,7 +330,7 @@ def run_seed(
     router = Router(
         spec.settings,
         policy,
-        NullLog(),
+        NullLog() if event_log is None else event_log,
         clock=clock,
         new_id=lambda: f"{seed}-{next(steps):07d}",
         seed=seed,
