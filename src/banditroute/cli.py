@@ -29,13 +29,13 @@ from banditroute.logs import configure_logging
 from banditroute.tenancy import hash_key
 
 
-def _port(text: str) -> int:
+def _port_number(text: str, flag: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--port: {text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{flag}: {text!r} is not a number") from None
     if not 0 <= value < 65536:
-        raise argparse.ArgumentTypeError(f"--port: {value} is not in 0..65535")
+        raise argparse.ArgumentTypeError(f"{flag}: {value} is not in 0..65535")
     return value
 
 
@@ -59,6 +59,14 @@ def _host(text: str) -> str:
     return f"[{address}]" if address.version == 6 else str(address)
 
 
+def _port(text: str) -> int:
+    return _port_number(text, "--port")
+
+
+def _metrics_port(text: str) -> int:
+    return _port_number(text, "--metrics-port")
+
+
 def _workers(text: str) -> int:
     try:
         value = int(text)
@@ -80,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_path=args.log,
         workers=args.workers,
         warm_start=args.warm_start,
+        metrics_port=args.metrics_port,
     )
     if settings.server.workers > 1:
         return serve_workers(settings, args.log_level, log_json=args.log_json)
@@ -167,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_workers,
         help="serving processes sharing the port, 1..64 "
         f"(default: the config's server.workers, {ServerSettings.workers})",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_metrics_port,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, 0 for none (default: the "
+        f"config's server.metrics_port, {ServerSettings.metrics_port})",
     )
     serve.add_argument(
         "--warm-start",

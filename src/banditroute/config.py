@@ -63,6 +63,15 @@ class ServerSettings:
     merge_interval_s: float = 5.0
     worker_restarts_per_minute: int = 5
     freeze_gc: bool = True
+    metrics_port: int = 0
+    """Port of the Prometheus metrics endpoint (HTTP ``/metrics``); 0: no endpoint."""
+    metrics_host: str = ""
+    """Address the metrics endpoint listens on; empty: the same as ``host``."""
+
+    @property
+    def metrics_address(self) -> str:
+        """Where the metrics endpoint listens (``metrics_host``, else ``host``)."""
+        return self.metrics_host or self.host
 
 
 @dataclass(frozen=True)
@@ -233,8 +242,10 @@ class Settings:
         log_path: Path | None = None,
         workers: int | None = None,
         warm_start: Path | None = None,
+        metrics_port: int | None = None,
     ) -> Settings:
-        """A copy with the CLI's --host / --port / --log / --workers / --warm-start applied.
+        """A copy with the CLI's --host / --port / --log / --workers / --warm-start /
+        --metrics-port applied.
 
         ``--log PATH`` puts the instance's state beside PATH: the decision log, and the policy
         snapshot too (``PATH``'s stem + ``.policy.snapshot``) unless the config names a
@@ -242,12 +253,14 @@ class Settings:
         share, and overwrite, one snapshot."""
         given: dict[str, object] = {
             "host": host, "port": port, "log_path": log_path, "workers": workers,
-            "warm_start": warm_start,
+            "warm_start": warm_start, "metrics_port": metrics_port,
         }  # fmt: skip
         overrides = {**self.overrides, **{k: v for k, v in given.items() if v is not None}}
         server = self.server if host is None else replace(self.server, host=host)
         server = server if port is None else replace(server, port=port)
         server = server if workers is None else replace(server, workers=workers)
+        if metrics_port is not None:
+            server = replace(server, metrics_port=metrics_port)
         policy = self.policy
         if warm_start is not None:
             policy = replace(policy, warm_start=warm_start)
@@ -410,8 +423,9 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         merge_interval_s=server.merge_interval_s,
     )
     _finite("server", at_least=0.0, worker_restarts_per_minute=server.worker_restarts_per_minute)
-    if not 0 <= server.port < 65536:
-        raise ConfigError("server.port: must be in 0..65535", field="server.port")
+    for key in ("port", "metrics_port"):
+        if not 0 <= getattr(server, key) < 65536:
+            raise ConfigError(f"server.{key}: must be in 0..65535", field=f"server.{key}")
     log: LogSettings = _build(
         LogSettings, _table(merged, "log"), "log", path=Path, prompt_hash_key_file=Path
     )

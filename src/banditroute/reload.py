@@ -32,7 +32,8 @@ log = structlog.get_logger(__name__)
 RESTART_ONLY: tuple[str, ...] = (
     "server.host", "server.port", "server.workers", "server.max_workers",
     "server.max_concurrent_rpcs", "server.max_metadata_bytes", "server.merge_interval_s",
-    "server.freeze_gc", "server.grace_s", "server.worker_restarts_per_minute", "tls", "log",
+    "server.freeze_gc", "server.grace_s", "server.worker_restarts_per_minute",
+    "server.metrics_port", "server.metrics_host", "tls", "log",
     "policy", "policies",
     "health.latency_window", "features",
 )  # fmt: skip

@@ -46,6 +46,7 @@ from banditroute.features import (
 )
 from banditroute.health import HealthTracker, ModelLimits
 from banditroute.objectives import BudgetPacer, Objective
+from banditroute.observe import NoObserver, RouterObserver
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
 from banditroute.policies.floor import apply_floor
@@ -158,8 +159,10 @@ class Router:
         audit: AuditChain | None = None,
         prompt_hash_key: bytes | None = None,
         embedder: Embedder | None = None,
+        observer: RouterObserver | None = None,
     ) -> None:
         self.settings = settings
+        self.observer: RouterObserver = NoObserver() if observer is None else observer
         self._known_models = set(settings.catalog.ids)  # every catalogue's, across reloads
         self.embedder = embedder if embedder is not None else semantic_embedder(settings)
         self.policy = policy
@@ -477,6 +480,7 @@ class Router:
                 self._by_request[(query.tenant, query.request_id)] = decision_id
             self._pending[decision_id] = pending
         self._log_decision(pending)
+        self.observer.decided(decision)
         return decision
 
     def prompt_hash(self, text: str) -> str:
@@ -715,6 +719,7 @@ class Router:
                 # invented outcomes would move that model's health (its breaker) for everyone.
                 tenant.check_model(served_id, field="model")
             fragments = self._fragments(report, served, settings)
+            charged = 0.0 if served_id in pending.charged else fragments.cost_usd or 0.0
             # The log keeps this feedback's own reward (restore re-combines them); the caller
             # gets the reward learned so far (combined, for the deferred rules).
             own_reward = reward = self._reward(
@@ -745,6 +750,8 @@ class Router:
                 disposition = Disposition.DEFERRED
             pending.feedback_count += 1
             feedback_count = pending.feedback_count
+        if charged:
+            self.observer.charged(tenant.name, charged)
         record = FeedbackRecord(
             decision_id=report.decision_id,
             time=self._clock(),

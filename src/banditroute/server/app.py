@@ -17,6 +17,7 @@ from concurrent import futures
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import grpc
 import structlog
@@ -35,6 +36,15 @@ from banditroute.reload import reload_from_source
 from banditroute.router import DecisionIds, Router
 from banditroute.server.auth import AuthInterceptor
 from banditroute.server.heap import HeapFreezer
+from banditroute.server.metrics import (
+    MetricsInterceptor,
+    ServiceMetrics,
+    WSGIServer,
+    metrics_port,
+    serve_metrics,
+    stop_metrics,
+    use_multiprocess,
+)
 from banditroute.server.servicer import RouterServicer, WorkerPeers
 from banditroute.snapshots import load_snapshot, snapshot_bytes, write_snapshot
 from banditroute.store.duckdb_log import DuckDBLog
@@ -60,6 +70,8 @@ class Service:
     restored_snapshot: bool = False
     restored_pending: int = 0
     writes_snapshots: bool = True
+    metrics: ServiceMetrics | None = None
+    _metrics_server: WSGIServer | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
     _snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
     _maintenance: threading.Thread | None = None
@@ -69,8 +81,26 @@ class Service:
         """host:port the server listens on."""
         return f"{self.settings.server.host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str | None:
+        """host:port of the metrics endpoint, if this process serves one."""
+        if self._metrics_server is None:
+            return None
+        return f"{self.settings.server.metrics_address}:{metrics_port(self._metrics_server)}"
+
     def start(self) -> None:
-        """Start serving and the maintenance thread."""
+        """Start serving (and the metrics endpoint, if configured) and the maintenance thread.
+        ConfigError naming ``server.metrics_port`` if the endpoint cannot listen."""
+        registry = None if self.metrics is None else self.metrics.registry
+        port = self.settings.server.metrics_port
+        if registry is not None and port:
+            try:
+                self._metrics_server = serve_metrics(
+                    registry, self.settings.server.metrics_address, port
+                )
+            except ConfigError:
+                self.event_log.close()
+                raise
         self.server.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -123,6 +153,7 @@ class Service:
         self.health.enter_graceful_shutdown()
         self.server.stop(self.settings.server.grace_s).wait()
         self._stopped.set()
+        stop_metrics(self._metrics_server)
         if self._maintenance is not None:
             self._maintenance.join()
         self.event_log.close()
@@ -159,6 +190,8 @@ class WorkerIdentity:
     index: int
     count: int
     rundir: Path
+    metrics_dir: Path | None = None
+    """Where the worker writes its metrics for the supervisor to serve (None: no metrics)."""
 
     def socket(self, index: int) -> Path:
         """The private Unix socket of worker ``index`` (for forwarded feedback)."""
@@ -177,6 +210,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     SO_REUSEPORT, also listens on a private Unix socket, writes its own log file, stamps its
     index into decision ids and forwards feedback for other workers' decisions to them.
     """
+    metrics = _service_metrics(settings, worker)
     warm_up()
     scan("\u200b")  # builds the format-character table now rather than on a request
     prompt_hash_key = hash_key.load_or_create(settings.log.hash_key_path)
@@ -225,12 +259,16 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         new_id=None if worker is None else DecisionIds(worker.index),
         prompt_hash_key=prompt_hash_key,
     )
+    interceptors: list[Any] = [AuthInterceptor(lambda: router.settings.access)]
+    if metrics is not None:
+        metrics.bind(router, event_log)
+        interceptors.insert(0, MetricsInterceptor(metrics, skip=WorkerPeers.is_peer_call))
     restored_pending = router.restore_pending()
     router.restore_budgets(event_log.tenant_spend)
     router.restore_pacers(event_log.first_costs)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),
-        interceptors=[AuthInterceptor(lambda: router.settings.access)],
+        interceptors=interceptors,
         maximum_concurrent_rpcs=settings.server.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -277,8 +315,19 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         server.add_insecure_port(f"unix:{worker.socket(worker.index)}")
     return Service(
         settings, router, event_log, server, health_servicer, port, restored_snapshot,
-        restored_pending, writes_snapshots=worker is None or worker.index == 0,
+        restored_pending, writes_snapshots=worker is None or worker.index == 0, metrics=metrics,
     )  # fmt: skip
+
+
+def _service_metrics(settings: Settings, worker: WorkerIdentity | None) -> ServiceMetrics | None:
+    """The process's metrics: served by itself (one process with ``server.metrics_port``),
+    written for the supervisor (a worker given a metrics folder), or none."""
+    if worker is not None:
+        if worker.metrics_dir is None:
+            return None
+        use_multiprocess(worker.metrics_dir)
+        return ServiceMetrics(served=False)
+    return ServiceMetrics(served=True) if settings.server.metrics_port else None
 
 
 def reload_on_signal(router: Router) -> None:
@@ -310,6 +359,7 @@ def serve(settings: Settings) -> int:
     log.info(
         "listening",
         address=service.address,
+        metrics=service.metrics_address,
         tls=settings.tls.enabled,
         log=str(settings.log.path),
         policy=service.router.policy.version,

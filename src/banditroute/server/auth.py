@@ -23,13 +23,13 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from banditroute.errors import BanditrouteError
+from banditroute.server.intercept import HandlerWrapper, unary_handler
 from banditroute.server.status import grpc_code
 from banditroute.tenancy import AccessSettings, Principal
 
 _PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "banditroute_principal", default=None
 )
-PROTECTED_PREFIX = "/banditroute.v1.RouterService/"
 
 
 def current_principal() -> Principal:
@@ -78,35 +78,15 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return decode
 
 
-class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class AuthInterceptor(HandlerWrapper):
     """Authenticates RouterService calls; see the module docstring. ``access`` is the tenants
     and keys in force, or a function returning them at each call (they change on a reload)."""
 
     def __init__(self, access: AccessSettings | Callable[[], AccessSettings]) -> None:
+        super().__init__()
         self._access = access if callable(access) else lambda: access
-        # grpc calls intercept_service on every call; the wrapper of a method's handler is
-        # built once and reused while the server hands out the same handler for it.
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = continuation(handler_call_details)
-        method = getattr(handler_call_details, "method", "")
-        if handler is None or not method.startswith(PROTECTED_PREFIX):
-            return handler
-        if handler.unary_unary is None:
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: Any) -> Any:
+    def wrap(self, method: str, handler: Any) -> Any:
         """``handler`` authenticating its caller and rejecting an undecodable request."""
         behavior = handler.unary_unary
         access = self._access
@@ -127,11 +107,4 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             finally:
                 _PRINCIPAL.reset(token)
 
-        pool = getattr(behavior, "experimental_thread_pool", None)
-        if pool is not None:
-            authenticated.experimental_thread_pool = pool  # type: ignore[attr-defined]
-        return grpc.unary_unary_rpc_method_handler(
-            authenticated,
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        return unary_handler(authenticated, handler, _tolerant(handler.request_deserializer))

@@ -55,6 +55,14 @@ from banditroute.server.app import (
     reload_on_signal,
     worker_log_path,
 )
+from banditroute.server.metrics import (
+    WSGIServer,
+    metrics_port,
+    multiprocess_registry,
+    serve_metrics,
+    stop_metrics,
+    worker_exited,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -102,8 +110,11 @@ def _worker_main(
     health.share_outcomes()
     service.start()
     policy = service.router.policy
+    metrics = service.metrics
     conn.send(("ready", service.port, service.restored_pending))
     while not stop.is_set():
+        if metrics is not None:
+            metrics.refresh()  # the supervisor serves what the workers last wrote
         if hangups.is_set():
             hangups.clear()
             reload_on_signal(service.router)
@@ -208,6 +219,11 @@ class Supervisor:
         self._restarts: deque[float] = deque()
         self._ledger = SpendLedger(settings.server.workers)
         self.restarted = 0
+        self.metrics_dir: Path | None = None
+        self._metrics_server: WSGIServer | None = None
+        if settings.server.metrics_port:
+            self.metrics_dir = self.rundir / "metrics"
+            self.metrics_dir.mkdir()
 
     def _spawn(self, index: int, settings: Settings | None = None) -> tuple[Any, Connection]:
         count = self.settings.server.workers
@@ -216,7 +232,7 @@ class Supervisor:
             target=_worker_main,
             args=(
                 (settings or self.settings).with_overrides(port=self.port),
-                WorkerIdentity(index, count, self.rundir),
+                WorkerIdentity(index, count, self.rundir, self.metrics_dir),
                 child,
                 self._stop,
                 (self.log_level, self.log_json),
@@ -247,8 +263,22 @@ class Supervisor:
             raise ConfigError(f"worker {index}: {message[1]}", field="server.workers")
         return int(message[2])
 
+    @property
+    def metrics_address(self) -> str | None:
+        """host:port of the metrics endpoint (every worker's figures), if configured."""
+        if self._metrics_server is None:
+            return None
+        return f"{self.settings.server.metrics_address}:{metrics_port(self._metrics_server)}"
+
     def start(self) -> None:
-        """Start every worker and wait until all listen."""
+        """Start the metrics endpoint (if configured) and every worker, and wait until all
+        listen."""
+        if self.metrics_dir is not None:
+            self._metrics_server = serve_metrics(
+                multiprocess_registry(self.metrics_dir),
+                self.settings.server.metrics_address,
+                self.settings.server.metrics_port,
+            )
         self._workers = [self._spawn(index) for index in range(self.settings.server.workers)]
         for index in range(len(self._workers)):
             self._await_ready(index)
@@ -275,6 +305,8 @@ class Supervisor:
         self._restarts.append(now)
         log.error("worker_lost", worker=index, exitcode=process.exitcode)
         conn.close()
+        if self.metrics_dir is not None and process.pid is not None:
+            worker_exited(self.metrics_dir, process.pid)
         self._workers[index] = self._spawn(index, self.restart_settings())
         try:
             pending = self._await_ready(index)
@@ -347,8 +379,9 @@ class Supervisor:
         return any(reply.updates for reply in replies.values())
 
     def stop(self) -> None:
-        """Stop the workers gracefully and remove the socket folder."""
+        """Stop the workers gracefully and the metrics endpoint, and remove the socket folder."""
         self._stop.set()
+        stop_metrics(self._metrics_server)
         for index, (process, _) in enumerate(self._workers):
             process.join(self.settings.server.grace_s + 30)
             if process.is_alive():
@@ -379,6 +412,7 @@ def serve_workers(settings: Settings, log_level: str = "info", *, log_json: bool
     log.info(
         "listening",
         address=f"{settings.server.host}:{supervisor.port}",
+        metrics=supervisor.metrics_address,
         workers=settings.server.workers,
         logs=logs,
         merge_interval_s=settings.server.merge_interval_s,

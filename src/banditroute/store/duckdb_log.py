@@ -188,6 +188,11 @@ class DuckDBLog:
                 "(is its disk full?); no new calls until it catches up: retry later"
             )
 
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of rows buffered in memory and not yet written to the journal."""
+        return self._journal.buffered_bytes
+
     def _buffer(self, line: bytes) -> None:
         self._journal.append(line)
         self._unflushed += 1
