@@ -89,6 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         warm_start=args.warm_start,
         metrics_port=args.metrics_port,
+        cluster_url=args.cluster,
     )
     if settings.server.workers > 1:
         return serve_workers(settings, args.log_level, log_json=args.log_json)
@@ -189,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUTCOMES.parquet",
         help="learn from this outcome table at start-up when no policy snapshot was restored "
         "(default: the config's policy.warm_start, none)",
+    )
+    serve.add_argument(
+        "--cluster",
+        metavar="URL",
+        help="join the replicas sharing this Valkey/Redis server, redis://HOST:PORT/DB "
+        "(default: the config's cluster.url; needs banditroute[cluster])",
     )
     serve.set_defaults(handler=_serve)
 

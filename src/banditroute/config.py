@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.errors import ConfigError, InvalidArgument
@@ -36,6 +37,7 @@ COMBINE_RULES: tuple[str, ...] = ("first", "last", "mean", "min", "max", "sum")
 _SECTIONS = frozenset(
     {"server", "log", "policy", "reward", "objective", "objectives", "models"}
     | {"auth", "tenants", "rules", "languages", "health", "policies", "tls", "features"}
+    | {"cluster"}
 )
 
 
@@ -177,6 +179,88 @@ class FeatureSettings:
     semantic_cache: Path = field(default_factory=default_embedding_cache)
 
 
+CLUSTER_SCHEMES: tuple[str, ...] = ("redis", "rediss", "valkey", "valkeys", "unix")
+"""URL schemes ``cluster.url`` accepts (``rediss``/``valkeys``: TLS; ``unix``: a socket path)."""
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Replicas sharing state and learning through one Valkey/Redis server (see
+    :mod:`banditroute.cluster`); an empty ``url`` (the default) means a lone server.
+
+    ``replica_id`` names this replica (empty: ``HOSTNAME-PID``); every key lives under
+    ``key_prefix``. ``timeout_s`` bounds each command on Route's path and
+    ``connect_timeout_s`` a connection attempt; after a failure the replica is degraded and
+    tries the server again ``retry_s`` later. ``heartbeat_s``: how often a replica says it is
+    alive (it counts as gone after three missed beats); ``snapshot_period_s``: how often
+    replicas look for a newer policy snapshot."""
+
+    url: str = ""
+    replica_id: str = ""
+    key_prefix: str = "banditroute"
+    timeout_s: float = 0.25
+    connect_timeout_s: float = 0.25
+    retry_s: float = 1.0
+    heartbeat_s: float = 1.0
+    snapshot_period_s: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        """True when a cluster URL is configured."""
+        return bool(self.url)
+
+
+def check_cluster_url(url: str, where: str = "cluster.url") -> str:
+    """``url`` if it is a usable Valkey/Redis URL (scheme among :data:`CLUSTER_SCHEMES`, a host
+    or a socket path, a numeric database); ConfigError naming ``where`` otherwise. The text
+    in an error never repeats the URL (it may hold a password)."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in CLUSTER_SCHEMES:
+        raise ConfigError(
+            f"{where}: the scheme must be one of {', '.join(CLUSTER_SCHEMES)} "
+            "(for example redis://127.0.0.1:6379/0)",
+            field=where,
+        )
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ConfigError(f"{where}: the port is not a number in 0..65535", field=where) from None
+    if parsed.scheme == "unix":
+        if not parsed.path:
+            raise ConfigError(f"{where}: unix:// needs a socket path", field=where)
+        return url
+    if not parsed.hostname:
+        raise ConfigError(f"{where}: no host", field=where)
+    if port == 0:
+        raise ConfigError(f"{where}: the port must be in 1..65535", field=where)
+    database = parsed.path.lstrip("/")
+    if database and (not database.isdigit() or int(database) > 65535):
+        raise ConfigError(
+            f"{where}: the database must be a number (redis://HOST:PORT/DB)", field=where
+        )
+    return url
+
+
+def _cluster(table: Mapping[str, Any]) -> ClusterSettings:
+    cluster: ClusterSettings = _build(ClusterSettings, table, "cluster")
+    _positive("cluster", timeout_s=cluster.timeout_s, connect_timeout_s=cluster.connect_timeout_s,
+              retry_s=cluster.retry_s, heartbeat_s=cluster.heartbeat_s,
+              snapshot_period_s=cluster.snapshot_period_s)  # fmt: skip
+    if cluster.url:
+        check_cluster_url(cluster.url)
+    prefix = cluster.key_prefix
+    if not prefix or len(prefix) > 64 or not all(c.isalnum() or c in "-_.:" for c in prefix):
+        raise ConfigError(
+            "cluster.key_prefix: 1-64 letters, digits or -_.:", field="cluster.key_prefix"
+        )
+    rid = cluster.replica_id
+    if len(rid) > 128 or not all(c.isalnum() or c in "-_.:" for c in rid):
+        raise ConfigError(
+            "cluster.replica_id: at most 128 letters, digits or -_.:", field="cluster.replica_id"
+        )
+    return cluster
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service needs, read once at start-up."""
@@ -195,16 +279,23 @@ class Settings:
     policies: Mapping[str, PolicySettings] = field(default_factory=dict)
     tls: TLSSettings = TLSSettings()
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    cluster: ClusterSettings = ClusterSettings()
     source: str = field(default=DEFAULT_SOURCE, compare=False)
     overrides: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    """The command line's --host / --port / --log / --workers (see :meth:`with_overrides`), applied
-    again when the source is re-read (:func:`reread_settings`)."""
+    """The command line's --host / --port / --log / --workers / --cluster (see
+    :meth:`with_overrides`), applied again when the source is re-read (:func:`reread_settings`)."""
 
     def __post_init__(self) -> None:
         if self.default_objective not in self.objectives:
             raise ConfigError(
                 f"objective.default: no profile named {self.default_objective!r}",
                 field="objective.default",
+            )
+        if self.cluster.enabled and self.server.workers > 1:
+            raise ConfigError(
+                "server.workers: with [cluster] each replica is one serving process (run more "
+                "replicas instead of workers)",
+                field="server.workers",
             )
         if self.policy.kind == "fixed" and self.policy.fixed_model not in self.catalog:
             raise ConfigError(
@@ -243,9 +334,10 @@ class Settings:
         workers: int | None = None,
         warm_start: Path | None = None,
         metrics_port: int | None = None,
+        cluster_url: str | None = None,
     ) -> Settings:
         """A copy with the CLI's --host / --port / --log / --workers / --warm-start /
-        --metrics-port applied.
+        --metrics-port / --cluster applied.
 
         ``--log PATH`` puts the instance's state beside PATH: the decision log, and the policy
         snapshot too (``PATH``'s stem + ``.policy.snapshot``) unless the config names a
@@ -253,9 +345,12 @@ class Settings:
         share, and overwrite, one snapshot."""
         given: dict[str, object] = {
             "host": host, "port": port, "log_path": log_path, "workers": workers,
-            "warm_start": warm_start, "metrics_port": metrics_port,
+            "warm_start": warm_start, "metrics_port": metrics_port, "cluster_url": cluster_url,
         }  # fmt: skip
         overrides = {**self.overrides, **{k: v for k, v in given.items() if v is not None}}
+        cluster = self.cluster
+        if cluster_url is not None:
+            cluster = replace(cluster, url=check_cluster_url(cluster_url, "--cluster"))
         server = self.server if host is None else replace(self.server, host=host)
         server = server if port is None else replace(server, port=port)
         server = server if workers is None else replace(server, workers=workers)
@@ -265,13 +360,13 @@ class Settings:
         if warm_start is not None:
             policy = replace(policy, warm_start=warm_start)
         if log_path is None:
-            return replace(self, server=server, policy=policy, overrides=overrides)
+            return replace(self, server=server, policy=policy, cluster=cluster, overrides=overrides)
         if policy.snapshot_path == DEFAULT_SNAPSHOT_PATH:
             snapshot = log_path.with_name(f"{log_path.stem}.policy.snapshot")
             policy = replace(policy, snapshot_path=snapshot)
         return replace(
             self, server=server, log=replace(self.log, path=log_path), policy=policy,
-            overrides=overrides,
+            cluster=cluster, overrides=overrides,
         )  # fmt: skip
 
 
@@ -539,6 +634,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         policies=policies,
         tls=tls,
         features=features,
+        cluster=_cluster(_table(merged, "cluster")),
         source=source,
     )
 

@@ -35,7 +35,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "server.freeze_gc", "server.grace_s", "server.worker_restarts_per_minute",
     "server.metrics_port", "server.metrics_host", "tls", "log",
     "policy", "policies",
-    "health.latency_window", "features",
+    "health.latency_window", "features", "cluster",
 )  # fmt: skip
 """Keys (or whole sections) that take effect only when the server starts."""
 

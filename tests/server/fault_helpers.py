@@ -129,15 +129,21 @@ class ServerLauncher:
         self.servers: list[ServerProcess] = []
 
     def start(
-        self, config: Path, *, log_level: str | None = None, timeout_s: float = START_TIMEOUT_S
+        self,
+        config: Path,
+        *,
+        log_level: str | None = None,
+        timeout_s: float = START_TIMEOUT_S,
+        args: tuple[str, ...] = (),
     ) -> ServerProcess:
-        """Start a server (at ``log_level`` if given) and wait up to ``timeout_s`` for its
-        listening address."""
+        """Start a server (at ``log_level`` if given, with ``args`` after ``serve --config
+        FILE``) and wait up to ``timeout_s`` for its listening address."""
         stderr_path = self.workdir / f"serve{len(self.servers)}.stderr"
         stderr = stderr_path.open("wb")
         level = [] if log_level is None else ["--log-level", log_level]
+        command = [sys.executable, "-m", "banditroute.cli", *level, "serve", "--config"]
         process = subprocess.Popen(
-            [sys.executable, "-m", "banditroute.cli", *level, "serve", "--config", str(config)],
+            [*command, str(config), *args],
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -12,12 +12,13 @@ policy every ``snapshot_interval_s``.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -51,9 +52,14 @@ from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
+if TYPE_CHECKING:
+    from banditroute.cluster.replica import ClusterReplica
+
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouterService"].full_name
+CLUSTER_HEALTH_NAME = "banditroute.cluster"
+"""Health service name whose status says whether this replica reaches the cluster server."""
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -72,6 +78,7 @@ class Service:
     writes_snapshots: bool = True
     metrics: ServiceMetrics | None = None
     _metrics_server: WSGIServer | None = None
+    cluster: ClusterReplica | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
     _snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
     _maintenance: threading.Thread | None = None
@@ -101,11 +108,21 @@ class Service:
             except ConfigError:
                 self.event_log.close()
                 raise
+        if self.cluster is not None:
+            self.cluster.link.on_change(self._cluster_health)
+            self._cluster_health(self.cluster.link.degraded)
+            self.cluster.start()
         self.server.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self._maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
         self._maintenance.start()
+
+    def _cluster_health(self, degraded: bool) -> None:
+        """The health detail ``banditroute.cluster``: NOT_SERVING while the replica is
+        degraded (it still answers Route; the main service stays SERVING)."""
+        status = health_pb2.HealthCheckResponse
+        self.health.set(CLUSTER_HEALTH_NAME, status.NOT_SERVING if degraded else status.SERVING)
 
     def _maintain(self) -> None:
         interval = self.settings.policy.snapshot_interval_s
@@ -156,6 +173,8 @@ class Service:
         stop_metrics(self._metrics_server)
         if self._maintenance is not None:
             self._maintenance.join()
+        if self.cluster is not None:
+            self.cluster.stop()
         self.event_log.close()
         self.snapshot()
         log.info("stopped", pending=self.router.pending_count)
@@ -285,8 +304,19 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         ],
     )
     peers = None if worker is None else WorkerPeers(worker.index, worker.count, worker.socket)
+    cluster = None
+    if settings.cluster.enabled:
+        from banditroute.cluster.replica import ClusterReplica
+
+        cluster = ClusterReplica(settings.cluster, address="")
     pb_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(router, stats_reader=event_log.reader, peers=peers), server
+        RouterServicer(
+            router,
+            stats_reader=event_log.reader,
+            peers=peers,
+            cluster=None if cluster is None else cluster.status,
+        ),
+        server,
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -302,20 +332,27 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         )
     except ConfigError:
         event_log.close()
+        if cluster is not None:
+            cluster.link.close()
         raise
     except RuntimeError:  # grpc's "Failed to bind": the address is taken or not local
         port = 0
     if port == 0:
         event_log.close()
+        if cluster is not None:
+            cluster.link.close()
         raise ConfigError(
             f"server.port: cannot listen on {address} (in use, or not an address of this host)",
             field="server.port",
         )
     if worker is not None:
         server.add_insecure_port(f"unix:{worker.socket(worker.index)}")
+    if cluster is not None:
+        cluster.registry.address = advertised_address(settings.server.host, port)
     return Service(
         settings, router, event_log, server, health_servicer, port, restored_snapshot,
         restored_pending, writes_snapshots=worker is None or worker.index == 0, metrics=metrics,
+        cluster=cluster,
     )  # fmt: skip
 
 
@@ -328,6 +365,14 @@ def _service_metrics(settings: Settings, worker: WorkerIdentity | None) -> Servi
         use_multiprocess(worker.metrics_dir)
         return ServiceMetrics(served=False)
     return ServiceMetrics(served=True) if settings.server.metrics_port else None
+
+
+def advertised_address(host: str, port: int) -> str:
+    """The address other replicas reach this one at: ``host:port``, with the machine's name
+    for a wildcard host."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
 def reload_on_signal(router: Router) -> None:
@@ -366,6 +411,7 @@ def serve(settings: Settings) -> int:
         config=settings.source,
         snapshot_restored=service.restored_snapshot,
         pending_restored=service.restored_pending,
+        cluster=None if service.cluster is None else service.cluster.replica_id,
     )
     done = threading.Event()
 

@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from banditroute.budgets import BudgetStatus
 from banditroute.catalog import ModelSpec
+from banditroute.cluster.replica import ReplicaStatus
 from banditroute.config import ServerSettings
 from banditroute.decisions import (
     Decision,
@@ -263,6 +264,22 @@ def budget_status(status: BudgetStatus) -> pb.BudgetStatus:
         mean_cost_usd=status.mean_cost_usd,
         pacing_multiplier=status.pacing_multiplier,
     )
+
+
+def cluster_status(status: ReplicaStatus) -> pb.ClusterStatus:
+    """A replica's cluster figures -> ClusterStatus."""
+    message = pb.ClusterStatus(
+        replica_id=status.replica_id,
+        replicas_alive=status.replicas_alive,
+        degraded=status.degraded,
+        snapshot_version=status.snapshot_version,
+        stream_backlog=status.stream_backlog,
+    )
+    if status.degraded_since is not None:
+        _set_time(message.degraded_since, status.degraded_since)
+    if status.snapshot_age_s is not None:
+        message.snapshot_age.FromNanoseconds(int(status.snapshot_age_s * 1e9))
+    return message
 
 
 def since_time(request: pb.GetStatsRequest) -> float | None:

@@ -25,6 +25,7 @@ import duckdb
 import grpc
 import structlog
 
+from banditroute.cluster.replica import ReplicaStatus
 from banditroute.config import ServerSettings
 from banditroute.errors import BanditrouteError, NotFound, PermissionDenied
 from banditroute.reload import reload_from_source
@@ -214,9 +215,11 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         router: Router,
         stats_reader: Callable[[], duckdb.DuckDBPyConnection] | None = None,
         peers: WorkerPeers | None = None,
+        cluster: Callable[[], ReplicaStatus] | None = None,
     ) -> None:
         self.router = router
         self._peers = peers
+        self._cluster = cluster
         self._stats_reader = stats_reader
         self.started_at = time.time()  # GetStats' default since: "since the server started"
 
@@ -287,6 +290,8 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             health=[convert.model_health(h, drifts.get(h.model, 0)) for h in health],
             budgets=[convert.budget_status(b) for b in budgets],
         )
+        if self._cluster is not None:
+            response.cluster.CopyFrom(convert.cluster_status(self._cluster()))
         return WorkerStats(response, {b.tenant: (b.own_spend_usd, b.own_requests) for b in budgets})
 
     def GetStats(  # noqa: N802

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62\x61nditroute/v1/router.proto\x12\x0e\x62\x61nditroute.v1\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe2\x03\n\x0cRouteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.banditroute.v1.ChatMessage\x12\x18\n\x10\x63\x61ndidate_models\x18\x03 \x03(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x11\n\tobjective\x18\x05 \x01(\t\x12\x17\n\x0f\x65xcluded_models\x18\x06 \x03(\t\x12\x34\n\x04tags\x18\x07 \x03(\x0b\x32&.banditroute.v1.RouteRequest.TagsEntry\x12\x1b\n\x13\x64\x61ta_classification\x18\x08 \x01(\t\x12\x19\n\x0cmax_cost_usd\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0emax_latency_ms\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x15required_capabilities\x18\x0b \x03(\t\x12#\n\x16\x65xpected_output_tokens\x18\x0c \x01(\x03H\x02\x88\x01\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_max_cost_usdB\x11\n\x0f_max_latency_msB\x19\n\x17_expected_output_tokens\"C\n\x0eModelExclusion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nconstraint\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"6\n\x10ModelProbability\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\x9d\x03\n\rRouteResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x03 \x03(\t\x12\x13\n\x0bprobability\x18\x04 \x01(\x01\x12\x31\n\x07ranking\x18\x05 \x03(\x0b\x32 .banditroute.v1.ModelProbability\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x11\n\tobjective\x18\x07 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\t \x01(\x08\x12\x32\n\nexclusions\x18\n \x03(\x0b\x32\x1e.banditroute.v1.ModelExclusion\x12\x0c\n\x04rule\x18\x0b \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x0c \x01(\t\x12\x10\n\x08\x65xplored\x18\r \x01(\x08\x12\x1b\n\x13\x64\x61ta_classification\x18\x0e \x01(\t\x12\x10\n\x08language\x18\x0f \x01(\t\"\xac\x02\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x07quality\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x63ost_usd\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cinput_tokens\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x17\n\nlatency_ms\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12-\n\x06status\x18\x08 \x01(\x0e\x32\x1d.banditroute.v1.OutcomeStatusB\n\n\x08_qualityB\x0b\n\t_cost_usdB\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\r\n\x0b_latency_ms\"t\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x38\n\x0b\x64isposition\x18\x02 \x01(\x0e\x32#.banditroute.v1.FeedbackDisposition\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x03 \x01(\x05\"\x13\n\x11ListModelsRequest\"\xbc\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x1a\n\x12input_usd_per_mtok\x18\x03 \x01(\x01\x12\x1b\n\x13output_usd_per_mtok\x18\x04 \x01(\x01\x12\x16\n\x0e\x63ontext_window\x18\x05 \x01(\x03\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x11\n\tlanguages\x18\x07 \x03(\t\x12\x14\n\x0c\x64\x61ta_classes\x18\x08 \x03(\t\"L\n\x0fGetStatsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"\xbf\x01\n\nUsageStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x04 \x01(\x03\x12\x11\n\tspend_usd\x18\x05 \x01(\x01\x12\x14\n\x0cmean_quality\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x08 \x01(\x01\x12\x12\n\nerror_rate\x18\t \x01(\x01\"\xb9\x01\n\x0bModelHealth\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x04 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x05 \x01(\x01\x12\x1c\n\x14requests_last_minute\x18\x06 \x01(\x03\x12\x11\n\tin_flight\x18\x07 \x01(\x03\x12\x17\n\x0f\x64rifts_detected\x18\x08 \x01(\x03\"\xd8\x01\n\x0c\x42udgetStatus\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x30\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tspend_usd\x18\x04 \x01(\x01\x12\x11\n\tlimit_usd\x18\x05 \x01(\x01\x12\x1e\n\x16target_usd_per_request\x18\x06 \x01(\x01\x12\x15\n\rmean_cost_usd\x18\x07 \x01(\x01\x12\x19\n\x11pacing_multiplier\x18\x08 \x01(\x01\"\x99\x01\n\x10GetStatsResponse\x12)\n\x05usage\x18\x01 \x03(\x0b\x32\x1a.banditroute.v1.UsageStats\x12+\n\x06health\x18\x02 \x03(\x0b\x32\x1b.banditroute.v1.ModelHealth\x12-\n\x07\x62udgets\x18\x03 \x03(\x0b\x32\x1c.banditroute.v1.BudgetStatus\"(\n\x17ResetModelHealthRequest\x12\r\n\x05model\x18\x01 \x01(\t\"G\n\x18ResetModelHealthResponse\x12+\n\x06health\x18\x01 \x01(\x0b\x32\x1b.banditroute.v1.ModelHealth\"\x15\n\x13ReloadConfigRequest\"\x89\x01\n\x14ReloadConfigResponse\x12\x14\n\x0cmodels_added\x18\x01 \x03(\t\x12\x16\n\x0emodels_removed\x18\x02 \x03(\t\x12\x16\n\x0emodels_changed\x18\x03 \x03(\t\x12\x14\n\x0ckeys_changed\x18\x04 \x03(\t\x12\x15\n\rconfig_digest\x18\x05 \x01(\t\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.banditroute.v1.ModelInfo*\xb9\x01\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_STATUS_OK\x10\x01\x12\x18\n\x14OUTCOME_STATUS_ERROR\x10\x02\x12\x1a\n\x16OUTCOME_STATUS_TIMEOUT\x10\x03\x12\x1f\n\x1bOUTCOME_STATUS_RATE_LIMITED\x10\x04\x12\x1a\n\x16OUTCOME_STATUS_REFUSED\x10\x05*\xda\x01\n\x13\x46\x65\x65\x64\x62\x61\x63kDisposition\x12$\n FEEDBACK_DISPOSITION_UNSPECIFIED\x10\x00\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_DISPOSITION_LEARNED\x10\x01\x12!\n\x1d\x46\x45\x45\x44\x42\x41\x43K_DISPOSITION_DEFERRED\x10\x02\x12*\n&FEEDBACK_DISPOSITION_IGNORED_DUPLICATE\x10\x03\x12,\n(FEEDBACK_DISPOSITION_RECORDED_OFF_POLICY\x10\x04\x32\x8a\x04\n\rRouterService\x12\x44\n\x05Route\x12\x1c.banditroute.v1.RouteRequest\x1a\x1d.banditroute.v1.RouteResponse\x12M\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1f.banditroute.v1.FeedbackRequest\x1a .banditroute.v1.FeedbackResponse\x12S\n\nListModels\x12!.banditroute.v1.ListModelsRequest\x1a\".banditroute.v1.ListModelsResponse\x12M\n\x08GetStats\x12\x1f.banditroute.v1.GetStatsRequest\x1a .banditroute.v1.GetStatsResponse\x12\x65\n\x10ResetModelHealth\x12\'.banditroute.v1.ResetModelHealthRequest\x1a(.banditroute.v1.ResetModelHealthResponse\x12Y\n\x0cReloadConfig\x12#.banditroute.v1.ReloadConfigRequest\x1a$.banditroute.v1.ReloadConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62\x61nditroute/v1/router.proto\x12\x0e\x62\x61nditroute.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe2\x03\n\x0cRouteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.banditroute.v1.ChatMessage\x12\x18\n\x10\x63\x61ndidate_models\x18\x03 \x03(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x11\n\tobjective\x18\x05 \x01(\t\x12\x17\n\x0f\x65xcluded_models\x18\x06 \x03(\t\x12\x34\n\x04tags\x18\x07 \x03(\x0b\x32&.banditroute.v1.RouteRequest.TagsEntry\x12\x1b\n\x13\x64\x61ta_classification\x18\x08 \x01(\t\x12\x19\n\x0cmax_cost_usd\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0emax_latency_ms\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x15required_capabilities\x18\x0b \x03(\t\x12#\n\x16\x65xpected_output_tokens\x18\x0c \x01(\x03H\x02\x88\x01\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_max_cost_usdB\x11\n\x0f_max_latency_msB\x19\n\x17_expected_output_tokens\"C\n\x0eModelExclusion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nconstraint\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"6\n\x10ModelProbability\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\x9d\x03\n\rRouteResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x03 \x03(\t\x12\x13\n\x0bprobability\x18\x04 \x01(\x01\x12\x31\n\x07ranking\x18\x05 \x03(\x0b\x32 .banditroute.v1.ModelProbability\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x11\n\tobjective\x18\x07 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\t \x01(\x08\x12\x32\n\nexclusions\x18\n \x03(\x0b\x32\x1e.banditroute.v1.ModelExclusion\x12\x0c\n\x04rule\x18\x0b \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x0c \x01(\t\x12\x10\n\x08\x65xplored\x18\r \x01(\x08\x12\x1b\n\x13\x64\x61ta_classification\x18\x0e \x01(\t\x12\x10\n\x08language\x18\x0f \x01(\t\"\xac\x02\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x07quality\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x63ost_usd\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cinput_tokens\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x17\n\nlatency_ms\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12-\n\x06status\x18\x08 \x01(\x0e\x32\x1d.banditroute.v1.OutcomeStatusB\n\n\x08_qualityB\x0b\n\t_cost_usdB\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\r\n\x0b_latency_ms\"t\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x38\n\x0b\x64isposition\x18\x02 \x01(\x0e\x32#.banditroute.v1.FeedbackDisposition\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x03 \x01(\x05\"\x13\n\x11ListModelsRequest\"\xbc\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x1a\n\x12input_usd_per_mtok\x18\x03 \x01(\x01\x12\x1b\n\x13output_usd_per_mtok\x18\x04 \x01(\x01\x12\x16\n\x0e\x63ontext_window\x18\x05 \x01(\x03\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x11\n\tlanguages\x18\x07 \x03(\t\x12\x14\n\x0c\x64\x61ta_classes\x18\x08 \x03(\t\"L\n\x0fGetStatsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"\xbf\x01\n\nUsageStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x04 \x01(\x03\x12\x11\n\tspend_usd\x18\x05 \x01(\x01\x12\x14\n\x0cmean_quality\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x08 \x01(\x01\x12\x12\n\nerror_rate\x18\t \x01(\x01\"\xb9\x01\n\x0bModelHealth\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x04 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x05 \x01(\x01\x12\x1c\n\x14requests_last_minute\x18\x06 \x01(\x03\x12\x11\n\tin_flight\x18\x07 \x01(\x03\x12\x17\n\x0f\x64rifts_detected\x18\x08 \x01(\x03\"\xd8\x01\n\x0c\x42udgetStatus\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x30\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tspend_usd\x18\x04 \x01(\x01\x12\x11\n\tlimit_usd\x18\x05 \x01(\x01\x12\x1e\n\x16target_usd_per_request\x18\x06 \x01(\x01\x12\x15\n\rmean_cost_usd\x18\x07 \x01(\x01\x12\x19\n\x11pacing_multiplier\x18\x08 \x01(\x01\"\xc9\x01\n\x10GetStatsResponse\x12)\n\x05usage\x18\x01 \x03(\x0b\x32\x1a.banditroute.v1.UsageStats\x12+\n\x06health\x18\x02 \x03(\x0b\x32\x1b.banditroute.v1.ModelHealth\x12-\n\x07\x62udgets\x18\x03 \x03(\x0b\x32\x1c.banditroute.v1.BudgetStatus\x12.\n\x07\x63luster\x18\x04 \x01(\x0b\x32\x1d.banditroute.v1.ClusterStatus\"\xe4\x01\n\rClusterStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x16\n\x0ereplicas_alive\x18\x02 \x01(\x05\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x32\n\x0e\x64\x65graded_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10snapshot_version\x18\x05 \x01(\t\x12/\n\x0csnapshot_age\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0estream_backlog\x18\x07 \x01(\x03\"(\n\x17ResetModelHealthRequest\x12\r\n\x05model\x18\x01 \x01(\t\"G\n\x18ResetModelHealthResponse\x12+\n\x06health\x18\x01 \x01(\x0b\x32\x1b.banditroute.v1.ModelHealth\"\x15\n\x13ReloadConfigRequest\"\x89\x01\n\x14ReloadConfigResponse\x12\x14\n\x0cmodels_added\x18\x01 \x03(\t\x12\x16\n\x0emodels_removed\x18\x02 \x03(\t\x12\x16\n\x0emodels_changed\x18\x03 \x03(\t\x12\x14\n\x0ckeys_changed\x18\x04 \x03(\t\x12\x15\n\rconfig_digest\x18\x05 \x01(\t\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.banditroute.v1.ModelInfo*\xb9\x01\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_STATUS_OK\x10\x01\x12\x18\n\x14OUTCOME_STATUS_ERROR\x10\x02\x12\x1a\n\x16OUTCOME_STATUS_TIMEOUT\x10\x03\x12\x1f\n\x1bOUTCOME_STATUS_RATE_LIMITED\x10\x04\x12\x1a\n\x16OUTCOME_STATUS_REFUSED\x10\x05*\xda\x01\n\x13\x46\x65\x65\x64\x62\x61\x63kDisposition\x12$\n FEEDBACK_DISPOSITION_UNSPECIFIED\x10\x00\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_DISPOSITION_LEARNED\x10\x01\x12!\n\x1d\x46\x45\x45\x44\x42\x41\x43K_DISPOSITION_DEFERRED\x10\x02\x12*\n&FEEDBACK_DISPOSITION_IGNORED_DUPLICATE\x10\x03\x12,\n(FEEDBACK_DISPOSITION_RECORDED_OFF_POLICY\x10\x04\x32\x8a\x04\n\rRouterService\x12\x44\n\x05Route\x12\x1c.banditroute.v1.RouteRequest\x1a\x1d.banditroute.v1.RouteResponse\x12M\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1f.banditroute.v1.FeedbackRequest\x1a .banditroute.v1.FeedbackResponse\x12S\n\nListModels\x12!.banditroute.v1.ListModelsRequest\x1a\".banditroute.v1.ListModelsResponse\x12M\n\x08GetStats\x12\x1f.banditroute.v1.GetStatsRequest\x1a .banditroute.v1.GetStatsResponse\x12\x65\n\x10ResetModelHealth\x12\'.banditroute.v1.ResetModelHealthRequest\x1a(.banditroute.v1.ResetModelHealthResponse\x12Y\n\x0cReloadConfig\x12#.banditroute.v1.ReloadConfigRequest\x1a$.banditroute.v1.ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,50 +35,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUTEREQUEST_TAGSENTRY']._loaded_options = None
   _globals['_ROUTEREQUEST_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOMESTATUS']._serialized_start=2964
-  _globals['_OUTCOMESTATUS']._serialized_end=3149
-  _globals['_FEEDBACKDISPOSITION']._serialized_start=3152
-  _globals['_FEEDBACKDISPOSITION']._serialized_end=3370
-  _globals['_CHATMESSAGE']._serialized_start=80
-  _globals['_CHATMESSAGE']._serialized_end=124
-  _globals['_ROUTEREQUEST']._serialized_start=127
-  _globals['_ROUTEREQUEST']._serialized_end=609
-  _globals['_ROUTEREQUEST_TAGSENTRY']._serialized_start=503
-  _globals['_ROUTEREQUEST_TAGSENTRY']._serialized_end=546
-  _globals['_MODELEXCLUSION']._serialized_start=611
-  _globals['_MODELEXCLUSION']._serialized_end=678
-  _globals['_MODELPROBABILITY']._serialized_start=680
-  _globals['_MODELPROBABILITY']._serialized_end=734
-  _globals['_ROUTERESPONSE']._serialized_start=737
-  _globals['_ROUTERESPONSE']._serialized_end=1150
-  _globals['_FEEDBACKREQUEST']._serialized_start=1153
-  _globals['_FEEDBACKREQUEST']._serialized_end=1453
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1455
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1571
-  _globals['_LISTMODELSREQUEST']._serialized_start=1573
-  _globals['_LISTMODELSREQUEST']._serialized_end=1592
-  _globals['_MODELINFO']._serialized_start=1595
-  _globals['_MODELINFO']._serialized_end=1783
-  _globals['_GETSTATSREQUEST']._serialized_start=1785
-  _globals['_GETSTATSREQUEST']._serialized_end=1861
-  _globals['_USAGESTATS']._serialized_start=1864
-  _globals['_USAGESTATS']._serialized_end=2055
-  _globals['_MODELHEALTH']._serialized_start=2058
-  _globals['_MODELHEALTH']._serialized_end=2243
-  _globals['_BUDGETSTATUS']._serialized_start=2246
-  _globals['_BUDGETSTATUS']._serialized_end=2462
-  _globals['_GETSTATSRESPONSE']._serialized_start=2465
-  _globals['_GETSTATSRESPONSE']._serialized_end=2618
-  _globals['_RESETMODELHEALTHREQUEST']._serialized_start=2620
-  _globals['_RESETMODELHEALTHREQUEST']._serialized_end=2660
-  _globals['_RESETMODELHEALTHRESPONSE']._serialized_start=2662
-  _globals['_RESETMODELHEALTHRESPONSE']._serialized_end=2733
-  _globals['_RELOADCONFIGREQUEST']._serialized_start=2735
-  _globals['_RELOADCONFIGREQUEST']._serialized_end=2756
-  _globals['_RELOADCONFIGRESPONSE']._serialized_start=2759
-  _globals['_RELOADCONFIGRESPONSE']._serialized_end=2896
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2898
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2961
-  _globals['_ROUTERSERVICE']._serialized_start=3373
-  _globals['_ROUTERSERVICE']._serialized_end=3895
+  _globals['_OUTCOMESTATUS']._serialized_start=3275
+  _globals['_OUTCOMESTATUS']._serialized_end=3460
+  _globals['_FEEDBACKDISPOSITION']._serialized_start=3463
+  _globals['_FEEDBACKDISPOSITION']._serialized_end=3681
+  _globals['_CHATMESSAGE']._serialized_start=112
+  _globals['_CHATMESSAGE']._serialized_end=156
+  _globals['_ROUTEREQUEST']._serialized_start=159
+  _globals['_ROUTEREQUEST']._serialized_end=641
+  _globals['_ROUTEREQUEST_TAGSENTRY']._serialized_start=535
+  _globals['_ROUTEREQUEST_TAGSENTRY']._serialized_end=578
+  _globals['_MODELEXCLUSION']._serialized_start=643
+  _globals['_MODELEXCLUSION']._serialized_end=710
+  _globals['_MODELPROBABILITY']._serialized_start=712
+  _globals['_MODELPROBABILITY']._serialized_end=766
+  _globals['_ROUTERESPONSE']._serialized_start=769
+  _globals['_ROUTERESPONSE']._serialized_end=1182
+  _globals['_FEEDBACKREQUEST']._serialized_start=1185
+  _globals['_FEEDBACKREQUEST']._serialized_end=1485
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1487
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1603
+  _globals['_LISTMODELSREQUEST']._serialized_start=1605
+  _globals['_LISTMODELSREQUEST']._serialized_end=1624
+  _globals['_MODELINFO']._serialized_start=1627
+  _globals['_MODELINFO']._serialized_end=1815
+  _globals['_GETSTATSREQUEST']._serialized_start=1817
+  _globals['_GETSTATSREQUEST']._serialized_end=1893
+  _globals['_USAGESTATS']._serialized_start=1896
+  _globals['_USAGESTATS']._serialized_end=2087
+  _globals['_MODELHEALTH']._serialized_start=2090
+  _globals['_MODELHEALTH']._serialized_end=2275
+  _globals['_BUDGETSTATUS']._serialized_start=2278
+  _globals['_BUDGETSTATUS']._serialized_end=2494
+  _globals['_GETSTATSRESPONSE']._serialized_start=2497
+  _globals['_GETSTATSRESPONSE']._serialized_end=2698
+  _globals['_CLUSTERSTATUS']._serialized_start=2701
+  _globals['_CLUSTERSTATUS']._serialized_end=2929
+  _globals['_RESETMODELHEALTHREQUEST']._serialized_start=2931
+  _globals['_RESETMODELHEALTHREQUEST']._serialized_end=2971
+  _globals['_RESETMODELHEALTHRESPONSE']._serialized_start=2973
+  _globals['_RESETMODELHEALTHRESPONSE']._serialized_end=3044
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=3046
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=3067
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=3070
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=3207
+  _globals['_LISTMODELSRESPONSE']._serialized_start=3209
+  _globals['_LISTMODELSRESPONSE']._serialized_end=3272
+  _globals['_ROUTERSERVICE']._serialized_start=3684
+  _globals['_ROUTERSERVICE']._serialized_end=4206
 # @@protoc_insertion_point(module_scope)

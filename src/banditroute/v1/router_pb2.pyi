@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -258,14 +259,34 @@ class BudgetStatus(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., period: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spend_usd: _Optional[float] = ..., limit_usd: _Optional[float] = ..., target_usd_per_request: _Optional[float] = ..., mean_cost_usd: _Optional[float] = ..., pacing_multiplier: _Optional[float] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("usage", "health", "budgets")
+    __slots__ = ("usage", "health", "budgets", "cluster")
     USAGE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     usage: _containers.RepeatedCompositeFieldContainer[UsageStats]
     health: _containers.RepeatedCompositeFieldContainer[ModelHealth]
     budgets: _containers.RepeatedCompositeFieldContainer[BudgetStatus]
-    def __init__(self, usage: _Optional[_Iterable[_Union[UsageStats, _Mapping]]] = ..., health: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., budgets: _Optional[_Iterable[_Union[BudgetStatus, _Mapping]]] = ...) -> None: ...
+    cluster: ClusterStatus
+    def __init__(self, usage: _Optional[_Iterable[_Union[UsageStats, _Mapping]]] = ..., health: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., budgets: _Optional[_Iterable[_Union[BudgetStatus, _Mapping]]] = ..., cluster: _Optional[_Union[ClusterStatus, _Mapping]] = ...) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("replica_id", "replicas_alive", "degraded", "degraded_since", "snapshot_version", "snapshot_age", "stream_backlog")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_AGE_FIELD_NUMBER: _ClassVar[int]
+    STREAM_BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    replicas_alive: int
+    degraded: bool
+    degraded_since: _timestamp_pb2.Timestamp
+    snapshot_version: str
+    snapshot_age: _duration_pb2.Duration
+    stream_backlog: int
+    def __init__(self, replica_id: _Optional[str] = ..., replicas_alive: _Optional[int] = ..., degraded: _Optional[bool] = ..., degraded_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot_version: _Optional[str] = ..., snapshot_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stream_backlog: _Optional[int] = ...) -> None: ...
 
 class ResetModelHealthRequest(_message.Message):
     __slots__ = ("model",)

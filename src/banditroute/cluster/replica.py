@@ -1,0 +1,119 @@
+"""One replica's membership of the cluster: its link, its heartbeat, and what it reports.
+
+:class:`ClusterReplica` owns the :class:`~banditroute.cluster.connection.ClusterLink` and the
+:class:`~banditroute.cluster.registry.Registry`, runs a background thread that beats every
+``cluster.heartbeat_s`` (the beat doubles as the probe that notices the server is back while no
+Route is calling) and runs the periodic tasks other parts register (:meth:`every_beat`), and
+assembles :class:`ReplicaStatus` for GetStats. Parts that learn (snapshots, event streams)
+report their figures with :meth:`report_snapshot` and :meth:`report_backlog`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from banditroute.cluster.connection import ClusterLink
+from banditroute.cluster.registry import Registry
+from banditroute.config import ClusterSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What GetStats says of the cluster (see ``ClusterStatus`` in the proto)."""
+
+    replica_id: str
+    replicas_alive: int
+    degraded: bool
+    degraded_since: float | None
+    snapshot_version: str
+    snapshot_age_s: float | None
+    stream_backlog: int
+
+
+class ClusterReplica:
+    """This process as one replica of the cluster (start, beat, report, leave)."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        address: str,
+        *,
+        link: ClusterLink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.link = link or ClusterLink(settings)
+        self.registry = Registry(self.link, address)
+        self._tasks: list[Callable[[], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._snapshot: tuple[str, float] | None = None
+        self._backlog = 0
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's id."""
+        return self.link.replica_id
+
+    def every_beat(self, task: Callable[[], None]) -> None:
+        """Run ``task()`` on the heartbeat thread after every beat (errors are logged)."""
+        self._tasks.append(task)
+
+    def report_snapshot(self, version: str, published_at: float) -> None:
+        """The policy snapshot now in use: its version and when it was published (epoch s)."""
+        self._snapshot = (version, published_at)
+
+    def report_backlog(self, rows: int) -> None:
+        """Journal rows the trainer has not acknowledged yet."""
+        self._backlog = max(0, int(rows))
+
+    def start(self) -> None:
+        """Beat once now (a server down at start leaves the replica degraded, not stopped)
+        and keep beating in the background."""
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="cluster-heartbeat", daemon=True)
+        self._thread.start()
+
+    def beat(self) -> None:
+        """One heartbeat, then the registered tasks."""
+        self.registry.beat()
+        for task in self._tasks:
+            try:
+                task()
+            except Exception:
+                log.exception("cluster_task_failed")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            self.beat()
+
+    def stop(self) -> None:
+        """Stop beating, leave the registry and close the link."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.registry.leave()
+        self.link.close()
+
+    def status(self) -> ReplicaStatus:
+        """The figures GetStats reports."""
+        link = self.link.status()
+        snapshot = self._snapshot
+        return ReplicaStatus(
+            replica_id=self.replica_id,
+            replicas_alive=self.registry.alive,
+            degraded=link.degraded,
+            degraded_since=link.degraded_since,
+            snapshot_version="" if snapshot is None else snapshot[0],
+            snapshot_age_s=None if snapshot is None else max(0.0, time.time() - snapshot[1]),
+            stream_backlog=self._backlog,
+        )
+
+
+__all__ = ["ClusterReplica", "ReplicaStatus"]
