@@ -247,6 +247,8 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from banditroute.plotting import log_ticks, series_styles
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (pareto, curves) = plt.subplots(1, 2, figsize=(13, 5.2))
     ref_q, ref_c = result["reference_quality"], result["reference_cost_usd"]
@@ -260,9 +262,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     mix_y = [mix_quality(hull, float(x)) for x in mix_x]
     pareto.plot(mix_x, mix_y, "--", color="0.5", label="random mix")
     markers = {"cold": "o", "warm": "^"}
-    cmap = plt.get_cmap("tab10")
     names = sorted({name for b in result["budgets"].values() for name in b["runs"]})
-    colours = {name: cmap(i % 10) for i, name in enumerate(names)}
+    styles = dict(zip(names, series_styles(len(names)), strict=True))
+    colours = {name: style.color for name, style in styles.items()}
     for name in names:
         pts = [
             (b["runs"][name]["cost_usd"] / ref_c, b["runs"][name]["quality"] / ref_q)
@@ -274,6 +276,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
             [p[1] for p in pts],
             marker=markers[name.split("/")[0]],
             color=colours[name],
+            linestyle=styles[name].linestyle,
             label=name,
         )
     oracle = [
@@ -287,6 +290,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     pareto.set_xscale("log")
     # Room right of the dearest model for the legend, so it hides no point.
     pareto.set_xlim(right=max(xs) * 6)
+    log_ticks(pareto.xaxis, *pareto.get_xlim())
     pareto.set_xlabel(f"mean cost / {result['reference'].rsplit('/', 1)[-1]}'s (log)")
     pareto.set_ylabel(f"quality / {result['reference'].rsplit('/', 1)[-1]}'s")
     lo = min(*ys, *(p[1] for p in oracle)) - 0.02
@@ -298,7 +302,8 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     for name, run in budgets[key]["runs"].items():
         curve = np.array(run["curve"]) / ref_q
         steps = CURVE_WINDOW + 10 * np.arange(len(curve))
-        curves.plot(steps, curve, color=colours[name], label=name)
+        curves.plot(steps, curve, color=colours[name], linestyle=styles[name].linestyle,
+                    label=name)  # fmt: skip
     curves.axhline(0.9, color="0.6", ls=":", label="90% of reference")
     curves.set_xlabel("prompts streamed")
     curves.set_ylabel(f"trailing {CURVE_WINDOW}-prompt quality / reference")

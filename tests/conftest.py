@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -124,3 +124,14 @@ def records() -> SimpleNamespace:
     return SimpleNamespace(
         t0=T0, decision=decision_record, feedback=feedback_record, settlement=settlement_record
     )
+
+
+@pytest.fixture
+def figures() -> Iterator[list[Any]]:
+    """A list for the matplotlib figures a test draws; they are closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    made: list[Any] = []
+    yield made
+    for fig in made:
+        plt.close(fig)

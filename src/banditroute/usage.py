@@ -30,14 +30,17 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from banditroute.errors import InvalidArgument
 from banditroute.store.schema import FEEDBACK_RANK
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "BUCKETS",
@@ -47,6 +50,7 @@ __all__ = [
     "format_table",
     "plot_usage",
     "summarise",
+    "usage_figure",
     "usage_report",
 ]
 
@@ -345,59 +349,103 @@ def format_table(report: UsageReport) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def plot_usage(report: UsageReport, path: Path) -> None:
-    """Write a PNG: calls and spend per model over time, and latency (p50, p95) with the error
-    rate over time (all models). An empty report gives a figure saying so."""
+def _with_gaps(
+    times: Sequence[datetime], values: Sequence[float], width: int
+) -> tuple[list[datetime], list[float]]:
+    """The series with a NaN between two buckets that are not adjacent, so a line breaks
+    where no decision was logged instead of drawing traffic that never happened."""
+    out_t: list[datetime] = []
+    out_v: list[float] = []
+    for i, (time, value) in enumerate(zip(times, values, strict=True)):
+        if i and (time - times[i - 1]).total_seconds() > width:
+            out_t.append(times[i - 1] + (time - times[i - 1]) / 2)
+            out_v.append(math.nan)
+        out_t.append(time)
+        out_v.append(value)
+    return out_t, out_v
+
+
+def _value(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def usage_figure(report: UsageReport) -> Figure:
+    """The figure :func:`plot_usage` writes: calls and spend per served model over time (one
+    distinct style per model), and latency (p50, p95) with the error rate (all models). Lines
+    break at buckets without decisions; the time axis spans the buckets plus half a bucket
+    either side, however few there are."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import dates, ticker
 
-    fig, axes = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
+    from banditroute.plotting import series_styles
+
+    width = BUCKETS[report.bucket]
+    fig, axes = plt.subplots(3, 1, figsize=(12, 10), sharex=True, dpi=110)
     calls_ax, spend_ax, latency_ax = axes
-    try:
-        if report.empty:
-            for ax in axes:
-                ax.text(0.5, 0.5, "no decisions in the selected range", ha="center",
-                        va="center", transform=ax.transAxes)  # fmt: skip
-        per_model: dict[str, list[BucketStats]] = {}
-        for s in report.series:
-            if s.model is not None and s.tenant is None:
-                per_model.setdefault(s.model, []).append(s)
-        for model, rows in sorted(per_model.items()):
-            times = [r.bucket for r in rows]
-            calls_ax.plot(times, [r.calls for r in rows], "o-", ms=3, lw=1.2, label=model)
-            spend_ax.plot(times, [r.spend_usd for r in rows], "o-", ms=3, lw=1.2, label=model)
-        totals = [s for s in report.series if s.model is None and s.tenant is None]
-        times = [r.bucket for r in totals]
-        nan = float("nan")
-        p50 = [nan if r.latency_p50_ms is None else r.latency_p50_ms for r in totals]
-        p95 = [nan if r.latency_p95_ms is None else r.latency_p95_ms for r in totals]
-        errors = [nan if r.error_rate is None else 100 * r.error_rate for r in totals]
-        latency_ax.plot(times, p50, "o-", ms=3, color="tab:blue", label="latency p50")
-        latency_ax.plot(times, p95, "s--", ms=3, color="tab:blue", label="latency p95")
-        error_ax = latency_ax.twinx()
-        error_ax.plot(times, errors, "^-", ms=3, color="tab:red", label="error rate")
-        error_ax.set_ylabel("error rate (%)", color="tab:red")
-        error_ax.set_ylim(bottom=0)
-
-        calls_ax.set_ylabel(f"calls per {report.bucket}")
-        calls_ax.set_title(f"usage per {report.bucket} (UTC), by served model")
-        spend_ax.set_ylabel(f"spend per {report.bucket} (USD)")
-        latency_ax.set_ylabel("latency (ms), all models")
-        latency_ax.set_xlabel(f"{report.bucket} (UTC)")
+    if report.empty:
         for ax in axes:
-            ax.grid(alpha=0.3)
-        if per_model:
-            calls_ax.legend(fontsize=8, loc="upper left", ncol=2)
-            spend_ax.legend(fontsize=8, loc="upper left", ncol=2)
-        if totals:
-            handles = latency_ax.get_legend_handles_labels()
-            extra = error_ax.get_legend_handles_labels()
-            latency_ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8,
-                              loc="upper left")  # fmt: skip
-        fig.autofmt_xdate()
-        fig.tight_layout()
-        fig.savefig(path, dpi=110, format="png")
+            ax.text(0.5, 0.5, "no decisions in the selected range", ha="center",
+                    va="center", transform=ax.transAxes)  # fmt: skip
+    per_model: dict[str, list[BucketStats]] = {}
+    for s in report.series:
+        if s.model is not None and s.tenant is None:
+            per_model.setdefault(s.model, []).append(s)
+    styles = series_styles(len(per_model))
+    for style, (model, rows) in zip(styles, sorted(per_model.items()), strict=True):
+        times = [r.bucket for r in rows]
+        for ax, values in ((calls_ax, [float(r.calls) for r in rows]),
+                           (spend_ax, [r.spend_usd for r in rows])):  # fmt: skip
+            ax.plot(*_with_gaps(times, values, width), ms=3, lw=1.2, label=model,
+                    **style.kwargs())  # fmt: skip
+    totals = [s for s in report.series if s.model is None and s.tenant is None]
+    times = [r.bucket for r in totals]
+    p50 = _with_gaps(times, [_value(r.latency_p50_ms) for r in totals], width)
+    p95 = _with_gaps(times, [_value(r.latency_p95_ms) for r in totals], width)
+    errors = _with_gaps(times, [_value(r.error_rate) for r in totals], width)
+    latency_ax.plot(*p50, "o-", ms=3, color="tab:blue", label="latency p50")
+    latency_ax.plot(*p95, "s--", ms=3, color="tab:blue", label="latency p95")
+    error_ax = latency_ax.twinx()
+    error_ax.plot(*errors, "^-", ms=3, color="tab:red", label="error rate")
+    error_ax.set_ylabel("error rate (share of feedback not OK)", color="tab:red")
+    error_ax.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0))
+    worst = max((e for e in errors[1] if math.isfinite(e)), default=0.0)
+    # At least 0-1%: an all-OK period must not read as a scale of a few hundredths.
+    error_ax.set_ylim(0.0, max(0.01, min(1.05, 1.15 * worst)))
+
+    calls_ax.set_ylabel(f"calls per {report.bucket}")
+    calls_ax.set_title(f"usage per {report.bucket} (UTC), by served model; gaps: no decisions")
+    spend_ax.set_ylabel(f"spend per {report.bucket} (USD)")
+    latency_ax.set_ylabel("latency (ms), all models")
+    latency_ax.set_xlabel("time (UTC)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if times:
+        half = timedelta(seconds=width / 2)
+        latency_ax.set_xlim(times[0] - half, times[-1] + half)
+        locator = dates.AutoDateLocator(tz=UTC)
+        latency_ax.xaxis.set_major_locator(locator)
+        latency_ax.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=UTC))
+    if per_model:
+        calls_ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                        title="served model")  # fmt: skip
+    if totals:
+        handles = latency_ax.get_legend_handles_labels()
+        extra = error_ax.get_legend_handles_labels()
+        latency_ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8,
+                          loc="upper left", bbox_to_anchor=(1.08, 1.0))  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_usage(report: UsageReport, path: Path) -> None:
+    """Write :func:`usage_figure` as a PNG. An empty report gives a figure saying so."""
+    import matplotlib.pyplot as plt
+
+    fig = usage_figure(report)
+    try:
+        fig.savefig(path, format="png", dpi="figure")
     finally:
         plt.close(fig)

@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,9 @@ from banditroute.evaluation.objective_rewards import (
 from banditroute.evaluation.replay import split_in_time
 from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.objectives import Objective
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FloatArray = npt.NDArray[np.float64]
 PointKind = Literal["sweep", "reference"]
@@ -330,79 +333,99 @@ def format_table(result: TuneResult) -> str:
     return "\n".join(lines)
 
 
-def plot(result: TuneResult, path: Path) -> None:
-    """Quality against cost with intervals; the frontier joined, references in grey (PNG)."""
+QUALITY_RANGE = (0.0, 1.0)
+"""The range of a reported quality (:class:`~banditroute.outcomes.Outcome`): the plot's
+quality axis never runs past it, whatever an interval reaches."""
+
+
+def frontier_figure(result: TuneResult) -> Figure:
+    """The figure :func:`plot` writes: quality against cost with intervals (drawn clipped to
+    the quality range and to costs >= 0; the table keeps the raw values), the frontier joined,
+    references in grey. Only the frontier, the recommended setting and the references are
+    labelled, each where it overlaps nothing; a label with no free spot is listed below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    from banditroute.plotting import annotate_points, log_ticks, outside_legend
+
+    low_q, high_q = QUALITY_RANGE
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
     sweep = [p for p in result.points if p.kind == "sweep"]
     refs = [p for p in result.points if p.kind == "reference"]
+
+    def quality(p: TunePoint) -> tuple[float, float, float]:
+        q = p.quality
+        return tuple(float(np.clip(v, low_q, high_q)) for v in (q.lower, q.estimate, q.upper))  # type: ignore[return-value]
+
+    def cost(p: TunePoint) -> tuple[float, float, float]:
+        c = p.cost_usd
+        return tuple(max(0.0, v) for v in (c.lower, c.estimate, c.upper))  # type: ignore[return-value]
 
     def bars(points: list[TunePoint], **style: Any) -> None:
         if not points:
             return
-        x = np.array([p.cost_usd.estimate for p in points])
-        y = np.array([p.quality.estimate for p in points])
-        xerr = [x - [p.cost_usd.lower for p in points], [p.cost_usd.upper for p in points] - x]
-        yerr = [y - [p.quality.lower for p in points], [p.quality.upper for p in points] - y]
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, capsize=2, linestyle="none", **style)
+        xs = np.array([cost(p) for p in points])
+        ys = np.array([quality(p) for p in points])
+        ax.errorbar(
+            xs[:, 1], ys[:, 1],
+            xerr=[xs[:, 1] - xs[:, 0], xs[:, 2] - xs[:, 1]],
+            yerr=[ys[:, 1] - ys[:, 0], ys[:, 2] - ys[:, 1]],
+            capsize=2, linestyle="none", **style,
+        )  # fmt: skip
 
     bars(sweep, fmt="o", color="tab:blue", label=f"{result.policy} per setting")
     bars(refs, fmt="s", color="grey", alpha=0.7, label="reference policies")
-    for p in sweep:
-        ax.annotate(
-            p.label,
-            (p.cost_usd.estimate, p.quality.estimate),
-            fontsize=7,
-            xytext=(4, 4),
-            textcoords="offset points",
-        )
-    for p in refs:
-        ax.annotate(
-            p.label.removeprefix("fixed:"),
-            (p.cost_usd.estimate, p.quality.estimate),
-            fontsize=6,
-            color="grey",
-            xytext=(4, -8),
-            textcoords="offset points",
-        )
     front = sorted((p for p in sweep if p.frontier), key=lambda p: p.cost_usd.estimate)
     if front:
-        ax.plot(
-            [p.cost_usd.estimate for p in front],
-            [p.quality.estimate for p in front],
-            color="tab:blue",
-            alpha=0.6,
-            label="Pareto frontier",
-        )
-    if result.recommended is not None:
-        best = result.points[result.recommended]
-        ax.scatter(
-            [best.cost_usd.estimate],
-            [best.quality.estimate],
-            marker="*",
-            s=250,
-            color="tab:red",
-            zorder=5,
-            label=f"recommended: {best.label}",
-        )
-    costs = [p.cost_usd.estimate for p in result.points]
+        ax.plot([cost(p)[1] for p in front], [quality(p)[1] for p in front], color="tab:blue",
+                alpha=0.6, label="Pareto frontier")  # fmt: skip
+    best = None if result.recommended is None else result.points[result.recommended]
+    if best is not None:
+        ax.scatter([cost(best)[1]], [quality(best)[1]], marker="*", s=250, color="tab:red",
+                   zorder=5, label=f"recommended: {best.label}")  # fmt: skip
+    costs = [cost(p)[1] for p in result.points]
     positive = [c for c in costs if c > 0]
     if positive and min(costs) > 0:
         ax.set_xscale("log")
+        ends = [v for p in result.points for v in cost(p) if v > 0]
+        log_ticks(ax.xaxis, min(ends), max(ends))
     elif positive:  # some policy is estimated free: linear near zero
         ax.set_xscale("symlog", linthresh=min(positive) / 2)
+    ys = [v for p in result.points for v in quality(p)]
+    if ys:
+        margin = max(0.02, 0.05 * (max(ys) - min(ys)))
+        ax.set_ylim(max(low_q - 0.02, min(ys) - margin), min(high_q + 0.02, max(ys) + margin))
     ax.set_xlabel("estimated mean cost per decision (USD)")
     ax.set_ylabel("estimated mean quality")
     ax.set_title(f"Counterfactual cost/quality frontier ({result.n_eval:,} held-out decisions)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    outside_legend(ax, fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    labelled = [p for p in front if p is not best] + ([best] if best is not None else [])
+    everywhere = [(cost(p)[1], quality(p)[1]) for p in result.points]
+    unplaced = annotate_points(
+        ax, [(cost(p)[1], quality(p)[1], p.label) for p in labelled], markers=everywhere,
+        fontsize=7, color="tab:blue",
+    ) + annotate_points(
+        ax, [(cost(p)[1], quality(p)[1], p.label.removeprefix("fixed:")) for p in refs],
+        markers=everywhere, fontsize=6, color="dimgrey",
+    )  # fmt: skip
+    if unplaced:
+        outside_legend(ax, unplaced, fontsize="small")
+    return fig
+
+
+def plot(result: TuneResult, path: Path) -> None:
+    """Write :func:`frontier_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = frontier_figure(result)
+    try:
+        fig.savefig(path, dpi="figure")
+    finally:
+        plt.close(fig)
 
 
 __all__ = [
@@ -410,7 +433,9 @@ __all__ = [
     "DEFAULT_QUALITY_SHARE",
     "TunePoint",
     "TuneResult",
+    "QUALITY_RANGE",
     "format_table",
+    "frontier_figure",
     "pareto_frontier",
     "plot",
     "recommend",
