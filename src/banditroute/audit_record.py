@@ -34,7 +34,7 @@ __all__ = [
     "time_us",
 ]
 
-AuditKind = Literal["decision", "feedback", "settlement"]
+AuditKind = Literal["decision", "feedback", "settlement", "promotion", "rollback"]
 KINDS: frozenset[str] = frozenset(get_args(AuditKind))
 
 GENESIS_HASH = "0" * 64

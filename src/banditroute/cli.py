@@ -16,6 +16,7 @@ from pathlib import Path
 
 from banditroute.cli_embed import add_parser as add_embed_parser
 from banditroute.cli_ops import add_parsers as add_ops_parsers
+from banditroute.cli_promote import add_parser as add_promote_parser
 from banditroute.cli_replay import add_parsers as add_replay_parsers
 from banditroute.cli_simulate import add_simulate_parser, run_simulate
 from banditroute.config import (
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=run_simulate)
     add_replay_parsers(sub)
     add_ops_parsers(sub)
+    add_promote_parser(sub)
     add_embed_parser(sub)
     return parser
 

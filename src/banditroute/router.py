@@ -36,7 +36,13 @@ from banditroute.catalog import Catalog, ModelSpec
 from banditroute.config import Settings
 from banditroute.decisions import Decision, Disposition, FeedbackReport, FeedbackResult, RouteQuery
 from banditroute.eligibility import Constraints, eligible_models
-from banditroute.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from banditroute.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from banditroute.features import (
     Embedder,
     PromptFeatures,
@@ -167,6 +173,7 @@ class Router:
         self.embedder = embedder if embedder is not None else semantic_embedder(settings)
         self.policy = policy
         self.policies: dict[str, Policy] = {"default": policy, **(policies or {})}
+        self._previous: Policy | None = None
         self.log = event_log
         self.health = health or HealthTracker(
             settings.health,
@@ -244,6 +251,58 @@ class Router:
             self._known_models.update(settings.catalog.ids)
             self.settings = settings
         return change
+
+    # -- promotion -------------------------------------------------------------------------------
+    @property
+    def previous_policy(self) -> Policy | None:
+        """The policy a promotion replaced, kept as it was for :meth:`rollback` (None if none)."""
+        return self._previous
+
+    def promote(self, policy: Policy, evidence: Mapping[str, Any]) -> tuple[str, int]:
+        """Make ``policy`` the live (default) policy at once, keeping the one it replaces, as
+        it is, for :meth:`rollback`. Every Route after this uses the new policy; decisions
+        still pending learn into it. The evidence is chained in the audit log (a
+        ``promotion`` record) under the same lock, so the chain orders it exactly between
+        the old policy's decisions and the new one's. Returns the new version and the audit
+        record's seq (0 without auditing)."""
+        follow = getattr(policy, "follow", None)
+        if callable(follow):
+            follow(self._decision_multiplier)
+        with self._lock:
+            previous = self.policy
+            self._previous = previous
+            self.policy = self.policies["default"] = policy
+            payload = {**evidence, "previous_version": previous.version}
+            return policy.version, self.audit_event("promotion", policy.version, payload)
+
+    def rollback(self) -> tuple[str, str, int]:
+        """Put back the policy the last promotion replaced; FailedPrecondition if none.
+        Returns the restored version, the version rolled back, and the audit record's seq."""
+        with self._lock:
+            previous = self._previous
+            if previous is None:
+                raise FailedPrecondition(
+                    "policy: no promotion to roll back (none since the server started, or "
+                    "already rolled back)",
+                    field="policy",
+                )
+            current = self.policy
+            self.policy = self.policies["default"] = previous
+            self._previous = None
+            payload = {"rolled_back_version": current.version, "restored_version": previous.version}
+            seq = self.audit_event("rollback", previous.version, payload)
+        return previous.version, current.version, seq
+
+    def audit_event(self, kind: AuditKind, version: str, payload: Mapping[str, Any]) -> int:
+        """Chain an audit record that describes no logged row (a promotion's evidence, a
+        rollback); returns its seq (0 without auditing)."""
+        if self.audit is None:
+            return 0
+        record = self.audit.append(
+            kind=kind, tenant="", decision_id="", time=self._clock(), policy_version=version,
+            feature_hash="", eligible=self.settings.catalog.ids, payload=payload,
+        )  # fmt: skip
+        return record.seq
 
     # -- Route -----------------------------------------------------------------------------------
     def _validate(self, query: RouteQuery, settings: Settings) -> None:
@@ -796,7 +855,8 @@ class Router:
             log.warning("arm_policy_gone", arm=pending.record.arm,
                         decision_id=pending.decision.decision_id)  # fmt: skip
         for name in pending.record.shadow:
-            if name in self.policies:
+            # A promoted shadow is also the arm's policy now: it learns the outcome once.
+            if name in self.policies and self.policies[name] is not policy:
                 self.policies[name].learn(*args, reward)
         pending.learned = True
 

@@ -30,6 +30,7 @@ from banditroute.audit import AuditChain
 from banditroute.config import Settings, TLSSettings
 from banditroute.errors import ConfigError, FailedPrecondition
 from banditroute.features import warm_up
+from banditroute.policies.base import Policy
 from banditroute.policies.factory import build_policy
 from banditroute.policies.sharing import SharedLearning
 from banditroute.privacy import scan
@@ -156,11 +157,25 @@ class Service:
         with self._snapshot_lock:
             with self.router.locked():
                 payloads = {
-                    name: snapshot_bytes(policy) for name, policy in self.router.policies.items()
+                    name: snapshot_bytes(policy) for name, policy in self._snapshotted().items()
                 }
             for name, payload in payloads.items():
                 size = write_snapshot(payload, snapshot_path(base, name))
                 log.debug("snapshot_saved", policy=name, bytes=size)
+
+    def _snapshotted(self) -> dict[str, Policy]:
+        """The policies to save, by name. A promoted policy of another kind than ``[policy]
+        kind`` is not saved as the default (a restart could not restore it into the configured
+        kind): the policy it replaced is, so a restart resumes the configured policy."""
+        policies = dict(self.router.policies)
+        kind = self.settings.policy.kind
+        if policies["default"].name != kind:
+            previous = self.router.previous_policy
+            if previous is not None and previous.name == kind:
+                policies["default"] = previous
+            else:
+                del policies["default"]
+        return policies
 
     def stop(self) -> None:
         """Graceful shutdown: NOT_SERVING, drain calls, flush the log, snapshot the policy."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -33,6 +34,9 @@ from banditroute.health import ModelHealth
 from banditroute.outcomes import OutcomeStatus
 from banditroute.usage import ModelTenantStats
 from banditroute.v1 import router_pb2 as pb
+
+if TYPE_CHECKING:
+    from banditroute.promotion import Estimate, Evidence
 
 _STATUS_FROM_PROTO: dict[int, OutcomeStatus] = {
     pb.OUTCOME_STATUS_UNSPECIFIED: OutcomeStatus.OK,
@@ -290,3 +294,27 @@ def since_time(request: pb.GetStatsRequest) -> float | None:
         return float(request.since.ToNanoseconds()) / 1e9
     except ValueError as exc:  # outside 0001-01-01..9999-12-31, or bad nanos
         raise InvalidArgument(f"since: {exc}", field="since") from None
+
+
+def promote_response(
+    evidence: Evidence, policy_version: str, audit_seq: int
+) -> pb.PromotePolicyResponse:
+    """A promotion's verdict and evidence as the RPC returns them."""
+
+    def estimate(found: Estimate) -> pb.PolicyEstimate:
+        return pb.PolicyEstimate(
+            policy=found.policy, value=found.value, lower=found.lower, upper=found.upper,
+            ess=found.ess,
+        )  # fmt: skip
+
+    return pb.PromotePolicyResponse(
+        promoted=evidence.promoted,
+        reason=evidence.reason,
+        candidate=estimate(evidence.candidate),
+        live=estimate(evidence.live),
+        decisions=evidence.decisions,
+        margin=evidence.margin,
+        log_digest=evidence.log_digest,
+        policy_version=policy_version,
+        audit_seq=audit_seq,
+    )

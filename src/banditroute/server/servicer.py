@@ -27,7 +27,13 @@ import structlog
 
 from banditroute.cluster.replica import ReplicaStatus
 from banditroute.config import ServerSettings
-from banditroute.errors import BanditrouteError, NotFound, PermissionDenied
+from banditroute.errors import (
+    BanditrouteError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from banditroute.reload import reload_from_source
 from banditroute.router import Router, decision_owner
 from banditroute.server import convert
@@ -67,6 +73,8 @@ PEER_CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 """Reconnection backoff of the channels to other workers (see ``WorkerPeers._stub``)."""
+MAX_CANDIDATE_CHARS = 1000
+"""The longest candidate spec PromotePolicy accepts (VW arguments can be long)."""
 PEER_KEY = "x-banditroute-peer"
 """Metadata of a call one worker makes to another (its index): answer for yourself only."""
 WORKERS_KEY = "x-banditroute-workers"
@@ -391,6 +399,66 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             return response
 
         return _call(context, "ReloadConfig", work)
+
+    def PromotePolicy(  # noqa: N802
+        self, request: pb.PromotePolicyRequest, context: grpc.ServicerContext
+    ) -> pb.PromotePolicyResponse:
+        """Gate the candidate on this server's log (:mod:`banditroute.promotion`); make it
+        live if it clears. The evidence goes to the audit log either way."""
+
+        def work() -> pb.PromotePolicyResponse:
+            current_principal().require_admin("PromotePolicy")
+            # Imported here: the evaluation package is needed only by this admin call.
+            from banditroute.promotion import gate_connection
+
+            convert.check_chars("candidate", request.candidate, MAX_CANDIDATE_CHARS)
+            convert.check_chars("objective", request.objective, self._limits.max_name_chars)
+            if not request.candidate.strip():
+                raise InvalidArgument("candidate: must not be empty", field="candidate")
+            if self._peers is not None:
+                raise FailedPrecondition(
+                    "policy: promotion needs a single serving process (server.workers = 1): "
+                    "each worker has its own copy of the policy",
+                    field="policy",
+                )
+            router = self.router
+            objective = router.settings.objective(request.objective)
+            if self._stats_reader is None:
+                raise FailedPrecondition("log: this server keeps no decision log", field="log")
+            shadows = {name: p for name, p in router.policies.items() if name != "default"}
+            cursor = self._stats_reader()
+            try:
+                evidence, policy = gate_connection(
+                    cursor, request.candidate, router.settings, objective,
+                    margin=request.margin, shadows=shadows,
+                )  # fmt: skip
+            finally:
+                cursor.close()
+            if policy is None:
+                version = router.policy.version
+                seq = router.audit_event("promotion", version, evidence.as_dict())
+            else:
+                version, seq = router.promote(policy, evidence.as_dict())
+            log.info("policy_promotion", verdict=evidence.verdict, policy_version=version,
+                     decisions=evidence.decisions, audit_seq=seq)  # fmt: skip
+            return convert.promote_response(evidence, version, seq)
+
+        return _call(context, "PromotePolicy", work)
+
+    def RollbackPolicy(  # noqa: N802
+        self, request: pb.RollbackPolicyRequest, context: grpc.ServicerContext
+    ) -> pb.RollbackPolicyResponse:
+        """Put back the policy the last promotion replaced."""
+
+        def work() -> pb.RollbackPolicyResponse:
+            current_principal().require_admin("RollbackPolicy")
+            restored, rolled_back, seq = self.router.rollback()
+            log.info("policy_rolled_back", policy_version=restored, audit_seq=seq)
+            return pb.RollbackPolicyResponse(
+                policy_version=restored, rolled_back_version=rolled_back, audit_seq=seq
+            )
+
+        return _call(context, "RollbackPolicy", work)
 
 
 setattr(RouterServicer.Feedback, "experimental_thread_pool", FEEDBACK_POOL)  # noqa: B010

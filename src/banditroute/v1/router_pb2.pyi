@@ -323,3 +323,63 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class PromotePolicyRequest(_message.Message):
+    __slots__ = ("candidate", "margin", "objective")
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    candidate: str
+    margin: float
+    objective: str
+    def __init__(self, candidate: _Optional[str] = ..., margin: _Optional[float] = ..., objective: _Optional[str] = ...) -> None: ...
+
+class PolicyEstimate(_message.Message):
+    __slots__ = ("policy", "value", "lower", "upper", "ess")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    ESS_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    value: float
+    lower: float
+    upper: float
+    ess: float
+    def __init__(self, policy: _Optional[str] = ..., value: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., ess: _Optional[float] = ...) -> None: ...
+
+class PromotePolicyResponse(_message.Message):
+    __slots__ = ("promoted", "reason", "candidate", "live", "decisions", "margin", "log_digest", "policy_version", "audit_seq")
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    LOG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    promoted: bool
+    reason: str
+    candidate: PolicyEstimate
+    live: PolicyEstimate
+    decisions: int
+    margin: float
+    log_digest: str
+    policy_version: str
+    audit_seq: int
+    def __init__(self, promoted: _Optional[bool] = ..., reason: _Optional[str] = ..., candidate: _Optional[_Union[PolicyEstimate, _Mapping]] = ..., live: _Optional[_Union[PolicyEstimate, _Mapping]] = ..., decisions: _Optional[int] = ..., margin: _Optional[float] = ..., log_digest: _Optional[str] = ..., policy_version: _Optional[str] = ..., audit_seq: _Optional[int] = ...) -> None: ...
+
+class RollbackPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RollbackPolicyResponse(_message.Message):
+    __slots__ = ("policy_version", "rolled_back_version", "audit_seq")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_BACK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    policy_version: str
+    rolled_back_version: str
+    audit_seq: int
+    def __init__(self, policy_version: _Optional[str] = ..., rolled_back_version: _Optional[str] = ..., audit_seq: _Optional[int] = ...) -> None: ...

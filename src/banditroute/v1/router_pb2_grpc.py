@@ -67,6 +67,16 @@ class RouterServiceStub:
                 request_serializer=banditroute_dot_v1_dot_router__pb2.ReloadConfigRequest.SerializeToString,
                 response_deserializer=banditroute_dot_v1_dot_router__pb2.ReloadConfigResponse.FromString,
                 _registered_method=True)
+        self.PromotePolicy = channel.unary_unary(
+                '/banditroute.v1.RouterService/PromotePolicy',
+                request_serializer=banditroute_dot_v1_dot_router__pb2.PromotePolicyRequest.SerializeToString,
+                response_deserializer=banditroute_dot_v1_dot_router__pb2.PromotePolicyResponse.FromString,
+                _registered_method=True)
+        self.RollbackPolicy = channel.unary_unary(
+                '/banditroute.v1.RouterService/RollbackPolicy',
+                request_serializer=banditroute_dot_v1_dot_router__pb2.RollbackPolicyRequest.SerializeToString,
+                response_deserializer=banditroute_dot_v1_dot_router__pb2.RollbackPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -126,6 +136,26 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromotePolicy(self, request, context):
+        """PromotePolicy makes a candidate policy live only when the server's own log shows
+        it is better: the lower bound of its doubly robust (DR) estimate must beat the
+        live policy's estimate on the same decisions by the margin. The candidate learns
+        the logged decisions before it goes live; the policy it replaces is kept for
+        RollbackPolicy. The evidence is written to the audit log either way, and returned.
+        Needs an admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackPolicy(self, request, context):
+        """RollbackPolicy puts back the policy the last promotion replaced
+        (FAILED_PRECONDITION if there is none). Needs an admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +188,16 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ReloadConfig,
                     request_deserializer=banditroute_dot_v1_dot_router__pb2.ReloadConfigRequest.FromString,
                     response_serializer=banditroute_dot_v1_dot_router__pb2.ReloadConfigResponse.SerializeToString,
+            ),
+            'PromotePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromotePolicy,
+                    request_deserializer=banditroute_dot_v1_dot_router__pb2.PromotePolicyRequest.FromString,
+                    response_serializer=banditroute_dot_v1_dot_router__pb2.PromotePolicyResponse.SerializeToString,
+            ),
+            'RollbackPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackPolicy,
+                    request_deserializer=banditroute_dot_v1_dot_router__pb2.RollbackPolicyRequest.FromString,
+                    response_serializer=banditroute_dot_v1_dot_router__pb2.RollbackPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,6 +365,60 @@ class RouterService:
             '/banditroute.v1.RouterService/ReloadConfig',
             banditroute_dot_v1_dot_router__pb2.ReloadConfigRequest.SerializeToString,
             banditroute_dot_v1_dot_router__pb2.ReloadConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromotePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditroute.v1.RouterService/PromotePolicy',
+            banditroute_dot_v1_dot_router__pb2.PromotePolicyRequest.SerializeToString,
+            banditroute_dot_v1_dot_router__pb2.PromotePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banditroute.v1.RouterService/RollbackPolicy',
+            banditroute_dot_v1_dot_router__pb2.RollbackPolicyRequest.SerializeToString,
+            banditroute_dot_v1_dot_router__pb2.RollbackPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,185 @@
+"""``banditroute promote``: gate a candidate policy on a log, and make it live on a server.
+
+    banditroute promote --log var/banditroute.duckdb --candidate costaware --margin 0.01
+    BANDITROUTE_API_KEY=... banditroute promote --server 127.0.0.1:50051 --candidate fixed:M
+    BANDITROUTE_API_KEY=... banditroute promote --server 127.0.0.1:50051 --rollback
+
+With ``--log`` the gate runs here (:mod:`banditroute.promotion`) and prints the evidence: a
+dry run that changes nothing (exit 0 when the candidate clears, 1 when refused), and with
+``--save-snapshot`` writes the warmed candidate's snapshot. With ``--server`` the running
+server gates the candidate on its own log (the PromotePolicy RPC), writes the evidence to its
+audit log and, if it clears, serves it; ``--rollback`` calls RollbackPolicy. The admin key
+comes from ``$BANDITROUTE_API_KEY`` (never the command line, which other users can read).
+Heavy imports wait for the handler, so ``--help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from banditroute.errors import InvalidArgument
+
+KEY_VARIABLE = "BANDITROUTE_API_KEY"
+RPC_TIMEOUT_S = 600.0
+"""How long PromotePolicy may take (the server replays its log, and warms the candidate)."""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add ``promote`` to the CLI."""
+    parser = subparsers.add_parser(
+        "promote",
+        help="make a candidate policy live only if the log shows it beats the live one",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--log", type=Path, help="gate on this log here (a dry run)")
+    parser.add_argument("--config", type=Path, help="TOML settings (catalogue, objectives)")
+    parser.add_argument(
+        "--server", metavar="HOST:PORT", help="ask this running server (PromotePolicy)"
+    )
+    parser.add_argument(
+        "--candidate",
+        help="costaware | vw[:ARGS] | linucb[:alpha=A,epsilon=E] | uniform | fixed:MODEL | "
+        "snapshot:PATH (--log only) | shadow:NAME (--server only)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="reward per decision the candidate's DR lower bound must beat the live "
+        "policy's estimate by (default 0)",
+    )
+    parser.add_argument("--objective", help="profile name (default: the configured default)")
+    parser.add_argument("--min-ess", type=float, default=None, help="refuse below this ESS")
+    parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the evidence")
+    parser.add_argument(
+        "--save-snapshot", type=Path, metavar="PATH",
+        help="with --log: write the warmed candidate's policy snapshot when it clears",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rollback", action="store_true", help="with --server: put the previous policy back"
+    )
+    parser.set_defaults(handler=run_promote)
+
+
+def format_evidence(evidence: dict[str, Any]) -> str:
+    """The evidence as a few lines of text."""
+    lines = [f"verdict: {evidence['verdict']}: {evidence['reason']}"]
+    for role in ("live", "candidate"):
+        e = evidence[role]
+        lines.append(
+            f"{role:<9}  {e['policy']:<24}  DR {e['value']:.4f}  "
+            f"[{e['lower']:.4f}, {e['upper']:.4f}]  ess {e['ess']:.1f}"
+        )
+    lines.append(
+        f"decisions: {evidence['decisions']}  margin: {evidence['margin']:g}  "
+        f"log digest: {evidence['log_digest']}"
+    )
+    return "\n".join(lines)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not (math.isfinite(args.margin) and args.margin >= 0):
+        raise InvalidArgument("--margin: must be a number >= 0", field="--margin")
+    if args.min_ess is not None and not (math.isfinite(args.min_ess) and args.min_ess >= 0):
+        raise InvalidArgument("--min-ess: must be a number >= 0", field="--min-ess")
+    if (args.log is None) == (args.server is None):
+        raise InvalidArgument("--log: give either --log or --server", field="--log")
+    if args.rollback and args.server is None:
+        raise InvalidArgument(
+            "--rollback: needs --server (the running server keeps the previous policy)",
+            field="--rollback",
+        )
+    if not args.rollback and not args.candidate:
+        raise InvalidArgument("--candidate: required (or --rollback)", field="--candidate")
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    """The ``promote`` handler."""
+    _check(args)
+    if args.server is not None:
+        return _remote(args)
+    from banditroute.config import config_path_from_environment, load_settings
+    from banditroute.evaluation.objective_rewards import resolve_objective
+    from banditroute.promotion import DEFAULT_MIN_ESS, gate_connection
+    from banditroute.snapshots import save_snapshot
+    from banditroute.store.reader import open_log
+
+    settings = load_settings(args.config or config_path_from_environment())
+    objective = resolve_objective(args.objective, settings)
+    source = open_log(args.log, arg="--log")
+    try:
+        evidence, policy = gate_connection(
+            source.connection, args.candidate, settings, objective, margin=args.margin,
+            arg="--candidate", min_ess=DEFAULT_MIN_ESS if args.min_ess is None else args.min_ess,
+        )  # fmt: skip
+    finally:
+        source.connection.close()
+    document = evidence.as_dict()
+    print(format_evidence(document))
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    if policy is not None and args.save_snapshot is not None:
+        save_snapshot(policy, args.save_snapshot)
+        print(f"snapshot: {args.save_snapshot} ({policy.name})")
+    return 0 if evidence.promoted else 1
+
+
+def _remote(args: argparse.Namespace) -> int:
+    """PromotePolicy or RollbackPolicy on a running server."""
+    import grpc
+
+    from banditroute.v1 import router_pb2 as pb
+    from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+    key = os.environ.get(KEY_VARIABLE, "")
+    metadata = (("x-api-key", key),) if key else ()
+    with grpc.insecure_channel(args.server) as channel:
+        stub = pb_grpc.RouterServiceStub(channel)
+        try:
+            if args.rollback:
+                rolled = stub.RollbackPolicy(
+                    pb.RollbackPolicyRequest(), metadata=metadata, timeout=RPC_TIMEOUT_S
+                )
+                print(f"rolled back {rolled.rolled_back_version}; live: {rolled.policy_version}")
+                return 0
+            response = stub.PromotePolicy(
+                pb.PromotePolicyRequest(
+                    candidate=args.candidate, margin=args.margin, objective=args.objective or ""
+                ),
+                metadata=metadata,
+                timeout=RPC_TIMEOUT_S,
+            )
+        except grpc.RpcError as error:
+            print(f"banditroute promote: error: {error.code().name}: {error.details()}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+
+    def estimate(e: Any) -> dict[str, Any]:
+        return {"policy": e.policy, "value": e.value, "lower": e.lower, "upper": e.upper,
+                "ess": e.ess}  # fmt: skip
+
+    document = {
+        "verdict": "promoted" if response.promoted else "refused",
+        "reason": response.reason,
+        "live": estimate(response.live),
+        "candidate": estimate(response.candidate),
+        "decisions": response.decisions,
+        "margin": response.margin,
+        "log_digest": response.log_digest,
+        "policy_version": response.policy_version,
+        "audit_seq": response.audit_seq,
+    }
+    print(format_evidence(document))
+    print(f"live policy: {response.policy_version}  (audit record {response.audit_seq})")
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return 0 if response.promoted else 1
+
+
+__all__ = ["add_parser", "format_evidence", "run_promote"]

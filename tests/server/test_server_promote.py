@@ -1,0 +1,182 @@
+"""PromotePolicy and RollbackPolicy: a candidate goes live only when its DR lower bound on the
+server's own log beats the live policy's estimate by the margin, the evidence is chained in
+the audit log either way, and a promotion can be rolled back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import grpc
+import pytest
+
+from banditroute.audit import open_audit_log, verify
+from banditroute.server.app import Service
+from banditroute.snapshots import parse_snapshot
+from banditroute.tenancy import hash_key
+from banditroute.v1 import router_pb2 as pb
+
+ADMIN_KEY, ACME_KEY = "key-admin-promote", "key-acme-promote"
+MODELS = [
+    {"id": name, "provider": f"p{i}", "input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.1,
+     "data_classes": ["public", "internal", "pii"]}
+    for i, name in enumerate(("alpha", "beta", "gamma"))
+]  # fmt: skip
+CONFIG: dict[str, Any] = {
+    "models": MODELS,
+    "policy": {"kind": "uniform"},
+    "auth": {"required": True, "admin_key_sha256": [hash_key(ADMIN_KEY)]},
+    "tenants": [{"name": "acme", "api_key_sha256": [hash_key(ACME_KEY)]}],
+    "log": {"sync_feedback": True},
+}
+QUALITY = {"alpha": 1.0, "beta": 0.1, "gamma": 0.1}
+DECISIONS = 150
+
+
+@pytest.fixture
+def served(start_service: Callable[..., Service], api: Callable[..., Any]) -> Service:
+    """A uniform-logging service with DECISIONS decisions fed back: alpha is clearly best."""
+    service = start_service(CONFIG)
+    client = api(service, ACME_KEY)
+    for i in range(DECISIONS):
+        decision = client.route(prompt=f"Question {i}: what is {i} plus {i}?")
+        client.feedback(decision_id=decision.decision_id, quality=QUALITY[decision.model],
+                        cost_usd=0.0001)  # fmt: skip
+    return service
+
+
+def _promote(client: Any, candidate: str, margin: float = 0.05) -> pb.PromotePolicyResponse:
+    request = pb.PromotePolicyRequest(candidate=candidate, margin=margin)
+    response: pb.PromotePolicyResponse = client.call("PromotePolicy", request)
+    return response
+
+
+def _audit(service: Service) -> tuple[Any, list[tuple[str, str, dict[str, Any]]]]:
+    """Stop the service; the audit chain's verdict and its promotion/rollback records."""
+    service.stop()
+    source = open_audit_log(service.settings.log.path)
+    try:
+        result = verify(source.connection)
+    finally:
+        source.connection.close()
+    with duckdb.connect(str(service.settings.log.path), read_only=True) as con:
+        rows = con.execute(
+            "SELECT kind, policy_version, CAST(payload AS VARCHAR) FROM audit "
+            "WHERE kind IN ('promotion', 'rollback') ORDER BY seq"
+        ).fetchall()
+    return result, [(kind, version, json.loads(payload)) for kind, version, payload in rows]
+
+
+def test_a_candidate_short_of_the_margin_is_refused_with_the_evidence_audited(
+    served: Service, api: Callable[..., Any]
+) -> None:
+    """fixed:beta is worse than the live uniform policy: refused, the live policy stays, and
+    the audit chain (which still verifies) holds the evidence: both estimates with their
+    intervals, ESS, decisions, margin, verdict and the log digest."""
+    admin = api(served, ADMIN_KEY)
+    before = served.router.policy.version
+    response = _promote(admin, "fixed:beta")
+    assert not response.promoted
+    assert "does not clear" in response.reason
+    assert response.candidate.lower <= response.live.value + response.margin
+    assert response.decisions == DECISIONS
+    assert len(response.log_digest) == 64
+    assert response.policy_version == before == served.router.policy.version
+    result, records = _audit(served)
+    assert result.ok, result.problem
+    [(kind, version, evidence)] = records
+    assert (kind, version) == ("promotion", before)
+    assert evidence["verdict"] == "refused"
+    assert evidence["candidate"]["policy"] == "fixed:beta"
+    assert evidence["live"]["policy"] == "logged"
+    assert evidence["log_digest"] == response.log_digest
+    assert evidence["decisions"] == DECISIONS
+    assert evidence["margin"] == pytest.approx(0.05)
+    assert {"value", "lower", "upper", "ess"} <= set(evidence["candidate"])
+
+
+def test_a_clearly_better_candidate_goes_live_and_rolls_back(
+    served: Service, api: Callable[..., Any]
+) -> None:
+    """fixed:alpha clears the gate: later decisions are its; RollbackPolicy puts the uniform
+    policy back (a second rollback has nothing to undo); the chain verifies with both
+    records, the promotion's naming the policy it replaced."""
+    admin, acme = api(served, ADMIN_KEY), api(served, ACME_KEY)
+    before = served.router.policy.version
+    response = _promote(admin, "fixed:alpha")
+    assert response.promoted, response.reason
+    assert response.candidate.lower > response.live.value + response.margin
+    assert response.policy_version == "fixed:alpha"
+    decision = acme.route(prompt="After the promotion")
+    assert (decision.model, decision.policy_version) == ("alpha", "fixed:alpha")
+
+    rolled = admin.call("RollbackPolicy", pb.RollbackPolicyRequest())
+    assert (rolled.policy_version, rolled.rolled_back_version) == (before, "fixed:alpha")
+    assert acme.route(prompt="After the rollback").policy_version == before
+    details = admin.fails("RollbackPolicy", pb.RollbackPolicyRequest(),
+                          grpc.StatusCode.FAILED_PRECONDITION)  # fmt: skip
+    assert "no promotion to roll back" in details
+
+    result, records = _audit(served)
+    assert result.ok, result.problem
+    assert [(kind, version) for kind, version, _ in records] == [
+        ("promotion", "fixed:alpha"), ("rollback", before),
+    ]  # fmt: skip
+    assert records[0][2]["verdict"] == "promoted"
+    assert records[0][2]["previous_version"] == before
+    assert records[1][2]["rolled_back_version"] == "fixed:alpha"
+
+
+def test_promotion_and_rollback_need_an_admin_key(
+    start_service: Callable[..., Service], api: Callable[..., Any]
+) -> None:
+    """A tenant key may not change the live policy."""
+    acme = api(start_service(CONFIG), ACME_KEY)
+    request = pb.PromotePolicyRequest(candidate="fixed:alpha")
+    acme.fails("PromotePolicy", request, grpc.StatusCode.PERMISSION_DENIED)
+    acme.fails("RollbackPolicy", pb.RollbackPolicyRequest(), grpc.StatusCode.PERMISSION_DENIED)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"candidate": "bogus:thing"}, "candidate"),
+        ({"candidate": ""}, "candidate"),
+        ({"candidate": "fixed:no-such-model"}, "candidate"),
+        ({"candidate": "logged"}, "candidate"),
+        ({"candidate": "linucb:alpha=-1"}, "candidate"),
+        ({"candidate": "shadow:none"}, "candidate"),
+        ({"candidate": "x" * 1001}, "candidate"),
+        ({"candidate": "uniform", "margin": -0.1}, "margin"),
+        ({"candidate": "uniform", "margin": float("nan")}, "margin"),
+        ({"candidate": "uniform", "objective": "nope"}, "objective"),
+    ],
+)
+def test_a_bad_request_is_invalid_argument_naming_the_field(
+    served: Service, api: Callable[..., Any], request_fields: dict[str, Any], field: str
+) -> None:
+    """Malformed or unknown candidates, a negative or NaN margin and an unknown objective are
+    INVALID_ARGUMENT naming the field; nothing is promoted."""
+    admin = api(served, ADMIN_KEY)
+    before = served.router.policy.version
+    details = admin.fails(
+        "PromotePolicy", pb.PromotePolicyRequest(**request_fields),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )  # fmt: skip
+    assert details.startswith(field), details
+    assert served.router.policy.version == before
+
+
+def test_a_promoted_policy_of_another_kind_does_not_overwrite_the_configured_snapshot(
+    served: Service, api: Callable[..., Any]
+) -> None:
+    """A restart builds ``[policy] kind``; a promoted fixed policy saved in its place could
+    not be restored into it (the snapshot would be moved aside as corrupt). The policy it
+    replaced is saved instead, so a restart resumes the configured policy."""
+    assert _promote(api(served, ADMIN_KEY), "fixed:alpha").promoted
+    served.stop()
+    path = served.settings.policy.snapshot_path
+    assert path is not None
+    assert parse_snapshot(path.read_bytes())[0] == "uniform"
