@@ -31,6 +31,8 @@ REQUESTS: dict[str, Any] = {
     "GetStats": pb.GetStatsRequest(),
     "ResetModelHealth": pb.ResetModelHealthRequest(model="claude-v1"),
     "ReloadConfig": pb.ReloadConfigRequest(),
+    "PromotePolicy": pb.PromotePolicyRequest(candidate="uniform"),
+    "RollbackPolicy": pb.RollbackPolicyRequest(),
 }
 CONFIG: dict[str, Any] = {
     "policy": {"kind": "uniform"},
