@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from banditroute.audit import open_audit_log, verify
+from banditroute.cli import main
 from banditroute.server.app import Service
 from banditroute.snapshots import parse_snapshot
 from banditroute.tenancy import hash_key
@@ -180,3 +181,21 @@ def test_a_promoted_policy_of_another_kind_does_not_overwrite_the_configured_sna
     path = served.settings.policy.snapshot_path
     assert path is not None
     assert parse_snapshot(path.read_bytes())[0] == "uniform"
+
+
+def test_the_command_line_promotes_and_rolls_back_on_a_running_server(
+    served: Service, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``banditroute promote --server`` calls PromotePolicy with the key from
+    $BANDITROUTE_API_KEY (exit 0: promoted), ``--rollback`` calls RollbackPolicy; a tenant's
+    key is refused (exit 2, the status named)."""
+    server = f"127.0.0.1:{served.port}"
+    monkeypatch.setenv("BANDITROUTE_API_KEY", ACME_KEY)
+    assert main(["promote", "--server", server, "--candidate", "fixed:alpha"]) == 2
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    monkeypatch.setenv("BANDITROUTE_API_KEY", ADMIN_KEY)
+    assert main(["promote", "--server", server, "--candidate", "fixed:alpha"]) == 0
+    assert "live policy: fixed:alpha" in capsys.readouterr().out
+    assert served.router.policy.version == "fixed:alpha"
+    assert main(["promote", "--server", server, "--rollback"]) == 0
+    assert served.router.policy.version != "fixed:alpha"
