@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -19,27 +20,34 @@ BUF = ROOT / "node_modules" / ".bin" / "buf"
 TIMEOUT_S = 60
 
 
-def _buf(*args: str) -> subprocess.CompletedProcess[str]:
+def buf(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run buf from node_modules in the repository root (``env``: its environment)."""
     if not BUF.exists():
         pytest.fail(
             f"{BUF.relative_to(ROOT)} is missing: install the Node tooling with `make test` "
             "(or `npm ci` in the repository root)"
         )
     return subprocess.run(
-        [str(BUF), *args], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+        [str(BUF), *args],
+        cwd=ROOT,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
     )
 
 
 def test_buf_lint_passes() -> None:
     """`buf lint` (STANDARD rules from buf.yaml) reports nothing for the proto module."""
-    result = _buf("lint")
+    result = buf("lint")
     assert result.returncode == 0, f"buf lint failed:\n{result.stdout}{result.stderr}"
     assert result.stdout.strip() == ""
 
 
 def test_buf_format_is_clean() -> None:
     """`buf format --diff --exit-code` finds nothing to reformat."""
-    result = _buf("format", "--diff", "--exit-code")
+    result = buf("format", "--diff", "--exit-code")
     assert result.returncode == 0, f"buf format wants changes:\n{result.stdout}{result.stderr}"
 
 
