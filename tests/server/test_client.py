@@ -328,3 +328,37 @@ def test_bad_settings_are_refused_at_construction() -> None:
         Client("127.0.0.1:1", fallback_models=["a"])
     with pytest.raises(ValueError, match="attempts"):
         RetryPolicy(attempts=0)
+
+
+def test_closing_the_client_cancels_its_calls_without_retry_or_fallback(
+    clients: Callable[..., Client],
+) -> None:
+    """A call in progress when its own client closes ends with CANCELLED raised: a
+    cancellation the caller caused is neither retried nor answered with a fallback; a call
+    after close raises ValueError."""
+    router = ScriptedRouter()
+    router.hang.set()
+    with serving(router) as address:
+        client = clients(address)
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                client.route("Hello?")
+            except (grpc.RpcError, ValueError) as error:
+                errors.append(error)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert router.arrived.wait(HANG_S)
+        client.close()
+        caller.join(HANG_S)
+        hung = caller.is_alive()
+        router.release.set()
+    assert not hung
+    [error] = errors
+    assert isinstance(error, grpc.RpcError)
+    assert error.code() == grpc.StatusCode.CANCELLED  # type: ignore[attr-defined]
+    assert len(router.requests) == 1
+    with pytest.raises(ValueError, match="closed"):
+        client.route("Hello?")

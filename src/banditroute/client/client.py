@@ -99,6 +99,7 @@ class Client:
             credentials = grpc.ssl_channel_credentials() if tls is True else tls
             self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.RouterServiceStub(self._channel)
+        self._closed = False
 
     # -- Route -------------------------------------------------------------------------------
 
@@ -132,10 +133,11 @@ class Client:
                 deadline=self._deadline(timeout_s),
                 metadata=self._metadata,
                 policy=self.retry,
+                gave_up=self._is_closed,
             )
         except grpc.RpcError as error:
             code = status_of(error)
-            if code not in SERVICE_DOWN or self.fallback_model is None:
+            if code not in SERVICE_DOWN or self.fallback_model is None or self._closed:
                 raise
             log.warning(
                 "banditroute unavailable (%s): falling back to %s", code.name, self.fallback_model
@@ -188,10 +190,11 @@ class Client:
                 deadline=self._deadline(timeout_s),
                 metadata=self._metadata,
                 policy=policy,
+                gave_up=self._is_closed,
             )
         except grpc.RpcError as error:
             code = status_of(error)
-            if code not in SERVICE_DOWN:
+            if code not in SERVICE_DOWN or self._closed:
                 raise
             log.warning("banditroute feedback not delivered (%s)", code.name)
             return FeedbackAck(delivered=False, reason=code.name)
@@ -209,8 +212,13 @@ class Client:
     def _deadline(self, timeout_s: float | None) -> float:
         return time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
 
+    def _is_closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        """Close the connection (calls in progress are cancelled)."""
+        """Close the connection: calls in progress end with CANCELLED, raised (not retried,
+        no fallback), and later calls raise ``ValueError``."""
+        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> Client:

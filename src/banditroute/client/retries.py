@@ -82,12 +82,15 @@ def call_with_retries(
     deadline: float,
     metadata: Metadata,
     policy: RetryPolicy,
+    gave_up: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Response:
     """Call the unary ``method`` until it succeeds, fails with a code outside RETRYABLE, runs
     out of attempts, or the monotonic ``deadline`` would pass before the next attempt; the
-    last error is raised then. Only for calls that are safe to send twice."""
+    last error is raised then. ``gave_up()`` true means the caller cancelled (it closed the
+    channel): that CANCELLED is raised, not retried. Only for calls that are safe to send
+    twice."""
     attempt = 0
     while True:
         attempt += 1
@@ -98,7 +101,7 @@ def call_with_retries(
         try:
             return method(request, timeout=remaining, metadata=tuple(metadata))
         except grpc.RpcError as error:
-            if status_of(error) not in RETRYABLE or attempt >= policy.attempts:
+            if status_of(error) not in RETRYABLE or attempt >= policy.attempts or gave_up():
                 raise
             pause = policy.pause_s(attempt)
             if clock() + pause >= deadline:
