@@ -26,7 +26,6 @@ from banditroute.config import (
     load_settings,
 )
 from banditroute.errors import BanditrouteError, ConfigError
-from banditroute.logs import configure_logging
 from banditroute.tenancy import hash_key
 
 
@@ -228,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from banditroute.logs import configure_logging  # structlog: not needed for --help
+
     configure_logging(args.log_level, json=args.log_json)
     try:
         code: int = args.handler(args)

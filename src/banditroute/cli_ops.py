@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from banditroute.audit import open_audit_log, verify
+from banditroute.choices import BUCKETS
 from banditroute.errors import InvalidArgument
-from banditroute.evaluation.logdata import parse_time
-from banditroute.store.reader import open_log, worker_files
-from banditroute.usage import BUCKETS, format_table, plot_usage, usage_report
+
+# The handlers import the log readers (duckdb, pyarrow) and matplotlib when they run: building
+# the parser, and so ``--help``, must not load them (tests/test_cli_imports.py).
 
 __all__ = ["add_parsers", "run_audit_verify", "run_report"]
 
@@ -113,6 +113,9 @@ def run_audit_verify(args: argparse.Namespace) -> int:
 
     The configured log path of a multi-worker server (only its ``NAME.wN.duckdb`` files
     exist) verifies each worker file's own chain; 1 if any is broken."""
+    from banditroute.audit import open_audit_log, verify
+    from banditroute.store.reader import worker_files
+
     path = _log_path(args.log)
     expected = None if args.expect_head is None else _head(args.expect_head)
     files = [path] if path.exists() else worker_files(path)
@@ -149,6 +152,10 @@ def run_audit_verify(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """``report``: the usage tables on stdout, optionally a PNG and a JSON file."""
+    from banditroute.evaluation.logdata import parse_time
+    from banditroute.store.reader import open_log
+    from banditroute.usage import format_table, plot_usage, usage_report
+
     path = _log_path(args.log)
     if args.bucket not in BUCKETS:
         raise InvalidArgument(

@@ -22,38 +22,26 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
-
-from banditroute.config import Settings, config_path_from_environment, load_settings
-from banditroute.errors import InvalidArgument
-from banditroute.evaluation.candidates import (
-    SPEC_HELP,
-    check_candidates,
-    parse_candidate,
-    shadow_distribution,
-)
-from banditroute.evaluation.intervals import DEFAULT_N_BOOT, METHODS
-from banditroute.evaluation.logdata import (
-    DEFAULT_WORD_BUCKETS,
-    ReplayLog,
-    check_window,
-    counts,
-    load_log,
-    parse_time,
-)
-from banditroute.evaluation.objective_rewards import log_rewards, resolve_objective
-from banditroute.evaluation.replay import (
+from banditroute.choices import (
+    DEFAULT_N_BOOT,
     DEFAULT_SWITCH_TAU,
+    DEFAULT_WORD_BUCKETS,
     ESTIMATOR_NAMES,
+    METHODS,
     MISSING_RULES,
+    SPEC_HELP,
     Missing,
-    make_estimators,
-    used_rows,
 )
-from banditroute.evaluation.reward_model import RidgeRewardModel
-from banditroute.store.reader import open_log
+from banditroute.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from banditroute.config import Settings
+    from banditroute.evaluation.logdata import ReplayLog
+
+# The handlers import the evaluation modules (numpy, duckdb, Vowpal Wabbit, ...) when they run:
+# building the parser, and so ``--help``, must not load them (tests/test_cli_imports.py).
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("logged", "uniform")
 MAX_WORD_BUCKETS = 4096
@@ -103,10 +91,14 @@ def _interval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from banditroute.config import config_path_from_environment, load_settings
+
     return load_settings(args.config or config_path_from_environment())
 
 
 def _window(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    from banditroute.evaluation.logdata import check_window, parse_time
+
     since = parse_time(args.since, arg="--since") if args.since else None
     until = parse_time(args.until, arg="--until") if args.until else None
     check_window(since, until)
@@ -135,6 +127,9 @@ def _output(path: Path | None, arg: str) -> None:
 
 
 def _load(args: argparse.Namespace, *, with_features: bool, word_buckets: int) -> ReplayLog:
+    from banditroute.evaluation.logdata import load_log
+    from banditroute.store.reader import open_log
+
     since, until = _window(args)
     source = open_log(args.log, arg="--log")
     try:
@@ -191,6 +186,15 @@ def _number_list(text: str, arg: str) -> list[float]:
 # -- replay --------------------------------------------------------------------------------------
 def _replay(args: argparse.Namespace) -> int:
     from banditroute.evaluation import replay as replay_module
+    from banditroute.evaluation.candidates import (
+        check_candidates,
+        parse_candidate,
+        shadow_distribution,
+    )
+    from banditroute.evaluation.logdata import counts
+    from banditroute.evaluation.objective_rewards import resolve_objective
+    from banditroute.evaluation.reward_model import RidgeRewardModel
+    from banditroute.store.reader import open_log
 
     settings = _settings(args)
     objective = resolve_objective(args.objective, settings)
@@ -234,7 +238,9 @@ def _replay(args: argparse.Namespace) -> int:
             specs,
             objective,
             settings,
-            estimators=make_estimators(names, switch_tau=args.switch_tau, clip=args.clip),
+            estimators=replay_module.make_estimators(
+                names, switch_tau=args.switch_tau, clip=args.clip
+            ),
             missing=missing,
             method=args.interval,
             level=args.level,
@@ -261,6 +267,9 @@ def _replay(args: argparse.Namespace) -> int:
 # -- tune ----------------------------------------------------------------------------------------
 def _tune(args: argparse.Namespace) -> int:
     from banditroute.evaluation import tune as tune_module
+    from banditroute.evaluation.candidates import check_candidates, parse_candidate
+    from banditroute.evaluation.logdata import counts
+    from banditroute.evaluation.objective_rewards import resolve_objective
 
     settings = _settings(args)
     objective = resolve_objective(args.objective, settings)
@@ -315,8 +324,12 @@ def _tune(args: argparse.Namespace) -> int:
 
 # -- export --------------------------------------------------------------------------------------
 def _export(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from banditroute.evaluation.candidates import iterate
     from banditroute.evaluation.dsjson import write_dsjson
+    from banditroute.evaluation.objective_rewards import log_rewards, resolve_objective
+    from banditroute.evaluation.replay import used_rows
 
     settings = _settings(args)
     objective = resolve_objective(args.objective, settings)

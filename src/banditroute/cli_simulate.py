@@ -16,9 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from banditroute.choices import NAMED_POLICIES, WARM_MODES
 from banditroute.config import config_path_from_environment, load_settings
-from banditroute.simulation.policies import NAMED_POLICIES
-from banditroute.simulation.runner import WARM_MODES
 
 
 def _number(

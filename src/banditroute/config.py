@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.errors import ConfigError, InvalidArgument
-from banditroute.health import HealthSettings
+from banditroute.health_settings import HealthSettings
 from banditroute.objectives import Objective
 from banditroute.rules import RoutingRule, rules_from_config
 from banditroute.tenancy import AccessSettings, access_from_config

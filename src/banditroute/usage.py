@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from banditroute.choices import BUCKETS
 from banditroute.errors import InvalidArgument
 from banditroute.store.schema import FEEDBACK_RANK
 
@@ -53,9 +54,6 @@ __all__ = [
     "usage_figure",
     "usage_report",
 ]
-
-BUCKETS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
-"""Bucket names and their width in seconds."""
 
 TimeArg = datetime | float | None
 """A bound: an aware datetime (a naive one is read as UTC), epoch seconds, or None."""
@@ -425,9 +423,10 @@ def usage_figure(report: UsageReport) -> Figure:
     if times:
         half = timedelta(seconds=width / 2)
         latency_ax.set_xlim(times[0] - half, times[-1] + half)
-        locator = dates.AutoDateLocator(tz=UTC)
+        locator = dates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
         latency_ax.xaxis.set_major_locator(locator)
-        latency_ax.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=UTC))
+        concise = dates.ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
+        latency_ax.xaxis.set_major_formatter(concise)
     if per_model:
         calls_ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                         title="served model")  # fmt: skip

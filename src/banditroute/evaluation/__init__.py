@@ -5,6 +5,7 @@ SNDR, SwitchDR) estimate a candidate policy's value with confidence intervals, a
 :func:`diagnostics` says how much the log supports the candidate.
 """
 
+from banditroute.choices import DEFAULT_N_BOOT, METHODS, Method
 from banditroute.evaluation.estimators import (
     DM,
     DR,
@@ -18,10 +19,7 @@ from banditroute.evaluation.estimators import (
     evaluate,
 )
 from banditroute.evaluation.intervals import (
-    DEFAULT_N_BOOT,
-    METHODS,
     Interval,
-    Method,
     bernstein_interval,
     bootstrap_interval,
     normal_interval,

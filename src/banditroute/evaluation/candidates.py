@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 import structlog
 
 from banditroute.catalog import ModelSpec
+from banditroute.choices import SPEC_HELP
 from banditroute.config import POLICY_KINDS, PolicyKind, Settings
 from banditroute.errors import InvalidArgument
 from banditroute.evaluation.logdata import ReplayLog
@@ -63,10 +64,6 @@ KINDS: tuple[str, ...] = (
 )  # fmt: skip
 TRAINED_KINDS: frozenset[str] = frozenset({"costaware", "vw", "linucb"})
 LINUCB_KEYS: tuple[str, ...] = ("alpha", "epsilon")
-SPEC_HELP = (
-    "logged | uniform | fixed:MODEL | costaware | vw[:VW ARGS] | linucb[:alpha=A,epsilon=E] | "
-    "snapshot:PATH | shadow:NAME"
-)
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,8 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from banditroute.choices import DEFAULT_N_BOOT
 from banditroute.evaluation.intervals import (
-    DEFAULT_N_BOOT,
     Interval,
     Seed,
     bernstein_interval,

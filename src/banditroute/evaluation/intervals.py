@@ -19,21 +19,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from banditroute.choices import DEFAULT_N_BOOT, METHODS, Method
 from banditroute.evaluation.logged import FloatArray
-
-Method = Literal["bootstrap", "normal", "bernstein"]
-METHODS: tuple[Method, ...] = ("bootstrap", "normal", "bernstein")
 
 Seed = int | np.random.Generator | None
 """A non-negative integer (reproducible), a generator (caller-managed stream) or None (fresh)."""
-
-DEFAULT_N_BOOT = 200
-"""Default number of bootstrap resamples: enough for a 95 % percentile interval at 1M rows."""
 
 BLOCK_ROWS = 1 << 16
 """Rows per counting block in :func:`resample_sums`: 512 KB of counts, full-range uint16 draws."""

@@ -37,6 +37,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from banditroute.choices import DEFAULT_WORD_BUCKETS
 from banditroute.evaluation.logged import LoggedData
 from banditroute.features import MARKERS, PromptFeatures, features_from_dict
 from banditroute.store.reader import LogSource
@@ -54,9 +55,6 @@ CONTEXT_COLUMNS: tuple[str, ...] = (*NUMERIC_COLUMNS, "tokens_k", "conversation_
 """The reward model's dense context: the numeric view, then the prompt and conversation size
 in thousands of tokens (capped at 100), on which cost and latency depend linearly."""
 
-
-DEFAULT_WORD_BUCKETS = 0
-"""Hashed-word buckets in the reward model's context (0: no words)."""
 
 PROBABILITY_ATOL = 1e-6
 """Tolerance of the checks on a logged probability vector (as :class:`LoggedData`)."""

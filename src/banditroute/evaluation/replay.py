@@ -23,11 +23,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from banditroute.choices import (
+    DEFAULT_N_BOOT,
+    DEFAULT_SWITCH_TAU,
+    ESTIMATOR_NAMES,
+    MISSING_RULES,
+    Missing,
+)
 from banditroute.config import Settings
 from banditroute.evaluation.candidates import (
     CandidateSpec,
@@ -51,7 +58,7 @@ from banditroute.evaluation.estimators import (
     diagnostics,
     evaluate,
 )
-from banditroute.evaluation.intervals import DEFAULT_N_BOOT, Interval
+from banditroute.evaluation.intervals import Interval
 from banditroute.evaluation.logdata import LogCounts, ReplayLog, counts
 from banditroute.evaluation.logged import LoggedData
 from banditroute.evaluation.objective_rewards import describe_objective, log_rewards
@@ -60,11 +67,6 @@ from banditroute.objectives import Objective
 from banditroute.policies.base import Policy
 
 FloatArray = npt.NDArray[np.float64]
-Missing = Literal["exclude", "default"]
-MISSING_RULES: tuple[str, ...] = ("exclude", "default")
-ESTIMATOR_NAMES: tuple[str, ...] = ("ips", "snips", "dm", "dr", "sndr", "switch-dr")
-DEFAULT_SWITCH_TAU = 50.0
-"""Switch-DR drops the importance-weighted correction of decisions weighted above this."""
 
 
 def make_estimators(

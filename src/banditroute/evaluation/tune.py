@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from banditroute.choices import DEFAULT_N_BOOT
 from banditroute.config import Settings
 from banditroute.evaluation.candidates import (
     CandidateSpec,
@@ -38,7 +39,7 @@ from banditroute.evaluation.candidates import (
     train,
 )
 from banditroute.evaluation.estimators import DR, diagnostics, evaluate
-from banditroute.evaluation.intervals import DEFAULT_N_BOOT, Interval
+from banditroute.evaluation.intervals import Interval
 from banditroute.evaluation.logdata import LogCounts, ReplayLog, counts
 from banditroute.evaluation.objective_rewards import (
     FRAGMENT_NAMES,

@@ -77,13 +77,13 @@ import structlog
 from scipy import special
 
 from banditroute.catalog import ModelSpec
+from banditroute.choices import EXPLORATIONS
 from banditroute.features import MARKERS, PromptFeatures
 from banditroute.policies.base import Policy, Probabilities
 
 log = structlog.get_logger(__name__)
 
 Exploration = Literal["thompson", "squarecb", "epsilon"]
-EXPLORATIONS: tuple[str, ...] = ("thompson", "squarecb", "epsilon")
 
 _NUMERIC_KEYS: tuple[str, ...] = (
     "bias", "log_tokens", "log_conv_tokens", "shots", "choices", "numbers", "lang_en", *MARKERS,

@@ -10,9 +10,10 @@ against the per-prompt oracle, the best fixed model and every single model; ``pl
 
 from __future__ import annotations
 
+from banditroute.choices import NAMED_POLICIES
 from banditroute.simulation.catalog import RunCatalog, build_run_catalog
 from banditroute.simulation.environment import LatencyModel, Outcome, ReplayEnvironment
-from banditroute.simulation.policies import NAMED_POLICIES, OraclePolicy, build_policy
+from banditroute.simulation.policies import OraclePolicy, build_policy
 from banditroute.simulation.results import best_fixed_model, format_table, summarise
 from banditroute.simulation.runner import (
     NullLog,

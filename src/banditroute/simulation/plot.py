@@ -26,7 +26,8 @@ def _windowed(values: np.ndarray, window: int) -> np.ndarray:
 def strongest_model(summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The single model of highest mean quality (ties: the cheaper): the ceiling a user
     compares a router with, whatever the objective or budget made the best fixed model."""
-    return max(summary["models"].items(), key=lambda kv: (kv[1]["quality"], -kv[1]["cost_usd"]))
+    models: dict[str, dict[str, Any]] = summary["models"]
+    return max(models.items(), key=lambda kv: (kv[1]["quality"], -kv[1]["cost_usd"]))
 
 
 def run_figure(summary: dict[str, Any], traces: Sequence[SeedTrace]) -> Figure:

@@ -24,43 +24,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from banditroute.catalog import Catalog, ModelSpec
+from banditroute.choices import NAMED_POLICIES, VW_EXPLORATION
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
 from banditroute.features import PromptFeatures
 from banditroute.number_settings import parse_number_settings
 from banditroute.policies.base import Policy, Probabilities
-from banditroute.policies.costaware import EXPLORATIONS, SEMANTIC_DIMS, CostAwarePolicy
+from banditroute.policies.costaware import SEMANTIC_DIMS, CostAwarePolicy
 from banditroute.policies.fixed import FixedPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
 
 VW_INTERACTIONS: tuple[str, ...] = ("-q", "sa", "-q", "wa", "--power_t", "0")
-VW_EXPLORATION: dict[str, tuple[str, ...]] = {
-    "squarecb": ("--squarecb", "--gamma_scale", "10"),
-    "epsilon": ("--epsilon", "0.05"),
-    "bag": ("--bag", "5", "--epsilon", "0.02"),
-    "rnd": ("--rnd", "3", "--epsilon", "0.02"),
-    "softmax": ("--softmax", "--lambda", "10"),
-    "synthcover": ("--synthcover", "--epsilon", "0.02"),
-}
-"""Exploration flags of the ``vw-<x>`` policies (all with ``--cb_explore_adf`` and the
-configured interactions ``-q sa -q wa --power_t 0``). ``regcb`` is gone because its
-distribution stays uniform in this VW build (VWPolicy refuses it); ``cover`` because it still
-gave each wrong model a quarter of the traffic after 600 updates of a two-context problem and
-routed RouterBench no better than ``uniform`` (0.688 against 0.673, second half); it stays
-reachable as ``vw:--cb_explore_adf --cover 4``."""
-
-NAMED_POLICIES: tuple[str, ...] = (
-    "costaware",
-    *(f"costaware-{x}" for x in EXPLORATIONS if x != "thompson"),
-    "vw",
-    *(f"vw-{x}" for x in VW_EXPLORATION),
-    "linucb",
-    "uniform",
-    "oracle",
-)
-
-
 COSTAWARE_NUMBERS: tuple[str, ...] = (
     "posterior_scale", "scale_halflife", "gamma_scale", "epsilon", "prior_mean",
     "prior_precision", "bias_precision", "shared_precision", "noise", "drift_delta",

@@ -41,7 +41,6 @@ from banditroute.store.memory import MemoryLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
 WarmMode = Literal["bandit", "full"]
-WARM_MODES: tuple[str, ...] = ("bandit", "full")
 START_TIME = 1_700_000_000.0
 """The fake clock's start (seconds since the epoch); it advances one second per prompt."""
 SIMULATION_OBJECTIVE = "simulation"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from banditroute.choices import WARM_MODES
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
 from banditroute.objectives import Objective, parse_objective
@@ -17,7 +18,6 @@ from banditroute.simulation.environment import LatencyModel
 from banditroute.simulation.policies import validate_policy_name
 from banditroute.simulation.results import summarise
 from banditroute.simulation.runner import (
-    WARM_MODES,
     Outcomes,
     RunSpec,
     SeedTrace,

@@ -1,0 +1,82 @@
+"""Building the CLI's parser and printing any subcommand's ``--help`` imports none of the heavy
+libraries (numpy, scipy, duckdb, matplotlib, river, Vowpal Wabbit, gRPC, ...): a command loads
+them when it runs, so ``banditroute replay --help`` starts at once instead of after seconds of
+imports. Each case runs in a fresh interpreter, whose ``sys.modules`` is then inspected."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import banditroute.cli
+from banditroute.cli import build_parser
+
+HEAVY = (
+    "numpy", "scipy", "duckdb", "matplotlib", "river", "vowpal_wabbit_next", "grpc", "pyarrow",
+    "pandas", "sklearn",
+)  # fmt: skip
+SOURCE = Path(banditroute.cli.__file__).resolve().parents[1]
+
+_PROBE = f"""
+import json, sys
+from banditroute.cli import build_parser
+try:
+    build_parser().parse_args(sys.argv[1:])
+except SystemExit as stop:
+    code = stop.code
+else:
+    code = None
+print(json.dumps({{"code": code, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
+"""
+
+
+def _subcommands() -> list[list[str]]:
+    """Every subcommand path of the parser (``audit verify`` included), found by walking it."""
+    found: list[list[str]] = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.append([*prefix, name])
+                    walk(sub, [*prefix, name])
+
+    walk(build_parser(), [])
+    return found
+
+
+def _probe(argv: list[str]) -> dict[str, object]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SOURCE), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_every_subcommand_is_probed() -> None:
+    """The walk finds the offline commands the issue names, so the cases below cover them."""
+    names = {" ".join(path) for path in _subcommands()}
+    assert {"replay", "tune", "export", "report", "simulate", "audit", "audit verify"} <= names
+
+
+@pytest.mark.parametrize("argv", [[], *_subcommands()], ids=lambda argv: " ".join(argv) or "-")
+def test_help_imports_no_heavy_module(argv: list[str]) -> None:
+    """``banditroute [SUBCOMMAND] --help`` (which builds every parser) prints its help and
+    exits 0 with none of the heavy modules imported."""
+    result = _probe([*argv, "--help"])
+    assert result == {"code": 0, "heavy": []}
