@@ -43,7 +43,7 @@ proto: $(STAMP)
 serve: $(SERVE_STAMP)
 	$(VENV)/bin/banditroute serve $(ARGS)
 
-LINT_PATHS := src tests benchmarks $(wildcard simulations)
+LINT_PATHS := src tests benchmarks $(wildcard simulations) $(wildcard examples)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
