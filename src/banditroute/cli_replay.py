@@ -146,7 +146,8 @@ def _load(args: argparse.Namespace, *, with_features: bool, word_buckets: int) -
         where = " in the --since/--until window" if since or until else ""
         raise InvalidArgument(
             f"--log: no usable decisions{where} in {log.source}"
-            + (f" ({log.n_invalid} invalid rows)" if log.n_invalid else ""),
+            + (f" ({log.n_invalid} invalid rows)" if log.n_invalid else "")
+            + (f" ({log.n_sticky} sticky session decisions)" if log.n_sticky else ""),
             field="--log",
         )
     return log

@@ -24,6 +24,7 @@ from banditroute.errors import ConfigError, InvalidArgument
 from banditroute.health_settings import HealthSettings
 from banditroute.objectives import Objective
 from banditroute.rules import RoutingRule, rules_from_config
+from banditroute.sessions import SessionSettings
 from banditroute.tenancy import AccessSettings, access_from_config
 
 PolicyKind = Literal["vw", "costaware", "linucb", "uniform", "fixed"]
@@ -38,6 +39,7 @@ _SECTIONS = frozenset(
     {"server", "log", "policy", "reward", "objective", "objectives", "models"}
     | {"auth", "tenants", "rules", "languages", "health", "policies", "tls", "features"}
     | {"cluster"}
+    | {"sessions"}
 )
 
 
@@ -280,6 +282,7 @@ class Settings:
     tls: TLSSettings = TLSSettings()
     features: FeatureSettings = field(default_factory=FeatureSettings)
     cluster: ClusterSettings = ClusterSettings()
+    sessions: SessionSettings = field(default_factory=SessionSettings)
     source: str = field(default=DEFAULT_SOURCE, compare=False)
     overrides: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The command line's --host / --port / --log / --workers / --cluster (see
@@ -619,6 +622,8 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
     features: FeatureSettings = _build(
         FeatureSettings, feature_table, "features", semantic_cache=Path
     )
+    sessions: SessionSettings = _build(SessionSettings, _table(merged, "sessions"), "sessions")
+    _positive("sessions", ttl_s=sessions.ttl_s, max_sessions=sessions.max_sessions)
     return Settings(
         catalog=catalog,
         objectives=objectives,
@@ -635,6 +640,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         tls=tls,
         features=features,
         cluster=_cluster(_table(merged, "cluster")),
+        sessions=sessions,
         source=source,
     )
 

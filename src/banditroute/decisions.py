@@ -29,6 +29,7 @@ class RouteQuery:
     max_latency_ms: float | None = None
     required_capabilities: tuple[str, ...] = ()
     expected_output_tokens: int | None = None
+    session_id: str = ""
 
     def fingerprint(self, key: bytes) -> str:
         """A hash of every field but ``request_id`` (the tenant, the prompt or chat, the
@@ -39,6 +40,8 @@ class RouteQuery:
         content = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "request_id"}
         content["messages"] = [astuple(turn) for turn in self.messages]
         content["tags"] = dict(self.tags)
+        if not self.session_id:  # as before sessions existed: logged fingerprints still match
+            del content["session_id"]
         text = json.dumps(content, sort_keys=True)  # ASCII: lone surrogates are escaped too
         return hashlib.blake2b(text.encode(), key=key, digest_size=16).hexdigest()
 
@@ -62,6 +65,8 @@ class Decision:
     arm: str = "default"
     data_class: str = "public"
     language: str = "unknown"
+    sticky: bool = False
+    """The session kept its model: the choice was forced (probability 1), not drawn."""
 
 
 @dataclass(frozen=True)

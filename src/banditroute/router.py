@@ -60,6 +60,7 @@ from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
 from banditroute.reload import ConfigChange, config_change
 from banditroute.rules import first_match
 from banditroute.semantic import semantic_embedder
+from banditroute.sessions import SessionKey, SessionTable, sticky_distribution
 from banditroute.store.base import Commit, EventLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 from banditroute.store.rows import LoggedRow
@@ -201,6 +202,7 @@ class Router:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._by_request: dict[tuple[str, str], str] = {}
+        self.sessions = SessionTable()
 
     @property
     def catalog(self) -> Catalog:
@@ -422,6 +424,8 @@ class Router:
         decision_id = self._new_id()
         arm = self._arm(tenant, query, decision_id)
         explore = data_class in EXPLORABLE_CLASSES
+        session = self._session_key(tenant, query.session_id)
+        held = None if session is None else self.sessions.model(session, now, settings.sessions)
         refused: dict[str, str] = {}
         while True:
             # The chosen model is admitted (in-flight and rate limits) in one step with the
@@ -465,7 +469,13 @@ class Router:
                 finally:
                     self._deciding = None
                 version = policy.version
-            chosen = sample_index(probabilities, decision_id, self._seed)
+            # The session's model while it is eligible (and not refused below); else a draw.
+            ids = [a.id for a in arms]
+            sticky = held is not None and held in ids
+            if held is not None and sticky:
+                chosen = ids.index(held)
+            else:
+                chosen = sample_index(probabilities, decision_id, self._seed)
             model = arms[chosen]
             output = query.expected_output_tokens
             why = self.health.try_admit(
@@ -479,6 +489,8 @@ class Router:
         # Python floats once: indexing the numpy array element by element costs more.
         values: list[float] = probabilities.tolist()
         order = sorted(range(len(arms)), key=lambda i: (-values[i], i))
+        if sticky:  # forced: probability 1, the fallbacks in the policy's order
+            values, order = sticky_distribution(values, order, chosen)
         exclusions = tuple(
             (model, why.constraint, why.reason) for model, why in eligibility.excluded.items()
         )
@@ -491,12 +503,13 @@ class Router:
             fallback_models=tuple(arms[i].id for i in order if i != chosen),
             policy_version=version,
             objective=objective.name,
-            explored=explore,
+            explored=explore and not sticky,
             exclusions=exclusions,
             rule="" if rule is None else rule.name,
             arm=arm,
             data_class=data_class,
             language=features.language,
+            sticky=sticky,
         )
         record = DecisionRecord(
             decision_id=decision_id,
@@ -512,13 +525,14 @@ class Router:
             model=decision.model,
             probability=decision.probability,
             policy_version=version,
-            explored=explore,
+            explored=decision.explored,
             tags=self._loggable_tags(query.tags, data_class),
             arm=arm,
             rule=decision.rule,
             data_class=data_class,
             excluded={m: f"{c}: {r}" for m, c, r in exclusions},
-            constraints=constraints.as_dict(),
+            constraints=constraints.as_dict()
+            | ({} if session is None else {"session": session[1], "session_sticky": sticky}),
             shadow=shadow,
             request_hash=request_hash,
         )
@@ -538,9 +552,19 @@ class Router:
                     return replayed
                 self._by_request[(query.tenant, query.request_id)] = decision_id
             self._pending[decision_id] = pending
+        if session is not None:
+            self.sessions.assign(session, decision.model, now, settings.sessions)
         self._log_decision(pending)
         self.observer.decided(decision)
         return decision
+
+    def _session_key(self, tenant: Tenant, session_id: str) -> SessionKey | None:
+        """The session a Route belongs to: its tenant's and the keyed hash of its id (no
+        client text is kept, and another tenant's same id is another session); None without
+        an id or for a tenant with ``sessions = false``."""
+        if not session_id or not tenant.sessions:
+            return None
+        return tenant.name, self.prompt_hash("session\0" + session_id)
 
     def prompt_hash(self, text: str) -> str:
         """The keyed hash of a prompt as this router logs it."""
@@ -792,6 +816,12 @@ class Router:
             self.health.record_outcome(
                 served_id, fragments.status, fragments.latency_ms, tenant.name
             )
+            if pending.record.session:
+                self.sessions.outcome(
+                    (pending.record.tenant, pending.record.session),
+                    served_id,
+                    ok=fragments.status == OutcomeStatus.OK,
+                )
             if pending.admitted:
                 self.health.release(pending.decision.model)
                 pending.admitted = False
@@ -943,6 +973,7 @@ class Router:
                 arm=record.arm,
                 data_class=record.data_class,
                 language=str(record.features.get("language", "unknown")),
+                sticky=record.sticky,
             )
             try:
                 objective = self.settings.objective(record.objective)

@@ -55,6 +55,8 @@ class Tenant:
     budget: BudgetSettings | None = None
     experiment: Experiment | None = None
     shadow_policies: tuple[str, ...] = ()
+    sessions: bool = True
+    """Whether a Route's ``session_id`` keeps the session on its model (see sessions.py)."""
 
     def check_model(self, model: str, *, field: str) -> None:
         """PermissionDenied unless the tenant's allow-list admits ``model``."""
@@ -200,7 +202,7 @@ def _experiment(entry: Any, where: str, policies: frozenset[str]) -> Experiment:
 
 _TENANT_KEYS = {
     "name", "api_key_sha256", "models", "objectives", "default_objective", "store_prompts",
-    "budget", "experiment", "shadow_policies",
+    "budget", "experiment", "shadow_policies", "sessions",
 }  # fmt: skip
 
 
@@ -255,6 +257,11 @@ def access_from_config(
             raise ConfigError(
                 f"{where}.store_prompts: expected true or false", field=f"{where}.store_prompts"
             )
+        sessions = entry.get("sessions", True)
+        if not isinstance(sessions, bool):
+            raise ConfigError(
+                f"{where}.sessions: expected true or false", field=f"{where}.sessions"
+            )
         default_objective = entry.get("default_objective", "")
         if default_objective and default_objective not in objectives:
             raise ConfigError(f"{where}.default_objective: unknown profile", field=where)
@@ -279,6 +286,7 @@ def access_from_config(
                 else None
             ),
             shadow_policies=shadows,
+            sessions=sessions,
         )
     if DEFAULT_TENANT not in parsed:
         parsed[DEFAULT_TENANT] = Tenant(DEFAULT_TENANT, store_prompts=store_prompts_default)

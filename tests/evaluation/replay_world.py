@@ -176,6 +176,7 @@ def write_log(
     exclude_every: int = 0,
     start: float = T0,
     export_dir: Path | None = None,
+    sessions: int = 0,
 ) -> WrittenLog:
     """Route ``n`` prompts (drawn with replacement) and report the chosen model's outcome.
 
@@ -183,6 +184,8 @@ def write_log(
     only a feedback for another model (a fallback), and every ``duplicate_every``-th a second,
     different feedback after the first. Every ``exclude_every``-th request excludes the
     ``large`` model (so it is not eligible). ``export_dir`` also exports Parquet parts.
+    With ``sessions``, every other request carries one of that many session ids (so the
+    session's later decisions are sticky).
     """
     settings = settings or settings_for_tests()
     rng = np.random.default_rng(seed)
@@ -208,7 +211,10 @@ def write_log(
         p = int(rng.integers(len(world.prompts)))
         prompt_of.append(p)
         excluded = ("large",) if exclude_every and step % exclude_every == 0 else ()
-        decision = router.route(RouteQuery(prompt=world.prompts[p], excluded_models=excluded))
+        session = f"conv-{step % sessions}" if sessions and step % 2 == 0 else ""
+        decision = router.route(
+            RouteQuery(prompt=world.prompts[p], excluded_models=excluded, session_id=session)
+        )
         clock[0] += 1.0
         m = MODELS.index(decision.model)
         if no_feedback_every and step % no_feedback_every == 0:

@@ -20,7 +20,10 @@ probability (the logged ``probabilities`` vector aligned with ``eligible``) and
 policy can be shown the arms in the order the router showed them.
 
 Rows whose logged distribution is unusable (chosen model not eligible, probabilities that do
-not sum to 1, a propensity that disagrees with the vector) are dropped and counted.
+not sum to 1, a propensity that disagrees with the vector) are dropped and counted. So are
+sticky decisions (``constraints.session_sticky``: a session kept its model, logged with
+probability 1): forced rather than drawn, they say nothing about what another model would
+have done, and an estimator must not weigh them as draws (:mod:`banditroute.sessions`).
 """
 
 from __future__ import annotations
@@ -157,6 +160,8 @@ class ReplayLog:
     features_json: pa.Array | None = None
     policy_versions: pa.Array | None = None
     n_invalid: int = 0
+    n_sticky: int = 0
+    """Sticky session decisions left out (forced, not drawn by the policy)."""
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -233,6 +238,7 @@ class LogCounts:
 
     logged: int
     invalid: int
+    sticky: int
     with_outcome: int
     without_outcome: int
     other_model_feedback_only: int
@@ -242,8 +248,9 @@ def counts(log: ReplayLog) -> LogCounts:
     """Counts of decisions with and without an outcome (after dropping invalid rows)."""
     with_outcome = int(log.has_outcome.sum())
     return LogCounts(
-        logged=log.n + log.n_invalid,
+        logged=log.n + log.n_invalid + log.n_sticky,
         invalid=log.n_invalid,
+        sticky=log.n_sticky,
         with_outcome=with_outcome,
         without_outcome=log.n - with_outcome,
         other_model_feedback_only=int((log.other_feedback & ~log.has_outcome).sum()),
@@ -284,6 +291,8 @@ SELECT decision_id, epoch_us(time) AS time_us, hash(decision_id) AS id_hash,
        coalesce(len(probabilities), 0) AS n_probabilities,
        coalesce(list_position({model_list}, model), 0) AS action, probability,
        {positions} AS pos, {probabilities} AS prob,
+       coalesce(TRY_CAST(json_extract_string(constraints, '$.session_sticky') AS BOOLEAN),
+                false) AS sticky,
        {_context_sql(words)}{extra}
 FROM (
     SELECT *, json_transform(features, '{_feature_types(words > 0)}') AS f
@@ -444,6 +453,10 @@ def _from_arrow(
         valid &= np.abs(logging_probs.sum(axis=1) - 1.0) <= PROBABILITY_ATOL
         valid &= (propensities > 0) & (propensities <= 1)
         valid &= np.abs(logging_probs[rows, safe_actions] - propensities) <= PROBABILITY_ATOL
+    sticky = _bool(table.column("sticky"))
+    n_sticky = int(sticky.sum())
+    n_invalid = int((~valid & ~sticky).sum())
+    valid &= ~sticky
     # Outcomes scattered to their decisions' rows (NaN / False where there is none).
     rows_with_feedback = _int(outcomes.column("row"), 0)
     quality, cost, latency = np.full(n_all, np.nan), np.full(n_all, np.nan), np.full(n_all, np.nan)
@@ -488,14 +501,13 @@ def _from_arrow(
     # Time order (ties broken by a hash of the decision id). A log is normally written in time
     # order already; only when it is not (merged or out-of-order parts) are the rows sorted.
     time_us = _int(table.column("time_us"), 0)
-    n_invalid = int(n_all - valid.sum())
     if np.all(time_us[1:] >= time_us[:-1]):
-        if n_invalid == 0:
+        if n_invalid == 0 and n_sticky == 0:
             return log
-        return replace(log.subset(np.flatnonzero(valid)), n_invalid=n_invalid)
+        return replace(log.subset(np.flatnonzero(valid)), n_invalid=n_invalid, n_sticky=n_sticky)
     id_hash = np.asarray(table.column("id_hash").to_numpy(), dtype=np.uint64)
     order = np.lexsort((id_hash, time_us))
-    return replace(log.subset(order[valid[order]]), n_invalid=n_invalid)
+    return replace(log.subset(order[valid[order]]), n_invalid=n_invalid, n_sticky=n_sticky)
 
 
 def _empty(description: str, n_invalid: int, word_buckets: int, with_features: bool) -> ReplayLog:

@@ -164,6 +164,7 @@ class ReplayResult:
             "objective": describe_objective(self.objective),
             "n_logged": self.counts.logged,
             "n_invalid": self.counts.invalid,
+            "n_sticky": self.counts.sticky,
             "n_with_outcome": self.counts.with_outcome,
             "n_without_outcome": self.counts.without_outcome,
             "n_other_model_feedback_only": self.counts.other_model_feedback_only,
@@ -374,7 +375,8 @@ def format_table(result: ReplayResult) -> str:
             else ""
         )
         + (", excluded" if result.missing == "exclude" else ", scored with the default reward")
-        + (f", {c.invalid} invalid rows dropped" if c.invalid else ""),
+        + (f", {c.invalid} invalid rows dropped" if c.invalid else "")
+        + (f", {c.sticky} sticky session decisions left out (forced)" if c.sticky else ""),
     ]
     if result.held_out is not None:
         h = result.held_out

@@ -116,6 +116,7 @@ def check_route(request: pb.RouteRequest, limits: ServerSettings) -> None:
         if len(turn.role) > limits.max_name_chars:  # the field's name is built only for the error
             check_chars(f"messages[{index}].role", turn.role, limits.max_name_chars)
     check_chars("request_id", request.request_id, limits.max_request_id_chars)
+    check_chars("session_id", request.session_id, limits.max_request_id_chars)
     check_chars("objective", request.objective, limits.max_name_chars)
     check_chars("data_classification", request.data_classification, limits.max_name_chars)
     _check_names("candidate_models", request.candidate_models, limits)
@@ -145,6 +146,7 @@ def route_query(
         expected_output_tokens=(
             request.expected_output_tokens if request.HasField("expected_output_tokens") else None
         ),
+        session_id=request.session_id,
     )
 
 
@@ -167,6 +169,7 @@ def route_response(decision: Decision) -> pb.RouteResponse:
         explored=decision.explored,
         data_classification=decision.data_class,
         language=decision.language,
+        sticky=decision.sticky,
     )
     add_ranked = response.ranking.add
     for model, probability in decision.ranking:

@@ -117,7 +117,8 @@ class ServiceMetrics:
         )  # fmt: skip
         self.choices = Counter(
             "banditroute_route_choices", "Decisions made (replays not counted), by chosen "
-            "model and objective.", ["model", "objective"], registry=registry,
+            "model, objective and whether a session kept its model (sticky).",
+            ["model", "objective", "sticky"], registry=registry,
         )  # fmt: skip
         self.spend = Counter(
             "banditroute_spend_usd", "Cost charged to each tenant's spend (USD), from feedback.",
@@ -156,8 +157,9 @@ class ServiceMetrics:
 
     # -- RouterObserver ----------------------------------------------------------------------------
     def decided(self, decision: Decision) -> None:
-        """Count a decision by model and objective."""
-        self.choices.labels(decision.model, decision.objective).inc()
+        """Count a decision by model, objective and stickiness."""
+        sticky = "true" if decision.sticky else "false"
+        self.choices.labels(decision.model, decision.objective, sticky).inc()
 
     def charged(self, tenant: str, usd: float) -> None:
         """Add to a tenant's spend."""

@@ -12,6 +12,7 @@ bytes to arrive), and on the server's shared pool enough of them would leave Rou
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 import uuid
@@ -149,16 +150,21 @@ class WorkerPeers:
             return None
         return owner
 
-    def forward(
-        self, owner: int, request: pb.FeedbackRequest, context: grpc.ServicerContext
-    ) -> pb.FeedbackResponse:
+    def session_owner(self, tenant: str, session_id: str) -> int | None:
+        """The worker that keeps a session (a stable hash of tenant and id, the same in every
+        process), or None when it is this one: every Route of a session is decided there."""
+        digest = hashlib.blake2b(f"{tenant}\0{session_id}".encode(), digest_size=8).digest()
+        owner = int.from_bytes(digest, "big") % self.count
+        return None if owner == self.me else owner
+
+    def forward(self, owner: int, rpc: str, request: Any, context: grpc.ServicerContext) -> Any:
         """Relay the call with the caller's metadata; the owner's status comes back as is."""
         try:
-            response: pb.FeedbackResponse = self._stub(owner).Feedback(
+            response = getattr(self._stub(owner), rpc)(
                 request, metadata=self._metadata(context), timeout=FORWARD_TIMEOUT_S
             )
         except grpc.RpcError as error:
-            context.abort(error.code(), error.details() or "forwarded feedback failed")
+            context.abort(error.code(), error.details() or f"forwarded {rpc} failed")
             raise AssertionError("unreachable") from error
         return response
 
@@ -243,9 +249,20 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         return self._peers
 
     def Route(self, request: pb.RouteRequest, context: grpc.ServicerContext) -> pb.RouteResponse:  # noqa: N802
+        tenant = current_principal().tenant
+        session_id = request.session_id
+        if (
+            self._peers is not None
+            and tenant.sessions
+            and 0 < len(session_id) <= self._limits.max_request_id_chars  # else refused here
+        ):
+            owner = self._peers.session_owner(tenant.name, session_id)
+            if owner is not None:  # every Route of the session is decided by its owner
+                response: pb.RouteResponse = self._peers.forward(owner, "Route", request, context)
+                return response
+
         def work() -> pb.RouteResponse:
-            tenant = current_principal().tenant.name
-            query = convert.route_query(request, limits=self._limits, tenant=tenant)
+            query = convert.route_query(request, limits=self._limits, tenant=tenant.name)
             return convert.route_response(self.router.route(query))
 
         return _call(context, "Route", work)
@@ -256,7 +273,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         if self._peers is not None:
             owner = self._peers.owner(request.decision_id)
             if owner is not None:
-                return self._peers.forward(owner, request, context)
+                forwarded: pb.FeedbackResponse = self._peers.forward(
+                    owner, "Feedback", request, context
+                )
+                return forwarded
 
         def work() -> pb.FeedbackResponse:
             tenant = current_principal().tenant.name

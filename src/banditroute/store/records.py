@@ -35,6 +35,17 @@ class DecisionRecord:
     """The request's fingerprint (:meth:`RouteQuery.fingerprint`) when it has a request_id:
     a retry replays this decision only if its fingerprint is the same."""
 
+    @property
+    def session(self) -> str:
+        """The keyed hash of the decision's session id ("" without a session); logged in
+        ``constraints`` as ``session``."""
+        return str(self.constraints.get("session", ""))
+
+    @property
+    def sticky(self) -> bool:
+        """The session forced the choice (``constraints.session_sticky``; probability 1)."""
+        return bool(self.constraints.get("session_sticky", False))
+
 
 @dataclass(frozen=True)
 class FeedbackRecord:

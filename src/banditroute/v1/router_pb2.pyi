@@ -48,7 +48,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("prompt", "messages", "candidate_models", "request_id", "objective", "excluded_models", "tags", "data_classification", "max_cost_usd", "max_latency_ms", "required_capabilities", "expected_output_tokens")
+    __slots__ = ("prompt", "messages", "candidate_models", "request_id", "objective", "excluded_models", "tags", "data_classification", "max_cost_usd", "max_latency_ms", "required_capabilities", "expected_output_tokens", "session_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class RouteRequest(_message.Message):
     MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     candidate_models: _containers.RepeatedScalarFieldContainer[str]
@@ -80,7 +81,8 @@ class RouteRequest(_message.Message):
     max_latency_ms: float
     required_capabilities: _containers.RepeatedScalarFieldContainer[str]
     expected_output_tokens: int
-    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., candidate_models: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., objective: _Optional[str] = ..., excluded_models: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., data_classification: _Optional[str] = ..., max_cost_usd: _Optional[float] = ..., max_latency_ms: _Optional[float] = ..., required_capabilities: _Optional[_Iterable[str]] = ..., expected_output_tokens: _Optional[int] = ...) -> None: ...
+    session_id: str
+    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., candidate_models: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., objective: _Optional[str] = ..., excluded_models: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., data_classification: _Optional[str] = ..., max_cost_usd: _Optional[float] = ..., max_latency_ms: _Optional[float] = ..., required_capabilities: _Optional[_Iterable[str]] = ..., expected_output_tokens: _Optional[int] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class ModelExclusion(_message.Message):
     __slots__ = ("model", "constraint", "reason")
@@ -101,7 +103,7 @@ class ModelProbability(_message.Message):
     def __init__(self, model: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("decision_id", "model", "fallback_models", "probability", "ranking", "policy_version", "objective", "decide_time", "replayed", "exclusions", "rule", "experiment_arm", "explored", "data_classification", "language")
+    __slots__ = ("decision_id", "model", "fallback_models", "probability", "ranking", "policy_version", "objective", "decide_time", "replayed", "exclusions", "rule", "experiment_arm", "explored", "data_classification", "language", "sticky")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +119,7 @@ class RouteResponse(_message.Message):
     EXPLORED_FIELD_NUMBER: _ClassVar[int]
     DATA_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    STICKY_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     fallback_models: _containers.RepeatedScalarFieldContainer[str]
@@ -132,7 +135,8 @@ class RouteResponse(_message.Message):
     explored: bool
     data_classification: str
     language: str
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., probability: _Optional[float] = ..., ranking: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ..., policy_version: _Optional[str] = ..., objective: _Optional[str] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ..., exclusions: _Optional[_Iterable[_Union[ModelExclusion, _Mapping]]] = ..., rule: _Optional[str] = ..., experiment_arm: _Optional[str] = ..., explored: _Optional[bool] = ..., data_classification: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
+    sticky: bool
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., probability: _Optional[float] = ..., ranking: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ..., policy_version: _Optional[str] = ..., objective: _Optional[str] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ..., exclusions: _Optional[_Iterable[_Union[ModelExclusion, _Mapping]]] = ..., rule: _Optional[str] = ..., experiment_arm: _Optional[str] = ..., explored: _Optional[bool] = ..., data_classification: _Optional[str] = ..., language: _Optional[str] = ..., sticky: _Optional[bool] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("decision_id", "model", "quality", "cost_usd", "input_tokens", "output_tokens", "latency_ms", "status")

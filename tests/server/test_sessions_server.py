@@ -1,0 +1,79 @@
+"""Sessions over gRPC (issue 15): ``session_id`` on RouteRequest, ``sticky`` on the answer,
+the id's size bounded, and with ``--workers`` every Route of a session decided by one worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from conftest import CALL_TIMEOUT_S
+from fault_helpers import ServerLauncher, worker_stub, workers_config
+
+from banditroute.v1 import router_pb2 as pb
+from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+WORKERS_START_TIMEOUT_S = 120.0
+"""Longest wait for a two-worker server to listen (a loaded machine starts them slowly)."""
+
+
+def test_session_id_keeps_the_model_over_grpc(
+    route: Callable[..., pb.RouteResponse], feedback: Callable[..., pb.FeedbackResponse]
+) -> None:
+    """The second Route of a session answers the first one's model with sticky = true and
+    probability 1; after a failure reported for it the next one is drawn again."""
+    first = route(session_id="chat-42")
+    second = route(session_id="chat-42", prompt="And what about Spain?")
+    assert not first.sticky
+    assert second.sticky
+    assert second.model == first.model
+    assert second.probability == 1.0
+    assert not second.explored
+    feedback(decision_id=second.decision_id, status=pb.OUTCOME_STATUS_ERROR)
+    assert not route(session_id="chat-42").sticky
+
+
+def test_an_oversized_session_id_is_refused_naming_the_field(
+    stub: pb_grpc.RouterServiceStub, expect_error: Callable[..., str]
+) -> None:
+    """A session_id over server.max_request_id_chars is INVALID_ARGUMENT naming session_id,
+    saying its size and not echoing it."""
+    secret = "s" * 300
+    details = expect_error(
+        stub.Route, pb.RouteRequest(prompt="hi", session_id=secret),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )  # fmt: skip
+    assert details.startswith("session_id: 300 characters")
+    assert secret not in details
+
+
+def test_workers_decide_a_sessions_routes_in_one_worker(
+    launcher: ServerLauncher, tmp_path: Path
+) -> None:
+    """With two workers, Routes of one session arriving on different connections (either
+    worker) are all decided by the session's worker and stay on one model; a failure
+    reported on yet another connection (forwarded to the decision's worker) moves it."""
+    server = launcher.start(workers_config(tmp_path), timeout_s=WORKERS_START_TIMEOUT_S)
+    decisions = []
+    for turn in range(10):
+        channel, stub = worker_stub(server.address)
+        try:
+            decisions.append(stub.Route(
+                pb.RouteRequest(prompt=f"Turn {turn}: tell me more.", session_id="conv-7"),
+                timeout=CALL_TIMEOUT_S,
+            ))  # fmt: skip
+        finally:
+            channel.close()
+    assert len({d.model for d in decisions}) == 1
+    assert [d.sticky for d in decisions] == [False] + [True] * 9
+    assert len({d.decision_id[:2] for d in decisions}) == 1  # one owner decided them all
+    channel, stub = worker_stub(server.address)
+    try:
+        stub.Feedback(pb.FeedbackRequest(decision_id=decisions[-1].decision_id,
+                                         status=pb.OUTCOME_STATUS_ERROR),
+                      timeout=CALL_TIMEOUT_S)  # fmt: skip
+        after = stub.Route(pb.RouteRequest(prompt="Next turn.", session_id="conv-7"),
+                           timeout=CALL_TIMEOUT_S)  # fmt: skip
+    finally:
+        channel.close()
+    assert not after.sticky
