@@ -102,6 +102,19 @@ def _validate_listed(catalog: Catalog, models: Sequence[str], field_name: str) -
         catalog.get(model, field=field_name)
 
 
+def data_class_hint(data_class: str) -> str:
+    """What to configure when models were refused for the request's data class: the class is
+    the more sensitive of the detected and declared ones, and a [[models]] entry receives only
+    the classes its data_classes list (["public"] unless set)."""
+    return (
+        f". The request is {data_class!r} (found in its text or declared in "
+        f"data_classification); a model receives it only if the config's [[models]] entry "
+        f"lists {data_class!r} in data_classes, e.g. data_classes = "
+        f'["public", "internal", "{data_class}"] (a [[models]] entry without data_classes '
+        f'takes only "public")'
+    )
+
+
 def eligible_models(
     catalog: Catalog,
     features: PromptFeatures,
@@ -182,5 +195,8 @@ def eligible_models(
         # Name the last check that excluded something: the models it took out had passed
         # every earlier one (the allow-list, candidate_models, a rule only narrow the choice).
         name = max(counts, key=CHECK_ORDER.index)
-        raise FailedPrecondition(f"{name}: no model satisfies the request ({summary})", field=name)
+        hint = data_class_hint(constraints.data_class) if "data_classification" in counts else ""
+        raise FailedPrecondition(
+            f"{name}: no model satisfies the request ({summary}){hint}", field=name
+        )
     return Eligibility(tuple(eligible), excluded)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from banditroute.canonical import canonical_json, sha256_hex
+from banditroute.catalog_checks import warn_unserved_data_classes
 from banditroute.config import Settings, reread_settings
 from banditroute.errors import ConfigError, FailedPrecondition
 
@@ -178,6 +179,7 @@ def reload_from_source(router: Router) -> ConfigChange:
         keys=list(change.keys),
         digest=change.digest,
     )
+    warn_unserved_data_classes(router.settings.catalog)
     return change
 
 

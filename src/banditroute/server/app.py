@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from banditroute import hash_key, warm_start
 from banditroute.audit import AuditChain
+from banditroute.catalog_checks import warn_unserved_data_classes
 from banditroute.config import Settings, TLSSettings
 from banditroute.errors import ConfigError, FailedPrecondition
 from banditroute.features import warm_up
@@ -416,6 +417,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGHUP, _on_hangup)
     service = build_service(settings)
     service.start()
+    warn_unserved_data_classes(settings.catalog)
     log.info(
         "listening",
         address=service.address,

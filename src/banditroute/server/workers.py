@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from banditroute.catalog_checks import warn_unserved_data_classes
 from banditroute.config import Settings, reread_settings
 from banditroute.errors import BanditrouteError, ConfigError
 from banditroute.health import SharedOutcome
@@ -409,6 +410,7 @@ def serve_workers(settings: Settings, log_level: str = "info", *, log_json: bool
         supervisor.stop()  # the workers that did start
         raise
     logs = [str(worker_log_path(settings.log.path, i)) for i in range(settings.server.workers)]
+    warn_unserved_data_classes(settings.catalog)
     log.info(
         "listening",
         address=f"{settings.server.host}:{supervisor.port}",
