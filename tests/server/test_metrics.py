@@ -179,6 +179,19 @@ def test_breaker_gauge_shows_an_open_breaker(make_service: Callable[..., Service
     assert sum(others.values()) == 2
 
 
+def test_metrics_listen_on_a_bracketed_ipv6_host(make_service: Callable[..., Service]) -> None:
+    """metrics_host in gRPC's bracketed IPv6 form ("[::1]", as --host writes it) listens."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = int(probe.getsockname()[1])
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    service = make_service(metrics_port=port, metrics_host="[::1]")
+    assert service.metrics_address == f"[::1]:{port}"
+    assert "banditroute_pending_decisions" in {name for name, _ in scrape(f"[::1]:{port}")}
+
+
 def test_no_endpoint_without_metrics_port(make_service: Callable[..., Service]) -> None:
     """metrics_port absent (0): no endpoint, no metrics kept."""
     service = make_service()

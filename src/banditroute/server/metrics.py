@@ -232,8 +232,9 @@ class MetricsInterceptor(HandlerWrapper):
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:
     """Serve ``registry`` at http://host:port/metrics from a daemon thread; ConfigError naming
     ``server.metrics_port`` if it cannot listen there."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # IPv6
     try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
+        server, _ = start_http_server(port, addr=bare, registry=registry)
     except OSError as exc:
         raise ConfigError(
             f"server.metrics_port: cannot listen on {host}:{port} ({exc.strerror or exc})",
