@@ -275,6 +275,9 @@ class HealthTracker:
         self._models: dict[str, _ModelState] = {}
         self._outbox: deque[SharedOutcome] | None = None
         self._dropped = 0
+        self._open_listeners: list[Callable[[str, str], None]] = []
+        self._opened: list[tuple[str, str]] = []  # (model, cause) opened under the lock
+        self._reset_listeners: list[Callable[[str], None]] = []
         for model in self._limits:
             self._state(model)
 
@@ -303,6 +306,8 @@ class HealthTracker:
             st.probes = 0
 
     def _open(self, st: _ModelState, now: float, cause: str) -> None:
+        if self._open_listeners:
+            self._opened.append((st.model, cause))
         st.state = _OPEN
         st.opened_at = now
         st.open_cause = cause
@@ -378,9 +383,14 @@ class HealthTracker:
             reason=reason,
         )
 
-    def reset(self, model: str) -> None:
+    def on_reset(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(model)`` after an operator's :meth:`reset` (not a relayed one)."""
+        self._reset_listeners.append(listener)
+
+    def reset(self, model: str, *, announce: bool = True) -> None:
         """Close the model's breaker and forget its recent failures (an operator's override);
-        counts, latency quantiles, rate windows and in-flight calls are kept.
+        counts, latency quantiles, rate windows and in-flight calls are kept. With
+        ``announce`` the :meth:`on_reset` listeners are told (other replicas reset too).
 
         The model's outcomes not yet taken for the other serving processes are dropped too:
         each of them resets the model as well, and the failures that came before the reset
@@ -392,6 +402,9 @@ class HealthTracker:
                 kept = [outcome for outcome in outbox if outcome[0] != model]
                 outbox.clear()
                 outbox.extend(kept)
+        if announce:
+            for listener in self._reset_listeners:
+                listener(model)
 
     def reconfigure(
         self, settings: HealthSettings, limits: Mapping[str, ModelLimits], *, tenants: int = 1
@@ -452,6 +465,8 @@ class HealthTracker:
                 log.warning("shared_outcome_skipped", outcome=repr(outcome)[:200], error=str(exc))
                 continue
             recorded += 1
+        if self._opened:
+            self._announce_opened()
         return recorded
 
     # -- feedback ----------------------------------------------------------------------------------
@@ -471,6 +486,49 @@ class HealthTracker:
         negative or non-finite latency.
         """
         self._record(model, status, latency_ms, tenant, share=True)
+        if self._opened:
+            self._announce_opened()
+
+    def on_open(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(model, cause)`` whenever an outcome reported here opens a breaker
+        (after the tracker's lock is released), so other replicas can keep the model out."""
+        self._open_listeners.append(listener)
+
+    def _announce_opened(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for model, cause in opened:
+            for listener in self._open_listeners:
+                try:
+                    listener(model, cause)
+                except Exception:
+                    log.exception("breaker_listener_failed", model=model)
+
+    def force_open(self, model: str, retry_in_s: float, cause: str) -> bool:
+        """Open ``model``'s breaker for ``retry_in_s`` more seconds because another replica
+        opened it (``cause`` says so); True if that changed anything. A breaker already open
+        for at least as long is left alone; listeners are not told (the news came from
+        elsewhere)."""
+        if not (math.isfinite(retry_in_s) and retry_in_s > 0):
+            return False
+        with self._lock:
+            now = self._clock()
+            st = self._state(model)
+            self._refresh(st, now)
+            cooldown = self.settings.cooldown_s
+            opened_at = st.opened_at
+            if (
+                st.state == _OPEN
+                and opened_at is not None
+                and opened_at + cooldown >= now + retry_in_s
+            ):
+                return False
+            st.state = _OPEN
+            st.opened_at = now + retry_in_s - cooldown
+            st.open_cause = cause
+            st.probes = 0
+            st.last_probe_at = None
+            return True
 
     def _record(
         self,

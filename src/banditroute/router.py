@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from banditroute.admission import SharedAdmission, Ticket
 from banditroute.audit import AuditChain
 from banditroute.audit_record import AuditKind
 from banditroute.budgets import BudgetStatus, TenantBudget, period_start
@@ -136,6 +137,7 @@ class Pending:
     feedback_count: int = 0
     admitted: bool = False
     charged: set[str] = field(default_factory=set)
+    ticket: Ticket | None = None
 
 
 class _Refusing:
@@ -167,8 +169,10 @@ class Router:
         prompt_hash_key: bytes | None = None,
         embedder: Embedder | None = None,
         observer: RouterObserver | None = None,
+        shared: SharedAdmission | None = None,
     ) -> None:
         self.settings = settings
+        self.shared = shared
         self.observer: RouterObserver = NoObserver() if observer is None else observer
         self._known_models = set(settings.catalog.ids)  # every catalogue's, across reloads
         self.embedder = embedder if embedder is not None else semantic_embedder(settings)
@@ -422,6 +426,7 @@ class Router:
         )
         rule = first_match(settings.rules, tenant.name, features, query.tags, data_class)
         decision_id = self._new_id()
+        ticket: Ticket | None = None
         arm = self._arm(tenant, query, decision_id)
         explore = data_class in EXPLORABLE_CLASSES
         session = self._session_key(tenant, query.session_id)
@@ -478,13 +483,25 @@ class Router:
                 chosen = sample_index(probabilities, decision_id, self._seed)
             model = arms[chosen]
             output = query.expected_output_tokens
-            why = self.health.try_admit(
-                model.id,
-                features.conversation_tokens,
-                expected_output_tokens=model.typical_output_tokens if output is None else output,
-            )
-            if why is None:
+            output = model.typical_output_tokens if output is None else output
+            tokens = features.conversation_tokens
+            why = self.health.try_admit(model.id, tokens, expected_output_tokens=output)
+            if why is None and self.shared is None:
                 break
+            if why is None:
+                # The other replicas' share: their spend, load and breakers (one round trip).
+                assert self.shared is not None
+                try:
+                    admitted = self.shared.admit(tenant, model, tokens, output, now)
+                except BaseException:
+                    self.health.release(model.id)
+                    raise
+                if not isinstance(admitted, str):
+                    ticket = admitted
+                    break
+                self.health.release(model.id)
+                refused[model.id] = admitted
+                continue
             refused[model.id] = f"{why} (filled by concurrent routes)"
         # Python floats once: indexing the numpy array element by element costs more.
         values: list[float] = probabilities.tolist()
@@ -536,7 +553,7 @@ class Router:
             shadow=shadow,
             request_hash=request_hash,
         )
-        pending = Pending(record, decision, features, arms, chosen, objective)
+        pending = Pending(record, decision, features, arms, chosen, objective, ticket=ticket)
         pending.admitted = True
         with self._lock:
             if query.request_id:
@@ -545,10 +562,10 @@ class Router:
                 try:
                     replayed = self._replayed(query, request_hash)
                 except AlreadyExists:
-                    self.health.release(decision.model)
+                    self._release(pending)
                     raise
                 if replayed is not None:
-                    self.health.release(decision.model)
+                    self._release(pending)
                     return replayed
                 self._by_request[(query.tenant, query.request_id)] = decision_id
             self._pending[decision_id] = pending
@@ -822,9 +839,7 @@ class Router:
                     served_id,
                     ok=fragments.status == OutcomeStatus.OK,
                 )
-            if pending.admitted:
-                self.health.release(pending.decision.model)
-                pending.admitted = False
+            self._release(pending)
             if served_id != pending.decision.model:
                 disposition = Disposition.RECORDED_OFF_POLICY
             elif combine == "first":
@@ -841,6 +856,8 @@ class Router:
             feedback_count = pending.feedback_count
         if charged:
             self.observer.charged(tenant.name, charged)
+        if self.shared is not None:  # the other replicas' caps see the charge (or its absence)
+            self.shared.spent(tenant.name)
         record = FeedbackRecord(
             decision_id=report.decision_id,
             time=self._clock(),
@@ -910,9 +927,7 @@ class Router:
 
     def _settle(self, pending: Pending, now: float) -> SettlementRecord:
         decision_id = pending.decision.decision_id
-        if pending.admitted:
-            self.health.release(pending.decision.model)
-            pending.admitted = False
+        self._release(pending)
         if pending.learned:
             return SettlementRecord(decision_id, now, "learned", None)
         if pending.rewards:
@@ -924,6 +939,15 @@ class Router:
             self._learn(pending, reward)
             return SettlementRecord(decision_id, now, "learned_default", reward)
         return SettlementRecord(decision_id, now, "skipped", None)
+
+    def _release(self, pending: Pending) -> None:
+        """The decision's admission is over: its in-flight slot here and its shared ticket."""
+        if pending.admitted:
+            self.health.release(pending.decision.model)
+            pending.admitted = False
+        ticket, pending.ticket = pending.ticket, None
+        if ticket is not None and self.shared is not None:
+            self.shared.release(ticket)
 
     def locked(self) -> threading.Lock:
         """The lock guarding the policy, for callers that read it (snapshots)."""

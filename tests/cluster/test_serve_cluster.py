@@ -3,7 +3,6 @@ health detail ``banditroute.cluster`` follows the server, and Route answers whil
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,14 +10,13 @@ import grpc
 import pytest
 from fault_helpers import ServerLauncher, ServerProcess, write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from replica_helpers import wait_for
 from valkey_helpers import ValkeyProcess
 
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 CALL_TIMEOUT_S = 30.0
-WAIT_BOUND_S = 60.0
-"""Generous bound on waits for a state to show (catches a hang only)."""
 
 
 def replica_config(tmp_path: Path, name: str, **cluster: object) -> Path:
@@ -46,14 +44,6 @@ def replicas(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
     yield start
     launcher.close_all()
-
-
-def wait_for(check: Callable[[], bool], what: str) -> None:
-    """Poll ``check`` until it holds (bounded by WAIT_BOUND_S)."""
-    deadline = time.monotonic() + WAIT_BOUND_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def cluster_stats(channel: grpc.Channel) -> pb.ClusterStatus:

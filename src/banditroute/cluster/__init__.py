@@ -1,6 +1,41 @@
 """Replicas on several machines working together through one Valkey/Redis server.
 
-``[cluster] url`` (or ``serve --cluster URL``) turns it on; without it nothing here is
-imported and a server behaves as a lone one. :mod:`~banditroute.cluster.connection` holds the
+``[cluster] url`` (or ``serve --cluster URL``) turns it on; without it nothing here runs
+and a server behaves as a lone one. :mod:`~banditroute.cluster.connection` holds the
 client with bounded timeouts and the degraded circuit every other part goes through.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from banditroute.cluster.replica import ClusterReplica
+    from banditroute.config import Settings
+    from banditroute.router import Router
+
+
+def join_cluster(settings: Settings, router: Router) -> ClusterReplica:
+    """This process as a replica of ``settings.cluster``: its link and heartbeat, and the
+    router's budgets, limits and breakers shared with the other replicas. The returned
+    replica is started by the server (after its first heartbeat the parts start)."""
+    from banditroute.cluster.breakers import SharedBreakers
+    from banditroute.cluster.limits import SharedLimits
+    from banditroute.cluster.replica import ClusterReplica
+
+    replica = ClusterReplica(settings.cluster, address="")
+    limits = SharedLimits(
+        replica.link,
+        replica.registry,
+        router.health,
+        lambda: router.settings,
+        router.budget_status,
+    )
+    router.shared = limits
+    replica.every_beat(limits.beat)
+    replica.add(limits)
+    replica.add(SharedBreakers(replica.link, router.health))
+    return replica
+
+
+__all__ = ["join_cluster"]

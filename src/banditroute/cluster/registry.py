@@ -4,15 +4,23 @@ Each replica beats every ``cluster.heartbeat_s``: one script stamps it with the 
 clock (so replicas' clocks may disagree) in a sorted set, records its address in a hash, drops
 replicas silent for three beats, and returns how many remain. Limits divided between replicas
 when the server is gone use the last count known; feedback for a decision another replica made
-is forwarded to the address :meth:`Registry.address_of` gives.
+is forwarded to the address :meth:`Registry.address_of` gives. The beat also reads the
+server's *epoch*, a random token the first replica writes: a new epoch means the server lost
+its data, and every replica writes its shared figures again (:meth:`Registry.on_renewed`).
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from banditroute.cluster.connection import ClusterLink
+
+log = structlog.get_logger(__name__)
 
 MISSED_BEATS = 3
 """A replica silent for this many heartbeats counts as gone."""
@@ -27,7 +35,12 @@ if #gone > 0 then
   redis.call('ZREM', KEYS[1], unpack(gone))
   redis.call('HDEL', KEYS[2], unpack(gone))
 end
-return redis.call('ZCARD', KEYS[1])
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[3], epoch)
+end
+return {redis.call('ZCARD', KEYS[1]), epoch}
 """
 
 _LEAVE = """
@@ -50,11 +63,13 @@ class Registry:
     def __init__(self, link: ClusterLink, address: str) -> None:
         self._link = link
         self.address = address
-        self._keys = [link.key("replicas"), link.key("replica-addresses")]
+        self._keys = [link.key("replicas"), link.key("replica-addresses"), link.key("epoch")]
         self._beat = link.script(_BEAT)
         self._leave = link.script(_LEAVE)
         self._lock = threading.Lock()
         self._alive = 1
+        self.epoch = ""
+        self._epoch_listeners: list[Callable[[], None]] = []
         self._ttl_ms = int(MISSED_BEATS * link.settings.heartbeat_s * 1000)
 
     @property
@@ -66,13 +81,26 @@ class Registry:
         """Say this replica is alive; returns the replicas alive (the last known count when
         the server cannot be reached)."""
         rid = self._link.replica_id
-        count = self._link.try_call(
-            lambda client: self._beat(keys=self._keys, args=[rid, self.address, self._ttl_ms])
-        )
-        if count is not None:
-            with self._lock:
-                self._alive = max(1, int(count))
+        args = [rid, self.address, self._ttl_ms, secrets.token_hex(8)]
+        reply = self._link.try_call(lambda client: self._beat(keys=self._keys, args=args))
+        if reply is None:
+            return self._alive
+        count, epoch = int(reply[0]), _text(reply[1])
+        with self._lock:
+            self._alive = max(1, count)
+            renewed = bool(self.epoch) and epoch != self.epoch
+            self.epoch = epoch
+        if renewed:
+            log.warning("cluster_server_renewed", replica=rid)
+            for listener in self._epoch_listeners:
+                listener()
         return self._alive
+
+    def on_renewed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` when a heartbeat finds the server has lost what it held (a
+        restart without persistence, or another server): shared figures must be written
+        again."""
+        self._epoch_listeners.append(listener)
 
     def leave(self) -> None:
         """Take this replica out of the registry (a clean shutdown), if the server answers."""

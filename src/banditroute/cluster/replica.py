@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -22,6 +23,16 @@ from banditroute.cluster.registry import Registry
 from banditroute.config import ClusterSettings
 
 log = structlog.get_logger(__name__)
+
+
+class Part(Protocol):
+    """Something the replica starts after its first heartbeat and stops before leaving."""
+
+    def start(self) -> None:
+        """Start background work."""
+
+    def stop(self) -> None:
+        """Finish and stop background work."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class ClusterReplica:
         self.link = link or ClusterLink(settings)
         self.registry = Registry(self.link, address)
         self._tasks: list[Callable[[], None]] = []
+        self._parts: list[Part] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._snapshot: tuple[str, float] | None = None
@@ -65,6 +77,10 @@ class ClusterReplica:
         """Run ``task()`` on the heartbeat thread after every beat (errors are logged)."""
         self._tasks.append(task)
 
+    def add(self, part: Part) -> None:
+        """Start ``part`` with the replica, stop it before the replica leaves (in reverse)."""
+        self._parts.append(part)
+
     def report_snapshot(self, version: str, published_at: float) -> None:
         """The policy snapshot now in use: its version and when it was published (epoch s)."""
         self._snapshot = (version, published_at)
@@ -77,6 +93,8 @@ class ClusterReplica:
         """Beat once now (a server down at start leaves the replica degraded, not stopped)
         and keep beating in the background."""
         self.beat()
+        for part in self._parts:
+            part.start()
         self._thread = threading.Thread(target=self._run, name="cluster-heartbeat", daemon=True)
         self._thread.start()
 
@@ -94,10 +112,15 @@ class ClusterReplica:
             self.beat()
 
     def stop(self) -> None:
-        """Stop beating, leave the registry and close the link."""
+        """Stop beating and the parts, leave the registry and close the link."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        for part in reversed(self._parts):
+            try:
+                part.stop()
+            except Exception:
+                log.exception("cluster_part_stop_failed")
         self.registry.leave()
         self.link.close()
 

@@ -322,9 +322,9 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     peers = None if worker is None else WorkerPeers(worker.index, worker.count, worker.socket)
     cluster = None
     if settings.cluster.enabled:
-        from banditroute.cluster.replica import ClusterReplica
+        from banditroute.cluster import join_cluster
 
-        cluster = ClusterReplica(settings.cluster, address="")
+        cluster = join_cluster(settings, router)
     pb_grpc.add_RouterServiceServicer_to_server(
         RouterServicer(
             router,
