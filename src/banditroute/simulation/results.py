@@ -221,7 +221,10 @@ def format_table(summary: dict[str, Any]) -> str:
     if warm:
         lines.append(f"  - warm start: {warm['description']}")
     lines.append("")
-    header = f"{'':36} {'quality':>17} {'cost_usd':>21} {'latency_ms':>17}"
+    best = summary["best_fixed"]["model"].rsplit("/", 1)[-1]
+    # Names are never cut: "Mixtral-8x7B-Instruct-v0.1" lost its ".1" at 36 characters.
+    width = max(36, len(f"best fixed: {best}"), *(len(m) for m in summary["models"]))
+    header = f"{'':{width}} {'quality':>17} {'cost_usd':>21} {'latency_ms':>17}"
     lines.append(header)
 
     def row(name: str, entry: dict[str, Any]) -> str:
@@ -232,7 +235,7 @@ def format_table(summary: dict[str, Any]) -> str:
             else ""
         )
         return (
-            f"{name[:36]:36} {_fmt(entry['quality'], entry['quality_std'], 4):>17} "
+            f"{name:{width}} {_fmt(entry['quality'], entry['quality_std'], 4):>17} "
             f"{_fmt(entry['cost_usd'], entry['cost_usd_std'], 6):>21} {lat:>17}"
         )
 
@@ -249,7 +252,6 @@ def format_table(summary: dict[str, Any]) -> str:
         )
     )
     lines.append(row("per-prompt oracle", summary["oracle"]))
-    best = summary["best_fixed"]["model"].rsplit("/", 1)[-1]
     lines.append(row(f"best fixed: {best}", summary["best_fixed"]))
     lines.append("")
     for model, entry in summary["models"].items():
