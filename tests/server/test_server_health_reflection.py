@@ -84,3 +84,35 @@ def test_reflection_describes_router_service(channel: grpc.Channel) -> None:
     assert {"Route", "Feedback", "ListModels", "GetStats", "ResetModelHealth", "ReloadConfig"} <= {
         m.name for m in service.method
     }
+
+
+V1_METHOD = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+
+
+def test_reflection_v1_answers_like_v1alpha(channel: grpc.Channel) -> None:
+    """A client of grpc.reflection.v1 (grpcurl and most current tools ask for it first) lists
+    the services, both reflection versions among them, and gets router.proto for the
+    RouterService symbol. v1's messages are v1alpha's under a new package, the same on the
+    wire, so v1alpha's message classes make the v1 request here."""
+    call = channel.stream_stream(
+        V1_METHOD,
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    listed, described = list(
+        call(
+            iter([
+                reflection_pb2.ServerReflectionRequest(list_services="*"),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=ROUTER),
+            ]),
+            timeout=10,
+        )
+    )  # fmt: skip
+    names = {service.name for service in listed.list_services_response.service}
+    assert {ROUTER, "grpc.reflection.v1.ServerReflection"} <= names
+    assert "grpc.reflection.v1alpha.ServerReflection" in names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(data).name
+        for data in described.file_descriptor_response.file_descriptor_proto
+    ]
+    assert "banditroute/v1/router.proto" in files

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from banditroute import hash_key, warm_start
 from banditroute.audit import AuditChain
@@ -48,6 +47,7 @@ from banditroute.server.metrics import (
     stop_metrics,
     use_multiprocess,
 )
+from banditroute.server.reflection import enable_reflection
 from banditroute.server.servicer import RouterServicer, WorkerPeers
 from banditroute.snapshots import load_snapshot, snapshot_bytes, write_snapshot
 from banditroute.store.duckdb_log import DuckDBLog
@@ -336,9 +336,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     address = f"{settings.server.host}:{settings.server.port}"
     try:
         port = (
