@@ -57,6 +57,8 @@ def test_routing_skill_writes_every_comparator_and_replots(data: Path, tmp_path:
     assert budget["oracle"]["quality"] >= budget["best_single"]["quality"]
     for run in budget["runs"].values():
         assert 0.0 <= run["random_mix_at_cost"] <= 1.0
+        held = run["prompts_to_hold_90pct_seed_mean"]
+        assert held is None or 100 <= held <= 160
     assert (tmp_path / "plots" / "routerbench_train.png").stat().st_size > 0
     replotted = tmp_path / "again"
     assert routing_skill.main(["--replot", str(out), "--plots", str(replotted)]) == 0
@@ -102,3 +104,37 @@ def test_exploration_floor_prices_each_floor_against_floor_zero(data: Path, tmp_
     for row in summary.values():
         assert 0.0 <= row["dr_coverage"] <= 1.0
         assert row["dr_width"] > 0.0
+
+
+@pytest.mark.usefixtures("script")
+def test_feature_ceiling_gains_from_the_true_task_only_where_features_miss_it(
+    tmp_path: Path,
+) -> None:
+    """feature_ceiling.py routes the held-out part with predictors fitted on the tuning part:
+    when the task (not the prompt's text) decides which cheap model is right, the predictor
+    given the true task routes better than the one on the router's features alone, and none
+    beats the per-prompt oracle."""
+    import feature_ceiling
+
+    rows = [
+        {"prompt_id": f"p{i}", "task": "even" if i % 2 == 0 else "odd",
+         "prompt": f"Question {i}: is it A or B?", "model": model, "quality": quality[i % 2],
+         "cost_usd": cost}
+        for i in range(200)
+        for model, (quality, cost) in MODELS.items()
+    ]  # fmt: skip
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_outcomes(table_from_rows("routerbench_train", rows), folder / "routerbench_train.parquet")
+    out = tmp_path / "ceiling.json"
+    assert (
+        feature_ceiling.main(["--data", str(folder), "--fractions", "0.1", "--json", str(out)]) == 0
+    )
+    runs = json.loads(out.read_text())["routerbench_train"]["runs"]
+    dense = runs["router's dense features"]["0.10"]
+    task = runs["dense + TRUE task label"]["0.10"]
+    oracle = runs["oracle (true outcomes)"]["0.10"]
+    assert task["quality"] > dense["quality"] + 0.05
+    assert oracle["quality"] >= task["quality"] - 1e-9
+    for run in runs.values():
+        assert run["0.10"]["cost"] <= 0.1 + 1e-6
