@@ -3,7 +3,9 @@ HTTP endpoint scraped and the exposition parsed with prometheus-client's own par
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import CALL_TIMEOUT_S
-from fault_helpers import ServerLauncher, worker_stub, workers_config
+from fault_helpers import ServerLauncher, worker_pid, worker_stub, workers_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from banditroute.config import load_settings, settings_from_mapping
@@ -284,3 +286,54 @@ def test_workers_metrics_add_up_over_every_worker(launcher: ServerLauncher, tmp_
     breakers = series(samples, "banditroute_breaker_state")
     assert len(breakers) == len(load_settings().catalog.ids)  # one series per model, not per pid
     assert len(owners) >= 1
+
+
+def _scrape_until(address: str, done: Callable[[Samples], bool]) -> Samples:
+    """Scrape until ``done`` holds (the workers refresh their gauges every 0.2 s), within a
+    bound that only catches a hang; the last scrape."""
+    deadline = time.monotonic() + 120.0
+    samples = scrape(address)
+    while not done(samples) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        samples = scrape(address)
+    return samples
+
+
+def test_workers_metrics_survive_a_replaced_worker(
+    launcher: ServerLauncher, tmp_path: Path
+) -> None:
+    """kill -9 of a worker: its calls stay counted, and once the replacement has restored its
+    pending decisions the pending gauge counts them once (the dead process's live gauges are
+    dropped, not added to the replacement's)."""
+    port = free_port()
+    server = launcher.start(
+        workers_config(tmp_path, server=f"metrics_port = {port}"),
+        timeout_s=WORKERS_START_TIMEOUT_S,
+    )
+    match = _METRICS_LINE.search(server.log_text())
+    assert match is not None, server.log_text()
+    address = match.group(1)
+    owners: list[str] = []
+    for turn in range(200):
+        channel, stub = worker_stub(server.address)
+        try:
+            decision = stub.Route(pb.RouteRequest(prompt=f"Question {turn}?"),
+                                  timeout=CALL_TIMEOUT_S)  # fmt: skip
+        finally:
+            channel.close()
+        owners.append(decision.decision_id[:2])
+        if len(owners) >= 6 and "01" in owners and "00" in owners:
+            break
+    routes = len(owners)
+    assert "01" in owners
+    samples = _scrape_until(address, lambda s: value(s, "banditroute_pending_decisions") == routes)
+    assert value(samples, "banditroute_pending_decisions") == routes
+    os.kill(worker_pid(server, 1), signal.SIGKILL)
+    deadline = time.monotonic() + 120.0
+    while "worker_restarted" not in server.log_text():
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.1)
+    samples = _scrape_until(address, lambda s: value(s, "banditroute_pending_decisions") == routes)
+    assert value(samples, "banditroute_pending_decisions") == routes
+    assert value(samples, "banditroute_rpcs_total", rpc="Route", code="OK") == routes
+    assert sum(series(samples, "banditroute_route_choices_total").values()) == routes
