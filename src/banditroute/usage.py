@@ -14,9 +14,10 @@ Everything is computed in DuckDB over the ``decisions`` and ``feedback`` views (
 - ``calls``: distinct decisions; ``feedback``: the feedback rows that counted; ``spend_usd``:
   the sum of the reported ``cost_usd`` of each served model's first report (one call costs
   once, as the tenant's budget is charged; 0 if none was reported); ``mean_quality``: the mean
-  reported quality; ``latency_p50_ms``/``latency_p95_ms``: ``quantile_cont`` of the reported
-  latencies; ``error_rate``: the share of those rows whose status is not ``OK``. Means,
-  quantiles and rates are ``None`` where there is nothing to average;
+  reported quality over the ``quality_count`` rows that gave one;
+  ``latency_p50_ms``/``latency_p95_ms``: ``quantile_cont`` of the reported latencies;
+  ``error_rate``: the share of those rows whose status is not ``OK``. Means, quantiles and
+  rates are ``None`` where there is nothing to average;
 - ``since``/``until`` select decisions by their time (``since <= time < until``); their
   feedback counts wherever it arrived; time buckets are UTC-aligned and keyed by the
   decision's time.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,8 @@ class ModelTenantStats:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     error_rate: float | None
+    quality_count: int = field(default=0, kw_only=True)
+    """Counted feedback reports that gave a quality (what ``mean_quality`` averages)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON (a bucket as ISO 8601 text; a NaN or infinite figure, which
@@ -166,6 +169,7 @@ SELECT {bucket_columns}, grouping(model) AS g_model, grouping(tenant) AS g_tenan
        count(*) FILTER (WHERE has_feedback) AS feedback,
        coalesce(sum(cost_usd), 0.0) AS spend_usd,
        avg(quality) AS mean_quality,
+       count(quality) AS quality_count,
        quantile_cont(latency_ms, [0.5, 0.95]) AS latency_q,
        avg(CASE WHEN has_feedback THEN (status IS DISTINCT FROM 'OK')::DOUBLE END)
            AS error_rate
@@ -212,6 +216,7 @@ def _stats_fields(row: dict[str, Any]) -> dict[str, Any]:
         "feedback": int(row["feedback"]),
         "spend_usd": float(row["spend_usd"]),
         "mean_quality": row["mean_quality"],
+        "quality_count": int(row["quality_count"]),
         "latency_p50_ms": None if q is None else q[0],
         "latency_p95_ms": None if q is None else q[1],
         "error_rate": row["error_rate"],

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from banditroute.server.app import Service
@@ -227,3 +228,24 @@ def test_get_stats_rejects_a_bad_since(
     request.since.seconds, request.since.nanos = -62135596800, 0  # its smallest: valid
     client.route()
     assert [u.calls for u in client.stats(since=request.since).usage if not u.model] == [1, 1]
+
+
+def test_usage_without_quality_reports_zero_with_a_count_not_nan(
+    service: Service, api: Callable[..., Any]
+) -> None:
+    """A model routed to without feedback, or with feedback that gave no quality, has
+    quality_count 0 and mean_quality 0 (GetStats used to return NaN, "NaN" in JSON); a model
+    with quality reports has their mean and count."""
+    client = api(service)
+    client.route(candidate_models=[GPT4])
+    unrated = client.route(candidate_models=[MIXTRAL])
+    client.feedback(decision_id=unrated.decision_id, latency_ms=100.0, status=OK)
+    rated = client.route(candidate_models=[GPT35])
+    client.feedback(decision_id=rated.decision_id, quality=0.25, status=OK)
+    rows = {u.model: u for u in client.stats().usage if u.model and not u.tenant}
+    assert (rows[GPT4].feedback_count, rows[GPT4].quality_count) == (0, 0)
+    assert (rows[MIXTRAL].feedback_count, rows[MIXTRAL].quality_count) == (1, 0)
+    for model in (GPT4, MIXTRAL):
+        assert rows[model].mean_quality == 0.0
+        assert json.loads(json_format.MessageToJson(rows[model])).get("meanQuality", 0) == 0
+    assert (rows[GPT35].mean_quality, rows[GPT35].quality_count) == (0.25, 1)

@@ -25,15 +25,18 @@ def _usage(
 ) -> pb.UsageStats:
     """A usage row: (model, tenant), (calls, feedback, spend), (quality, p50, error rate)."""
     (model, tenant), (calls, feedback, spend), (quality, p50, error_rate) = key, counts, means
+    rated = 0 if math.isnan(quality) else feedback  # every feedback gave a quality, or none
     return pb.UsageStats(model=model, tenant=tenant, calls=calls, feedback_count=feedback,
-                         spend_usd=spend, mean_quality=quality, latency_p50_ms=p50,
-                         latency_p95_ms=2 * p50, error_rate=error_rate)  # fmt: skip
+                         spend_usd=spend, mean_quality=0.0 if rated == 0 else quality,
+                         quality_count=rated, latency_p50_ms=p50, latency_p95_ms=2 * p50,
+                         error_rate=error_rate)  # fmt: skip
 
 
 def test_usage_rows_sum_counts_and_weight_means_by_feedback() -> None:
     """Counts and spend add up; quality, latency and error rate are feedback-weighted; a row
     only one worker has passes through; NaN is left out and stays NaN when no worker has a
-    value; rows come back in summarise's order (per model, per tenant, both, total)."""
+    value (a quality nobody reported is 0 with quality_count 0); rows come back in summarise's
+    order (per model, per tenant, both, total)."""
     w0 = [
         _usage(("m", ""), (3, 2, 0.2), (0.9, 100.0, 0.0)),
         _usage(("m", "t"), (3, 2, 0.2), (0.9, 100.0, 0.0)),
@@ -54,7 +57,7 @@ def test_usage_rows_sum_counts_and_weight_means_by_feedback() -> None:
     assert both.latency_p95_ms == pytest.approx(400.0)
     assert both.error_rate == pytest.approx(1 / 3)
     assert merged[0] == w0[0]
-    assert math.isnan(merged[2].mean_quality)
+    assert (merged[2].mean_quality, merged[2].quality_count) == (0.0, 0)
     assert math.isnan(merged[2].error_rate)
     assert merged[3].calls == 5
 
@@ -146,3 +149,13 @@ def test_budget_own_figures_round_trip_through_metadata() -> None:
         "a": (1.0, 2)
     }
     assert decode_budget_own(None) == {}
+
+
+def test_usage_quality_is_weighted_by_the_reports_that_gave_one() -> None:
+    """mean_quality merges weighted by quality_count, not feedback_count: a worker whose
+    feedback mostly came without a quality counts for the reports that had one."""
+    w0 = pb.UsageStats(model="m", feedback_count=10, mean_quality=0.9, quality_count=1)
+    w1 = pb.UsageStats(model="m", feedback_count=2, mean_quality=0.3, quality_count=2)
+    (merged,) = merge_usage([[w0], [w1]])
+    assert merged.quality_count == 3
+    assert merged.mean_quality == pytest.approx((0.9 + 2 * 0.3) / 3)

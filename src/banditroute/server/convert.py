@@ -230,6 +230,12 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
+def _quality(mean: float | None, count: int) -> float:
+    """UsageStats.mean_quality: 0 when no report gave a quality (quality_count 0), never NaN,
+    which JSON renders as the string "NaN"."""
+    return float(mean) if count > 0 and mean is not None and math.isfinite(mean) else 0.0
+
+
 def model_health(health: ModelHealth, drifts: int = 0) -> pb.ModelHealth:
     """Health snapshot (and the policy's drift detections for the model) -> ModelHealth."""
     return pb.ModelHealth(
@@ -252,7 +258,8 @@ def usage_stats(stats: ModelTenantStats) -> pb.UsageStats:
         calls=stats.calls,
         feedback_count=stats.feedback,
         spend_usd=stats.spend_usd,
-        mean_quality=_nan(stats.mean_quality),
+        mean_quality=_quality(stats.mean_quality, stats.quality_count),
+        quality_count=stats.quality_count,
         latency_p50_ms=_nan(stats.latency_p50_ms),
         latency_p95_ms=_nan(stats.latency_p95_ms),
         error_rate=_nan(stats.error_rate),

@@ -7,8 +7,9 @@ Counts and sums add up exactly (a decision and its feedback live in one worker's
 the rest is combined as follows:
 
 - usage, per (model, tenant) row (the per-model, per-tenant and total rows alike):
-  ``mean_quality`` and ``error_rate`` are the means weighted by ``feedback_count`` (exact for
-  the error rate; for quality exact when every feedback reports one). Latency percentiles
+  ``mean_quality`` is the mean weighted by ``quality_count`` and ``error_rate`` the mean
+  weighted by ``feedback_count`` (both exact), ``quality_count`` the sum (0, with
+  ``mean_quality`` 0, when no report gave a quality). Latency percentiles
   cannot be merged exactly from summaries: ``latency_p50_ms`` and ``latency_p95_ms`` are the
   feedback-weighted means of the workers' p50s and p95s, which lies between the workers'
   values but is not the percentile of the pooled latencies. A NaN (nothing to average) is
@@ -114,6 +115,12 @@ def _mean(values: Iterable[tuple[float, float]]) -> float:
     return sum(v * w for v, w in pairs) / total
 
 
+def _quality_mean(rows: Sequence[pb.UsageStats]) -> float:
+    """Mean quality of the rows weighted by how many reports gave one; 0 when none did."""
+    total = sum(r.quality_count for r in rows)
+    return math.fsum(r.mean_quality * r.quality_count for r in rows) / total if total else 0.0
+
+
 def _usage_order(row: pb.UsageStats) -> tuple[int, str, str]:
     # as banditroute.usage.summarise orders: per model, per tenant, per both, the total
     level = {(False, True): 0, (True, False): 1, (False, False): 2, (True, True): 3}
@@ -136,7 +143,8 @@ def merge_usage(parts: Sequence[Sequence[pb.UsageStats]]) -> list[pb.UsageStats]
                 calls=sum(r.calls for r in rows),
                 feedback_count=sum(r.feedback_count for r in rows),
                 spend_usd=math.fsum(r.spend_usd for r in rows),
-                mean_quality=_mean((r.mean_quality, w) for r, w in weighted),
+                mean_quality=_quality_mean(rows),
+                quality_count=sum(r.quality_count for r in rows),
                 latency_p50_ms=_mean((r.latency_p50_ms, w) for r, w in weighted),
                 latency_p95_ms=_mean((r.latency_p95_ms, w) for r, w in weighted),
                 error_rate=_mean((r.error_rate, w) for r, w in weighted),

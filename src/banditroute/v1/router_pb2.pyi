@@ -201,7 +201,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class UsageStats(_message.Message):
-    __slots__ = ("model", "tenant", "calls", "feedback_count", "spend_usd", "mean_quality", "latency_p50_ms", "latency_p95_ms", "error_rate")
+    __slots__ = ("model", "tenant", "calls", "feedback_count", "spend_usd", "mean_quality", "latency_p50_ms", "latency_p95_ms", "error_rate", "quality_count")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +211,7 @@ class UsageStats(_message.Message):
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_COUNT_FIELD_NUMBER: _ClassVar[int]
     model: str
     tenant: str
     calls: int
@@ -220,7 +221,8 @@ class UsageStats(_message.Message):
     latency_p50_ms: float
     latency_p95_ms: float
     error_rate: float
-    def __init__(self, model: _Optional[str] = ..., tenant: _Optional[str] = ..., calls: _Optional[int] = ..., feedback_count: _Optional[int] = ..., spend_usd: _Optional[float] = ..., mean_quality: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., error_rate: _Optional[float] = ...) -> None: ...
+    quality_count: int
+    def __init__(self, model: _Optional[str] = ..., tenant: _Optional[str] = ..., calls: _Optional[int] = ..., feedback_count: _Optional[int] = ..., spend_usd: _Optional[float] = ..., mean_quality: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., quality_count: _Optional[int] = ...) -> None: ...
 
 class ModelHealth(_message.Message):
     __slots__ = ("model", "state", "error_rate", "latency_p50_ms", "latency_p95_ms", "requests_last_minute", "in_flight", "drifts_detected")
