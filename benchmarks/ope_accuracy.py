@@ -1,98 +1,78 @@
-"""Off-policy estimation accuracy against ground truth on a real outcome table.
+"""Off-policy estimation accuracy on logs the real service writes, against the known truth.
 
-Per seed: an exploring VW policy (epsilon-greedy, ``--epsilon 0.5``: half the traffic explored
-uniformly) routes ``--decisions`` prompts, drawn with replacement from
-the outcome table, through the real :class:`~banditroute.router.Router` with a
-:class:`~banditroute.store.duckdb_log.DuckDBLog` on disk; only the chosen model's outcome is
-reported back with ``Feedback`` (quality and realised cost from the table; latency from the
-catalogue's prior, ``ttft + output tokens / speed``, since the table has none). Then
-``banditroute replay`` (the library behind it: ``open_log`` -> ``load_log`` -> ``replay``)
-estimates five target policies: three fixed models and uniform on the whole log, and a VW
-policy trained on the first half of the log and evaluated on the second half (two replay runs,
-as a user would make them: with a trained candidate, replay evaluates every candidate on the
-held-out half).
+Per seed: a real ``banditroute serve`` process (the default configuration, or with ``[policy]
+min_probability`` set by ``--min-probability``) routes every prompt of an outcome table
+(``--passes`` times, each pass in a fresh seeded random order) over gRPC, and only the chosen
+model's outcome is reported back with ``Feedback`` (quality and realised cost from the table;
+latency from the catalogue's prior, ``ttft + output tokens / speed``, as the table has none).
+The server is stopped and the library behind ``banditroute replay`` (``open_log`` ->
+``load_log`` -> ``replay``) estimates, under each objective, the logged policy, uniform and
+every catalogue model as a fixed policy, with all six estimators and their 95% intervals.
 
-The true value of a target is the mean over *all* the table's prompts of its expected reward
-under the objective: for fixed models (with the router's fallback to the first eligible model
-when the model is not eligible) and uniform straight from the table; for the trained policy, its
-distribution on each prompt (the features and eligible models the router logs for that prompt)
-times the table's rewards.
+The true value of a candidate is its expected reward on the logged decisions, from the full
+table: ``mean_i sum_k target[i, k] * reward(prompt_i, k)`` with the candidate's distribution
+on each logged decision (the logged distribution itself for ``logged``; fixed models fall
+back to the first eligible model as ``FixedPolicy`` does). Every prompt appears ``--passes``
+times, so for fixed and uniform this is also their mean over the table's prompts.
 
-Reported per estimator over seeds x targets: bias, RMSE, mean absolute error (absolute and
-relative to the true value) and the coverage and mean width of the 95% intervals.
+Reported per estimator over seeds x objectives x candidates: bias, mean absolute error (also
+relative to the truth), the coverage and mean width of the 95% intervals, how many estimates
+and intervals the clipping to the reward range changed; and DR's error and width for the
+candidates rated reliable.
 
-    .venv/bin/python benchmarks/ope_accuracy.py ../shared/data/outcomes/routerbench_train.parquet \\
-        [--seeds 20] [--decisions 50000] [--epsilon 0.5] [--workers 2] [--logs DIR] [--json OUT]
+    nice .venv/bin/python benchmarks/ope_accuracy.py \\
+        /work/split/routerbench_train.holdout.parquet [--seeds 16] [--passes 3] \\
+        [--min-probability 0.02] [--workers 1] [--logs DIR] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
+import re
+import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from banditroute.catalog import CHARS_PER_TOKEN
 from banditroute.config import Settings, load_settings
-from banditroute.decisions import FeedbackReport, RouteQuery
-from banditroute.evaluation.candidates import parse_candidate
-from banditroute.evaluation.logdata import load_log
+from banditroute.evaluation.candidates import parse_candidate, static_distribution
+from banditroute.evaluation.logdata import ReplayLog, load_log
 from banditroute.evaluation.objective_rewards import fragment_arrays, resolve_objective, score
 from banditroute.evaluation.replay import ESTIMATOR_NAMES, replay
 from banditroute.evaluation.reward_model import RidgeRewardModel
-from banditroute.features import features_from_dict
-from banditroute.policies.uniform import UniformPolicy
-from banditroute.policies.vw import VWPolicy
-from banditroute.router import Router
 from banditroute.simulation.tables import OutcomeTable, load_outcomes
-from banditroute.store.duckdb_log import DuckDBLog
-from banditroute.store.memory import MemoryLog
 from banditroute.store.reader import open_log
+from banditroute.v1 import router_pb2 as pb
+from banditroute.v1 import router_pb2_grpc as pb_grpc
 
-
-def logging_args(epsilon: float) -> tuple[str, ...]:
-    """The exploring logging policy: epsilon-greedy VW on the default features."""
-    return (
-        "--cb_explore_adf",
-        "--epsilon",
-        f"{epsilon:g}",
-        "-q",
-        "sa",
-        "-q",
-        "wa",
-        "--power_t",
-        "0",
-    )
-
-
-TRAINED = "vw:--cb_explore_adf --epsilon 0.05 -q sa -q wa --power_t 0"
-FIXED = ("gpt-4-1106-preview", "zero-one-ai/Yi-34B-Chat", "mistralai/mistral-7b-chat")
-TARGETS = (*(f"fixed:{m}" for m in FIXED), "uniform", TRAINED)
-T0 = 1_700_000_000.0
+OBJECTIVES = ("balanced", "quality=1,cost=0,latency=0")
+ADDRESS = re.compile(r"\blistening\b.*\baddress=(\S+:\d+)")
+START_TIMEOUT_S = 120.0
+IN_FLIGHT = 64
+"""Feedback calls in flight at once (a client does not wait for one before the next Route)."""
 
 
 @dataclass(frozen=True)
 class World:
-    """The table's outcomes as the router sees them, and what it logs for each prompt."""
+    """The table's outcomes in catalogue order: quality, realised cost and prior latency."""
 
     table: OutcomeTable
     cost: np.ndarray
     latency: np.ndarray
-    eligible: tuple[tuple[int, ...], ...]
-    features: tuple[dict[str, Any], ...]
 
 
 def build_world(path: Path, settings: Settings) -> World:
-    """Load the table (models in catalogue order) and probe each prompt's eligible models."""
+    """Load the table (models in catalogue order), price it and give it latencies."""
     table = load_outcomes(path, model_order=settings.catalog.ids, arg="outcomes")
     missing = [m for m in table.models if m not in settings.catalog]
     if missing:
@@ -117,38 +97,7 @@ def build_world(path: Path, settings: Settings) -> World:
     ttft = np.array([s.ttft_ms for s in specs])
     speed = np.array([s.tokens_per_s for s in specs])
     latency = ttft[None, :] + 1000.0 * out_tokens / speed[None, :]
-    # What the router logs for each prompt: its eligible models and features.
-    probe_log = MemoryLog()
-    probe = Router(settings, UniformPolicy(), probe_log, clock=lambda: T0)
-    for prompt in table.prompts:
-        probe.route(RouteQuery(prompt=prompt))
-    column = {m: k for k, m in enumerate(table.models)}
-    eligible = tuple(tuple(column[m] for m in r.eligible) for r in probe_log.decisions)
-    features = tuple(r.features for r in probe_log.decisions)
-    return World(table, cost, latency, eligible, features)
-
-
-def true_values(world: World, settings: Settings, objective: Any, policy: Any) -> dict[str, float]:
-    """Each target's mean reward over all prompts, from the full table."""
-    table = world.table
-    ok = np.ones(table.quality.shape, dtype=bool)
-    rewards = score(objective, fragment_arrays(table.quality, world.cost, world.latency, ok))
-    n = rewards.shape[0]
-    values: dict[str, float] = {}
-    for model in FIXED:
-        column = table.models.index(model)
-        chosen = [column if column in e else e[0] for e in world.eligible]
-        values[f"fixed:{model}"] = float(np.mean(rewards[np.arange(n), chosen]))
-    values["uniform"] = float(
-        np.mean([rewards[i, list(e)].mean() for i, e in enumerate(world.eligible)])
-    )
-    expected = []
-    for i, e in enumerate(world.eligible):
-        arms = tuple(settings.catalog.get(table.models[c]) for c in e)
-        probs = policy.distribution(features_from_dict(world.features[i]), arms)
-        expected.append(float(np.dot(probs, rewards[i, list(e)])))
-    values[TRAINED] = float(np.mean(expected))
-    return values
+    return World(table, cost, latency)
 
 
 @dataclass(frozen=True)
@@ -157,120 +106,173 @@ class Job:
 
     outcomes: Path
     seed: int
-    decisions: int
-    objective: str
+    passes: int
+    objectives: tuple[str, ...]
     n_boot: int
-    epsilon: float
-    word_buckets: int
+    min_probability: float | None
     logs: Path | None
-    logging: str = "vw"
 
 
-def write_log(path: Path, world: World, settings: Settings, job: Job) -> None:
-    """Route ``job.decisions`` prompts through the Router, logging to DuckDB at ``path``."""
-    table = world.table
-    rng = np.random.default_rng([job.seed, 0xACC])
-    event_log = DuckDBLog(path, flush_interval_s=0.02, batch_size=8192)
-    clock = [T0]
-    ids = itertools.count()
-    router = Router(
-        settings,
-        VWPolicy(logging_args(job.epsilon), seed=job.seed)
-        if job.logging == "vw"
-        else UniformPolicy(),
-        event_log,
-        clock=lambda: clock[0],
-        new_id=lambda: f"{job.seed}-{next(ids):08d}",
-        seed=job.seed,
-    )
-    column = {m: k for k, m in enumerate(table.models)}
-    for p in rng.integers(0, table.n_prompts, job.decisions):
-        decision = router.route(RouteQuery(prompt=table.prompts[p]))
-        clock[0] += 1.0
-        k = column[decision.model]
-        router.feedback(
-            FeedbackReport(
-                decision.decision_id,
-                quality=float(table.quality[p, k]),
-                cost_usd=float(world.cost[p, k]),
-                latency_ms=float(world.latency[p, k]),
-            )
+def start_server(folder: Path, log_path: Path, config: Path | None) -> subprocess.Popen[bytes]:
+    """``banditroute serve`` on a free port; returns once it listens (address in ``.address``)."""
+    stderr_path = folder / "serve.stderr"
+    command = [sys.executable, "-m", "banditroute.cli", "serve", "--port", "0"]
+    command += ["--log", str(log_path)]
+    if config is not None:
+        command += ["--config", str(config)]
+    with stderr_path.open("wb") as sink:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink
         )
-    event_log.close()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        match = ADDRESS.search(stderr_path.read_text("utf-8", errors="replace"))
+        if match:
+            process.address = match.group(1)  # type: ignore[attr-defined]
+            return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"the server did not start:\n{stderr_path.read_text(errors='replace')}")
+
+
+def write_log(log_path: Path, world: World, job: Job) -> dict[str, int]:
+    """Route every prompt ``job.passes`` times through a real server; returns decision -> prompt."""
+    table = world.table
+    column = {m: k for k, m in enumerate(table.models)}
+    rng = np.random.default_rng([job.seed, 0x0BE])
+    with tempfile.TemporaryDirectory() as folder:
+        config = None
+        if job.min_probability is not None:
+            config = Path(folder) / "floor.toml"
+            config.write_text(f"[policy]\nmin_probability = {job.min_probability!r}\n", "utf-8")
+        server = start_server(Path(folder), log_path, config)
+        prompts: dict[str, int] = {}
+        try:
+            with grpc.insecure_channel(server.address) as channel:  # type: ignore[attr-defined]
+                stub = pb_grpc.RouterServiceStub(channel)
+                pending: list[Future[Any]] = []
+                for _ in range(job.passes):
+                    for p in rng.permutation(table.n_prompts).tolist():
+                        decision = stub.Route(pb.RouteRequest(prompt=table.prompts[p]), timeout=60)
+                        prompts[decision.decision_id] = p
+                        k = column[decision.model]
+                        pending.append(
+                            stub.Feedback.future(
+                                pb.FeedbackRequest(
+                                    decision_id=decision.decision_id,
+                                    quality=float(table.quality[p, k]),
+                                    cost_usd=float(world.cost[p, k]),
+                                    latency_ms=float(world.latency[p, k]),
+                                ),
+                                timeout=60,
+                            )
+                        )
+                        if len(pending) >= IN_FLIGHT:
+                            pending.pop(0).result()
+                for call in pending:
+                    call.result()
+        finally:
+            server.terminate()
+            server.wait(timeout=120)
+    return prompts
+
+
+def true_value(
+    log: ReplayLog, target: np.ndarray, rewards: np.ndarray, prompts: np.ndarray, columns: list[int]
+) -> float:
+    """``mean_i sum_k target[i, k] * rewards[prompt_i, column_k]``: the candidate's expected
+    reward on the logged decisions, from the full table."""
+    table_rewards = rewards[prompts][:, columns]
+    return float(np.mean(np.einsum("ik,ik->i", target, table_rewards)))
 
 
 def run_seed(job: Job) -> dict[str, Any]:
-    """Log one seed through the Router and DuckDB, replay it, compare with the truth."""
+    """Log one seed through a real server, replay it under each objective, compare."""
     settings = load_settings()
-    settings = replace(settings, log=replace(settings.log, sync_feedback=False))
-    world = _world(job.outcomes, settings)
-    objective = resolve_objective(job.objective, settings)
+    world = build_world(job.outcomes, settings)
+    table = world.table
     started = time.perf_counter()
+    floor = "default" if job.min_probability is None else f"floor{job.min_probability:g}"
+    name = f"{job.outcomes.stem}-seed{job.seed}-x{job.passes}-{floor}"
     with tempfile.TemporaryDirectory() as folder:
-        policy = f"eps{job.epsilon:g}" if job.logging == "vw" else job.logging
-        name = f"{job.outcomes.stem}-seed{job.seed}-n{job.decisions}-{policy}.duckdb"
-        log_path = (job.logs or Path(folder)) / name
-        if not log_path.exists():
-            partial = log_path.with_name(log_path.name + ".partial")
-            partial.unlink(missing_ok=True)
-            write_log(partial, world, settings, job)
-            partial.rename(log_path)
+        where = job.logs or Path(folder)
+        log_path = where / f"{name}.duckdb"
+        prompt_path = where / f"{name}.prompts.json"
+        if not (log_path.exists() and prompt_path.exists()):
+            for stale in where.glob(f"{name}.duckdb*"):
+                if stale.is_file():
+                    stale.unlink()
+            prompts = write_log(log_path, world, job)
+            prompt_path.write_text(json.dumps(prompts), "utf-8")
+        prompts = json.loads(prompt_path.read_text("utf-8"))
         logged_s = time.perf_counter() - started
         mark = time.perf_counter()
         source = open_log(log_path)
-        log = load_log(source, with_features=True, word_buckets=job.word_buckets)
+        log = load_log(source)
         source.connection.close()
-        # Fixed and uniform targets on the whole log; the trained one on the held-out half
-        # (replay trains it on the first half), as two `banditroute replay` runs would.
-        results = [
-            replay(
-                log,
-                [parse_candidate(t) for t in group],
-                objective,
-                settings,
-                n_boot=job.n_boot,
-                seed=job.seed,
-                reward_model=RidgeRewardModel(seed=job.seed),
-            )
-            for group in (TARGETS[:-1], TARGETS[-1:])
-        ]
-        replay_s = time.perf_counter() - mark
-    truth = true_values(world, settings, objective, results[1].policies[TRAINED])
+    ids = log.decision_ids.to_pylist()
+    prompt_of = np.array([prompts[d] for d in ids], dtype=np.int64)
+    columns = [table.models.index(m) for m in log.models]
+    candidates = ["logged", "uniform", *(f"fixed:{m}" for m in settings.catalog.ids)]
+    specs = [parse_candidate(c) for c in candidates]
     rows = []
-    for candidate in (c for result in results for c in result.candidates):
-        for name, interval in candidate.estimates.items():
-            rows.append(
-                {
-                    "target": candidate.name,
-                    "estimator": name,
-                    "truth": truth[candidate.name],
-                    "estimate": interval.estimate,
-                    "lower": interval.lower,
-                    "upper": interval.upper,
-                    "ess": candidate.diagnostics.ess,
-                    "max_weight": candidate.diagnostics.max_weight,
-                }
+    ok = np.ones(table.quality.shape, dtype=bool)
+    for objective_text in job.objectives:
+        objective = resolve_objective(objective_text, settings)
+        rewards = score(objective, fragment_arrays(table.quality, world.cost, world.latency, ok))
+        result = replay(
+            log,
+            specs,
+            objective,
+            settings,
+            n_boot=job.n_boot,
+            seed=job.seed,
+            reward_model=RidgeRewardModel(seed=job.seed),
+        )
+        used = log.subset(log.has_outcome)
+        used_prompts = prompt_of[log.has_outcome]
+        for spec, candidate in zip(specs, result.candidates, strict=True):
+            truth = true_value(
+                used, static_distribution(spec, used), rewards, used_prompts, columns
             )
+            verdict = getattr(candidate, "verdict", None)
+            for estimator, interval in candidate.estimates.items():
+                rows.append(
+                    {
+                        "objective": objective_text,
+                        "candidate": candidate.name,
+                        "kind": spec.kind,
+                        "estimator": estimator,
+                        "truth": truth,
+                        "estimate": interval.estimate,
+                        "lower": interval.lower,
+                        "upper": interval.upper,
+                        "raw": getattr(interval, "raw_estimate", interval.estimate),
+                        "clipped": bool(getattr(interval, "clipped", False)),
+                        "range": list(getattr(result, "reward_range", (None, None))),
+                        "ess": candidate.diagnostics.ess,
+                        "max_weight": candidate.diagnostics.max_weight,
+                        "reliable": None if verdict is None else verdict.reliable,
+                        "reason": None if verdict is None else verdict.reason,
+                        "switch_tau": getattr(interval, "tau", None),
+                    }
+                )
+    propensities = log.propensities
     return {
         "seed": job.seed,
-        "n_eval": [result.n_decisions for result in results],
+        "n_decisions": log.n,
+        "min_propensity": float(propensities.min()),
         "logged_s": logged_s,
-        "replay_s": replay_s,
+        "replay_s": time.perf_counter() - mark,
         "rows": rows,
     }
 
 
-_WORLD: dict[Path, World] = {}
-
-
-def _world(path: Path, settings: Settings) -> World:
-    if path not in _WORLD:
-        _WORLD[path] = build_world(path, settings)
-    return _WORLD[path]
-
-
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Bias, RMSE, MAE (absolute, relative), coverage and width per estimator."""
+    """Bias, MAE (absolute, relative), coverage, width and clipping counts per estimator."""
     out: dict[str, dict[str, float]] = {}
     for name in ESTIMATOR_NAMES:
         picked = [r for r in rows if r["estimator"] == name]
@@ -278,108 +280,160 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             continue
         err = np.array([r["estimate"] - r["truth"] for r in picked])
         truth = np.array([r["truth"] for r in picked])
+        low = np.array([r["lower"] for r in picked])
+        high = np.array([r["upper"] for r in picked])
         out[name] = {
             "n": len(picked),
             "bias": float(err.mean()),
-            "rmse": float(np.sqrt(np.mean(err**2))),
             "mae": float(np.mean(np.abs(err))),
             "mae_relative": float(np.mean(np.abs(err) / np.abs(truth))),
-            "coverage": float(np.mean([r["lower"] <= r["truth"] <= r["upper"] for r in picked])),
-            "mean_width": float(np.mean([r["upper"] - r["lower"] for r in picked])),
+            "within_2pct": float(np.mean(np.abs(err) <= 0.02 * np.abs(truth))),
+            "coverage": float(np.mean((low <= truth) & (truth <= high))),
+            "mean_width": float(np.mean(high - low)),
+            "clipped": int(sum(r["clipped"] for r in picked)),
         }
     return out
+
+
+def outside_range(rows: list[dict[str, Any]]) -> int:
+    """Estimates or interval ends outside the reward range reported with them."""
+    bad = 0
+    for r in rows:
+        low, high = r["range"]
+        if low is None:
+            continue
+        values = (r["estimate"], r["lower"], r["upper"])
+        bad += any(v < low - 1e-12 or v > high + 1e-12 for v in values)
+    return bad
+
+
+def print_table(title: str, summary: dict[str, dict[str, float]]) -> None:
+    print(f"\n{title}")
+    header = (
+        f"{'estimator':<10} {'n':>5} {'bias':>8} {'MAE':>7} {'MAE/true':>9} {'<=2%':>6} "
+        f"{'coverage':>9} {'width':>7} {'clipped':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, m in summary.items():
+        print(
+            f"{name:<10} {m['n']:>5} {m['bias']:>+8.4f} {m['mae']:>7.4f} "
+            f"{m['mae_relative']:>9.2%} {m['within_2pct']:>6.0%} {m['coverage']:>9.1%} "
+            f"{m['mean_width']:>7.4f} {m['clipped']:>8}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outcomes", type=Path, help="an outcome table (Parquet)")
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--decisions", type=int, default=50_000)
-    parser.add_argument("--objective", default="balanced")
-    parser.add_argument("--n-boot", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epsilon", type=float, default=0.5, help="logging exploration (0.5)")
+    parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--passes", type=int, default=3, help="times each prompt is routed (3)")
     parser.add_argument(
-        "--logging-policy",
-        choices=["vw", "uniform"],
-        default="vw",
-        help="vw: epsilon-greedy VW learning online (default); uniform: uniform random",
+        "--objective",
+        action="append",
+        help=f"objective to replay under (repeatable; default: {' and '.join(OBJECTIVES)})",
     )
-    parser.add_argument("--word-buckets", type=int, default=0, help="reward model words (0)")
+    parser.add_argument("--n-boot", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--min-probability",
+        type=float,
+        help="log with [policy] min_probability set to this (default: the default config)",
+    )
     parser.add_argument("--logs", type=Path, help="keep the seeds' logs here and reuse them")
+    parser.add_argument("--log-only", action="store_true", help="write the logs, do not replay")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if not args.outcomes.is_file():
         parser.error(f"outcomes: no such file {str(args.outcomes)!r}")
-    started = time.perf_counter()
     if args.logs is not None:
         args.logs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     jobs = [
         Job(
             args.outcomes,
             seed,
-            args.decisions,
-            args.objective,
+            args.passes,
+            tuple(args.objective or OBJECTIVES),
             args.n_boot,
-            args.epsilon,
-            args.word_buckets,
+            args.min_probability,
             args.logs,
-            args.logging_policy,
         )
-        for seed in range(args.seeds)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
+    if args.log_only:
+        if args.logs is None:
+            parser.error("--log-only: needs --logs")
+        settings = load_settings()
+        world = build_world(args.outcomes, settings)
+        for job in jobs:
+            floor = "default" if job.min_probability is None else f"floor{job.min_probability:g}"
+            name = f"{job.outcomes.stem}-seed{job.seed}-x{job.passes}-{floor}"
+            if (args.logs / f"{name}.prompts.json").exists():
+                continue
+            mark = time.perf_counter()
+            prompts = write_log(args.logs / f"{name}.duckdb", world, job)
+            (args.logs / f"{name}.prompts.json").write_text(json.dumps(prompts), "utf-8")
+            print(f"seed {job.seed}: logged in {time.perf_counter() - mark:.0f} s", flush=True)
+        return 0
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         seeds = []
         for done in pool.map(run_seed, jobs):
             seeds.append(done)
             print(
-                f"seed {done['seed']:2d}: logged in {done['logged_s']:.1f} s, "
-                f"replayed in {done['replay_s']:.1f} s",
+                f"seed {done['seed']:2d}: {done['n_decisions']} decisions (min propensity "
+                f"{done['min_propensity']:.4f}), logged in {done['logged_s']:.0f} s, "
+                f"replayed in {done['replay_s']:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
     rows = [r for s in seeds for r in s["rows"]]
     overall = summarise(rows)
-    per_target = {t: summarise([r for r in rows if r["target"] == t]) for t in TARGETS}
-    truths = {t: float(np.mean([r["truth"] for r in rows if r["target"] == t])) for t in TARGETS}
+    by_kind = {
+        k: summarise([r for r in rows if r["kind"] == k]) for k in ("fixed", "uniform", "logged")
+    }
+    reliable_rows = [r for r in rows if r["reliable"]]
+    reliable = summarise(reliable_rows)
+    floor = (
+        "default config"
+        if args.min_probability is None
+        else f"min_probability {args.min_probability:g}"
+    )
     print(
-        f"\n{args.outcomes.name}: {args.seeds} seeds x {len(TARGETS)} targets, "
-        f"{args.decisions:,} logged decisions per seed (fixed and uniform evaluated on "
-        f"{seeds[0]['n_eval'][0]:,}, the trained policy on the last {seeds[0]['n_eval'][1]:,}), "
-        f"objective {args.objective}"
+        f"{args.outcomes.name}: {args.seeds} seeds x {len(jobs[0].objectives)} objectives x "
+        f"{len({r['candidate'] for r in rows})} candidates, {seeds[0]['n_decisions']:,} decisions "
+        f"per log ({floor}); min propensity over the logs "
+        f"{min(s['min_propensity'] for s in seeds):.4f}"
     )
-    header = (
-        f"{'estimator':<10} {'bias':>8} {'RMSE':>8} {'MAE':>8} {'MAE/true':>9} "
-        f"{'coverage':>9} {'width':>8}"
+    print_table("all candidates", overall)
+    for kind, summary in by_kind.items():
+        print_table(f"{kind} candidates", summary)
+    print_table(
+        f"candidates rated reliable ({len(reliable_rows) // max(1, len(overall))} of "
+        f"{len(rows) // max(1, len(overall))})",
+        reliable,
     )
-    print(header)
-    print("-" * len(header))
-    for name, m in overall.items():
-        print(
-            f"{name:<10} {m['bias']:>+8.4f} {m['rmse']:>8.4f} {m['mae']:>8.4f} "
-            f"{m['mae_relative']:>9.2%} {m['coverage']:>9.0%} {m['mean_width']:>8.4f}"
-        )
-    print("\nper target (true value; DR MAE/true, coverage; IPS MAE/true, coverage):")
-    for target in TARGETS:
-        dr, ips = per_target[target]["dr"], per_target[target]["ips"]
-        print(
-            f"  {target:<60} {truths[target]:.4f}  DR {dr['mae_relative']:6.2%} "
-            f"{dr['coverage']:4.0%}  IPS {ips['mae_relative']:6.2%} {ips['coverage']:4.0%}"
-        )
+    bad = outside_range(rows)
+    print(f"\nestimates or intervals outside the reward range: {bad} of {len(rows)}")
     elapsed = time.perf_counter() - started
-    print(f"\n{elapsed:.0f} s with {args.workers} workers")
+    print(f"{elapsed:.0f} s with {args.workers} workers")
     if args.json:
         document = {
             "outcomes": args.outcomes.name,
             "seeds": args.seeds,
-            "decisions": args.decisions,
-            "objective": args.objective,
-            "logging_policy": " ".join(logging_args(args.epsilon)),
-            "word_buckets": args.word_buckets,
-            "targets": list(TARGETS),
-            "true_values": truths,
+            "first_seed": args.first_seed,
+            "passes": args.passes,
+            "decisions": [s["n_decisions"] for s in seeds],
+            "min_propensity": [s["min_propensity"] for s in seeds],
+            "objectives": list(jobs[0].objectives),
+            "config": floor,
+            "n_boot": args.n_boot,
             "overall": overall,
-            "per_target": per_target,
+            "by_kind": by_kind,
+            "reliable": reliable,
+            "n_reliable_rows": len(reliable_rows),
+            "outside_range": bad,
             "elapsed_s": elapsed,
             "machine": f"{platform.machine()}, python {platform.python_version()}",
             "rows": rows,

@@ -32,8 +32,8 @@ __all__ = [
 Missing = Literal["exclude", "default"]
 MISSING_RULES: tuple[str, ...] = ("exclude", "default")
 ESTIMATOR_NAMES: tuple[str, ...] = ("ips", "snips", "dm", "dr", "sndr", "switch-dr")
-DEFAULT_SWITCH_TAU = 50.0
-"""Switch-DR drops the importance-weighted correction of decisions weighted above this."""
+DEFAULT_SWITCH_TAU: float | None = None
+"""Switch-DR's threshold: None chooses it from the data (see ``SwitchDR``)."""
 
 Method = Literal["bootstrap", "normal", "bernstein"]
 METHODS: tuple[Method, ...] = ("bootstrap", "normal", "bernstein")

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from banditroute.choices import (
     DEFAULT_N_BOOT,
-    DEFAULT_SWITCH_TAU,
     DEFAULT_WORD_BUCKETS,
     ESTIMATOR_NAMES,
     METHODS,
@@ -184,6 +183,22 @@ def _number_list(text: str, arg: str) -> list[float]:
     return values
 
 
+def _switch_tau(text: str) -> float | None:
+    """``--switch-tau``: None for auto, else a number >= 0."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidArgument(
+            f"--switch-tau: expected a number or auto, got {text.strip()[:40]!r}",
+            field="--switch-tau",
+        ) from None
+    if not value >= 0:
+        raise InvalidArgument("--switch-tau: must be >= 0", field="--switch-tau")
+    return value
+
+
 # -- replay --------------------------------------------------------------------------------------
 def _replay(args: argparse.Namespace) -> int:
     from banditroute.evaluation import replay as replay_module
@@ -208,8 +223,7 @@ def _replay(args: argparse.Namespace) -> int:
             f"(known: {', '.join(ESTIMATOR_NAMES)})",
             field="--estimators",
         )
-    if not args.switch_tau >= 0:
-        raise InvalidArgument("--switch-tau: must be >= 0", field="--switch-tau")
+    switch_tau = _switch_tau(args.switch_tau)
     if not args.clip > 0:
         raise InvalidArgument("--clip: must be > 0", field="--clip")
     _check_intervals(args)
@@ -239,9 +253,7 @@ def _replay(args: argparse.Namespace) -> int:
             specs,
             objective,
             settings,
-            estimators=replay_module.make_estimators(
-                names, switch_tau=args.switch_tau, clip=args.clip
-            ),
+            estimators=replay_module.make_estimators(names, switch_tau=switch_tau, clip=args.clip),
             missing=missing,
             method=args.interval,
             level=args.level,
@@ -390,9 +402,9 @@ def add_parsers(subparsers: Any) -> None:
     )
     replay.add_argument(
         "--switch-tau",
-        type=float,
-        default=DEFAULT_SWITCH_TAU,
-        help=f"switch-DR weight threshold ({DEFAULT_SWITCH_TAU:g})",
+        default="auto",
+        help="switch-DR weight threshold: a number, or auto (default: chosen from the data "
+        "by estimated mean squared error, re-chosen in every bootstrap resample)",
     )
     replay.add_argument(
         "--clip",

@@ -35,6 +35,14 @@ Every estimator is a frozen dataclass whose fields are its hyperparameters, with
   self-normalised estimators are ``dm_i + R + w_i (y_i - R) / mean(w)`` (``y_i`` = ``r_i`` or
   ``δ_i``, ``R`` the ratio), and equal ``per_sample`` for the others.
 
+``reward_model`` is an ``(n, K)`` matrix (taken as known) or a fitted model
+(:class:`FittedRewardModel`, e.g. ``RidgeFit``): then every model-based estimator's values
+carry the linearised effect of each decision on the model's fit, so the intervals include the
+model's own error, and DM's interval also covers the model's error that the logged residuals
+reveal. With ``reward_range`` estimates and intervals are clipped to it (:class:`Estimate`
+keeps the raw values); with ``unseen_range`` they cover the candidate's traffic to actions the
+logger never tried at any value in that range.
+
 :func:`evaluate` computes intervals for several estimators at once, validating the inputs and
 drawing the bootstrap resamples once (so at a given integer seed it returns what each
 estimator's ``interval`` would, up to float rounding, in about half the time of separate calls).
@@ -48,7 +56,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
+from typing import ClassVar, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -69,16 +77,43 @@ from banditroute.evaluation.intervals import (
 from banditroute.evaluation.logged import FloatArray, LoggedData
 
 
+class FittedRewardModel(Protocol):
+    """A reward model that can say how its own fitting error moves an estimate (for example
+    :class:`~banditroute.evaluation.reward_model.RidgeFit`)."""
+
+    @property
+    def predictions(self) -> FloatArray:
+        """``(n, K)`` predicted rewards."""
+
+    def coefficient_sums(
+        self, target: FloatArray | None = None, logged: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """Sufficient sums of the coefficients ``target[i, a] - 1[a = a_i] logged[i]``."""
+
+    def influences(self, sums: Sequence[tuple[FloatArray, FloatArray]]) -> FloatArray:
+        """``(n, len(sums))`` per-decision terms of the fit's error for those coefficients."""
+
+
+def _is_fitted(reward_model: object) -> bool:
+    return hasattr(reward_model, "influences") and hasattr(reward_model, "coefficient_sums")
+
+
 class _Inputs:
     """Validated inputs and the per-decision quantities estimators share, each computed once."""
 
     def __init__(self, data: LoggedData, target: npt.ArrayLike, reward_model: object) -> None:
         self.data = data
         self.target = data.validate_target(target)
+        self._fit: FittedRewardModel | None = None
+        if _is_fitted(reward_model):
+            self._fit = cast(FittedRewardModel, reward_model)
+            reward_model = self._fit.predictions
         self._reward_model = (
             None if reward_model is None else data.validate_reward_model(reward_model)
         )
         self.rows = np.arange(data.n)
+        self._errors: dict[tuple[object, ...], FloatArray] = {}
+        self._corrected: dict[tuple[object, ...], FloatArray] = {}
 
     def reward_model(self, estimator: str) -> FloatArray:
         """The validated reward model, or ``ValueError`` when ``estimator`` lacks one."""
@@ -113,18 +148,117 @@ class _Inputs:
         residuals: FloatArray = self.data.rewards - logged
         return residuals
 
+    @cached_property
+    def unseen_mask(self) -> npt.NDArray[np.bool_] | None:
+        """Eligible actions the logging policy gave probability 0 (None without
+        ``logging_probs``)."""
+        if self.data.logging_probs is None:
+            return None
+        mask: npt.NDArray[np.bool_] = (self.data.logging_probs == 0) & self.data.mask
+        return mask
+
+    @cached_property
+    def unseen_mass(self) -> float:
+        """Mean candidate probability on actions the logger never tried."""
+        mask = self.unseen_mask
+        return 0.0 if mask is None else float(np.where(mask, self.target, 0.0).sum() / self.data.n)
+
+    def unseen_direct(self, estimator: str) -> float:
+        """Mean of what the reward model predicts for the candidate's never-tried actions."""
+        mask = self.unseen_mask
+        if mask is None:
+            return 0.0
+        q = self.reward_model(estimator)
+        return float(np.where(mask, self.target * q, 0.0).sum() / self.data.n)
+
+    @cached_property
+    def _target_sums(self) -> tuple[FloatArray, FloatArray]:
+        assert self._fit is not None
+        return self._fit.coefficient_sums(self.target, None)
+
+    def model_error(
+        self, estimator: str, key: tuple[object, ...], logged: FloatArray | None
+    ) -> FloatArray | None:
+        """Centred per-decision terms of the reward model's own fitting error in an estimate
+        that reads it with coefficients ``π(a|x_i) - 1[a = a_i] logged_i`` (None without a
+        fitted model: a plain matrix is taken as known). Centred, they leave the estimate as
+        it is and add the model's error to its interval. Cached under ``key``."""
+        return self.model_errors(estimator, [(key, logged)])[0]
+
+    def model_errors(
+        self, estimator: str, items: Sequence[tuple[tuple[object, ...], FloatArray | None]]
+    ) -> list[FloatArray | None]:
+        """:meth:`model_error` for several ``(key, logged)`` at once (one pass of the fit)."""
+        self.reward_model(estimator)
+        if self._fit is None:
+            return [None for _ in items]
+        todo = [(key, logged) for key, logged in items if key not in self._errors]
+        if todo:
+            coefficients, totals = self._target_sums
+            sums = []
+            for _, logged in todo:
+                if logged is None:
+                    sums.append((coefficients, totals))
+                else:
+                    minus, minus_totals = self._fit.coefficient_sums(None, logged)
+                    sums.append((coefficients + minus, totals + minus_totals))
+            values = self._fit.influences(sums)
+            values -= values.mean(axis=0)
+            for index, (key, _) in enumerate(todo):
+                self._errors[key] = values[:, index]
+        return [self._errors[key] for key, _ in items]
+
+    def corrected(self, estimator: str, threshold: float, *, clip: bool = False) -> FloatArray:
+        """``dm_i + k_i δ_i`` plus the model-error terms, with ``k = min(w, threshold)``
+        (``clip``) or ``1[w <= threshold] w`` (switch); ``threshold = inf`` is DR. Cached."""
+        return self.corrected_many(estimator, [threshold], clip=clip)[0]
+
+    def corrected_many(
+        self, estimator: str, thresholds: Sequence[float], *, clip: bool = False
+    ) -> list[FloatArray]:
+        """:meth:`corrected` for several thresholds, their model errors in one pass."""
+        weights = self.weights
+        todo: dict[tuple[object, ...], FloatArray] = {}
+        keys = []
+        for threshold in thresholds:
+            key: tuple[object, ...] = ("dr",) if math.isinf(threshold) else (clip, threshold)
+            keys.append(key)
+            if key in self._corrected or key in todo:
+                continue
+            if math.isinf(threshold):
+                todo[key] = weights
+            elif clip:
+                todo[key] = np.minimum(weights, threshold)
+            else:
+                todo[key] = np.where(weights <= threshold, weights, 0.0)
+        if todo:
+            errors = self.model_errors(estimator, list(todo.items()))
+            direct, residuals = self.direct(estimator), self.residuals(estimator)
+            for (key, kept), error in zip(todo.items(), errors, strict=True):
+                self._corrected[key] = _with_error(direct + kept * residuals, error)
+        return [self._corrected[key] for key in keys]
+
+
+def _with_error(values: FloatArray, error: FloatArray | None) -> FloatArray:
+    """``values`` plus the model-error terms, when there are any."""
+    return values if error is None else values + error
+
 
 @dataclass(frozen=True)
 class _Parts:
     """An estimate as ``mean(base) + Σ num / Σ den`` (a missing part contributes nothing).
 
     Plain estimators only have ``base``; self-normalised ones add the ratio ``num / den``,
-    which the bootstrap recomputes in every resample.
+    which the bootstrap recomputes in every resample. ``check`` (DM's): per-decision terms whose
+    mean estimates the reward model's error under the candidate (the importance-weighted
+    residuals); the interval is widened to cover ``estimate + mean(check)`` as well.
     """
 
     base: FloatArray | None
     num: FloatArray | None = None
     den: FloatArray | None = None
+    check: FloatArray | None = None
+    tau: float | None = None
 
     def ratio(self, name: str) -> float:
         if self.num is None or self.den is None:
@@ -168,6 +302,78 @@ class _Parts:
         return values
 
 
+TAU_GRID: tuple[float, ...] = (
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5,
+)  # fmt: skip
+"""Switch-DR's candidate thresholds when it chooses its own (those below the largest weight)."""
+
+MAX_TAUS = 8
+"""At most this many finite thresholds (the largest below the largest weight) are tried."""
+
+
+@dataclass(frozen=True)
+class _Selected:
+    """Switch-DR with its threshold chosen from the data (Wang et al. 2017).
+
+    ``values[t]`` are the per-decision values at ``taus[t]`` (``taus[0]`` is inf: DR) and
+    ``dropped[t]`` the corrections that threshold drops (their mean estimates its bias, since
+    DR is unbiased). The chosen threshold minimises the estimated mean squared error
+    ``var(values) / n + mean(dropped)²``: corrections are dropped only where they add more
+    variance than the bias they remove. The bootstrap re-chooses in every resample, so the
+    interval covers the choice as well.
+    """
+
+    taus: tuple[float, ...]
+    values: tuple[FloatArray, ...]
+    dropped: tuple[FloatArray, ...]
+    spread: FloatArray
+    check: None = None
+
+    @classmethod
+    def build(
+        cls, taus: Sequence[float], values: Sequence[FloatArray], dropped: Sequence[FloatArray]
+    ) -> _Selected:
+        n = values[0].shape[0]
+        ddof = 1 if n > 1 else 0
+        spread = np.array([float(v.var(ddof=ddof)) / n for v in values])
+        return cls(tuple(taus), tuple(values), tuple(dropped), spread)
+
+    def _scores(self, dropped_means: FloatArray) -> FloatArray:
+        scores: FloatArray = self.spread + dropped_means**2
+        return scores
+
+    @cached_property
+    def choice(self) -> int:
+        means = np.array([float(d.mean()) if d.size else 0.0 for d in self.dropped])
+        return int(np.argmin(self._scores(means)))
+
+    @property
+    def tau(self) -> float:
+        return self.taus[self.choice]
+
+    def estimate(self, name: str) -> float:
+        return float(self.values[self.choice].mean())
+
+    def per_sample(self, n: int, name: str) -> FloatArray:
+        return self.values[self.choice].copy()
+
+    def linearised(self, n: int, name: str) -> FloatArray:
+        return self.values[self.choice].copy()
+
+    def columns(self) -> list[FloatArray]:
+        return [*self.values, *(d for d in self.dropped if d.size)]
+
+    def replicates(self, sums: list[FloatArray], n: int) -> FloatArray:
+        parts = iter(sums)
+        value_means = np.column_stack([next(parts) / n for _ in self.values])
+        dropped_means = np.column_stack(
+            [next(parts) / n if d.size else np.zeros(value_means.shape[0]) for d in self.dropped]
+        )
+        chosen = np.argmin(self._scores(dropped_means), axis=1)
+        picked: FloatArray = value_means[np.arange(value_means.shape[0]), chosen]
+        return picked
+
+
 def _check_hyper(name: str, value: float, *, positive: bool) -> None:
     numeric = isinstance(value, int | float | np.integer | np.floating)
     if isinstance(value, bool) or not numeric or math.isnan(value):
@@ -179,14 +385,68 @@ def _check_hyper(name: str, value: float, *, positive: bool) -> None:
 
 
 @dataclass(frozen=True)
+class Estimate(Interval):
+    """An estimator's interval, clipped to the reward range when one was given.
+
+    ``raw_estimate``, ``raw_lower`` and ``raw_upper`` are the values before clipping;
+    ``outside_range`` says the raw estimate itself fell outside the range (the estimator
+    extrapolated past any reward the objective can give: read it with suspicion). ``tau`` is
+    the threshold switch-DR used (chosen from the data unless fixed).
+    """
+
+    raw_estimate: float = math.nan
+    raw_lower: float = math.nan
+    raw_upper: float = math.nan
+    outside_range: bool = False
+    tau: float | None = None
+
+    @property
+    def clipped(self) -> bool:
+        """Whether clipping changed the estimate or an end of the interval."""
+        return (self.estimate, self.lower, self.upper) != (
+            self.raw_estimate,
+            self.raw_lower,
+            self.raw_upper,
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """``{"value", "lower", "upper", "raw_value", "raw_lower", "raw_upper",
+        "outside_range"}`` (and ``"tau"`` for switch-DR, ``"inf"`` for none)."""
+        out: dict[str, object] = {
+            **super().as_dict(),
+            "raw_value": self.raw_estimate,
+            "raw_lower": self.raw_lower,
+            "raw_upper": self.raw_upper,
+            "outside_range": self.outside_range,
+        }
+        if self.tau is not None:
+            out["tau"] = self.tau if math.isfinite(self.tau) else "inf"
+        return out
+
+
+def check_range(reward_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``reward_range`` as ``(low, high)`` floats with ``low <= high``, else ``ValueError``."""
+    if reward_range is None:
+        return None
+    low, high = (float(v) for v in reward_range)
+    if math.isnan(low) or math.isnan(high) or low > high:
+        raise ValueError(f"reward_range: need low <= high, got {reward_range!r}")
+    return low, high
+
+
+@dataclass(frozen=True)
 class Estimator(ABC):
     """Shared interface; subclasses define :meth:`_parts` and their hyperparameter fields."""
 
     name: ClassVar[str]
     needs_reward_model: ClassVar[bool]
+    unseen_rule: ClassVar[str] = "model"
+    """What the estimate assumes for actions the logger never tried: ``zero`` (IPS counts
+    them as 0), ``normalised`` (SNIPS: the tried actions' mean) or ``model`` (the reward
+    model's extrapolation)."""
 
     @abstractmethod
-    def _parts(self, inputs: _Inputs) -> _Parts:
+    def _parts(self, inputs: _Inputs) -> _Parts | _Selected:
         """The estimate's parts on validated inputs."""
 
     def per_sample(
@@ -198,7 +458,7 @@ class Estimator(ABC):
     def estimate(
         self, data: LoggedData, target: npt.ArrayLike, reward_model: object = None
     ) -> float:
-        """The estimated value of ``target`` (mean reward per decision)."""
+        """The estimated value of ``target`` (mean reward per decision), unclipped."""
         return self._parts(_Inputs(data, target, reward_model)).estimate(self.name)
 
     def interval(
@@ -211,10 +471,21 @@ class Estimator(ABC):
         level: float = 0.95,
         n_boot: int = DEFAULT_N_BOOT,
         seed: Seed = None,
-    ) -> Interval:
+        reward_range: tuple[float, float] | None = None,
+        unseen_range: tuple[float, float] | None = None,
+    ) -> Estimate:
         """The estimate with a two-sided ``level`` confidence interval (see module docstring)."""
         (result,) = evaluate(
-            [self], data, target, reward_model, method=method, level=level, n_boot=n_boot, seed=seed
+            [self],
+            data,
+            target,
+            reward_model,
+            method=method,
+            level=level,
+            n_boot=n_boot,
+            seed=seed,
+            reward_range=reward_range,
+            unseen_range=unseen_range,
         )
         return result
 
@@ -225,6 +496,7 @@ class IPS(Estimator):
 
     name: ClassVar[str] = "ips"
     needs_reward_model: ClassVar[bool] = False
+    unseen_rule: ClassVar[str] = "zero"
     clip: float = math.inf
 
     def __post_init__(self) -> None:
@@ -241,6 +513,7 @@ class SNIPS(Estimator):
 
     name: ClassVar[str] = "snips"
     needs_reward_model: ClassVar[bool] = False
+    unseen_rule: ClassVar[str] = "normalised"
 
     def _parts(self, inputs: _Inputs) -> _Parts:
         weights = inputs.weights
@@ -249,13 +522,21 @@ class SNIPS(Estimator):
 
 @dataclass(frozen=True)
 class DM(Estimator):
-    """Direct method: ``mean(Σ_a π(a|x) q̂(x, a))``; as good as the reward model."""
+    """Direct method: ``mean(Σ_a π(a|x) q̂(x, a))``; as good as the reward model.
+
+    With a fitted model its interval includes the model's fitting error and is widened to
+    cover the model's error under the candidate as the logged residuals estimate it (DR's
+    correction), so it is honest about what the model cannot know.
+    """
 
     name: ClassVar[str] = "dm"
     needs_reward_model: ClassVar[bool] = True
 
     def _parts(self, inputs: _Inputs) -> _Parts:
-        return _Parts(inputs.direct(self.name))
+        error, _ = inputs.model_errors(self.name, [(("dm",), None), (("dr",), inputs.weights)])
+        base = _with_error(inputs.direct(self.name), error)
+        corrected = inputs.corrected(self.name, math.inf)
+        return _Parts(base, check=corrected - base)
 
 
 @dataclass(frozen=True)
@@ -270,8 +551,7 @@ class DR(Estimator):
         _check_hyper("clip", self.clip, positive=True)
 
     def _parts(self, inputs: _Inputs) -> _Parts:
-        weights = np.minimum(inputs.weights, self.clip)
-        return _Parts(inputs.direct(self.name) + weights * inputs.residuals(self.name))
+        return _Parts(inputs.corrected(self.name, self.clip, clip=True))
 
 
 @dataclass(frozen=True)
@@ -283,24 +563,101 @@ class SNDR(Estimator):
 
     def _parts(self, inputs: _Inputs) -> _Parts:
         weights = inputs.weights
-        return _Parts(inputs.direct(self.name), weights * inputs.residuals(self.name), weights)
+        mean = float(weights.mean())
+        error = inputs.model_error(self.name, ("sndr",), weights / mean if mean > 0 else None)
+        base = _with_error(inputs.direct(self.name), error)
+        return _Parts(base, weights * inputs.residuals(self.name), weights)
 
 
 @dataclass(frozen=True)
 class SwitchDR(Estimator):
-    """Switch DR: ``mean(dm + 1[w <= tau] · w · (r - q̂(x, a)))``; inf is DR, 0 is DM."""
+    """Switch DR: ``mean(dm + 1[w <= tau] · w · (r - q̂(x, a)))``; inf is DR, 0 is DM.
+
+    ``tau=None`` (the default) chooses the threshold from the data: the one of
+    :data:`TAU_GRID` (below the largest weight) or inf with the least estimated mean squared
+    error (see :class:`_Selected`), re-chosen in every bootstrap resample.
+    """
 
     name: ClassVar[str] = "switch-dr"
     needs_reward_model: ClassVar[bool] = True
-    tau: float = math.inf
+    tau: float | None = None
 
     def __post_init__(self) -> None:
-        _check_hyper("tau", self.tau, positive=False)
+        if self.tau is not None:
+            _check_hyper("tau", self.tau, positive=False)
 
-    def _parts(self, inputs: _Inputs) -> _Parts:
+    def _parts(self, inputs: _Inputs) -> _Parts | _Selected:
+        if self.tau is not None:
+            return _Parts(inputs.corrected(self.name, self.tau), tau=self.tau)
         weights = inputs.weights
-        kept = np.where(weights <= self.tau, weights, 0.0)
-        return _Parts(inputs.direct(self.name) + kept * inputs.residuals(self.name))
+        largest = float(weights.max()) if weights.size else 0.0
+        finite = [t for t in TAU_GRID if t < largest][-MAX_TAUS:][::-1]
+        taus = [math.inf, *finite]
+        residuals = inputs.residuals(self.name)
+        values = inputs.corrected_many(self.name, taus)
+        dropped = [np.zeros(0)] + [np.where(weights > t, weights, 0.0) * residuals for t in finite]
+        return _Selected.build(taus, values, dropped)
+
+
+def _hull(first: Interval, second: Interval) -> Interval:
+    """``first``'s estimate with an interval covering both."""
+    return Interval(
+        first.estimate,
+        min(first.lower, second.lower),
+        max(first.upper, second.upper),
+        first.level,
+    )
+
+
+def _widen(
+    interval: Interval,
+    estimator: Estimator,
+    inputs: _Inputs,
+    unseen: tuple[float, float] | None,
+) -> Interval:
+    """``interval`` widened for the candidate's traffic to actions the logger never tried.
+
+    No log says anything about those: the estimator's interval covers the value of the rest,
+    and the never-tried share ``u`` (mean candidate probability on them) may be worth anything
+    in ``unseen`` (``[low, high]``), so the interval becomes ``[L' + u low, U' + u high]`` with
+    ``L'``, ``U'`` the ends without the estimator's own guess for that share (IPS guesses 0;
+    SNIPS rescales the tried share by ``1 - u``; the others subtract the reward model's
+    extrapolation). The estimate itself is unchanged (and stays inside).
+    """
+    u = inputs.unseen_mass
+    if unseen is None or u <= 0:
+        return interval
+    low, high = interval.lower, interval.upper
+    if estimator.unseen_rule == "normalised":
+        low, high = (1 - u) * low, (1 - u) * high
+    elif estimator.unseen_rule == "model":
+        guess = inputs.unseen_direct(estimator.name)
+        low, high = low - guess, high - guess
+    return Interval(
+        interval.estimate,
+        min(interval.estimate, low + u * unseen[0]),
+        max(interval.estimate, high + u * unseen[1]),
+        interval.level,
+    )
+
+
+def _finish(
+    interval: Interval, parts: _Parts | _Selected, reward_range: tuple[float, float] | None
+) -> Estimate:
+    """The :class:`Estimate`: ``interval`` clipped to ``reward_range``, raw values kept."""
+    low, high = reward_range if reward_range is not None else (-math.inf, math.inf)
+    raw = interval.estimate
+    return Estimate(
+        min(max(raw, low), high),
+        min(max(interval.lower, low), high),
+        min(max(interval.upper, low), high),
+        interval.level,
+        raw_estimate=raw,
+        raw_lower=interval.lower,
+        raw_upper=interval.upper,
+        outside_range=not low <= raw <= high,
+        tau=parts.tau,
+    )
 
 
 def evaluate(
@@ -313,16 +670,25 @@ def evaluate(
     level: float = 0.95,
     n_boot: int = DEFAULT_N_BOOT,
     seed: Seed = None,
-) -> list[Interval]:
+    reward_range: tuple[float, float] | None = None,
+    unseen_range: tuple[float, float] | None = None,
+) -> list[Estimate]:
     """Intervals for several estimators of the same ``target``, in the order given.
 
     Inputs are validated once, and the bootstrap draws one set of resamples for all of them,
     so each result equals ``estimator.interval(...)`` at the same integer seed up to float
     rounding (the resampled sums are computed in one matrix product). With a ``Generator`` as
-    seed, separate calls would consume different draws.
+    seed, separate calls would consume different draws. ``reward_model`` is a matrix (taken
+    as known) or a fitted model (:class:`FittedRewardModel`, whose fitting error the intervals
+    then include). With ``reward_range`` every estimate and interval is clipped to it (an
+    :class:`Estimate` keeps the raw values and flags a raw estimate outside it). With
+    ``unseen_range`` (the rewards the models the logger never tried might give), the interval
+    also covers the candidate's traffic to those (:func:`_widen`).
     """
     chosen = check_method(method)
     level = check_level(level)
+    bounds = check_range(reward_range)
+    unseen = check_range(unseen_range)
     rng = None
     if chosen == "bootstrap":
         n_boot = check_n_boot(n_boot)
@@ -334,32 +700,41 @@ def evaluate(
         if n < 2:
             raise ValueError(f"data: a {chosen} interval needs at least 2 decisions, got {n}")
         build = normal_interval if chosen == "normal" else bernstein_interval
-        return [
-            build(
-                parts.linearised(n, estimator.name),
-                level=level,
-                estimate=parts.estimate(estimator.name),
-            )
-            for estimator, parts in named
-        ]
+        results = []
+        for estimator, parts in named:
+            values = parts.linearised(n, estimator.name)
+            interval = build(values, level=level, estimate=parts.estimate(estimator.name))
+            if parts.check is not None:
+                checked = values + parts.check
+                interval = _hull(
+                    interval, build(checked, level=level, estimate=float(checked.mean()))
+                )
+            results.append(_finish(_widen(interval, estimator, inputs, unseen), parts, bounds))
+        return results
 
     columns: list[FloatArray] = []
     slots: dict[int, int] = {}
     for _, parts in named:  # shared arrays (the weights) are resampled once
-        for column in parts.columns():
+        extra = [] if parts.check is None else [parts.check]
+        for column in [*parts.columns(), *extra]:
             if id(column) not in slots:
                 slots[id(column)] = len(columns)
                 columns.append(column)
     estimates = [parts.estimate(estimator.name) for estimator, parts in named]
-    sums = resample_sums(np.column_stack(columns), n_boot=n_boot, seed=rng)
-    return [
-        percentile_interval(
-            estimate,
-            parts.replicates([sums[:, slots[id(column)]] for column in parts.columns()], n),
-            level=level,
-        )
-        for estimate, (_, parts) in zip(estimates, named, strict=True)
-    ]
+    # (m, n) copies each column whole; its transpose is the (n, m) view resample_sums reads
+    sums = resample_sums(np.stack(columns).T, n_boot=n_boot, seed=rng)
+    results = []
+    for estimate, (estimator, parts) in zip(estimates, named, strict=True):
+        replicates = parts.replicates([sums[:, slots[id(c)]] for c in parts.columns()], n)
+        interval = percentile_interval(estimate, replicates, level=level)
+        if parts.check is not None:
+            checked = replicates + sums[:, slots[id(parts.check)]] / n
+            interval = _hull(
+                interval,
+                percentile_interval(estimate + float(parts.check.mean()), checked, level=level),
+            )
+        results.append(_finish(_widen(interval, estimator, inputs, unseen), parts, bounds))
+    return results
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,10 @@ Seed = int | np.random.Generator | None
 """A non-negative integer (reproducible), a generator (caller-managed stream) or None (fresh)."""
 
 BLOCK_ROWS = 1 << 16
-"""Rows per counting block in :func:`resample_sums`: 512 KB of counts, full-range uint16 draws."""
+"""Rows per counting block in :func:`resample_sums`: full-range uint16 draws."""
+
+RESAMPLE_CHUNK = 25
+"""Resamples whose counts :func:`resample_sums` multiplies into a block's columns at once."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Interval:
         """Whether ``value`` lies in the closed interval."""
         return self.lower <= value <= self.upper
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, object]:
         """The JSON form of reports: ``{"value", "lower", "upper"}``."""
         return {"value": self.estimate, "lower": self.lower, "upper": self.upper}
 
@@ -168,11 +171,13 @@ def resample_sums(
     result is its row counts (multinomial) times ``columns``. The rows are cut into blocks of
     ``BLOCK_ROWS``; how many of each resample's draws land in each block is drawn first
     (multinomial over blocks), then, block by block, that many uniform draws within the block
-    are counted and multiplied into the block's columns. This is the same distribution as
-    drawing ``n`` indices at once, but the counting and the block's columns stay in cache,
-    memory stays bounded at any ``n`` (one block of counts), and the block's full 16-bit range
-    makes the draws cheap. The same ``seed`` and ``n`` always give the same resamples, whatever
-    ``m`` is.
+    are counted, and the counts of ``RESAMPLE_CHUNK`` resamples are multiplied into the
+    block's columns in one matrix product. This is the same distribution as drawing ``n``
+    indices at once, but memory stays bounded at any ``n`` (one chunk of counts per block),
+    the block's full 16-bit range makes the draws cheap, and the products read each block once
+    per chunk, not once per resample. The same ``seed`` and ``n`` always give the same
+    resamples, whatever ``m`` is. ``columns`` may be a transposed view of an ``(m, n)`` array
+    (cheaper to build from separate columns); it is not copied.
     """
     matrix = np.asarray(columns, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] < 1:
@@ -184,15 +189,22 @@ def resample_sums(
     sizes = np.minimum(BLOCK_ROWS, n - starts)
     draws = rng.multinomial(n, sizes / n, size=n_boot)
     sums = np.zeros((n_boot, matrix.shape[1]), dtype=np.float64)
-    counts = np.empty(BLOCK_ROWS, dtype=np.float64)
-    for block, (start, rows) in enumerate(zip(starts.tolist(), sizes.tolist(), strict=True)):
-        block_columns = np.ascontiguousarray(matrix[start : start + rows].T)  # (m, rows)
-        block_counts = counts[:rows]
-        for resample in range(n_boot):
-            picks = rng.integers(0, rows, size=draws[resample, block], dtype=np.uint16)
-            np.copyto(block_counts, np.bincount(picks, minlength=rows))
-            # einsum, not BLAS: thousands of small products, no thread start-up per call
-            sums[resample] += np.einsum("ji,i->j", block_columns, block_counts)
+    counts = np.empty((min(RESAMPLE_CHUNK, n_boot), BLOCK_ROWS), dtype=np.float64)
+    # One BLAS thread: the products are many and small, and spinning worker threads cost
+    # several times the CPU on a busy machine. (Imported here: the CLI's start-up skips it.)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        for block, (start, rows) in enumerate(zip(starts.tolist(), sizes.tolist(), strict=True)):
+            block_columns = matrix[start : start + rows]  # (rows, m)
+            for first in range(0, n_boot, RESAMPLE_CHUNK):
+                chunk = range(first, min(first + RESAMPLE_CHUNK, n_boot))
+                block_counts = counts[: len(chunk), :rows]
+                for row, resample in enumerate(chunk):
+                    picks = rng.integers(0, rows, size=draws[resample, block], dtype=np.uint16)
+                    np.copyto(block_counts[row], np.bincount(picks, minlength=rows))
+                # counts (chunk, rows) times columns (rows, m): one matrix product per chunk
+                sums[first : chunk.stop] += block_counts @ block_columns
     return sums
 
 

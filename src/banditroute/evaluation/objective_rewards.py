@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from banditroute.config import Settings
+from banditroute.config import RewardSettings, Settings
 from banditroute.evaluation.logdata import ReplayLog
 from banditroute.objectives import Objective, parse_objective
 
@@ -89,6 +89,33 @@ def log_rewards(
     return rewards
 
 
+def reward_range(
+    objective: Objective, limits: RewardSettings, *, default_reward: float | None = None
+) -> tuple[float, float]:
+    """The lowest and highest reward ``objective`` can give an outcome the service accepts.
+
+    Quality is in [0, 1] (an unscored success counts 1); cost and latency in [0,
+    ``max_cost_usd``] and [0, ``max_latency_ms``] (Feedback refuses more); a failure scores
+    quality 0 and pays the failure penalty. ``default_reward`` (decisions scored with it)
+    widens the range to include it.
+    """
+    high = objective.quality
+    low = (
+        -objective.failure
+        - objective.cost * limits.max_cost_usd
+        - objective.latency * limits.max_latency_ms
+    )
+    if default_reward is not None:
+        low, high = min(low, default_reward), max(high, default_reward)
+    return float(low), float(high)
+
+
+def fragment_ranges(limits: RewardSettings) -> tuple[tuple[float, float], ...]:
+    """The range of each of :data:`FRAGMENT_NAMES` (quality, cost, latency) as Feedback
+    accepts them."""
+    return ((0.0, 1.0), (0.0, limits.max_cost_usd), (0.0, limits.max_latency_ms))
+
+
 def resolve_objective(
     text: str | None, settings: Settings, *, arg: str = "--objective"
 ) -> Objective:
@@ -118,8 +145,10 @@ __all__ = [
     "FragmentArrays",
     "describe_objective",
     "fragment_arrays",
+    "fragment_ranges",
     "fragments",
     "log_rewards",
     "resolve_objective",
+    "reward_range",
     "score",
 ]

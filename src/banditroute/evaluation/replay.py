@@ -53,15 +53,19 @@ from banditroute.evaluation.estimators import (
     SNDR,
     SNIPS,
     Diagnostics,
+    Estimate,
     Estimator,
     SwitchDR,
     diagnostics,
     evaluate,
 )
-from banditroute.evaluation.intervals import Interval
 from banditroute.evaluation.logdata import LogCounts, ReplayLog, counts
 from banditroute.evaluation.logged import LoggedData
-from banditroute.evaluation.objective_rewards import describe_objective, log_rewards
+from banditroute.evaluation.objective_rewards import (
+    describe_objective,
+    log_rewards,
+    reward_range,
+)
 from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.objectives import Objective
 from banditroute.policies.base import Policy
@@ -72,10 +76,11 @@ FloatArray = npt.NDArray[np.float64]
 def make_estimators(
     names: Sequence[str] = ESTIMATOR_NAMES,
     *,
-    switch_tau: float = DEFAULT_SWITCH_TAU,
+    switch_tau: float | None = DEFAULT_SWITCH_TAU,
     clip: float = math.inf,
 ) -> list[Estimator]:
-    """Estimator objects by name (``clip`` caps the weights of IPS and DR)."""
+    """Estimator objects by name (``clip`` caps the weights of IPS and DR; ``switch_tau``
+    None lets switch-DR choose its threshold from the data)."""
     built: list[Estimator] = []
     for name in names:
         if name == "ips":
@@ -100,7 +105,7 @@ class CandidateResult:
     """One candidate's estimates (by estimator name) and overlap diagnostics."""
 
     name: str
-    estimates: dict[str, Interval]
+    estimates: dict[str, Estimate]
     diagnostics: Diagnostics
     notes: tuple[str, ...] = ()
 
@@ -143,6 +148,8 @@ class ReplayResult:
     seed: int
     held_out: HeldOut | None = None
     reward_model: dict[str, object] = field(default_factory=dict)
+    reward_range: tuple[float, float] = (-math.inf, math.inf)
+    unseen_range: tuple[float, float] | None = None
     notes: tuple[str, ...] = ()
     policies: dict[str, Policy] = field(default_factory=dict, repr=False, compare=False)
     """The trained and loaded policies by candidate name (to save or inspect; not in JSON)."""
@@ -178,6 +185,22 @@ class ReplayResult:
                 "seed": self.seed,
             },
             "reward_model": self.reward_model,
+            "reward_range": {
+                "low": self.reward_range[0],
+                "high": self.reward_range[1],
+                "note": "estimates and intervals are clipped to the rewards the objective can "
+                "give (quality in [0, 1], cost and latency up to [reward] max_cost_usd and "
+                "max_latency_ms); raw_value and outside_range keep what the estimator said",
+            },
+            "unseen_range": None
+            if self.unseen_range is None
+            else {
+                "low": self.unseen_range[0],
+                "high": self.unseen_range[1],
+                "note": "a candidate's traffic to models the logger never tried (probability "
+                "0) may be worth anything in this range (the rewards seen in the log): its "
+                "intervals cover it",
+            },
             "notes": list(self.notes),
             "candidates": [c.as_dict() for c in self.candidates],
         }
@@ -189,6 +212,14 @@ class ReplayResult:
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def observed_range(rewards: FloatArray, bounds: tuple[float, float]) -> tuple[float, float]:
+    """The range of the logged rewards, within ``bounds``: what a model the logger never
+    tried is assumed able to earn."""
+    low = min(max(float(rewards.min()), bounds[0]), bounds[1])
+    high = max(min(float(rewards.max()), bounds[1]), low)
+    return low, high
 
 
 def used_rows(log: ReplayLog, missing: Missing) -> npt.NDArray[np.bool_]:
@@ -208,15 +239,15 @@ def _estimates(
     estimators: Sequence[Estimator],
     data: LoggedData,
     target: FloatArray,
-    q_hat: FloatArray,
+    q_hat: object,
     notes: list[str],
     **options: Any,
-) -> dict[str, Interval]:
+) -> dict[str, Estimate]:
     """Every estimator's interval; one that is undefined here is left out with a note."""
     try:
         intervals = evaluate(estimators, data, target, q_hat, **options)
     except ValueError:
-        found: dict[str, Interval] = {}
+        found: dict[str, Estimate] = {}
         for estimator in estimators:
             try:
                 found[estimator.name] = evaluate([estimator], data, target, q_hat, **options)[0]
@@ -275,6 +306,8 @@ def replay(
         notes.append("the objective's budget pacing is not replayed (fragments are re-scored)")
     data = data_log.logged_data(rewards)
     q_hat = model.fit_log(data_log, rewards)
+    bounds = reward_range(objective, settings.reward, default_reward=default)
+    unseen = observed_range(rewards, bounds)
 
     inputs: PolicyInputs | None = None
     train_inputs: PolicyInputs | None = None
@@ -325,6 +358,8 @@ def replay(
             level=level,
             n_boot=n_boot,
             seed=seed + index,
+            reward_range=bounds,
+            unseen_range=unseen,
         )
         results.append(
             CandidateResult(
@@ -353,6 +388,8 @@ def replay(
         seed=seed,
         held_out=held,
         reward_model=model.describe(),
+        reward_range=bounds,
+        unseen_range=unseen,
         notes=tuple(notes),
         policies=policies,
     )
@@ -388,6 +425,17 @@ def format_table(result: ReplayResult) -> str:
         f"estimated: mean reward per decision on {result.n_decisions} decisions, "
         f"{level} intervals ({result.method})"
     )
+    low, high = result.reward_range
+    lines.append(
+        f"reward range: [{low:.6g}, {high:.6g}] (what the objective can give); estimates and "
+        "intervals are clipped to it, * marks an estimator whose raw value fell outside"
+    )
+    if result.unseen_range is not None:
+        lines.append(
+            f"never-tried models: a candidate's traffic to models the logger gave probability 0 "
+            f"may earn anything in [{result.unseen_range[0]:.6g}, {result.unseen_range[1]:.6g}] "
+            "(the logged rewards' range); its intervals include that"
+        )
     lines.extend(f"note: {note}" for note in result.notes)
     width = max(len("candidate"), *(len(r.name) for r in result.candidates))
     header = f"{'candidate':<{width}}  {'estimator':<9}  {'value':>9}  {level + ' interval':>22}"
@@ -395,14 +443,22 @@ def format_table(result: ReplayResult) -> str:
     for r in result.candidates:
         for index, (key, iv) in enumerate(r.estimates.items()):
             name = r.name if index == 0 else ""
+            extra = f"  * raw {iv.raw_estimate:.4f} outside the range" if iv.outside_range else ""
+            if iv.tau is not None:
+                extra += f"  tau {iv.tau:g}"
             lines.append(
                 f"{name:<{width}}  {key:<9}  {iv.estimate:>9.4f}  "
-                f"[{iv.lower:>9.4f}, {iv.upper:>9.4f}]"
+                f"[{iv.lower:>9.4f}, {iv.upper:>9.4f}]{extra}"
             )
         d = r.diagnostics
         lines.append(
             f"{'':<{width}}  ess {d.ess:,.0f} of {result.n_decisions:,}, max weight "
             f"{d.max_weight:.3g}, never picks the logged model on {d.unsupported_share:.1%}"
+            + (
+                f", uncovered: {d.uncovered_mass:.1%} of its traffic to models never tried"
+                if d.uncovered_mass
+                else ""
+            )
         )
         lines.extend(f"{'':<{width}}  note: {note}" for note in r.notes)
     return "\n".join(lines)
@@ -454,6 +510,7 @@ __all__ = [
     "ReplayResult",
     "format_table",
     "make_estimators",
+    "observed_range",
     "plot",
     "replay",
     "split_in_time",

@@ -44,10 +44,11 @@ from banditroute.evaluation.logdata import LogCounts, ReplayLog, counts
 from banditroute.evaluation.objective_rewards import (
     FRAGMENT_NAMES,
     describe_objective,
+    fragment_ranges,
     fragments,
     score,
 )
-from banditroute.evaluation.replay import split_in_time
+from banditroute.evaluation.replay import observed_range, split_in_time
 from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.objectives import Objective
 
@@ -224,7 +225,9 @@ def tune(
     train_log, eval_log = used.subset(train_rows), used.subset(eval_rows)
     train_parts, eval_parts = fragments(train_log), fragments(eval_log)
     targets = eval_parts.matrix()
-    q_hat = RidgeRewardModel(seed=seed).fit_log(eval_log, targets)
+    fitted = RidgeRewardModel(seed=seed).fit_log(eval_log, targets)
+    ranges = fragment_ranges(settings.reward)
+    seen = [observed_range(targets[:, j], ranges[j]) for j in range(len(FRAGMENT_NAMES))]
     data = [eval_log.logged_data(targets[:, j]) for j in range(len(FRAGMENT_NAMES))]
     estimator = DR()
 
@@ -236,11 +239,13 @@ def tune(
                 [estimator],
                 data[j],
                 target,
-                q_hat[:, :, j],
+                fitted.for_target(j),
                 method=method,
                 level=level,
                 n_boot=n_boot,
                 seed=seed + index,
+                reward_range=ranges[j],
+                unseen_range=seen[j],
             )[0]
             for j in range(len(FRAGMENT_NAMES))
         ]
