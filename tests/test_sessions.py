@@ -189,7 +189,8 @@ def test_the_session_table_is_bounded(
 
 
 def test_session_table_unit() -> None:
-    """The table: unknown -> None, assign, failure and recovery, expiry, eviction."""
+    """The table: unknown -> None, assign, failure and recovery, expiry, eviction, the
+    count of live sessions."""
     table = SessionTable()
     settings = SessionSettings(ttl_s=10.0, max_sessions=1)
     key = ("t", "h")
@@ -207,6 +208,8 @@ def test_session_table_unit() -> None:
     table.assign(("t", "g"), "n", 21.0, settings)
     assert table.model(key, 21.0, settings) is None
     assert len(table) == 1
+    assert table.live(30.0, settings) == 1
+    assert table.live(31.0, settings) == 0  # ("t", "g") last used at 21: expired
 
 
 def test_a_retried_request_id_replays_the_session_decision(make_router: MakeRouter) -> None:

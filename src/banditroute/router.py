@@ -953,6 +953,10 @@ class Router:
         """The lock guarding the policy, for callers that read it (snapshots)."""
         return self._lock
 
+    def live_sessions(self) -> int:
+        """Sessions not yet expired (see :mod:`banditroute.sessions`)."""
+        return self.sessions.live(self._clock(), self.settings.sessions)
+
     @property
     def pending_count(self) -> int:
         """Decisions currently waiting for feedback."""

@@ -64,6 +64,12 @@ class SessionTable:
                 break
             del self._sessions[key]
 
+    def live(self, now: float, settings: SessionSettings) -> int:
+        """How many sessions are live (not expired) at ``now``."""
+        with self._lock:
+            self._prune(now, settings)
+            return len(self._sessions)
+
     def model(self, key: SessionKey, now: float, settings: SessionSettings) -> str | None:
         """The model session ``key`` stays on, or None (no such live session, or its last
         outcome with its model was a failure)."""

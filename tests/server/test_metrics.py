@@ -194,6 +194,28 @@ def test_metrics_listen_on_a_bracketed_ipv6_host(make_service: Callable[..., Ser
     assert "banditroute_pending_decisions" in {name for name, _ in scrape(f"[::1]:{port}")}
 
 
+def test_sessions_and_sticky_choices_are_counted(make_service: Callable[..., Service]) -> None:
+    """The live sessions gauge counts sessions, and a session's sticky decisions are counted
+    with sticky="true" (its first one with sticky="false")."""
+    port = free_port()
+    service = make_service(metrics_port=port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    stub = pb_grpc.RouterServiceStub(channel)
+    try:
+        for session in ("a", "a", "a", "b"):
+            stub.Route(pb.RouteRequest(prompt="Hello there.", session_id=session),
+                       timeout=CALL_TIMEOUT_S)  # fmt: skip
+        samples = scrape(f"127.0.0.1:{port}")
+    finally:
+        channel.close()
+    assert value(samples, "banditroute_sessions") == 2
+    choices = series(samples, "banditroute_route_choices_total")
+    by_sticky = {"true": 0.0, "false": 0.0}
+    for labels, count in choices.items():
+        by_sticky[dict(labels)["sticky"]] += count
+    assert by_sticky == {"true": 2, "false": 2}
+
+
 def test_no_endpoint_without_metrics_port(make_service: Callable[..., Service]) -> None:
     """metrics_port absent (0): no endpoint, no metrics kept."""
     service = make_service()

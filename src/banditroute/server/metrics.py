@@ -5,7 +5,7 @@ latency (a gRPC interceptor, :class:`MetricsInterceptor`; calls one worker makes
 not counted again), each decision's model and objective, and each tenant's spend (the router's
 :class:`~banditroute.observe.RouterObserver`). Read from the live state when refreshed: every
 catalogue model's breaker state, each policy's version and update count, the decision log's
-unwritten backlog and the decisions awaiting feedback.
+unwritten backlog, the decisions awaiting feedback and the live sessions.
 
 Label values come only from the configuration (tenant names, catalogue model ids, objective and
 policy names, the service's method names, gRPC status names): never a string a client sent, so
@@ -144,6 +144,10 @@ class ServiceMetrics:
             "written to the journal (a full disk makes it grow).", registry=registry,
             multiprocess_mode="livesum",
         )  # fmt: skip
+        self.sessions = Gauge(
+            "banditroute_sessions", "Live sessions (session_id conversations kept on a model).",
+            registry=registry, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.pending = Gauge(
             "banditroute_pending_decisions", "Decisions inside their reward window, awaiting "
             "feedback.", registry=registry, multiprocess_mode="livesum",
@@ -183,6 +187,7 @@ class ServiceMetrics:
             self.policy_info.labels(name, policy_family(policy.version)).set(1)
         self.backlog.set(event_log.backlog_bytes)
         self.pending.set(router.pending_count)
+        self.sessions.set(router.live_sessions())
 
 
 def policy_family(version: str) -> str:
