@@ -96,12 +96,30 @@ def stream(
             ]
             for me, (r, st) in enumerate(zip(routers, states, strict=True)):
                 merging.adopt(r.policy, st, deltas, me)  # type: ignore[arg-type]
-    half = len(order) // 2
+    return second_half(quality, cost, reward)
+
+
+def second_half(quality: list[float], cost: list[float], reward: list[float]) -> dict[str, float]:
+    """Mean quality, cost and reward over the second half of a stream."""
+    half = len(quality) // 2
     return {
         "quality": float(np.mean(quality[half:])),
         "cost_usd": float(np.mean(cost[half:])),
         "reward": float(np.mean(reward[half:])),
     }
+
+
+def report(
+    results: dict[str, dict[str, list[float]]], seeds: int, objective: str, out: Path | None
+) -> None:
+    """Print one row per arm (mean ± sd over the seeds) and write ``results`` to ``out``."""
+    print(f"second half of the stream, mean ± sd over {seeds} seeds, objective {objective}")
+    for name, values in results.items():
+        cells = "  ".join(f"{key} {np.mean(v):.4f} ± {np.std(v):.4f}" for key, v in values.items())
+        print(f"{name:40s} {cells}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,15 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in tqdm(range(args.seeds), desc=name)
         ]
         results[name] = {key: [r[key] for r in runs] for key in runs[0]}
-    print(
-        f"second half of the stream, mean ± sd over {args.seeds} seeds, objective {args.objective}"
-    )
-    for name, values in results.items():
-        cells = "  ".join(f"{key} {np.mean(v):.4f} ± {np.std(v):.4f}" for key, v in values.items())
-        print(f"{name:34s} {cells}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    report(results, args.seeds, args.objective, args.json)
     return 0
 
 

@@ -3,6 +3,7 @@ sessions that only run ``make test``."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import cluster_learning_cost
 import full_disk
 import fuzz_rpcs
 import privacy_scan
@@ -107,3 +109,16 @@ def test_fuzz_rpcs_gets_no_internal_error_and_leaves_an_intact_log(tmp_path: Pat
     assert set(fuzz_rpcs.RPCS) <= set(result["codes"]), result["codes"]
     fuzz_rpcs.plot(result, tmp_path / "codes.png")
     assert (tmp_path / "codes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cluster_learning_cost_measures_a_replica_and_a_trainer(tmp_path: Path) -> None:
+    """A tiny run against a real valkey-server gives the replica's CPU per pair with and
+    without the outbox, the lines it shipped, and a trainer that learned every update."""
+    out = tmp_path / "cost.json"
+    assert cluster_learning_cost.main(["--calls", "20", "--rounds", "1", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["outbox_lines"] == 60  # a decision, a feedback and an update per pair
+    assert results["trainer_updates"] == 20
+    assert results["plain_pair_cpu_us"] > 0
+    assert results["replica_pair_cpu_us"] > 0
+    assert results["snapshot_bytes"] > 0

@@ -19,6 +19,7 @@ from banditroute.cli_ops import add_parsers as add_ops_parsers
 from banditroute.cli_promote import add_parser as add_promote_parser
 from banditroute.cli_replay import add_parsers as add_replay_parsers
 from banditroute.cli_simulate import add_simulate_parser, run_simulate
+from banditroute.cli_trainer import add_parser as add_trainer_parser
 from banditroute.config import (
     LogSettings,
     ServerSettings,
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "key", nargs="?", default="-", help="the API key, or - to read it from stdin (default: -)"
     )
     hash_key.set_defaults(handler=_hash_key)
+    add_trainer_parser(sub)
 
     simulate = add_simulate_parser(sub)
     simulate.set_defaults(handler=run_simulate)

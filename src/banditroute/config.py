@@ -195,7 +195,7 @@ class ClusterSettings:
     ``connect_timeout_s`` a connection attempt; after a failure the replica is degraded and
     tries the server again ``retry_s`` later. ``heartbeat_s``: how often a replica says it is
     alive (it counts as gone after three missed beats); ``snapshot_period_s``: how often
-    replicas look for a newer policy snapshot."""
+    the trainer publishes a policy snapshot and replicas look for a newer one."""
 
     url: str = ""
     replica_id: str = ""

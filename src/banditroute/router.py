@@ -57,6 +57,7 @@ from banditroute.observe import NoObserver, RouterObserver
 from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
 from banditroute.policies.floor import apply_floor
+from banditroute.policies.sharing import SharedUpdate
 from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
 from banditroute.reload import ConfigChange, config_change
 from banditroute.rules import first_match
@@ -207,6 +208,9 @@ class Router:
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._by_request: dict[tuple[str, str], str] = {}
         self.sessions = SessionTable()
+        self.on_learn: Callable[[SharedUpdate], None] | None = None
+        """Told of every update the default policy learns (with the features as logged), under
+        the lock: a cluster replica ships them to the trainer."""
 
     @property
     def catalog(self) -> Catalog:
@@ -898,6 +902,14 @@ class Router:
         policy = self.policies.get(pending.record.arm)
         if policy is not None:
             policy.learn(*args, reward)
+            if self.on_learn is not None and policy is self.policy:
+                self.on_learn(
+                    SharedUpdate(
+                        _loggable_features(pending.features, pending.record.data_class),
+                        tuple(arm.id for arm in pending.arms), pending.chosen,
+                        pending.decision.probability, reward,
+                    )
+                )  # fmt: skip
         else:  # restored after a restart whose configuration no longer has the arm's policy
             log.warning("arm_policy_gone", arm=pending.record.arm,
                         decision_id=pending.decision.decision_id)  # fmt: skip
@@ -948,6 +960,15 @@ class Router:
         ticket, pending.ticket = pending.ticket, None
         if ticket is not None and self.shared is not None:
             self.shared.release(ticket)
+
+    def swap_policy(self, policy: Policy) -> None:
+        """Make ``policy`` the default one (a cluster replica's newer snapshot); call with
+        :meth:`locked` held, so a Route decides wholly with the old policy or the new."""
+        follow = getattr(policy, "follow", None)
+        if callable(follow):
+            follow(self._decision_multiplier)
+        self.policy = policy
+        self.policies["default"] = policy
 
     def locked(self) -> threading.Lock:
         """The lock guarding the policy, for callers that read it (snapshots)."""

@@ -60,11 +60,17 @@ def parse_snapshot(data: bytes) -> tuple[str, int, bytes]:
     return name.decode(), int(updates), state
 
 
+def snapshot_payload(state: bytes) -> bytes:
+    """A snapshot file's bytes for :func:`snapshot_bytes` ``state``: the header, the state's
+    SHA-256 and the state (what a trainer publishes; :func:`parse_snapshot` checks it)."""
+    return MAGIC + hashlib.sha256(state).hexdigest().encode() + b"\n" + state
+
+
 def write_snapshot(state: bytes, path: Path) -> int:
     """Write :func:`snapshot_bytes` to ``path`` under the header and its checksum, atomically
     (a temporary file, fsync, rename); returns the bytes written. Not safe to call for the
     same path from two threads at once."""
-    payload = MAGIC + hashlib.sha256(state).hexdigest().encode() + b"\n" + state
+    payload = snapshot_payload(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:

@@ -46,7 +46,7 @@ def replica_name(settings: ClusterSettings) -> str:
     return settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _client_errors() -> tuple[type[BaseException], ...]:
+def client_errors() -> tuple[type[BaseException], ...]:
     import valkey.exceptions as errors
 
     # ConnectionError and TimeoutError: the server is gone or slow. A ResponseError (a
@@ -117,7 +117,7 @@ class ClusterLink:
             connect_timeout_s=settings.connect_timeout_s,
             name=f"{settings.key_prefix}-{self.replica_id}"[:64],
         )
-        self._errors = _client_errors()
+        self._errors = client_errors()
         self._lock = threading.Lock()
         self._degraded = False
         self._degraded_since: float | None = None
@@ -233,6 +233,7 @@ class ClusterLink:
 __all__ = [
     "ClusterLink",
     "Degraded",
+    "client_errors",
     "LinkStatus",
     "make_client",
     "replica_name",

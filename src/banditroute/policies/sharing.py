@@ -31,6 +31,42 @@ class SharedUpdate:
     probability: float
     reward: float
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (the cluster ships updates as JSON lines)."""
+        return {
+            "features": self.features, "arms": list(self.arms), "chosen": self.chosen,
+            "probability": self.probability, "reward": self.reward,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SharedUpdate:
+        """The update :meth:`as_dict` gave; ValueError if ``data`` is not one (another
+        process's data is checked before it reaches a learner)."""
+        try:
+            features, arms = data["features"], tuple(data["arms"])
+            chosen, probability = int(data["chosen"]), float(data["probability"])
+            reward = float(data["reward"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed learning update: {type(exc).__name__}") from None
+        if not isinstance(features, dict) or not all(isinstance(a, str) for a in arms):
+            raise ValueError("malformed learning update: features or arms")
+        if not 0 <= chosen < len(arms) or not 0.0 < probability <= 1.0:
+            raise ValueError("malformed learning update: chosen or probability")
+        return cls(features, arms, chosen, probability, reward)
+
+
+def learn_update(policy: Policy, update: SharedUpdate, catalog: Catalog) -> bool:
+    """Teach ``policy`` one shared update; False (nothing learned) if it names a model the
+    catalogue lacks."""
+    if any(model not in catalog for model in update.arms):
+        return False
+    arms = [catalog.get(model) for model in update.arms]
+    policy.learn(
+        features_from_dict(update.features), arms, update.chosen, update.probability,
+        update.reward,
+    )  # fmt: skip
+    return True
+
 
 class SharedLearning(Policy):
     """A policy whose updates are also recorded for the other processes."""
@@ -93,17 +129,7 @@ class SharedLearning(Policy):
     def learn_shared(self, updates: Sequence[SharedUpdate], catalog: Catalog) -> int:
         """Learn other processes' updates (not recorded again); returns how many were learned.
         Updates naming a model this catalogue lacks are skipped."""
-        learned = 0
-        for update in updates:
-            if any(model not in catalog for model in update.arms):
-                continue
-            arms = [catalog.get(model) for model in update.arms]
-            self.inner.learn(
-                features_from_dict(update.features), arms, update.chosen,
-                update.probability, update.reward,
-            )  # fmt: skip
-            learned += 1
-        return learned
+        return sum(learn_update(self.inner, update, catalog) for update in updates)
 
     def save(self) -> bytes:
         return self.inner.save()

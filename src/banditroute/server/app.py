@@ -50,6 +50,7 @@ from banditroute.server.metrics import (
 from banditroute.server.reflection import enable_reflection
 from banditroute.server.servicer import RouterServicer, WorkerPeers
 from banditroute.snapshots import load_snapshot, snapshot_bytes, write_snapshot
+from banditroute.store.base import EventLog
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
@@ -281,14 +282,21 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         sync_feedback=log_settings.sync_feedback,
         max_backlog_bytes=log_settings.max_backlog_mb * 1024 * 1024,
     )
-    audit = AuditChain(*event_log.audit_head(), sink=event_log.append_audit)
+    learning = None
+    router_log: EventLog = event_log
+    if settings.cluster.enabled:
+        from banditroute.cluster.learning import replica_learning
+
+        learning = replica_learning(settings, log_settings.path)
+        router_log = learning.wrap(event_log)  # every row also goes to the trainer
+    audit = AuditChain(*event_log.audit_head(), sink=router_log.append_audit)
     default_policy = policies.pop("default")
     if worker is not None:
         default_policy = SharedLearning(default_policy)
     router = Router(
         settings,
         default_policy,
-        event_log,
+        router_log,
         policies=policies,
         audit=audit,
         new_id=None if worker is None else DecisionIds(worker.index),
@@ -298,6 +306,9 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     if metrics is not None:
         metrics.bind(router, event_log)
         interceptors.insert(0, MetricsInterceptor(metrics, skip=WorkerPeers.is_peer_call))
+    if learning is not None:
+        spec = settings.policies["default"]
+        learning.attach(router, lambda: build_policy(spec, semantic=settings.features.semantic))
     restored_pending = router.restore_pending()
     router.restore_budgets(event_log.tenant_spend)
     router.restore_pacers(event_log.first_costs)
@@ -325,6 +336,8 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         from banditroute.cluster import join_cluster
 
         cluster = join_cluster(settings, router)
+        if learning is not None:
+            learning.report_to(cluster)
     pb_grpc.add_RouterServiceServicer_to_server(
         RouterServicer(
             router,

@@ -97,8 +97,11 @@ def _journal_leftovers(
 
 
 def worker_files(path: Path) -> list[Path]:
-    """The per-process log files of a multi-worker server (``NAME.wN.SUFFIX`` beside PATH)."""
-    return sorted(path.parent.glob(f"{path.stem}.w[0-9]*{path.suffix}"))
+    """The per-process log files of a multi-worker server (``NAME.wN.SUFFIX`` beside PATH),
+    or the per-replica files of a cluster trainer's central log (``NAME.r-REPLICA.SUFFIX``)."""
+    found = [*path.parent.glob(f"{path.stem}.w[0-9]*{path.suffix}")]
+    found += path.parent.glob(f"{path.stem}.r-*{path.suffix}")
+    return sorted(found)
 
 
 def _create_views(

@@ -1,0 +1,173 @@
+"""The trainer's central log: every replica's rows, each exactly once, and the learner's state.
+
+``--log CENTRAL.duckdb`` names a family of DuckDB files beside it:
+
+- ``CENTRAL.r-SOURCE.duckdb`` per replica source: its decisions, feedback, settlements and
+  audit records, laid out as a replica's own log (so ``replay``, ``report`` and ``tune`` given
+  ``--log CENTRAL.duckdb`` read them all together, and ``audit verify`` checks each file's
+  chain). A batch of lines goes in with the number of its last line as the file's ingested
+  mark (the ``journal_segments`` row a replica's log keeps), in one transaction: a line at or
+  below the mark is never inserted again.
+- ``CENTRAL.trainer.duckdb``: for each source the number up to which the learner has learned
+  its updates, with the learner's own snapshot and the published version, committed together,
+  so a trainer that takes over continues exactly where the last commit left off: nothing
+  learned twice, nothing skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import structlog
+
+from banditroute.audit import CREATE_AUDIT_TABLE
+from banditroute.cluster.outbox import Line
+from banditroute.store.duckdb_log import BAD_DATA_ERRORS
+from banditroute.store.journal_rows import CREATE_JOURNAL_TABLE, ingest_sql, ingested_upto
+from banditroute.store.schema import CREATE_TABLES
+
+log = structlog.get_logger(__name__)
+
+SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+MAX_SOURCE_CHARS = 128
+
+
+def valid_source(source: str) -> bool:
+    """Whether ``source`` may name a file (the characters ``cluster.replica_id`` allows)."""
+    return 0 < len(source) <= MAX_SOURCE_CHARS and set(source) <= SOURCE_CHARS
+
+
+def source_file(path: Path, source: str) -> Path:
+    """The central file of one source: ``CENTRAL.r-SOURCE.duckdb``."""
+    return path.with_name(f"{path.stem}.r-{source}{path.suffix}")
+
+
+def state_file(path: Path) -> Path:
+    """The trainer's state file: ``CENTRAL.trainer.duckdb``."""
+    return path.with_name(f"{path.stem}.trainer{path.suffix}")
+
+
+_STATE_TABLES = """
+CREATE TABLE IF NOT EXISTS learned (source VARCHAR PRIMARY KEY, seq BIGINT);
+CREATE TABLE IF NOT EXISTS trainer_state (
+    id INTEGER PRIMARY KEY, version BIGINT, updates BIGINT, snapshot BLOB);
+"""
+
+
+class CentralLog:
+    """The central files of ``path``'s family, open for writing by the leader."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._state = duckdb.connect(str(state_file(path)))
+        self._state.execute("SET threads = 1")
+        self._state.execute(_STATE_TABLES)
+        self._files: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._marks: dict[str, int] = {}
+        self._scratch = Path(tempfile.mkdtemp(prefix="banditroute-central-"))
+
+    def _file(self, source: str) -> duckdb.DuckDBPyConnection:
+        con = self._files.get(source)
+        if con is None:
+            con = duckdb.connect(str(source_file(self.path, source)))
+            con.execute("SET threads = 1")
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(CREATE_TABLES + CREATE_AUDIT_TABLE + CREATE_JOURNAL_TABLE)
+            self._files[source] = con
+            self._marks[source] = ingested_upto(con)
+        return con
+
+    def ingested(self, source: str) -> int:
+        """The number of ``source``'s newest line in its central file (0 if none)."""
+        self._file(source)
+        return self._marks[source]
+
+    def ingest(self, source: str, lines: Sequence[Line]) -> int:
+        """Insert ``lines`` (consecutive) numbered after the file's mark, in one transaction
+        with the new mark; returns how many went in. Lines that do not follow the mark (a gap:
+        earlier lines were lost on the way) are left for the replica to send again. A line
+        DuckDB refuses is left out alone (counted in the log line), never the batch."""
+        con = self._file(source)
+        mark = self._marks[source]
+        fresh = [line for line in lines if line.seq > mark]
+        if not fresh or fresh[0].seq != mark + 1:
+            return 0
+        segment = self._scratch / f"{source}.jsonl"
+        last = fresh[-1].seq
+        try:
+            segment.write_bytes(b"".join(line.data for line in fresh))
+            try:
+                con.execute(ingest_sql(str(segment), last))
+            except BAD_DATA_ERRORS:
+                con.execute("ROLLBACK")
+                self._one_by_one(con, segment, fresh)
+        finally:
+            segment.unlink(missing_ok=True)
+        self._marks[source] = last
+        return len(fresh)
+
+    def _one_by_one(
+        self, con: duckdb.DuckDBPyConnection, segment: Path, lines: Sequence[Line]
+    ) -> None:
+        refused = 0
+        for line in lines:
+            segment.write_bytes(line.data)
+            try:
+                con.execute(ingest_sql(str(segment), line.seq))
+            except BAD_DATA_ERRORS:
+                con.execute("ROLLBACK")
+                con.execute(
+                    "BEGIN; DELETE FROM journal_segments; "
+                    f"INSERT INTO journal_segments VALUES ({int(line.seq)}, now()); COMMIT;"
+                )
+                refused += 1
+        log.error("central_rows_refused", rows=refused, first=lines[0].seq, last=lines[-1].seq)
+
+    def learned(self) -> dict[str, int]:
+        """Per source, the number up to which its updates are in the committed learner."""
+        return {str(s): int(n) for s, n in self._state.execute("SELECT * FROM learned").fetchall()}
+
+    def load_state(self) -> tuple[int, bytes] | None:
+        """The committed (published version, learner snapshot), or None before the first."""
+        row = self._state.execute(
+            "SELECT version, snapshot FROM trainer_state WHERE id = 1"
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def commit_state(
+        self, learned: dict[str, int], version: int, updates: int, state: bytes
+    ) -> None:
+        """Record the learned marks and the learner's snapshot together, atomically."""
+        con = self._state
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for source, seq in learned.items():
+                con.execute("INSERT OR REPLACE INTO learned VALUES (?, ?)", [source, seq])
+            con.execute(
+                "INSERT OR REPLACE INTO trainer_state VALUES (1, ?, ?, ?)",
+                [version, updates, state],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close every file (a standby may then open them)."""
+        for con in self._files.values():
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+        self._files.clear()
+        with contextlib.suppress(duckdb.Error):
+            self._state.close()
+        with contextlib.suppress(OSError):
+            self._scratch.rmdir()
+
+
+__all__ = ["CentralLog", "source_file", "state_file", "valid_source"]

@@ -1,0 +1,321 @@
+"""The cluster's one trainer: learns every replica's updates exactly once and publishes snapshots.
+
+Every trainer process tries to take the leader lock (:mod:`banditroute.cluster.leader`); the
+one that holds it leads, the others stand by and take over once its lock expires. The leader
+opens the central log (:mod:`banditroute.cluster.central`), restores the learner from the
+state committed there (or builds it fresh, with the configured warm start), and then, in a
+loop:
+
+- reads the events stream (from its start: the stream is bounded, and whatever is already
+  held is dropped by number) and, per batch, inserts the rows into the source's central file
+  and learns the updates numbered after what the learner has learned from that source;
+- every :data:`CHECKPOINT_S` commits the learned marks and the learner's snapshot together,
+  then acknowledges to each replica the number up to which both its rows and its updates are
+  committed (the replica may delete its outbox up to there);
+- every ``snapshot_period_s`` publishes the learner's snapshot (the snapshot file format of
+  :mod:`banditroute.snapshots`, with a version and its checksum) and announces the version on
+  a pub/sub channel.
+
+A batch that does not follow what is held (lines lost on the way) is left: the replica sends
+again from its acknowledgement. A trainer killed between commits loses only learning since
+the last commit, which the next leader learns again from the resent lines: each update is in
+the committed learner exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from banditroute import warm_start
+from banditroute.cluster.central import CentralLog, valid_source
+from banditroute.cluster.events import Batch, Keys, decode_batch
+from banditroute.cluster.leader import LeaderLock
+from banditroute.config import Settings
+from banditroute.policies.base import Policy
+from banditroute.policies.factory import build_policy
+from banditroute.policies.sharing import SharedUpdate, learn_update
+from banditroute.snapshots import parse_snapshot, snapshot_bytes, snapshot_payload
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_S = 1.0
+LOCK_TTL_MS = 10_000
+"""A leader that has not renewed its lock for this long (killed, hung) is replaced by a
+standby; it renews every fifth of it."""
+STANDBY_POLL_S = 0.5
+READ_COUNT = 64
+READ_BLOCK_MS = 200
+RETRY_S = 1.0
+
+
+def build_learner(settings: Settings) -> Policy:
+    """A fresh learner of the configured default policy (what a snapshot restores into)."""
+    return build_policy(settings.policies["default"], semantic=settings.features.semantic)
+
+
+def _is_update(line: bytes) -> bool:
+    return b',"k":"u",' in line[:40]
+
+
+class Trainer:
+    """One trainer process: standby until it holds the leader lock, then the leader."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        central_path: Path,
+        client: Any,
+        keys: Keys,
+        *,
+        snapshot_period_s: float,
+        errors: tuple[type[BaseException], ...] = (OSError,),
+        lock_ttl_ms: int = LOCK_TTL_MS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.central_path = central_path
+        self._client = client
+        self.keys = keys
+        self.snapshot_period_s = snapshot_period_s
+        self._errors = errors
+        self._clock = clock
+        self.lock = LeaderLock(client, keys.leader, lock_ttl_ms)
+        self.central: CentralLog | None = None
+        self.policy: Policy | None = None
+        self.version = 0
+        self._published = -1  # the learner's update count at the last publication
+        self._learned: dict[str, int] = {}
+        self._committed: dict[str, int] = {}
+        self._last_id = "0"
+        self.leading = threading.Event()
+        self.batches_skipped = 0
+
+    # -- leadership ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Stand by or lead until ``stop`` is set; on stop, commit and give the lock up."""
+        while not stop.is_set():
+            try:
+                if not self.lock.acquire():
+                    stop.wait(STANDBY_POLL_S)
+                    continue
+            except self._errors as exc:
+                log.warning("trainer_cluster_unreachable", error=str(exc)[:200])
+                stop.wait(RETRY_S)
+                continue
+            release = False
+            try:
+                self._take_over()
+                self._lead(stop)
+            except self._errors as exc:
+                log.warning("trainer_cluster_unreachable", error=str(exc)[:200])
+                stop.wait(RETRY_S)
+            except Exception:
+                # The central log cannot be opened (a leader whose lock expired still holds
+                # it, until its next renewal tells it so) or written: give the lock up (that
+                # leader, or this process, takes it again) and retry; never exit.
+                log.exception("trainer_lead_failed")
+                release = True
+                stop.wait(RETRY_S)
+            finally:
+                self._step_down(release=release or stop.is_set(), commit=stop.is_set())
+
+    def _take_over(self) -> None:
+        self.central = CentralLog(self.central_path)
+        policy = build_learner(self.settings)
+        state = self.central.load_state()
+        if state is not None:
+            self.version, payload = state
+            _name, updates, body = parse_snapshot(payload)
+            policy.restore(body)
+            policy.updates = updates
+        elif self.settings.policy.warm_start is not None:
+            plan = warm_start.load_plan(
+                self.settings.policy.warm_start,
+                self.settings.catalog,
+                dict(self.settings.policy.warm_start_models),
+            )
+            warm_start.learn(policy, self.settings, plan)
+        self.policy = policy
+        self._committed = self.central.learned()
+        self._learned = dict(self._committed)
+        self._published = -1
+        self._last_id = "0"
+        self.leading.set()
+        log.info("trainer_leading", version=self.version, updates=policy.updates,
+                 sources=len(self._committed), token=self.lock.token[:8])  # fmt: skip
+
+    def _step_down(self, *, release: bool, commit: bool = False) -> None:
+        """Close the central log (after a last commit with ``commit``: a clean stop) and,
+        with ``release``, give the lock up at once."""
+        was = self.leading.is_set()
+        if self.central is not None and commit and self.policy is not None:
+            try:
+                self.checkpoint()
+            except Exception:
+                log.exception("trainer_last_commit_failed")
+        if self.central is not None:
+            self.central.close()
+            self.central = None
+        self.policy = None
+        self.leading.clear()
+        if release:
+            with contextlib.suppress(*self._errors):
+                self.lock.release()
+        if was:
+            log.info("trainer_standing_by")
+
+    def close(self) -> None:
+        """Commit, close the central log and give the lock up (after :meth:`lead_now`)."""
+        self._step_down(release=True, commit=True)
+
+    def _lead(self, stop: threading.Event) -> None:
+        renew_every = self.lock.ttl_ms / 5000.0
+        now = self._clock()
+        next_renew, next_checkpoint = now + renew_every, now + CHECKPOINT_S
+        next_publish = now
+        while not stop.is_set():
+            now = self._clock()
+            if now >= next_renew:
+                if not self.lock.renew():
+                    log.warning("trainer_lock_lost")
+                    return
+                next_renew = now + renew_every
+            self.read_once()
+            now = self._clock()
+            if now >= next_checkpoint:
+                self.checkpoint()
+                next_checkpoint = now + CHECKPOINT_S
+            if now >= next_publish:
+                self.publish()
+                next_publish = now + self.snapshot_period_s
+
+    def lead_now(self) -> bool:
+        """Take the lock and the central log now if free (for a caller driving the trainer
+        step by step, as ``simulations/cluster_learning.py`` does); True if leading."""
+        if self.leading.is_set():
+            return True
+        if not self.lock.acquire():
+            return False
+        self._take_over()
+        return True
+
+    def drain(self) -> int:
+        """Apply everything on the stream now, commit, acknowledge and publish (the steps of
+        the leader's loop, at once); returns the batches read."""
+        read = total = 0
+        while (read := self.read_once(block_ms=None)) > 0:
+            total += read
+        self.checkpoint()
+        self.publish()
+        return total
+
+    # -- learning -----------------------------------------------------------------------------
+    def read_once(self, block_ms: int | None = READ_BLOCK_MS) -> int:
+        """Read and apply one read's worth of the stream, waiting up to ``block_ms`` for it
+        (None: not at all); returns the batches read."""
+        reply = self._client.xread(
+            {self.keys.events: self._last_id}, count=READ_COUNT, block=block_ms
+        )
+        read = 0
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                self._last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                read += 1
+                try:
+                    batch = decode_batch(fields)
+                except ValueError as exc:
+                    self.batches_skipped += 1
+                    log.error("trainer_batch_malformed", error=str(exc))
+                    continue
+                self.apply(batch)
+        return read
+
+    def apply(self, batch: Batch) -> int:
+        """Put a batch's rows in the central log and learn its updates, each at most once;
+        returns the updates learned."""
+        assert self.central is not None
+        assert self.policy is not None
+        if not valid_source(batch.source):
+            self.batches_skipped += 1
+            log.error("trainer_batch_malformed", error="source name")
+            return 0
+        self.central.ingest(batch.source, batch.lines)
+        mark = self._learned.get(batch.source, 0)
+        fresh = [line for line in batch.lines if line.seq > mark]
+        if not fresh or fresh[0].seq != mark + 1:
+            return 0  # already learned, or a gap the replica fills by sending again
+        learned = 0
+        for line in fresh:
+            if not _is_update(line.data):
+                continue
+            try:
+                update = SharedUpdate.from_dict(orjson.loads(line.data))
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                log.error("trainer_update_malformed", source=batch.source, seq=line.seq,
+                          error=str(exc)[:200])  # fmt: skip
+                continue
+            try:
+                learned += learn_update(self.policy, update, self.settings.catalog)
+            except (ValueError, RuntimeError) as exc:
+                log.error("trainer_update_refused", source=batch.source, seq=line.seq,
+                          error=str(exc)[:200])  # fmt: skip
+        self._learned[batch.source] = fresh[-1].seq
+        return learned
+
+    def checkpoint(self) -> None:
+        """Commit what was learned (marks and learner together), then acknowledge to each
+        replica what is committed for it."""
+        assert self.central is not None
+        assert self.policy is not None
+        if self._learned != self._committed:
+            payload = snapshot_payload(snapshot_bytes(self.policy))
+            self.central.commit_state(self._learned, self.version, self.policy.updates, payload)
+            self._committed = dict(self._learned)
+        acks = {
+            self.keys.ack(source): min(seq, self.central.ingested(source))
+            for source, seq in self._committed.items()
+        }
+        if acks:
+            self._client.mset(acks)
+
+    def publish(self) -> None:
+        """Publish the learner's snapshot under a new version if it learned since the last
+        publication (or the server lost it), and announce the version."""
+        assert self.policy is not None
+        assert self.central is not None
+        current = self._client.hget(self.keys.snapshot, "version")
+        if self.policy.updates == self._published and current is not None:
+            return
+        self.version += 1
+        payload = snapshot_payload(snapshot_bytes(self.policy))
+        self.central.commit_state(self._learned, self.version, self.policy.updates, payload)
+        self._committed = dict(self._learned)
+        name, updates, _ = parse_snapshot(payload)
+        digest = payload.split(b"\n", 2)[1]
+        self._client.hset(
+            self.keys.snapshot,
+            mapping={
+                "version": self.version,
+                "policy": name,
+                "updates": updates,
+                "checksum": digest,
+                "published": f"{time.time():.6f}",
+                "marks": orjson.dumps(self._committed),
+                "data": payload,
+            },
+        )
+        self._client.publish(self.keys.snapshot_channel, self.version)
+        self._published = self.policy.updates
+        log.info("snapshot_published", version=self.version, updates=updates,
+                 bytes=len(payload))  # fmt: skip
+
+
+__all__ = ["Trainer", "build_learner"]

@@ -1,0 +1,220 @@
+"""The cluster's learning loop in one process, against a real valkey-server: outbox, shipper,
+trainer (with its leader lock and central log) and snapshot follower."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import valkey
+
+from banditroute.cluster.central import source_file
+from banditroute.cluster.events import Keys
+from banditroute.cluster.learning import ReplicaLearning
+from banditroute.cluster.outbox import Outbox, outbox_dir
+from banditroute.cluster.trainer import Trainer, build_learner
+from banditroute.config import Settings, load_settings
+from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
+from banditroute.router import Router
+from banditroute.store.memory import MemoryLog
+
+ERRORS = (valkey.exceptions.ValkeyError, OSError)
+BOUND_S = 60.0
+"""Only catches a hang: every wait is on an event or a condition."""
+
+PROMPTS = ("Translate 'cat' into French.", "Prove that sqrt(2) is irrational.", "Hi there")
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return load_settings()
+
+
+def wait_for(condition: Callable[[], bool], what: str, bound_s: float = BOUND_S) -> None:
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Replica:
+    router: Router
+    learning: ReplicaLearning
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys("test")
+
+
+@pytest.fixture
+def make_replica(
+    settings: Settings, valkey_server: Any, tmp_path: Path, keys: Keys
+) -> Iterator[Callable[[str], Replica]]:
+    started: list[Replica] = []
+
+    def make(name: str) -> Replica:
+        learning = ReplicaLearning(
+            tmp_path / f"{name}.duckdb", name, keys,
+            client=valkey_server.client(), follower_client=valkey_server.client(),
+            snapshot_period_s=0.2, errors=ERRORS,
+        )  # fmt: skip
+        router = Router(settings, build_learner(settings), learning.wrap(MemoryLog()))
+        learning.attach(router, lambda: build_learner(settings))
+        replica = Replica(router, learning)
+        started.append(replica)
+        return replica
+
+    yield make
+    for replica in started:
+        replica.learning.stop()
+
+
+@pytest.fixture
+def make_trainer(
+    settings: Settings, valkey_server: Any, tmp_path: Path, keys: Keys
+) -> Iterator[Callable[[], tuple[Trainer, threading.Event]]]:
+    running: list[tuple[threading.Thread, threading.Event]] = []
+
+    def make() -> tuple[Trainer, threading.Event]:
+        client = valkey_server.client(socket_timeout=5)
+        trainer = Trainer(
+            settings, tmp_path / "central.duckdb", client, keys,
+            snapshot_period_s=0.2, errors=ERRORS, lock_ttl_ms=1000,
+        )  # fmt: skip
+        stop = threading.Event()
+        thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
+        thread.start()
+        running.append((thread, stop))
+        return trainer, stop
+
+    yield make
+    for thread, stop in running:
+        stop.set()
+        thread.join(BOUND_S)
+
+
+def route_and_learn(replica: Replica, count: int) -> int:
+    """Route ``count`` prompts on the replica and report each; returns the feedback learned."""
+    learned = 0
+    for index in range(count):
+        decision = replica.router.route(RouteQuery(prompt=PROMPTS[index % len(PROMPTS)]))
+        result = replica.router.feedback(
+            FeedbackReport(decision.decision_id, quality=float(index % 2), cost_usd=0.001)
+        )
+        learned += result.disposition == Disposition.LEARNED
+    return learned
+
+
+def test_outbox_numbers_continue_after_a_restart_and_trim_keeps_unacknowledged(
+    tmp_path: Path,
+) -> None:
+    """Lines are numbered 1, 2, ... across a restart of the outbox (what was written stays),
+    and trimming deletes only segments whose every line is acknowledged."""
+    directory = outbox_dir(tmp_path / "log.duckdb")
+    outbox = Outbox(directory, "r1")
+    for _ in range(3):
+        outbox.append(b'{"k":"d","decision_id":"x"}\n')
+    outbox.sync()
+    outbox.close()
+    again = Outbox(directory, "another-name")
+    assert again.source == "r1"  # the identity the lines were numbered under
+    assert again.append(b'{"k":"d"}\n') == 4
+    again.write()
+    assert [line.seq for line in again.read(0, max_lines=10, max_bytes=1 << 20)] == [1, 2, 3, 4]
+    assert [line.seq for line in again.read(2, max_lines=10, max_bytes=1 << 20)] == [3, 4]
+    again.trim(2)  # the first segment holds 1..3: 3 is not acknowledged
+    assert next(line.seq for line in again.read(0, max_lines=10, max_bytes=1 << 20)) == 1
+    again.trim(3)
+    assert [line.seq for line in again.read(0, max_lines=10, max_bytes=1 << 20)] == [4]
+
+
+def test_feedback_on_one_replica_reaches_another_through_the_trainer(
+    make_replica: Callable[[str], Replica],
+    make_trainer: Callable[[], tuple[Trainer, threading.Event]],
+) -> None:
+    """Updates learned on replica A are learned once by the trainer, published, and swapped
+    into replica C, whose decisions then carry the new policy version."""
+    a, c = make_replica("a"), make_replica("c")
+    _trainer, _ = make_trainer()
+    a.learning.start()
+    c.learning.start()
+    learned = route_and_learn(a, 30)
+    assert learned == 30
+    wait_for(lambda: c.learning.follower.version > 0 and c.router.policy.updates == 30,
+             "replica C to run a snapshot holding A's 30 updates")  # fmt: skip
+    decision = c.router.route(RouteQuery(prompt="Hi there"))
+    assert decision.policy_version == c.router.policy.version
+    assert c.router.policy.updates == 30
+    wait_for(lambda: a.learning.shipper.acked == a.learning.outbox.last_seq, "A acknowledged")
+    assert a.learning.shipper.backlog == 0
+
+
+def test_resent_and_duplicated_batches_are_learned_once(
+    make_replica: Callable[[str], Replica],
+    make_trainer: Callable[[], tuple[Trainer, threading.Event]],
+    valkey_server: Any,
+    keys: Keys,
+) -> None:
+    """Every line is sent twice (a resend) and the stream is wiped once (Valkey losing its
+    data): the trainer still learns each update exactly once and the central log holds each
+    row once."""
+    a = make_replica("a")
+    trainer, _ = make_trainer()
+    route_and_learn(a, 20)
+    a.learning.shipper.cycle()
+    a.learning.shipper.shipped = 0  # send everything again
+    a.learning.shipper.cycle()
+    wait_for(lambda: a.learning.shipper.cycle() == 0 and a.learning.shipper.acked >= 20,
+             "the trainer to acknowledge the first rows")  # fmt: skip
+    valkey_server.client().flushall()  # the stream, the acks and the snapshot are gone
+    route_and_learn(a, 10)
+    wait_for(
+        lambda: (a.learning.shipper.cycle() >= 0 and trainer.policy is not None
+                 and trainer.policy.updates == 30
+                 and a.learning.shipper.acked == a.learning.outbox.last_seq),
+        "the trainer to hold all 30 updates",
+    )  # fmt: skip
+    assert trainer.policy is not None
+    assert trainer.policy.updates == 30
+
+
+def test_a_standby_takes_over_and_learns_nothing_twice(
+    make_replica: Callable[[str], Replica],
+    make_trainer: Callable[[], tuple[Trainer, threading.Event]],
+    tmp_path: Path,
+) -> None:
+    """The leader stops (its lock expires); the standby takes over from the committed state
+    and the resent lines: the final learner holds each update once, and the central log
+    each feedback row once."""
+    a = make_replica("a")
+    a.learning.start()
+    first, stop_first = make_trainer()
+    wait_for(first.leading.is_set, "the first trainer to lead")
+    second, stop_second = make_trainer()
+    route_and_learn(a, 15)
+    wait_for(lambda: a.learning.shipper.acked == a.learning.outbox.last_seq, "acknowledged")
+    stop_first.set()
+    wait_for(second.leading.is_set, "the standby to lead")
+    route_and_learn(a, 15)
+    wait_for(
+        lambda: second.policy is not None and second.policy.updates == 30
+        and a.learning.shipper.acked == a.learning.outbox.last_seq,
+        "the standby to learn the rest",
+    )  # fmt: skip
+    second_policy = second.policy
+    assert second_policy is not None
+    assert second_policy.updates == 30
+    stop_second.set()
+    wait_for(lambda: second.central is None, "the trainer to close the central log")
+    con = duckdb.connect(str(source_file(tmp_path / "central.duckdb", "a")), read_only=True)
+    feedback = con.execute("SELECT count(*), count(DISTINCT decision_id) FROM feedback").fetchone()
+    assert feedback == (30, 30)
