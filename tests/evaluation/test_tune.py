@@ -14,7 +14,14 @@ from banditroute.evaluation.candidates import parse_candidate
 from banditroute.evaluation.intervals import Interval
 from banditroute.evaluation.logdata import load_log
 from banditroute.evaluation.objective_rewards import resolve_objective
-from banditroute.evaluation.tune import TunePoint, TuneResult, pareto_frontier, recommend, tune
+from banditroute.evaluation.tune import (
+    TunePoint,
+    TuneResult,
+    format_table,
+    pareto_frontier,
+    recommend,
+    tune,
+)
 from banditroute.store.reader import open_log
 
 
@@ -69,20 +76,23 @@ def test_recommendation_meets_the_stated_target() -> None:
 
 def test_sweep_trades_quality_for_cost(swept: TuneResult) -> None:
     """A higher cost weight trains a cheaper policy (estimated on the held-out half), the
-    frontier flags are consistent, the fixed models are shown as references, and the
-    recommended setting reaches 95% of the best estimated quality."""
+    frontier flags are consistent (drawn through the reliable settings), the fixed models are
+    shown as references, and the recommended setting reaches 95% of the best reliable
+    estimated quality."""
     sweep = [p for p in swept.points if p.kind == "sweep"]
     refs = [p.label for p in swept.points if p.kind == "reference"]
     assert [p.label for p in sweep] == ["cost=0", "cost=100", "cost=2000"]
     assert refs == ["logged", *(f"fixed:{m}" for m in MODELS)]
     assert sweep[0].cost_usd.estimate > sweep[-1].cost_usd.estimate
     assert sweep[0].quality.estimate > sweep[-1].quality.estimate
+    reliable = [p for p in sweep if p.reliable]
+    assert reliable
     flags = pareto_frontier(
-        [p.cost_usd.estimate for p in sweep], [p.quality.estimate for p in sweep]
+        [p.cost_usd.estimate for p in reliable], [p.quality.estimate for p in reliable]
     )
-    assert [p.frontier for p in sweep] == flags
+    assert [p.frontier for p in reliable] == flags
     assert swept.recommended is not None
-    best = max(p.quality.estimate for p in sweep)
+    best = max(p.quality.estimate for p in reliable)
     assert swept.points[swept.recommended].quality.estimate >= 0.95 * best
     assert swept.n_train + swept.n_eval == 580
 
@@ -145,3 +155,15 @@ def test_cli_errors_name_the_argument(
     """Bad tune arguments exit 2 naming the argument."""
     err = cli_error(["tune", "--log", str(shared_log.path), *argv], capsys)
     assert re.search(message, err), err
+
+
+def test_frontier_and_recommendation_use_reliable_settings_only(swept: TuneResult) -> None:
+    """No setting the log cannot answer for is on the frontier or recommended; each point says
+    whether it is reliable and why, in the table and the JSON."""
+    for index, point in enumerate(swept.points):
+        assert point.reason
+        if not point.reliable:
+            assert not point.frontier
+            assert index != swept.recommended
+            assert f"  {point.label}: {point.reason}" in format_table(swept)
+        assert point.as_dict()["reliable"] is point.reliable

@@ -748,12 +748,19 @@ class Diagnostics:
     picks (``π(a_i|x_i) = 0``): traffic the candidate would route elsewhere.
     ``uncovered_mass`` — mean candidate probability on actions the logging policy never took
     (``logging_probs == 0``), which no estimator but DM can see; None without ``logging_probs``.
+    ``thin_mass`` — the same for actions the logging policy gave less than
+    :data:`THIN_PROPENSITY` (never tried included); None without ``logging_probs``.
     """
 
     ess: float
     max_weight: float
     unsupported_share: float
     uncovered_mass: float | None = None
+    thin_mass: float | None = None
+
+
+THIN_PROPENSITY = 0.005
+"""A logging probability below this counts as (almost) never tried (``Diagnostics.thin_mass``)."""
 
 
 def diagnostics(data: LoggedData, target: npt.ArrayLike) -> Diagnostics:
@@ -764,12 +771,15 @@ def diagnostics(data: LoggedData, target: npt.ArrayLike) -> Diagnostics:
     squares = float(np.dot(weights, weights))
     ess = total * total / squares if squares > 0 else 0.0
     target_logged = inputs.target[inputs.rows, data.actions]
-    uncovered = None
+    uncovered = thin = None
     if data.logging_probs is not None:
         uncovered = float(np.where(data.logging_probs == 0, inputs.target, 0.0).sum() / data.n)
+        rare = data.logging_probs < THIN_PROPENSITY
+        thin = float(np.where(rare, inputs.target, 0.0).sum() / data.n)
     return Diagnostics(
         ess=ess,
         max_weight=float(weights.max()),
         unsupported_share=float(np.mean(target_logged == 0)),
         uncovered_mass=uncovered,
+        thin_mass=thin,
     )

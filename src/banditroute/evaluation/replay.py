@@ -66,6 +66,7 @@ from banditroute.evaluation.objective_rewards import (
     log_rewards,
     reward_range,
 )
+from banditroute.evaluation.reliability import Verdict, verdict
 from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.objectives import Objective
 from banditroute.policies.base import Policy
@@ -109,15 +110,24 @@ class CandidateResult:
     diagnostics: Diagnostics
     notes: tuple[str, ...] = ()
 
+    @property
+    def verdict(self) -> Verdict:
+        """Whether the log can answer for this candidate, and why (``reliability.verdict``)."""
+        return verdict(self.diagnostics)
+
     def as_dict(self) -> dict[str, object]:
         """The JSON form: ``{"name", "estimates": {est: {"value", "lower", "upper"}}, ...}``."""
+        judged = self.verdict
         return {
             "name": self.name,
+            "reliable": judged.reliable,
+            "reliability_reason": judged.reason,
             "estimates": {key: iv.as_dict() for key, iv in self.estimates.items()},
             "ess": self.diagnostics.ess,
             "max_weight": self.diagnostics.max_weight,
             "unsupported_share": self.diagnostics.unsupported_share,
             "uncovered_mass": self.diagnostics.uncovered_mass,
+            "thin_mass": self.diagnostics.thin_mass,
             "notes": list(self.notes),
         }
 
@@ -460,6 +470,12 @@ def format_table(result: ReplayResult) -> str:
                 else ""
             )
         )
+        judged = r.verdict
+        lines.append(
+            f"{'':<{width}}  "
+            + ("reliable: " if judged.reliable else "UNRELIABLE (the log cannot answer): ")
+            + judged.reason
+        )
         lines.extend(f"{'':<{width}}  note: {note}" for note in r.notes)
     return "\n".join(lines)
 
@@ -485,7 +501,17 @@ def plot(result: ReplayResult, path: Path) -> None:
         low = [iv.estimate - iv.lower for _, iv in rows]
         high = [iv.upper - iv.estimate for _, iv in rows]
         ax.errorbar(values, ys, xerr=[low, high], fmt="o", capsize=3, label=key, markersize=4)
-    ax.set_yticks(range(len(names)), names)
+    unreliable = [not r.verdict.reliable for r in result.candidates]
+    for i, flag in enumerate(unreliable):
+        if flag:  # shaded: the log cannot answer for this candidate
+            ax.axhspan(i - 0.5, i + 0.5, color="0.9", zorder=0)
+    labels = [
+        n + ("\n(unreliable)" if flag else "") for n, flag in zip(names, unreliable, strict=True)
+    ]
+    ax.set_yticks(range(len(names)), labels)
+    for tick, flag in zip(ax.get_yticklabels(), unreliable, strict=True):
+        if flag:
+            tick.set_color("tab:red")
     ax.invert_yaxis()
     ax.set_xlabel(
         f"mean reward per decision ({result.objective.name}); {result.level:.0%} intervals"

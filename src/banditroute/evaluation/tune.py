@@ -48,6 +48,7 @@ from banditroute.evaluation.objective_rewards import (
     fragments,
     score,
 )
+from banditroute.evaluation.reliability import verdict
 from banditroute.evaluation.replay import observed_range, split_in_time
 from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.objectives import Objective
@@ -74,10 +75,16 @@ class TunePoint:
     ess: float
     max_weight: float
     frontier: bool = False
+    reliable: bool = True
+    reason: str = ""
+    """Whether the log can answer for this policy and why (``reliability.verdict``): the
+    frontier and the recommendation use reliable points only."""
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form."""
         return {
+            "reliable": self.reliable,
+            "reliability_reason": self.reason,
             "label": self.label,
             "kind": self.kind,
             "weights": self.weights,
@@ -149,10 +156,25 @@ def pareto_frontier(cost: Sequence[float], quality: Sequence[float]) -> list[boo
 def recommend(
     points: Sequence[TunePoint], *, quality_share: float | None, max_cost: float | None
 ) -> tuple[int | None, str, str]:
-    """Index of the recommended sweep point, the target in words, and the reason."""
-    sweep = [i for i, p in enumerate(points) if p.kind == "sweep"]
-    if not sweep:
+    """Index of the recommended sweep point, the target in words, and the reason.
+
+    Only reliable points are candidates: a setting the log cannot answer for (tiny effective
+    sample size, traffic to models the logger never tried) is never recommended.
+    """
+    all_sweep = [i for i, p in enumerate(points) if p.kind == "sweep"]
+    if not all_sweep:
         return None, "", "no sweep points"
+    sweep = [i for i in all_sweep if points[i].reliable]
+    left_out = len(all_sweep) - len(sweep)
+    if not sweep:
+        return (
+            None,
+            "",
+            f"none: the log cannot answer for any of the {left_out} settings (each is "
+            "unreliable; see the reasons); log with more exploration ([policy] "
+            "min_probability) or for longer",
+        )
+    caveat = f" ({left_out} unreliable settings left out)" if left_out else ""
     if max_cost is not None:
         target = f"the best quality at a mean cost of at most ${max_cost:g} per decision"
         within = [i for i in sweep if points[i].cost_usd.estimate <= max_cost]
@@ -172,7 +194,7 @@ def recommend(
             target,
             (
                 f"{points[best].label}: quality {points[best].quality.estimate:.4f} at "
-                f"${points[best].cost_usd.estimate:.6f} per decision"
+                f"${points[best].cost_usd.estimate:.6f} per decision{caveat}"
             ),
         )
     share = DEFAULT_QUALITY_SHARE if quality_share is None else quality_share
@@ -186,7 +208,7 @@ def recommend(
         (
             f"{points[best].label}: quality {points[best].quality.estimate:.4f} "
             f"({points[best].quality.estimate / top:.1%} of the best) at "
-            f"${points[best].cost_usd.estimate:.6f} per decision"
+            f"${points[best].cost_usd.estimate:.6f} per decision{caveat}"
         ),
     )
 
@@ -250,9 +272,19 @@ def tune(
             for j in range(len(FRAGMENT_NAMES))
         ]
         diag = diagnostics(data[0], target)
+        judged = verdict(diag)
         quality, cost, latency = intervals
         return TunePoint(
-            label, kind, weights, quality, cost, latency, ess=diag.ess, max_weight=diag.max_weight
+            label,
+            kind,
+            weights,
+            quality,
+            cost,
+            latency,
+            ess=diag.ess,
+            max_weight=diag.max_weight,
+            reliable=judged.reliable,
+            reason=judged.reason,
         )
 
     latency_grid = list(latency_weights) if latency_weights else [base.latency]
@@ -279,7 +311,8 @@ def tune(
         for offset, spec in enumerate(specs):
             target = static_distribution(spec, eval_log)
             points.append(estimate(spec.text, "reference", {}, target, len(grid) + offset))
-    sweep = [i for i, p in enumerate(points) if p.kind == "sweep"]
+    # The frontier is drawn through settings the log can answer for only.
+    sweep = [i for i, p in enumerate(points) if p.kind == "sweep" and p.reliable]
     flags = pareto_frontier(
         [points[i].cost_usd.estimate for i in sweep], [points[i].quality.estimate for i in sweep]
     )
@@ -329,12 +362,18 @@ def format_table(result: TuneResult) -> str:
             mark.append("frontier")
         if index == result.recommended:
             mark.append("RECOMMENDED")
+        if not p.reliable:
+            mark.append("UNRELIABLE")
         lines.append(
             f"{p.label:<{width}}  {p.quality.estimate:>8.4f} "
             f"[{p.quality.lower:>7.4f}, {p.quality.upper:>7.4f}]  "
             f"{p.cost_usd.estimate:>10.6f} [{p.cost_usd.lower:>9.6f}, {p.cost_usd.upper:>9.6f}]  "
             f"{p.latency_ms.estimate:>10.0f}  {p.ess:>7.0f}  {' '.join(mark)}"
         )
+    unreliable = [p for p in result.points if not p.reliable]
+    if unreliable:
+        lines += ["", "unreliable (left out of the frontier and the recommendation):"]
+        lines += [f"  {p.label}: {p.reason}" for p in unreliable]
     lines += ["", f"target: {result.target}", f"recommended: {result.recommendation}"]
     return "\n".join(lines)
 
@@ -381,7 +420,14 @@ def frontier_figure(result: TuneResult) -> Figure:
             capsize=2, linestyle="none", **style,
         )  # fmt: skip
 
-    bars(sweep, fmt="o", color="tab:blue", label=f"{result.policy} per setting")
+    bars(
+        [p for p in sweep if p.reliable], fmt="o", color="tab:blue",
+        label=f"{result.policy} per setting",
+    )  # fmt: skip
+    bars(
+        [p for p in sweep if not p.reliable], fmt="o", color="tab:red", alpha=0.5,
+        mfc="none", label="unreliable setting (not recommended)",
+    )  # fmt: skip
     bars(refs, fmt="s", color="grey", alpha=0.7, label="reference policies")
     front = sorted((p for p in sweep if p.frontier), key=lambda p: p.cost_usd.estimate)
     if front:
