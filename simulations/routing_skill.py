@@ -65,7 +65,11 @@ class Parts:
 
 
 def parts(table: OutcomeTable, name: str, part: str) -> Parts:
-    """The held-out stream with the tuning part as warm start, or a split inside the tuning part."""
+    """The held-out stream with the tuning part as warm start, a split inside the tuning part,
+    or (``all``, cold runs only: there is nothing left to warm-start from) the whole table, the
+    longest stream for learning curves."""
+    if part == "all":
+        return Parts(name, table, table)
     tune, holdout = table.holdout_split()
     if part == "holdout":
         return Parts(name, holdout, tune)
@@ -323,7 +327,7 @@ def markdown(results: dict[str, Any]) -> str:
     for result in results.values():
         ref = result["reference"].rsplit("/", 1)[-1]
         lines.append(
-            f"### {result['table']} ({result['stream_prompts']} held-out prompts; "
+            f"### {result['table']} ({result['stream_prompts']} prompts of {result['stream']}; "
             f"relative to {ref}: quality {result['reference_quality']:.3f}, "
             f"${result['reference_cost_usd']:.6f})\n"
         )
@@ -386,7 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RESULTS.json",
         help="draw the plots and the Markdown from earlier --json results (merged) instead",
     )
-    parser.add_argument("--part", choices=("holdout", "tune"), default="holdout")
+    parser.add_argument(
+        "--part",
+        choices=("holdout", "tune", "all"),
+        default="holdout",
+        help="stream the held-out part (default), a split of the tuning part, or the whole "
+        "table (cold runs only; it includes the prompts settings were tuned on)",
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--only", help="only tables whose name contains this")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
@@ -404,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds: must be >= 1")
     if any(not 0 < f <= 1 for f in args.fractions):
         parser.error("--fractions: each must be in (0, 1]")
+    if args.part == "all" and args.warm:
+        parser.error("--part all: cold runs only (pass --warm with no policies)")
     if args.replot:
         return _replot(args.replot, args.plots, args.markdown)
     if args.data is None:
