@@ -19,6 +19,10 @@ from structlog.testing import capture_logs
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.catalog_checks import unserved_data_classes, warn_unserved_data_classes
 from banditroute.config import load_settings
+from banditroute.policies.factory import build_policy
+from banditroute.reload import reload_from_source
+from banditroute.router import Router
+from banditroute.store.memory import MemoryLog
 from banditroute.v1 import router_pb2 as pb
 
 PUBLIC_ONLY = """
@@ -93,3 +97,21 @@ def test_refusal_of_personal_data_names_the_key_to_set(
     assert 'data_classes = ["public", "internal", "pii"]' in details
     assert "example.com" not in details
     assert client.route().model in {"gpt-4o-mini", "claude-haiku"}
+
+
+def test_a_reload_to_such_a_catalogue_warns(tmp_path: Path) -> None:
+    """A reload (SIGHUP or ReloadConfig) that installs a catalogue without a pii model logs
+    the same warning; one that keeps a pii model does not."""
+    config = tmp_path / "models.toml"
+    with_pii = PUBLIC_ONLY + 'data_classes = ["public", "internal", "pii"]\n'
+    config.write_text(with_pii, encoding="utf-8")
+    settings = load_settings(config)
+    router = Router(settings, build_policy(settings.policy), MemoryLog())
+    with capture_logs() as logs:
+        reload_from_source(router)
+    assert [e for e in logs if e["event"] == "no_model_accepts_data_class"] == []
+    config.write_text(PUBLIC_ONLY, encoding="utf-8")
+    with capture_logs() as logs:
+        reload_from_source(router)
+    warnings = [e for e in logs if e["event"] == "no_model_accepts_data_class"]
+    assert [e["data_class"] for e in warnings] == ["pii"]
