@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from banditroute.config import load_settings, settings_from_mapping
 from banditroute.errors import ConfigError
+from banditroute.policies.uniform import UniformPolicy
 from banditroute.server.app import Service
 from banditroute.tenancy import hash_key
 from banditroute.v1 import router_pb2 as pb
@@ -216,6 +217,21 @@ def test_sessions_and_sticky_choices_are_counted(make_service: Callable[..., Ser
     for labels, count in choices.items():
         by_sticky[dict(labels)["sticky"]] += count
     assert by_sticky == {"true": 2, "false": 2}
+
+
+def test_policy_info_follows_a_promotion(make_service: Callable[..., Service]) -> None:
+    """After a promotion the new policy's version series is 1 and the replaced one's 0 (not a
+    second live version)."""
+    port = free_port()
+    service = make_service(metrics_port=port)
+    before = scrape(f"127.0.0.1:{port}")
+    [(old_labels, one)] = series(before, "banditroute_policy_info").items()
+    assert one == 1
+    service.router.promote(UniformPolicy(), {"reason": "test"})
+    info = series(scrape(f"127.0.0.1:{port}"), "banditroute_policy_info")
+    assert info[old_labels] == 0
+    [new] = [dict(labels)["version"] for labels, v in info.items() if v == 1]
+    assert new.startswith("uniform")
 
 
 def test_no_endpoint_without_metrics_port(make_service: Callable[..., Service]) -> None:

@@ -103,6 +103,7 @@ class ServiceMetrics:
         registry = CollectorRegistry() if served else None
         self.registry = registry
         self._router: Router | None = None
+        self._versions: set[tuple[str, str]] = set()  # policy_info series set so far
         self._log: DuckDBLog | None = None
         if registry is not None:
             registry.register(_Refresh(self.refresh))  # first: the gauges are read after it
@@ -136,7 +137,8 @@ class ServiceMetrics:
         )  # fmt: skip
         self.policy_info = Gauge(
             "banditroute_policy_info", "Each policy's kind and settings digest (its version "
-            "without the update count); always 1.", ["policy", "version"], registry=registry,
+            "without the update count): 1 for the live one, 0 for one a promotion or rollback "
+            "replaced.", ["policy", "version"], registry=registry,
             multiprocess_mode="livemax",
         )  # fmt: skip
         self.backlog = Gauge(
@@ -184,7 +186,10 @@ class ServiceMetrics:
             self.breaker.labels(model).set(BREAKER_VALUES[router.health.breaker_state(model)])
         for name, policy in router.policies.items():
             self.policy_updates.labels(name).set(policy.updates)
-            self.policy_info.labels(name, policy_family(policy.version)).set(1)
+        live = {(name, policy_family(policy.version)) for name, policy in router.policies.items()}
+        for labels in self._versions | live:
+            self.policy_info.labels(*labels).set(1 if labels in live else 0)
+        self._versions |= live
         self.backlog.set(event_log.backlog_bytes)
         self.pending.set(router.pending_count)
         self.sessions.set(router.live_sessions())
