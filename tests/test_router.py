@@ -18,6 +18,7 @@ from scipy import stats
 
 from banditroute.audit import AuditChain
 from banditroute.catalog import ModelSpec
+from banditroute.cluster import replica_tag
 from banditroute.config import Settings
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -325,6 +326,20 @@ def test_decision_ids_are_unguessable_and_name_their_worker(worker: int | None) 
         assert len({i[start : start + 12] for i in ids}) == len(ids)
     if worker is not None:
         assert {decision_owner(i) for i in ids} == {worker}
+
+
+def test_cluster_decision_ids_start_with_the_replica_tag() -> None:
+    """A cluster replica's ids are 32 hex digits starting with its tag (what Feedback
+    forwarding between replicas reads), the rest random; a prefix that is not an even number
+    of lowercase hex digits is refused."""
+    tag = replica_tag("replica-a")
+    ids = [DecisionIds(prefix=tag)() for _ in range(500)]
+    assert all(len(i) == 32 and i.startswith(tag) for i in ids)
+    assert len({i[len(tag) :] for i in ids}) == len(ids)
+    assert tag != replica_tag("replica-b")
+    for bad in ("abc", "XY", "0" * 18):
+        with pytest.raises(ValueError, match="prefix"):
+            DecisionIds(prefix=bad)
 
 
 def test_sample_index_follows_the_probabilities() -> None:

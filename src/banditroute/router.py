@@ -100,15 +100,18 @@ def sample_index(probabilities: np.ndarray, decision_id: str, seed: int = 0) -> 
 class DecisionIds:
     """Unguessable decision ids: 32 hex digits, all drawn from ``secrets`` per id, except that
     with several serving processes the first two name the worker that made the decision
-    (:func:`decision_owner`, to forward its Feedback there).
+    (:func:`decision_owner`, to forward its Feedback there), and a cluster replica's ids start
+    with its ``prefix`` (hex digits naming the replica, :func:`banditroute.cluster.replica_tag`).
 
     A counter would tell a tenant how many decisions the others were given between two of
     its own, and let it guess their ids; 120 or 128 random bits per id reveal nothing and
     collide with negligible probability, across restarts and processes too.
     """
 
-    def __init__(self, worker: int | None = None) -> None:
-        self._prefix = "" if worker is None else f"{worker:02x}"
+    def __init__(self, worker: int | None = None, *, prefix: str = "") -> None:
+        if len(prefix) % 2 or len(prefix) > 16 or any(c not in "0123456789abcdef" for c in prefix):
+            raise ValueError("prefix: an even number of at most 16 lowercase hex digits")
+        self._prefix = prefix if worker is None else f"{worker:02x}"
         self._random_bytes = 16 - len(self._prefix) // 2
 
     def __call__(self) -> str:

@@ -274,3 +274,48 @@ def test_kill_9_of_a_replica_the_trainer_and_valkey_loses_nothing_learns_nothing
     assert updates <= committed[0]
     print(f"acknowledged LEARNED {len(acknowledged)}, central LEARNED rows {len(learned_rows)}, "
           f"trainer updates {committed[0]}, failed calls {load.failures}")  # fmt: skip
+
+
+def test_feedback_reaching_another_replica_is_forwarded_to_the_one_that_decided(
+    cluster: Cluster,
+) -> None:
+    """Feedback sent to replica B for A's decision is relayed to A and learned there. While A
+    is down it is refused (UNAVAILABLE while A is still registered, NOT_FOUND once its
+    heartbeats have stopped), never acknowledged; after A restarts on its log it is accepted."""
+    a, b = cluster.replica("a"), cluster.replica("b")
+    wait_for(lambda: cluster_status(b.address).replicas_alive == 2, "two replicas")
+    with grpc.insecure_channel(a.address) as to_a:
+        first, second = (
+            stub(to_a).Route(pb.RouteRequest(prompt=prompt), timeout=CALL_TIMEOUT_S)
+            for prompt in PROMPTS[:2]
+        )
+    with grpc.insecure_channel(b.address) as to_b:
+        reply = stub(to_b).Feedback(
+            pb.FeedbackRequest(decision_id=first.decision_id, quality=1.0), timeout=CALL_TIMEOUT_S
+        )
+        assert reply.disposition == pb.FEEDBACK_DISPOSITION_LEARNED
+        again = stub(to_b).Feedback(
+            pb.FeedbackRequest(decision_id=first.decision_id, quality=1.0), timeout=CALL_TIMEOUT_S
+        )
+        assert again.disposition == pb.FEEDBACK_DISPOSITION_IGNORED_DUPLICATE  # A's own count
+        a.kill()
+
+        def refused() -> grpc.StatusCode:
+            try:
+                stub(to_b).Feedback(
+                    pb.FeedbackRequest(decision_id=second.decision_id, quality=1.0),
+                    timeout=CALL_TIMEOUT_S,
+                )
+            except grpc.RpcError as error:
+                return error.code()
+            raise AssertionError("feedback for a dead replica's decision was acknowledged")
+
+        assert refused() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+        wait_for(lambda: refused() == grpc.StatusCode.NOT_FOUND, "A to leave the registry")
+        cluster.replica("a")
+        wait_for(lambda: cluster_status(b.address).replicas_alive == 2, "A back")
+        reply = stub(to_b).Feedback(
+            pb.FeedbackRequest(decision_id=second.decision_id, quality=0.5),
+            timeout=CALL_TIMEOUT_S,
+        )
+        assert reply.disposition == pb.FEEDBACK_DISPOSITION_LEARNED

@@ -7,12 +7,23 @@ client with bounded timeouts and the degraded circuit every other part goes thro
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from banditroute.cluster.replica import ClusterReplica
     from banditroute.config import Settings
     from banditroute.router import Router
+
+
+REPLICA_TAG_HEX = 8
+"""Hex digits of a replica's tag, the start of every decision id it makes."""
+
+
+def replica_tag(replica_id: str) -> str:
+    """The hex digits that start every decision id replica ``replica_id`` makes, so Feedback
+    reaching another replica is forwarded to it (a hash: ids do not show replica names)."""
+    return hashlib.blake2b(replica_id.encode(), digest_size=REPLICA_TAG_HEX // 2).hexdigest()
 
 
 def join_cluster(settings: Settings, router: Router) -> ClusterReplica:
@@ -38,4 +49,4 @@ def join_cluster(settings: Settings, router: Router) -> ClusterReplica:
     return replica
 
 
-__all__ = ["join_cluster"]
+__all__ = ["REPLICA_TAG_HEX", "join_cluster", "replica_tag"]

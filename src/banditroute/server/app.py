@@ -57,6 +57,7 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from banditroute.cluster.replica import ClusterReplica
+    from banditroute.server.replica_peers import ReplicaPeers
 
 log = structlog.get_logger(__name__)
 
@@ -299,7 +300,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         router_log,
         policies=policies,
         audit=audit,
-        new_id=None if worker is None else DecisionIds(worker.index),
+        new_id=_decision_ids(settings, worker),
         prompt_hash_key=prompt_hash_key,
     )
     interceptors: list[Any] = [AuthInterceptor(lambda: router.settings.access)]
@@ -344,6 +345,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
             stats_reader=event_log.reader,
             peers=peers,
             cluster=None if cluster is None else cluster.status,
+            replicas=None if cluster is None else cluster_peers(cluster),
         ),
         server,
     )
@@ -392,6 +394,26 @@ def _service_metrics(settings: Settings, worker: WorkerIdentity | None) -> Servi
         use_multiprocess(worker.metrics_dir)
         return ServiceMetrics(served=False)
     return ServiceMetrics(served=True) if settings.server.metrics_port else None
+
+
+def _decision_ids(settings: Settings, worker: WorkerIdentity | None) -> DecisionIds | None:
+    """Decision ids naming the worker (``--workers``) or the replica (``[cluster]``) that
+    made them, so Feedback reaching another is forwarded there; None for a lone server."""
+    if worker is not None:
+        return DecisionIds(worker.index)
+    if settings.cluster.enabled:
+        from banditroute.cluster import replica_tag
+        from banditroute.cluster.connection import replica_name
+
+        return DecisionIds(prefix=replica_tag(replica_name(settings.cluster)))
+    return None
+
+
+def cluster_peers(cluster: ClusterReplica) -> ReplicaPeers:
+    """The other replicas, for forwarding Feedback (addresses from the registry)."""
+    from banditroute.server.replica_peers import ReplicaPeers
+
+    return ReplicaPeers(cluster.replica_id, cluster.registry.members)
 
 
 def advertised_address(host: str, port: int) -> str:

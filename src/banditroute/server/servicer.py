@@ -39,6 +39,7 @@ from banditroute.reload import reload_from_source
 from banditroute.router import Router, decision_owner
 from banditroute.server import convert
 from banditroute.server.auth import API_KEY_HEADERS, current_principal
+from banditroute.server.replica_peers import ReplicaPeers
 from banditroute.server.stats_merge import (
     BUDGET_OWN_KEY,
     WorkerStats,
@@ -230,9 +231,11 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         stats_reader: Callable[[], duckdb.DuckDBPyConnection] | None = None,
         peers: WorkerPeers | None = None,
         cluster: Callable[[], ReplicaStatus] | None = None,
+        replicas: ReplicaPeers | None = None,
     ) -> None:
         self.router = router
         self._peers = peers
+        self._replicas = replicas
         self._cluster = cluster
         self._stats_reader = stats_reader
         self.started_at = time.time()  # GetStats' default since: "since the server started"
@@ -277,6 +280,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
                     owner, "Feedback", request, context
                 )
                 return forwarded
+        if self._replicas is not None:
+            address = _call(context, "Feedback", lambda: self._replicas_owner(request, context))
+            if address is not None:
+                return self._replicas.forward(address, request, context)
 
         def work() -> pb.FeedbackResponse:
             tenant = current_principal().tenant.name
@@ -284,6 +291,13 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             return convert.feedback_response(self.router.feedback(report))
 
         return _call(context, "Feedback", work)
+
+    def _replicas_owner(
+        self, request: pb.FeedbackRequest, context: grpc.ServicerContext
+    ) -> str | None:
+        assert self._replicas is not None
+        convert.check_chars("decision_id", request.decision_id, self._limits.max_name_chars)
+        return self._replicas.owner(request.decision_id, context)
 
     def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext
