@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import cluster_learning_cost
+import cluster_route
 import full_disk
 import fuzz_rpcs
 import privacy_scan
@@ -43,6 +44,19 @@ def test_route_latency_measures_noop_banditroute_and_a_calibration_server(
         ]  # fmt: skip
     route_latency.plot(results, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_cluster_route_compares_a_replica_with_a_lone_server() -> None:
+    """One tiny round gives Route latency, throughput and CPU per call of a lone server and of
+    one joined to a real valkey-server, and their ratios."""
+    results = cluster_route.run(30, [1], 1)
+    entry = results["route_c1"]
+    for kind in ("lone", "cluster"):
+        assert entry[kind]["calls"] == 30
+        assert 0 < entry[kind]["p50_ms"] <= entry[kind]["p99_ms"]
+        assert entry[kind]["server_cpu_us"] >= 0
+    assert entry["p50_ratio"] == pytest.approx(entry["cluster"]["p50_ms"] / entry["lone"]["p50_ms"])
 
 
 def test_route_cpu_measures_route_and_feedback_against_protobuf_alone() -> None:

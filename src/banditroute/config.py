@@ -190,7 +190,8 @@ class ClusterSettings:
     """Replicas sharing state and learning through one Valkey/Redis server (see
     :mod:`banditroute.cluster`); an empty ``url`` (the default) means a lone server.
 
-    ``replica_id`` names this replica (empty: ``HOSTNAME-PID``); every key lives under
+    ``replica_id`` names this replica (empty: the host name and a digest of the log path,
+    stable across restarts); every key lives under
     ``key_prefix``. ``timeout_s`` bounds each command on Route's path and
     ``connect_timeout_s`` a connection attempt; after a failure the replica is degraded and
     tries the server again ``retry_s`` later. ``heartbeat_s``: how often a replica says it is
@@ -205,6 +206,10 @@ class ClusterSettings:
     retry_s: float = 1.0
     heartbeat_s: float = 1.0
     snapshot_period_s: float = 5.0
+    log_path: str = field(default="", compare=False)
+    """The replica's decision log ([log] path, not a key of [cluster]): the default
+    ``replica_id`` is derived from it, so a replica restarted on its log is the same replica
+    (its spend, read back from the log, replaces its old figures instead of adding to them)."""
 
     @property
     def enabled(self) -> bool:
@@ -243,8 +248,11 @@ def check_cluster_url(url: str, where: str = "cluster.url") -> str:
     return url
 
 
-def _cluster(table: Mapping[str, Any]) -> ClusterSettings:
+def _cluster(table: Mapping[str, Any], log_path: Path) -> ClusterSettings:
+    if "log_path" in table:
+        raise ConfigError("cluster: unknown key(s) log_path", field="cluster")
     cluster: ClusterSettings = _build(ClusterSettings, table, "cluster")
+    cluster = replace(cluster, log_path=str(log_path))
     _positive("cluster", timeout_s=cluster.timeout_s, connect_timeout_s=cluster.connect_timeout_s,
               retry_s=cluster.retry_s, heartbeat_s=cluster.heartbeat_s,
               snapshot_period_s=cluster.snapshot_period_s)  # fmt: skip
@@ -354,6 +362,8 @@ class Settings:
         cluster = self.cluster
         if cluster_url is not None:
             cluster = replace(cluster, url=check_cluster_url(cluster_url, "--cluster"))
+        if log_path is not None:
+            cluster = replace(cluster, log_path=str(log_path))
         server = self.server if host is None else replace(self.server, host=host)
         server = server if port is None else replace(server, port=port)
         server = server if workers is None else replace(server, workers=workers)
@@ -639,7 +649,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         policies=policies,
         tls=tls,
         features=features,
-        cluster=_cluster(_table(merged, "cluster")),
+        cluster=_cluster(_table(merged, "cluster"), log.path),
         sessions=sessions,
         source=source,
     )

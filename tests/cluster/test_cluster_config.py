@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from banditroute.cli import main
+from banditroute.cluster.connection import replica_name
 from banditroute.config import ClusterSettings, load_settings, settings_from_mapping
 from banditroute.errors import ConfigError, FailedPrecondition
 from banditroute.reload import config_change
@@ -99,3 +102,25 @@ def test_serve_with_a_bad_cluster_url_exits_2(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert "--cluster" in err
     assert "Traceback" not in err
+
+
+def test_the_default_replica_id_follows_the_log() -> None:
+    """Without replica_id a replica is named after its host and its log path: the same after
+    a restart on the same log (its spend replaces its old figures), another for another log;
+    a configured replica_id wins."""
+    base = {"cluster": {"url": "redis://h:1/0"}}
+    first = replica_name(
+        settings_from_mapping(base).with_overrides(log_path=Path("a.duckdb")).cluster
+    )
+    again = replica_name(
+        settings_from_mapping(base).with_overrides(log_path=Path("a.duckdb")).cluster
+    )
+    other = replica_name(
+        settings_from_mapping(base).with_overrides(log_path=Path("b.duckdb")).cluster
+    )
+    assert first == again != other
+    assert first.startswith(socket.gethostname())
+    named = settings_from_mapping({"cluster": {"url": "redis://h:1/0", "replica_id": "eu-1"}})
+    assert replica_name(named.cluster) == "eu-1"
+    with pytest.raises(ConfigError, match="log_path"):
+        settings_from_mapping({"cluster": {"log_path": "x"}})

@@ -16,6 +16,7 @@ API-compatible with redis-py and speaking to Redis and Valkey alike.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import threading
@@ -42,8 +43,15 @@ class Degraded(Exception):
 
 
 def replica_name(settings: ClusterSettings) -> str:
-    """This replica's id: the configured one, else ``HOSTNAME-PID`` (unique per process)."""
-    return settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    """This replica's id: the configured one, else ``HOSTNAME-DIGEST`` with a digest of the
+    absolute log path (the same after a restart on the same log; two replicas on one host
+    have two logs), or ``HOSTNAME-PID`` without a log path."""
+    if settings.replica_id:
+        return settings.replica_id
+    if not settings.log_path:
+        return f"{socket.gethostname()}-{os.getpid()}"
+    path = os.path.abspath(settings.log_path).encode("utf-8", "surrogateescape")
+    return f"{socket.gethostname()}-{hashlib.blake2b(path, digest_size=4).hexdigest()}"
 
 
 def client_errors() -> tuple[type[BaseException], ...]:

