@@ -24,11 +24,18 @@ WAIT_BOUND_S = 60.0
 
 
 def replica_config(
-    tmp_path: Path, name: str, *, cap_usd: float = 1.0, cluster: str = "", server: str = ""
+    tmp_path: Path,
+    name: str,
+    *,
+    cap_usd: float = 1.0,
+    cluster: str = "",
+    server: str = "",
+    named: bool = True,
 ) -> Path:
     """A config file for replica ``name``: any free port, its log and snapshot under
     ``tmp_path``, fast heartbeats; tenant ``acme`` (key ACME_KEY) capped at ``cap_usd`` a
-    day; LIMITED at LIMITED_RPM requests/min (the rest of the catalogue as by default)."""
+    day; LIMITED at LIMITED_RPM requests/min (the rest of the catalogue as by default). Its
+    replica_id is ``name`` unless ``named`` is false (then the default, from its log)."""
     from importlib import resources
 
     defaults = resources.files("banditroute").joinpath("default_config.toml").read_text("utf-8")
@@ -50,7 +57,7 @@ path = "{tmp_path / f"{name}.duckdb"}"
 snapshot_path = "{tmp_path / f"{name}.snapshot"}"
 
 [cluster]
-replica_id = "{name}"
+{f'replica_id = "{name}"' if named else ""}
 heartbeat_s = 0.2
 retry_s = 0.2
 {cluster}

@@ -30,22 +30,42 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 COST = 0.3
 
 
-@pytest.fixture
-def start_replicas(tmp_path: Path) -> Iterator[Callable[..., list[ServerProcess]]]:
-    """Start N replicas joined to a cluster URL (killed at teardown if still running)."""
-    launcher = ServerLauncher(tmp_path)
+class Replicas:
+    """Starts replicas (``r0``, ``r1``...) joined to a cluster URL, and starts one again on
+    its own config and log (a restart); the launcher kills what still runs at teardown."""
 
-    def start(url: str, count: int, **config: object) -> list[ServerProcess]:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.launcher = ServerLauncher(tmp_path)
+        self.url = ""
+
+    def start(self, url: str, count: int, **config: object) -> list[ServerProcess]:
+        self.url = url
         return [
-            launcher.start(
-                replica_config(tmp_path, f"r{index}", **config),  # type: ignore[arg-type]
+            self.launcher.start(
+                replica_config(self.tmp_path, f"r{index}", **config),  # type: ignore[arg-type]
                 args=("--cluster", url),
             )
             for index in range(count)
         ]
 
-    yield start
-    launcher.close_all()
+    def again(self, index: int) -> ServerProcess:
+        config = self.tmp_path / f"r{index}.toml"
+        return self.launcher.start(config, args=("--cluster", self.url))
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[Replicas]:
+    """See :class:`Replicas`."""
+    started = Replicas(tmp_path)
+    yield started
+    started.launcher.close_all()
+
+
+@pytest.fixture
+def start_replicas(replicas: Replicas) -> Callable[..., list[ServerProcess]]:
+    """Start N replicas joined to a cluster URL."""
+    return replicas.start
 
 
 def _charge(stub_: pb_grpc.RouterServiceStub, cost: float = COST) -> bool:
@@ -211,3 +231,25 @@ def test_valkey_killed_under_load_routes_answer_and_spend_reconciles(
     wait_for(lambda: _shared_spend(valkey_server) == pytest.approx(total), "spend reconciled")
     for channel, _ in stubs:
         channel.close()
+
+
+def test_a_replica_killed_and_restarted_on_its_log_counts_its_spend_once(
+    valkey_server: ValkeyProcess, replicas: Replicas
+) -> None:
+    """A replica that charged $0.60 is killed (SIGKILL) and started again on its log: it reads
+    its spend back and writes it under the same id (by default derived from its log), so the
+    shared spend stays $0.60 (not $1.20) and its next charge makes $0.90."""
+    first, _ = replicas.start(valkey_server.url, 2, cap_usd=10.0, named=False)
+    channel, to_first = stub(first.address)
+    assert _charge(to_first)
+    assert _charge(to_first)
+    assert _shared_spend(valkey_server) == pytest.approx(2 * COST)
+    channel.close()
+    first.kill()
+    again = replicas.again(0)
+    channel, to_again = stub(again.address)
+    wait_for(lambda: not cluster_of(to_again).degraded, "the restarted replica joined")
+    assert _shared_spend(valkey_server) == pytest.approx(2 * COST)
+    assert _charge(to_again)
+    assert _shared_spend(valkey_server) == pytest.approx(3 * COST)
+    channel.close()

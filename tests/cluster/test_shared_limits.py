@@ -190,3 +190,24 @@ def test_spend_charged_while_the_server_is_down_reaches_it_once_it_is_back(
     _wait_pushed(valkey_server, 1.1)
     with pytest.raises(ResourceExhausted, match="all replicas"):
         route(second)
+
+
+def test_while_the_server_is_down_a_replica_takes_its_share_of_a_limit(
+    valkey_server: ValkeyProcess, make_replica: Callable[..., Replica]
+) -> None:
+    """With two replicas known alive and valkey-server gone, a model limited to four routes
+    in flight takes two on each replica (limit / last known replicas), and says so."""
+    settings = [
+        cluster_settings(valkey_server.url, f"r{i}", models=_models_with(MODEL, max_in_flight=4))
+        for i in range(2)
+    ]
+    (first, a), (_, b) = (make_replica(s) for s in settings)
+    wait_for(lambda: a.registry.beat() == 2, "two replicas registered")
+    valkey_server.kill()
+    only = {"candidate_models": (MODEL,), "tenant": "default"}
+    route(first, **only)
+    route(first, **only)
+    assert a.link.degraded
+    with pytest.raises(FailedPrecondition, match=r"in-flight limit 2 \(1/2 of 4\)"):
+        route(first, **only)
+    assert b.registry.alive == 2

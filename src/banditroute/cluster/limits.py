@@ -408,7 +408,16 @@ class SharedLimits:
         settings = self._settings()
         tenants = settings.access.tenants
         if resync:
+            # Every figure this replica may have written, zero where nothing is outstanding
+            # now: a restarted replica (same id) clears what its previous process held.
             dirty |= {name for name, t in tenants.items() if t.budget is not None}
+            now = time.time()
+            for name, tenant in tenants.items():
+                if tenant.budget is not None and tenant.budget.limit_usd is not None:
+                    outstanding.setdefault((name, period_start(tenant.budget.period, now)), 0.0)
+            for model in settings.catalog:
+                if model.max_in_flight is not None:
+                    in_flight.setdefault(model.id, 0)
         try:
             batch = _Batch(releases, dirty, resync, outstanding, in_flight)
             self._link.call(lambda client: self._send(client, batch))
