@@ -118,7 +118,9 @@ def test_outbox_numbers_continue_after_a_restart_and_trim_keeps_unacknowledged(
     tmp_path: Path,
 ) -> None:
     """Lines are numbered 1, 2, ... across a restart of the outbox (what was written stays),
-    and trimming deletes only segments whose every line is acknowledged."""
+    trimming deletes only segments whose every line is acknowledged, and reads (also on from
+    the last one, and back from an earlier number: a resend) give exactly the lines after
+    the number asked for."""
     directory = outbox_dir(tmp_path / "log.duckdb")
     outbox = Outbox(directory, "r1")
     for _ in range(3):
@@ -135,6 +137,13 @@ def test_outbox_numbers_continue_after_a_restart_and_trim_keeps_unacknowledged(
     assert next(line.seq for line in again.read(0, max_lines=10, max_bytes=1 << 20)) == 1
     again.trim(3)
     assert [line.seq for line in again.read(0, max_lines=10, max_bytes=1 << 20)] == [4]
+    for _ in range(3):  # reading on from where the last read ended gives exactly the new lines
+        again.append(b'{"k":"s"}\n')
+    again.write()
+    assert [line.seq for line in again.read(4, max_lines=2, max_bytes=1 << 20)] == [5, 6]
+    assert [line.seq for line in again.read(6, max_lines=10, max_bytes=1 << 20)] == [7]
+    assert again.read(7, max_lines=10, max_bytes=1 << 20) == []
+    assert [line.seq for line in again.read(5, max_lines=10, max_bytes=1 << 20)] == [6, 7]
 
 
 def test_feedback_on_one_replica_reaches_another_through_the_trainer(
@@ -218,3 +227,29 @@ def test_a_standby_takes_over_and_learns_nothing_twice(
     con = duckdb.connect(str(source_file(tmp_path / "central.duckdb", "a")), read_only=True)
     feedback = con.execute("SELECT count(*), count(DISTINCT decision_id) FROM feedback").fetchone()
     assert feedback == (30, 30)
+
+
+def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(
+    make_replica: Callable[[str], Replica],
+    make_trainer: Callable[[], tuple[Trainer, threading.Event]],
+    valkey_server: Any,
+    keys: Keys,
+) -> None:
+    """A published snapshot whose bytes no longer match its checksum (cut short, altered) is
+    refused: the replica keeps the policy it runs, and takes the next good version."""
+    a = make_replica("a")
+    make_trainer()
+    route_and_learn(a, 10)
+    wait_for(lambda: a.learning.shipper.cycle() >= 0 and a.learning.follower.check(),
+             "a first snapshot")  # fmt: skip
+    running = a.router.policy
+    client = valkey_server.client()
+    data = client.hget(keys.snapshot, "data")
+    version = int(client.hget(keys.snapshot, "version"))
+    client.hset(keys.snapshot, mapping={"version": version + 100, "data": data[:-10] + b"x" * 10})
+    assert not a.learning.follower.check()
+    assert a.learning.follower.refused == 1
+    assert a.router.policy is running
+    client.hset(keys.snapshot, mapping={"version": version + 101, "data": data})
+    assert a.learning.follower.check()
+    assert a.router.policy is not running

@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 SOURCE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 MAX_SOURCE_CHARS = 128
+MEMORY_LIMIT_MB = 128
 
 
 def valid_source(source: str) -> bool:
@@ -65,6 +66,7 @@ class CentralLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._state = duckdb.connect(str(state_file(path)))
+        self._state.execute(f"SET memory_limit = '{MEMORY_LIMIT_MB}MB'")
         self._state.execute("SET threads = 1")
         self._state.execute(_STATE_TABLES)
         self._files: dict[str, duckdb.DuckDBPyConnection] = {}
@@ -75,6 +77,9 @@ class CentralLog:
         con = self._files.get(source)
         if con is None:
             con = duckdb.connect(str(source_file(self.path, source)))
+            # One file per replica: bound each one's page cache (DuckDB's default is 80% of
+            # RAM per database), as a replica's own log does.
+            con.execute(f"SET memory_limit = '{MEMORY_LIMIT_MB}MB'")
             con.execute("SET threads = 1")
             con.execute("SET TimeZone = 'UTC'")
             con.execute(CREATE_TABLES + CREATE_AUDIT_TABLE + CREATE_JOURNAL_TABLE)

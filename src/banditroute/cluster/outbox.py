@@ -100,6 +100,7 @@ class Outbox:
         self._next = max(last, floor) + 1
         self._number = 0  # journal number of the newest line handed in
         self._starts: dict[Path, int] = {}  # closed segment -> its first sequence number
+        self._cursor: tuple[int, Path, int] | None = None  # last line read: seq, segment, end
 
     @staticmethod
     def _identity(directory: Path, source: str) -> str:
@@ -170,25 +171,37 @@ class Outbox:
 
     def read(self, after: int, *, max_lines: int, max_bytes: int) -> list[Line]:
         """Written lines numbered after ``after``, in order, at most ``max_lines`` of them
-        and about ``max_bytes`` (at least one line)."""
+        and about ``max_bytes`` (at least one line). Reading on from where the last read
+        ended starts at that byte of that segment, not at the segment's start."""
         found: list[Line] = []
         size = 0
         segments = list_segments(self.directory)
+        cursor = self._cursor
         for index, segment in enumerate(segments):
-            following = segments[index + 1] if index + 1 < len(segments) else None
-            if following is not None:
-                start = self._starts.get(following) or _first_seq(following)
-                if start is not None and start <= after + 1:
-                    continue  # every line of this segment is at or before ``after``
+            offset = 0
+            if cursor is not None and cursor[0] == after and cursor[1] == segment:
+                offset = cursor[2]
+            elif cursor is not None and cursor[0] == after and cursor[1] in segments:
+                if segments.index(cursor[1]) > index:
+                    continue  # before where the last read ended
+            else:
+                following = segments[index + 1] if index + 1 < len(segments) else None
+                if following is not None:
+                    start = self._starts.get(following) or _first_seq(following)
+                    if start is not None and start <= after + 1:
+                        continue  # every line of this segment is at or before ``after``
             with open(segment, "rb") as handle:
+                handle.seek(offset)
                 for raw in handle:
                     if not raw.endswith(b"\n"):
                         break  # a write in progress: the rest next time
+                    offset += len(raw)
                     seq = line_seq(raw)
                     if seq <= after:
                         continue
                     found.append(Line(seq, raw))
                     size += len(raw)
+                    self._cursor = (seq, segment, offset)
                     if len(found) >= max_lines or size >= max_bytes:
                         return found
         return found
