@@ -148,7 +148,8 @@ def test_feedback_to_one_replica_changes_another_replicas_decisions(cluster: Clu
     period or so: C's snapshot version changes, its decisions carry a policy version holding
     A's updates, and its probabilities for the same prompt change."""
     a, _b, c = (cluster.replica(name) for name in ("a", "b", "c"))
-    cluster.trainer()
+    trainer = cluster.trainer()
+    wait_for(lambda: trainer.leading, "the trainer to lead")
     with grpc.insecure_channel(a.address) as to_a, grpc.insecure_channel(c.address) as to_c:
         before = stub(to_c).Route(pb.RouteRequest(prompt=PROMPTS[0]), timeout=CALL_TIMEOUT_S)
         version_before = cluster_status(c.address).snapshot_version
@@ -161,6 +162,7 @@ def test_feedback_to_one_replica_changes_another_replicas_decisions(cluster: Clu
                 pb.FeedbackRequest(decision_id=decision.decision_id, quality=quality),
                 timeout=CALL_TIMEOUT_S,
             )
+        sent = time.monotonic()
         wait_for(
             lambda: updates_of(
                 stub(to_c).Route(pb.RouteRequest(prompt=PROMPTS[0]), timeout=CALL_TIMEOUT_S)
@@ -168,6 +170,8 @@ def test_feedback_to_one_replica_changes_another_replicas_decisions(cluster: Clu
             ) >= 40,
             "replica C to route with A's 40 updates",
         )  # fmt: skip
+        print(f"A's last feedback to C routing with it: {time.monotonic() - sent:.2f} s "
+              f"(snapshot period {SNAPSHOT_PERIOD_S:g} s)")  # fmt: skip
         after = stub(to_c).Route(pb.RouteRequest(prompt=PROMPTS[0]), timeout=CALL_TIMEOUT_S)
         assert cluster_status(c.address).snapshot_version != version_before
         assert [p.probability for p in after.ranking] != [p.probability for p in before.ranking]
