@@ -253,3 +253,32 @@ def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(
     client.hset(keys.snapshot, mapping={"version": version + 101, "data": data})
     assert a.learning.follower.check()
     assert a.router.policy is not running
+
+
+def test_with_the_trainer_down_a_replica_keeps_its_snapshot_and_learns_on(
+    make_replica: Callable[[str], Replica],
+    make_trainer: Callable[[], tuple[Trainer, threading.Event]],
+) -> None:
+    """The trainer stops: the replica keeps routing with the last snapshot (its version in
+    status, its age growing), keeps learning its own feedback, and its unacknowledged lines
+    wait in the outbox (the backlog) until a trainer is back."""
+    a = make_replica("a")
+    a.learning.start()
+    trainer, stop = make_trainer()
+    route_and_learn(a, 5)
+    wait_for(lambda: a.learning.follower.version > 0 and a.learning.shipper.backlog == 0,
+             "a snapshot and everything acknowledged")  # fmt: skip
+    stop.set()
+    wait_for(lambda: not trainer.leading.is_set() and trainer.central is None, "trainer down")
+    status = a.learning.status()
+    route_and_learn(a, 5)
+    assert a.router.policy.updates == 10  # its own feedback, learned locally
+    wait_for(lambda: a.learning.status().snapshot_age_s > (status.snapshot_age_s or 0) + 0.2,
+             "the snapshot's age to grow")  # fmt: skip
+    later = a.learning.status()
+    assert later.snapshot_version == status.snapshot_version
+    assert later.backlog > 0
+    make_trainer()
+    wait_for(lambda: a.learning.status().backlog == 0, "the new trainer to acknowledge all")
+    wait_for(lambda: a.learning.follower.version > status.snapshot_version, "a new snapshot")
+    assert a.router.policy.updates == 10  # the trainer's 10, its own not learned twice
