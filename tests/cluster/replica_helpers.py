@@ -60,6 +60,9 @@ snapshot_path = "{tmp_path / f"{name}.snapshot"}"
 {f'replica_id = "{name}"' if named else ""}
 heartbeat_s = 0.2
 retry_s = 0.2
+# Patient commands: a slow answer on a loaded machine must not make a replica decide alone
+# (a killed server refuses connections at once).
+timeout_s = 10.0
 {cluster}
 
 [auth]

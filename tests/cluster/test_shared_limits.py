@@ -26,10 +26,20 @@ from banditroute.store.memory import MemoryLog
 MODEL = "mistralai/mistral-7b-chat"
 
 
-def cluster_settings(url: str, replica: str, **extra: Any) -> Settings:
-    """Settings of one replica: tenant ``acme`` with a $1.00 daily cap, fast beats."""
+def cluster_settings(
+    url: str, replica: str, heartbeat_s: float = 0.2, timeout_s: float = 10.0, **extra: Any
+) -> Settings:
+    """Settings of one replica: tenant ``acme`` with a $1.00 daily cap, fast beats, and
+    patient commands (a slow answer on a loaded machine must not make a replica decide alone;
+    a killed server refuses connections at once)."""
     data: dict[str, Any] = {
-        "cluster": {"url": url, "replica_id": replica, "heartbeat_s": 0.2, "retry_s": 0.2},
+        "cluster": {
+            "url": url,
+            "replica_id": replica,
+            "heartbeat_s": heartbeat_s,
+            "retry_s": 0.2,
+            "timeout_s": timeout_s,
+        },
         "tenants": [{"name": "acme", "budget": {"limit_usd": 1.0, "period": "day"}}],
     }
     for section, values in extra.items():
@@ -211,3 +221,26 @@ def test_while_the_server_is_down_a_replica_takes_its_share_of_a_limit(
     with pytest.raises(FailedPrecondition, match=r"in-flight limit 2 \(1/2 of 4\)"):
         route(first, **only)
     assert b.registry.alive == 2
+
+
+def test_a_replica_restarted_under_its_id_frees_the_slots_its_previous_process_held(
+    valkey_server: ValkeyProcess, make_replica: Callable[..., Replica]
+) -> None:
+    """Replica A holds the only in-flight slot of a model and dies without leaving (its
+    heartbeat stops, the registry still lists it). Started again under the same id, A writes
+    its figures afresh, so the slot is free for replica B at once instead of counting
+    forever (the restarted A keeps the id alive)."""
+    models = _models_with(MODEL, max_in_flight=1)
+    # Slow beats (a replica counts as gone after 15 s of silence): nothing but the restart
+    # can free the slot within the wait.
+    beats = {"heartbeat_s": 5.0, "models": models}
+    only = {"candidate_models": (MODEL,), "tenant": "default"}
+    (first, a) = make_replica(cluster_settings(valkey_server.url, "a", **beats))
+    (second, _) = make_replica(cluster_settings(valkey_server.url, "b", **beats))
+    route(first, **only)
+    a.registry.leave = lambda: None  # type: ignore[method-assign]  # a crash: no goodbye
+    a.stop()
+    with pytest.raises(FailedPrecondition, match="across replicas"):
+        route(second, **only)
+    make_replica(cluster_settings(valkey_server.url, "a", **beats))
+    wait_for(lambda: _admits(second, only), "the slot freed by a's restart")
