@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import grpc
 import pytest
+from api_client import CALL_TIMEOUT_S, ApiClient, fails_with
 from fault_helpers import ServerLauncher
 
 from banditroute.config import settings_from_mapping
@@ -38,8 +39,6 @@ def launcher(tmp_path: Path) -> Iterator[ServerLauncher]:
 
 SMALL_PROMPT_LIMIT = 2000
 """server.max_prompt_chars of the default ``service`` fixture: small, so the limit is testable."""
-CALL_TIMEOUT_S = 30.0
-"""Deadline of every RPC the tests make."""
 
 
 class _Services:
@@ -72,18 +71,6 @@ class _Services:
     def stop_all(self) -> None:
         for service in self.started:
             service.stop()
-
-
-def _fails(call: Callable[[], Any], code: grpc.StatusCode) -> str:
-    """Assert that ``call()`` fails with ``code``; return the details text."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    error = caught.value
-    assert isinstance(error, grpc.Call)
-    assert error.code() == code, error.details()
-    details = error.details()
-    assert isinstance(details, str)
-    return details
 
 
 @pytest.fixture
@@ -143,7 +130,7 @@ def expect_error() -> Callable[..., str]:
     """Call ``method(request)``, assert it fails with ``code``, and return the details text."""
 
     def check(method: Any, request: Any, code: grpc.StatusCode) -> str:
-        return _fails(lambda: method(request, timeout=CALL_TIMEOUT_S), code)
+        return fails_with(lambda: method(request, timeout=CALL_TIMEOUT_S), code)
 
     return check
 
@@ -214,51 +201,6 @@ def start_service(tmp_path: Path) -> Iterator[Callable[[Mapping[str, Any]], Serv
     services = _Services(tmp_path, "prod{}.duckdb", "prod{}.snapshot")
     yield services.start
     services.stop_all()
-
-
-class ApiClient:
-    """A RouterService stub that presents one API key (or none) on every call."""
-
-    def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
-        self.stub = pb_grpc.RouterServiceStub(channel)
-        self.metadata = metadata
-
-    def call(self, rpc: str, request: Any) -> Any:
-        """Call ``rpc`` with ``request`` (and the key)."""
-        return getattr(self.stub, rpc)(request, metadata=self.metadata, timeout=CALL_TIMEOUT_S)
-
-    def route(self, **fields: Any) -> pb.RouteResponse:
-        """Route (``prompt`` defaults to a short question)."""
-        if "messages" not in fields:
-            fields.setdefault("prompt", "What is the capital of France?")
-        response: pb.RouteResponse = self.call("Route", pb.RouteRequest(**fields))
-        return response
-
-    def feedback(self, **fields: Any) -> pb.FeedbackResponse:
-        """Send a FeedbackRequest built from keyword arguments."""
-        response: pb.FeedbackResponse = self.call("Feedback", pb.FeedbackRequest(**fields))
-        return response
-
-    def stats(self, **fields: Any) -> pb.GetStatsResponse:
-        """GetStats."""
-        response: pb.GetStatsResponse = self.call("GetStats", pb.GetStatsRequest(**fields))
-        return response
-
-    def reset(self, model: str) -> pb.ResetModelHealthResponse:
-        """ResetModelHealth."""
-        response: pb.ResetModelHealthResponse = self.call(
-            "ResetModelHealth", pb.ResetModelHealthRequest(model=model)
-        )
-        return response
-
-    def models(self) -> list[str]:
-        """The model ids ListModels returns."""
-        response: pb.ListModelsResponse = self.call("ListModels", pb.ListModelsRequest())
-        return [m.model for m in response.models]
-
-    def fails(self, rpc: str, request: Any, code: grpc.StatusCode) -> str:
-        """Assert that ``rpc`` fails with ``code``; return the details text."""
-        return _fails(lambda: self.call(rpc, request), code)
 
 
 @pytest.fixture

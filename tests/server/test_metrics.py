@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from api_client import CALL_TIMEOUT_S
 from fault_helpers import ServerLauncher, worker_pid, worker_stub, workers_config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,9 +28,6 @@ from banditroute.server.app import Service
 from banditroute.tenancy import hash_key
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
-
-CALL_TIMEOUT_S = 30.0
-"""Deadline of every RPC the tests make."""
 
 WORKERS_START_TIMEOUT_S = 120.0
 """Longest wait for a two-worker server to listen (a loaded machine starts them slowly)."""

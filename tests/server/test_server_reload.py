@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import ApiClient
+from api_client import ApiClient
 from fault_helpers import ServerLauncher, ServerProcess
 
 from banditroute.config import load_settings

@@ -7,13 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from api_client import CALL_TIMEOUT_S
 from fault_helpers import ServerLauncher, worker_stub, workers_config
 
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
-
-CALL_TIMEOUT_S = 30.0
-"""Deadline of every RPC the tests make."""
 
 WORKERS_START_TIMEOUT_S = 120.0
 """Longest wait for a two-worker server to listen (a loaded machine starts them slowly)."""
