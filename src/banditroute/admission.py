@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from banditroute.budgets import BudgetStatus
 from banditroute.catalog import ModelSpec
 from banditroute.tenancy import Tenant
 
@@ -47,6 +48,11 @@ class SharedAdmission(Protocol):
 
     def spent(self, tenant: str) -> None:
         """``tenant``'s spend here changed (a feedback was charged)."""
+        ...
+
+    def totals(self, status: BudgetStatus) -> BudgetStatus:
+        """``status`` (this replica's figures) with the spend and requests of every replica
+        in its period; ``status`` unchanged when they cannot be read."""
         ...
 
 

@@ -740,6 +740,14 @@ class Router:
         budget = self._budget(self._tenant(tenant))
         return None if budget is None else budget.status(self._clock())
 
+    def budget_totals(self, tenant: str) -> BudgetStatus | None:
+        """:meth:`budget_status` with the spend and requests of every replica sharing the
+        budget (this process's alone without a cluster, or while it cannot be reached)."""
+        status = self.budget_status(tenant)
+        if status is None or self.shared is None:
+            return status
+        return self.shared.totals(status)
+
     # -- Feedback --------------------------------------------------------------------------------
     def _fragments(
         self, report: FeedbackReport, served: ModelSpec, settings: Settings

@@ -109,13 +109,19 @@ def test_a_hard_cap_holds_across_three_replicas(
 ) -> None:
     """Tenant acme (cap $1.00 a day) spending $0.30 per call round-robin over three replicas:
     four calls are served (the fourth takes the spend from $0.90 past the cap), every later
-    Route on every replica is RESOURCE_EXHAUSTED, not $1.00 per replica."""
+    Route on every replica is RESOURCE_EXHAUSTED, not $1.00 per replica; GetStats on every
+    replica reports the tenant's spend over all of them."""
     replicas = start_replicas(valkey_server.url, 3)
     stubs = [stub(r.address) for r in replicas]
     served = [_charge(stubs[i % 3][1]) for i in range(15)]
     assert sum(served) == 4
     assert served[:4] == [True] * 4
     assert _shared_spend(valkey_server) == pytest.approx(4 * COST)
+    for _, replica in stubs:  # each replica's GetStats gives the tenant's spend on all of them
+        stats = replica.GetStats(pb.GetStatsRequest(), metadata=acme(), timeout=CALL_TIMEOUT_S)
+        (budget,) = stats.budgets
+        assert budget.spend_usd == pytest.approx(4 * COST)
+        assert budget.limit_usd == 1.0
     for channel, _ in stubs:
         channel.close()
 

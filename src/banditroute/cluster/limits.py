@@ -34,6 +34,7 @@ date, and a full resynchronisation runs whenever the server comes back.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -348,6 +349,24 @@ class SharedLimits:
             self.push()
         else:
             self._wake.set()
+
+    def totals(self, status: BudgetStatus) -> BudgetStatus:
+        """See :meth:`banditroute.admission.SharedAdmission.totals` (one read, for GetStats;
+        this replica's own figures are its freshest, the others' as last written)."""
+        key = self.budget_key(status.tenant, status.period_start)
+        found = self._link.try_call(lambda client: client.hgetall(key))
+        if found is None:
+            return status
+        spend, requests = status.own_spend_usd, status.own_requests
+        for raw_field, raw_value in found.items():
+            field = _text(raw_field)
+            if field.endswith(f":{self._me}"):
+                continue
+            if field.startswith("s:"):
+                spend += float(_text(raw_value))
+            elif field.startswith("n:"):
+                requests += int(float(_text(raw_value)))
+        return dataclasses.replace(status, spend_usd=spend, requests=requests)
 
     # -- background pushes -------------------------------------------------------------------------
     def start(self) -> None:

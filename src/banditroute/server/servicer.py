@@ -319,7 +319,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             finally:
                 cursor.close()
         names = [tenant] if tenant else list(self.router.settings.access.tenants)
-        budgets = [b for b in map(self.router.budget_status, names) if b is not None]
+        budgets = [b for b in map(self.router.budget_totals, names) if b is not None]
         # A tenant sees the health of the models it may use, as ListModels lists them.
         allowed = None if principal.admin else principal.tenant.models or None
         health = [
