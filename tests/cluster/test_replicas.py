@@ -126,6 +126,33 @@ def test_a_hard_cap_holds_across_three_replicas(
         channel.close()
 
 
+def test_concurrent_replicas_overshoot_a_cap_by_at_most_one_request_each(
+    valkey_server: ValkeyProcess, start_replicas: Callable[..., list[ServerProcess]]
+) -> None:
+    """Three clients, one per replica, each charging $0.30 per call as fast as it can until
+    refused: the tenant's spend ends under $1.00 plus one request per replica (what can be in
+    flight when the cap is crossed), and every replica refuses afterwards."""
+    replicas = start_replicas(valkey_server.url, 3)
+    stubs = [stub(r.address) for r in replicas]
+    served = [0, 0, 0]
+
+    def spend(index: int) -> None:
+        while _charge(stubs[index][1]):
+            served[index] += 1
+
+    threads = [threading.Thread(target=spend, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(CALL_TIMEOUT_S * 10)
+    total = sum(served) * COST
+    assert 1.0 <= total < 1.0 + 3 * COST
+    assert _shared_spend(valkey_server) == pytest.approx(total)
+    assert not any(_charge(replica) for _, replica in stubs)
+    for channel, _ in stubs:
+        channel.close()
+
+
 def test_a_rate_limit_holds_across_replicas(
     valkey_server: ValkeyProcess, start_replicas: Callable[..., list[ServerProcess]]
 ) -> None:
