@@ -989,6 +989,11 @@ class Router:
         """Sessions not yet expired (see :mod:`banditroute.sessions`)."""
         return self.sessions.live(self._clock(), self.settings.sessions)
 
+    def is_pending(self, decision_id: str) -> bool:
+        """Whether ``decision_id`` waits here for feedback (a cluster replica answers such
+        Feedback itself whatever the id's replica tag: one restarted under a new name)."""
+        return decision_id in self._pending
+
     @property
     def pending_count(self) -> int:
         """Decisions currently waiting for feedback."""

@@ -43,8 +43,9 @@ def wait_for(check: Callable[[], bool], what: str, bound_s: float = WAIT_BOUND_S
         time.sleep(0.05)
 
 
-def replica_config(tmp_path: Path, name: str) -> Path:
-    """One replica: any free port, its own log, fast heartbeats, snapshots every second."""
+def replica_config(tmp_path: Path, name: str, replica_id: str = "") -> Path:
+    """One replica: any free port, its own log, fast heartbeats, snapshots every second;
+    ``replica_id`` (default: ``name``) names it in the cluster."""
     return write_config(
         tmp_path / f"{name}.toml",
         {
@@ -52,7 +53,7 @@ def replica_config(tmp_path: Path, name: str) -> Path:
             "log": {"path": str(tmp_path / f"{name}.duckdb")},
             "policy": {"snapshot_path": str(tmp_path / f"{name}.snapshot")},
             "cluster": {
-                "replica_id": name, "heartbeat_s": 0.2, "retry_s": 0.2,
+                "replica_id": replica_id or name, "heartbeat_s": 0.2, "retry_s": 0.2,
                 "snapshot_period_s": SNAPSHOT_PERIOD_S,
             },
         },
@@ -94,9 +95,9 @@ class Cluster:
     launcher: ServerLauncher
     trainers: list[TrainerProcess] = field(default_factory=list)
 
-    def replica(self, name: str) -> ServerProcess:
+    def replica(self, name: str, replica_id: str = "") -> ServerProcess:
         return self.launcher.start(
-            replica_config(self.tmp_path, name), args=("--cluster", self.url)
+            replica_config(self.tmp_path, name, replica_id), args=("--cluster", self.url)
         )
 
     def trainer(self) -> TrainerProcess:
@@ -323,3 +324,22 @@ def test_feedback_reaching_another_replica_is_forwarded_to_the_one_that_decided(
             timeout=CALL_TIMEOUT_S,
         )
         assert reply.disposition == pb.FEEDBACK_DISPOSITION_LEARNED
+
+
+def test_a_replica_restarted_under_another_name_answers_for_its_earlier_decisions(
+    cluster: Cluster,
+) -> None:
+    """A replica restarted on its log under a new replica id (the default id changes at every
+    start) still takes Feedback for the decisions it restored, although their ids carry its
+    old tag, instead of looking for a replica of that name."""
+    a = cluster.replica("a")
+    with grpc.insecure_channel(a.address) as to_a:
+        decision = stub(to_a).Route(pb.RouteRequest(prompt=PROMPTS[0]), timeout=CALL_TIMEOUT_S)
+    assert a.terminate() == 0
+    renamed = cluster.replica("a", replica_id="a-renamed")
+    with grpc.insecure_channel(renamed.address) as channel:
+        reply = stub(channel).Feedback(
+            pb.FeedbackRequest(decision_id=decision.decision_id, quality=1.0),
+            timeout=CALL_TIMEOUT_S,
+        )
+    assert reply.disposition == pb.FEEDBACK_DISPOSITION_LEARNED

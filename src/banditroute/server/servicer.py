@@ -280,7 +280,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
                     owner, "Feedback", request, context
                 )
                 return forwarded
-        if self._replicas is not None:
+        if self._replicas is not None and not self.router.is_pending(request.decision_id):
             address = _call(context, "Feedback", lambda: self._replicas_owner(request, context))
             if address is not None:
                 return self._replicas.forward(address, request, context)
