@@ -70,6 +70,17 @@ def run_trainer(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--cluster: give the server's URL (or set [cluster] url)", field="--cluster"
         )
+    central: Path = args.log
+    if central.is_dir() or central.suffix != ".duckdb":
+        raise ConfigError(
+            f"--log: {str(central)!r} must name the central log's file, NAME.duckdb", field="--log"
+        )
+    try:
+        central.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--log: cannot create {str(central.parent)!r}: {exc.strerror}", field="--log"
+        ) from None
     client = make_client(
         cluster.url, timeout_s=TRAINER_TIMEOUT_S, connect_timeout_s=cluster.connect_timeout_s,
         name=f"{cluster.key_prefix}-trainer",

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 import valkey
 
+from banditroute.cli import main
 from banditroute.cluster.central import source_file
 from banditroute.cluster.events import Keys
 from banditroute.cluster.learning import ReplicaLearning
@@ -282,3 +283,29 @@ def test_with_the_trainer_down_a_replica_keeps_its_snapshot_and_learns_on(
     wait_for(lambda: a.learning.status().backlog == 0, "the new trainer to acknowledge all")
     wait_for(lambda: a.learning.follower.version > status.snapshot_version, "a new snapshot")
     assert a.router.policy.updates == 10  # the trainer's 10, its own not learned twice
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--log", "central.duckdb"], "--cluster"),
+        (["--cluster", "http://x", "--log", "central.duckdb"], "--cluster"),
+        (["--cluster", "redis://127.0.0.1:1/0", "--log", "central.txt"], "--log"),
+        (["--cluster", "redis://127.0.0.1:1/0", "--log", "."], "--log"),
+    ],
+)
+def test_trainer_refuses_bad_arguments_naming_them(
+    args: list[str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``banditroute trainer`` without a cluster URL, with a bad one, or with a --log that is
+    not a .duckdb file name exits 2 with one line naming the argument (no traceback)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BANDITROUTE_CONFIG", raising=False)
+    assert main(["trainer", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"banditroute trainer: error: {named}")

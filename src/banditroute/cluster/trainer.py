@@ -252,7 +252,7 @@ class Trainer:
         fresh = [line for line in batch.lines if line.seq > mark]
         if not fresh or fresh[0].seq != mark + 1:
             return 0  # already learned, or a gap the replica fills by sending again
-        learned = 0
+        learned = unknown = 0
         for line in fresh:
             if not _is_update(line.data):
                 continue
@@ -263,10 +263,17 @@ class Trainer:
                           error=str(exc)[:200])  # fmt: skip
                 continue
             try:
-                learned += learn_update(self.policy, update, self.settings.catalog)
+                if learn_update(self.policy, update, self.settings.catalog):
+                    learned += 1
+                else:
+                    unknown += 1
             except (ValueError, RuntimeError) as exc:
                 log.error("trainer_update_refused", source=batch.source, seq=line.seq,
                           error=str(exc)[:200])  # fmt: skip
+        if unknown:
+            # The replica's catalogue has a model the trainer's lacks: give both one config.
+            log.warning("trainer_updates_skipped", source=batch.source, updates=unknown,
+                        reason="a model not in the trainer's catalogue")  # fmt: skip
         self._learned[batch.source] = fresh[-1].seq
         return learned
 
