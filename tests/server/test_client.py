@@ -17,6 +17,7 @@ from fault_helpers import StalledClient
 
 from banditroute.client import Client, Decision, RetryPolicy, Status
 from banditroute.server.app import Service
+from banditroute.tenancy import hash_key
 
 FALLBACK = "gpt-3.5-turbo-1106"
 HANG_S = 120.0
@@ -149,6 +150,26 @@ def test_errors_about_the_request_are_raised_not_hidden_by_a_fallback(
         client.route()
     with pytest.raises(ValueError, match="exactly one"):
         client.route("Hi", messages=[{"role": "user", "content": "Hi"}])
+
+
+def test_a_tenant_over_its_hard_budget_cap_is_refused_not_given_the_fallback(
+    make_service: Callable[..., Service], clients: Callable[..., Client]
+) -> None:
+    """A tenant whose spend reached its ``limit_usd`` is refused on purpose (RESOURCE_EXHAUSTED,
+    "budget: ..."): the client raises it after one attempt instead of retrying it and
+    answering the fallback model, whose call would spend past the cap the tenant set."""
+    key = "key-acme-client-budget"
+    tenant = {"name": "acme", "api_key_sha256": [hash_key(key)],
+              "budget": {"period": "day", "limit_usd": 0.01}}  # fmt: skip
+    service = make_service({"tenants": [tenant]})
+    client = clients(_address(service), api_key=key)
+    with client.decide("What is the capital of France?") as d:
+        assert not d.decision.fallback
+        d.report(quality=1.0, cost_usd=0.01)
+    with pytest.raises(grpc.RpcError) as caught:
+        client.route("What is the capital of France?")
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert caught.value.details().startswith("budget")  # type: ignore[attr-defined]
 
 
 def test_a_retried_route_whose_answer_was_lost_returns_the_same_decision(

@@ -5,7 +5,8 @@ reporting.
 ``Client.route`` never fails because banditroute is unavailable, overloaded, slow or broken
 when a ``fallback_model`` is configured: it answers a :class:`Decision` marked ``fallback``
 instead. It does raise ``grpc.RpcError`` for answers about the request itself
-(INVALID_ARGUMENT, PERMISSION_DENIED, FAILED_PRECONDITION...), which a retry cannot fix.
+(INVALID_ARGUMENT, PERMISSION_DENIED, FAILED_PRECONDITION, the tenant's hard budget cap's
+RESOURCE_EXHAUSTED "budget: ..."), which a retry cannot fix.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from banditroute.client.decision import (
 )
 from banditroute.client.messages import to_proto
 from banditroute.client.retries import (
-    SERVICE_DOWN,
     Metadata,
     RetryPolicy,
     call_with_retries,
+    service_down,
     status_of,
 )
 from banditroute.v1 import router_pb2 as pb
@@ -137,7 +138,7 @@ class Client:
             )
         except grpc.RpcError as error:
             code = status_of(error)
-            if code not in SERVICE_DOWN or self.fallback_model is None or self._closed:
+            if not service_down(error) or self.fallback_model is None or self._closed:
                 raise
             log.warning(
                 "banditroute unavailable (%s): falling back to %s", code.name, self.fallback_model
@@ -194,7 +195,7 @@ class Client:
             )
         except grpc.RpcError as error:
             code = status_of(error)
-            if code not in SERVICE_DOWN or self._closed:
+            if not service_down(error) or self._closed:
                 raise
             log.warning("banditroute feedback not delivered (%s)", code.name)
             return FeedbackAck(delivered=False, reason=code.name)

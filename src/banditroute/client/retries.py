@@ -4,7 +4,10 @@ jittered exponential backoff.
 
 Which status codes are retried (UNAVAILABLE, RESOURCE_EXHAUSTED, and a CANCELLED the caller did
 not cause: the server's gRPC core sheds calls past ``server.max_pending_rpcs`` that way) and which
-end the call with a fallback decision are decided here, once, for Route and Feedback alike.
+end the call with a fallback decision are decided here, once, for Route and Feedback alike. A
+tenant's hard budget cap is RESOURCE_EXHAUSTED too, but it is a refusal of the request, not
+shedding: it is neither retried nor answered with a fallback (whose call would spend past the
+cap).
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ SERVICE_DOWN = RETRYABLE | {
 """Codes that mean the service could not answer (down, shedding, too slow or broken), as
 opposed to an answer about the request itself (INVALID_ARGUMENT, PERMISSION_DENIED, ...): the
 client falls back on these instead of raising."""
+
+BUDGET_REFUSAL = "budget:"
+"""How the details of the server's refusal past a tenant's hard budget cap begin (the field it
+names, as every banditroute error's message does)."""
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -75,6 +82,25 @@ def status_of(error: grpc.RpcError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+def refused_by_budget(error: grpc.RpcError) -> bool:
+    """True for the server's refusal past the tenant's hard budget cap (RESOURCE_EXHAUSTED
+    naming ``budget``), as opposed to a server shedding load with the same code."""
+    if status_of(error) != grpc.StatusCode.RESOURCE_EXHAUSTED or not isinstance(error, grpc.Call):
+        return False
+    details = error.details()
+    return isinstance(details, str) and details.startswith(BUDGET_REFUSAL)
+
+
+def retryable(error: grpc.RpcError) -> bool:
+    """True when the call was not served and may be sent again (see RETRYABLE)."""
+    return status_of(error) in RETRYABLE and not refused_by_budget(error)
+
+
+def service_down(error: grpc.RpcError) -> bool:
+    """True when the service could not answer (see SERVICE_DOWN): the caller falls back."""
+    return status_of(error) in SERVICE_DOWN and not refused_by_budget(error)
+
+
 def call_with_retries(
     method: Callable[..., Response],
     request: Request,
@@ -86,7 +112,7 @@ def call_with_retries(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Response:
-    """Call the unary ``method`` until it succeeds, fails with a code outside RETRYABLE, runs
+    """Call the unary ``method`` until it succeeds, fails in a way not :func:`retryable`, runs
     out of attempts, or the monotonic ``deadline`` would pass before the next attempt; the
     last error is raised then. ``gave_up()`` true means the caller cancelled (it closed the
     channel): that CANCELLED is raised, not retried. Only for calls that are safe to send
@@ -101,7 +127,7 @@ def call_with_retries(
         try:
             return method(request, timeout=remaining, metadata=tuple(metadata))
         except grpc.RpcError as error:
-            if status_of(error) not in RETRYABLE or attempt >= policy.attempts or gave_up():
+            if not retryable(error) or attempt >= policy.attempts or gave_up():
                 raise
             pause = policy.pause_s(attempt)
             if clock() + pause >= deadline:
