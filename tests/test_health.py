@@ -369,9 +369,13 @@ def test_latency_quantiles_are_close_to_the_truth(clock: Clock) -> None:
 
 
 def test_latency_follows_the_recent_window_and_ignores_failures(clock: Clock) -> None:
-    """Quantiles cover the last latency_window served answers; failures' latency is ignored."""
+    """Quantiles cover the last latency_window served answers (latency_count says how many,
+    at most the window); failures' latency is ignored."""
     tracker = _tracker(clock, latency_window=20, consecutive_failures=100, min_samples=50)
-    assert tracker.stats("m").latency_p50_ms is None
+    assert (tracker.stats("m").latency_p50_ms, tracker.stats("m").latency_count) == (None, 0)
+    tracker.record_outcome("m", TIMEOUT, 30000.0)
+    tracker.record_outcome("m", OK, None)
+    assert tracker.stats("m").latency_count == 0
     for _ in range(100):
         tracker.record_outcome("m", OK, 100.0)
     for _ in range(20):
@@ -379,7 +383,7 @@ def test_latency_follows_the_recent_window_and_ignores_failures(clock: Clock) ->
         tracker.record_outcome("m", TIMEOUT, 30000.0)
         tracker.record_outcome("m", ERROR, 1.0)
     h = tracker.stats("m")
-    assert (h.latency_p50_ms, h.latency_p95_ms) == (2000.0, 2000.0)
+    assert (h.latency_p50_ms, h.latency_p95_ms, h.latency_count) == (2000.0, 2000.0, 20)
 
 
 # -- views -----------------------------------------------------------------------------------------
@@ -404,7 +408,7 @@ def test_snapshot_contents(clock: Clock) -> None:
     assert replace(snap["a"], latency_p95_ms=385.0) == ModelHealth(
         model="a", state="closed", requests=5, ok=3, errors=0, timeouts=0, rate_limited=1,
         refused=1, recent=5, error_rate=0.2, consecutive_failures=1, latency_p50_ms=250.0,
-        latency_p95_ms=385.0, admitted=4, requests_last_minute=4,
+        latency_p95_ms=385.0, latency_count=4, admitted=4, requests_last_minute=4,
         tokens_last_minute=1750, in_flight=3, opened_at=None, retry_in_s=None, reason=None,
     )  # fmt: skip
     b = snap["b"]

@@ -129,7 +129,8 @@ class ModelHealth:
     ``requests`` counts reported outcomes of every status (``ok + errors + timeouts +
     rate_limited + refused``); ``admitted`` counts routes admitted, whether or not feedback
     came. ``recent`` outcomes (at most ``window``) give ``error_rate``; latencies are
-    milliseconds over served answers (None before the first). ``requests_last_minute`` and
+    milliseconds over the ``latency_count`` most recent served answers that reported one (None
+    before the first). ``requests_last_minute`` and
     ``tokens_last_minute`` count admitted routes. ``opened_at`` is the tracker clock's reading
     when the breaker last opened (None when closed); ``retry_in_s`` is the time left before it
     turns half-open (0 when half-open, None when closed). ``reason`` is what
@@ -149,6 +150,7 @@ class ModelHealth:
     consecutive_failures: int
     latency_p50_ms: float | None
     latency_p95_ms: float | None
+    latency_count: int
     admitted: int
     requests_last_minute: int
     tokens_last_minute: int
@@ -203,8 +205,8 @@ class _ModelState:
 
     __slots__ = (
         "admitted", "errors", "failures", "in_flight", "last_probe_at", "latency_p50",
-        "latency_p95", "limits", "model", "ok", "open_cause", "opened_at", "probes", "rate",
-        "rate_limited", "refused", "state", "tenants", "timeouts",
+        "latency_p95", "latency_samples", "limits", "model", "ok", "open_cause", "opened_at",
+        "probes", "rate", "rate_limited", "refused", "state", "tenants", "timeouts",
     )  # fmt: skip
 
     def __init__(self, model: str, limits: ModelLimits | None, latency_window: int) -> None:
@@ -215,6 +217,7 @@ class _ModelState:
         self.failures = FailureWindow()
         self.latency_p50 = river_stats.RollingQuantile(0.5, window_size=latency_window)
         self.latency_p95 = river_stats.RollingQuantile(0.95, window_size=latency_window)
+        self.latency_samples = 0  # latencies the quantiles' window holds (at most its size)
         self.state: BreakerState = _CLOSED
         self.opened_at: float | None = None
         self.open_cause = ""
@@ -374,6 +377,7 @@ class HealthTracker:
             consecutive_failures=st.failures.consecutive,
             latency_p50_ms=st.latency_p50.get(),
             latency_p95_ms=st.latency_p95.get(),
+            latency_count=st.latency_samples,
             admitted=st.admitted,
             requests_last_minute=st.rate.requests,
             tokens_last_minute=st.rate.tokens,
@@ -561,6 +565,7 @@ class HealthTracker:
             if not failed and latency_ms is not None:
                 st.latency_p50.update(latency_ms)
                 st.latency_p95.update(latency_ms)
+                st.latency_samples = min(st.latency_samples + 1, settings.latency_window)
             if st.state == _CLOSED:
                 if failed:
                     self._trip_if_needed(st)

@@ -15,7 +15,8 @@ Everything is computed in DuckDB over the ``decisions`` and ``feedback`` views (
   the sum of the reported ``cost_usd`` of each served model's first report (one call costs
   once, as the tenant's budget is charged; 0 if none was reported); ``mean_quality``: the mean
   reported quality over the ``quality_count`` rows that gave one;
-  ``latency_p50_ms``/``latency_p95_ms``: ``quantile_cont`` of the reported latencies;
+  ``latency_p50_ms``/``latency_p95_ms``: ``quantile_cont`` of the ``latency_count``
+  reported latencies;
   ``error_rate``: the share of those rows whose status is not ``OK``. Means, quantiles and
   rates are ``None`` where there is nothing to average;
 - ``since``/``until`` select decisions by their time (``since <= time < until``); their
@@ -75,6 +76,8 @@ class ModelTenantStats:
     error_rate: float | None
     quality_count: int = field(default=0, kw_only=True)
     """Counted feedback reports that gave a quality (what ``mean_quality`` averages)."""
+    latency_count: int = field(default=0, kw_only=True)
+    """Counted feedback reports that gave a latency (what the percentiles are over)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON (a bucket as ISO 8601 text; a NaN or infinite figure, which
@@ -170,6 +173,7 @@ SELECT {bucket_columns}, grouping(model) AS g_model, grouping(tenant) AS g_tenan
        coalesce(sum(cost_usd), 0.0) AS spend_usd,
        avg(quality) AS mean_quality,
        count(quality) AS quality_count,
+       count(latency_ms) AS latency_count,
        quantile_cont(latency_ms, [0.5, 0.95]) AS latency_q,
        avg(CASE WHEN has_feedback THEN (status IS DISTINCT FROM 'OK')::DOUBLE END)
            AS error_rate
@@ -217,6 +221,7 @@ def _stats_fields(row: dict[str, Any]) -> dict[str, Any]:
         "spend_usd": float(row["spend_usd"]),
         "mean_quality": row["mean_quality"],
         "quality_count": int(row["quality_count"]),
+        "latency_count": int(row["latency_count"]),
         "latency_p50_ms": None if q is None else q[0],
         "latency_p95_ms": None if q is None else q[1],
         "error_rate": row["error_rate"],

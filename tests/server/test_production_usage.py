@@ -249,3 +249,32 @@ def test_usage_without_quality_reports_zero_with_a_count_not_nan(
         assert rows[model].mean_quality == 0.0
         assert json.loads(json_format.MessageToJson(rows[model])).get("meanQuality", 0) == 0
     assert (rows[GPT35].mean_quality, rows[GPT35].quality_count) == (0.25, 1)
+
+
+def test_get_stats_figures_over_nothing_are_zero_with_their_count_never_nan(
+    service: Service, api: Callable[..., Any]
+) -> None:
+    """Usage latencies and error rate of a model routed without feedback, or with feedback
+    that gave no latency, and the health latencies of a model without a served answer, are 0
+    with latency_count (or feedback_count) 0 (GetStats returned NaN: "NaN" in JSON); a model
+    with reported latencies has their percentiles and count in both."""
+    client = api(service)
+    client.route(candidate_models=[GPT4])
+    untimed = client.route(candidate_models=[MIXTRAL])
+    client.feedback(decision_id=untimed.decision_id, quality=0.5, status=OK)
+    for latency in (100.0, 300.0):
+        timed = client.route(candidate_models=[GPT35])
+        client.feedback(decision_id=timed.decision_id, latency_ms=latency, status=OK)
+    stats = client.stats()
+    assert "NaN" not in json_format.MessageToJson(stats)
+    usage = {u.model: u for u in stats.usage if u.model and not u.tenant}
+    health = {h.model: h for h in stats.health}
+    for model, feedback in ((GPT4, 0), (MIXTRAL, 1)):
+        row = usage[model]
+        assert (row.feedback_count, row.latency_count) == (feedback, 0)
+        assert (row.latency_p50_ms, row.latency_p95_ms) == (0.0, 0.0)
+        assert health[model].latency_count == 0
+        assert (health[model].latency_p50_ms, health[model].latency_p95_ms) == (0.0, 0.0)
+    assert usage[GPT4].error_rate == 0.0
+    assert (usage[GPT35].latency_count, usage[GPT35].latency_p50_ms) == (2, 200.0)
+    assert (health[GPT35].latency_count, health[GPT35].latency_p50_ms) == (2, 200.0)

@@ -23,24 +23,29 @@ NAN = math.nan
 def _usage(
     key: tuple[str, str], counts: tuple[int, int, float], means: tuple[float, float, float]
 ) -> pb.UsageStats:
-    """A usage row: (model, tenant), (calls, feedback, spend), (quality, p50, error rate)."""
+    """A usage row as one worker reports it: (model, tenant), (calls, feedback, spend),
+    (quality, p50, error rate), every feedback giving a quality and a latency; NaN: none did
+    (the figure 0 and its count 0)."""
     (model, tenant), (calls, feedback, spend), (quality, p50, error_rate) = key, counts, means
-    rated = 0 if math.isnan(quality) else feedback  # every feedback gave a quality, or none
+    rated = 0 if math.isnan(quality) else feedback
+    timed = 0 if math.isnan(p50) else feedback
     return pb.UsageStats(model=model, tenant=tenant, calls=calls, feedback_count=feedback,
-                         spend_usd=spend, mean_quality=0.0 if rated == 0 else quality,
-                         quality_count=rated, latency_p50_ms=p50, latency_p95_ms=2 * p50,
-                         error_rate=error_rate)  # fmt: skip
+                         spend_usd=spend, mean_quality=quality if rated else 0.0,
+                         quality_count=rated, latency_p50_ms=p50 if timed else 0.0,
+                         latency_p95_ms=2 * p50 if timed else 0.0, latency_count=timed,
+                         error_rate=error_rate if feedback else 0.0)  # fmt: skip
 
 
-def test_usage_rows_sum_counts_and_weight_means_by_feedback() -> None:
-    """Counts and spend add up; quality, latency and error rate are feedback-weighted; a row
-    only one worker has passes through; NaN is left out and stays NaN when no worker has a
-    value (a quality nobody reported is 0 with quality_count 0); rows come back in summarise's
-    order (per model, per tenant, both, total)."""
+def test_usage_rows_sum_counts_and_weight_means_by_their_counts() -> None:
+    """Counts and spend add up; quality, latency and error rate are weighted by the counts
+    they summarise (quality_count, latency_count, feedback_count); a row only one worker has
+    passes through; a figure over nothing is 0 with its count 0, merged too (never NaN);
+    rows come back in summarise's order (per model, per tenant, both, total)."""
     w0 = [
         _usage(("m", ""), (3, 2, 0.2), (0.9, 100.0, 0.0)),
         _usage(("m", "t"), (3, 2, 0.2), (0.9, 100.0, 0.0)),
         _usage(("", ""), (3, 2, 0.2), (0.9, 100.0, 0.0)),
+        _usage(("x", "t"), (1, 0, 0.0), (NAN, NAN, NAN)),
     ]
     w1 = [
         _usage(("", ""), (2, 1, 0.1), (0.3, 400.0, 1.0)),
@@ -51,38 +56,60 @@ def test_usage_rows_sum_counts_and_weight_means_by_feedback() -> None:
     assert [(r.model, r.tenant) for r in merged] == [("m", ""), ("m", "t"), ("x", "t"), ("", "")]
     both = merged[1]
     assert (both.calls, both.feedback_count) == (4, 3)
+    assert (both.quality_count, both.latency_count) == (3, 3)
     assert both.spend_usd == pytest.approx(0.3)
     assert both.mean_quality == pytest.approx((2 * 0.9 + 0.3) / 3)
     assert both.latency_p50_ms == pytest.approx(200.0)
     assert both.latency_p95_ms == pytest.approx(400.0)
     assert both.error_rate == pytest.approx(1 / 3)
     assert merged[0] == w0[0]
-    assert (merged[2].mean_quality, merged[2].quality_count) == (0.0, 0)
-    assert math.isnan(merged[2].error_rate)
+    unreported = merged[2]
+    assert (unreported.calls, unreported.feedback_count) == (2, 0)
+    assert (unreported.quality_count, unreported.latency_count) == (0, 0)
+    figures = (unreported.mean_quality, unreported.latency_p50_ms, unreported.latency_p95_ms)
+    assert (*figures, unreported.error_rate) == (0.0, 0.0, 0.0, 0.0)
     assert merged[3].calls == 5
 
 
+def test_usage_latency_is_weighted_by_the_reports_that_gave_one() -> None:
+    """Latency percentiles merge weighted by latency_count, not feedback_count: a worker whose
+    feedback mostly came without a latency counts for the reports that had one, and one
+    whose reports gave none (p50 0, latency_count 0) does not pull the figure to 0."""
+    w0 = pb.UsageStats(model="m", feedback_count=10, latency_p50_ms=100.0, latency_count=1)
+    w1 = pb.UsageStats(model="m", feedback_count=2, latency_p50_ms=400.0, latency_count=2)
+    w2 = pb.UsageStats(model="m", feedback_count=50, latency_p50_ms=0.0, latency_count=0)
+    (merged,) = merge_usage([[w0], [w1], [w2]])
+    assert merged.latency_count == 3
+    assert merged.latency_p50_ms == pytest.approx((100.0 + 2 * 400.0) / 3)
+
+
 def test_health_takes_the_worst_state_and_weights_by_recent_requests() -> None:
-    """open beats half_open beats closed; counts add up; the error rate and latencies are
-    weighted by requests in the last minute, equally when nobody routed the model."""
+    """open beats half_open beats closed; counts add up; the error rate is weighted by
+    requests in the last minute, equally when nobody routed the model; latencies by
+    latency_count (the largest worker's is the merged one: every worker's window holds the
+    server's outcomes), 0 with latency_count 0 when no worker has one (never NaN)."""
     w0 = [
         pb.ModelHealth(model="a", state="closed", error_rate=0.0, latency_p50_ms=100.0,
-                       latency_p95_ms=NAN, requests_last_minute=30, in_flight=2),
-        pb.ModelHealth(model="b", state="half_open", error_rate=0.5, latency_p50_ms=NAN,
-                       latency_p95_ms=NAN, requests_last_minute=0, in_flight=0),
+                       latency_p95_ms=300.0, latency_count=30, requests_last_minute=30,
+                       in_flight=2),
+        pb.ModelHealth(model="b", state="half_open", error_rate=0.5, requests_last_minute=0,
+                       in_flight=0),
     ]  # fmt: skip
     w1 = [
         pb.ModelHealth(model="a", state="open", error_rate=1.0, latency_p50_ms=500.0,
-                       latency_p95_ms=NAN, requests_last_minute=10, in_flight=1),
-        pb.ModelHealth(model="b", state="closed", error_rate=0.1, latency_p50_ms=NAN,
-                       latency_p95_ms=NAN, requests_last_minute=0, in_flight=0),
+                       latency_p95_ms=700.0, latency_count=10, requests_last_minute=10,
+                       in_flight=1),
+        pb.ModelHealth(model="b", state="closed", error_rate=0.1, requests_last_minute=0,
+                       in_flight=0),
     ]  # fmt: skip
     a, b = merge_health([w0, w1])
     assert (a.model, a.state, a.requests_last_minute, a.in_flight) == ("a", "open", 40, 3)
     assert a.error_rate == pytest.approx(10 / 40)
     assert a.latency_p50_ms == pytest.approx((30 * 100 + 10 * 500) / 40)
-    assert math.isnan(a.latency_p95_ms)
+    assert a.latency_p95_ms == pytest.approx((30 * 300 + 10 * 700) / 40)
+    assert a.latency_count == 30
     assert (b.state, b.error_rate) == ("half_open", pytest.approx(0.3))
+    assert (b.latency_p50_ms, b.latency_p95_ms, b.latency_count) == (0.0, 0.0, 0)
 
 
 def _budget(spend: float, requests: int, multiplier: float, start: int = 1000) -> pb.BudgetStatus:

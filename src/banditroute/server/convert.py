@@ -226,14 +226,10 @@ def model_info(model: ModelSpec) -> pb.ModelInfo:
     )
 
 
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _quality(mean: float | None, count: int) -> float:
-    """UsageStats.mean_quality: 0 when no report gave a quality (quality_count 0), never NaN,
-    which JSON renders as the string "NaN"."""
-    return float(mean) if count > 0 and mean is not None and math.isfinite(mean) else 0.0
+def _counted(value: float | None, count: int) -> float:
+    """A figure over ``count`` values (a mean, a percentile, a rate): 0 when there were none,
+    never NaN, which JSON renders as the string "NaN"; the message's count field says which."""
+    return float(value) if count > 0 and value is not None and math.isfinite(value) else 0.0
 
 
 def model_health(health: ModelHealth, drifts: int = 0) -> pb.ModelHealth:
@@ -241,9 +237,10 @@ def model_health(health: ModelHealth, drifts: int = 0) -> pb.ModelHealth:
     return pb.ModelHealth(
         model=health.model,
         state=str(health.state),
-        error_rate=health.error_rate,
-        latency_p50_ms=_nan(health.latency_p50_ms),
-        latency_p95_ms=_nan(health.latency_p95_ms),
+        error_rate=_counted(health.error_rate, health.recent),
+        latency_p50_ms=_counted(health.latency_p50_ms, health.latency_count),
+        latency_p95_ms=_counted(health.latency_p95_ms, health.latency_count),
+        latency_count=health.latency_count,
         requests_last_minute=health.requests_last_minute,
         in_flight=health.in_flight,
         drifts_detected=drifts,
@@ -258,11 +255,12 @@ def usage_stats(stats: ModelTenantStats) -> pb.UsageStats:
         calls=stats.calls,
         feedback_count=stats.feedback,
         spend_usd=stats.spend_usd,
-        mean_quality=_quality(stats.mean_quality, stats.quality_count),
+        mean_quality=_counted(stats.mean_quality, stats.quality_count),
         quality_count=stats.quality_count,
-        latency_p50_ms=_nan(stats.latency_p50_ms),
-        latency_p95_ms=_nan(stats.latency_p95_ms),
-        error_rate=_nan(stats.error_rate),
+        latency_p50_ms=_counted(stats.latency_p50_ms, stats.latency_count),
+        latency_p95_ms=_counted(stats.latency_p95_ms, stats.latency_count),
+        latency_count=stats.latency_count,
+        error_rate=_counted(stats.error_rate, stats.feedback),
     )
 
 

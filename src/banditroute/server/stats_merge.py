@@ -6,19 +6,20 @@ GetStats reaches asks the others and merges their answers here (proto in, proto 
 Counts and sums add up exactly (a decision and its feedback live in one worker's log only);
 the rest is combined as follows:
 
-- usage, per (model, tenant) row (the per-model, per-tenant and total rows alike):
-  ``mean_quality`` is the mean weighted by ``quality_count`` and ``error_rate`` the mean
-  weighted by ``feedback_count`` (both exact), ``quality_count`` the sum (0, with
-  ``mean_quality`` 0, when no report gave a quality). Latency percentiles
-  cannot be merged exactly from summaries: ``latency_p50_ms`` and ``latency_p95_ms`` are the
-  feedback-weighted means of the workers' p50s and p95s, which lies between the workers'
-  values but is not the percentile of the pooled latencies. A NaN (nothing to average) is
-  left out of every mean and stays NaN when no worker has a value;
+- usage, per (model, tenant) row (the per-model, per-tenant and total rows alike): each
+  figure is the mean of the workers' figures weighted by the count it summarises, and the
+  counts add up: ``mean_quality`` by ``quality_count`` and ``error_rate`` by
+  ``feedback_count`` (both exact). Latency percentiles cannot be merged exactly from
+  summaries: ``latency_p50_ms`` and ``latency_p95_ms`` are the means of the workers' p50s and
+  p95s weighted by ``latency_count``, which lies between the workers' values but is not the
+  percentile of the pooled latencies. A figure over no value is 0 with its count 0, on one
+  worker and merged (never NaN, which JSON renders as the string "NaN");
 - health, per model: the worst breaker ``state`` (open > half_open > closed: a model open on
   one worker is refused by that worker's routes); ``requests_last_minute`` and ``in_flight``
-  summed; ``error_rate`` and latencies weighted by ``requests_last_minute`` (each worker's
-  figures describe the traffic it routes now), equal weights when no worker routed the model
-  in the last minute;
+  summed; ``error_rate`` weighted by ``requests_last_minute`` (each worker's figures
+  describe the traffic it routes now), equal weights when no worker routed the model in the
+  last minute; latencies weighted by ``latency_count`` (0 when it is 0 everywhere), and
+  ``latency_count`` the largest worker's (each worker's window holds every worker's outcomes);
 - budgets, per tenant: the figures of the latest ``period_start`` only (a worker that read its
   status just before the period rolled over reports the previous period); ``spend_usd``
   summed; ``period``, ``limit_usd`` and ``target_usd_per_request`` as configured (the same on
@@ -115,10 +116,12 @@ def _mean(values: Iterable[tuple[float, float]]) -> float:
     return sum(v * w for v, w in pairs) / total
 
 
-def _quality_mean(rows: Sequence[pb.UsageStats]) -> float:
-    """Mean quality of the rows weighted by how many reports gave one; 0 when none did."""
-    total = sum(r.quality_count for r in rows)
-    return math.fsum(r.mean_quality * r.quality_count for r in rows) / total if total else 0.0
+def _counted_mean(pairs: Iterable[tuple[float, int]]) -> float:
+    """Mean of figures (value, count) weighted by the number of values each summarises; 0 when
+    no figure summarises any (as a single worker reports it)."""
+    counted = [(v, c) for v, c in pairs if c > 0]
+    total = sum(c for _, c in counted)
+    return math.fsum(v * c for v, c in counted) / total if total else 0.0
 
 
 def _usage_order(row: pb.UsageStats) -> tuple[int, str, str]:
@@ -135,7 +138,6 @@ def merge_usage(parts: Sequence[Sequence[pb.UsageStats]]) -> list[pb.UsageStats]
             groups.setdefault((row.model, row.tenant), []).append(row)
     merged = []
     for (model, tenant), rows in groups.items():
-        weighted = [(r, float(r.feedback_count)) for r in rows]
         merged.append(
             pb.UsageStats(
                 model=model,
@@ -143,11 +145,12 @@ def merge_usage(parts: Sequence[Sequence[pb.UsageStats]]) -> list[pb.UsageStats]
                 calls=sum(r.calls for r in rows),
                 feedback_count=sum(r.feedback_count for r in rows),
                 spend_usd=math.fsum(r.spend_usd for r in rows),
-                mean_quality=_quality_mean(rows),
+                mean_quality=_counted_mean((r.mean_quality, r.quality_count) for r in rows),
                 quality_count=sum(r.quality_count for r in rows),
-                latency_p50_ms=_mean((r.latency_p50_ms, w) for r, w in weighted),
-                latency_p95_ms=_mean((r.latency_p95_ms, w) for r, w in weighted),
-                error_rate=_mean((r.error_rate, w) for r, w in weighted),
+                latency_p50_ms=_counted_mean((r.latency_p50_ms, r.latency_count) for r in rows),
+                latency_p95_ms=_counted_mean((r.latency_p95_ms, r.latency_count) for r in rows),
+                latency_count=sum(r.latency_count for r in rows),
+                error_rate=_counted_mean((r.error_rate, r.feedback_count) for r in rows),
             )
         )
     return sorted(merged, key=_usage_order)
@@ -168,8 +171,10 @@ def merge_health(parts: Sequence[Sequence[pb.ModelHealth]]) -> list[pb.ModelHeal
                 model=model,
                 state=max((r.state for r in rows), key=lambda s: _STATE_RANK.get(s, 2)),
                 error_rate=_mean((r.error_rate, w) for r, w in weighted),
-                latency_p50_ms=_mean((r.latency_p50_ms, w) for r, w in weighted),
-                latency_p95_ms=_mean((r.latency_p95_ms, w) for r, w in weighted),
+                latency_p50_ms=_counted_mean((r.latency_p50_ms, r.latency_count) for r in rows),
+                latency_p95_ms=_counted_mean((r.latency_p95_ms, r.latency_count) for r in rows),
+                # Every worker's window holds the server's outcomes (exchanged each round).
+                latency_count=max(r.latency_count for r in rows),
                 requests_last_minute=sum(r.requests_last_minute for r in rows),
                 in_flight=sum(r.in_flight for r in rows),
                 # Each worker's replica of the policy watches for drift on its own.

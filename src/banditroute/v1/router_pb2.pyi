@@ -201,7 +201,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class UsageStats(_message.Message):
-    __slots__ = ("model", "tenant", "calls", "feedback_count", "spend_usd", "mean_quality", "latency_p50_ms", "latency_p95_ms", "error_rate", "quality_count")
+    __slots__ = ("model", "tenant", "calls", "feedback_count", "spend_usd", "mean_quality", "latency_p50_ms", "latency_p95_ms", "error_rate", "quality_count", "latency_count")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +212,7 @@ class UsageStats(_message.Message):
     LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_COUNT_FIELD_NUMBER: _ClassVar[int]
     model: str
     tenant: str
     calls: int
@@ -222,10 +223,11 @@ class UsageStats(_message.Message):
     latency_p95_ms: float
     error_rate: float
     quality_count: int
-    def __init__(self, model: _Optional[str] = ..., tenant: _Optional[str] = ..., calls: _Optional[int] = ..., feedback_count: _Optional[int] = ..., spend_usd: _Optional[float] = ..., mean_quality: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., quality_count: _Optional[int] = ...) -> None: ...
+    latency_count: int
+    def __init__(self, model: _Optional[str] = ..., tenant: _Optional[str] = ..., calls: _Optional[int] = ..., feedback_count: _Optional[int] = ..., spend_usd: _Optional[float] = ..., mean_quality: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., quality_count: _Optional[int] = ..., latency_count: _Optional[int] = ...) -> None: ...
 
 class ModelHealth(_message.Message):
-    __slots__ = ("model", "state", "error_rate", "latency_p50_ms", "latency_p95_ms", "requests_last_minute", "in_flight", "drifts_detected")
+    __slots__ = ("model", "state", "error_rate", "latency_p50_ms", "latency_p95_ms", "requests_last_minute", "in_flight", "drifts_detected", "latency_count")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +236,7 @@ class ModelHealth(_message.Message):
     REQUESTS_LAST_MINUTE_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     DRIFTS_DETECTED_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_COUNT_FIELD_NUMBER: _ClassVar[int]
     model: str
     state: str
     error_rate: float
@@ -242,7 +245,8 @@ class ModelHealth(_message.Message):
     requests_last_minute: int
     in_flight: int
     drifts_detected: int
-    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., error_rate: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., requests_last_minute: _Optional[int] = ..., in_flight: _Optional[int] = ..., drifts_detected: _Optional[int] = ...) -> None: ...
+    latency_count: int
+    def __init__(self, model: _Optional[str] = ..., state: _Optional[str] = ..., error_rate: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., requests_last_minute: _Optional[int] = ..., in_flight: _Optional[int] = ..., drifts_detected: _Optional[int] = ..., latency_count: _Optional[int] = ...) -> None: ...
 
 class BudgetStatus(_message.Message):
     __slots__ = ("tenant", "period", "period_start", "spend_usd", "limit_usd", "target_usd_per_request", "mean_cost_usd", "pacing_multiplier")
