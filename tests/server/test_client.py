@@ -16,8 +16,10 @@ from client_fakes import ScriptedRouter, serving
 from fault_helpers import StalledClient
 
 from banditroute.client import Client, Decision, RetryPolicy, Status
+from banditroute.client.client import RouteOptions
 from banditroute.server.app import Service
 from banditroute.tenancy import hash_key
+from banditroute.v1 import router_pb2 as pb
 
 FALLBACK = "gpt-3.5-turbo-1106"
 HANG_S = 120.0
@@ -150,6 +152,24 @@ def test_errors_about_the_request_are_raised_not_hidden_by_a_fallback(
         client.route()
     with pytest.raises(ValueError, match="exactly one"):
         client.route("Hi", messages=[{"role": "user", "content": "Hi"}])
+
+
+def test_every_route_request_field_is_a_typed_route_option(
+    service: Service, clients: Callable[..., Client]
+) -> None:
+    """``RouteOptions`` names every RouteRequest field a caller may set (``session_id`` was
+    missing, so a typed caller could not keep a conversation on one model), and a session's
+    second Route through the client is sticky."""
+    own = {"prompt", "messages", "request_id"}
+    assert set(RouteOptions.__annotations__) == {
+        f.name for f in pb.RouteRequest.DESCRIPTOR.fields if f.name not in own
+    }
+    client = clients(_address(service))
+    first = client.route("What is the capital of France?", session_id="chat-1")
+    second = client.route("And of Spain?", session_id="chat-1")
+    assert second.model == first.model
+    assert second.response is not None
+    assert second.response.sticky
 
 
 def test_a_tenant_over_its_hard_budget_cap_is_refused_not_given_the_fallback(

@@ -53,6 +53,8 @@ class RouteOptions(TypedDict, total=False):
     max_latency_ms: float
     required_capabilities: Sequence[str]
     expected_output_tokens: int
+    session_id: str
+    """Routes with the same session id stay on one model (see the README's Sessions)."""
 
 
 class Client:
