@@ -231,3 +231,40 @@ def test_switch_dr_drops_corrections_that_are_only_noise() -> None:
     fixed = evaluate([SwitchDR(tau=math.inf)], data, target, q, n_boot=200, seed=0)[0]
     assert fixed.tau == math.inf
     assert fixed.estimate == dr.estimate
+
+
+def test_thin_log_intervals_cover_what_a_percentile_bootstrap_misses() -> None:
+    """On a thin log (the candidate's model logged with probability 0.005 on half the prompts
+    and 0.02 on the other half: effective sample size about 15 of 1,500), a percentile
+    bootstrap of DR misses the truth in 8% of 200 synthetic logs; the intervals widened for a
+    small effective sample size (Student t on the ESS, and IPS's interval below 50) cover it
+    in at least 95%, for DR and the self-normalised SNIPS alike."""
+    old = new_dr = new_snips = 0
+    replications = 200
+    for seed in range(replications):
+        rng = np.random.default_rng([seed, 99])
+        n = 1500
+        x = rng.uniform(0, 1, n)
+        rare = np.where(x < 0.5, 0.005, 0.02)
+        logging = np.column_stack([1 - rare, rare])
+        actions = (rng.random(n) < rare).astype(np.int64)
+        mean = np.where(x < 0.5, 0.9, 0.2)
+        rewards = np.where(actions == 1, rng.random(n) < mean, rng.random(n) < 0.5).astype(float)
+        data = LoggedData(
+            actions=actions,
+            rewards=rewards,
+            propensities=logging[np.arange(n), actions],
+            mask=np.ones((n, 2), dtype=bool),
+            logging_probs=logging,
+        )
+        target = np.tile([0.0, 1.0], (n, 1))
+        q = np.full((n, 2), 0.5)
+        truth = float(mean.mean())
+        snips, dr = evaluate([SNIPS(), DR()], data, target, q, n_boot=100, seed=seed)
+        plain = bootstrap_interval(DR().per_sample(data, target, q), n_boot=100, seed=seed)
+        old += plain.contains(truth)
+        new_dr += dr.contains(truth)
+        new_snips += snips.contains(truth)
+    assert old / replications < 0.94
+    assert new_dr / replications >= 0.95
+    assert new_snips / replications >= 0.95

@@ -56,6 +56,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from statistics import NormalDist
 from typing import ClassVar, Protocol, cast
 
 import numpy as np
@@ -147,6 +148,13 @@ class _Inputs:
         logged = self.reward_model("residuals")[self.rows, self.data.actions]
         residuals: FloatArray = self.data.rewards - logged
         return residuals
+
+    @cached_property
+    def ess(self) -> float:
+        """Effective sample size of the candidate's weights, ``(Σ w)² / Σ w²``."""
+        weights = self.weights
+        squares = float(np.dot(weights, weights))
+        return float(weights.sum()) ** 2 / squares if squares > 0 else 0.0
 
     @cached_property
     def unseen_mask(self) -> npt.NDArray[np.bool_] | None:
@@ -714,6 +722,11 @@ def evaluate(
 
     columns: list[FloatArray] = []
     slots: dict[int, int] = {}
+    thin = inputs.ess < THIN_ESS
+    plain = inputs.weights * data.rewards  # IPS, the fallback interval of a thin log
+    if thin:
+        slots[id(plain)] = 0
+        columns.append(plain)
     for _, parts in named:  # shared arrays (the weights) are resampled once
         extra = [] if parts.check is None else [parts.check]
         for column in [*parts.columns(), *extra]:
@@ -726,15 +739,54 @@ def evaluate(
     results = []
     for estimate, (estimator, parts) in zip(estimates, named, strict=True):
         replicates = parts.replicates([sums[:, slots[id(c)]] for c in parts.columns()], n)
-        interval = percentile_interval(estimate, replicates, level=level)
+        values = parts.linearised(n, estimator.name)
+        interval = _hull(
+            percentile_interval(estimate, replicates, level=level),
+            _t_interval(estimate, values, inputs.ess, level),
+        )
         if parts.check is not None:
             checked = replicates + sums[:, slots[id(parts.check)]] / n
+            centre = estimate + float(parts.check.mean())
             interval = _hull(
                 interval,
-                percentile_interval(estimate + float(parts.check.mean()), checked, level=level),
+                _hull(
+                    percentile_interval(centre, checked, level=level),
+                    _t_interval(centre, values + parts.check, inputs.ess, level),
+                ),
+            )
+        if thin:
+            centre = float(plain.mean())
+            interval = _hull(
+                interval,
+                _hull(
+                    percentile_interval(centre, sums[:, 0] / n, level=level),
+                    _t_interval(centre, plain, inputs.ess, level),
+                ),
             )
         results.append(_finish(_widen(interval, estimator, inputs, unseen), parts, bounds))
     return results
+
+
+def _t_quantile(level: float, dof: float) -> float:
+    """Two-sided Student t quantile at ``level`` with ``dof`` degrees of freedom (Cornish-Fisher
+    expansion around the normal quantile; within 1% from 3 degrees of freedom)."""
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+
+
+def _t_interval(estimate: float, values: FloatArray, ess: float, level: float) -> Interval:
+    """``estimate ± t · sd(values) / sqrt(n)`` with ``ESS - 1`` degrees of freedom.
+
+    A percentile bootstrap of a mean that a few heavily weighted decisions carry is too short
+    (the resamples cannot draw the weighted decisions the sample happened to miss); the
+    bootstrap interval is widened to this one where it is shorter, which matters only when
+    the effective sample size is small.
+    """
+    n = values.shape[0]
+    if n < 2 or ess <= 1:
+        return Interval(estimate, estimate, estimate, level)
+    half = _t_quantile(level, max(ess - 1.0, 1.0)) * float(values.std(ddof=1)) / math.sqrt(n)
+    return Interval(estimate, estimate - half, estimate + half, level)
 
 
 @dataclass(frozen=True)
@@ -759,6 +811,12 @@ class Diagnostics:
     thin_mass: float | None = None
 
 
+THIN_ESS = 50.0
+"""Below this effective sample size the log is thin: a handful of heavily weighted decisions
+carry every estimate, the reward model's and the self-normalisation's biases are no longer
+small beside the noise, and each bootstrap interval is widened to cover the unbiased IPS
+interval as well (``reliability.MIN_ESS`` is the same threshold)."""
+
 THIN_PROPENSITY = 0.005
 """A logging probability below this counts as (almost) never tried (``Diagnostics.thin_mass``)."""
 
@@ -767,9 +825,7 @@ def diagnostics(data: LoggedData, target: npt.ArrayLike) -> Diagnostics:
     """Importance-weight diagnostics of ``target`` on ``data`` (see :class:`Diagnostics`)."""
     inputs = _Inputs(data, target, None)
     weights = inputs.weights
-    total = float(weights.sum())
-    squares = float(np.dot(weights, weights))
-    ess = total * total / squares if squares > 0 else 0.0
+    ess = inputs.ess
     target_logged = inputs.target[inputs.rows, data.actions]
     uncovered = thin = None
     if data.logging_probs is not None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from banditroute.evaluation.estimators import THIN_PROPENSITY, Diagnostics
+from banditroute.evaluation.estimators import THIN_ESS, THIN_PROPENSITY, Diagnostics
 
-MIN_ESS = 50.0
+MIN_ESS = THIN_ESS
 """Below this effective sample size an estimate rests on too few decisions (a handful of
-heavily weighted ones decide it, and a bootstrap of them under-covers)."""
+heavily weighted ones decide it; the intervals are then widened, see ``THIN_ESS``)."""
 
 MAX_THIN_SHARE = 0.05
 """At most this share of the candidate's traffic may go where the logger (almost) never went."""
