@@ -91,8 +91,17 @@ class FittedRewardModel(Protocol):
     ) -> tuple[FloatArray, FloatArray]:
         """Sufficient sums of the coefficients ``target[i, a] - 1[a = a_i] logged[i]``."""
 
+    def logged_sums(self, logged: Sequence[FloatArray]) -> list[tuple[FloatArray, FloatArray]]:
+        """Those sums for ``-1[a = a_i] logged[i]`` alone, for several ``logged`` at once."""
+
     def influences(self, sums: Sequence[tuple[FloatArray, FloatArray]]) -> FloatArray:
         """``(n, len(sums))`` per-decision terms of the fit's error for those coefficients."""
+
+
+Key = tuple[object, ...]
+"""A cache key of a model-error term or corrected values (``("dr",)``, ``(clip, tau)``, ...)."""
+ModelItem = tuple[Key, FloatArray | None]
+"""A model-error term to compute: its key and the logged-action weights (None: none)."""
 
 
 def _is_fitted(reward_model: object) -> bool:
@@ -203,18 +212,40 @@ class _Inputs:
         todo = [(key, logged) for key, logged in items if key not in self._errors]
         if todo:
             coefficients, totals = self._target_sums
+            loggeds = [logged for _, logged in todo if logged is not None]
+            minus = iter(self._fit.logged_sums(loggeds) if loggeds else [])
             sums = []
             for _, logged in todo:
                 if logged is None:
                     sums.append((coefficients, totals))
                 else:
-                    minus, minus_totals = self._fit.coefficient_sums(None, logged)
-                    sums.append((coefficients + minus, totals + minus_totals))
+                    less, less_totals = next(minus)
+                    sums.append((coefficients + less, totals + less_totals))
             values = self._fit.influences(sums)
             values -= values.mean(axis=0)
             for index, (key, _) in enumerate(todo):
                 self._errors[key] = values[:, index]
         return [self._errors[key] for key, _ in items]
+
+    def kept(
+        self, threshold: float, *, clip: bool = False
+    ) -> tuple[tuple[object, ...], FloatArray]:
+        """The cache key and the weights ``k`` a correction keeps: ``min(w, threshold)``
+        (``clip``) or ``1[w <= threshold] w`` (switch); all of ``w`` for inf."""
+        weights = self.weights
+        if math.isinf(threshold):
+            return ("dr",), weights
+        if clip:
+            return (clip, threshold), np.minimum(weights, threshold)
+        return (clip, threshold), np.where(weights <= threshold, weights, 0.0)
+
+    def prefetch(self, estimators: Sequence[Estimator]) -> None:
+        """Compute every model-error term the estimators will need in one pass of the fit."""
+        if self._fit is None or self._reward_model is None:
+            return
+        items = [item for e in estimators for item in e._model_items(self)]
+        if items:
+            self.model_errors("evaluate", list(dict(items).items()))
 
     def corrected(self, estimator: str, threshold: float, *, clip: bool = False) -> FloatArray:
         """``dm_i + k_i δ_i`` plus the model-error terms, with ``k = min(w, threshold)``
@@ -225,20 +256,13 @@ class _Inputs:
         self, estimator: str, thresholds: Sequence[float], *, clip: bool = False
     ) -> list[FloatArray]:
         """:meth:`corrected` for several thresholds, their model errors in one pass."""
-        weights = self.weights
         todo: dict[tuple[object, ...], FloatArray] = {}
         keys = []
         for threshold in thresholds:
-            key: tuple[object, ...] = ("dr",) if math.isinf(threshold) else (clip, threshold)
+            key, kept = self.kept(threshold, clip=clip)
             keys.append(key)
-            if key in self._corrected or key in todo:
-                continue
-            if math.isinf(threshold):
-                todo[key] = weights
-            elif clip:
-                todo[key] = np.minimum(weights, threshold)
-            else:
-                todo[key] = np.where(weights <= threshold, weights, 0.0)
+            if key not in self._corrected:
+                todo[key] = kept
         if todo:
             errors = self.model_errors(estimator, list(todo.items()))
             direct, residuals = self.direct(estimator), self.residuals(estimator)
@@ -457,6 +481,10 @@ class Estimator(ABC):
     def _parts(self, inputs: _Inputs) -> _Parts | _Selected:
         """The estimate's parts on validated inputs."""
 
+    def _model_items(self, inputs: _Inputs) -> list[ModelItem]:
+        """The model-error terms :meth:`_parts` will ask for (computed together up front)."""
+        return []
+
     def per_sample(
         self, data: LoggedData, target: npt.ArrayLike, reward_model: object = None
     ) -> FloatArray:
@@ -540,8 +568,11 @@ class DM(Estimator):
     name: ClassVar[str] = "dm"
     needs_reward_model: ClassVar[bool] = True
 
+    def _model_items(self, inputs: _Inputs) -> list[ModelItem]:
+        return [(("dm",), None), inputs.kept(math.inf)]
+
     def _parts(self, inputs: _Inputs) -> _Parts:
-        error, _ = inputs.model_errors(self.name, [(("dm",), None), (("dr",), inputs.weights)])
+        error, _ = inputs.model_errors(self.name, self._model_items(inputs))
         base = _with_error(inputs.direct(self.name), error)
         corrected = inputs.corrected(self.name, math.inf)
         return _Parts(base, check=corrected - base)
@@ -558,6 +589,9 @@ class DR(Estimator):
     def __post_init__(self) -> None:
         _check_hyper("clip", self.clip, positive=True)
 
+    def _model_items(self, inputs: _Inputs) -> list[ModelItem]:
+        return [inputs.kept(self.clip, clip=True)]
+
     def _parts(self, inputs: _Inputs) -> _Parts:
         return _Parts(inputs.corrected(self.name, self.clip, clip=True))
 
@@ -569,10 +603,13 @@ class SNDR(Estimator):
     name: ClassVar[str] = "sndr"
     needs_reward_model: ClassVar[bool] = True
 
+    def _model_items(self, inputs: _Inputs) -> list[ModelItem]:
+        mean = float(inputs.weights.mean())
+        return [(("sndr",), inputs.weights / mean if mean > 0 else None)]
+
     def _parts(self, inputs: _Inputs) -> _Parts:
         weights = inputs.weights
-        mean = float(weights.mean())
-        error = inputs.model_error(self.name, ("sndr",), weights / mean if mean > 0 else None)
+        (error,) = inputs.model_errors(self.name, self._model_items(inputs))
         base = _with_error(inputs.direct(self.name), error)
         return _Parts(base, weights * inputs.residuals(self.name), weights)
 
@@ -594,13 +631,21 @@ class SwitchDR(Estimator):
         if self.tau is not None:
             _check_hyper("tau", self.tau, positive=False)
 
+    def _taus(self, inputs: _Inputs) -> list[float]:
+        if self.tau is not None:
+            return [self.tau]
+        largest = float(inputs.weights.max()) if inputs.weights.size else 0.0
+        return [math.inf, *[t for t in TAU_GRID if t < largest][-MAX_TAUS:][::-1]]
+
+    def _model_items(self, inputs: _Inputs) -> list[ModelItem]:
+        return [inputs.kept(tau) for tau in self._taus(inputs)]
+
     def _parts(self, inputs: _Inputs) -> _Parts | _Selected:
         if self.tau is not None:
             return _Parts(inputs.corrected(self.name, self.tau), tau=self.tau)
         weights = inputs.weights
-        largest = float(weights.max()) if weights.size else 0.0
-        finite = [t for t in TAU_GRID if t < largest][-MAX_TAUS:][::-1]
-        taus = [math.inf, *finite]
+        taus = self._taus(inputs)
+        finite = taus[1:]
         residuals = inputs.residuals(self.name)
         values = inputs.corrected_many(self.name, taus)
         dropped = [np.zeros(0)] + [np.where(weights > t, weights, 0.0) * residuals for t in finite]
@@ -702,6 +747,7 @@ def evaluate(
         n_boot = check_n_boot(n_boot)
         rng = make_rng(seed)
     inputs = _Inputs(data, target, reward_model)
+    inputs.prefetch(estimators)
     named = [(estimator, estimator._parts(inputs)) for estimator in estimators]
     n = data.n
     if chosen != "bootstrap":

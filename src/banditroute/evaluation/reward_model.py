@@ -108,13 +108,26 @@ class RidgeFit:
                 sums[fold] = ordered[rows].T @ xs[rows]
                 totals[fold] = ordered[rows].sum(axis=0)
         if logged is not None:
-            ordered_logged = logged[self.order]
-            for fold in range(n_folds):
-                for action in range(k):
-                    rows = self._slice(fold, action)
-                    sums[fold, action] -= ordered_logged[rows] @ xs[rows]
-                    totals[fold, action] -= ordered_logged[rows].sum()
+            minus, minus_totals = self.logged_sums([logged])[0]
+            sums += minus
+            totals += minus_totals
         return sums, totals
+
+    def logged_sums(self, logged: Sequence[FloatArray]) -> list[tuple[FloatArray, FloatArray]]:
+        """:meth:`coefficient_sums` of ``-1[a = a_i] logged[i]`` alone for several ``logged``
+        arrays at once (one gather and one product per (fold, model) for all of them)."""
+        n_folds, k = self.counts.shape
+        d = self.sorted_design.shape[1]
+        count = len(logged)
+        sums, totals = np.zeros((count, n_folds, k, d)), np.zeros((count, n_folds, k))
+        ordered = np.stack(logged)[:, self.order]  # (S, n) in (fold, model) order
+        xs = self.sorted_design
+        for fold in range(n_folds):
+            for action in range(k):
+                rows = self._slice(fold, action)
+                sums[:, fold, action] = -(ordered[:, rows] @ xs[rows])
+                totals[:, fold, action] = -ordered[:, rows].sum(axis=1)
+        return [(sums[index], totals[index]) for index in range(count)]
 
     def influence(self, sums: tuple[FloatArray, FloatArray]) -> FloatArray:
         """``(n,)`` per-decision terms of the fit's error (class docstring) for coefficient
