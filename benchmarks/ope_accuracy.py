@@ -323,6 +323,27 @@ def print_table(title: str, summary: dict[str, dict[str, float]]) -> None:
         )
 
 
+def write_document(path: Path, document: dict[str, Any]) -> None:
+    """The JSON results: the summaries indented, then one compact line per interval (values
+    rounded to 6 digits, the reward range kept per objective rather than per row, without the
+    verdict's reason and the largest weight)."""
+    rows = document.pop("rows")
+    ranges = {r["objective"]: r.pop("range") for r in rows if "range" in r}
+    for r in rows:  # per candidate, and long: the table has the verdicts' reasons
+        r.pop("reason", None)
+        r.pop("max_weight", None)
+    document["reward_ranges"] = ranges
+    lines = [
+        json.dumps(
+            {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()},
+            separators=(",", ":"),
+        )
+        for row in rows
+    ]
+    text = json.dumps(document, indent=2)
+    path.write_text(text[:-2] + ',\n  "rows": [\n' + ",\n".join(lines) + "\n  ]\n}\n", "utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outcomes", type=Path, help="an outcome table (Parquet)")
@@ -438,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, python {platform.python_version()}",
             "rows": rows,
         }
-        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        write_document(args.json, document)
     return 0
 
 
