@@ -166,14 +166,14 @@ def test_block_posterior_equals_the_dense_design_formula() -> None:
     mean, sd = policy._posterior(x, policy._slot_indices(ARMS))
     for k, arm in enumerate(ARMS):
         slot = policy._slots[arm.id]
-        z = np.zeros(policy._cov.shape[0])
+        z = np.zeros(policy._covariance.dense().shape[0])
         z[:d] = x
         z[d * (1 + slot) : d * (2 + slot)] = x
         noise_var = (NOISE_PSEUDO_COUNT * policy.noise**2 + policy._sse[slot]) / (
             NOISE_PSEUDO_COUNT + policy._count[slot]
         )
         assert mean[k] == pytest.approx(policy.prior_mean + z @ policy._mean)
-        assert sd[k] == pytest.approx(np.sqrt(z @ policy._cov @ z * noise_var))
+        assert sd[k] == pytest.approx(np.sqrt(z @ policy._covariance.dense() @ z * noise_var))
 
 
 def test_semantic_dimensions_read_the_embedding() -> None:
@@ -207,7 +207,7 @@ def test_recursive_mean_equals_the_batch_posterior_mean() -> None:
         value = float(rng.random())
         policy.learn(context, ARMS, chosen, 0.5, value)
         x = feature_vector(context)
-        z = np.zeros(policy._cov.shape[0])
+        z = np.zeros(policy._covariance.dense().shape[0])
         d = len(x)
         slot = policy._slots[ARMS[chosen].id]
         z[:d] = x

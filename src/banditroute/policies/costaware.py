@@ -80,6 +80,7 @@ from banditroute.catalog import ModelSpec
 from banditroute.choices import EXPLORATIONS
 from banditroute.features import MARKERS, PromptFeatures
 from banditroute.policies.base import Policy, Probabilities
+from banditroute.policies.blockcov import BlockCovariance
 
 log = structlog.get_logger(__name__)
 
@@ -201,7 +202,8 @@ class CostAwarePolicy(Policy):
         d = self._dim = DIMENSION + self.semantic_dims
         # Weights: a shared block (every model) then one block per model, in slot order.
         shared_prior = np.full(d, 1.0 / shared_precision)
-        self._cov = np.diag(shared_prior)  # posterior covariance, in units of the noise variance
+        # Posterior covariance, in units of the noise variance.
+        self._covariance = BlockCovariance(d, shared_prior)
         self._mean = np.zeros(d)  # posterior mean, updated recursively (recursive least squares)
         self._sse = np.zeros(0)  # per model: sum of squared one-step-ahead residuals
         self._count = np.zeros(0)
@@ -273,11 +275,7 @@ class CostAwarePolicy(Policy):
                 self._slots[arm_id] = len(self._slots)
             block = np.full(d, 1.0 / self.prior_precision)
             block[0] = 1.0 / self.bias_precision
-            size = self._cov.shape[0]
-            grown = np.zeros((size + d * len(new), size + d * len(new)))
-            grown[:size, :size] = self._cov
-            grown[size:, size:] = np.diag(np.tile(block, len(new)))
-            self._cov = grown
+            self._covariance.grow(np.tile(block, len(new)))
             # Optimism for a model joining models already learned: its own intercept starts at
             # the best learned model's (a prior worth about one observation), so it is tried
             # at once and its first outcomes correct it; the first models start at 0.
@@ -308,21 +306,17 @@ class CostAwarePolicy(Policy):
         """Posterior mean and standard deviation of each arm's value at ``x``.
 
         An arm's design row is ``x`` in the shared block and in its own block, zeros
-        elsewhere, so only those two blocks of the weights and of the covariance are read:
-        ``var = x'(C_ss + C_sa + C_as + C_aa)x`` (a few d x d blocks, not the whole matrix).
+        elsewhere, so only those two blocks of the weights are read, and of the covariance the
+        arm's combined block ``C_ss + C_sa + C_as + C_aa``, which :class:`BlockCovariance`
+        keeps current.
         """
         d = self._dim
         blocks = self._mean.reshape(-1, d)
         mean = self.prior_mean + (blocks[0] + blocks[1 + slots]) @ x
-        cov = self._cov.reshape(len(blocks), d, len(blocks), d)
-        own = 1 + slots
-        combined = (
-            cov[0, :, 0, :][None] + cov[0, :, own, :] + cov[own, :, 0, :] + cov[own, :, own, :]
-        )
         noise_var = (NOISE_PSEUDO_COUNT * self.noise**2 + self._sse[slots]) / (
             NOISE_PSEUDO_COUNT + self._count[slots]
         )
-        var = np.einsum("i,kij,j->k", x, combined, x) * noise_var
+        var = self._covariance.variances(x, slots) * noise_var
         return mean, np.sqrt(np.maximum(var, 0.0))
 
     # -- policy ------------------------------------------------------------------------------
@@ -395,9 +389,7 @@ class CostAwarePolicy(Policy):
         drifted = self._drifted(slot, residual)
         # Sherman-Morrison update of (prior precision + Z'Z)^-1 for the design row z (x in the
         # shared block and in the model's own block).
-        cz = self._cov[:, :d] @ x + self._cov[:, own] @ x
-        gain = cz / (1.0 + x @ (cz[:d] + cz[own]))
-        self._cov -= np.outer(gain, cz)
+        gain = self._covariance.update(x, slot)
         self._mean += gain * residual  # recursive least squares: O(D), not O(D^2)
         if drifted:
             self._forget(slot, arms[chosen].id)
@@ -430,11 +422,9 @@ class CostAwarePolicy(Policy):
         """Give a drifted model's own weights their prior uncertainty back (a Kalman random-walk
         step on its block), keeping every estimate's mean: new outcomes then move its value
         quickly while the other models and the shared block keep what they learned."""
-        d = self._dim
-        block = slice(d * (1 + slot), d * (2 + slot))
-        prior = np.full(d, 1.0 / self.prior_precision)
+        prior = np.full(self._dim, 1.0 / self.prior_precision)
         prior[0] = 1.0 / self.bias_precision
-        self._cov[block, block] += np.diag(prior)  # the mean is kept as it is
+        self._covariance.add_to_block(slot, prior)  # the mean is kept as it is
         self._sse[slot] = 0.0
         self._count[slot] = 0.0
         self._born[slot] = self.clock
@@ -451,7 +441,7 @@ class CostAwarePolicy(Policy):
             buffer,
             kind=np.array("costaware"),
             slots=np.array(json.dumps(self._slots)),
-            cov=self._cov,
+            cov=self._covariance.dense(),
             mean=self._mean,
             sse=self._sse,
             count=self._count,
@@ -480,7 +470,8 @@ class CostAwarePolicy(Policy):
         if arrays["cov"].shape != (size, size) or arrays["sse"].shape != (len(slots),):
             raise ValueError("not a valid costaware snapshot: wrong shapes")
         self._slots = slots
-        self._cov, self._mean = arrays["cov"], arrays["mean"]
+        self._covariance.replace(arrays["cov"])
+        self._mean = arrays["mean"]
         self._sse, self._count = arrays["sse"], arrays["count"]
         self.updates = updates
         self._logged_credit = credit
