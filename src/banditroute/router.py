@@ -360,11 +360,18 @@ class Router:
         return objective
 
     def _arm(self, tenant: Tenant, query: RouteQuery, decision_id: str) -> str:
-        """The A/B arm (policy name) for this request: a stable hash of the key tag."""
+        """The A/B arm (policy name) for this request: a stable hash of the key tag, else of
+        the session id (a session's sticky decisions stay in the arm whose policy chose its
+        model), else of the request id."""
         experiment = tenant.experiment
         if experiment is None:
             return "default"
-        key = query.tags.get(experiment.key_tag) or query.request_id or decision_id
+        key = (
+            query.tags.get(experiment.key_tag)
+            or (tenant.sessions and query.session_id and "session\0" + query.session_id)
+            or query.request_id
+            or decision_id
+        )
         digest = hashlib.blake2b(f"{tenant.name}:{key}".encode(), digest_size=8).digest()
         point = int.from_bytes(digest, "big") / 2.0**64 * sum(w for _, w in experiment.arms)
         for name, weight in experiment.arms:

@@ -10,6 +10,7 @@ import grpc
 from api_client import CALL_TIMEOUT_S
 from fault_helpers import ServerLauncher, worker_stub, workers_config
 
+from banditroute.server.app import Service
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
@@ -77,3 +78,27 @@ def test_workers_decide_a_sessions_routes_in_one_worker(
     finally:
         channel.close()
     assert not after.sticky
+
+
+def test_a_sessions_routes_stay_in_one_experiment_arm(
+    make_service: Callable[..., Service], connect: Callable[[Service], grpc.Channel]
+) -> None:
+    """With an A/B experiment and no key tag on the request, every Route of one session gets
+    the arm of its first (a sticky decision of arm "b" would otherwise report, and teach "b",
+    the model arm "default" chose); different sessions still fall in both arms."""
+    arms = [{"policy": "default", "weight": 0.5}, {"policy": "b", "weight": 0.5}]
+    service = make_service({
+        "policies": {"b": {"kind": "uniform"}},
+        "tenants": [{"name": "default", "experiment": {"key_tag": "user", "arms": arms}}],
+    })  # fmt: skip
+    stub = pb_grpc.RouterServiceStub(connect(service))
+    seen: set[str] = set()
+    for session in (f"conv-{i}" for i in range(16)):
+        requests = [
+            pb.RouteRequest(prompt=f"Turn {t}: go on.", session_id=session) for t in range(6)
+        ]
+        answers = [stub.Route(request, timeout=CALL_TIMEOUT_S) for request in requests]
+        assert len({a.experiment_arm for a in answers}) == 1, session
+        assert len({a.model for a in answers}) == 1, session
+        seen.add(answers[0].experiment_arm)
+    assert seen == {"default", "b"}
