@@ -5,8 +5,9 @@ comment lines are output or explanation) and each must exit 0; its ```python blo
 scripts. They run in a scratch directory holding what a clone has after `make serve`: the
 repository's examples/ and a .venv/bin with `python` and `banditroute` (this interpreter, with
 the source under test first on the path). A server (`banditroute serve`, as `make serve` starts
-it, logging to var/banditroute.duckdb) runs on a free port while a block talks to
-127.0.0.1:50051 (the port is substituted), and is stopped (SIGTERM, which moves its journal
+it, logging to var/banditroute.duckdb, with its metrics endpoint on) runs on a free port while
+a block talks to 127.0.0.1:50051 or its metrics at 127.0.0.1:9464 (the ports are substituted),
+and is stopped (SIGTERM, which moves its journal
 into the log) before a command reads var/banditroute.duckdb, as the README says to.
 
 ```toml blocks are loaded as configuration files. Other fences are not commands: ini (a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ from banditroute.config import load_settings
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
 ADDRESS = "127.0.0.1:50051"
+METRICS_ADDRESS = "127.0.0.1:9464"
 LOG = "var/banditroute.duckdb"
 COMMAND_TIMEOUT_S = 300.0
 """Longest any one command may take (only catches a hang)."""
@@ -60,7 +63,7 @@ does not clear the gate", a valid outcome on the README's small example traffic.
 
 FENCES = {"sh", "python", "toml", "ini", "yaml", "text"}
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
-_LISTENING = re.compile(r"\blistening\b.*\baddress=(\S+:\d+)")
+_LISTENING = re.compile(r"\blistening\b.*\baddress=(\S+:\d+).*\bmetrics=(\S+:\d+)")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Workspace:
         (path / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
         self.server: subprocess.Popen[bytes] | None = None
         self.address = ""
+        self.metrics_address = ""
         self.starts = 0
 
     @staticmethod
@@ -123,12 +127,17 @@ class Workspace:
         path.chmod(0o755)
 
     def start(self) -> None:
-        """`banditroute serve` as `make serve` runs it, on a free port; waits to listen."""
+        """`banditroute serve` as `make serve ARGS='--metrics-port 9464'` runs it, on free
+        ports; waits to listen."""
         self.starts += 1
         stderr_path = self.path / f"serve{self.starts}.stderr"
+        with socket.socket() as probe:  # a free port for the metrics (0 would turn them off)
+            probe.bind(("127.0.0.1", 0))
+            metrics_port = probe.getsockname()[1]
+        argv = ["serve", "--port", "0", "--metrics-port", str(metrics_port)]
         with stderr_path.open("wb") as stderr:
             self.server = subprocess.Popen(
-                [sys.executable, "-m", "banditroute.cli", "serve", "--port", "0"],
+                [sys.executable, "-m", "banditroute.cli", *argv],
                 cwd=self.path,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -140,7 +149,7 @@ class Workspace:
             log = stderr_path.read_text("utf-8", errors="replace")
             match = _LISTENING.search(log)
             if match:
-                self.address = match.group(1)
+                self.address, self.metrics_address = match.group(1), match.group(2)
                 return
             assert self.server.poll() is None, f"the server exited:\n{log}"
             time.sleep(0.05)
@@ -164,10 +173,11 @@ class Workspace:
         """Start or stop the server as ``text`` needs; returns it with the port substituted."""
         if LOG in text:
             self.stop()
-        if ADDRESS in text:
+        if ADDRESS in text or METRICS_ADDRESS in text:
             if self.server is None:
                 self.start()
             text = text.replace(ADDRESS, self.address)
+            text = text.replace(METRICS_ADDRESS, self.metrics_address)
         return text
 
     def run(self, argv: list[str], what: str, codes: frozenset[int] = frozenset({0})) -> None:

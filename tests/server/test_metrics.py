@@ -243,7 +243,8 @@ def test_metrics_port_in_use_is_a_start_up_error_naming_the_key(
     make_service: Callable[..., Service],
 ) -> None:
     """A metrics port another socket holds stops the start with ConfigError naming
-    server.metrics_port (the CLI prints it in one line and exits 2)."""
+    server.metrics_port and the option that moves it (the CLI prints it in one line and
+    exits 2)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -251,6 +252,7 @@ def test_metrics_port_in_use_is_a_start_up_error_naming_the_key(
         with pytest.raises(ConfigError, match=r"server\.metrics_port") as caught:
             make_service(metrics_port=port)
     assert caught.value.field == "server.metrics_port"
+    assert "--metrics-port" in str(caught.value)
 
 
 def test_metrics_settings_are_validated_and_overridable() -> None:

@@ -124,14 +124,15 @@ def test_a_second_server_on_the_same_log(serve: Serve, lock_holder: tuple[Path, 
 
 
 def test_a_port_in_use(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """A port another socket listens on: exit 2, one line naming server.port and the address."""
+    """A port another socket listens on: exit 2, one line naming server.port and the address
+    and saying what to do (`make serve` in a second shell said only "in use")."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         code = main(["serve", "--port", str(port), "--log", str(tmp_path / "log.duckdb")])
     assert code == 2
-    _one_error_line(capsys.readouterr().err, "server.port", f"127.0.0.1:{port}")
+    _one_error_line(capsys.readouterr().err, "server.port", f"127.0.0.1:{port}", "--port")
 
 
 def test_a_corrupt_worker_log_under_workers(tmp_path: Path) -> None:

@@ -371,7 +371,8 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         if cluster is not None:
             cluster.link.close()
         raise ConfigError(
-            f"server.port: cannot listen on {address} (in use, or not an address of this host)",
+            f"server.port: cannot listen on {address} (in use, or not an address of this "
+            "host): choose another with --port or [server] port, or stop what holds it",
             field="server.port",
         )
     if worker is not None:

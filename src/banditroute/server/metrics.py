@@ -247,7 +247,8 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServ
         server, _ = start_http_server(port, addr=bare, registry=registry)
     except OSError as exc:
         raise ConfigError(
-            f"server.metrics_port: cannot listen on {host}:{port} ({exc.strerror or exc})",
+            f"server.metrics_port: cannot listen on {host}:{port} ({exc.strerror or exc}): "
+            "choose another with --metrics-port or [server] metrics_port",
             field="server.metrics_port",
         ) from None
     return server
