@@ -27,7 +27,7 @@ GPT35 = "gpt-3.5-turbo-1106"
 
 def _config(budget: dict[str, Any]) -> dict[str, Any]:
     return {
-        "policy": {"kind": "fixed", "fixed_model": GPT4},
+        "policy": {"kind": "fixed", "fixed_model": GPT4, "min_probability": 0.0},
         "auth": {"admin_key_sha256": [hash_key(ADMIN_KEY)]},
         "tenants": [
             {"name": "acme", "api_key_sha256": [hash_key(ACME_KEY)], "budget": budget},

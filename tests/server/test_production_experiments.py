@@ -98,7 +98,8 @@ def test_shadow_policy_is_logged_but_not_served(
     for "b" with its model, the probability of that model and the whole probability vector
     over the eligible models; the shadow's picks vary while the served model does not."""
     config = {
-        "policy": {"kind": "fixed", "fixed_model": GPT4},
+        # No exploration floor: the live policy serves GPT-4 alone.
+        "policy": {"kind": "fixed", "fixed_model": GPT4, "min_probability": 0.0},
         "policies": {"b": {"kind": "uniform"}},
         "tenants": [{"name": "default", "shadow_policies": ["b"]}],
     }

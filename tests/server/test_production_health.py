@@ -33,10 +33,10 @@ TENANT_KEY = "key-acme-health"
 
 
 def _config(cooldown_s: float = COOLDOWN_S, **extra: Any) -> dict[str, Any]:
-    """A fixed policy on GPT-4 (so the breaker's effect is visible deterministically) and a
-    breaker that opens after FAILURES consecutive failures."""
+    """A fixed policy on GPT-4 without an exploration floor (so the breaker's effect is visible
+    deterministically) and a breaker that opens after FAILURES consecutive failures."""
     return {
-        "policy": {"kind": "fixed", "fixed_model": GPT4},
+        "policy": {"kind": "fixed", "fixed_model": GPT4, "min_probability": 0.0},
         "health": {"consecutive_failures": FAILURES, "cooldown_s": cooldown_s},
         **extra,
     }

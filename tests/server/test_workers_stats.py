@@ -69,6 +69,7 @@ path = "{tmp / "log.duckdb"}"
 snapshot_path = "{tmp / "policy.snapshot"}"
 kind = "fixed"
 fixed_model = "{GPT4}"
+min_probability = 0.0
 
 [health]
 consecutive_failures = {FAILURES}

@@ -28,6 +28,9 @@ from banditroute.simulation.runner import (
 )
 from banditroute.simulation.tables import OutcomeTable, load_outcomes
 
+BASELINES = frozenset({"oracle", "fixed", "uniform"})
+"""Simulated policies that are comparators, run without the exploration floor."""
+
 QUALITY_ONLY = Objective("max-quality", quality=1.0, cost=0.0, latency=0.0)
 """The objective of a budgeted run without ``--objective``: maximise quality; the budget
 pacer alone prices cost."""
@@ -108,6 +111,11 @@ def prepare(config: SimulationConfig, settings: Settings) -> tuple[RunSpec, dict
     sim_settings = run_settings(settings, run, objective)
     policy = config.policy or settings.policy.kind
     validate_policy_name(policy, run.catalog)
+    if policy in BASELINES or policy.startswith("fixed:"):
+        # The comparators are the exact policies; the learners explore with the configured
+        # floor (policy.min_probability), as they would serving.
+        floorless = replace(sim_settings.policy, min_probability=0.0)
+        sim_settings = replace(sim_settings, policy=floorless)
     latency = LatencyModel.from_catalog(run.catalog)
     notes = [
         *run.notes,
