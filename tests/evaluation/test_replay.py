@@ -271,6 +271,8 @@ def test_reads_the_export_while_a_server_holds_the_log(tmp_path: Path, config: P
         (["--estimators", "ips,magic"], "--estimators: unknown magic"),
         (["--level", "1.5"], "--level: must be between 0 and 1"),
         (["--word-buckets", "100000000"], "--word-buckets: must be in 0..4096"),
+        (["--switch-tau", "soon"], "--switch-tau: expected a number or auto, got 'soon'"),
+        (["--switch-tau", "-1"], "--switch-tau: must be >= 0"),
         (["--json", "/no/such/dir/out.json"], "--json: no such directory"),
     ],
 )
