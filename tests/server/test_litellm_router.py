@@ -278,3 +278,37 @@ def test_a_group_without_catalogue_ids_is_a_clear_error(
     with pytest.raises(Exception, match="banditroute_model"):
         router.completion(model="auto", messages=MESSAGES)
     assert seen == []
+
+
+def test_a_conversation_in_metadata_stays_on_one_deployment(
+    service: Service,
+    llm: tuple[str, list[str]],
+    gateway: Callable[..., tuple[Router, queue.Queue[Report]]],
+) -> None:
+    """A completion's ``metadata={"banditroute_session_id": ...}`` is sent as Route's
+    session_id: every later turn of the conversation goes to the deployment its first turn
+    was routed to (sticky), while a request without it is drawn as before (the plugin had no
+    way to pass a session)."""
+    base, seen = llm
+    router, reports = gateway(
+        _address(service),
+        [_deployment(base, "a", catalogue=GPT35), _deployment(base, "b", catalogue=MISTRAL)],
+    )
+    session = {"banditroute_session_id": "conversation-7"}
+    router.completion(model="auto", messages=MESSAGES, metadata=dict(session))
+    first, _, _ = reports.get(timeout=HANG_S)
+    assert not _sticky(first)
+    for _ in range(3):
+        router.completion(model="auto", messages=MESSAGES, metadata=dict(session))
+        later, _, _ = reports.get(timeout=HANG_S)
+        assert _sticky(later)
+        assert later.model == first.model
+    assert len(set(seen)) == 1
+    router.completion(model="auto", messages=MESSAGES)
+    unsessioned, _, _ = reports.get(timeout=HANG_S)
+    assert not _sticky(unsessioned)
+
+
+def _sticky(decision: Decision) -> bool:
+    """Whether Route answered the decision with the session's model (RouteResponse.sticky)."""
+    return decision.response is not None and decision.response.sticky

@@ -38,6 +38,9 @@ log = logging.getLogger("banditroute.client")
 
 DECISION_KEY = "banditroute_decision_id"
 """The request metadata entry that carries the decision id from the pick to the callbacks."""
+SESSION_KEY = "banditroute_session_id"
+"""The request metadata entry (``metadata={SESSION_KEY: conversation id}`` on a completion) sent
+as Route's ``session_id``, which keeps the conversation on one model (see Sessions)."""
 MODEL_INFO_KEY = "banditroute_model"
 """The ``model_info`` entry of a deployment that names its banditroute catalogue id."""
 
@@ -130,7 +133,8 @@ class BanditrouteStrategy(CustomRoutingStrategyBase, CustomLogger):
     ``client`` is a :class:`~banditroute.client.Client` whose ``fallback_model`` is the
     catalogue id of the deployment to call when banditroute is unreachable. ``grade`` scores a
     response (default: no quality is reported). ``route_options`` are sent with every Route
-    (objective, tags...). Call :meth:`install` with the Router.
+    (objective, tags...), and a request's ``metadata[SESSION_KEY]`` as its ``session_id``.
+    Call :meth:`install` with the Router.
     """
 
     def __init__(
@@ -213,6 +217,10 @@ class BanditrouteStrategy(CustomRoutingStrategyBase, CustomLogger):
             )
         arguments: dict[str, Any] = dict(self.route_options)
         arguments["candidate_models"] = sorted(set(ids.values()))
+        metadata = (request_kwargs or {}).get("metadata")
+        session = metadata.get(SESSION_KEY) if isinstance(metadata, Mapping) else None
+        if session is not None:
+            arguments["session_id"] = str(session)
         if messages:
             arguments["messages"] = messages
         elif isinstance(input, str) and input:
