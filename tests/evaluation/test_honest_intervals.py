@@ -238,8 +238,9 @@ def test_thin_log_intervals_cover_what_a_percentile_bootstrap_misses() -> None:
     and 0.02 on the other half: effective sample size about 15 of 1,500), a percentile
     bootstrap of DR misses the truth in 8% of 200 synthetic logs; the intervals widened for a
     small effective sample size (Student t on the ESS, and IPS's interval below 50) cover it
-    in at least 95%, for DR and the self-normalised SNIPS alike."""
-    old = new_dr = new_snips = 0
+    in at least 95%, for DR and the self-normalised SNIPS alike, and so do the normal
+    (delta-method) intervals, widened to IPS's on a thin log too."""
+    old = new_dr = new_snips = normal = 0
     replications = 200
     for seed in range(replications):
         rng = np.random.default_rng([seed, 99])
@@ -265,6 +266,9 @@ def test_thin_log_intervals_cover_what_a_percentile_bootstrap_misses() -> None:
         old += plain.contains(truth)
         new_dr += dr.contains(truth)
         new_snips += snips.contains(truth)
+        linear = evaluate([SNIPS(), DR()], data, target, q, method="normal")
+        normal += all(interval.contains(truth) for interval in linear)
+    assert normal / replications >= 0.95
     assert old / replications < 0.94
     assert new_dr / replications >= 0.95
     assert new_snips / replications >= 0.95

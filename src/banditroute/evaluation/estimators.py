@@ -750,10 +750,13 @@ def evaluate(
     inputs.prefetch(estimators)
     named = [(estimator, estimator._parts(inputs)) for estimator in estimators]
     n = data.n
+    thin = inputs.ess < THIN_ESS
+    plain = inputs.weights * data.rewards  # IPS, the fallback interval of a thin log
     if chosen != "bootstrap":
         if n < 2:
             raise ValueError(f"data: a {chosen} interval needs at least 2 decisions, got {n}")
         build = normal_interval if chosen == "normal" else bernstein_interval
+        fallback = build(plain, level=level) if thin else None
         results = []
         for estimator, parts in named:
             values = parts.linearised(n, estimator.name)
@@ -763,13 +766,13 @@ def evaluate(
                 interval = _hull(
                     interval, build(checked, level=level, estimate=float(checked.mean()))
                 )
+            if fallback is not None:
+                interval = _hull(interval, fallback)
             results.append(_finish(_widen(interval, estimator, inputs, unseen), parts, bounds))
         return results
 
     columns: list[FloatArray] = []
     slots: dict[int, int] = {}
-    thin = inputs.ess < THIN_ESS
-    plain = inputs.weights * data.rewards  # IPS, the fallback interval of a thin log
     if thin:
         slots[id(plain)] = 0
         columns.append(plain)
