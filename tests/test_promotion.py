@@ -16,6 +16,7 @@ from banditroute.errors import FailedPrecondition
 from banditroute.evaluation.candidates import parse_candidate
 from banditroute.evaluation.logdata import load_log
 from banditroute.policies.costaware import CostAwarePolicy
+from banditroute.policies.fixed import FixedPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.promotion import warm_policy
 from banditroute.router import Router
@@ -29,7 +30,7 @@ CONFIG = "\n".join(
     "output_usd_per_mtok = 0.1\n"
     for i, name in enumerate(QUALITY)
 )
-DECISIONS = 150
+DECISIONS = 240  # fixed:alpha under uniform logging of 3 models: ESS about 80
 
 
 @pytest.fixture
@@ -141,3 +142,22 @@ def test_rollback_restores_the_previous_policy_object_and_a_promoted_shadow_lear
     assert router.policy is live
     assert router.policies["default"] is live
     assert (restored, rolled_back) == (live.version, shadow.version)
+
+
+def test_a_candidate_the_log_cannot_answer_for_is_refused(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log whose policy never tried beta (a fixed policy without a floor) cannot evaluate
+    fixed:beta, whatever DR's reward model says: refused with replay's reliability reason."""
+    settings = settings_from_mapping(
+        {**tomllib.loads(config.read_text()), "policy": {"min_probability": 0.0}}
+    )
+    path = tmp_path / "fixed.duckdb"
+    event_log = DuckDBLog(path, sync_feedback=False)
+    _serve(Router(settings, FixedPolicy("alpha"), event_log))
+    event_log.close()
+    code = main(["promote", "--log", str(path), "--config", str(config), "--candidate",
+                 "fixed:beta"])  # fmt: skip
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "the log cannot answer for the candidate: effective sample size" in out

@@ -55,7 +55,6 @@ def add_parser(subparsers: Any) -> None:
         "policy's estimate by (default 0)",
     )
     parser.add_argument("--objective", help="profile name (default: the configured default)")
-    parser.add_argument("--min-ess", type=float, default=None, help="refuse below this ESS")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the evidence")
     parser.add_argument(
         "--save-snapshot", type=Path, metavar="PATH",
@@ -86,8 +85,6 @@ def format_evidence(evidence: dict[str, Any]) -> str:
 def _check(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.margin) and args.margin >= 0):
         raise InvalidArgument("--margin: must be a number >= 0", field="--margin")
-    if args.min_ess is not None and not (math.isfinite(args.min_ess) and args.min_ess >= 0):
-        raise InvalidArgument("--min-ess: must be a number >= 0", field="--min-ess")
     if (args.log is None) == (args.server is None):
         raise InvalidArgument("--log: give either --log or --server", field="--log")
     if args.rollback and args.server is None:
@@ -106,7 +103,7 @@ def run_promote(args: argparse.Namespace) -> int:
         return _remote(args)
     from banditroute.config import config_path_from_environment, load_settings
     from banditroute.evaluation.objective_rewards import resolve_objective
-    from banditroute.promotion import DEFAULT_MIN_ESS, gate_connection
+    from banditroute.promotion import gate_connection
     from banditroute.snapshots import save_snapshot
     from banditroute.store.reader import open_log
 
@@ -116,7 +113,7 @@ def run_promote(args: argparse.Namespace) -> int:
     try:
         evidence, policy = gate_connection(
             source.connection, args.candidate, settings, objective, margin=args.margin,
-            arg="--candidate", min_ess=DEFAULT_MIN_ESS if args.min_ess is None else args.min_ess,
+            arg="--candidate",
         )  # fmt: skip
     finally:
         source.connection.close()

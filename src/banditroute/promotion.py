@@ -3,12 +3,13 @@
 :func:`gate` replays the log (:func:`banditroute.evaluation.replay.replay`) with the live
 policy (``logged``: the distribution the serving policy actually logged) and the candidate,
 under one objective, on the same decisions (a candidate trained on the log learns from its
-first half and both are judged on the second). The candidate clears the gate when the lower
-bound of its DR interval is above the live policy's DR estimate plus ``margin`` and the log
-can answer for it (its effective sample size is at least ``min_ess``: with fewer, DR is
-little more than the reward model's guess). The :class:`Evidence` (both estimates with their
-intervals, ESS, decisions, margin, verdict and a digest of the evaluated data) is what the
-caller writes to the audit chain, promoted or not.
+first half and both are judged on the second). The candidate clears the gate when the log can
+answer for it (replay rates it reliable: :func:`banditroute.evaluation.reliability.verdict`,
+enough effective sample size and overlap; otherwise DR is little more than the reward model's
+guess) and the lower bound of its DR interval is above the live policy's DR estimate plus
+``margin``. The :class:`Evidence` (both estimates with their intervals, ESS, the reliability
+verdict, decisions, margin, verdict and a digest of the evaluated data) is what the caller
+writes to the audit chain, promoted or not.
 
 A candidate that clears is then built for serving by :func:`warm_policy`: a fresh policy that
 learns every logged decision with an outcome (its features, eligible models, logged choice,
@@ -56,8 +57,6 @@ from banditroute.policies.uniform import UniformPolicy
 Verdict = Literal["promoted", "refused"]
 LIVE = "logged"
 """The replay spec of the live policy: the distribution it logged."""
-DEFAULT_MIN_ESS = 30.0
-"""Below this effective sample size the candidate's estimate is refused as unanswerable."""
 MAX_MARGIN = 1000.0
 """The largest margin accepted (rewards are in reward points; a $1 call at cost weight 200 is
 -200)."""
@@ -101,7 +100,7 @@ class Evidence:
     decisions: int
     margin: float
     level: float
-    min_ess: float
+    reliability: str
     log_digest: str
     verdict: Verdict
     reason: str
@@ -116,7 +115,7 @@ class Evidence:
         return {
             "candidate": self.candidate.as_dict(), "live": self.live.as_dict(),
             "objective": self.objective, "decisions": self.decisions, "margin": self.margin,
-            "level": self.level, "min_ess": self.min_ess, "log_digest": self.log_digest,
+            "level": self.level, "reliability": self.reliability, "log_digest": self.log_digest,
             "verdict": self.verdict, "reason": self.reason,
         }  # fmt: skip
 
@@ -157,7 +156,6 @@ def gate(
     level: float = 0.95,
     n_boot: int = 200,
     seed: int = 0,
-    min_ess: float = DEFAULT_MIN_ESS,
     shadow: Callable[[str, ReplayLog], np.ndarray] | None = None,
 ) -> Evidence:
     """Replay the live policy and the candidate on the log and decide (module doc).
@@ -179,12 +177,10 @@ def gate(
         raise FailedPrecondition(f"log: DR could not be estimated ({notes})", field="log")
     live, candidate = Estimate.from_result(live_row), Estimate.from_result(candidate_row)
     bar = live.value + margin
-    if candidate.ess < min_ess:
+    judged = candidate_row.verdict
+    if not judged.reliable:
         verdict: Verdict = "refused"
-        reason = (
-            f"the log cannot answer for the candidate: its effective sample size is "
-            f"{candidate.ess:.1f}, below {min_ess:g}"
-        )
+        reason = f"the log cannot answer for the candidate: {judged.reason}"
     elif candidate.lower > bar:
         verdict = "promoted"
         reason = (
@@ -199,7 +195,7 @@ def gate(
         )
     rewards = log_rewards(log, objective)
     return Evidence(
-        candidate, live, objective.name, result.n_decisions, margin, level, min_ess,
+        candidate, live, objective.name, result.n_decisions, margin, level, judged.reason,
         log_digest(log, rewards), verdict, reason,
     )  # fmt: skip
 
@@ -242,7 +238,6 @@ def gate_connection(
     margin: float,
     arg: str = "candidate",
     shadows: Mapping[str, Policy] | None = None,
-    min_ess: float = DEFAULT_MIN_ESS,
     n_boot: int = 200,
     seed: int = 0,
 ) -> tuple[Evidence, Policy | None]:
@@ -257,15 +252,14 @@ def gate_connection(
     def shadow(name: str, data: ReplayLog) -> np.ndarray:
         return shadow_distribution(con, name, data, arg=arg)
 
-    evidence = gate(log, spec, settings, objective, margin=margin, min_ess=min_ess,
-                    n_boot=n_boot, seed=seed, shadow=shadow)  # fmt: skip
+    evidence = gate(log, spec, settings, objective, margin=margin, n_boot=n_boot, seed=seed,
+                    shadow=shadow)  # fmt: skip
     if not evidence.promoted:
         return evidence, None
     return evidence, warm_policy(spec, log, settings, objective, seed=seed, shadows=shadows)
 
 
 __all__ = [
-    "DEFAULT_MIN_ESS",
     "Estimate",
     "Evidence",
     "gate",
