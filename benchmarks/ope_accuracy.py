@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--min-probability",
         type=float,
-        help="log with [policy] min_probability set to this (default: the default config)",
+        help="log with [policy] min_probability set to this (default: the configured default)",
     )
     parser.add_argument("--logs", type=Path, help="keep the seeds' logs here and reuse them")
     parser.add_argument("--log-only", action="store_true", help="write the logs, do not replay")
