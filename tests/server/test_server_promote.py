@@ -199,3 +199,24 @@ def test_the_command_line_promotes_and_rolls_back_on_a_running_server(
     assert served.router.policy.version == "fixed:alpha"
     assert main(["promote", "--server", server, "--rollback"]) == 0
     assert served.router.policy.version != "fixed:alpha"
+
+
+def test_a_shadow_policy_is_promoted_as_it_runs(
+    start_service: Callable[..., Service], api: Callable[..., Any]
+) -> None:
+    """shadow:NAME is judged on the distributions the shadow logged beside every decision and,
+    when it clears, the running shadow object itself becomes the live policy."""
+    config = {
+        **CONFIG,
+        "policies": {"best": {"kind": "fixed", "fixed_model": "alpha", "min_probability": 0.0}},
+        "tenants": [{"name": "acme", "api_key_sha256": [hash_key(ACME_KEY)],
+                     "shadow_policies": ["best"]}],
+    }  # fmt: skip
+    service = start_service(config)
+    client = api(service, ACME_KEY)
+    for i in range(DECISIONS):
+        decision = client.route(prompt=f"Question {i}: what is {i} times {i}?")
+        client.feedback(decision_id=decision.decision_id, quality=QUALITY[decision.model])
+    response = _promote(api(service, ADMIN_KEY), "shadow:best")
+    assert response.promoted, response.reason
+    assert service.router.policy is service.router.policies["best"]
