@@ -11,7 +11,10 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
 
 import asyncio
+import importlib
 import queue
+import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -312,3 +315,12 @@ def test_a_conversation_in_metadata_stays_on_one_deployment(
 def _sticky(decision: Decision) -> bool:
     """Whether Route answered the decision with the session's model (RouteResponse.sticky)."""
     return decision.response is not None and decision.response.sticky
+
+
+def test_without_litellm_the_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing the plugin where LiteLLM is not installed fails with a message that says
+    which extra to install (it was Python's bare "No module named 'litellm'")."""
+    monkeypatch.setitem(sys.modules, "litellm", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "banditroute.client.litellm_router")
+    with pytest.raises(ModuleNotFoundError, match=re.escape("pip install 'banditroute[litellm]'")):
+        importlib.import_module("banditroute.client.litellm_router")

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import litellm
+try:
+    import litellm
+except ModuleNotFoundError as missing:  # the optional extra: say which one
+    raise ModuleNotFoundError(
+        "banditroute.client.litellm_router needs LiteLLM: pip install 'banditroute[litellm]' "
+        "(in a clone: .venv/bin/pip install -e '.[litellm]')",
+        name=missing.name,
+    ) from missing
 from litellm.exceptions import ContentPolicyViolationError, RateLimitError, Timeout
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import CustomRoutingStrategyBase
