@@ -244,3 +244,26 @@ def test_a_replica_restarted_under_its_id_frees_the_slots_its_previous_process_h
         route(second, **only)
     make_replica(cluster_settings(valkey_server.url, "a", **beats))
     wait_for(lambda: _admits(second, only), "the slot freed by a's restart")
+
+
+def test_a_route_with_nothing_shared_to_check_makes_no_round_trip(
+    valkey_server: ValkeyProcess, make_replica: Callable[..., Replica]
+) -> None:
+    """A tenant without a cap routed to a model without limits runs no admission script;
+    a tenant with a cap runs exactly one per Route (slow heartbeats: the beat is a script)."""
+    router, _ = make_replica(cluster_settings(valkey_server.url, "a", heartbeat_s=30.0))
+    client = valkey_server.client()
+
+    def scripts() -> int:
+        stats = client.info("commandstats")
+        return sum(int(stats.get(name, {}).get("calls", 0))
+                   for name in ("cmdstat_evalsha", "cmdstat_eval"))  # fmt: skip
+
+    route(router)  # the script's first run loads it (NOSCRIPT, then EVALSHA again)
+    before = scripts()
+    for _ in range(5):
+        route(router, tenant="default")
+    assert scripts() == before
+    for _ in range(5):
+        route(router)  # acme, capped
+    assert scripts() == before + 5
