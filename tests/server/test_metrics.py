@@ -23,8 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from banditroute.config import load_settings, settings_from_mapping
 from banditroute.errors import ConfigError
+from banditroute.outcomes import OutcomeStatus
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.server.app import Service
+from banditroute.server.metrics import ServiceMetrics
 from banditroute.tenancy import hash_key
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
@@ -377,3 +379,35 @@ def test_workers_metrics_survive_a_replaced_worker(
     assert value(samples, "banditroute_pending_decisions") == routes
     assert value(samples, "banditroute_rpcs_total", rpc="Route", code="OK") == routes
     assert sum(series(samples, "banditroute_route_choices_total").values()) == routes
+
+
+class _NoBacklog:
+    """A decision log stand-in for ServiceMetrics.bind: nothing buffered."""
+
+    backlog_bytes = 0
+
+
+def test_a_model_a_reload_removed_leaves_no_open_breaker_series(
+    make_router: Callable[..., Any],
+) -> None:
+    """A model whose breaker is open and that a reload then takes out of the catalogue (the
+    usual cure for a broken model) no longer shows as open: an alert on breaker_state == 2
+    would otherwise fire for it forever."""
+    entries = {
+        name: {"id": name, "provider": name, "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
+        for name in ("alpha", "beta")
+    }
+    both = settings_from_mapping({"models": list(entries.values())})
+    router, _ = make_router(both)
+    metrics = ServiceMetrics(served=True)
+    metrics.bind(router, _NoBacklog())  # type: ignore[arg-type]
+    for _ in range(both.health.consecutive_failures):
+        router.health.record_outcome("alpha", OutcomeStatus.ERROR, 100.0, "default")
+    assert metrics.registry is not None
+    assert metrics.registry.get_sample_value("banditroute_breaker_state", {"model": "alpha"}) == 2
+    router.reload(settings_from_mapping({"models": [entries["beta"]]}))
+    assert metrics.registry.get_sample_value("banditroute_breaker_state", {"model": "alpha"}) in (
+        None,
+        0,
+    )
+    assert metrics.registry.get_sample_value("banditroute_breaker_state", {"model": "beta"}) == 0

@@ -104,6 +104,7 @@ class ServiceMetrics:
         self.registry = registry
         self._router: Router | None = None
         self._versions: set[tuple[str, str]] = set()  # policy_info series set so far
+        self._models: set[str] = set()  # breaker_state series set so far
         self._log: DuckDBLog | None = None
         if registry is not None:
             registry.register(_Refresh(self.refresh))  # first: the gauges are read after it
@@ -178,12 +179,20 @@ class ServiceMetrics:
         self.rpc_seconds.labels(rpc, name).observe(seconds)
 
     def refresh(self) -> None:
-        """Set the gauges from the live state (breakers, policies, backlog, pending)."""
+        """Set the gauges from the live state (breakers, policies, backlog, pending); a model a
+        reload removed loses its breaker series (a worker's goes to closed)."""
         router, event_log = self._router, self._log
         if router is None or event_log is None:
             return
-        for model in router.catalog.ids:
+        models = set(router.catalog.ids)
+        for model in models:
             self.breaker.labels(model).set(BREAKER_VALUES[router.health.breaker_state(model)])
+        for model in self._models - models:  # a reload took it out of the catalogue
+            if self.registry is not None:
+                self.breaker.remove(model)
+            else:  # a worker's multiprocess file keeps a removed series: no longer open
+                self.breaker.labels(model).set(BREAKER_VALUES["closed"])
+        self._models = models
         for name, policy in router.policies.items():
             self.policy_updates.labels(name).set(policy.updates)
         live = {(name, policy_family(policy.version)) for name, policy in router.policies.items()}
