@@ -324,3 +324,26 @@ def test_without_litellm_the_import_error_names_the_extra(monkeypatch: pytest.Mo
     monkeypatch.delitem(sys.modules, "banditroute.client.litellm_router")
     with pytest.raises(ModuleNotFoundError, match=re.escape("pip install 'banditroute[litellm]'")):
         importlib.import_module("banditroute.client.litellm_router")
+
+
+def test_a_grade_outside_zero_to_one_is_dropped_not_the_whole_report(
+    service: Service,
+    llm: tuple[str, list[str]],
+    gateway: Callable[..., tuple[Router, queue.Queue[Report]]],
+) -> None:
+    """A grader answering 1.5 (or NaN) would make banditroute refuse the whole Feedback
+    (INVALID_ARGUMENT on quality) inside LiteLLM's callback, losing the call's status, tokens
+    and cost; the report is sent without a quality instead."""
+    base, _ = llm
+    grades = iter([1.5, float("nan")])
+    router, reports = gateway(
+        _address(service),
+        [_deployment(base, "a", catalogue=GPT35)],
+        grade=lambda messages, response: next(grades),
+    )
+    for _ in range(2):
+        router.completion(model="auto", messages=MESSAGES)
+        _, outcome, ack = reports.get(timeout=HANG_S)
+        assert ack.delivered
+        assert "quality" not in outcome
+        assert outcome["input_tokens"] == PROMPT_TOKENS

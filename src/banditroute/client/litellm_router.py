@@ -52,7 +52,8 @@ MODEL_INFO_KEY = "banditroute_model"
 """The ``model_info`` entry of a deployment that names its banditroute catalogue id."""
 
 Grader = Callable[[Sequence[Mapping[str, Any]], Any], float | None]
-"""A quality hook: (the request's messages, LiteLLM's response) -> quality in [0, 1] or None."""
+"""A quality hook: (the request's messages, LiteLLM's response) -> quality in [0, 1] or None
+(a value outside [0, 1] is logged and left out of the report)."""
 ReportHook = Callable[[Decision, Outcome, FeedbackAck], None]
 """Called after each report with the decision, what was reported and its acknowledgement."""
 
@@ -342,6 +343,10 @@ class BanditrouteStrategy(CustomRoutingStrategyBase, CustomLogger):
                 quality = owner.grade(kwargs.get("messages") or [], response)
             except Exception:
                 log.exception("the quality grader failed; reporting no quality")
+                quality = None
+            if quality is not None and not 0.0 <= quality <= 1.0:  # NaN too
+                # banditroute would refuse the whole report (status, tokens, cost) for it.
+                log.warning("the quality grader gave a value outside [0, 1]; reporting none")
                 quality = None
             if quality is not None:
                 outcome["quality"] = quality
