@@ -112,6 +112,20 @@ def test_leaving_the_block_reports_for_the_caller(
     assert rows[0][2] >= 0.0
 
 
+def test_a_failed_automatic_report_never_hides_the_callers_exception(
+    service: Service, clients: Callable[..., Client]
+) -> None:
+    """Leaving a handle's block with an exception after the client was closed: the report
+    cannot be sent (ValueError on the closed channel), and the caller's own exception is what
+    propagates, not that one."""
+    client = clients(_address(service))
+    handle = client.decide("What is the capital of France?")
+    client.close()
+    with pytest.raises(KeyError, match="the caller's"), handle:
+        raise KeyError("the caller's")
+    assert handle.reported
+
+
 def test_a_discarded_decision_reports_nothing(
     service: Service,
     clients: Callable[..., Client],

@@ -204,3 +204,5 @@ class DecisionHandle:
         except grpc.RpcError as error:
             # The caller's exception is what matters here: a refused report must not hide it.
             log.warning("banditroute feedback refused: %s", status_of(error).name)
+        except ValueError:  # the client was closed: nothing can be sent any more
+            log.warning("banditroute feedback not sent: the client is closed")
