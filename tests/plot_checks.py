@@ -127,7 +127,7 @@ def tune_result(n_settings: int, n_references: int, seed: int = 0) -> TuneResult
     chosen, target, reason = recommend(points, quality_share=None, max_cost=None)
     return TuneResult(
         "log.duckdb", Objective("balanced", 1.0, 50.0, 0.0), "costaware",
-        LogCounts(100, 0, 100, 0, 0), 50, 50, tuple(points), target, chosen, reason, 0.95,
+        LogCounts(100, 0, 0, 100, 0, 0), 50, 50, tuple(points), target, chosen, reason, 0.95,
         "bootstrap",
     )  # fmt: skip
 
