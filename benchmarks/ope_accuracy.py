@@ -23,6 +23,9 @@ candidates rated reliable.
     nice .venv/bin/python benchmarks/ope_accuracy.py \\
         /work/split/routerbench_train.holdout.parquet [--seeds 16] [--passes 3] \\
         [--min-probability 0.02] [--workers 1] [--logs DIR] [--json OUT]
+
+A server's failed calls (``rpc_failed``: incident id, exception type and stack) are printed
+on stderr; with ``--logs`` its whole stderr is kept beside each log (``NAME.serve.stderr``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -177,7 +181,23 @@ def write_log(log_path: Path, world: World, job: Job) -> dict[str, int]:
         finally:
             server.terminate()
             server.wait(timeout=120)
+            keep_server_log(Path(folder) / "serve.stderr", log_path, job.logs is not None)
     return prompts
+
+
+def keep_server_log(stderr_path: Path, log_path: Path, keep: bool) -> None:
+    """Keep what the server logged past its temporary folder: its whole stderr beside the
+    decision log (``NAME.serve.stderr``) with ``--logs``, and its ``rpc_failed`` lines (an
+    INTERNAL answer's incident id, exception type and stack; never client text) on this
+    script's stderr in any case, so an incident can be traced after the run."""
+    if keep:
+        shutil.copyfile(stderr_path, log_path.with_suffix(".serve.stderr"))
+    text = stderr_path.read_text("utf-8", errors="replace")
+    failed = [line for line in text.splitlines() if "rpc_failed" in line]
+    if failed:
+        print(f"{log_path.stem}: the server logged {len(failed)} failed call(s):", file=sys.stderr)
+        for line in failed:
+            print(line.replace("\\n", "\n"), file=sys.stderr)
 
 
 def true_value(

@@ -15,6 +15,7 @@ import cluster_learning_cost
 import cluster_route
 import full_disk
 import fuzz_rpcs
+import ope_accuracy
 import privacy_scan
 import route_cpu
 import route_latency
@@ -136,3 +137,30 @@ def test_cluster_learning_cost_measures_a_replica_and_a_trainer(tmp_path: Path) 
     assert results["plain_pair_cpu_us"] > 0
     assert results["replica_pair_cpu_us"] > 0
     assert results["snapshot_bytes"] > 0
+
+
+def test_ope_accuracy_keeps_the_servers_failed_calls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A logging server's ``rpc_failed`` lines (incident, exception type, stack) outlive its
+    temporary folder: printed on stderr, with the stack's lines unescaped, and with ``--logs``
+    its whole stderr is kept beside the log; a clean server prints nothing."""
+    stderr = tmp_path / "serve.stderr"
+    stderr.write_text(
+        "[info ] listening address=127.0.0.1:1\n"
+        "[error] rpc_failed error=KeyError incident=abc123 rpc=Route "
+        "stack='  File \"router.py\", line 1, in route\\n    boom\\n'\n",
+        "utf-8",
+    )
+    log = tmp_path / "logs" / "seed0.duckdb"
+    log.parent.mkdir()
+    ope_accuracy.keep_server_log(stderr, log, keep=True)
+    printed = capsys.readouterr().err
+    assert "1 failed call(s)" in printed
+    assert "incident=abc123" in printed
+    assert '  File "router.py", line 1, in route\n    boom' in printed
+    assert (tmp_path / "logs" / "seed0.serve.stderr").read_text("utf-8") == stderr.read_text()
+    stderr.write_text("[info ] listening address=127.0.0.1:1\n", "utf-8")
+    ope_accuracy.keep_server_log(stderr, tmp_path / "other.duckdb", keep=False)
+    assert capsys.readouterr().err == ""
+    assert not (tmp_path / "other.serve.stderr").exists()

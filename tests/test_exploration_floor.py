@@ -5,20 +5,28 @@ one sampled, logged and learned."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_router import RecordingPolicy
 
+from banditroute.audit import AuditChain
+from banditroute.catalog import ModelSpec
 from banditroute.config import Settings, settings_from_mapping
-from banditroute.decisions import FeedbackReport, RouteQuery
+from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import ConfigError
+from banditroute.evaluation.logdata import PROBABILITY_ATOL
+from banditroute.features import PromptFeatures
 from banditroute.policies.base import Policy
+from banditroute.policies.costaware import THOMPSON_DRAWS
 from banditroute.policies.factory import build_policy
 from banditroute.policies.floor import apply_floor
 from banditroute.reload import config_change
-from banditroute.router import Router
+from banditroute.router import Router, sample_index
 from banditroute.store.memory import MemoryLog
 
 FLOOR = 0.02
@@ -178,3 +186,97 @@ def test_settings_copied_with_a_new_policy_section_use_its_floor() -> None:
     log = MemoryLog()
     Router(settings, RecordingPolicy(), log).route(RouteQuery(prompt=PROMPTS[0]))
     assert min(log.decisions[0].probabilities) == pytest.approx(0.05)
+
+
+@st.composite
+def _distributions(draw: st.DrawFn) -> tuple[np.ndarray, float]:
+    """A policy's distribution over 2..30 models, as the router gets it (normalised): either
+    Thompson counts out of 1,024 draws (exact zeros, multiples of 1/1024) or arbitrary weights
+    with zeros and values down to 1e-300; and a floor in (0, 1/K]."""
+    k = draw(st.integers(2, 30))
+    if draw(st.booleans()):
+        cuts = sorted(
+            draw(st.lists(st.integers(0, THOMPSON_DRAWS), min_size=k - 1, max_size=k - 1))
+        )
+        counts = np.diff([0, *cuts, THOMPSON_DRAWS]).astype(np.float64)
+        probs = counts / THOMPSON_DRAWS
+    else:
+        weight = st.one_of(st.just(0.0), st.floats(1e-300, 1.0), st.floats(0.0, 1e-12))
+        weights = np.array(draw(st.lists(weight, min_size=k, max_size=k)))
+        if weights.sum() <= 0:
+            weights[draw(st.integers(0, k - 1))] = 1.0
+        probs = weights / weights.sum()
+    floor = draw(st.one_of(st.just(1.0 / k), st.floats(1e-12, 1.0 / k)))
+    return probs, floor
+
+
+@settings(max_examples=300, deadline=None)
+@given(_distributions(), st.text(min_size=1, max_size=32))
+def test_a_floored_vector_is_a_valid_propensity_vector_for_every_policy_output(
+    case: tuple[np.ndarray, float], decision_id: str
+) -> None:
+    """Whatever the policy gives (exact zeros, values near the smallest float, a floor of
+    exactly 1/K), the floored vector is finite, each entry in (0, 1] and at least the floor (to
+    rounding), sums to 1 within the tolerance replay checks logged vectors with, and keeps the
+    policy's order; the sampler draws an entry with a positive probability, so what the policy
+    learns with is a valid propensity."""
+    probs, floor = case
+    out = apply_floor(probs, floor)
+    assert np.isfinite(out).all()
+    assert (out > 0).all()
+    assert (out <= 1).all()
+    assert out.min() >= floor * (1 - 1e-9)
+    assert abs(float(out.sum()) - 1.0) <= PROBABILITY_ATOL / 1000
+    assert (np.diff(out[np.argsort(-probs, kind="stable")]) <= 1e-15).all()
+    assert 0 < out[sample_index(out, decision_id)] <= 1
+
+
+class _WeightsPolicy(Policy):
+    """A test policy giving fixed weights (zeros allowed), repeated over however many arms."""
+
+    name = "weights"
+
+    def __init__(self, weights: list[float]) -> None:
+        super().__init__()
+        self.weights = np.array(weights)
+
+    def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> np.ndarray:
+        weights = np.resize(self.weights, len(arms))
+        return weights if weights.sum() > 0 else np.eye(len(arms))[0]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(st.just(0.0), st.floats(1e-300, 1.0)), min_size=11, max_size=11),
+    st.one_of(st.just(1 / 11), st.floats(1e-9, 1 / 11)),
+    st.booleans(),
+    st.booleans(),
+)
+def test_routes_with_a_floor_log_valid_vectors_and_learn_from_their_feedback(
+    weights: list[float], floor: float, session: bool, shadow: bool
+) -> None:
+    """With any floor up to 1/K, an audited router floors any policy output (and its shadow's)
+    without failing, in a session (sticky) or not; every logged vector passes replay's
+    checks (sums to 1, the propensity is the chosen model's entry) and every Feedback is
+    learned (the probability is in (0, 1])."""
+    sections: dict[str, Any] = {"policy": {"min_probability": floor}}
+    policies: dict[str, Policy] = {}
+    if shadow:
+        sections["policies"] = {"shadow": {"kind": "uniform"}}
+        sections["tenants"] = [{"name": "default", "shadow_policies": ["shadow"]}]
+    config = settings_from_mapping(sections)
+    if shadow:
+        policies["shadow"] = build_policy(config.policies["shadow"])
+    log = MemoryLog()
+    audit = AuditChain(sink=log.append_audit)
+    router = Router(config, _WeightsPolicy(weights), log, policies=policies, audit=audit)
+    for i, prompt in enumerate(PROMPTS * 2):
+        query = RouteQuery(prompt=prompt, session_id="s1" if session else "")
+        decision = router.route(query)
+        result = router.feedback(FeedbackReport(decision.decision_id, quality=i % 2))
+        assert result.disposition == Disposition.LEARNED
+    for record in log.decisions:
+        probs = np.array(record.probabilities)
+        assert abs(probs.sum() - 1.0) <= PROBABILITY_ATOL
+        assert record.probability == probs[record.eligible.index(record.model)]
+        assert 0 < record.probability <= 1
