@@ -80,3 +80,19 @@ def test_help_imports_no_heavy_module(argv: list[str]) -> None:
     exits 0 with none of the heavy modules imported."""
     result = _probe([*argv, "--help"])
     assert result == {"code": 0, "heavy": []}
+
+
+def test_serving_modules_do_not_import_river_bandit_or_scikit_learn() -> None:
+    """The server's modules load without river.bandit (LinUCB's home, which imports river's
+    datasets and with them scikit-learn when installed): only a linucb policy needs it, and
+    it cost a default server seconds of start-up on a loaded machine."""
+    code = (
+        "import sys, banditroute.server.app, banditroute.policies.factory as f\n"
+        "from banditroute.config import load_settings\n"
+        "f.build_policy(load_settings(None).policy)\n"
+        "print(sorted(m for m in ('river.bandit', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip() == "[]"

@@ -29,7 +29,7 @@ import duckdb
 
 from banditroute.store import journal
 
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 90.0
 """Longest wait for a server's ``listening`` line."""
 STOP_TIMEOUT_S = 20.0
 """Longest wait for a server process to exit."""

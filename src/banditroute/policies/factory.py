@@ -6,7 +6,6 @@ from banditroute.config import PolicySettings
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import SEMANTIC_DIMS, CostAwarePolicy
 from banditroute.policies.fixed import FixedPolicy
-from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
 
@@ -19,6 +18,10 @@ def build_policy(settings: PolicySettings, *, seed: int = 0, semantic: bool = Fa
     if settings.kind == "costaware":
         return CostAwarePolicy(seed=seed, semantic_dims=SEMANTIC_DIMS if semantic else 0)
     if settings.kind == "linucb":
+        # river.bandit imports river's datasets and with them scikit-learn when installed:
+        # seconds of start-up that only a linucb service should pay.
+        from banditroute.policies.linucb import LinUCBPolicy
+
         return LinUCBPolicy(seed=seed)
     if settings.kind == "fixed":
         assert settings.fixed_model is not None  # validated by Settings
