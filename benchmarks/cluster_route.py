@@ -11,6 +11,12 @@ Usage::
 
     python benchmarks/cluster_route.py [--calls 2000] [--concurrency 1 4] [--rounds 2]
         [--json benchmarks/results/cluster_route.json]
+
+``--replicas N`` measures throughput instead: N replicas joined to one valkey-server, each
+driven by ``--concurrency`` client threads at once, against one lone server driven by N times
+as many threads, in alternating rounds of ``--calls`` Routes per replica (the same worst-case
+Routes); on one machine the replicas share its cores, so this is what the cluster's coordination
+costs in aggregate, not what N machines would serve.
 """
 
 from __future__ import annotations
@@ -157,6 +163,68 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _throughput(addresses: list[str], pids: list[int], calls: int, concurrency: int) -> float:
+    """Routes per second of every address driven at once (``calls`` Routes from
+    ``concurrency`` threads each)."""
+    done: list[int] = []
+    start = time.perf_counter()
+    drivers = [
+        threading.Thread(target=lambda a=a: done.append(len(_drive(a, calls, concurrency))))
+        for a in addresses
+    ]
+    for driver in drivers:
+        driver.start()
+    for driver in drivers:
+        driver.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
+def run_replicas(calls: int, concurrency: int, rounds: int, replicas: int) -> dict[str, Any]:
+    """Aggregate Routes per second of ``replicas`` cluster replicas against one lone server
+    given as many client threads in total."""
+    with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
+        root = Path(tmp)
+        valkey = ValkeyServer(port=_free_port(), data_dir=root / "valkey")
+        valkey.start()
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            lone, lone_address = _start(_config(root, "lone"), root, [])
+            processes.append(lone)
+            url = f"redis://127.0.0.1:{valkey.port}/0"
+            addresses = []
+            for index in range(replicas):
+                process, address = _start(_config(root, f"r{index}"), root, ["--cluster", url])
+                processes.append(process)
+                addresses.append(address)
+            lone_rates, cluster_rates = [], []
+            for _ in range(rounds):
+                lone_rates.append(
+                    _throughput([lone_address] * replicas, [lone.pid], calls, concurrency)
+                )
+                cluster_rates.append(_throughput(addresses, [], calls, concurrency))
+            lone_rate, cluster_rate = (
+                statistics.median(lone_rates),
+                statistics.median(cluster_rates),
+            )
+            return {
+                "replicas": replicas,
+                "client_threads": replicas * concurrency,
+                "lone_calls_per_s": lone_rate,
+                "cluster_calls_per_s": cluster_rate,
+                "throughput_ratio": cluster_rate / lone_rate,
+                "cpus": os.cpu_count(),
+            }
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            valkey.stop()
+
+
 def _round(address: str, pids: list[int], calls: int, concurrency: int) -> dict[str, float]:
     before = [_cpu_s(pid) for pid in pids]
     start = time.perf_counter()
@@ -232,8 +300,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000, help="Routes per round")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="measure the throughput of this many replicas"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    if not 0 <= args.replicas <= 8:
+        parser.error("--replicas: must be in 0..8")
+    if args.replicas:
+        found = run_replicas(args.calls, args.concurrency[0], args.rounds, args.replicas)
+        print(
+            f"{found['replicas']} replicas, {found['client_threads']} client threads: "
+            f"{found['lone_calls_per_s']:.0f} calls/s on one lone server -> "
+            f"{found['cluster_calls_per_s']:.0f} over the replicas "
+            f"(x{found['throughput_ratio']:.2f}) on {found['cpus']} CPUs"
+        )
+        if args.json is not None:
+            args.json.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
+        return 0
     results = run(args.calls, args.concurrency, args.rounds)
     for name, entry in results.items():
         lone, cluster = entry["lone"], entry["cluster"]

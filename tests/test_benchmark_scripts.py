@@ -60,6 +60,20 @@ def test_cluster_route_compares_a_replica_with_a_lone_server() -> None:
     assert entry["p50_ratio"] == pytest.approx(entry["cluster"]["p50_ms"] / entry["lone"]["p50_ms"])
 
 
+@pytest.mark.slow
+def test_cluster_route_measures_the_throughput_of_several_replicas() -> None:
+    """With --replicas, every replica is driven at once and the aggregate rate is set against
+    one lone server given as many client threads."""
+    found = cluster_route.run_replicas(20, 1, 1, 2)
+    assert found["replicas"] == 2
+    assert found["client_threads"] == 2
+    assert found["lone_calls_per_s"] > 0
+    assert found["cluster_calls_per_s"] > 0
+    assert found["throughput_ratio"] == pytest.approx(
+        found["cluster_calls_per_s"] / found["lone_calls_per_s"]
+    )
+
+
 def test_route_cpu_measures_route_and_feedback_against_protobuf_alone() -> None:
     """The in-process CPU benchmark routes and answers feedback through the servicer and
     reports a cost above protobuf's alone."""
