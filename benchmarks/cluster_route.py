@@ -32,6 +32,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +166,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _throughput(addresses: list[str], pids: list[int], calls: int, concurrency: int) -> float:
+def _throughput(addresses: list[str], calls: int, concurrency: int) -> float:
     """Routes per second of every address driven at once (``calls`` Routes from
     ``concurrency`` threads each)."""
     done: list[int] = []
@@ -179,41 +182,33 @@ def _throughput(addresses: list[str], pids: list[int], calls: int, concurrency: 
     return sum(done) / (time.perf_counter() - start)
 
 
-def run_replicas(calls: int, concurrency: int, rounds: int, replicas: int) -> dict[str, Any]:
-    """Aggregate Routes per second of ``replicas`` cluster replicas against one lone server
-    given as many client threads in total."""
+@dataclass
+class _Servers:
+    """A lone server and the replicas joined to one valkey-server, all running."""
+
+    lone: tuple[subprocess.Popen[bytes], str]
+    joined: list[tuple[subprocess.Popen[bytes], str]]
+    valkey_pid: int
+
+
+@contextmanager
+def _servers(joined_names: list[str]) -> Iterator[_Servers]:
+    """Start valkey-server, a lone server and one ``serve --cluster`` replica per name (same
+    configuration otherwise); stop them all on the way out."""
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
         root = Path(tmp)
         valkey = ValkeyServer(port=_free_port(), data_dir=root / "valkey")
         valkey.start()
         processes: list[subprocess.Popen[bytes]] = []
         try:
-            lone, lone_address = _start(_config(root, "lone"), root, [])
-            processes.append(lone)
+            lone = _start(_config(root, "lone"), root, [])
+            processes.append(lone[0])
             url = f"redis://127.0.0.1:{valkey.port}/0"
-            addresses = []
-            for index in range(replicas):
-                process, address = _start(_config(root, f"r{index}"), root, ["--cluster", url])
-                processes.append(process)
-                addresses.append(address)
-            lone_rates, cluster_rates = [], []
-            for _ in range(rounds):
-                lone_rates.append(
-                    _throughput([lone_address] * replicas, [lone.pid], calls, concurrency)
-                )
-                cluster_rates.append(_throughput(addresses, [], calls, concurrency))
-            lone_rate, cluster_rate = (
-                statistics.median(lone_rates),
-                statistics.median(cluster_rates),
-            )
-            return {
-                "replicas": replicas,
-                "client_threads": replicas * concurrency,
-                "lone_calls_per_s": lone_rate,
-                "cluster_calls_per_s": cluster_rate,
-                "throughput_ratio": cluster_rate / lone_rate,
-                "cpus": os.cpu_count(),
-            }
+            joined = []
+            for name in joined_names:
+                joined.append(_start(_config(root, name), root, ["--cluster", url]))
+                processes.append(joined[-1][0])
+            yield _Servers(lone, joined, int(valkey.client().info("server")["process_id"]))
         finally:
             for process in processes:
                 process.terminate()
@@ -223,6 +218,26 @@ def run_replicas(calls: int, concurrency: int, rounds: int, replicas: int) -> di
                 except subprocess.TimeoutExpired:
                     process.kill()
             valkey.stop()
+
+
+def run_replicas(calls: int, concurrency: int, rounds: int, replicas: int) -> dict[str, Any]:
+    """Aggregate Routes per second of ``replicas`` cluster replicas against one lone server
+    given as many client threads in total."""
+    with _servers([f"r{index}" for index in range(replicas)]) as servers:
+        addresses = [address for _, address in servers.joined]
+        lone_rates, cluster_rates = [], []
+        for _ in range(rounds):
+            lone_rates.append(_throughput([servers.lone[1]] * replicas, calls, concurrency))
+            cluster_rates.append(_throughput(addresses, calls, concurrency))
+    lone_rate, cluster_rate = statistics.median(lone_rates), statistics.median(cluster_rates)
+    return {
+        "replicas": replicas,
+        "client_threads": replicas * concurrency,
+        "lone_calls_per_s": lone_rate,
+        "cluster_calls_per_s": cluster_rate,
+        "throughput_ratio": cluster_rate / lone_rate,
+        "cpus": os.cpu_count(),
+    }
 
 
 def _round(address: str, pids: list[int], calls: int, concurrency: int) -> dict[str, float]:
@@ -251,47 +266,28 @@ def _merge(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 def run(calls: int, concurrencies: list[int], rounds: int) -> dict[str, Any]:
     """Measure both servers; results per concurrency with the ratios cluster / lone."""
-    with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
-        root = Path(tmp)
-        valkey = ValkeyServer(port=_free_port(), data_dir=root / "valkey")
-        valkey.start()
-        processes: list[subprocess.Popen[bytes]] = []
-        try:
-            lone, lone_address = _start(_config(root, "lone"), root, [])
-            processes.append(lone)
-            url = f"redis://127.0.0.1:{valkey.port}/0"
-            joined, joined_address = _start(_config(root, "joined"), root, ["--cluster", url])
-            processes.append(joined)
-            valkey_pid = int(valkey.client().info("server")["process_id"])
-            results: dict[str, Any] = {}
-            for concurrency in concurrencies:
-                lone_rounds, joined_rounds = [], []
-                for _ in range(rounds):
-                    lone_rounds.append(_round(lone_address, [lone.pid], calls, concurrency))
-                    joined_rounds.append(
-                        _round(joined_address, [joined.pid, valkey_pid], calls, concurrency)
-                    )
-                a, b = _merge(lone_rounds), _merge(joined_rounds)
-                results[f"route_c{concurrency}"] = {
-                    "lone": a,
-                    "cluster": b,
-                    "p50_added_ms": b["p50_ms"] - a["p50_ms"],
-                    "p50_ratio": b["p50_ms"] / a["p50_ms"],
-                    "p99_ratio": b["p99_ms"] / a["p99_ms"],
-                    "throughput_ratio": b["calls_per_s"] / a["calls_per_s"],
-                    "server_cpu_ratio": b["server_cpu_us"] / a["server_cpu_us"],
-                    "cpu_added_us": b["server_cpu_us"] + b["valkey_cpu_us"] - a["server_cpu_us"],
-                }
-            return results
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            valkey.stop()
+    results: dict[str, Any] = {}
+    with _servers(["joined"]) as servers:
+        (lone, lone_address), [(joined, joined_address)] = servers.lone, servers.joined
+        for concurrency in concurrencies:
+            lone_rounds, joined_rounds = [], []
+            for _ in range(rounds):
+                lone_rounds.append(_round(lone_address, [lone.pid], calls, concurrency))
+                joined_rounds.append(
+                    _round(joined_address, [joined.pid, servers.valkey_pid], calls, concurrency)
+                )
+            a, b = _merge(lone_rounds), _merge(joined_rounds)
+            results[f"route_c{concurrency}"] = {
+                "lone": a,
+                "cluster": b,
+                "p50_added_ms": b["p50_ms"] - a["p50_ms"],
+                "p50_ratio": b["p50_ms"] / a["p50_ms"],
+                "p99_ratio": b["p99_ms"] / a["p99_ms"],
+                "throughput_ratio": b["calls_per_s"] / a["calls_per_s"],
+                "server_cpu_ratio": b["server_cpu_us"] / a["server_cpu_us"],
+                "cpu_added_us": b["server_cpu_us"] + b["valkey_cpu_us"] - a["server_cpu_us"],
+            }
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,28 +303,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.replicas <= 8:
         parser.error("--replicas: must be in 0..8")
+    results: dict[str, Any]
     if args.replicas:
-        found = run_replicas(args.calls, args.concurrency[0], args.rounds, args.replicas)
+        results = run_replicas(args.calls, args.concurrency[0], args.rounds, args.replicas)
         print(
-            f"{found['replicas']} replicas, {found['client_threads']} client threads: "
-            f"{found['lone_calls_per_s']:.0f} calls/s on one lone server -> "
-            f"{found['cluster_calls_per_s']:.0f} over the replicas "
-            f"(x{found['throughput_ratio']:.2f}) on {found['cpus']} CPUs"
+            f"{results['replicas']} replicas, {results['client_threads']} client threads: "
+            f"{results['lone_calls_per_s']:.0f} calls/s on one lone server -> "
+            f"{results['cluster_calls_per_s']:.0f} over the replicas "
+            f"(x{results['throughput_ratio']:.2f}) on {results['cpus']} CPUs"
         )
-        if args.json is not None:
-            args.json.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
-        return 0
-    results = run(args.calls, args.concurrency, args.rounds)
-    for name, entry in results.items():
-        lone, cluster = entry["lone"], entry["cluster"]
-        print(
-            f"{name}: p50 {lone['p50_ms']:.2f} -> {cluster['p50_ms']:.2f} ms "
-            f"(+{entry['p50_added_ms']:.2f}), p99 {lone['p99_ms']:.2f} -> "
-            f"{cluster['p99_ms']:.2f} ms, "
-            f"calls/s {lone['calls_per_s']:.0f} -> {cluster['calls_per_s']:.0f}, server CPU/call "
-            f"{lone['server_cpu_us']:.0f} -> {cluster['server_cpu_us']:.0f} us "
-            f"(+ valkey {cluster['valkey_cpu_us']:.0f} us)"
-        )
+    else:
+        results = run(args.calls, args.concurrency, args.rounds)
+        for name, entry in results.items():
+            lone, cluster = entry["lone"], entry["cluster"]
+            print(
+                f"{name}: p50 {lone['p50_ms']:.2f} -> {cluster['p50_ms']:.2f} ms "
+                f"(+{entry['p50_added_ms']:.2f}), p99 {lone['p99_ms']:.2f} -> "
+                f"{cluster['p99_ms']:.2f} ms, calls/s {lone['calls_per_s']:.0f} -> "
+                f"{cluster['calls_per_s']:.0f}, server CPU/call {lone['server_cpu_us']:.0f} -> "
+                f"{cluster['server_cpu_us']:.0f} us (+ valkey {cluster['valkey_cpu_us']:.0f} us)"
+            )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -24,20 +24,19 @@ Needs scikit-learn (the dev extra).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from held_tables import found_tables, write_json
 
 from banditroute.config import load_settings
 from banditroute.features import extract
 from banditroute.simulation.catalog import build_run_catalog
-from banditroute.simulation.tables import OutcomeTable, load_outcomes
+from banditroute.simulation.tables import OutcomeTable
 
-TABLES = ("routerbench_train", "paretobandit_val", "routellm_mmlu")
 FRACTIONS = (0.10, 0.15, 0.20, 0.25, 0.35)
 SENTENCE_CHARS = 2000
 SENTENCE_TOKENS = 256
@@ -213,14 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sentence:
         sentence_cache = Path("var") / "sentence_embeddings"
     results = {}
-    for name in TABLES:
-        if args.only and args.only not in name:
-            continue
-        path = args.data / f"{name}.parquet"
-        if not path.is_file():
-            print(f"skipping {name}: no {path}", file=sys.stderr)
-            continue
-        table = load_outcomes(path, model_order=settings.catalog.ids)
+    for name, table in found_tables(args.data, settings.catalog.ids, args.only):
         results[name] = ceiling(
             table,
             settings_catalog=settings.catalog,
@@ -228,9 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             sentence_cache=sentence_cache,
             fractions=args.fractions,
         )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_json(args.json, results)
     return 0
 
 

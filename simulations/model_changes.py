@@ -26,13 +26,13 @@ new model; the ``add`` rows are the comparable figure.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from held_tables import write_json
 
 from banditroute.config import Settings, load_settings
 from banditroute.simulation.catalog import build_run_catalog
@@ -251,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {scenario.table}: no such table in {args.data}", file=sys.stderr)
             continue
         results.append(run(scenario, settings, args))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_json(args.json, results)
     return 0
 
 

@@ -42,13 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from held_tables import found_tables, write_json
 
 from banditroute.config import Settings, load_settings
 from banditroute.simulation import SimulationConfig, simulate
 from banditroute.simulation.catalog import build_run_catalog
-from banditroute.simulation.tables import OutcomeTable, load_outcomes
+from banditroute.simulation.tables import OutcomeTable
 
-TABLES = ("routerbench_train", "paretobandit_val", "routellm_mmlu")
 FRACTIONS = (0.10, 0.15, 0.20, 0.25, 0.35)
 COLD_POLICIES = ("costaware", "linucb", "vw", "uniform")
 WARM_POLICIES = ("costaware", "vw")
@@ -422,14 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--data: required unless --replot is given")
     settings = load_settings(args.config)
     results: dict[str, Any] = {}
-    for name in TABLES:
-        if args.only and args.only not in name:
-            continue
-        path = args.data / f"{name}.parquet"
-        if not path.is_file():
-            print(f"skipping {name}: no {path}", file=sys.stderr)
-            continue
-        table = load_outcomes(path, model_order=settings.catalog.ids)
+    for name, table in found_tables(args.data, settings.catalog.ids, args.only):
         results[name] = run_table(
             parts(table, name, args.part),
             settings,
@@ -440,9 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             plots=args.plots,
             label=args.label,
         )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_json(args.json, results)
     text = markdown(results)
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
