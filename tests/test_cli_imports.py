@@ -82,15 +82,17 @@ def test_help_imports_no_heavy_module(argv: list[str]) -> None:
     assert result == {"code": 0, "heavy": []}
 
 
-def test_serving_modules_do_not_import_river_bandit_or_scikit_learn() -> None:
+def test_serving_modules_do_not_import_river_bandit_scikit_learn_or_the_simulator() -> None:
     """The server's modules load without river.bandit (LinUCB's home, which imports river's
     datasets and with them scikit-learn when installed): only a linucb policy needs it, and
-    it cost a default server seconds of start-up on a loaded machine."""
+    it cost a default server seconds of start-up on a loaded machine. Nor do they load the
+    simulator, which only a warm start (reading an outcome table) uses."""
     code = (
         "import sys, banditroute.server.app, banditroute.policies.factory as f\n"
         "from banditroute.config import load_settings\n"
         "f.build_policy(load_settings(None).policy)\n"
-        "print(sorted(m for m in ('river.bandit', 'sklearn') if m in sys.modules))"
+        "print(sorted(m for m in ('river.bandit', 'sklearn', 'banditroute.simulation')"
+        " if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300

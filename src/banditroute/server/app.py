@@ -24,7 +24,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from banditroute import hash_key, warm_start
+from banditroute import hash_key
 from banditroute.audit import AuditChain
 from banditroute.catalog_checks import warn_unserved_data_classes
 from banditroute.config import Settings, TLSSettings
@@ -263,6 +263,10 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     ]
     restored_snapshot = "default" in restored
     if not restored_snapshot and settings.policy.warm_start is not None:
+        # Imported here: it reads outcome tables through the simulator's table code, which a
+        # server without a warm start has no reason to load at start-up.
+        from banditroute import warm_start
+
         warm = warm_start.load_plan(
             settings.policy.warm_start,
             settings.catalog,
