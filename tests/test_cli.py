@@ -101,6 +101,23 @@ def test_serve_host_rejects_what_is_no_address(
     assert served == []
 
 
+def test_metrics_stay_on_loopback_unless_metrics_host_says_otherwise(
+    served: list[Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve --host 0.0.0.0 --metrics-port P` keeps the unauthenticated metrics endpoint on
+    loopback; `--metrics-host ADDRESS` moves it there; a --metrics-host that is no address is a
+    usage error naming --metrics-host."""
+    assert cli.main(["serve", "--host", "0.0.0.0", "--metrics-port", "9464"]) == 0
+    assert served[-1].server.metrics_address == "127.0.0.1"
+    assert cli.main(["serve", "--metrics-port", "9464", "--metrics-host", "::"]) == 0
+    assert served[-1].server.metrics_address == "[::]"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--metrics-host", "two words"])
+    assert exit_info.value.code == 2
+    assert "--metrics-host:" in capsys.readouterr().err
+    assert len(served) == 2
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 

@@ -46,7 +46,7 @@ _HOST_NAME = re.compile(
 )
 
 
-def _host(text: str) -> str:
+def _host(text: str, flag: str = "--host") -> str:
     """An IP address (IPv6 with or without brackets) or a host name, as gRPC's address wants."""
     bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
@@ -55,7 +55,7 @@ def _host(text: str) -> str:
         if bare is text and _HOST_NAME.match(text):
             return text
         raise argparse.ArgumentTypeError(
-            f"--host: {text[:64]!r} is not an IP address or host name"
+            f"{flag}: {text[:64]!r} is not an IP address or host name"
         ) from None
     return f"[{address}]" if address.version == 6 else str(address)
 
@@ -66,6 +66,10 @@ def _port(text: str) -> int:
 
 def _metrics_port(text: str) -> int:
     return _port_number(text, "--metrics-port")
+
+
+def _metrics_host(text: str) -> str:
+    return _host(text, "--metrics-host")
 
 
 def _workers(text: str) -> int:
@@ -90,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         warm_start=args.warm_start,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         cluster_url=args.cluster,
     )
     if settings.server.workers > 1:
@@ -184,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_metrics_port,
         help="serve Prometheus metrics at http://HOST:PORT/metrics, 0 for none (default: the "
         f"config's server.metrics_port, {ServerSettings.metrics_port})",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        type=_metrics_host,
+        help="address the metrics endpoint listens on; it has no authentication and shows "
+        "tenants' spend (default: the config's server.metrics_host, "
+        f"{ServerSettings.metrics_host}, whatever --host is)",
     )
     serve.add_argument(
         "--warm-start",

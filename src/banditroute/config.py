@@ -69,8 +69,9 @@ class ServerSettings:
     freeze_gc: bool = True
     metrics_port: int = 0
     """Port of the Prometheus metrics endpoint (HTTP ``/metrics``); 0: no endpoint."""
-    metrics_host: str = ""
-    """Address the metrics endpoint listens on; empty: the same as ``host``."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics endpoint listens on: loopback by default, whatever ``host`` is,
+    since the endpoint has no authentication and shows tenants' spend; empty: ``host``."""
 
     @property
     def metrics_address(self) -> str:
@@ -345,10 +346,11 @@ class Settings:
         workers: int | None = None,
         warm_start: Path | None = None,
         metrics_port: int | None = None,
+        metrics_host: str | None = None,
         cluster_url: str | None = None,
     ) -> Settings:
         """A copy with the CLI's --host / --port / --log / --workers / --warm-start /
-        --metrics-port / --cluster applied.
+        --metrics-port / --metrics-host / --cluster applied.
 
         ``--log PATH`` puts the instance's state beside PATH: the decision log, and the policy
         snapshot too (``PATH``'s stem + ``.policy.snapshot``) unless the config names a
@@ -356,7 +358,8 @@ class Settings:
         share, and overwrite, one snapshot."""
         given: dict[str, object] = {
             "host": host, "port": port, "log_path": log_path, "workers": workers,
-            "warm_start": warm_start, "metrics_port": metrics_port, "cluster_url": cluster_url,
+            "warm_start": warm_start, "metrics_port": metrics_port, "metrics_host": metrics_host,
+            "cluster_url": cluster_url,
         }  # fmt: skip
         overrides = {**self.overrides, **{k: v for k, v in given.items() if v is not None}}
         cluster = self.cluster
@@ -369,6 +372,8 @@ class Settings:
         server = server if workers is None else replace(server, workers=workers)
         if metrics_port is not None:
             server = replace(server, metrics_port=metrics_port)
+        if metrics_host is not None:
+            server = replace(server, metrics_host=metrics_host)
         policy = self.policy
         if warm_start is not None:
             policy = replace(policy, warm_start=warm_start)

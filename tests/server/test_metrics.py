@@ -258,16 +258,21 @@ def test_metrics_port_in_use_is_a_start_up_error_naming_the_key(
 
 
 def test_metrics_settings_are_validated_and_overridable() -> None:
-    """metrics_port outside 0..65535 is a ConfigError naming it; metrics_host defaults to the
-    serve host; --metrics-port overrides the file."""
+    """metrics_port outside 0..65535 is a ConfigError naming it; metrics_host stays on loopback
+    when the service listens on every interface (the endpoint is unauthenticated), follows the
+    serve host only when set empty; --metrics-port and --metrics-host override the file."""
     with pytest.raises(ConfigError, match=r"server\.metrics_port"):
         settings_from_mapping({"server": {"metrics_port": 70000}})
     settings = settings_from_mapping({"server": {"host": "0.0.0.0"}})
     assert settings.server.metrics_port == 0
-    assert settings.server.metrics_address == "0.0.0.0"
+    assert settings.server.metrics_address == "127.0.0.1"
+    same = settings_from_mapping({"server": {"host": "0.0.0.0", "metrics_host": ""}})
+    assert same.server.metrics_address == "0.0.0.0"
     assert settings_from_mapping({"server": {"metrics_host": "10.0.0.1"}}).server.metrics_address \
         == "10.0.0.1"  # fmt: skip
-    assert load_settings().with_overrides(metrics_port=9100).server.metrics_port == 9100
+    overridden = load_settings().with_overrides(metrics_port=9100, metrics_host="0.0.0.0")
+    assert overridden.server.metrics_port == 9100
+    assert overridden.server.metrics_address == "0.0.0.0"
 
 
 def test_core_does_not_import_prometheus_or_grpc() -> None:
