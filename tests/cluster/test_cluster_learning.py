@@ -94,19 +94,26 @@ class Cluster:
     url: str
     launcher: ServerLauncher
     trainers: list[TrainerProcess] = field(default_factory=list)
+    config: Callable[..., Path] = replica_config
+    """Writes the config file of ``(tmp_path, name, replica_id)`` (replicas and trainers)."""
 
     def replica(self, name: str, replica_id: str = "") -> ServerProcess:
         return self.launcher.start(
-            replica_config(self.tmp_path, name, replica_id), args=("--cluster", self.url)
+            self.config(self.tmp_path, name, replica_id), args=("--cluster", self.url)
         )
 
+    @property
+    def central(self) -> Path:
+        """The trainers' central log."""
+        return self.tmp_path / "central.duckdb"
+
     def trainer(self) -> TrainerProcess:
-        config = replica_config(self.tmp_path, "trainer")
+        config = self.config(self.tmp_path, "trainer")
         stderr_path = self.tmp_path / f"trainer{len(self.trainers)}.stderr"
         stderr = stderr_path.open("wb")
         command = [
             sys.executable, "-m", "banditroute.cli", "trainer", "--config", str(config),
-            "--cluster", self.url, "--log", str(self.tmp_path / "central.duckdb"),
+            "--cluster", self.url, "--log", str(self.central),
         ]  # fmt: skip
         process = subprocess.Popen(
             command, cwd=self.tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -11,7 +11,8 @@
 - ``CENTRAL.trainer.duckdb``: for each source the number up to which the learner has learned
   its updates, with the learner's own snapshot and the published version, committed together,
   so a trainer that takes over continues exactly where the last commit left off: nothing
-  learned twice, nothing skipped.
+  learned twice, nothing skipped. With them, the learner's :class:`Lineage` (what kind of
+  policy it is after a promotion, and the policy a rollback would restore).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -56,7 +58,23 @@ _STATE_TABLES = """
 CREATE TABLE IF NOT EXISTS learned (source VARCHAR PRIMARY KEY, seq BIGINT);
 CREATE TABLE IF NOT EXISTS trainer_state (
     id INTEGER PRIMARY KEY, version BIGINT, updates BIGINT, snapshot BLOB);
+CREATE TABLE IF NOT EXISTS lineage (
+    id INTEGER PRIMARY KEY, recipe VARCHAR, previous_recipe VARCHAR, previous BLOB,
+    change VARCHAR);
 """
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where the trainer's learner comes from: its ``recipe`` (the promoted candidate spec
+    it was built from; empty for the configured default policy), the policy the last
+    promotion replaced (its recipe and snapshot, for a rollback; None after one) and the id
+    of the last promotion or rollback applied (so a leader taking over applies it once)."""
+
+    recipe: str = ""
+    previous_recipe: str = ""
+    previous: bytes | None = None
+    change: str = ""
 
 
 class CentralLog:
@@ -144,10 +162,26 @@ class CentralLog:
         ).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
+    def load_lineage(self) -> Lineage:
+        """The committed :class:`Lineage` (the default one before any promotion)."""
+        row = self._state.execute(
+            "SELECT recipe, previous_recipe, previous, change FROM lineage WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return Lineage()
+        previous = None if row[2] is None else bytes(row[2])
+        return Lineage(str(row[0]), str(row[1]), previous, str(row[3]))
+
     def commit_state(
-        self, learned: dict[str, int], version: int, updates: int, state: bytes
+        self,
+        learned: dict[str, int],
+        version: int,
+        updates: int,
+        state: bytes,
+        lineage: Lineage | None = None,
     ) -> None:
-        """Record the learned marks and the learner's snapshot together, atomically."""
+        """Record the learned marks and the learner's snapshot (and its ``lineage``, if
+        given) together, atomically."""
         con = self._state
         con.execute("BEGIN TRANSACTION")
         try:
@@ -157,6 +191,11 @@ class CentralLog:
                 "INSERT OR REPLACE INTO trainer_state VALUES (1, ?, ?, ?)",
                 [version, updates, state],
             )
+            if lineage is not None:
+                con.execute(
+                    "INSERT OR REPLACE INTO lineage VALUES (1, ?, ?, ?, ?)",
+                    [lineage.recipe, lineage.previous_recipe, lineage.previous, lineage.change],
+                )
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
@@ -175,4 +214,4 @@ class CentralLog:
             self._scratch.rmdir()
 
 
-__all__ = ["CentralLog", "source_file", "state_file", "valid_source"]
+__all__ = ["CentralLog", "Lineage", "source_file", "state_file", "valid_source"]

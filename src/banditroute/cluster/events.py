@@ -54,6 +54,15 @@ class Keys:
         """Pub/sub channel announcing a new snapshot version."""
         return f"{self.prefix}:snapshot:published"
 
+    @property
+    def policy_change(self) -> str:
+        """A hash: the one pending promotion or rollback for the trainer to apply."""
+        return f"{self.prefix}:policy:change"
+
+    def policy_result(self, change: str) -> str:
+        """A hash: what the trainer made of promotion or rollback ``change``."""
+        return f"{self.prefix}:policy:result:{change}"
+
 
 @dataclass(frozen=True)
 class Batch:

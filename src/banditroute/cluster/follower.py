@@ -3,7 +3,8 @@
 A background thread listens on the snapshot channel and, at the latest every
 ``snapshot_period_s``, asks for the published version; when it is newer than the one in use it
 fetches the snapshot, checks its checksum (a damaged one is refused with a log line and the
-replica keeps what it has), builds a fresh learner from it off the router's lock, re-learns
+replica keeps what it has), builds a fresh learner from it off the router's lock (of the
+snapshot's recipe, after a promotion: :mod:`banditroute.cluster.recipes`), re-learns
 this replica's own updates the snapshot does not hold yet (numbered after the snapshot's mark
 for this replica's source, :class:`LocalUpdates`), and swaps it in under the lock: Route
 never waits on the network, and each decision carries the version of the learner that made it.
@@ -25,6 +26,7 @@ import structlog
 
 from banditroute.catalog import Catalog
 from banditroute.cluster.events import Keys
+from banditroute.errors import BanditrouteError
 from banditroute.policies.base import Policy
 from banditroute.policies.sharing import SharedUpdate, learn_update
 from banditroute.snapshots import parse_snapshot
@@ -85,9 +87,11 @@ class SnapshotFollower:
         period_s: float,
         errors: tuple[type[BaseException], ...] = (OSError,),
         wall: Callable[[], float] = time.time,
+        recipes: Callable[[str], Policy] | None = None,
     ) -> None:
         self._host = host
         self._build = build
+        self._recipes = recipes
         self._client = client
         self._keys = keys
         self._source = source
@@ -173,12 +177,14 @@ class SnapshotFollower:
             marks = orjson.loads(fields.get(b"marks", b"{}"))
             mark = int(marks.get(self._source, 0))
             published = float(fields.get(b"published", b"0"))
-            policy = self._build()
+            policy = self._learner(fields.get(b"recipe", b"").decode())
             if name != policy.name:
                 raise ValueError(f"snapshot of policy {name!r}, this replica runs {policy.name!r}")
             policy.restore(body)
             policy.updates = updates
-        except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        except (
+            KeyError, ValueError, TypeError, orjson.JSONDecodeError, BanditrouteError
+        ) as exc:  # fmt: skip
             self.refused += 1
             log.error("cluster_snapshot_refused", version=fields.get(b"version"),
                       error=str(exc)[:200])  # fmt: skip
@@ -197,6 +203,14 @@ class SnapshotFollower:
         log.info("cluster_snapshot_applied", version=version, updates=updates,
                  local_relearned=replayed > mark)  # fmt: skip
         return True
+
+    def _learner(self, recipe: str) -> Policy:
+        """An empty learner of the snapshot's ``recipe`` (empty: the configured default)."""
+        if not recipe:
+            return self._build()
+        if self._recipes is None:
+            raise ValueError("a promoted policy's snapshot, and this replica builds none")
+        return self._recipes(recipe)
 
     def _relearn(self, policy: Policy, mark: int, catalog: Catalog) -> int:
         """Teach ``policy`` this replica's own updates numbered after ``mark``; returns the

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from banditroute.audit import AuditRecord
+from banditroute.cluster.changes import ChangeDesk
 from banditroute.cluster.connection import client_errors, make_client, replica_name
 from banditroute.cluster.events import Keys
 from banditroute.cluster.follower import LocalUpdates, SnapshotFollower
 from banditroute.cluster.outbox import Outbox, outbox_dir
+from banditroute.cluster.promoter import ClusterPolicy
 from banditroute.cluster.replica import ClusterReplica
 from banditroute.cluster.shipper import Shipper
 from banditroute.config import Settings
@@ -150,14 +152,26 @@ class ReplicaLearning:
         """The event log the router (and the audit chain) should write to."""
         return ShippingLog(event_log, self.outbox)
 
-    def attach(self, router: Router, build: Callable[[], Policy]) -> None:
+    def attach(
+        self,
+        router: Router,
+        build: Callable[[], Policy],
+        recipes: Callable[[str], Policy] | None = None,
+    ) -> None:
         """Number and keep every update ``router``'s default policy learns, and keep its
-        policy at the trainer's snapshot (``build`` makes an empty learner to restore into)."""
+        policy at the trainer's snapshot (``build`` makes an empty learner to restore into;
+        ``recipes`` one of a promoted policy's recipe)."""
         router.on_learn = self._learned
         self._follower = SnapshotFollower(
             router, build, self._follower_client, self._keys, source=self.outbox.source,
-            local=self.local, period_s=self._period_s, errors=self._errors,
+            local=self.local, period_s=self._period_s, errors=self._errors, recipes=recipes,
         )  # fmt: skip
+
+    def policy_changes(self, router: Router) -> ClusterPolicy:
+        """Promotions and rollbacks of the cluster's live policy from this replica (after
+        :meth:`attach`)."""
+        desk = ChangeDesk(self._follower_client, self._keys)
+        return ClusterPolicy(desk, self.follower, router, errors=self._errors)
 
     def _learned(self, update: SharedUpdate) -> None:
         self.local.add(self.outbox.append_update(update.as_dict()), update)

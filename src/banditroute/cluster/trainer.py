@@ -15,6 +15,11 @@ loop:
 - every ``snapshot_period_s`` publishes the learner's snapshot (the snapshot file format of
   :mod:`banditroute.snapshots`, with a version and its checksum) and announces the version on
   a pub/sub channel.
+- applies a promotion or rollback a replica asked for (:mod:`banditroute.cluster.changes`):
+  the promoted policy becomes the learner (built from its recipe,
+  :mod:`banditroute.cluster.recipes`), the one it replaced is kept for a rollback, both are
+  committed and the snapshot is published at once, so every replica serves it and the
+  trainer keeps learning it; a standby taking over restores it from the commit.
 
 A batch that does not follow what is held (lines lost on the way) is left: the replica sends
 again from its acknowledgement. A trainer killed between commits loses only learning since
@@ -35,12 +40,13 @@ import orjson
 import structlog
 
 from banditroute import warm_start
-from banditroute.cluster.central import CentralLog, valid_source
+from banditroute.cluster.central import CentralLog, Lineage, valid_source
+from banditroute.cluster.changes import Change, ChangeDesk, Outcome
 from banditroute.cluster.events import Batch, Keys, decode_batch
 from banditroute.cluster.leader import LeaderLock
+from banditroute.cluster.recipes import build_recipe, restore_recipe
 from banditroute.config import Settings
 from banditroute.policies.base import Policy
-from banditroute.policies.factory import build_policy
 from banditroute.policies.sharing import SharedUpdate, learn_update
 from banditroute.snapshots import parse_snapshot, snapshot_bytes, snapshot_payload
 
@@ -58,7 +64,7 @@ RETRY_S = 1.0
 
 def build_learner(settings: Settings) -> Policy:
     """A fresh learner of the configured default policy (what a snapshot restores into)."""
-    return build_policy(settings.policies["default"], semantic=settings.features.semantic)
+    return build_recipe("", settings)
 
 
 def _is_update(line: bytes) -> bool:
@@ -90,6 +96,8 @@ class Trainer:
         self.lock = LeaderLock(client, keys.leader, lock_ttl_ms)
         self.central: CentralLog | None = None
         self.policy: Policy | None = None
+        self.lineage = Lineage()
+        self.changes = ChangeDesk(client, keys)
         self.version = 0
         self._published = -1  # the learner's update count at the last publication
         self._learned: dict[str, int] = {}
@@ -129,7 +137,8 @@ class Trainer:
 
     def _take_over(self) -> None:
         self.central = CentralLog(self.central_path)
-        policy = build_learner(self.settings)
+        self.lineage = self.central.load_lineage()
+        policy = build_recipe(self.lineage.recipe, self.settings)
         state = self.central.load_state()
         if state is not None:
             self.version, payload = state
@@ -189,6 +198,7 @@ class Trainer:
                     return
                 next_renew = now + renew_every
             self.read_once()
+            self.take_change()
             now = self._clock()
             if now >= next_checkpoint:
                 self.checkpoint()
@@ -284,7 +294,9 @@ class Trainer:
         assert self.policy is not None
         if self._learned != self._committed:
             payload = snapshot_payload(snapshot_bytes(self.policy))
-            self.central.commit_state(self._learned, self.version, self.policy.updates, payload)
+            self.central.commit_state(
+                self._learned, self.version, self.policy.updates, payload, self.lineage
+            )
             self._committed = dict(self._learned)
         acks = {
             self.keys.ack(source): min(seq, self.central.ingested(source))
@@ -303,7 +315,9 @@ class Trainer:
             return
         self.version += 1
         payload = snapshot_payload(snapshot_bytes(self.policy))
-        self.central.commit_state(self._learned, self.version, self.policy.updates, payload)
+        self.central.commit_state(
+            self._learned, self.version, self.policy.updates, payload, self.lineage
+        )
         self._committed = dict(self._learned)
         name, updates, _ = parse_snapshot(payload)
         digest = payload.split(b"\n", 2)[1]
@@ -312,6 +326,7 @@ class Trainer:
             mapping={
                 "version": self.version,
                 "policy": name,
+                "recipe": self.lineage.recipe,
                 "updates": updates,
                 "checksum": digest,
                 "published": f"{time.time():.6f}",
@@ -323,6 +338,46 @@ class Trainer:
         self._published = self.policy.updates
         log.info("snapshot_published", version=self.version, updates=updates,
                  bytes=len(payload))  # fmt: skip
+
+    # -- promotion and rollback ---------------------------------------------------------------
+    def take_change(self) -> bool:
+        """Apply the promotion or rollback a replica placed, if any, and give it its
+        outcome; True if there was one."""
+        if not self.changes.pending():
+            return False
+        change = self.changes.claim()
+        if change is None:
+            return False
+        self.changes.finish(change, self._apply_change(change))
+        return True
+
+    def _apply_change(self, change: Change) -> Outcome:
+        """Make the change's policy the learner (unless the committed lineage shows it is
+        already: a leader killed before answering), commit and publish it now."""
+        assert self.policy is not None
+        lineage = self.lineage
+        if change.id != lineage.change:
+            try:
+                if change.kind == "promote":
+                    policy = restore_recipe(change.recipe, change.data, self.settings)
+                    replaced = snapshot_payload(snapshot_bytes(self.policy))
+                    lineage = Lineage(change.recipe, lineage.recipe, replaced, change.id)
+                elif lineage.previous is None:
+                    return Outcome(error="policy: no promotion to roll back")
+                else:
+                    policy = restore_recipe(lineage.previous_recipe, lineage.previous,
+                                            self.settings)  # fmt: skip
+                    lineage = Lineage(lineage.previous_recipe, "", None, change.id)
+            except Exception as exc:  # a policy's restore raises its own types
+                log.error("trainer_change_refused", change=change.id[:8], kind=change.kind,
+                          error=type(exc).__name__)  # fmt: skip
+                return Outcome(error=f"policy: the trainer cannot build the policy: {exc}")
+            self.policy, self.lineage = policy, lineage
+        self._published = -1
+        self.publish()
+        log.info("trainer_policy_changed", change=change.id[:8], kind=change.kind,
+                 version=self.version, policy_version=self.policy.version)  # fmt: skip
+        return Outcome(self.version, self.policy.version)
 
 
 __all__ = ["Trainer", "build_learner"]

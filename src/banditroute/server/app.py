@@ -313,7 +313,13 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         interceptors.insert(0, MetricsInterceptor(metrics, skip=WorkerPeers.is_peer_call))
     if learning is not None:
         spec = settings.policies["default"]
-        learning.attach(router, lambda: build_policy(spec, semantic=settings.features.semantic))
+        from banditroute.cluster.recipes import build_recipe
+
+        learning.attach(
+            router,
+            lambda: build_policy(spec, semantic=settings.features.semantic),
+            recipes=lambda recipe: build_recipe(recipe, router.settings),
+        )
     restored_pending = router.restore_pending()
     router.restore_budgets(event_log.tenant_spend)
     router.restore_pacers(event_log.first_costs)
@@ -350,6 +356,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
             peers=peers,
             cluster=None if cluster is None else cluster.status,
             replicas=None if cluster is None else cluster_peers(cluster),
+            cluster_policy=None if learning is None else learning.policy_changes(router),
         ),
         server,
     )

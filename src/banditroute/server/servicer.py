@@ -26,6 +26,7 @@ import duckdb
 import grpc
 import structlog
 
+from banditroute.cluster.promoter import ClusterPolicy
 from banditroute.cluster.replica import ReplicaStatus
 from banditroute.config import ServerSettings
 from banditroute.errors import (
@@ -232,8 +233,11 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         peers: WorkerPeers | None = None,
         cluster: Callable[[], ReplicaStatus] | None = None,
         replicas: ReplicaPeers | None = None,
+        *,
+        cluster_policy: ClusterPolicy | None = None,
     ) -> None:
         self.router = router
+        self._cluster_policy = cluster_policy
         self._peers = peers
         self._replicas = replicas
         self._cluster = cluster
@@ -471,6 +475,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             if policy is None:
                 version = router.policy.version
                 seq = router.audit_event("promotion", version, evidence.as_dict())
+            elif self._cluster_policy is not None:  # the trainer's learner: see promoter
+                version, seq = self._cluster_policy.promote(
+                    request.candidate.strip(), policy, evidence.as_dict()
+                )
             else:
                 version, seq = router.promote(policy, evidence.as_dict())
             log.info("policy_promotion", verdict=evidence.verdict, policy_version=version,
@@ -486,7 +494,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
 
         def work() -> pb.RollbackPolicyResponse:
             current_principal().require_admin("RollbackPolicy")
-            restored, rolled_back, seq = self.router.rollback()
+            changes = self._cluster_policy
+            restored, rolled_back, seq = (
+                self.router.rollback() if changes is None else changes.rollback()
+            )
             log.info("policy_rolled_back", policy_version=restored, audit_seq=seq)
             return pb.RollbackPolicyResponse(
                 policy_version=restored, rolled_back_version=rolled_back, audit_seq=seq
