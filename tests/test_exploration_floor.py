@@ -17,6 +17,7 @@ from test_router import RecordingPolicy
 from banditroute.audit import AuditChain
 from banditroute.catalog import ModelSpec
 from banditroute.config import Settings, settings_from_mapping
+from banditroute.decision_ids import sample_index
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import ConfigError
 from banditroute.evaluation.logdata import PROBABILITY_ATOL
@@ -26,7 +27,7 @@ from banditroute.policies.costaware import THOMPSON_DRAWS
 from banditroute.policies.factory import build_policy
 from banditroute.policies.floor import apply_floor
 from banditroute.reload import config_change
-from banditroute.router import Router, sample_index
+from banditroute.router import Router
 from banditroute.store.memory import MemoryLog
 
 FLOOR = 0.02

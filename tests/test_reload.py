@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from banditroute.config import Settings, settings_from_mapping
+from banditroute.decision_ids import DecisionIds
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import FailedPrecondition, InvalidArgument
 from banditroute.features import extract
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.vw import VWPolicy
-from banditroute.router import DecisionIds, Router
+from banditroute.router import Router
 from banditroute.store.memory import MemoryLog
 
 PROMPT = "What is the capital of France?"

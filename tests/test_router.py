@@ -20,6 +20,7 @@ from banditroute.audit import AuditChain
 from banditroute.catalog import ModelSpec
 from banditroute.cluster import replica_tag
 from banditroute.config import Settings
+from banditroute.decision_ids import DecisionIds, decision_owner, sample_index
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from banditroute.features import ChatTurn, PromptFeatures
@@ -27,7 +28,7 @@ from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.linucb import LinUCBPolicy
-from banditroute.router import DecisionIds, Router, decision_owner, sample_index
+from banditroute.router import Router
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.memory import MemoryLog
 from banditroute.store.rows import row_digest

@@ -32,9 +32,11 @@ import structlog
 from banditroute.admission import SharedAdmission, Ticket
 from banditroute.audit import AuditChain
 from banditroute.audit_record import AuditKind
-from banditroute.budgets import BudgetStatus, TenantBudget, period_start
+from banditroute.budget_book import BudgetBook
+from banditroute.budgets import BudgetStatus
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.config import Settings
+from banditroute.decision_ids import DecisionIds, decision_owner, sample_index
 from banditroute.decisions import Decision, Disposition, FeedbackReport, FeedbackResult, RouteQuery
 from banditroute.eligibility import Constraints, eligible_models
 from banditroute.errors import (
@@ -79,51 +81,6 @@ weight of 200 is -200)."""
 
 COMMIT_TIMEOUT_S = 10.0
 """How long Feedback waits for its log commit before answering UNAVAILABLE."""
-
-
-def sample_index(probabilities: np.ndarray, decision_id: str, seed: int = 0) -> int:
-    """Draw an index from ``probabilities`` with a uniform number derived from the id.
-
-    The same decision id (and seed) always gives the same choice, so decisions replay exactly.
-    """
-    digest = hashlib.blake2b(f"{seed}:{decision_id}".encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "big") / 2.0**64
-    total = 0.0
-    values = probabilities.tolist()
-    for index, probability in enumerate(values):
-        total += probability
-        if u < total:
-            return index
-    return len(values) - 1
-
-
-class DecisionIds:
-    """Unguessable decision ids: 32 hex digits, all drawn from ``secrets`` per id, except that
-    with several serving processes the first two name the worker that made the decision
-    (:func:`decision_owner`, to forward its Feedback there), and a cluster replica's ids start
-    with its ``prefix`` (hex digits naming the replica, :func:`banditroute.cluster.replica_tag`).
-
-    A counter would tell a tenant how many decisions the others were given between two of
-    its own, and let it guess their ids; 120 or 128 random bits per id reveal nothing and
-    collide with negligible probability, across restarts and processes too.
-    """
-
-    def __init__(self, worker: int | None = None, *, prefix: str = "") -> None:
-        if len(prefix) % 2 or len(prefix) > 16 or any(c not in "0123456789abcdef" for c in prefix):
-            raise ValueError("prefix: an even number of at most 16 lowercase hex digits")
-        self._prefix = prefix if worker is None else f"{worker:02x}"
-        self._random_bytes = 16 - len(self._prefix) // 2
-
-    def __call__(self) -> str:
-        return self._prefix + secrets.token_hex(self._random_bytes)
-
-
-def decision_owner(decision_id: str) -> int | None:
-    """The serving process that made a decision (multi-process mode ids start with it)."""
-    try:
-        return int(decision_id[:2], 16)
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -190,8 +147,7 @@ class Router:
             tenants=settings.access.callers,
         )
         self.audit = audit
-        self._budgets: dict[str, TenantBudget] = {}
-        self._pacers: dict[str, BudgetPacer] = {}
+        self.budgets = BudgetBook(clock)
         self.pacer(settings.objective(""))
         # Policies that price cost themselves follow the multiplier of the decision being made:
         # its objective's budget pacer plus its tenant's (outside a decision, e.g. a warm start,
@@ -228,14 +184,6 @@ class Router:
         pacer = self.pacer(self.settings.objective(""))
         return 0.0 if pacer is None else pacer.lam
 
-    def _multiplier(self, objective: Objective, budget: TenantBudget | None) -> float:
-        """The extra cost weight (reward points per USD) a decision is priced at and its
-        reward is charged: the objective's pacer's plus the tenant's budget's."""
-        pacer = self.pacer(objective)
-        return (0.0 if pacer is None else pacer.lam) + (
-            0.0 if budget is None else budget.multiplier
-        )
-
     # -- configuration reload --------------------------------------------------------------------
     def reload(self, settings: Settings) -> ConfigChange:
         """Swap in new settings at once, keeping what was learned (see :mod:`banditroute.reload`).
@@ -251,16 +199,7 @@ class Router:
             self.health.reconfigure(
                 settings.health, _model_limits(settings), tenants=settings.access.callers
             )
-            for name, budget in self._budgets.items():
-                tenant = settings.access.tenants.get(name)
-                if tenant is not None and tenant.budget is not None:
-                    budget.reconfigure(tenant.budget)
-            for name, pacer in self._pacers.items():
-                objective = settings.objectives.get(name)
-                if objective is not None and objective.budget_usd is not None:
-                    pacer.budget_usd = objective.budget_usd
-                    pacer.rate = objective.pacing_rate
-                    pacer.quality_weight = objective.quality
+            self.budgets.reconfigure(settings)
             self._known_models.update(settings.catalog.ids)
             self.settings = settings
         return change
@@ -418,7 +357,7 @@ class Router:
             if replayed is not None:
                 return replayed
         now = self._clock()
-        budget = self._budget(tenant)
+        budget = self.budgets.budget(tenant)
         if budget is not None:
             budget.check(now)
         text = query.prompt or "\n".join(m.content for m in query.messages)
@@ -467,7 +406,7 @@ class Router:
             shadow: dict[str, dict[str, Any]] = {}
             with self._lock:
                 policy = self.policies[arm]
-                self._deciding = self._multiplier(objective, budget)
+                self._deciding = self.budgets.multiplier(objective, budget)
                 try:
                     probabilities = _floored(
                         policy.distribution(features, arms, explore=explore),
@@ -680,72 +619,29 @@ class Router:
                 self._audited(pending, "settlement", record, action=record.action,
                               reward=record.reward)  # fmt: skip
 
-    def _budget(self, tenant: Tenant) -> TenantBudget | None:
-        if tenant.budget is None:
-            return None
-        budget = self._budgets.get(tenant.name)
-        if budget is None:
-            budget = self._budgets.setdefault(tenant.name, TenantBudget(tenant.name, tenant.budget))
-        return budget
-
     def restore_budgets(self, spend: Callable[[str, float], tuple[float, int]]) -> int:
         """Reload each budgeted tenant's spend in its current period; ``spend(tenant, since)``
         returns (USD, requests) from the log. Returns how many tenants were restored."""
-        now = self._clock()
-        restored = 0
-        for tenant in self.settings.access.tenants.values():
-            budget = self._budget(tenant)
-            if budget is None:
-                continue
-            usd, requests = spend(tenant.name, period_start(budget.settings.period, now))
-            budget.restore(usd, requests, now)
-            restored += 1
-        return restored
+        return self.budgets.restore_budgets(self.settings, spend)
 
     def restore_pacers(self, first_costs: Callable[..., Iterable[float]]) -> int:
-        """Rebuild every budget pacer (each budgeted objective's and each tenant's with a
-        pacing target) by replaying, in order, the cost of every logged decision's first
-        feedback under that objective or of that tenant (``first_costs(objective=NAME)``,
-        ``first_costs(tenant=NAME)``, from the log): the multiplier continues where it stood
-        instead of restarting from zero and overspending while it climbs back. Returns how
-        many costs were replayed."""
-        pacers: list[tuple[BudgetPacer | None, dict[str, str]]] = [
-            (self.pacer(objective), {"objective": objective.name})
-            for objective in self.settings.objectives.values()
-        ]
-        for tenant in self.settings.access.tenants.values():
-            budget = self._budget(tenant)
-            pacers.append((None if budget is None else budget.pacer, {"tenant": tenant.name}))
-        replayed = 0
-        for pacer, whose in pacers:
-            if pacer is None:
-                continue
-            for cost in first_costs(**whose):
-                pacer.observe(cost)
-                replayed += 1
-        return replayed
+        """Rebuild every budget pacer from the log's first-feedback costs (see
+        :meth:`BudgetBook.restore_pacers`); returns how many costs were replayed."""
+        return self.budgets.restore_pacers(self.settings, first_costs)
 
     def take_budget_spend(self) -> dict[str, tuple[float, float, int]]:
         """Each budgeted tenant's (period start, spend, requests) recorded here since the last
         call, for the other serving processes (``server.workers`` > 1)."""
-        now = self._clock()
-        taken = {name: budget.take_local(now) for name, budget in list(self._budgets.items())}
-        return {name: t for name, t in taken.items() if t[1] or t[2]}
+        return self.budgets.take_spend()
 
     def add_budget_spend(self, spend: Mapping[str, tuple[float, float, int]]) -> None:
         """Count what other serving processes recorded (from their ``take_budget_spend``)
         against this process's budgets, so a hard cap holds for the whole server."""
-        now = self._clock()
-        for name, (start, usd, requests) in spend.items():
-            tenant = self.settings.access.tenants.get(name)
-            budget = None if tenant is None else self._budget(tenant)
-            if budget is not None:
-                budget.add_remote(start, usd, requests, now)
+        self.budgets.add_spend(self.settings.access.tenants, spend)
 
     def budget_status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's budget figures for the current period (None without a budget)."""
-        budget = self._budget(self._tenant(tenant))
-        return None if budget is None else budget.status(self._clock())
+        return self.budgets.status(self._tenant(tenant))
 
     def budget_totals(self, tenant: str) -> BudgetStatus | None:
         """:meth:`budget_status` with the spend and requests of every replica sharing the
@@ -779,36 +675,7 @@ class Router:
 
     def pacer(self, objective: Objective) -> BudgetPacer | None:
         """The budget pacer of an objective with a budget (created on first use)."""
-        if objective.budget_usd is None:
-            return None
-        pacer = self._pacers.get(objective.name)
-        if pacer is None:
-            pacer = BudgetPacer(objective.budget_usd, objective.pacing_rate, objective.quality)
-            self._pacers[objective.name] = pacer
-        return pacer
-
-    def _reward(
-        self,
-        objective: Objective,
-        fragments: Fragments,
-        tenant: Tenant,
-        *,
-        first: bool,
-        charge: bool,
-    ) -> float:
-        """Reward under the objective plus the pacing surcharges of the objective's and the
-        tenant's budgets. The first feedback of a decision is a request for the pacers;
-        ``charge`` (the first feedback naming each served model: a fallback's call costs as
-        well) adds the cost to the tenant's spend."""
-        pacer = self.pacer(objective)
-        budget = self._budget(tenant)
-        reward = objective.reward(fragments, extra_cost_weight=self._multiplier(objective, budget))
-        cost = fragments.cost_usd or 0.0
-        if first and pacer is not None:
-            pacer.observe(cost)
-        if charge and budget is not None:
-            budget.record(cost, self._clock(), new_request=first)
-        return reward
+        return self.budgets.pacer(objective)
 
     def feedback(self, report: FeedbackReport) -> FeedbackResult:
         """Join a feedback to its pending decision, learn per the combine rule, log it."""
@@ -844,7 +711,7 @@ class Router:
             charged = 0.0 if served_id in pending.charged else fragments.cost_usd or 0.0
             # The log keeps this feedback's own reward (restore re-combines them); the caller
             # gets the reward learned so far (combined, for the deferred rules).
-            own_reward = reward = self._reward(
+            own_reward = reward = self.budgets.reward(
                 pending.objective,
                 fragments,
                 tenant,
@@ -1129,4 +996,4 @@ def _combine(rule: str, rewards: list[float]) -> float:
     return float(sum(rewards) / len(rewards))
 
 
-__all__ = ["OutcomeStatus", "Pending", "Router", "sample_index"]
+__all__ = ["DecisionIds", "OutcomeStatus", "Pending", "Router", "decision_owner", "sample_index"]

@@ -15,6 +15,7 @@ import pytest
 
 from banditroute.catalog import ModelSpec
 from banditroute.config import Settings
+from banditroute.decision_ids import sample_index
 from banditroute.features import PromptFeatures, extract
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
@@ -22,7 +23,6 @@ from banditroute.policies.fixed import FixedPolicy
 from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import DEFAULT_ARGS, VWPolicy
-from banditroute.router import sample_index
 
 PROMPTS = (
     "What is the capital of France?",

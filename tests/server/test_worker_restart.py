@@ -14,7 +14,7 @@ import grpc
 import pytest
 from fault_helpers import ServerLauncher, ServerProcess, worker_pid, worker_stub, workers_config
 
-from banditroute.router import decision_owner
+from banditroute.decision_ids import decision_owner
 from banditroute.v1 import router_pb2 as pb
 
 START_TIMEOUT_S = 120.0

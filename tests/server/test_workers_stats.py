@@ -24,7 +24,7 @@ import pytest
 from fault_helpers import ServerLauncher, ServerProcess, worker_pid
 
 from banditroute.config import settings_from_mapping
-from banditroute.router import decision_owner
+from banditroute.decision_ids import decision_owner
 from banditroute.server.app import Service, WorkerIdentity, build_service
 from banditroute.tenancy import hash_key
 from banditroute.v1 import router_pb2 as pb

@@ -28,6 +28,7 @@ from banditroute import hash_key
 from banditroute.audit import AuditChain
 from banditroute.catalog_checks import warn_unserved_data_classes
 from banditroute.config import Settings, TLSSettings
+from banditroute.decision_ids import DecisionIds
 from banditroute.errors import ConfigError, FailedPrecondition
 from banditroute.features import warm_up
 from banditroute.policies.base import Policy
@@ -35,7 +36,7 @@ from banditroute.policies.factory import build_policy
 from banditroute.policies.sharing import SharedLearning
 from banditroute.privacy import scan
 from banditroute.reload import reload_from_source
-from banditroute.router import DecisionIds, Router
+from banditroute.router import Router
 from banditroute.server.auth import AuthInterceptor
 from banditroute.server.heap import HeapFreezer
 from banditroute.server.metrics import (

@@ -29,6 +29,7 @@ import structlog
 from banditroute.cluster.promoter import ClusterPolicy
 from banditroute.cluster.replica import ReplicaStatus
 from banditroute.config import ServerSettings
+from banditroute.decision_ids import decision_owner
 from banditroute.errors import (
     BanditrouteError,
     FailedPrecondition,
@@ -37,7 +38,7 @@ from banditroute.errors import (
     PermissionDenied,
 )
 from banditroute.reload import reload_from_source
-from banditroute.router import Router, decision_owner
+from banditroute.router import Router
 from banditroute.server import convert
 from banditroute.server.auth import API_KEY_HEADERS, current_principal
 from banditroute.server.replica_peers import ReplicaPeers
