@@ -64,7 +64,7 @@ from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
 from banditroute.reload import ConfigChange, config_change
 from banditroute.rules import first_match
 from banditroute.semantic import semantic_embedder
-from banditroute.sessions import SessionKey, SessionTable, sticky_distribution
+from banditroute.sessions import SessionKey, Sessions, SessionTable, sticky_distribution
 from banditroute.store.base import Commit, EventLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 from banditroute.store.rows import LoggedRow
@@ -166,7 +166,9 @@ class Router:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._by_request: dict[tuple[str, str], str] = {}
-        self.sessions = SessionTable()
+        self.sessions: Sessions = SessionTable()
+        self.session_hash: Callable[[str], str] = lambda sid: self.prompt_hash("session\0" + sid)
+        """A session id's keyed hash (a cluster replica shares both with the others)."""
         self.on_learn: Callable[[SharedUpdate], None] | None = None
         """Told of every update the default policy learns (with the features as logged), under
         the lock: a cluster replica ships them to the trainer."""
@@ -534,7 +536,7 @@ class Router:
         an id or for a tenant with ``sessions = false``."""
         if not session_id or not tenant.sessions:
             return None
-        return tenant.name, self.prompt_hash("session\0" + session_id)
+        return tenant.name, self.session_hash(session_id)
 
     def prompt_hash(self, text: str) -> str:
         """The keyed hash of a prompt as this router logs it."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 SessionKey = tuple[str, str]
 """(tenant name, keyed hash of the session id)."""
@@ -36,6 +37,24 @@ class SessionSettings:
 
     ttl_s: float = 1800.0
     max_sessions: int = 100_000
+
+
+class Sessions(Protocol):
+    """What the router asks of its sessions: a :class:`SessionTable`, or a cluster
+    replica's table shared with the others
+    (:class:`~banditroute.cluster.shared_sessions.SharedSessions`)."""
+
+    def __len__(self) -> int: ...
+
+    def live(self, now: float, settings: SessionSettings) -> int: ...
+
+    def model(self, key: SessionKey, now: float, settings: SessionSettings) -> str | None: ...
+
+    def assign(
+        self, key: SessionKey, model: str, now: float, settings: SessionSettings
+    ) -> None: ...
+
+    def outcome(self, key: SessionKey, model: str, ok: bool) -> None: ...
 
 
 @dataclass

@@ -28,11 +28,12 @@ def replica_tag(replica_id: str) -> str:
 
 def join_cluster(settings: Settings, router: Router) -> ClusterReplica:
     """This process as a replica of ``settings.cluster``: its link and heartbeat, and the
-    router's budgets, limits and breakers shared with the other replicas. The returned
+    router's budgets, limits, breakers and sessions shared with the other replicas. The returned
     replica is started by the server (after its first heartbeat the parts start)."""
     from banditroute.cluster.breakers import SharedBreakers
     from banditroute.cluster.limits import SharedLimits
     from banditroute.cluster.replica import ClusterReplica
+    from banditroute.cluster.shared_sessions import SharedSessions
 
     replica = ClusterReplica(settings.cluster, address="")
     limits = SharedLimits(
@@ -46,6 +47,9 @@ def join_cluster(settings: Settings, router: Router) -> ClusterReplica:
     replica.every_beat(limits.beat)
     replica.add(limits)
     replica.add(SharedBreakers(replica.link, router.health))
+    sessions = SharedSessions(replica.link, router.sessions, router.session_hash)
+    router.sessions, router.session_hash = sessions, sessions.session_hash
+    replica.every_beat(sessions.beat)
     return replica
 
 
