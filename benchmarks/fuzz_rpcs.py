@@ -4,7 +4,8 @@ Starts ``python -m banditroute.cli serve`` on 127.0.0.1 (port 0, discovered from
 ``listening`` line) with API keys required, three tenants (one restricted to three models and
 two objectives, one with a budget, one plain) and an admin key, then sends ``--calls`` calls
 from ``--threads`` client threads, at most ``--max-seconds`` long: Route, Feedback, ListModels,
-GetStats, ResetModelHealth and ReloadConfig built from a seeded generator of random and hostile
+GetStats, ResetModelHealth, ReloadConfig, PromotePolicy and RollbackPolicy built from a seeded
+generator of random and hostile
 values (strings from empty to a few megabytes of arbitrary code points, control characters and
 injection-looking text; NaN, infinities, negative, subnormal and huge numbers; int64 extremes;
 unknown enum values; random and foreign decision ids; lists and tags past their limits; random,
@@ -64,7 +65,10 @@ CONNECTIONS = 3
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 SERVICE = "/banditroute.v1.RouterService/"
-RPCS = ("Route", "Feedback", "ListModels", "GetStats", "ResetModelHealth", "ReloadConfig")
+RPCS = (
+    "Route", "Feedback", "ListModels", "GetStats", "ResetModelHealth", "ReloadConfig",
+    "PromotePolicy", "RollbackPolicy",
+)  # fmt: skip
 REQUESTS: dict[str, type[Message]] = {
     "Route": pb.RouteRequest,
     "Feedback": pb.FeedbackRequest,
@@ -72,6 +76,8 @@ REQUESTS: dict[str, type[Message]] = {
     "GetStats": pb.GetStatsRequest,
     "ResetModelHealth": pb.ResetModelHealthRequest,
     "ReloadConfig": pb.ReloadConfigRequest,
+    "PromotePolicy": pb.PromotePolicyRequest,
+    "RollbackPolicy": pb.RollbackPolicyRequest,
 }
 MIX = (
     ("Route", 34),
@@ -80,6 +86,8 @@ MIX = (
     ("GetStats", 9),
     ("ResetModelHealth", 6),
     ("ReloadConfig", 3),
+    ("PromotePolicy", 2),  # a well-formed one replays the whole log: rare
+    ("RollbackPolicy", 2),
     ("raw", 12),
 )
 """Relative weight of each kind of call (``raw``: undecodable bytes to any RPC)."""
@@ -489,6 +497,19 @@ class Requests:
             request.since.seconds, request.since.nanos = seconds, nanos
         return request
 
+    def promote(self) -> pb.PromotePolicyRequest:
+        """A PromotePolicyRequest: a plausible or hostile candidate spec, margin, tolerance
+        and objective."""
+        h, rng, odd = self.h, self.rng, self.odd
+        plausible = ["uniform", f"fixed:{rng.choice(MODELS)}", "linucb:alpha=0.3", "logged",
+                     "shadow:none", "snapshot:/etc/passwd"]  # fmt: skip
+        return pb.PromotePolicyRequest(
+            candidate=h.text(short=True) if odd(0.4) else rng.choice(plausible),
+            margin=h.real() if odd() else rng.choice([0.0, 0.01, 0.5]),
+            tolerance=h.real() if odd() else rng.choice([0.0, 0.02, 0.5]),
+            objective=h.text(short=True) if odd() else rng.choice(["", "balanced", "economy"]),
+        )
+
     def raw(self) -> tuple[str, bytes]:
         """A method and bytes that are mostly not a valid request message for it."""
         h, rng = self.h, self.rng
@@ -508,6 +529,7 @@ class Requests:
                 "Feedback": lambda: self.feedback(None),
                 "GetStats": self.get_stats,
                 "ResetModelHealth": lambda: pb.ResetModelHealthRequest(model=h.name()),
+                "PromotePolicy": self.promote,
             }
             build = valid.get(rpc, self.route)
             whole = build().SerializeToString()
@@ -758,6 +780,10 @@ class Client:
             if self.hostile.chance(0.3):
                 self.config.write(self.hostile.rng.choice(CONFIG_VARIANTS))
             self.call("ReloadConfig", pb.ReloadConfigRequest(), self.admin_or_caller())
+        elif kind == "PromotePolicy":
+            self.call("PromotePolicy", self.requests.promote(), self.admin_or_caller())
+        elif kind == "RollbackPolicy":
+            self.call("RollbackPolicy", pb.RollbackPolicyRequest(), self.admin_or_caller())
         else:
             rpc, data = self.requests.raw()
             self.call(rpc, data, self.admin_or_caller(), raw=True)

@@ -16,13 +16,15 @@ back to the first eligible model as ``FixedPolicy`` does). Every prompt appears 
 times, so for fixed and uniform this is also their mean over the table's prompts.
 
 Reported per estimator over seeds x objectives x candidates: bias, mean absolute error (also
-relative to the truth), the coverage and mean width of the 95% intervals, how many estimates
-and intervals the clipping to the reward range changed; and DR's error and width for the
-candidates rated reliable.
+relative to the truth), the share within 2% of the truth (``|estimate - truth| <= 0.02
+|truth|``), the coverage and the mean and largest width of the 95% intervals, how many
+estimates and intervals the clipping to the reward range changed; and the same for the
+candidates rated reliable (``replay``'s verdict at ``--tolerance``: ESS, overlap, and a DR
+interval within that share of its estimate), with how many of each kind were.
 
     nice .venv/bin/python benchmarks/ope_accuracy.py \\
         /work/split/routerbench_train.holdout.parquet [--seeds 16] [--passes 3] \\
-        [--min-probability 0.02] [--workers 1] [--logs DIR] [--json OUT]
+        [--min-probability 0.02] [--tolerance 0.02] [--workers 1] [--logs DIR] [--json OUT]
 
 A server's failed calls (``rpc_failed``: incident id, exception type and stack) are printed
 on stderr; with ``--logs`` its whole stderr is kept beside each log (``NAME.serve.stderr``).
@@ -48,6 +50,7 @@ import grpc
 import numpy as np
 
 from banditroute.catalog import CHARS_PER_TOKEN
+from banditroute.choices import DEFAULT_TOLERANCE
 from banditroute.config import Settings, load_settings
 from banditroute.evaluation.candidates import parse_candidate, static_distribution
 from banditroute.evaluation.logdata import ReplayLog, load_log
@@ -115,6 +118,7 @@ class Job:
     n_boot: int
     min_probability: float | None
     logs: Path | None
+    tolerance: float = DEFAULT_TOLERANCE
 
 
 def start_server(folder: Path, log_path: Path, config: Path | None) -> subprocess.Popen[bytes]:
@@ -251,6 +255,7 @@ def run_seed(job: Job) -> dict[str, Any]:
             n_boot=job.n_boot,
             seed=job.seed,
             reward_model=RidgeRewardModel(seed=job.seed),
+            tolerance=job.tolerance,
         )
         used = log.subset(log.has_outcome)
         used_prompts = prompt_of[log.has_outcome]
@@ -277,6 +282,10 @@ def run_seed(job: Job) -> dict[str, Any]:
                         "max_weight": candidate.diagnostics.max_weight,
                         "reliable": None if verdict is None else verdict.reliable,
                         "reason": None if verdict is None else verdict.reason,
+                        "half_width": None  # null: unbounded (an estimate of 0)
+                        if verdict is None
+                        else verdict.as_dict()["relative_half_width"],
+                        "thin_mass": candidate.diagnostics.thin_mass,
                         "switch_tau": getattr(interval, "tau", None),
                     }
                 )
@@ -310,9 +319,22 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             "within_2pct": float(np.mean(np.abs(err) <= 0.02 * np.abs(truth))),
             "coverage": float(np.mean((low <= truth) & (truth <= high))),
             "mean_width": float(np.mean(high - low)),
+            "max_width": float(np.max(high - low)),
             "clipped": int(sum(r["clipped"] for r in picked)),
         }
     return out
+
+
+def reliable_counts(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per candidate kind: candidate estimates rated reliable, of all (DR rows: one each)."""
+    dr = [r for r in rows if r["estimator"] == "dr"]
+    return {
+        kind: (
+            sum(bool(r["reliable"]) for r in dr if r["kind"] == kind),
+            sum(r["kind"] == kind for r in dr),
+        )
+        for kind in ("logged", "uniform", "fixed")
+    }
 
 
 def outside_range(rows: list[dict[str, Any]]) -> int:
@@ -331,7 +353,7 @@ def print_table(title: str, summary: dict[str, dict[str, float]]) -> None:
     print(f"\n{title}")
     header = (
         f"{'estimator':<10} {'n':>5} {'bias':>8} {'MAE':>7} {'MAE/true':>9} {'<=2%':>6} "
-        f"{'coverage':>9} {'width':>7} {'clipped':>8}"
+        f"{'coverage':>9} {'width':>7} {'max w':>7} {'clipped':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -339,7 +361,7 @@ def print_table(title: str, summary: dict[str, dict[str, float]]) -> None:
         print(
             f"{name:<10} {m['n']:>5} {m['bias']:>+8.4f} {m['mae']:>7.4f} "
             f"{m['mae_relative']:>9.2%} {m['within_2pct']:>6.0%} {m['coverage']:>9.1%} "
-            f"{m['mean_width']:>7.4f} {m['clipped']:>8}"
+            f"{m['mean_width']:>7.4f} {m['max_width']:>7.4f} {m['clipped']:>8}"
         )
 
 
@@ -382,10 +404,21 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="log with [policy] min_probability set to this (default: the configured default)",
     )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="the verdict's precision: a reliable candidate's DR interval reaches at most this "
+        f"share of its estimate (default {DEFAULT_TOLERANCE:g})",
+    )
     parser.add_argument("--logs", type=Path, help="keep the seeds' logs here and reuse them")
     parser.add_argument("--log-only", action="store_true", help="write the logs, do not replay")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if not 0 < args.tolerance <= 1:
+        parser.error(f"--tolerance: must be in (0, 1], got {args.tolerance}")
+    if args.passes < 1:
+        parser.error(f"--passes: must be at least 1, got {args.passes}")
     if not args.outcomes.is_file():
         parser.error(f"outcomes: no such file {str(args.outcomes)!r}")
     if args.logs is not None:
@@ -400,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             args.n_boot,
             args.min_probability,
             args.logs,
+            args.tolerance,
         )
         for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
@@ -436,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     reliable_rows = [r for r in rows if r["reliable"]]
     reliable = summarise(reliable_rows)
+    reliable_by_kind = reliable_counts(rows)
     floor = (
         "default config"
         if args.min_probability is None
@@ -451,9 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     for kind, summary in by_kind.items():
         print_table(f"{kind} candidates", summary)
     print_table(
-        f"candidates rated reliable ({len(reliable_rows) // max(1, len(overall))} of "
+        f"candidates rated reliable at tolerance {args.tolerance:g} "
+        f"({len(reliable_rows) // max(1, len(overall))} of "
         f"{len(rows) // max(1, len(overall))})",
         reliable,
+    )
+    print(
+        "reliable by kind: "
+        + ", ".join(f"{k} {n} of {total}" for k, (n, total) in reliable_by_kind.items())
     )
     bad = outside_range(rows)
     print(f"\nestimates or intervals outside the reward range: {bad} of {len(rows)}")
@@ -474,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             "by_kind": by_kind,
             "reliable": reliable,
             "n_reliable_rows": len(reliable_rows),
+            "tolerance": args.tolerance,
+            "reliable_by_kind": {k: list(v) for k, v in reliable_by_kind.items()},
             "outside_range": bad,
             "elapsed_s": elapsed,
             "machine": f"{platform.machine()}, python {platform.python_version()}",

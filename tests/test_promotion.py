@@ -90,6 +90,9 @@ def test_the_dry_run_passes_a_clearly_better_candidate_and_refuses_a_worse_one(
         (["--candidate", "bogus"], "--candidate"),
         (["--candidate", "shadow:x"], "--candidate"),
         (["--candidate", "uniform", "--margin", "-1"], "--margin"),
+        (["--candidate", "uniform", "--tolerance", "0"], "--tolerance"),
+        (["--candidate", "uniform", "--tolerance", "1.5"], "--tolerance"),
+        (["--candidate", "uniform", "--tolerance", "nan"], "--tolerance"),
         (["--rollback"], "--rollback"),
         (["--candidate", "uniform", "--server", "127.0.0.1:1"], "--log"),
     ],
@@ -98,11 +101,38 @@ def test_bad_arguments_are_errors_naming_the_argument(
     log_path: Path, config: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
     argument: str,
 ) -> None:  # fmt: skip
-    """A malformed candidate, a shadow without a server, a negative margin, a rollback without
-    a server, and both --log and --server exit 2 with one line naming the argument."""
+    """A malformed candidate, a shadow without a server, a negative margin, a tolerance outside
+    (0, 1], a rollback without a server, and both --log and --server exit 2
+    with one line naming the argument."""
     code = main(["promote", "--log", str(log_path), "--config", str(config), *extra])
     assert code == 2
     assert f"error: {argument}" in capsys.readouterr().err
+
+
+def test_a_better_candidate_known_less_precisely_than_the_tolerance_is_refused(
+    tmp_path: Path, settings: Settings, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """alpha earns 0.5 or 1.0 by turns (beta and gamma 0.1): fixed:alpha is clearly better
+    than the live uniform policy, but 240 uniformly logged decisions give its DR interval a
+    half-width near 7% of its estimate: at the default tolerance (2%) the promotion is refused
+    with the width in the reason; at ``--tolerance 0.5`` it clears."""
+    path = tmp_path / "noisy.duckdb"
+    event_log = DuckDBLog(path, sync_feedback=False)
+    router = Router(settings, UniformPolicy(), event_log)
+    for i in range(DECISIONS):
+        decision = router.route(RouteQuery(prompt=f"Question {i}: what is {i} plus {i}?"))
+        quality = (0.5 if i % 2 else 1.0) if decision.model == "alpha" else 0.1
+        router.feedback(FeedbackReport(decision.decision_id, quality=quality, cost_usd=1e-4))
+    event_log.close()
+    base = ["promote", "--log", str(path), "--config", str(config), "--candidate", "fixed:alpha"]
+    assert main(base) == 1
+    out = capsys.readouterr().out
+    assert "verdict: refused: the log cannot answer for the candidate: DR interval half-width" in (
+        out
+    )
+    assert "> tolerance 2.0%" in out
+    assert main([*base, "--tolerance", "0.5"]) == 0
+    assert "verdict: promoted" in capsys.readouterr().out
 
 
 def test_a_trained_candidate_goes_live_having_learned_the_log(

@@ -15,9 +15,11 @@ __all__ = [
     "BUCKETS",
     "DEFAULT_N_BOOT",
     "DEFAULT_SWITCH_TAU",
+    "DEFAULT_TOLERANCE",
     "DEFAULT_WORD_BUCKETS",
     "ESTIMATOR_NAMES",
     "EXPLORATIONS",
+    "MAX_TOLERANCE",
     "METHODS",
     "MISSING_RULES",
     "NAMED_POLICIES",
@@ -43,6 +45,13 @@ DEFAULT_N_BOOT = 200
 
 DEFAULT_WORD_BUCKETS = 0
 """Hashed-word buckets in the reward model's context (0: no words)."""
+
+DEFAULT_TOLERANCE = 0.02
+"""The precision a reliable verdict asks by default: the DR interval within 2% of the
+estimate on either side (``--tolerance``; ``evaluation.reliability``)."""
+
+MAX_TOLERANCE = 1.0
+"""The loosest tolerance accepted: an interval reaching as far as the estimate itself."""
 
 SPEC_HELP = (
     "logged | uniform | fixed:MODEL | costaware | vw[:VW ARGS] | linucb[:alpha=A,epsilon=E] | "

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from banditroute.cli_replay import check_tolerance, tolerance_argument
 from banditroute.errors import InvalidArgument
 
 KEY_VARIABLE = "BANDITROUTE_API_KEY"
@@ -54,6 +55,7 @@ def add_parser(subparsers: Any) -> None:
         help="reward per decision the candidate's DR lower bound must beat the live "
         "policy's estimate by (default 0)",
     )
+    tolerance_argument(parser, "the candidate's DR interval")
     parser.add_argument("--objective", help="profile name (default: the configured default)")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the evidence")
     parser.add_argument(
@@ -85,6 +87,7 @@ def format_evidence(evidence: dict[str, Any]) -> str:
 def _check(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.margin) and args.margin >= 0):
         raise InvalidArgument("--margin: must be a number >= 0", field="--margin")
+    check_tolerance(args)
     if (args.log is None) == (args.server is None):
         raise InvalidArgument("--log: give either --log or --server", field="--log")
     if args.rollback and args.server is None:
@@ -113,7 +116,7 @@ def run_promote(args: argparse.Namespace) -> int:
     try:
         evidence, policy = gate_connection(
             source.connection, args.candidate, settings, objective, margin=args.margin,
-            arg="--candidate",
+            arg="--candidate", tolerance=args.tolerance,
         )  # fmt: skip
     finally:
         source.connection.close()
@@ -147,7 +150,10 @@ def _remote(args: argparse.Namespace) -> int:
                 return 0
             response = stub.PromotePolicy(
                 pb.PromotePolicyRequest(
-                    candidate=args.candidate, margin=args.margin, objective=args.objective or ""
+                    candidate=args.candidate,
+                    margin=args.margin,
+                    objective=args.objective or "",
+                    tolerance=args.tolerance,
                 ),
                 metadata=metadata,
                 timeout=RPC_TIMEOUT_S,

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from banditroute.choices import (
     DEFAULT_N_BOOT,
+    DEFAULT_TOLERANCE,
     DEFAULT_WORD_BUCKETS,
     ESTIMATOR_NAMES,
+    MAX_TOLERANCE,
     METHODS,
     MISSING_RULES,
     SPEC_HELP,
@@ -87,6 +89,28 @@ def _interval_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"hashed-word buckets in the reward model's features, at most {MAX_WORD_BUCKETS} "
         f"(default {DEFAULT_WORD_BUCKETS}: none; they did not help on RouterBench)",
     )
+
+
+def tolerance_argument(parser: argparse.ArgumentParser, judged: str) -> None:
+    """``--tolerance``: the precision a reliable verdict asks of ``judged`` (an interval)."""
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"rate a candidate reliable only if {judged} reaches at most this share of its "
+        f"estimate on either side, in (0, {MAX_TOLERANCE:g}] (default {DEFAULT_TOLERANCE:g}: "
+        "within 2%%)",
+    )
+
+
+def check_tolerance(args: argparse.Namespace) -> None:
+    """``--tolerance`` in (0, MAX_TOLERANCE], else InvalidArgument naming it."""
+    if not 0 < args.tolerance <= MAX_TOLERANCE:
+        raise InvalidArgument(
+            f"--tolerance: must be a share of the estimate in (0, {MAX_TOLERANCE:g}] "
+            f"(0.02 = within 2%), got {args.tolerance}",
+            field="--tolerance",
+        )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -227,6 +251,7 @@ def _replay(args: argparse.Namespace) -> int:
     if not args.clip > 0:
         raise InvalidArgument("--clip: must be > 0", field="--clip")
     _check_intervals(args)
+    check_tolerance(args)
     _output(args.json, "--json")
     _output(args.plot, "--plot")
     log = _load(
@@ -264,6 +289,7 @@ def _replay(args: argparse.Namespace) -> int:
             shadow=None
             if shadow_source is None
             else partial(shadow_distribution, shadow_source.connection),
+            tolerance=args.tolerance,
         )
     finally:
         if shadow_source is not None:
@@ -304,6 +330,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.max_cost is not None and not args.max_cost > 0:
         raise InvalidArgument("--max-cost: must be > 0", field="--max-cost")
     _check_intervals(args)
+    check_tolerance(args)
     _output(args.json, "--json")
     _output(args.plot, "--plot")
     log = _load(args, with_features=True, word_buckets=args.word_buckets)
@@ -328,6 +355,7 @@ def _tune(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         progress=True,
+        tolerance=args.tolerance,
     )
     _report(
         args, tune_module.format_table(result), result.write_json, partial(tune_module.plot, result)
@@ -413,6 +441,7 @@ def add_parsers(subparsers: Any) -> None:
         help="cap IPS and DR importance weights (default: no cap)",
     )
     _interval_arguments(replay)
+    tolerance_argument(replay, "its DR interval")
     replay.add_argument("--json", type=Path, help="write the estimates as JSON here")
     replay.add_argument("--plot", type=Path, help="draw the estimates with intervals (PNG)")
     replay.set_defaults(handler=_replay)
@@ -458,6 +487,7 @@ def add_parsers(subparsers: Any) -> None:
         help="do not estimate the fixed-model and logged reference policies",
     )
     _interval_arguments(tune)
+    tolerance_argument(tune, "a setting's quality interval")
     tune.add_argument("--json", type=Path, help="write the sweep as JSON here")
     tune.add_argument("--plot", type=Path, help="draw quality against cost (PNG)")
     tune.set_defaults(handler=_tune)

@@ -5,11 +5,12 @@ policy (``logged``: the distribution the serving policy actually logged) and the
 under one objective, on the same decisions (a candidate trained on the log learns from its
 first half and both are judged on the second). The candidate clears the gate when the log can
 answer for it (replay rates it reliable: :func:`banditroute.evaluation.reliability.verdict`,
-enough effective sample size and overlap; otherwise DR is little more than the reward model's
-guess) and the lower bound of its DR interval is above the live policy's DR estimate plus
-``margin``. The :class:`Evidence` (both estimates with their intervals, ESS, the reliability
-verdict, decisions, margin, verdict and a digest of the evaluated data) is what the caller
-writes to the audit chain, promoted or not.
+enough effective sample size and overlap, otherwise DR is little more than the reward model's
+guess, and a DR interval within ``tolerance`` of its estimate) and the lower bound of its DR
+interval is above the live policy's DR estimate plus ``margin``. The :class:`Evidence` (both
+estimates with their intervals, ESS, the reliability verdict and tolerance, decisions, margin,
+verdict and a digest of the evaluated data) is what the caller writes to the audit chain,
+promoted or not.
 
 A candidate that clears is then built for serving by :func:`warm_policy`: a fresh policy that
 learns every logged decision with an outcome (its features, eligible models, logged choice,
@@ -48,6 +49,7 @@ from banditroute.evaluation.candidates import (
 from banditroute.evaluation.intervals import Interval
 from banditroute.evaluation.logdata import ReplayLog, load_log
 from banditroute.evaluation.objective_rewards import log_rewards
+from banditroute.evaluation.reliability import DEFAULT_TOLERANCE, check_tolerance
 from banditroute.evaluation.replay import CandidateResult, make_estimators, replay
 from banditroute.objectives import Objective
 from banditroute.policies.base import Policy
@@ -104,6 +106,7 @@ class Evidence:
     log_digest: str
     verdict: Verdict
     reason: str
+    tolerance: float = DEFAULT_TOLERANCE
 
     @property
     def promoted(self) -> bool:
@@ -116,7 +119,7 @@ class Evidence:
             "candidate": self.candidate.as_dict(), "live": self.live.as_dict(),
             "objective": self.objective, "decisions": self.decisions, "margin": self.margin,
             "level": self.level, "reliability": self.reliability, "log_digest": self.log_digest,
-            "verdict": self.verdict, "reason": self.reason,
+            "verdict": self.verdict, "reason": self.reason, "tolerance": self.tolerance,
         }  # fmt: skip
 
 
@@ -157,6 +160,7 @@ def gate(
     n_boot: int = 200,
     seed: int = 0,
     shadow: Callable[[str, ReplayLog], np.ndarray] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> Evidence:
     """Replay the live policy and the candidate on the log and decide (module doc).
 
@@ -164,10 +168,14 @@ def gate(
     if not (math.isfinite(margin) and 0 <= margin <= MAX_MARGIN):
         raise InvalidArgument(f"margin: must be in [0, {MAX_MARGIN:g}]", field="margin")
     try:
+        tolerance = check_tolerance(tolerance)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field="tolerance") from None
+    try:
         result = replay(
             log, [parse_candidate(LIVE), spec], objective, settings,
             estimators=make_estimators(["dr"]), level=level, n_boot=n_boot, seed=seed,
-            shadow=shadow,
+            shadow=shadow, tolerance=tolerance,
         )  # fmt: skip
     except ValueError as exc:
         raise FailedPrecondition(f"log: {exc}", field="log") from exc
@@ -196,7 +204,7 @@ def gate(
     rewards = log_rewards(log, objective)
     return Evidence(
         candidate, live, objective.name, result.n_decisions, margin, level, judged.reason,
-        log_digest(log, rewards), verdict, reason,
+        log_digest(log, rewards), verdict, reason, tolerance,
     )  # fmt: skip
 
 
@@ -240,6 +248,7 @@ def gate_connection(
     shadows: Mapping[str, Policy] | None = None,
     n_boot: int = 200,
     seed: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> tuple[Evidence, Policy | None]:
     """Load the log from ``con`` (``decisions`` and ``feedback`` tables), gate the candidate
     ``text`` and, when it clears, warm it for serving. ``shadows`` are the running server's
@@ -253,7 +262,7 @@ def gate_connection(
         return shadow_distribution(con, name, data, arg=arg)
 
     evidence = gate(log, spec, settings, objective, margin=margin, n_boot=n_boot, seed=seed,
-                    shadow=shadow)  # fmt: skip
+                    shadow=shadow, tolerance=tolerance)  # fmt: skip
     if not evidence.promoted:
         return evidence, None
     return evidence, warm_policy(spec, log, settings, objective, seed=seed, shadows=shadows)

@@ -24,10 +24,14 @@ from banditroute.evaluation.tune import (
 )
 from banditroute.store.reader import open_log
 
+LOOSE = 0.5
+"""A tolerance the small shared log can meet: the sweep's mechanics are under test here."""
+
 
 @pytest.fixture(scope="module")
 def swept(shared_log: WrittenLog) -> TuneResult:
-    """A small sweep of cost weights with a LinUCB learner on the shared log."""
+    """A small sweep of cost weights with a LinUCB learner on the shared log, judged at a
+    loose tolerance (290 held-out decisions cannot pin a quality down to 2%)."""
     settings = settings_for_tests()
     log = load_log(open_log(shared_log.path), with_features=True)
     return tune(
@@ -37,6 +41,7 @@ def swept(shared_log: WrittenLog) -> TuneResult:
         parse_candidate("vw:--cb_explore_adf --epsilon 0.05 -q sa --power_t 0"),
         cost_weights=(0.0, 100.0, 2000.0),
         n_boot=50,
+        tolerance=LOOSE,
     )
 
 
@@ -126,6 +131,8 @@ def test_cli_writes_table_json_and_plot(
             "--plot",
             str(png),
             "--no-references",
+            "--tolerance",
+            str(LOOSE),
         ]
     )
     assert code == 0

@@ -67,7 +67,18 @@ FUZZ = settings(
     ],
 )
 SERVICE = "/banditroute.v1.RouterService/"
-METHODS = ("Route", "Feedback", "ListModels", "GetStats", "ResetModelHealth", "ReloadConfig")
+METHODS = (
+    "Route",
+    "Feedback",
+    "ListModels",
+    "GetStats",
+    "ResetModelHealth",
+    "ReloadConfig",
+    "PromotePolicy",
+    "RollbackPolicy",
+)
+PROMOTE_EXAMPLES = 40
+"""Examples for PromotePolicy: a well-formed one replays the whole log (seconds each)."""
 
 MODELS = list(load_settings().catalog.ids)
 ACME_KEY, BETA_KEY, ADMIN_KEY = "fuzz-acme", "fuzz-beta", "fuzz-admin"
@@ -435,6 +446,53 @@ def test_reset_model_health_survives_random_requests(
     _call(fuzzed, "ResetModelHealth", pb.ResetModelHealthRequest(model=model), metadata_)
 
 
+@FUZZ
+@given(extra=usually(st.sampled_from([[], [("x-api-key", ADMIN_KEY)]]), metadata))
+def test_reload_config_survives_random_metadata(
+    fuzzed: Fuzzed, extra: list[tuple[str, str | bytes]]
+) -> None:
+    """ReloadConfig (of the unchanged configuration) answers under any metadata, with and
+    without the admin key."""
+    _call(fuzzed, "ReloadConfig", pb.ReloadConfigRequest(), extra)
+
+
+PROMOTE_CANDIDATES = (
+    "uniform", f"fixed:{MODELS[0]}", "linucb:alpha=0.3", "logged", "shadow:none",
+    "snapshot:/etc/passwd", "fixed:", "vw:--bogus",
+)  # fmt: skip
+"""Well-formed and malformed candidate specs (the server refuses snapshots and unknown shadows)."""
+
+
+@st.composite
+def promote_requests(draw: st.DrawFn) -> pb.PromotePolicyRequest:
+    """PromotePolicyRequests whose fields are each usually plausible and otherwise random."""
+    return pb.PromotePolicyRequest(
+        candidate=draw(usually(st.sampled_from(PROMOTE_CANDIDATES), texts)),
+        margin=draw(usually(st.sampled_from([0.0, 0.01, 0.5]), doubles)),
+        tolerance=draw(usually(st.sampled_from([0.0, 0.02, 0.5, 1.0]), doubles)),
+        objective=draw(usually(st.sampled_from(["", "balanced", "economy"]), texts)),
+    )
+
+
+@settings(parent=FUZZ, max_examples=PROMOTE_EXAMPLES)
+@given(
+    request=promote_requests(),
+    admin=usually(st.just(True), st.just(False)),
+    extra=usually(st.just([]), metadata),
+)
+def test_promote_and_rollback_survive_random_requests(
+    fuzzed: Fuzzed, request: pb.PromotePolicyRequest, admin: bool,
+    extra: list[tuple[str, str | bytes]],
+) -> None:  # fmt: skip
+    """PromotePolicy answers any candidate spec (huge, unicode, malformed, a snapshot path from
+    the network), any margin and tolerance (NaN, infinite, negative, huge) and any objective,
+    with and without an admin key; RollbackPolicy answers after it (whether or not there is a
+    promotion to undo)."""
+    metadata_ = ([("x-api-key", ADMIN_KEY)] if admin else []) + extra
+    _call(fuzzed, "PromotePolicy", request, metadata_)
+    _call(fuzzed, "RollbackPolicy", pb.RollbackPolicyRequest(), metadata_)
+
+
 # -- raw bytes -------------------------------------------------------------------------------------
 
 BAD_UTF8 = (b"\xff\xfe\xfd", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"abc\x80")
@@ -454,8 +512,15 @@ CORRUPT_WIRE = (
 ODD_WIRE = (b"\x00\x01", b"\x08\x01", b"\x0d\x00\x00\x00\x00", b"\x7a\x00")
 """Field number 0 (rejected for a message with fields, skipped by ListModelsRequest), and a
 string field sent as varint or fixed32, and an unknown field: each parses or fails cleanly."""
-STRING_FIELD = {"Route": 1, "Feedback": 1, "GetStats": 2, "ResetModelHealth": 1}
-"""A string field of each request message (ListModelsRequest has none)."""
+STRING_FIELD = {
+    "Route": 1,
+    "Feedback": 1,
+    "GetStats": 2,
+    "ResetModelHealth": 1,
+    "PromotePolicy": 1,
+}
+"""A string field of each request message (ListModels, ReloadConfig and RollbackPolicy
+requests have none)."""
 
 
 def _raw(state: Fuzzed, method: str) -> Callable[..., bytes]:

@@ -95,6 +95,7 @@ def test_a_candidate_short_of_the_margin_is_refused_with_the_evidence_audited(
     assert evidence["log_digest"] == response.log_digest
     assert evidence["decisions"] == DECISIONS
     assert evidence["margin"] == pytest.approx(0.05)
+    assert evidence["tolerance"] == pytest.approx(0.02)  # the default: 0 in the request
     assert {"value", "lower", "upper", "ess"} <= set(evidence["candidate"])
 
 
@@ -153,13 +154,16 @@ def test_promotion_and_rollback_need_an_admin_key(
         ({"candidate": "uniform", "margin": -0.1}, "margin"),
         ({"candidate": "uniform", "margin": float("nan")}, "margin"),
         ({"candidate": "uniform", "objective": "nope"}, "objective"),
+        ({"candidate": "uniform", "tolerance": -0.1}, "tolerance"),
+        ({"candidate": "uniform", "tolerance": 1.5}, "tolerance"),
+        ({"candidate": "uniform", "tolerance": float("nan")}, "tolerance"),
     ],
 )
 def test_a_bad_request_is_invalid_argument_naming_the_field(
     served: Service, api: Callable[..., Any], request_fields: dict[str, Any], field: str
 ) -> None:
-    """Malformed or unknown candidates, a negative or NaN margin and an unknown objective are
-    INVALID_ARGUMENT naming the field; nothing is promoted."""
+    """Malformed or unknown candidates, a negative or NaN margin, an unknown objective and a
+    tolerance outside (0, 1] are INVALID_ARGUMENT naming the field; nothing is promoted."""
     admin = api(served, ADMIN_KEY)
     before = served.router.policy.version
     details = admin.fails(

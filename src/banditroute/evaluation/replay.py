@@ -66,7 +66,16 @@ from banditroute.evaluation.objective_rewards import (
     log_rewards,
     reward_range,
 )
-from banditroute.evaluation.reliability import Verdict, verdict
+from banditroute.evaluation.reliability import (
+    DEFAULT_TOLERANCE,
+    MAX_THIN_SHARE,
+    MIN_ESS,
+    PRECISION_ESTIMATOR,
+    THIN_PROPENSITY,
+    Verdict,
+    check_tolerance,
+    verdict,
+)
 from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.objectives import Objective
 from banditroute.policies.base import Policy
@@ -109,11 +118,16 @@ class CandidateResult:
     estimates: dict[str, Estimate]
     diagnostics: Diagnostics
     notes: tuple[str, ...] = ()
+    tolerance: float = DEFAULT_TOLERANCE
+    """The precision asked of the DR interval, a share of the estimate (the verdict's)."""
 
     @property
     def verdict(self) -> Verdict:
-        """Whether the log can answer for this candidate, and why (``reliability.verdict``)."""
-        return verdict(self.diagnostics)
+        """Whether the log can answer for this candidate to within ``tolerance``, and why
+        (``reliability.verdict`` on its diagnostics and its DR interval)."""
+        return verdict(
+            self.diagnostics, self.estimates.get(PRECISION_ESTIMATOR), tolerance=self.tolerance
+        )
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form: ``{"name", "estimates": {est: {"value", "lower", "upper"}}, ...}``."""
@@ -122,6 +136,8 @@ class CandidateResult:
             "name": self.name,
             "reliable": judged.reliable,
             "reliability_reason": judged.reason,
+            "relative_half_width": judged.as_dict()["relative_half_width"],
+            "tolerance": judged.tolerance,
             "estimates": {key: iv.as_dict() for key, iv in self.estimates.items()},
             "ess": self.diagnostics.ess,
             "max_weight": self.diagnostics.max_weight,
@@ -161,6 +177,7 @@ class ReplayResult:
     reward_range: tuple[float, float] = (-math.inf, math.inf)
     unseen_range: tuple[float, float] | None = None
     notes: tuple[str, ...] = ()
+    tolerance: float = DEFAULT_TOLERANCE
     policies: dict[str, Policy] = field(default_factory=dict, repr=False, compare=False)
     """The trained and loaded policies by candidate name (to save or inspect; not in JSON)."""
 
@@ -211,6 +228,10 @@ class ReplayResult:
                 "0) may be worth anything in this range (the rewards seen in the log): its "
                 "intervals cover it",
             },
+            "reliability": {
+                "tolerance": self.tolerance,
+                "note": reliability_rule(self.tolerance),
+            },
             "notes": list(self.notes),
             "candidates": [c.as_dict() for c in self.candidates],
         }
@@ -218,6 +239,15 @@ class ReplayResult:
     def write_json(self, path: Path) -> None:
         """Write :meth:`as_dict` to ``path``."""
         path.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def reliability_rule(tolerance: float) -> str:
+    """What "reliable" means, in one sentence (the table's and the JSON's legend)."""
+    return (
+        f"reliable: effective sample size >= {MIN_ESS:g}, at most {MAX_THIN_SHARE:.0%} of the "
+        f"candidate's traffic where the logger's probability was < {THIN_PROPENSITY:g}, and "
+        f"the DR interval within {tolerance:.1%} of its estimate on either side (--tolerance)"
+    )
 
 
 def _iso(seconds: float) -> str:
@@ -282,12 +312,16 @@ def replay(
     reward_model: RidgeRewardModel | None = None,
     progress: bool = False,
     shadow: Callable[[str, ReplayLog], FloatArray] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> ReplayResult:
     """Estimate each candidate's mean reward per decision under ``objective`` (module doc).
 
     ``shadow(name, log)`` gives a shadow policy's logged distribution on ``log``'s decisions
     (needed for ``shadow:NAME`` candidates; see ``candidates.shadow_distribution``).
+    ``tolerance`` is the precision the verdicts ask of each DR interval (a share of the
+    estimate; ``reliability.verdict``).
     """
+    tolerance = check_tolerance(tolerance)
     if not specs:
         raise ValueError("specs: give at least one candidate")
     chosen = list(estimators) if estimators is not None else make_estimators()
@@ -377,6 +411,7 @@ def replay(
                 estimates=estimates,
                 diagnostics=diagnostics(data, target),
                 notes=tuple(spec_notes),
+                tolerance=tolerance,
             )
         )
     if inputs is not None and inputs.missing_models:
@@ -401,6 +436,7 @@ def replay(
         reward_range=bounds,
         unseen_range=unseen,
         notes=tuple(notes),
+        tolerance=tolerance,
         policies=policies,
     )
 
@@ -446,6 +482,7 @@ def format_table(result: ReplayResult) -> str:
             f"may earn anything in [{result.unseen_range[0]:.6g}, {result.unseen_range[1]:.6g}] "
             "(the logged rewards' range); its intervals include that"
         )
+    lines.append(reliability_rule(result.tolerance))
     lines.extend(f"note: {note}" for note in result.notes)
     width = max(len("candidate"), *(len(r.name) for r in result.candidates))
     header = f"{'candidate':<{width}}  {'estimator':<9}  {'value':>9}  {level + ' interval':>22}"
@@ -501,12 +538,14 @@ def plot(result: ReplayResult, path: Path) -> None:
         low = [iv.estimate - iv.lower for _, iv in rows]
         high = [iv.upper - iv.estimate for _, iv in rows]
         ax.errorbar(values, ys, xerr=[low, high], fmt="o", capsize=3, label=key, markersize=4)
-    unreliable = [not r.verdict.reliable for r in result.candidates]
+    verdicts = [r.verdict for r in result.candidates]
+    unreliable = [not v.reliable for v in verdicts]
     for i, flag in enumerate(unreliable):
         if flag:  # shaded: the log cannot answer for this candidate
             ax.axhspan(i - 0.5, i + 0.5, color="0.9", zorder=0)
     labels = [
-        n + ("\n(unreliable)" if flag else "") for n, flag in zip(names, unreliable, strict=True)
+        f"{n}\n({'' if v.reliable else 'unreliable: '}{v.short})"
+        for n, v in zip(names, verdicts, strict=True)
     ]
     ax.set_yticks(range(len(names)), labels)
     for tick, flag in zip(ax.get_yticklabels(), unreliable, strict=True):
@@ -538,6 +577,7 @@ __all__ = [
     "make_estimators",
     "observed_range",
     "plot",
+    "reliability_rule",
     "replay",
     "split_in_time",
     "used_rows",

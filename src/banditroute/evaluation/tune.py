@@ -6,7 +6,9 @@ For each setting of the sweep (cost weight, optionally latency weight) :func:`tu
    that weight and trains a fresh policy on them (``vw`` or ``linucb``, as a replay candidate);
 2. estimates, on the *second* half, the trained policy's mean quality, mean cost and mean
    latency per decision with doubly robust estimation (each fragment is just another reward,
-   with its own cross-fitted reward model), each with a confidence interval.
+   with its own cross-fitted reward model), each with a confidence interval, and rates it
+   reliable or not (``reliability.verdict``; the precision test reads the quality interval,
+   the axis the recommendation's quality share is measured on).
 
 The settings whose (cost, quality) point no other setting beats on both are the Pareto
 frontier. The recommendation answers a stated target: the cheapest setting reaching at least
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,7 +51,7 @@ from banditroute.evaluation.objective_rewards import (
     fragments,
     score,
 )
-from banditroute.evaluation.reliability import verdict
+from banditroute.evaluation.reliability import DEFAULT_TOLERANCE, check_tolerance, verdict
 from banditroute.evaluation.replay import observed_range, split_in_time
 from banditroute.evaluation.reward_model import RidgeRewardModel
 from banditroute.objectives import Objective
@@ -79,6 +82,8 @@ class TunePoint:
     reason: str = ""
     """Whether the log can answer for this policy and why (``reliability.verdict``): the
     frontier and the recommendation use reliable points only."""
+    short: str = ""
+    """The reason in a few words (the plot's)."""
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form."""
@@ -113,6 +118,7 @@ class TuneResult:
     recommendation: str
     level: float
     method: str
+    tolerance: float = DEFAULT_TOLERANCE
 
     def as_dict(self) -> dict[str, object]:
         """The ``--json`` document."""
@@ -126,6 +132,7 @@ class TuneResult:
             "n_eval": self.n_eval,
             "estimator": "dr",
             "interval": {"method": self.method, "level": self.level},
+            "tolerance": self.tolerance,
             "target": self.target,
             "recommended": None
             if self.recommended is None
@@ -233,8 +240,12 @@ def tune(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     progress: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> TuneResult:
-    """Sweep the weights, estimate each trained policy, find the frontier (module docstring)."""
+    """Sweep the weights, estimate each trained policy, find the frontier (module docstring);
+    a point is reliable when its quality interval is within ``tolerance`` of its estimate
+    (and its ESS and overlap pass)."""
+    tolerance = check_tolerance(tolerance)
     if not policy.trained:
         raise ValueError(
             f"policy: {policy.text!r} is not a trained policy (costaware, vw or linucb)"
@@ -272,8 +283,8 @@ def tune(
             for j in range(len(FRAGMENT_NAMES))
         ]
         diag = diagnostics(data[0], target)
-        judged = verdict(diag)
         quality, cost, latency = intervals
+        judged = verdict(diag, quality, tolerance=tolerance)
         return TunePoint(
             label,
             kind,
@@ -285,6 +296,7 @@ def tune(
             max_weight=diag.max_weight,
             reliable=judged.reliable,
             reason=judged.reason,
+            short=judged.short,
         )
 
     latency_grid = list(latency_weights) if latency_weights else [base.latency]
@@ -332,6 +344,7 @@ def tune(
         recommendation=reason,
         level=level,
         method=method,
+        tolerance=tolerance,
     )
 
 
@@ -346,6 +359,8 @@ def format_table(result: TuneResult) -> str:
         f"policy {result.policy} trained on the first {result.n_train} decisions per setting; "
         f"estimates (doubly robust, {level} intervals) on the last {result.n_eval}",
         f"base objective: {result.base_objective.name}",
+        f"reliable: quality interval within {result.tolerance:.1%} of its estimate "
+        "(--tolerance), enough effective sample size and overlap",
         "",
     ]
     width = max(len("setting"), *(len(p.label) for p in result.points))
@@ -424,9 +439,11 @@ def frontier_figure(result: TuneResult) -> Figure:
         [p for p in sweep if p.reliable], fmt="o", color="tab:blue",
         label=f"{result.policy} per setting",
     )  # fmt: skip
+    unsure = [p for p in sweep if not p.reliable]
+    why = "; ".join(f"{p.label}: {p.short}" for p in unsure[:4]) + ("; ..." if unsure[4:] else "")
     bars(
-        [p for p in sweep if not p.reliable], fmt="o", color="tab:red", alpha=0.5,
-        mfc="none", label="unreliable setting (not recommended)",
+        unsure, fmt="o", color="tab:red", alpha=0.5, mfc="none",
+        label="unreliable setting (not recommended)\n" + textwrap.fill(why, 40),
     )  # fmt: skip
     bars(refs, fmt="s", color="grey", alpha=0.7, label="reference policies")
     front = sorted((p for p in sweep if p.frontier), key=lambda p: p.cost_usd.estimate)

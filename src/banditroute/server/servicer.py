@@ -26,6 +26,7 @@ import duckdb
 import grpc
 import structlog
 
+from banditroute.choices import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from banditroute.cluster.promoter import ClusterPolicy
 from banditroute.cluster.replica import ReplicaStatus
 from banditroute.config import ServerSettings
@@ -454,6 +455,13 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
             convert.check_chars("objective", request.objective, self._limits.max_name_chars)
             if not request.candidate.strip():
                 raise InvalidArgument("candidate: must not be empty", field="candidate")
+            tolerance = request.tolerance or DEFAULT_TOLERANCE
+            if not 0 < tolerance <= MAX_TOLERANCE:
+                raise InvalidArgument(
+                    f"tolerance: must be a share of the estimate in (0, {MAX_TOLERANCE:g}] "
+                    "(0: the default)",
+                    field="tolerance",
+                )
             if self._peers is not None:
                 raise FailedPrecondition(
                     "policy: promotion needs a single serving process (server.workers = 1): "
@@ -470,6 +478,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
                 evidence, policy = gate_connection(
                     cursor, request.candidate, router.settings, objective,
                     margin=request.margin, shadows=shadows,
+                    tolerance=tolerance,
                 )  # fmt: skip
             finally:
                 cursor.close()

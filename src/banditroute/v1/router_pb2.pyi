@@ -335,14 +335,16 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class PromotePolicyRequest(_message.Message):
-    __slots__ = ("candidate", "margin", "objective")
+    __slots__ = ("candidate", "margin", "objective", "tolerance")
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     MARGIN_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     candidate: str
     margin: float
     objective: str
-    def __init__(self, candidate: _Optional[str] = ..., margin: _Optional[float] = ..., objective: _Optional[str] = ...) -> None: ...
+    tolerance: float
+    def __init__(self, candidate: _Optional[str] = ..., margin: _Optional[float] = ..., objective: _Optional[str] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
 class PolicyEstimate(_message.Message):
     __slots__ = ("policy", "value", "lower", "upper", "ess")
