@@ -1,5 +1,5 @@
 """What the measurement scripts in simulations/ share: the three outcome tables they run on,
-finding them in a data folder, and writing their JSON results."""
+finding them in a data folder, and writing their JSON and Markdown results."""
 
 from __future__ import annotations
 
@@ -36,3 +36,14 @@ def write_json(path: Path | None, results: Any) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+def write_results(results: Any, text: str, json_path: Path | None, md_path: Path | None) -> int:
+    """Write ``results`` as JSON and their Markdown ``text`` (each if its path is given, folders
+    made), print the text; 0, the scripts' exit status."""
+    write_json(json_path, results)
+    if md_path is not None:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0

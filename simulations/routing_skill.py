@@ -24,6 +24,13 @@ affordable** at the budget; the **random mix** (the upper concave hull of the si
 (cost, quality): the best quality any random mix of two models reaches at a given mean cost),
 read at the router's own mean cost; the **per-prompt oracle** within the budget (greedy: the
 cheapest correct model first, upgrades by quality gained per dollar while the budget lasts).
+For every run, ``paired`` records the same comparators per seed on exactly the prompts that
+seed is judged on (cold: its own second half of the stream; warm: all of it) and the per-seed
+differences router - best single and router - mix, with their mean, standard error over seeds
+and the number of seeds above zero: the cold router's figure is a 300-prompt mean whose
+sampling error is as large as the gaps, which an unpaired comparison with whole-table figures
+does not cancel.
+
 The learning curve counts the prompts until the cold router's trailing 100-prompt quality stays
 at or above 90% of the strongest model's: per seed (noisy: a 100-prompt window of 0/1 outcomes
 has a standard deviation of about 4 points) and on the mean over seeds of each step's quality
@@ -42,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from held_tables import found_tables, write_json
+from held_tables import found_tables, write_results
 
 from banditroute.config import Settings, load_settings
 from banditroute.simulation import SimulationConfig, simulate
@@ -101,6 +108,131 @@ def mix_quality(hull: list[tuple[float, float]], cost: float) -> float:
     if cost <= xs[0]:
         return ys[0]
     return float(np.interp(cost, xs, ys))
+
+
+def mix_weights(mean_c: Sequence[float], mean_q: Sequence[float], cost: float) -> np.ndarray:
+    """Each model's share in the best random mix whose mean cost is ``cost`` (the two ends of
+    the hull segment ``cost`` falls on; the cheapest hull model alone below it, the dearest
+    alone above), so that ``weights @ mean_q == mix_quality(hull, cost)``."""
+    points = [(float(c), float(q)) for c, q in zip(mean_c, mean_q, strict=True)]
+    column = {p: k for k, p in reversed(list(enumerate(points)))}
+    hull = concave_hull(points)
+    weights = np.zeros(len(points))
+    if cost <= hull[0][0] or len(hull) == 1:
+        weights[column[hull[0]]] = 1.0
+        return weights
+    if cost >= hull[-1][0]:
+        weights[column[hull[-1]]] = 1.0
+        return weights
+    j = int(np.searchsorted([p[0] for p in hull], cost, side="right")) - 1
+    (x0, _), (x1, _) = hull[j], hull[j + 1]
+    t = (cost - x0) / (x1 - x0)
+    weights[column[hull[j]]] += 1.0 - t
+    weights[column[hull[j + 1]]] += t
+    return weights
+
+
+def paired_comparators(
+    quality: np.ndarray,
+    cost: np.ndarray,
+    rows: np.ndarray,
+    router_quality: np.ndarray,
+    router_cost: np.ndarray,
+    *,
+    affordable: Sequence[int],
+    budget: float,
+    ref: int,
+    fixed: int,
+) -> dict[str, Any]:
+    """The comparators of one seed on exactly the prompts it is judged on (``rows``, in stream
+    order, aligned with the router's per-step ``router_quality`` and ``router_cost``).
+
+    The best single model is the best, on these prompts, of the models ``affordable`` at the
+    budget (decided once on the whole stream's mean cost: a price is known before any prompt
+    arrives, and a 300-prompt mean cost would move a model near the budget in and out from seed
+    to seed): the best fixed model in hindsight, so slightly favoured when two are close; the
+    ``fixed`` single model (the affordable one best on the whole stream) is also scored on these
+    prompts; the random mix is the hull of the single models' means on these prompts, read at
+    the router's own mean cost on them; the oracle spends the budget on these prompts. Each
+    comparison is also a per-prompt difference, whose standard error is what sampling these
+    prompts puts on it (``*_prompt_se``)."""
+    q, c = quality[rows], cost[rows]
+    mean_q, mean_c = q.mean(axis=0), c.mean(axis=0)
+    pool = list(affordable) or [int(np.argmin(cost.mean(axis=0)))]
+    best = max(pool, key=lambda k: mean_q[k])
+    router_c = float(router_cost.mean())
+    weights = mix_weights(mean_c.tolist(), mean_q.tolist(), router_c)
+    oracle_q, oracle_c = budget_oracle(q, c, budget)
+    m = len(rows)
+
+    def se(diff: np.ndarray) -> float:
+        return float(diff.std(ddof=1) / np.sqrt(m)) if m > 1 else 0.0
+
+    return {
+        "prompts": m,
+        "router_quality": float(router_quality.mean()),
+        "router_cost_usd": router_c,
+        "router_prompt_se": se(router_quality),
+        "reference_quality": float(mean_q[ref]),
+        "best_single": {
+            "model": best,
+            "quality": float(mean_q[best]),
+            "cost_usd": float(mean_c[best]),
+        },
+        "fixed_single": {"model": fixed, "quality": float(mean_q[fixed])},
+        "random_mix_at_cost": float(weights @ mean_q),
+        "oracle": {"quality": oracle_q, "cost_usd": oracle_c},
+        "minus_best_single_prompt_se": se(router_quality - q[:, best]),
+        "minus_mix_prompt_se": se(router_quality - q @ weights),
+    }
+
+
+def paired_summary(per_seed: Sequence[dict[str, Any]], models: Sequence[str]) -> dict[str, Any]:
+    """Per-seed paired comparisons, as fractions of the reference model's quality on the same
+    prompts: means, standard errors over seeds, and how many seeds are above zero."""
+
+    def stats(values: Sequence[float]) -> dict[str, Any]:
+        arr = np.array(values, dtype=np.float64)
+        se = float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else 0.0
+        return {
+            "mean": float(arr.mean()),
+            "se": se,
+            "above": int((arr > 0).sum()),
+            "seeds": len(arr),
+            "per_seed": [round(float(v), 5) for v in arr],
+        }
+
+    def relative(value: Any) -> dict[str, Any]:
+        return stats([value(s) / s["reference_quality"] for s in per_seed])
+
+    picked = [models[s["best_single"]["model"]] for s in per_seed]
+    return {
+        "judged_prompts": per_seed[0]["prompts"],
+        "router": relative(lambda s: s["router_quality"]),
+        "best_single": relative(lambda s: s["best_single"]["quality"]),
+        "best_single_models": {m: picked.count(m) for m in sorted(set(picked))},
+        "random_mix_at_cost": relative(lambda s: s["random_mix_at_cost"]),
+        "oracle": relative(lambda s: s["oracle"]["quality"]),
+        "router_minus_best_single": relative(
+            lambda s: s["router_quality"] - s["best_single"]["quality"]
+        ),
+        "router_minus_fixed_single": relative(
+            lambda s: s["router_quality"] - s["fixed_single"]["quality"]
+        ),
+        "router_minus_mix": relative(lambda s: s["router_quality"] - s["random_mix_at_cost"]),
+        "prompt_se": {
+            key: relative(lambda s, key=key: s[f"{key}_prompt_se"])["mean"]
+            for key in ("router", "minus_best_single", "minus_mix")
+        },
+        "per_seed": [
+            {
+                **s,
+                "best_single": {**s["best_single"], "model": models[s["best_single"]["model"]]},
+                "fixed_single": {**s["fixed_single"], "model": models[s["fixed_single"]["model"]]},
+            }
+            for s in per_seed
+        ],
+    }
 
 
 def budget_oracle(quality: np.ndarray, cost: np.ndarray, budget: float) -> tuple[float, float]:
@@ -213,6 +345,24 @@ def run_table(
                 target = 0.9 * float(mean_q[ref])
                 holds = [prompts_to_hold(t.quality, target) for t in result.traces]
                 mean_hold = prompts_to_hold(np.mean([t.quality for t in result.traces], 0), target)
+                judged_from = data.stream.n_prompts // 2 if mode == "cold" else 0
+                paired = paired_summary(
+                    [
+                        paired_comparators(
+                            quality,
+                            cost,
+                            t.order[judged_from:],
+                            t.quality[judged_from:],
+                            t.cost_usd[judged_from:],
+                            affordable=affordable,
+                            budget=budget,
+                            ref=ref,
+                            fixed=best_k,
+                        )
+                        for t in result.traces
+                    ],
+                    data.stream.models,
+                )
                 entry["runs"][f"{mode}/{label}{policy}"] = {
                     "quality": judged_q,
                     "quality_std": float(np.std(per_seed_q)),
@@ -224,18 +374,26 @@ def run_table(
                     "prompts_to_hold_90pct_seed_mean": mean_hold,
                     "wall_s": time.perf_counter() - started,
                     "curve": _curve(result.traces),
+                    "paired": paired,
                 }
                 print(
                     f"{data.name} {fraction:.2f} {mode:4s} {label}{policy:12s} "
                     f"q {judged_q / mean_q[ref]:.3f} of ref at cost {judged_c / mean_c[ref]:.3f}"
                     f" (budget {fraction:.2f}); best single {mean_q[best_k] / mean_q[ref]:.3f}, "
-                    f"mix at cost {mix_quality(hull, judged_c) / mean_q[ref]:.3f}",
+                    f"mix at cost {mix_quality(hull, judged_c) / mean_q[ref]:.3f}; paired: "
+                    f"- best single {_pm(paired['router_minus_best_single'])}, "
+                    f"- mix {_pm(paired['router_minus_mix'])}",
                     flush=True,
                 )
         out["budgets"][f"{fraction:.2f}"] = entry
     if plots is not None:
         _plot(out, plots / f"{data.name}.png")
     return out
+
+
+def _pm(stats: dict[str, Any]) -> str:
+    """A paired difference as 'mean ± se (above/seeds)'."""
+    return f"{stats['mean']:+.3f} ± {stats['se']:.3f} ({stats['above']}/{stats['seeds']})"
 
 
 def _curve(traces: Sequence[Any]) -> list[float]:
@@ -356,7 +514,45 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{b['oracle']['quality'] / rq:.3f} | {held} |"
                 )
         lines.append("")
+        lines.extend(paired_markdown(result))
     return "\n".join(lines)
+
+
+def paired_markdown(result: dict[str, Any]) -> list[str]:
+    """The runs' paired comparisons (comparators on each seed's judged prompts), if recorded."""
+    rows = [
+        (key, name, run["paired"])
+        for key, b in result["budgets"].items()
+        for name, run in b["runs"].items()
+        if "paired" in run
+    ]
+    if not rows:
+        return []
+    lines = [
+        f"Paired, {result['table']}: every comparator on each seed's judged prompts, as a "
+        "fraction of the reference model's quality on those prompts; mean ± standard error "
+        "over seeds (seeds above zero / seeds); prompt s.e. is what sampling the judged prompts "
+        "puts on one seed's difference.\n",
+        "| budget | run | judged prompts | router | best single affordable (picked in hindsight) "
+        "| router - best single | router - whole-stream best single | random mix at the router's "
+        "cost | router - mix | oracle | prompt s.e. of a difference (best single / mix) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, name, p in rows:
+        picked = ", ".join(
+            f"{m.rsplit('/', 1)[-1]} x{n}" for m, n in p["best_single_models"].items()
+        )
+        se = p["prompt_se"]
+        lines.append(
+            f"| {float(key):.0%} | {name} | {p['judged_prompts']} | "
+            f"{p['router']['mean']:.3f} ± {p['router']['se']:.3f} | "
+            f"{p['best_single']['mean']:.3f} ({picked}) | {_pm(p['router_minus_best_single'])} | "
+            f"{_pm(p['router_minus_fixed_single'])} | "
+            f"{p['random_mix_at_cost']['mean']:.3f} | {_pm(p['router_minus_mix'])} | "
+            f"{p['oracle']['mean']:.3f} | {se['minus_best_single']:.3f} / {se['minus_mix']:.3f} |"
+        )
+    lines.append("")
+    return lines
 
 
 def _replot(paths: Sequence[Path], plots: Path | None, markdown_path: Path | None) -> int:
@@ -372,11 +568,7 @@ def _replot(paths: Sequence[Path], plots: Path | None, markdown_path: Path | Non
     if plots is not None:
         for name, result in merged.items():
             _plot(result, plots / f"{name}.png")
-    text = markdown(merged)
-    if markdown_path is not None:
-        markdown_path.write_text(text + "\n", encoding="utf-8")
-    print(text)
-    return 0
+    return write_results(merged, markdown(merged), None, markdown_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -433,13 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             plots=args.plots,
             label=args.label,
         )
-    write_json(args.json, results)
-    text = markdown(results)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n", encoding="utf-8")
-    print(text)
-    return 0
+    return write_results(results, markdown(results), args.json, args.markdown)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,79 @@ def test_routing_skill_writes_every_comparator_and_replots(data: Path, tmp_path:
 
 
 @pytest.mark.usefixtures("script")
+def test_paired_comparators_use_only_the_judged_prompts() -> None:
+    """The paired best single model, random mix and oracle are computed on the prompts a seed
+    is judged on, not the whole table: on judged prompts 2 and 3 the cheap model B is right
+    every time (whole table: half the time, like A), so B is the best single at quality 1, the
+    mix at the router's cost 1.5 is half A half B (0.5), the oracle reaches 1.0, and the fixed
+    model A (chosen elsewhere) scores its quality on these prompts, 0."""
+    import numpy as np
+    import routing_skill
+
+    quality = np.array([[1, 1, 0], [1, 1, 0], [1, 0, 1], [0, 0, 1]], dtype=float)
+    cost = np.tile([10.0, 1.0, 2.0], (4, 1))
+    result = routing_skill.paired_comparators(
+        quality,
+        cost,
+        np.array([2, 3]),
+        np.array([1.0, 0.0]),
+        np.array([2.0, 1.0]),
+        affordable=[1, 2],
+        budget=2.0,
+        ref=0,
+        fixed=1,
+    )
+    assert result["prompts"] == 2
+    assert result["reference_quality"] == 0.5
+    assert result["best_single"] == {"model": 2, "quality": 1.0, "cost_usd": 2.0}
+    assert result["fixed_single"] == {"model": 1, "quality": 0.0}
+    assert result["random_mix_at_cost"] == pytest.approx(0.5)
+    assert result["oracle"] == {"quality": 1.0, "cost_usd": 2.0}
+    summary = routing_skill.paired_summary([result, result], ["ref", "A", "B"])
+    assert summary["best_single_models"] == {"B": 2}
+    assert summary["router_minus_best_single"]["mean"] == pytest.approx(-1.0)  # (0.5 - 1) / 0.5
+    assert summary["router_minus_mix"]["mean"] == pytest.approx(0.0)
+    assert summary["router_minus_fixed_single"]["mean"] == pytest.approx(1.0)
+    assert summary["router_minus_mix"]["above"] == 0
+
+
+@pytest.mark.usefixtures("script")
+def test_routing_skill_pairs_each_seed_with_its_judged_half(data: Path, tmp_path: Path) -> None:
+    """Cold, each seed is judged on its own second half of the stream, and its paired
+    comparators come from that half: the paired router figures average to the run's judged
+    quality and cost, and Yi-34B (right on even prompts only) scores the share of even prompts
+    in each seed's half, which differs from seed to seed, not its whole-stream mean."""
+    import routing_skill
+
+    out = tmp_path / "skill.json"
+    code = routing_skill.main(
+        ["--data", str(data), "--seeds", "3", "--fractions", "0.25", "--cold", "costaware",
+         "--warm", "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())["routerbench_train"]
+    run = result["budgets"]["0.25"]["runs"]
+    paired = run["cold/costaware"]["paired"]
+    seeds = paired["per_seed"]
+    streamed = result["stream_prompts"]
+    judged = streamed - streamed // 2
+    assert paired["judged_prompts"] == judged
+    assert sum(s["router_quality"] for s in seeds) / 3 == pytest.approx(
+        run["cold/costaware"]["quality"]
+    )
+    assert sum(s["router_cost_usd"] for s in seeds) / 3 == pytest.approx(
+        run["cold/costaware"]["cost_usd"]
+    )
+    yi = [s["best_single"]["quality"] for s in seeds]
+    assert all(s["best_single"]["model"] == "zero-one-ai/Yi-34B-Chat" for s in seeds)
+    for q in yi:
+        evens = (q - 0.3) / 0.6 * judged
+        assert evens == pytest.approx(round(evens))
+    assert len({round(q, 9) for q in yi}) > 1
+    assert paired["router_minus_best_single"]["seeds"] == 3
+
+
+@pytest.mark.usefixtures("script")
 def test_model_changes_measures_each_routerbench_scenario(data: Path, tmp_path: Path) -> None:
     """model_changes.py runs the add, degrade and price scenarios of the tables it finds, with
     and without drift detection, and skips the tables that are missing."""
