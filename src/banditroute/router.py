@@ -17,18 +17,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import math
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import structlog
 
+from banditroute import rewards
 from banditroute.admission import SharedAdmission, Ticket
 from banditroute.audit import AuditChain
 from banditroute.audit_record import AuditKind
@@ -50,13 +50,13 @@ from banditroute.features import (
     Embedder,
     PromptFeatures,
     extract,
-    features_from_dict,
     prompt_hash,
 )
 from banditroute.health import HealthTracker, ModelLimits
 from banditroute.objectives import BudgetPacer, Objective
 from banditroute.observe import NoObserver, RouterObserver
-from banditroute.outcomes import Fragments, OutcomeStatus
+from banditroute.outcomes import OutcomeStatus
+from banditroute.pending import Pending, rebuilt, restorable
 from banditroute.policies.base import Policy
 from banditroute.policies.floor import apply_floor
 from banditroute.policies.sharing import SharedUpdate
@@ -75,30 +75,8 @@ log = structlog.get_logger(__name__)
 EXPLORABLE_CLASSES = frozenset({"public", "internal"})
 """Data classes a policy may explore on; more sensitive requests get the greedy choice."""
 
-MAX_LEARNED_REWARD = 1000.0
-"""Largest reward magnitude a policy learns from (quality is in [0, 1]; a $1 call under a cost
-weight of 200 is -200)."""
-
 COMMIT_TIMEOUT_S = 10.0
 """How long Feedback waits for its log commit before answering UNAVAILABLE."""
-
-
-@dataclass
-class Pending:
-    """A decision waiting for feedback within its reward window."""
-
-    record: DecisionRecord
-    decision: Decision
-    features: PromptFeatures
-    arms: tuple[ModelSpec, ...]
-    chosen: int
-    objective: Objective
-    rewards: list[float] = field(default_factory=list)
-    learned: bool = False
-    feedback_count: int = 0
-    admitted: bool = False
-    charged: set[str] = field(default_factory=set)
-    ticket: Ticket | None = None
 
 
 class _Refusing:
@@ -654,27 +632,6 @@ class Router:
         return self.shared.totals(status)
 
     # -- Feedback --------------------------------------------------------------------------------
-    def _fragments(
-        self, report: FeedbackReport, served: ModelSpec, settings: Settings
-    ) -> Fragments:
-        """The report's reward fragments, each within a plausible range ([reward] max_*): an
-        absurd figure would otherwise stand in spend, budgets and a model's latency."""
-        limits = settings.reward
-        bounds = (
-            ("input_tokens", limits.max_tokens),
-            ("output_tokens", limits.max_tokens),
-            ("cost_usd", limits.max_cost_usd),
-            ("latency_ms", limits.max_latency_ms),
-        )
-        for name, most in bounds:
-            value = getattr(report, name)
-            if value is not None and not 0 <= value <= most:
-                raise InvalidArgument(f"{name}: must be in [0, {most:g}], got {value}", field=name)
-        cost = report.cost_usd
-        if cost is None and (report.input_tokens is not None or report.output_tokens is not None):
-            cost = served.price(report.input_tokens or 0, report.output_tokens or 0)
-        return Fragments(report.quality, cost, report.latency_ms, report.status)
-
     def pacer(self, objective: Objective) -> BudgetPacer | None:
         """The budget pacer of an objective with a budget (created on first use)."""
         return self.budgets.pacer(objective)
@@ -709,7 +666,7 @@ class Router:
                 # A model outside the tenant's allow-list never served its decisions; its
                 # invented outcomes would move that model's health (its breaker) for everyone.
                 tenant.check_model(served_id, field="model")
-            fragments = self._fragments(report, served, settings)
+            fragments = rewards.fragments(report, served, settings.reward)
             charged = 0.0 if served_id in pending.charged else fragments.cost_usd or 0.0
             # The log keeps this feedback's own reward (restore re-combines them); the caller
             # gets the reward learned so far (combined, for the deferred rules).
@@ -741,7 +698,7 @@ class Router:
                     disposition = Disposition.LEARNED
             else:
                 pending.rewards.append(reward)
-                reward = _combine(combine, pending.rewards)
+                reward = rewards.combine(combine, pending.rewards)
                 disposition = Disposition.DEFERRED
             pending.feedback_count += 1
             feedback_count = pending.feedback_count
@@ -775,16 +732,15 @@ class Router:
     def _learn(self, pending: Pending, reward: float) -> None:
         """Update the arm's policy, and every shadow policy off-policy from the same outcome.
 
-        The learner sees the reward clipped to +-MAX_LEARNED_REWARD (the log keeps the reward
-        as computed): one absurd report (cost_usd = 1e300 is finite, so valid) would otherwise
-        overflow VW's weights to NaN, and every later Route would fail. A NaN reward is not
-        learned at all."""
-        if not abs(reward) <= MAX_LEARNED_REWARD:
+        The learner sees the reward as :func:`rewards.learnable` bounds it (the log keeps the
+        reward as computed); a NaN reward is not learned at all."""
+        learned = rewards.learnable(reward)
+        if learned != reward:
             log.warning("reward_clipped", reward=reward, decision_id=pending.decision.decision_id)
-            if math.isnan(reward):
+            if learned is None:
                 pending.learned = True
                 return
-            reward = math.copysign(MAX_LEARNED_REWARD, reward)
+            reward = learned
         args = (pending.features, pending.arms, pending.chosen, pending.decision.probability)
         policy = self.policies.get(pending.record.arm)
         if policy is not None:
@@ -830,7 +786,7 @@ class Router:
         if pending.learned:
             return SettlementRecord(decision_id, now, "learned", None)
         if pending.rewards:
-            reward = _combine(self.settings.reward.combine, pending.rewards)
+            reward = rewards.combine(self.settings.reward.combine, pending.rewards)
             self._learn(pending, reward)
             return SettlementRecord(decision_id, now, "learned_combined", reward)
         if self.settings.reward.on_missing == "default":
@@ -884,53 +840,11 @@ class Router:
         cutoff = now - self.settings.reward.window_s
         restored = 0
         settled: list[tuple[Pending, SettlementRecord]] = []
+        settings = self.settings
         for record, feedback in self.log.unsettled(0.0):
-            if record.decision_id in self._pending or any(
-                model not in self.catalog for model in record.eligible
-            ):
+            if record.decision_id in self._pending or not restorable(record, settings.catalog):
                 continue
-            arms = tuple(self.catalog.get(m) for m in record.eligible)
-            ranking = tuple(
-                sorted(
-                    zip(record.eligible, record.probabilities, strict=True),
-                    key=lambda kv: -kv[1],
-                )
-            )
-            decision = Decision(
-                decision_id=record.decision_id,
-                time=record.time,
-                model=record.model,
-                probability=record.probability,
-                ranking=ranking,
-                # As route() orders them: the other eligible models by probability.
-                fallback_models=tuple(m for m, _ in ranking if m != record.model),
-                policy_version=record.policy_version,
-                objective=record.objective,
-                explored=record.explored,
-                exclusions=tuple(
-                    (model, *_split_reason(reason)) for model, reason in record.excluded.items()
-                ),
-                rule=record.rule,
-                arm=record.arm,
-                data_class=record.data_class,
-                language=str(record.features.get("language", "unknown")),
-                sticky=record.sticky,
-            )
-            try:
-                objective = self.settings.objective(record.objective)
-            except InvalidArgument:
-                objective = self.settings.objective("")
-            pending = Pending(
-                record, decision, features_from_dict(record.features), arms,
-                record.eligible.index(record.model), objective,
-            )  # fmt: skip
-            pending.feedback_count = len(feedback)
-            pending.charged = {fb.model for fb in feedback}
-            for fb in feedback:
-                if fb.disposition == Disposition.LEARNED:
-                    pending.learned = True
-                elif fb.disposition == Disposition.DEFERRED:
-                    pending.rewards.append(fb.reward)
+            pending = rebuilt(record, feedback, settings)
             with self._lock:
                 if record.time <= cutoff:
                     settled.append((pending, self._settle(pending, now)))
@@ -975,27 +889,6 @@ def _loggable_features(features: PromptFeatures, data_class: str) -> dict[str, A
     if data_class not in EXPLORABLE_CLASSES:
         logged["words"] = []
     return logged
-
-
-def _split_reason(logged: str) -> tuple[str, str]:
-    """A logged exclusion "constraint: reason" back into its two parts."""
-    constraint, _, reason = logged.partition(": ")
-    return constraint, reason
-
-
-def _combine(rule: str, rewards: list[float]) -> float:
-    """Combine several feedback rewards for one decision by the configured rule."""
-    if rule == "first":
-        return rewards[0]
-    if rule == "last":
-        return rewards[-1]
-    if rule == "min":
-        return min(rewards)
-    if rule == "max":
-        return max(rewards)
-    if rule == "sum":
-        return float(sum(rewards))
-    return float(sum(rewards) / len(rewards))
 
 
 __all__ = ["DecisionIds", "OutcomeStatus", "Pending", "Router", "decision_owner", "sample_index"]
