@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from banditroute import rewards
+from banditroute import audited_rows, rewards
 from banditroute.admission import SharedAdmission, Ticket
 from banditroute.audit import AuditChain
 from banditroute.audit_record import AuditKind
@@ -65,9 +65,8 @@ from banditroute.reload import ConfigChange, config_change
 from banditroute.rules import first_match
 from banditroute.semantic import semantic_embedder
 from banditroute.sessions import SessionKey, Sessions, SessionTable, sticky_distribution
-from banditroute.store.base import Commit, EventLog
+from banditroute.store.base import EventLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
-from banditroute.store.rows import LoggedRow
 from banditroute.tenancy import Tenant
 
 log = structlog.get_logger(__name__)
@@ -228,13 +227,9 @@ class Router:
     def audit_event(self, kind: AuditKind, version: str, payload: Mapping[str, Any]) -> int:
         """Chain an audit record that describes no logged row (a promotion's evidence, a
         rollback); returns its seq (0 without auditing)."""
-        if self.audit is None:
-            return 0
-        record = self.audit.append(
-            kind=kind, tenant="", decision_id="", time=self._clock(), policy_version=version,
-            feature_hash="", eligible=self.settings.catalog.ids, payload=payload,
-        )  # fmt: skip
-        return record.seq
+        return audited_rows.log_event(
+            self.audit, kind, version, payload, time=self._clock(), eligible=self.catalog.ids
+        )
 
     # -- Route -----------------------------------------------------------------------------------
     def _validate(self, query: RouteQuery, settings: Settings) -> None:
@@ -504,7 +499,7 @@ class Router:
             self._pending[decision_id] = pending
         if session is not None:
             self.sessions.assign(session, decision.model, now, settings.sessions)
-        self._log_decision(pending)
+        audited_rows.log_decision(self.log, self.audit, pending.record)
         self.observer.decided(decision)
         return decision
 
@@ -548,56 +543,9 @@ class Router:
         p50 = self.health.latency_p50(model.id, min_samples)
         return model.expected_latency_ms(output_tokens) if p50 is None else float(p50)
 
-    def _audited(self, pending: Pending, kind: AuditKind, row: LoggedRow, **payload: Any) -> None:
-        """Chain an audit record for ``row`` (of ``pending``'s decision); the chain's sink logs
-        the row with its record, in one piece."""
-        assert self.audit is not None
-        decision = pending.record
-        self.audit.append(
-            kind=kind,
-            tenant=decision.tenant,
-            decision_id=decision.decision_id,
-            time=row.time,
-            policy_version=decision.policy_version,
-            feature_hash=decision.prompt_hash,
-            eligible=decision.eligible,
-            excluded=decision.excluded,
-            constraints=decision.constraints,
-            payload=payload,
-            row=row,
-        )
-
-    def _log_decision(self, pending: Pending) -> None:
-        """Log the decision row, with its audit record when auditing."""
-        record = pending.record
-        if self.audit is None:
-            self.log.append_decision(record)
-            return
-        self._audited(
-            pending, "decision", record, model=record.model, probability=record.probability,
-            arm=record.arm, rule=record.rule, explored=record.explored,
-        )  # fmt: skip
-
-    def _log_feedback(self, pending: Pending, record: FeedbackRecord) -> Commit:
-        """Log the feedback row (with its audit record when auditing); the commit completes
-        once it is durable."""
-        if self.audit is None:
-            return self.log.append_feedback(record)
-        self._audited(
-            pending, "feedback", record, model=record.model, quality=record.quality,
-            cost_usd=record.cost_usd, latency_ms=record.latency_ms, status=record.status,
-            reward=record.reward, disposition=record.disposition,
-        )  # fmt: skip
-        return self.log.sync()
-
     def _log_settlements(self, settled: list[tuple[Pending, SettlementRecord]]) -> None:
         """Log settlement rows (with their audit records when auditing)."""
-        for pending, record in settled:
-            if self.audit is None:
-                self.log.append_settlement(record)
-            else:
-                self._audited(pending, "settlement", record, action=record.action,
-                              reward=record.reward)  # fmt: skip
+        audited_rows.log_settlements(self.log, self.audit, ((p.record, r) for p, r in settled))
 
     def restore_budgets(self, spend: Callable[[str, float], tuple[float, int]]) -> int:
         """Reload each budgeted tenant's spend in its current period; ``spend(tenant, since)``
@@ -719,7 +667,7 @@ class Router:
             reward=own_reward,
             disposition=str(disposition),
         )
-        commit = self._log_feedback(pending, record)
+        commit = audited_rows.log_feedback(self.log, self.audit, pending.record, record)
         if settings.log.sync_feedback:
             try:
                 commit.wait(COMMIT_TIMEOUT_S)
