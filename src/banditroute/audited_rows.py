@@ -80,18 +80,11 @@ def _audited(
     """Chain an audit record for ``row`` (of ``decision``); the chain's sink logs the row with
     its record, in one piece."""
     audit.append(
-        kind=kind,
-        tenant=decision.tenant,
-        decision_id=decision.decision_id,
-        time=row.time,
-        policy_version=decision.policy_version,
-        feature_hash=decision.prompt_hash,
-        eligible=decision.eligible,
-        excluded=decision.excluded,
-        constraints=decision.constraints,
-        payload=payload,
-        row=row,
-    )
+        kind=kind, tenant=decision.tenant, decision_id=decision.decision_id, time=row.time,
+        policy_version=decision.policy_version, feature_hash=decision.prompt_hash,
+        eligible=decision.eligible, excluded=decision.excluded,
+        constraints=decision.constraints, payload=payload, row=row,
+    )  # fmt: skip
 
 
 __all__ = ["log_decision", "log_event", "log_feedback", "log_settlements"]
