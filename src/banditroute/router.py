@@ -15,8 +15,6 @@ reload (:meth:`Router.reload`) swaps the settings under that lock; each Route an
 from __future__ import annotations
 
 import functools
-import hashlib
-import itertools
 import secrets
 import threading
 import time
@@ -33,12 +31,12 @@ from banditroute.admission import SharedAdmission, Ticket
 from banditroute.audit import AuditChain
 from banditroute.audit_record import AuditKind
 from banditroute.budget_book import BudgetBook
-from banditroute.budgets import BudgetStatus
+from banditroute.budgets import BudgetStatus, TenantBudget
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.config import Settings
 from banditroute.decision_ids import DecisionIds, decision_owner, sample_index
 from banditroute.decisions import Decision, Disposition, FeedbackReport, FeedbackResult, RouteQuery
-from banditroute.eligibility import Constraints, eligible_models
+from banditroute.eligibility import Eligibility, eligible_models
 from banditroute.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -46,33 +44,32 @@ from banditroute.errors import (
     NotFound,
     Unavailable,
 )
-from banditroute.features import (
-    Embedder,
-    PromptFeatures,
-    extract,
-    prompt_hash,
-)
+from banditroute.features import Embedder, extract, prompt_hash
 from banditroute.health import HealthTracker, ModelLimits
 from banditroute.objectives import BudgetPacer, Objective
 from banditroute.observe import NoObserver, RouterObserver
-from banditroute.outcomes import OutcomeStatus
+from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.pending import Pending, rebuilt, restorable
 from banditroute.policies.base import Policy
-from banditroute.policies.floor import apply_floor
 from banditroute.policies.sharing import SharedUpdate
-from banditroute.privacy import DATA_CLASSES, classify, most_sensitive, scan
 from banditroute.reload import ConfigChange, config_change
+from banditroute.route_choice import Choice, decided, floored, loggable_features, pick, shadow_pick
+from banditroute.route_request import (
+    RouteRequest,
+    constraints_of,
+    data_class_of,
+    experiment_arm,
+    prompt_text,
+    validate,
+)
 from banditroute.rules import first_match
 from banditroute.semantic import semantic_embedder
-from banditroute.sessions import SessionKey, Sessions, SessionTable, sticky_distribution
+from banditroute.sessions import SessionKey, Sessions, SessionTable
 from banditroute.store.base import EventLog
-from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
+from banditroute.store.records import FeedbackRecord, SettlementRecord
 from banditroute.tenancy import Tenant
 
 log = structlog.get_logger(__name__)
-
-EXPLORABLE_CLASSES = frozenset({"public", "internal"})
-"""Data classes a policy may explore on; more sensitive requests get the greedy choice."""
 
 COMMIT_TIMEOUT_S = 10.0
 """How long Feedback waits for its log commit before answering UNAVAILABLE."""
@@ -163,7 +160,7 @@ class Router:
         pacer = self.pacer(self.settings.objective(""))
         return 0.0 if pacer is None else pacer.lam
 
-    # -- configuration reload --------------------------------------------------------------------
+    # -- configuration reload ----------------------------------------------------------------------
     def reload(self, settings: Settings) -> ConfigChange:
         """Swap in new settings at once, keeping what was learned (see :mod:`banditroute.reload`).
 
@@ -183,7 +180,7 @@ class Router:
             self.settings = settings
         return change
 
-    # -- promotion -------------------------------------------------------------------------------
+    # -- promotion ---------------------------------------------------------------------------------
     @property
     def previous_policy(self) -> Policy | None:
         """The policy a promotion replaced, kept as it was for :meth:`rollback` (None if none)."""
@@ -231,34 +228,53 @@ class Router:
             self.audit, kind, version, payload, time=self._clock(), eligible=self.catalog.ids
         )
 
-    # -- Route -----------------------------------------------------------------------------------
-    def _validate(self, query: RouteQuery, settings: Settings) -> None:
-        limit = settings.server.max_prompt_chars
-        if query.messages:
-            if query.prompt:
-                raise InvalidArgument(
-                    "prompt: set either prompt or messages, not both", field="prompt"
-                )
-            total = 0
-            for index, turn in enumerate(query.messages):
-                if not turn.role:
-                    raise InvalidArgument(
-                        f"messages[{index}].role: must not be empty", field="messages.role"
-                    )
-                total += len(turn.content)
-            if total == 0:
-                raise InvalidArgument("messages: every message is empty", field="messages")
-            if total > limit:
-                raise InvalidArgument(
-                    f"messages: conversation has {total} characters, limit is {limit}",
-                    field="messages",
-                )
-        elif not query.prompt.strip():
-            raise InvalidArgument("prompt: must not be empty (or give messages)", field="prompt")
-        elif len(query.prompt) > limit:
-            raise InvalidArgument(
-                f"prompt: {len(query.prompt)} characters, limit is {limit}", field="prompt"
-            )
+    def swap_policy(self, policy: Policy) -> None:
+        """Make ``policy`` the default one (a cluster replica's newer snapshot); call with
+        :meth:`locked` held, so a Route decides wholly with the old policy or the new."""
+        follow = getattr(policy, "follow", None)
+        if callable(follow):
+            follow(self._decision_multiplier)
+        self.policy = policy
+        self.policies["default"] = policy
+
+    def locked(self) -> threading.Lock:
+        """The lock guarding the policy, for callers that read it (snapshots)."""
+        return self._lock
+
+    # -- Route -------------------------------------------------------------------------------------
+    def route(self, query: RouteQuery) -> Decision:
+        """Choose a model for the query, log the decision and keep it pending for feedback."""
+        settings = self.settings  # read once: a concurrent reload must not mix two settings
+        validate(query, settings.server.max_prompt_chars)
+        self.log.admit()
+        tenant = self._tenant(query.tenant, settings)
+        objective = self._objective(query, tenant, settings)
+        request_hash = self.request_fingerprint(query) if query.request_id else ""
+        replayed = self._replay(query, request_hash)
+        if replayed is not None:
+            return replayed
+        now = self._clock()
+        budget = self.budgets.budget(tenant)
+        if budget is not None:
+            budget.check(now)
+        request = self._read(
+            query, settings, tenant=tenant, objective=objective, budget=budget, now=now,
+            request_hash=request_hash,
+        )  # fmt: skip
+        choice = self._choose(request)
+        decision, record = decided(request, choice, self.prompt_hash)
+        pending = Pending(
+            record, decision, request.features, choice.arms, choice.chosen, objective,
+            admitted=True, ticket=choice.ticket,
+        )  # fmt: skip
+        replayed = self._keep(pending, query, request_hash)
+        if replayed is not None:
+            return replayed
+        if request.session is not None:
+            self.sessions.assign(request.session, decision.model, now, settings.sessions)
+        audited_rows.log_decision(self.log, self.audit, record)
+        self.observer.decided(decision)
+        return decision
 
     def _tenant(self, name: str, settings: Settings | None = None) -> Tenant:
         """The configured tenant; a name the configuration does not list (only possible when
@@ -268,225 +284,133 @@ class Router:
         return Tenant(name) if tenant is None else tenant
 
     def _objective(self, query: RouteQuery, tenant: Tenant, settings: Settings) -> Objective:
+        """The query's objective (else the tenant's default); InvalidArgument for an unknown
+        one, PermissionDenied for one the tenant may not use."""
         name = query.objective or tenant.default_objective
         objective = settings.objective(name)
         tenant.check_objective(objective.name)
         return objective
 
-    def _arm(self, tenant: Tenant, query: RouteQuery, decision_id: str) -> str:
-        """The A/B arm (policy name) for this request: a stable hash of the key tag, else of
-        the session id (a session's sticky decisions stay in the arm whose policy chose its
-        model), else of the request id."""
-        experiment = tenant.experiment
-        if experiment is None:
-            return "default"
-        key = (
-            query.tags.get(experiment.key_tag)
-            or (tenant.sessions and query.session_id and "session\0" + query.session_id)
-            or query.request_id
-            or decision_id
-        )
-        digest = hashlib.blake2b(f"{tenant.name}:{key}".encode(), digest_size=8).digest()
-        point = int.from_bytes(digest, "big") / 2.0**64 * sum(w for _, w in experiment.arms)
-        for name, weight in experiment.arms:
-            point -= weight
-            if point < 0:
-                return name
-        return experiment.arms[-1][0]
+    def _replay(self, query: RouteQuery, request_hash: str) -> Decision | None:
+        """The decision already made for a retried request_id (see :meth:`_replayed`), or None
+        for a new request."""
+        if not query.request_id:
+            return None
+        with self._lock:
+            return self._replayed(query, request_hash)
 
-    def _data_class(self, query: RouteQuery, text: str) -> str:
-        declared = query.data_classification or "public"
-        if declared not in DATA_CLASSES:
-            raise InvalidArgument(
-                f"data_classification: {declared!r} is not one of {', '.join(DATA_CLASSES)}",
-                field="data_classification",
-            )
-        # The whole prompt, not a head window: personal data at its end (where few-shot prompts
-        # put the question) must not be missed. _validate bounds it by max_prompt_chars.
-        detected = classify(scan(text, max_chars=len(text)))
-        if query.tags:
-            # Tag keys and values are client text too (a user's e-mail as a tag value).
-            tags = "\n".join(itertools.chain.from_iterable(query.tags.items()))
-            detected = most_sensitive(detected, classify(scan(tags, max_chars=len(tags))))
-        return most_sensitive(declared, detected)
-
-    def _loggable_tags(self, tags: Mapping[str, str], data_class: str) -> dict[str, str]:
-        """The tags as logged: as sent for public and internal requests; for pii and secret
-        ones each key and value replaced by its keyed hash (:meth:`prompt_hash`), so the log
-        holds no tag text but equal tags still group together."""
-        if data_class in EXPLORABLE_CLASSES:
-            return dict(tags)
-        return {self.prompt_hash(key): self.prompt_hash(value) for key, value in tags.items()}
-
-    def route(self, query: RouteQuery) -> Decision:
-        """Choose a model for the query, log the decision and keep it pending for feedback."""
-        settings = self.settings  # read once: a concurrent reload must not mix two settings
-        self._validate(query, settings)
-        self.log.admit()
-        tenant = self._tenant(query.tenant, settings)
-        objective = self._objective(query, tenant, settings)
-        request_hash = self.request_fingerprint(query) if query.request_id else ""
-        if query.request_id:
-            with self._lock:
-                replayed = self._replayed(query, request_hash)
-            if replayed is not None:
-                return replayed
-        now = self._clock()
-        budget = self.budgets.budget(tenant)
-        if budget is not None:
-            budget.check(now)
-        text = query.prompt or "\n".join(m.content for m in query.messages)
-        data_class = self._data_class(query, text)
+    def _read(
+        self, query: RouteQuery, settings: Settings, *, tenant: Tenant, objective: Objective,
+        budget: TenantBudget | None, now: float, request_hash: str,
+    ) -> RouteRequest:  # fmt: skip
+        """Read the request before choosing: its data class (from the whole text and the
+        tags), features, constraints and matching rule; and draw its decision id, with its
+        A/B arm and its session (and the model the session holds)."""
+        text = prompt_text(query)
+        data_class = data_class_of(query, text)
         features = extract(
             query.prompt,
             query.messages,
             feature_chars=settings.server.feature_chars,
             embedder=self.embedder,
         )
-        constraints = Constraints(
-            candidate_models=query.candidate_models,
-            excluded_models=query.excluded_models,
-            max_cost_usd=query.max_cost_usd,
-            max_latency_ms=query.max_latency_ms,
-            required_capabilities=query.required_capabilities,
-            expected_output_tokens=query.expected_output_tokens,
-            data_class=data_class,
-        )
         rule = first_match(settings.rules, tenant.name, features, query.tags, data_class)
         decision_id = self._new_id()
-        ticket: Ticket | None = None
-        arm = self._arm(tenant, query, decision_id)
-        explore = data_class in EXPLORABLE_CLASSES
+        arm = experiment_arm(tenant, query, decision_id)
         session = self._session_key(tenant, query.session_id)
         held = None if session is None else self.sessions.model(session, now, settings.sessions)
+        return RouteRequest(
+            query, settings, tenant, objective, budget, now, request_hash, text, data_class,
+            features, constraints_of(query, data_class), rule, decision_id, arm, session, held,
+        )  # fmt: skip
+
+    def _choose(self, request: RouteRequest) -> Choice:
+        """Choose among the eligible models and admit the choice. The chosen model is admitted
+        (in-flight and rate limits) in one step with the check; if concurrent routes filled its
+        limits since eligibility was computed, it is refused and the decision is made again
+        without it, so limits never overshoot and the logged probabilities are those of the
+        set actually decided over."""
         refused: dict[str, str] = {}
         while True:
-            # The chosen model is admitted (in-flight and rate limits) in one step with the
-            # check; if concurrent routes filled its limits since eligibility was computed, it
-            # is refused and the decision is made again without it, so limits never overshoot
-            # and the logged probabilities are those of the set actually decided over.
-            eligibility = eligible_models(
-                settings.catalog,
-                features,
-                constraints,
-                tenant=tenant,
-                rule=rule,
-                language_tagged=settings.language_tagged,
-                health=_Refusing(self.health, refused) if refused else self.health,
-                expected_latency_ms=functools.partial(
-                    self._expected_latency, min_samples=settings.health.min_samples
-                ),
-            )
+            eligibility = self._eligibility(request, refused)
             arms = eligibility.eligible
-            shadow: dict[str, dict[str, Any]] = {}
-            with self._lock:
-                policy = self.policies[arm]
-                self._deciding = self.budgets.multiplier(objective, budget)
-                try:
-                    probabilities = _floored(
-                        policy.distribution(features, arms, explore=explore),
-                        settings, arm, explore,
-                    )  # fmt: skip
-                    for name in tenant.shadow_policies:
-                        shadow_probs = _floored(
-                            self.policies[name].distribution(features, arms, explore=explore),
-                            settings, name, explore,
-                        )  # fmt: skip
-                        pick = sample_index(shadow_probs, decision_id, self._seed + 1)
-                        shadow[name] = {
-                            "model": arms[pick].id,
-                            "probability": float(shadow_probs[pick]),
-                            "probabilities": [float(p) for p in shadow_probs],
-                            "version": self.policies[name].version,
-                        }
-                finally:
-                    self._deciding = None
-                version = policy.version
-            # The session's model while it is eligible (and not refused below); else a draw.
-            ids = [a.id for a in arms]
-            sticky = held is not None and held in ids
-            if held is not None and sticky:
-                chosen = ids.index(held)
-            else:
-                chosen = sample_index(probabilities, decision_id, self._seed)
-            model = arms[chosen]
-            output = query.expected_output_tokens
-            output = model.typical_output_tokens if output is None else output
-            tokens = features.conversation_tokens
-            why = self.health.try_admit(model.id, tokens, expected_output_tokens=output)
-            if why is None and self.shared is None:
-                break
-            if why is None:
-                # The other replicas' share: their spend, load and breakers (one round trip).
-                assert self.shared is not None
-                try:
-                    admitted = self.shared.admit(tenant, model, tokens, output, now)
-                except BaseException:
-                    self.health.release(model.id)
-                    raise
-                if not isinstance(admitted, str):
-                    ticket = admitted
-                    break
-                self.health.release(model.id)
-                refused[model.id] = admitted
+            probabilities, version, shadow = self._score(request, arms)
+            # The session's model while it is eligible (and not refused); else a draw.
+            chosen, sticky = pick(arms, probabilities, request.held, request.decision_id,
+                                  self._seed)  # fmt: skip
+            admitted = self._admit(request, arms[chosen])
+            if isinstance(admitted, str):
+                refused[arms[chosen].id] = admitted
                 continue
-            refused[model.id] = f"{why} (filled by concurrent routes)"
-        # Python floats once: indexing the numpy array element by element costs more.
-        values: list[float] = probabilities.tolist()
-        order = sorted(range(len(arms)), key=lambda i: (-values[i], i))
-        if sticky:  # forced: probability 1, the fallbacks in the policy's order
-            values, order = sticky_distribution(values, order, chosen)
-        exclusions = tuple(
-            (model, why.constraint, why.reason) for model, why in eligibility.excluded.items()
+            return Choice(eligibility, probabilities, version, shadow, chosen, sticky, admitted)
+
+    def _eligibility(self, request: RouteRequest, refused: Mapping[str, str]) -> Eligibility:
+        """The models the request may go to (its constraints, tenant, rule, and the models'
+        health), less those ``refused`` by admission (with its reason)."""
+        settings = request.settings
+        return eligible_models(
+            settings.catalog,
+            request.features,
+            request.constraints,
+            tenant=request.tenant,
+            rule=request.rule,
+            language_tagged=settings.language_tagged,
+            health=_Refusing(self.health, refused) if refused else self.health,
+            expected_latency_ms=functools.partial(
+                self._expected_latency, min_samples=settings.health.min_samples
+            ),
         )
-        decision = Decision(
-            decision_id=decision_id,
-            time=now,
-            model=arms[chosen].id,
-            probability=values[chosen],
-            ranking=tuple((arms[i].id, values[i]) for i in order),
-            fallback_models=tuple(arms[i].id for i in order if i != chosen),
-            policy_version=version,
-            objective=objective.name,
-            explored=explore and not sticky,
-            exclusions=exclusions,
-            rule="" if rule is None else rule.name,
-            arm=arm,
-            data_class=data_class,
-            language=features.language,
-            sticky=sticky,
-        )
-        record = DecisionRecord(
-            decision_id=decision_id,
-            time=now,
-            tenant=tenant.name,
-            request_id=query.request_id,
-            objective=objective.name,
-            prompt_hash=self.prompt_hash(text),
-            prompt=text if tenant.store_prompts and data_class in EXPLORABLE_CLASSES else None,
-            features=_loggable_features(features, data_class),
-            eligible=tuple(a.id for a in arms),
-            probabilities=tuple(values),
-            model=decision.model,
-            probability=decision.probability,
-            policy_version=version,
-            explored=decision.explored,
-            tags=self._loggable_tags(query.tags, data_class),
-            arm=arm,
-            rule=decision.rule,
-            data_class=data_class,
-            excluded={m: f"{c}: {r}" for m, c, r in exclusions},
-            constraints=constraints.as_dict()
-            | ({} if session is None else {"session": session[1], "session_sticky": sticky}),
-            shadow=shadow,
-            request_hash=request_hash,
-        )
-        pending = Pending(record, decision, features, arms, chosen, objective, ticket=ticket)
-        pending.admitted = True
+
+    def _score(
+        self, request: RouteRequest, arms: tuple[ModelSpec, ...]
+    ) -> tuple[np.ndarray, str, dict[str, dict[str, Any]]]:
+        """The arm policy's floored distribution over ``arms`` and its version, and each
+        shadow policy's pick; under the lock, priced at the decision's pacing multiplier."""
+        shadow: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            policy = self.policies[request.arm]
+            self._deciding = self.budgets.multiplier(request.objective, request.budget)
+            try:
+                probabilities = floored(
+                    policy.distribution(request.features, arms, explore=request.explore),
+                    request.settings, request.arm, request.explore,
+                )  # fmt: skip
+                for name in request.tenant.shadow_policies:
+                    shadow[name] = shadow_pick(
+                        self.policies[name], name, request, arms, self._seed + 1
+                    )
+            finally:
+                self._deciding = None
+            return probabilities, policy.version, shadow
+
+    def _admit(self, request: RouteRequest, model: ModelSpec) -> str | Ticket | None:
+        """Admit the chosen model here (in-flight and rate limits) and, in a cluster, with the
+        other replicas' share (their spend, load and breakers: one round trip). Returns why
+        it was refused, else the cluster's ticket (None without a cluster)."""
+        output = request.query.expected_output_tokens
+        output = model.typical_output_tokens if output is None else output
+        tokens = request.features.conversation_tokens
+        why = self.health.try_admit(model.id, tokens, expected_output_tokens=output)
+        if why is not None:
+            return f"{why} (filled by concurrent routes)"
+        if self.shared is None:
+            return None
+        try:
+            admitted = self.shared.admit(request.tenant, model, tokens, output, request.now)
+        except BaseException:
+            self.health.release(model.id)
+            raise
+        if isinstance(admitted, str):
+            self.health.release(model.id)
+        return admitted
+
+    def _keep(self, pending: Pending, query: RouteQuery, request_hash: str) -> Decision | None:
+        """Keep the decision pending for feedback. A concurrent call with the same request_id
+        may have decided meanwhile: it wins, and this decision is dropped unlogged (one
+        decision per request_id, its admission released); returns that call's decision."""
+        decision_id = pending.decision.decision_id
         with self._lock:
             if query.request_id:
-                # A concurrent call with the same request_id may have decided meanwhile: it
-                # wins, and this decision is dropped unlogged (one decision per request_id).
                 try:
                     replayed = self._replayed(query, request_hash)
                 except AlreadyExists:
@@ -497,11 +421,7 @@ class Router:
                     return replayed
                 self._by_request[(query.tenant, query.request_id)] = decision_id
             self._pending[decision_id] = pending
-        if session is not None:
-            self.sessions.assign(session, decision.model, now, settings.sessions)
-        audited_rows.log_decision(self.log, self.audit, pending.record)
-        self.observer.decided(decision)
-        return decision
+        return None
 
     def _session_key(self, tenant: Tenant, session_id: str) -> SessionKey | None:
         """The session a Route belongs to: its tenant's and the keyed hash of its id (no
@@ -543,9 +463,10 @@ class Router:
         p50 = self.health.latency_p50(model.id, min_samples)
         return model.expected_latency_ms(output_tokens) if p50 is None else float(p50)
 
-    def _log_settlements(self, settled: list[tuple[Pending, SettlementRecord]]) -> None:
-        """Log settlement rows (with their audit records when auditing)."""
-        audited_rows.log_settlements(self.log, self.audit, ((p.record, r) for p, r in settled))
+    # -- budgets -----------------------------------------------------------------------------------
+    def pacer(self, objective: Objective) -> BudgetPacer | None:
+        """The budget pacer of an objective with a budget (created on first use)."""
+        return self.budgets.pacer(objective)
 
     def restore_budgets(self, spend: Callable[[str, float], tuple[float, int]]) -> int:
         """Reload each budgeted tenant's spend in its current period; ``spend(tenant, since)``
@@ -580,10 +501,6 @@ class Router:
         return self.shared.totals(status)
 
     # -- Feedback --------------------------------------------------------------------------------
-    def pacer(self, objective: Objective) -> BudgetPacer | None:
-        """The budget pacer of an objective with a budget (created on first use)."""
-        return self.budgets.pacer(objective)
-
     def feedback(self, report: FeedbackReport) -> FeedbackResult:
         """Join a feedback to its pending decision, learn per the combine rule, log it."""
         if not report.decision_id:
@@ -593,61 +510,20 @@ class Router:
         self.log.admit()
         self.expire()
         settings = self.settings
-        combine = settings.reward.combine
         with self._lock:
-            pending = self._pending.get(report.decision_id)
-            if pending is not None and pending.record.tenant != report.tenant:
-                pending = None  # another tenant's decision: as good as unknown to this caller
-            if pending is None:
-                raise NotFound(
-                    f"decision_id: no pending decision {report.decision_id!r} "
-                    f"(unknown, or its {settings.reward.window_s:g}s reward window closed)",
-                    field="decision_id",
-                )
-            served_id = report.model or pending.decision.model
-            tenant = self._tenant(pending.record.tenant, settings)
-            # The model as it was when the decision was made (a reload since may have removed
-            # or re-priced it); a fallback outside the decision's eligible set from the catalogue.
-            served = next((arm for arm in pending.arms if arm.id == served_id), None)
-            if served is None:
-                served = settings.catalog.get(served_id, field="model")
-                # A model outside the tenant's allow-list never served its decisions; its
-                # invented outcomes would move that model's health (its breaker) for everyone.
-                tenant.check_model(served_id, field="model")
+            pending, tenant, served = self._joined(report, settings)
             fragments = rewards.fragments(report, served, settings.reward)
-            charged = 0.0 if served_id in pending.charged else fragments.cost_usd or 0.0
+            first_charge = served.id not in pending.charged
+            charged = (fragments.cost_usd or 0.0) if first_charge else 0.0
             # The log keeps this feedback's own reward (restore re-combines them); the caller
             # gets the reward learned so far (combined, for the deferred rules).
-            own_reward = reward = self.budgets.reward(
-                pending.objective,
-                fragments,
-                tenant,
-                first=pending.feedback_count == 0,
-                charge=served_id not in pending.charged,
-            )
-            pending.charged.add(served_id)
-            self.health.record_outcome(
-                served_id, fragments.status, fragments.latency_ms, tenant.name
-            )
-            if pending.record.session:
-                self.sessions.outcome(
-                    (pending.record.tenant, pending.record.session),
-                    served_id,
-                    ok=fragments.status == OutcomeStatus.OK,
-                )
-            self._release(pending)
-            if served_id != pending.decision.model:
-                disposition = Disposition.RECORDED_OFF_POLICY
-            elif combine == "first":
-                if pending.learned:
-                    disposition = Disposition.IGNORED_DUPLICATE
-                else:
-                    self._learn(pending, reward)
-                    disposition = Disposition.LEARNED
-            else:
-                pending.rewards.append(reward)
-                reward = rewards.combine(combine, pending.rewards)
-                disposition = Disposition.DEFERRED
+            own_reward = self.budgets.reward(
+                pending.objective, fragments, tenant,
+                first=pending.feedback_count == 0, charge=first_charge,
+            )  # fmt: skip
+            pending.charged.add(served.id)
+            self._outcome(pending, served.id, fragments, tenant)
+            reward, disposition = self._dispose(pending, served.id, own_reward, settings)
             pending.feedback_count += 1
             feedback_count = pending.feedback_count
         if charged:
@@ -655,18 +531,76 @@ class Router:
         if self.shared is not None:  # the other replicas' caps see the charge (or its absence)
             self.shared.spent(tenant.name)
         record = FeedbackRecord(
-            decision_id=report.decision_id,
-            time=self._clock(),
-            model=served_id,
-            quality=fragments.quality,
-            cost_usd=fragments.cost_usd,
-            input_tokens=report.input_tokens,
-            output_tokens=report.output_tokens,
-            latency_ms=fragments.latency_ms,
-            status=str(fragments.status),
-            reward=own_reward,
+            decision_id=report.decision_id, time=self._clock(), model=served.id,
+            quality=fragments.quality, cost_usd=fragments.cost_usd,
+            input_tokens=report.input_tokens, output_tokens=report.output_tokens,
+            latency_ms=fragments.latency_ms, status=str(fragments.status), reward=own_reward,
             disposition=str(disposition),
-        )
+        )  # fmt: skip
+        self._commit(pending, record, settings)
+        return FeedbackResult(reward, disposition, feedback_count)
+
+    def _joined(
+        self, report: FeedbackReport, settings: Settings
+    ) -> tuple[Pending, Tenant, ModelSpec]:
+        """The caller's pending decision the report is about (NotFound if none: unknown,
+        another tenant's, or its window closed), its tenant, and the model that served it
+        (call with the lock held)."""
+        pending = self._pending.get(report.decision_id)
+        if pending is not None and pending.record.tenant != report.tenant:
+            pending = None  # another tenant's decision: as good as unknown to this caller
+        if pending is None:
+            raise NotFound(
+                f"decision_id: no pending decision {report.decision_id!r} "
+                f"(unknown, or its {settings.reward.window_s:g}s reward window closed)",
+                field="decision_id",
+            )
+        served_id = report.model or pending.decision.model
+        tenant = self._tenant(pending.record.tenant, settings)
+        # The model as it was when the decision was made (a reload since may have removed
+        # or re-priced it); a fallback outside the decision's eligible set from the catalogue.
+        served = next((arm for arm in pending.arms if arm.id == served_id), None)
+        if served is None:
+            served = settings.catalog.get(served_id, field="model")
+            # A model outside the tenant's allow-list never served its decisions; its
+            # invented outcomes would move that model's health (its breaker) for everyone.
+            tenant.check_model(served_id, field="model")
+        return pending, tenant, served
+
+    def _outcome(
+        self, pending: Pending, served_id: str, fragments: Fragments, tenant: Tenant
+    ) -> None:
+        """Count the served call's outcome in the model's health and its session's, and end
+        the decision's admission."""
+        self.health.record_outcome(served_id, fragments.status, fragments.latency_ms, tenant.name)
+        if pending.record.session:
+            self.sessions.outcome(
+                (pending.record.tenant, pending.record.session),
+                served_id,
+                ok=fragments.status == OutcomeStatus.OK,
+            )
+        self._release(pending)
+
+    def _dispose(
+        self, pending: Pending, served_id: str, reward: float, settings: Settings
+    ) -> tuple[float, Disposition]:
+        """What becomes of the feedback's reward: recorded only (a fallback served), learned
+        at once (the ``first`` rule; a duplicate ignored) or deferred to the window's close;
+        returns the reward learned so far (combined, for the deferred rules) and that."""
+        combine = settings.reward.combine
+        if served_id != pending.decision.model:
+            return reward, Disposition.RECORDED_OFF_POLICY
+        if combine == "first":
+            if pending.learned:
+                return reward, Disposition.IGNORED_DUPLICATE
+            self._learn(pending, reward)
+            return reward, Disposition.LEARNED
+        pending.rewards.append(reward)
+        return rewards.combine(combine, pending.rewards), Disposition.DEFERRED
+
+    def _commit(self, pending: Pending, record: FeedbackRecord, settings: Settings) -> None:
+        """Log the feedback row; with ``log.sync_feedback`` wait until it is durable
+        (Unavailable if it is not within COMMIT_TIMEOUT_S)."""
         commit = audited_rows.log_feedback(self.log, self.audit, pending.record, record)
         if settings.log.sync_feedback:
             try:
@@ -675,7 +609,6 @@ class Router:
                 raise Unavailable(
                     f"feedback was not committed to the log: {exc}; retry the call"
                 ) from exc
-        return FeedbackResult(reward, disposition, feedback_count)
 
     def _learn(self, pending: Pending, reward: float) -> None:
         """Update the arm's policy, and every shadow policy off-policy from the same outcome.
@@ -696,7 +629,7 @@ class Router:
             if self.on_learn is not None and policy is self.policy:
                 self.on_learn(
                     SharedUpdate(
-                        _loggable_features(pending.features, pending.record.data_class),
+                        loggable_features(pending.features, pending.record.data_class),
                         tuple(arm.id for arm in pending.arms), pending.chosen,
                         pending.decision.probability, reward,
                     )
@@ -752,23 +685,11 @@ class Router:
         if ticket is not None and self.shared is not None:
             self.shared.release(ticket)
 
-    def swap_policy(self, policy: Policy) -> None:
-        """Make ``policy`` the default one (a cluster replica's newer snapshot); call with
-        :meth:`locked` held, so a Route decides wholly with the old policy or the new."""
-        follow = getattr(policy, "follow", None)
-        if callable(follow):
-            follow(self._decision_multiplier)
-        self.policy = policy
-        self.policies["default"] = policy
+    def _log_settlements(self, settled: list[tuple[Pending, SettlementRecord]]) -> None:
+        """Log settlement rows (with their audit records when auditing)."""
+        audited_rows.log_settlements(self.log, self.audit, ((p.record, r) for p, r in settled))
 
-    def locked(self) -> threading.Lock:
-        """The lock guarding the policy, for callers that read it (snapshots)."""
-        return self._lock
-
-    def live_sessions(self) -> int:
-        """Sessions not yet expired (see :mod:`banditroute.sessions`)."""
-        return self.sessions.live(self._clock(), self.settings.sessions)
-
+    # -- pending decisions -------------------------------------------------------------------------
     def is_pending(self, decision_id: str) -> bool:
         """Whether ``decision_id`` waits here for feedback (a cluster replica answers such
         Feedback itself whatever the id's replica tag: one restarted under a new name)."""
@@ -804,20 +725,9 @@ class Router:
         self._log_settlements(settled)
         return restored
 
-
-def _floored(
-    probabilities: np.ndarray, settings: Settings, policy: str, explore: bool
-) -> np.ndarray:
-    """The policy's distribution with its exploration floor (``min_probability`` of the named
-    policy's settings, ``[policy]``'s for the default) applied: the one place it is applied,
-    so the sampled and logged probabilities are the floored ones (the true propensities).
-    Requests that must not be explored (personal data, secrets) keep the greedy choice."""
-    if not explore:
-        return probabilities
-    # The default arm reads settings.policy: a copy made with replace(settings, policy=...)
-    # (command-line overrides, simulations) leaves policies["default"] as it was.
-    named = settings.policy if policy == "default" else settings.policies.get(policy)
-    return apply_floor(probabilities, (named or settings.policy).min_probability)
+    def live_sessions(self) -> int:
+        """Sessions not yet expired (see :mod:`banditroute.sessions`)."""
+        return self.sessions.live(self._clock(), self.settings.sessions)
 
 
 def _model_limits(settings: Settings) -> dict[str, ModelLimits]:
@@ -826,17 +736,6 @@ def _model_limits(settings: Settings) -> dict[str, ModelLimits]:
         m.id: ModelLimits(m.requests_per_minute, m.tokens_per_minute, m.max_in_flight)
         for m in settings.catalog
     }
-
-
-def _loggable_features(features: PromptFeatures, data_class: str) -> dict[str, Any]:
-    """Features for the log: a sensitive prompt's words are left out, since they may be the
-    personal data or the secret itself (an e-mail's name and domain, a token's first
-    characters). The learner still sees them in memory; a decision restored from the log
-    after a restart learns without them."""
-    logged = features.as_dict()
-    if data_class not in EXPLORABLE_CLASSES:
-        logged["words"] = []
-    return logged
 
 
 __all__ = ["DecisionIds", "OutcomeStatus", "Pending", "Router", "decision_owner", "sample_index"]
