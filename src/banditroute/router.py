@@ -314,6 +314,7 @@ class Router:
             feature_chars=settings.server.feature_chars,
             embedder=self.embedder,
         )
+        constraints = constraints_of(query, data_class)
         rule = first_match(settings.rules, tenant.name, features, query.tags, data_class)
         decision_id = self._new_id()
         arm = experiment_arm(tenant, query, decision_id)
@@ -321,7 +322,7 @@ class Router:
         held = None if session is None else self.sessions.model(session, now, settings.sessions)
         return RouteRequest(
             query, settings, tenant, objective, budget, now, request_hash, text, data_class,
-            features, constraints_of(query, data_class), rule, decision_id, arm, session, held,
+            features, constraints, rule, decision_id, arm, session, held,
         )  # fmt: skip
 
     def _choose(self, request: RouteRequest) -> Choice:
