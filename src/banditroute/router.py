@@ -10,6 +10,14 @@ Thread safety: a single lock guards the pending table and the policy (a VW works
 thread-safe). Waiting for a feedback's log commit happens outside the lock. A configuration
 reload (:meth:`Router.reload`) swaps the settings under that lock; each Route and Feedback reads
 ``self.settings`` once, so it works wholly with the old settings or wholly with the new ones.
+
+``route`` and ``feedback`` read as their steps, one method each. What needs no router state
+lives in its own module: reading a request (:mod:`~banditroute.route_request`), the choice
+and the rows made of it (:mod:`~banditroute.route_choice`), pending decisions and their
+rebuilding from the log (:mod:`~banditroute.pending`), rewards
+(:mod:`~banditroute.rewards`), budgets and pacers (:mod:`~banditroute.budget_book`), the
+audited rows (:mod:`~banditroute.audited_rows`) and decision ids
+(:mod:`~banditroute.decision_ids`).
 """
 
 from __future__ import annotations
