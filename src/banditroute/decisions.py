@@ -91,6 +91,10 @@ class Disposition(StrEnum):
     DEFERRED = "DEFERRED"
     IGNORED_DUPLICATE = "IGNORED_DUPLICATE"
     RECORDED_OFF_POLICY = "RECORDED_OFF_POLICY"
+    FOR_TRAINER = "FOR_TRAINER"
+    """A cluster replica accepted feedback for another replica's decision while that replica
+    was gone: the trainer joins it with the decision and learns it once
+    (:mod:`banditroute.cluster.orphans`)."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ the reward a policy learns from."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from banditroute.catalog import ModelSpec
 from banditroute.config import RewardSettings
@@ -17,10 +18,11 @@ MAX_LEARNED_REWARD = 1000.0
 weight of 200 is -200)."""
 
 
-def fragments(report: FeedbackReport, served: ModelSpec, limits: RewardSettings) -> Fragments:
-    """The report's reward fragments, each within a plausible range ([reward] max_*): an
-    absurd figure would otherwise stand in spend, budgets and a model's latency. Without a
-    reported cost, the served model's prices turn the reported tokens into one."""
+def check_report(report: FeedbackReport, limits: RewardSettings) -> Fragments:
+    """The report's own fragments (its cost as reported), each within a plausible range
+    ([reward] max_*): an absurd figure would otherwise stand in spend, budgets and a model's
+    latency. InvalidArgument naming the field. (A cluster replica checks feedback for another
+    replica's decision with it, not knowing the served model.)"""
     bounds = (
         ("input_tokens", limits.max_tokens),
         ("output_tokens", limits.max_tokens),
@@ -31,10 +33,19 @@ def fragments(report: FeedbackReport, served: ModelSpec, limits: RewardSettings)
         value = getattr(report, name)
         if value is not None and not 0 <= value <= most:
             raise InvalidArgument(f"{name}: must be in [0, {most:g}], got {value}", field=name)
-    cost = report.cost_usd
-    if cost is None and (report.input_tokens is not None or report.output_tokens is not None):
+    return Fragments(report.quality, report.cost_usd, report.latency_ms, report.status)
+
+
+def fragments(report: FeedbackReport, served: ModelSpec, limits: RewardSettings) -> Fragments:
+    """:func:`check_report`'s fragments; without a reported cost, the served model's prices
+    turn the reported tokens into one."""
+    checked = check_report(report, limits)
+    if checked.cost_usd is None and (
+        report.input_tokens is not None or report.output_tokens is not None
+    ):
         cost = served.price(report.input_tokens or 0, report.output_tokens or 0)
-    return Fragments(report.quality, cost, report.latency_ms, report.status)
+        return replace(checked, cost_usd=cost)
+    return checked
 
 
 def combine(rule: str, rewards: list[float]) -> float:

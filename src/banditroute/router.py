@@ -50,7 +50,6 @@ from banditroute.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unavailable,
 )
 from banditroute.features import Embedder, extract, prompt_hash
 from banditroute.health import HealthTracker, ModelLimits
@@ -73,7 +72,7 @@ from banditroute.route_request import (
 from banditroute.rules import first_match
 from banditroute.semantic import semantic_embedder
 from banditroute.sessions import SessionKey, Sessions, SessionTable
-from banditroute.store.base import EventLog
+from banditroute.store.base import EventLog, acknowledge
 from banditroute.store.records import FeedbackRecord, SettlementRecord
 from banditroute.tenancy import Tenant
 
@@ -612,12 +611,7 @@ class Router:
         (Unavailable if it is not within COMMIT_TIMEOUT_S)."""
         commit = audited_rows.log_feedback(self.log, self.audit, pending.record, record)
         if settings.log.sync_feedback:
-            try:
-                commit.wait(COMMIT_TIMEOUT_S)
-            except Exception as exc:
-                raise Unavailable(
-                    f"feedback was not committed to the log: {exc}; retry the call"
-                ) from exc
+            acknowledge(commit, COMMIT_TIMEOUT_S)
 
     def _learn(self, pending: Pending, reward: float) -> None:
         """Update the arm's policy, and every shadow policy off-policy from the same outcome.
@@ -640,7 +634,7 @@ class Router:
                     SharedUpdate(
                         loggable_features(pending.features, pending.record.data_class),
                         tuple(arm.id for arm in pending.arms), pending.chosen,
-                        pending.decision.probability, reward,
+                        pending.decision.probability, reward, pending.decision.decision_id,
                     )
                 )  # fmt: skip
         else:  # restored after a restart whose configuration no longer has the arm's policy
@@ -703,6 +697,20 @@ class Router:
         """Whether ``decision_id`` waits here for feedback (a cluster replica answers such
         Feedback itself whatever the id's replica tag: one restarted under a new name)."""
         return decision_id in self._pending
+
+    def settle_joined(self, decision_ids: Iterable[str]) -> int:
+        """Mark pending decisions whose feedback the cluster's trainer joined and learned (it
+        reached another replica while this one was down) as learned here too: a retry of that
+        feedback is a duplicate, and the reward window closes without learning again. Returns
+        how many were marked."""
+        marked = 0
+        with self._lock:
+            for decision_id in decision_ids:
+                pending = self._pending.get(decision_id)
+                if pending is not None and not pending.learned:
+                    pending.learned = True
+                    marked += 1
+        return marked
 
     @property
     def pending_count(self) -> int:

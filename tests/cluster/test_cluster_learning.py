@@ -20,6 +20,8 @@ import pytest
 from fault_helpers import ServerLauncher, ServerProcess, write_config
 
 from banditroute.cluster.central import source_file
+from banditroute.cluster.outbox import line_seq, outbox_dir
+from banditroute.store.journal import list_segments
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 
@@ -144,6 +146,16 @@ def stub(channel: grpc.Channel) -> pb_grpc.RouterServiceStub:
 def cluster_status(address: str) -> pb.ClusterStatus:
     with grpc.insecure_channel(address) as channel:
         return stub(channel).GetStats(pb.GetStatsRequest(), timeout=CALL_TIMEOUT_S).cluster
+
+
+def outbox_last(log_path: Path) -> int:
+    """The number of the newest line a replica's outbox has written (it is durable before
+    the Feedback that wrote it is acknowledged)."""
+    for segment in reversed(list_segments(outbox_dir(log_path))):
+        lines = segment.read_bytes().splitlines()
+        if lines:
+            return line_seq(lines[-1])
+    return 0
 
 
 def updates_of(version: str) -> int:
@@ -292,8 +304,9 @@ def test_feedback_reaching_another_replica_is_forwarded_to_the_one_that_decided(
     cluster: Cluster,
 ) -> None:
     """Feedback sent to replica B for A's decision is relayed to A and learned there. While A
-    is down it is refused (UNAVAILABLE while A is still registered, NOT_FOUND once its
-    heartbeats have stopped), never acknowledged; after A restarts on its log it is accepted."""
+    is down but still registered it is refused UNAVAILABLE (retry); once A's heartbeats have
+    stopped, B accepts it for the trainer (FOR_TRAINER). Without a trainer to join it, A
+    restarted on its log still learns the feedback relayed to it."""
     a, b = cluster.replica("a"), cluster.replica("b")
     wait_for(lambda: cluster_status(b.address).replicas_alive == 2, "two replicas")
     with grpc.insecure_channel(a.address) as to_a:
@@ -312,18 +325,22 @@ def test_feedback_reaching_another_replica_is_forwarded_to_the_one_that_decided(
         assert again.disposition == pb.FEEDBACK_DISPOSITION_IGNORED_DUPLICATE  # A's own count
         a.kill()
 
-        def refused() -> grpc.StatusCode:
+        def answer() -> grpc.StatusCode | int:
             try:
-                stub(to_b).Feedback(
-                    pb.FeedbackRequest(decision_id=second.decision_id, quality=1.0),
-                    timeout=CALL_TIMEOUT_S,
+                return int(
+                    stub(to_b)
+                    .Feedback(
+                        pb.FeedbackRequest(decision_id=second.decision_id, quality=1.0),
+                        timeout=CALL_TIMEOUT_S,
+                    )
+                    .disposition
                 )
             except grpc.RpcError as error:
                 return error.code()
-            raise AssertionError("feedback for a dead replica's decision was acknowledged")
 
-        assert refused() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
-        wait_for(lambda: refused() == grpc.StatusCode.NOT_FOUND, "A to leave the registry")
+        assert answer() in (grpc.StatusCode.UNAVAILABLE, pb.FEEDBACK_DISPOSITION_FOR_TRAINER)
+        wait_for(lambda: answer() == pb.FEEDBACK_DISPOSITION_FOR_TRAINER, "A to leave")
+        assert cluster_status(b.address).feedback_for_trainer >= 1
         cluster.replica("a")
         wait_for(lambda: cluster_status(b.address).replicas_alive == 2, "A back")
         reply = stub(to_b).Feedback(
@@ -331,6 +348,71 @@ def test_feedback_reaching_another_replica_is_forwarded_to_the_one_that_decided(
             timeout=CALL_TIMEOUT_S,
         )
         assert reply.disposition == pb.FEEDBACK_DISPOSITION_LEARNED
+
+
+def test_feedback_for_a_killed_replicas_decisions_is_learned_once_by_the_trainer(
+    cluster: Cluster, valkey_server: Any
+) -> None:
+    """Replica A routes decisions, ships them and is killed (SIGKILL). Feedback for them sent
+    to replica B once A's heartbeats stopped is acknowledged (FOR_TRAINER) and the trainer
+    joins each with A's decision row and learns it exactly once. A restarted with the same
+    replica_id hears of the joins: the same feedback re-sent to A is a duplicate there, and
+    the trainer still holds each update once."""
+    count = 12
+    a, b = cluster.replica("a"), cluster.replica("b")
+    trainer = cluster.trainer()
+    wait_for(lambda: trainer.leading, "the trainer to lead")
+    wait_for(lambda: cluster_status(b.address).replicas_alive == 2, "two replicas")
+    with grpc.insecure_channel(a.address) as to_a:
+        decisions = [
+            stub(to_a)
+            .Route(pb.RouteRequest(prompt=PROMPTS[index % len(PROMPTS)]), timeout=CALL_TIMEOUT_S)
+            .decision_id
+            for index in range(count)
+        ]
+    wait_for(lambda: cluster_status(a.address).stream_backlog == 0, "A's decisions shipped")
+    assert a.kill() == -signal.SIGKILL
+    wait_for(lambda: cluster_status(b.address).replicas_alive == 1, "A to leave the registry")
+
+    def send(address: str) -> list[int]:
+        with grpc.insecure_channel(address) as channel:
+            return [
+                stub(channel)
+                .Feedback(
+                    pb.FeedbackRequest(decision_id=decision_id, quality=1.0, cost_usd=0.001),
+                    timeout=CALL_TIMEOUT_S,
+                )
+                .disposition
+                for decision_id in decisions
+            ]
+
+    assert send(b.address) == [pb.FEEDBACK_DISPOSITION_FOR_TRAINER] * count
+    snapshot = valkey_server.client()
+    wait_for(lambda: int(snapshot.hget("banditroute:snapshot", "updates") or 0) >= count,
+             "the trainer to learn the forwarded feedback")  # fmt: skip
+    # The same replica_id, on its log: its decisions are pending again, and joined already.
+    back = cluster.replica("a")
+    assert send(back.address) == [pb.FEEDBACK_DISPOSITION_IGNORED_DUPLICATE] * count
+    last = outbox_last(cluster.tmp_path / "a.duckdb")
+    wait_for(lambda: int(snapshot.get("banditroute:ack:a") or 0) >= last,
+             "the trainer to hold A's rows after its restart")  # fmt: skip
+    assert trainer.terminate() == 0
+    assert int(snapshot.hget("banditroute:snapshot", "updates") or 0) == count
+    with contextlib.closing(
+        duckdb.connect(str(cluster.tmp_path / "central.trainer.duckdb"), read_only=True)
+    ) as con:
+        committed = con.execute("SELECT updates FROM trainer_state").fetchone()
+        outcomes = dict(con.execute("SELECT * FROM forwarded_outcomes").fetchall())
+    assert committed == (count,)  # each decision learned exactly once
+    assert outcomes == {"learned": count}
+    with contextlib.closing(
+        duckdb.connect(str(source_file(cluster.tmp_path / "central.duckdb", "b")), read_only=True)
+    ) as con:
+        rows = con.execute(
+            "SELECT count(*), count(DISTINCT decision_id) FROM feedback "
+            "WHERE disposition = 'FOR_TRAINER'"
+        ).fetchone()
+    assert rows == (count, count)  # B's rows in the central log, each once
 
 
 def test_a_replica_restarted_under_another_name_answers_for_its_earlier_decisions(

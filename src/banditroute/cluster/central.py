@@ -12,7 +12,11 @@
   its updates, with the learner's own snapshot and the published version, committed together,
   so a trainer that takes over continues exactly where the last commit left off: nothing
   learned twice, nothing skipped. With them, the learner's :class:`Lineage` (what kind of
-  policy it is after a promotion, and the policy a rollback would restore).
+  policy it is after a promotion, and the policy a rollback would restore), and the join of
+  feedback that reached a replica while the decision's owner was gone
+  (:mod:`banditroute.cluster.joiner`): the rows still waiting for their decision, the
+  decisions learned that way, and the count of each outcome (``forwarded_feedback`` and
+  ``forwarded_outcomes``).
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import orjson
+import pyarrow as pa
 import structlog
 
 from banditroute.audit import CREATE_AUDIT_TABLE
+from banditroute.cluster import replica_tag
+from banditroute.cluster.joiner import DecisionRow, owner_tag
 from banditroute.cluster.outbox import Line
 from banditroute.store.duckdb_log import BAD_DATA_ERRORS
 from banditroute.store.journal_rows import CREATE_JOURNAL_TABLE, ingest_sql, ingested_upto
@@ -61,6 +69,24 @@ CREATE TABLE IF NOT EXISTS trainer_state (
 CREATE TABLE IF NOT EXISTS lineage (
     id INTEGER PRIMARY KEY, recipe VARCHAR, previous_recipe VARCHAR, previous BLOB,
     change VARCHAR);
+CREATE TABLE IF NOT EXISTS forwarded_feedback (
+    decision_id VARCHAR PRIMARY KEY, kind VARCHAR, arrived DOUBLE, data BLOB);
+CREATE TABLE IF NOT EXISTS forwarded_outcomes (outcome VARCHAR PRIMARY KEY, n BIGINT);
+"""
+
+JoinState = tuple[list[tuple[str, str, float, bytes]], dict[str, int]]
+"""The joiner's rows (decision id, ``held`` or ``joined``, when, held row) and its counts."""
+
+_FIND_DECISION = """
+SELECT decision_id, epoch(time), tenant, objective, features::VARCHAR, eligible, model,
+       probability, arm
+FROM decisions WHERE decision_id = ? AND time >= to_timestamp(?) LIMIT 1
+"""
+_OWNER_LEARNED = """
+SELECT (SELECT count(*) FROM feedback
+        WHERE decision_id = $1 AND time >= to_timestamp($2) AND disposition = 'LEARNED')
+     + (SELECT count(*) FROM settlements
+        WHERE decision_id = $1 AND time >= to_timestamp($2) AND action LIKE 'learned%')
 """
 
 
@@ -104,6 +130,41 @@ class CentralLog:
             self._files[source] = con
             self._marks[source] = ingested_upto(con)
         return con
+
+    def _sources_of(self, tag: str) -> list[str]:
+        """The sources whose replica tag is ``tag`` (files of earlier runs included)."""
+        prefix, suffix = f"{self.path.stem}.r-", self.path.suffix
+        found = {
+            p.name[len(prefix) : len(p.name) - len(suffix)]
+            for p in self.path.parent.glob(f"{prefix}*{suffix}")
+        }
+        return sorted(s for s in found | set(self._files) if valid_source(s) and
+                      replica_tag(s) == tag)  # fmt: skip
+
+    def find_decision(self, decision_id: str, since: float) -> DecisionRow | None:
+        """The decision ``decision_id`` made at or after ``since`` (epoch seconds) by the
+        replica its id's tag names, if its central file holds it."""
+        for source in self._sources_of(owner_tag(decision_id)):
+            row = self._file(source).execute(_FIND_DECISION, [decision_id, since]).fetchone()
+            if row is None:
+                continue
+            try:
+                features = orjson.loads(row[4])
+                return DecisionRow(
+                    str(row[0]), float(row[1]), str(row[2]), str(row[3]), dict(features),
+                    tuple(str(m) for m in row[5]), str(row[6]), float(row[7]), str(row[8]),
+                )  # fmt: skip
+            except (TypeError, ValueError, orjson.JSONDecodeError):
+                return None  # a row this trainer cannot read is as good as none
+        return None
+
+    def owner_learned(self, decision_id: str, since: float) -> bool:
+        """Whether the owner's rows since ``since`` show it learned ``decision_id``."""
+        for source in self._sources_of(owner_tag(decision_id)):
+            row = self._file(source).execute(_OWNER_LEARNED, [decision_id, since]).fetchone()
+            if row is not None and int(row[0]) > 0:
+                return True
+        return False
 
     def ingested(self, source: str) -> int:
         """The number of ``source``'s newest line in its central file (0 if none)."""
@@ -172,16 +233,27 @@ class CentralLog:
         previous = None if row[2] is None else bytes(row[2])
         return Lineage(str(row[0]), str(row[1]), previous, str(row[3]))
 
+    def load_joins(self) -> JoinState:
+        """The joiner's committed state (empty before the first)."""
+        rows = self._state.execute("SELECT * FROM forwarded_feedback").fetchall()
+        counts = self._state.execute("SELECT * FROM forwarded_outcomes").fetchall()
+        return (
+            [(str(d), str(k), float(a), bytes(b)) for d, k, a, b in rows],
+            {str(o): int(n) for o, n in counts},
+        )
+
     def commit_state(
         self,
         learned: dict[str, int],
         version: int,
         updates: int,
         state: bytes,
+        *,
         lineage: Lineage | None = None,
+        joins: JoinState | None = None,
     ) -> None:
-        """Record the learned marks and the learner's snapshot (and its ``lineage``, if
-        given) together, atomically."""
+        """Record the learned marks and the learner's snapshot (and its ``lineage`` and the
+        joiner's state, if given) together, atomically."""
         con = self._state
         con.execute("BEGIN TRANSACTION")
         try:
@@ -196,11 +268,34 @@ class CentralLog:
                     "INSERT OR REPLACE INTO lineage VALUES (1, ?, ?, ?, ?)",
                     [lineage.recipe, lineage.previous_recipe, lineage.previous, lineage.change],
                 )
+            if joins is not None:
+                self._write_joins(con, joins)
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _write_joins(con: duckdb.DuckDBPyConnection, joins: JoinState) -> None:
+        rows, counts = joins
+        con.execute("DELETE FROM forwarded_feedback")
+        if rows:
+            table = pa.table(
+                {
+                    "decision_id": [r[0] for r in rows],
+                    "kind": [r[1] for r in rows],
+                    "arrived": pa.array([r[2] for r in rows], pa.float64()),
+                    "data": pa.array([r[3] for r in rows], pa.binary()),
+                }
+            )
+            con.register("joins_in", table)
+            try:
+                con.execute("INSERT INTO forwarded_feedback SELECT * FROM joins_in")
+            finally:
+                con.unregister("joins_in")
+        for outcome, count in counts.items():
+            con.execute("INSERT OR REPLACE INTO forwarded_outcomes VALUES (?, ?)", [outcome, count])
 
     def close(self) -> None:
         """Close every file (a standby may then open them)."""

@@ -44,6 +44,11 @@ class Keys:
         """The trainer's leader lock (its holder's token, with an expiry)."""
         return f"{self.prefix}:trainer:leader"
 
+    def joined(self, tag: str) -> str:
+        """A sorted set: decision ids of replica tag ``tag`` whose feedback reached another
+        replica while it was gone and that the trainer joined and learned (scored by when)."""
+        return f"{self.prefix}:joined:{tag}"
+
     @property
     def snapshot(self) -> str:
         """A hash: the current policy snapshot and its version, checksum and time."""

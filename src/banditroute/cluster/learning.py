@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from banditroute.audit import AuditRecord
+from banditroute.cluster import replica_tag
 from banditroute.cluster.changes import ChangeDesk
 from banditroute.cluster.connection import client_errors, make_client, replica_name
 from banditroute.cluster.events import Keys
 from banditroute.cluster.follower import LocalUpdates, SnapshotFollower
+from banditroute.cluster.orphans import joined_ids
 from banditroute.cluster.outbox import Outbox, outbox_dir
 from banditroute.cluster.promoter import ClusterPolicy
 from banditroute.cluster.replica import ClusterReplica
 from banditroute.cluster.shipper import Shipper
 from banditroute.config import Settings
+from banditroute.decisions import Disposition
 from banditroute.policies.base import Policy
 from banditroute.policies.sharing import SharedUpdate
 from banditroute.router import Router
@@ -34,6 +37,7 @@ from banditroute.store.journal_rows import (
     feedback_line,
     row_line,
     settlement_line,
+    trainer_feedback_line,
 )
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
@@ -68,8 +72,11 @@ class ShippingLog:
     def append_audit(self, record: AuditRecord) -> None:
         self.inner.append_audit(record)
         lines = [audit_line(record)]
-        if record.row is not None:
-            lines.append(row_line(record.row))
+        row = record.row
+        if isinstance(row, FeedbackRecord) and row.disposition == Disposition.FOR_TRAINER:
+            lines.append(trainer_feedback_line(row, record.tenant))
+        elif row is not None:
+            lines.append(row_line(row))
         self.outbox.append_many(lines)
 
     def _durable(self, commit: Commit) -> Commit:
@@ -89,6 +96,14 @@ class ShippingLog:
     def append_feedback(self, record: FeedbackRecord) -> Commit:
         commit = self.inner.append_feedback(record)
         self.outbox.append(feedback_line(record))
+        return self._durable(commit)
+
+    def append_for_trainer(self, record: FeedbackRecord, tenant: str) -> Commit:
+        """Log feedback for another replica's decision (disposition ``FOR_TRAINER``) and put
+        it in the outbox with the caller's tenant; the commit completes once both are
+        durable."""
+        commit = self.inner.append_feedback(record)
+        self.outbox.append(trainer_feedback_line(record, tenant))
         return self._durable(commit)
 
     def sync(self) -> Commit:
@@ -132,8 +147,14 @@ class ReplicaLearning:
         snapshot_period_s: float,
         errors: tuple[type[BaseException], ...] = (OSError,),
         fsync: bool = False,
+        tags: tuple[str, ...] = (),
     ) -> None:
         self.outbox = Outbox(outbox_dir(log_path), source, fsync=fsync)
+        self._client = client
+        self._tags = tuple(dict.fromkeys((*tags, replica_tag(self.outbox.source))))
+        self._router: Router | None = None
+        self._log: ShippingLog | None = None
+        self.settled_joined = 0
         self.local = LocalUpdates()
         self.shipper = Shipper(self.outbox, client, keys, errors=errors)
         self._keys = keys
@@ -150,7 +171,14 @@ class ReplicaLearning:
 
     def wrap(self, event_log: EventLog) -> ShippingLog:
         """The event log the router (and the audit chain) should write to."""
-        return ShippingLog(event_log, self.outbox)
+        self._log = ShippingLog(event_log, self.outbox)
+        return self._log
+
+    @property
+    def shipping_log(self) -> ShippingLog:
+        """The log :meth:`wrap` made."""
+        assert self._log is not None, "wrap() the event log first"
+        return self._log
 
     def attach(
         self,
@@ -162,6 +190,7 @@ class ReplicaLearning:
         policy at the trainer's snapshot (``build`` makes an empty learner to restore into;
         ``recipes`` one of a promoted policy's recipe)."""
         router.on_learn = self._learned
+        self._router = router
         self._follower = SnapshotFollower(
             router, build, self._follower_client, self._keys, source=self.outbox.source,
             local=self.local, period_s=self._period_s, errors=self._errors, recipes=recipes,
@@ -176,6 +205,21 @@ class ReplicaLearning:
     def _learned(self, update: SharedUpdate) -> None:
         self.local.add(self.outbox.append_update(update.as_dict()), update)
 
+    def settle_joined(self) -> int:
+        """Mark this replica's pending decisions whose feedback the trainer joined while it
+        was gone as learned (a client's retry here is then a duplicate); returns how many."""
+        if self._router is None:
+            return 0
+        marked = 0
+        for tag in self._tags:
+            try:
+                ids = joined_ids(self._client, self._keys, tag)
+            except self._errors:
+                return marked  # the server is down: the next beat asks again
+            marked += self._router.settle_joined(ids)
+        self.settled_joined += marked
+        return marked
+
     def report_to(self, cluster: ClusterReplica) -> None:
         """Start and stop with ``cluster`` and report the snapshot in use and the backlog to
         its GetStats every heartbeat."""
@@ -185,12 +229,14 @@ class ReplicaLearning:
             if status.snapshot_version:
                 cluster.report_snapshot(str(status.snapshot_version), self.follower.published)
             cluster.report_backlog(status.backlog)
+            self.settle_joined()
 
         cluster.every_beat(report)
         cluster.add(self)
 
     def start(self) -> None:
         self.follower.check()  # the published snapshot, before the first Route if possible
+        self.settle_joined()  # and the trainer's joins, before the first Feedback
         self.shipper.start()
         self.follower.start()
 
@@ -233,7 +279,7 @@ def replica_learning(settings: Settings, log_path: Path) -> ReplicaLearning:
         log_path, replica_name(cluster), Keys(cluster.key_prefix),
         client=client(), follower_client=client(),
         snapshot_period_s=cluster.snapshot_period_s, errors=client_errors(),
-        fsync=settings.log.fsync,
+        fsync=settings.log.fsync, tags=(replica_tag(replica_name(cluster)),),
     )  # fmt: skip
 
 

@@ -46,6 +46,7 @@ class ReplicaStatus:
     snapshot_version: str
     snapshot_age_s: float | None
     stream_backlog: int
+    feedback_for_trainer: int = 0
 
 
 class ClusterReplica:
@@ -67,6 +68,7 @@ class ClusterReplica:
         self._thread: threading.Thread | None = None
         self._snapshot: tuple[str, float] | None = None
         self._backlog = 0
+        self._for_trainer: Callable[[], int] = lambda: 0
 
     @property
     def replica_id(self) -> str:
@@ -88,6 +90,11 @@ class ClusterReplica:
     def report_backlog(self, rows: int) -> None:
         """Journal rows the trainer has not acknowledged yet."""
         self._backlog = max(0, int(rows))
+
+    def report_for_trainer(self, count: Callable[[], int]) -> None:
+        """Where GetStats reads the feedback accepted for the trainer to join (decisions of
+        replicas that were gone)."""
+        self._for_trainer = count
 
     def start(self) -> None:
         """Beat once now (a server down at start leaves the replica degraded, not stopped)
@@ -136,6 +143,7 @@ class ClusterReplica:
             snapshot_version="" if snapshot is None else snapshot[0],
             snapshot_age_s=None if snapshot is None else max(0.0, time.time() - snapshot[1]),
             stream_backlog=self._backlog,
+            feedback_for_trainer=self._for_trainer(),
         )
 
 

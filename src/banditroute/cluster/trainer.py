@@ -21,6 +21,11 @@ loop:
   committed and the snapshot is published at once, so every replica serves it and the
   trainer keeps learning it; a standby taking over restores it from the commit.
 
+Feedback a replica accepted for the decision of a replica that was gone (disposition
+``FOR_TRAINER``) is joined with the owner's decision row and learned once, whichever of it and
+the owner's own feedback comes first (:mod:`banditroute.cluster.joiner`); the decisions learned
+that way are announced per replica tag, so an owner that comes back does not learn them again.
+
 A batch that does not follow what is held (lines lost on the way) is left: the replica sends
 again from its acknowledgement. A trainer killed between commits loses only learning since
 the last commit, which the next leader learns again from the resent lines: each update is in
@@ -43,7 +48,16 @@ from banditroute import warm_start
 from banditroute.cluster.central import CentralLog, Lineage, valid_source
 from banditroute.cluster.changes import Change, ChangeDesk, Outcome
 from banditroute.cluster.events import Batch, Keys, decode_batch
+from banditroute.cluster.joiner import (
+    DECISION_SLACK_S,
+    Forwarded,
+    Joiner,
+    decision_id_of,
+    is_forwarded,
+    owner_tag,
+)
 from banditroute.cluster.leader import LeaderLock
+from banditroute.cluster.orphans import MAX_JOINED_READ
 from banditroute.cluster.recipes import build_recipe, restore_recipe
 from banditroute.config import Settings
 from banditroute.policies.base import Policy
@@ -105,6 +119,8 @@ class Trainer:
         self._last_id = "0"
         self.leading = threading.Event()
         self.batches_skipped = 0
+        self.joiner: Joiner | None = None
+        self._wall = time.time
 
     # -- leadership ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -153,6 +169,10 @@ class Trainer:
             )
             warm_start.learn(policy, self.settings, plan)
         self.policy = policy
+        self.joiner = Joiner(self.settings, self.central.find_decision, self.central.owner_learned)
+        rows, counts = self.central.load_joins()
+        self.joiner.restore(rows, counts)
+        self._announce([(d, at) for d, kind, at, _ in rows if kind == "joined"])
         self._committed = self.central.learned()
         self._learned = dict(self._committed)
         self._published = -1
@@ -174,6 +194,7 @@ class Trainer:
             self.central.close()
             self.central = None
         self.policy = None
+        self.joiner = None
         self.leading.clear()
         if release:
             with contextlib.suppress(*self._errors):
@@ -264,13 +285,8 @@ class Trainer:
             return 0  # already learned, or a gap the replica fills by sending again
         learned = unknown = 0
         for line in fresh:
-            if not _is_update(line.data):
-                continue
-            try:
-                update = SharedUpdate.from_dict(orjson.loads(line.data))
-            except (ValueError, orjson.JSONDecodeError) as exc:
-                log.error("trainer_update_malformed", source=batch.source, seq=line.seq,
-                          error=str(exc)[:200])  # fmt: skip
+            update = self._update_of(batch.source, line.seq, line.data)
+            if update is None:
                 continue
             try:
                 if learn_update(self.policy, update, self.settings.catalog):
@@ -287,23 +303,90 @@ class Trainer:
         self._learned[batch.source] = fresh[-1].seq
         return learned
 
+    def _update_of(self, source: str, seq: int, data: bytes) -> SharedUpdate | None:
+        """The update a line makes the learner learn, if any: the replica's own update
+        (unless its decision was learned already), or forwarded feedback joined with its
+        decision (the line itself, or the decision row it waited for)."""
+        joiner = self.joiner
+        assert joiner is not None
+        if _is_update(data):
+            try:
+                update = SharedUpdate.from_dict(orjson.loads(data))
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                log.error("trainer_update_malformed", source=source, seq=seq,
+                          error=str(exc)[:200])  # fmt: skip
+                return None
+            return update if joiner.owner_update(update.decision_id) else None
+        if joiner.held:
+            decision_id = decision_id_of(data)
+            if decision_id is not None and joiner.waiting_for(decision_id):
+                return joiner.arrived(decision_id)
+        if is_forwarded(data):
+            try:
+                forwarded = Forwarded.from_line(data)
+            except ValueError as exc:
+                log.error("trainer_forwarded_malformed", source=source, seq=seq, error=str(exc))
+                return None
+            return joiner.offer(forwarded, self._wall())
+        return None
+
+    def _announce(self, joined: list[tuple[str, float]]) -> None:
+        """Tell the owners which of their decisions the trainer learned from forwarded
+        feedback (a sorted set per replica tag, trimmed to the reward window and
+        :data:`MAX_JOINED_READ` ids)."""
+        if not joined:
+            return
+        by_tag: dict[str, dict[str, float]] = {}
+        for decision_id, at in joined:
+            by_tag.setdefault(owner_tag(decision_id), {})[decision_id] = at
+        oldest = self._wall() - self.settings.reward.window_s - DECISION_SLACK_S
+        for tag, members in by_tag.items():
+            key = self.keys.joined(tag)
+            self._client.zadd(key, members)
+            self._client.zremrangebyscore(key, "-inf", oldest)
+            self._client.zremrangebyrank(key, 0, -MAX_JOINED_READ - 1)
+
     def checkpoint(self) -> None:
         """Commit what was learned (marks and learner together), then acknowledge to each
         replica what is committed for it."""
         assert self.central is not None
         assert self.policy is not None
-        if self._learned != self._committed:
-            payload = snapshot_payload(snapshot_bytes(self.policy))
-            self.central.commit_state(
-                self._learned, self.version, self.policy.updates, payload, self.lineage
-            )
-            self._committed = dict(self._learned)
+        joiner = self.joiner
+        assert joiner is not None
+        joiner.expire(self._wall())
+        if self._learned != self._committed or joiner.dirty:
+            self._commit(self.version)
         acks = {
             self.keys.ack(source): min(seq, self.central.ingested(source))
             for source, seq in self._committed.items()
         }
         if acks:
             self._client.mset(acks)
+
+    def _commit(self, version: int) -> bytes:
+        """Commit the learned marks, the learner (its snapshot payload is returned) and the
+        joiner's state together."""
+        assert self.central is not None
+        assert self.policy is not None
+        assert self.joiner is not None
+        payload = snapshot_payload(snapshot_bytes(self.policy))
+        joins = self.joiner.state() if self.joiner.dirty else None
+        self.central.commit_state(
+            self._learned,
+            version,
+            self.policy.updates,
+            payload,
+            lineage=self.lineage,
+            joins=joins,
+        )
+        self._committed = dict(self._learned)
+        if joins is not None:
+            self.joiner.dirty = False
+            self._announce(self.joiner.take_fresh())  # committed: the owners may hear of it
+            log.info("trainer_forwarded_feedback", held=len(self.joiner.held),
+                     duplicate_updates=self.joiner.duplicate_updates,
+                     **dict(sorted(joins[1].items())))  # fmt: skip
+        return payload
 
     def publish(self) -> None:
         """Publish the learner's snapshot under a new version if it learned since the last
@@ -314,11 +397,7 @@ class Trainer:
         if self.policy.updates == self._published and current is not None:
             return
         self.version += 1
-        payload = snapshot_payload(snapshot_bytes(self.policy))
-        self.central.commit_state(
-            self._learned, self.version, self.policy.updates, payload, self.lineage
-        )
-        self._committed = dict(self._learned)
+        payload = self._commit(self.version)
         name, updates, _ = parse_snapshot(payload)
         digest = payload.split(b"\n", 2)[1]
         self._client.hset(

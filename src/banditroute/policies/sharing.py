@@ -30,13 +30,19 @@ class SharedUpdate:
     chosen: int
     probability: float
     reward: float
+    decision_id: str = ""
+    """The decision learned from ("" if not known): the cluster's trainer learns each
+    decision once, whichever replica's feedback reaches it first."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (the cluster ships updates as JSON lines)."""
-        return {
+        data: dict[str, Any] = {
             "features": self.features, "arms": list(self.arms), "chosen": self.chosen,
             "probability": self.probability, "reward": self.reward,
         }  # fmt: skip
+        if self.decision_id:
+            data["d"] = self.decision_id
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SharedUpdate:
@@ -46,13 +52,14 @@ class SharedUpdate:
             features, arms = data["features"], tuple(data["arms"])
             chosen, probability = int(data["chosen"]), float(data["probability"])
             reward = float(data["reward"])
+            decision_id = str(data.get("d", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed learning update: {type(exc).__name__}") from None
         if not isinstance(features, dict) or not all(isinstance(a, str) for a in arms):
             raise ValueError("malformed learning update: features or arms")
         if not 0 <= chosen < len(arms) or not 0.0 < probability <= 1.0:
             raise ValueError("malformed learning update: chosen or probability")
-        return cls(features, arms, chosen, probability, reward)
+        return cls(features, arms, chosen, probability, reward, decision_id[:64])
 
 
 def learn_update(policy: Policy, update: SharedUpdate, catalog: Catalog) -> bool:

@@ -344,12 +344,17 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     )
     peers = None if worker is None else WorkerPeers(worker.index, worker.count, worker.socket)
     cluster = None
+    for_trainer = None
     if settings.cluster.enabled:
         from banditroute.cluster import join_cluster
 
         cluster = join_cluster(settings, router)
         if learning is not None:
+            from banditroute.cluster.orphans import FeedbackForTrainer
+
             learning.report_to(cluster)
+            for_trainer = FeedbackForTrainer(router, learning.shipping_log)
+            cluster.report_for_trainer(lambda: for_trainer.accepted)
     pb_grpc.add_RouterServiceServicer_to_server(
         RouterServicer(
             router,
@@ -358,6 +363,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
             cluster=None if cluster is None else cluster.status,
             replicas=None if cluster is None else cluster_peers(cluster),
             cluster_policy=None if learning is None else learning.policy_changes(router),
+            for_trainer=for_trainer,
         ),
         server,
     )

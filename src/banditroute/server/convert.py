@@ -51,6 +51,7 @@ _DISPOSITION_TO_PROTO: dict[Disposition, pb.FeedbackDisposition] = {
     Disposition.DEFERRED: pb.FEEDBACK_DISPOSITION_DEFERRED,
     Disposition.IGNORED_DUPLICATE: pb.FEEDBACK_DISPOSITION_IGNORED_DUPLICATE,
     Disposition.RECORDED_OFF_POLICY: pb.FEEDBACK_DISPOSITION_RECORDED_OFF_POLICY,
+    Disposition.FOR_TRAINER: pb.FEEDBACK_DISPOSITION_FOR_TRAINER,
 }
 
 
@@ -286,6 +287,7 @@ def cluster_status(status: ReplicaStatus) -> pb.ClusterStatus:
         degraded=status.degraded,
         snapshot_version=status.snapshot_version,
         stream_backlog=status.stream_backlog,
+        feedback_for_trainer=status.feedback_for_trainer,
     )
     if status.degraded_since is not None:
         _set_time(message.degraded_since, status.degraded_since)

@@ -6,8 +6,9 @@ address (:class:`banditroute.cluster.registry.Registry`). A load balancer may se
 anywhere; a replica that gets one for another replica's decision relays it to that replica's
 address with the caller's credentials (so the same access rules apply there) and returns its
 answer as is. A replica that is registered but does not answer gives UNAVAILABLE (retry: it is
-restarting, and restores its pending decisions from its log); a tag no live replica has gives
-NOT_FOUND, as an unknown decision does.
+restarting, and restores its pending decisions from its log); for a tag no live replica has,
+:meth:`ReplicaPeers.owner` raises :class:`OwnerGone` and the feedback is accepted here for the
+trainer to join (:mod:`banditroute.cluster.orphans`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ FORWARD_TIMEOUT_S = 10.0
 REFRESH_S = 1.0
 """The replica addresses are read again at most this often when a tag is not known."""
 HEX = frozenset("0123456789abcdef")
+
+
+class OwnerGone(NotFound):
+    """The replica whose tag a decision id carries is not alive in the registry."""
 
 
 class ReplicaPeers:
@@ -56,8 +61,8 @@ class ReplicaPeers:
 
     def owner(self, decision_id: str, context: grpc.ServicerContext) -> str | None:
         """The address to relay a Feedback for ``decision_id`` to, or None to answer it here
-        (this replica's decision, a relayed call, or an id no replica made). NotFound when the
-        replica that made it is not alive in the registry."""
+        (this replica's decision, a relayed call, or an id no replica made). OwnerGone when
+        the replica that made it is not alive in the registry."""
         tag = decision_id[:REPLICA_TAG_HEX]
         if (
             tag == self.tag
@@ -68,9 +73,9 @@ class ReplicaPeers:
             return None
         address = self._address(tag)
         if address is None:
-            raise NotFound(
+            raise OwnerGone(
                 "decision_id: made by a replica that is not alive now (stopped, or its "
-                "heartbeats stopped); its feedback is accepted again once it is back",
+                "heartbeats stopped)",
                 field="decision_id",
             )
         return address
@@ -111,4 +116,4 @@ class ReplicaPeers:
         return response
 
 
-__all__ = ["FORWARDED_KEY", "ReplicaPeers"]
+__all__ = ["FORWARDED_KEY", "OwnerGone", "ReplicaPeers"]

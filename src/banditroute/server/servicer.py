@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import grpc
@@ -42,7 +42,7 @@ from banditroute.reload import reload_from_source
 from banditroute.router import Router
 from banditroute.server import convert
 from banditroute.server.auth import API_KEY_HEADERS, current_principal
-from banditroute.server.replica_peers import ReplicaPeers
+from banditroute.server.replica_peers import OwnerGone, ReplicaPeers
 from banditroute.server.stats_merge import (
     BUDGET_OWN_KEY,
     WorkerStats,
@@ -56,6 +56,9 @@ from banditroute.tenancy import Principal
 from banditroute.usage import summarise
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from banditroute.cluster.orphans import FeedbackForTrainer
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -237,11 +240,13 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         replicas: ReplicaPeers | None = None,
         *,
         cluster_policy: ClusterPolicy | None = None,
+        for_trainer: FeedbackForTrainer | None = None,
     ) -> None:
         self.router = router
         self._cluster_policy = cluster_policy
         self._peers = peers
         self._replicas = replicas
+        self._for_trainer = for_trainer
         self._cluster = cluster
         self._stats_reader = stats_reader
         self.started_at = time.time()  # GetStats' default since: "since the server started"
@@ -287,9 +292,11 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
                 )
                 return forwarded
         if self._replicas is not None and not self.router.is_pending(request.decision_id):
-            address = _call(context, "Feedback", lambda: self._replicas_owner(request, context))
-            if address is not None:
-                return self._replicas.forward(address, request, context)
+            target = _call(context, "Feedback", lambda: self._replicas_owner(request, context))
+            if isinstance(target, pb.FeedbackResponse):
+                return target
+            if target is not None:
+                return self._replicas.forward(target, request, context)
 
         def work() -> pb.FeedbackResponse:
             tenant = current_principal().tenant.name
@@ -300,10 +307,19 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
 
     def _replicas_owner(
         self, request: pb.FeedbackRequest, context: grpc.ServicerContext
-    ) -> str | None:
+    ) -> str | pb.FeedbackResponse | None:
+        """The address of the replica to relay to, None to answer here, or the answer when
+        the replica that made the decision is gone (accepted for the trainer to join)."""
         assert self._replicas is not None
         convert.check_chars("decision_id", request.decision_id, self._limits.max_name_chars)
-        return self._replicas.owner(request.decision_id, context)
+        try:
+            return self._replicas.owner(request.decision_id, context)
+        except OwnerGone:
+            if self._for_trainer is None:
+                raise
+        tenant = current_principal().tenant.name
+        report = convert.feedback_report(request, limits=self._limits, tenant=tenant)
+        return convert.feedback_response(self._for_trainer.accept(report))
 
     def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext

@@ -12,6 +12,7 @@ import threading
 from typing import Protocol
 
 from banditroute.audit import AuditRecord
+from banditroute.errors import Unavailable
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 
 
@@ -39,6 +40,15 @@ class Commit:
 
 COMMITTED = Commit()
 COMMITTED.done()
+
+
+def acknowledge(commit: Commit, timeout_s: float) -> None:
+    """Wait for a feedback's commit before acknowledging it; Unavailable (the client
+    retries) if it failed or did not complete in time."""
+    try:
+        commit.wait(timeout_s)
+    except Exception as exc:
+        raise Unavailable(f"feedback was not committed to the log: {exc}; retry the call") from exc
 
 
 class EventLog(Protocol):

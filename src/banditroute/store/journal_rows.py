@@ -55,17 +55,26 @@ def decision_line(r: DecisionRecord) -> bytes:
     )  # fmt: skip
 
 
+def _feedback_row(r: FeedbackRecord) -> dict[str, Any]:
+    return {
+        "k": "f", "decision_id": r.decision_id, "time": _us(r.time), "model": r.model,
+        "quality": _num(r.quality), "cost_usd": _num(r.cost_usd),
+        "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+        "latency_ms": _num(r.latency_ms), "status": r.status, "reward": _num(r.reward),
+        "disposition": r.disposition,
+    }  # fmt: skip
+
+
 def feedback_line(r: FeedbackRecord) -> bytes:
     """The journal line of a feedback."""
-    return _line(
-        {
-            "k": "f", "decision_id": r.decision_id, "time": _us(r.time), "model": r.model,
-            "quality": _num(r.quality), "cost_usd": _num(r.cost_usd),
-            "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
-            "latency_ms": _num(r.latency_ms), "status": r.status, "reward": _num(r.reward),
-            "disposition": r.disposition,
-        }
-    )  # fmt: skip
+    return _line(_feedback_row(r))
+
+
+def trainer_feedback_line(r: FeedbackRecord, tenant: str) -> bytes:
+    """The outbox line of a feedback a cluster replica accepted for another replica's decision
+    (disposition ``FOR_TRAINER``): a feedback line that also names the caller's tenant, which
+    the trainer checks against the decision's (the row itself has no tenant column)."""
+    return _line({**_feedback_row(r), "tenant": tenant})
 
 
 def settlement_line(r: SettlementRecord) -> bytes:

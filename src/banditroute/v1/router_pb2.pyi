@@ -27,6 +27,7 @@ class FeedbackDisposition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEEDBACK_DISPOSITION_DEFERRED: _ClassVar[FeedbackDisposition]
     FEEDBACK_DISPOSITION_IGNORED_DUPLICATE: _ClassVar[FeedbackDisposition]
     FEEDBACK_DISPOSITION_RECORDED_OFF_POLICY: _ClassVar[FeedbackDisposition]
+    FEEDBACK_DISPOSITION_FOR_TRAINER: _ClassVar[FeedbackDisposition]
 OUTCOME_STATUS_UNSPECIFIED: OutcomeStatus
 OUTCOME_STATUS_OK: OutcomeStatus
 OUTCOME_STATUS_ERROR: OutcomeStatus
@@ -38,6 +39,7 @@ FEEDBACK_DISPOSITION_LEARNED: FeedbackDisposition
 FEEDBACK_DISPOSITION_DEFERRED: FeedbackDisposition
 FEEDBACK_DISPOSITION_IGNORED_DUPLICATE: FeedbackDisposition
 FEEDBACK_DISPOSITION_RECORDED_OFF_POLICY: FeedbackDisposition
+FEEDBACK_DISPOSITION_FOR_TRAINER: FeedbackDisposition
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -281,7 +283,7 @@ class GetStatsResponse(_message.Message):
     def __init__(self, usage: _Optional[_Iterable[_Union[UsageStats, _Mapping]]] = ..., health: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., budgets: _Optional[_Iterable[_Union[BudgetStatus, _Mapping]]] = ..., cluster: _Optional[_Union[ClusterStatus, _Mapping]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("replica_id", "replicas_alive", "degraded", "degraded_since", "snapshot_version", "snapshot_age", "stream_backlog")
+    __slots__ = ("replica_id", "replicas_alive", "degraded", "degraded_since", "snapshot_version", "snapshot_age", "stream_backlog", "feedback_for_trainer")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_ALIVE_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +291,7 @@ class ClusterStatus(_message.Message):
     SNAPSHOT_VERSION_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_AGE_FIELD_NUMBER: _ClassVar[int]
     STREAM_BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FOR_TRAINER_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     replicas_alive: int
     degraded: bool
@@ -296,7 +299,8 @@ class ClusterStatus(_message.Message):
     snapshot_version: str
     snapshot_age: _duration_pb2.Duration
     stream_backlog: int
-    def __init__(self, replica_id: _Optional[str] = ..., replicas_alive: _Optional[int] = ..., degraded: _Optional[bool] = ..., degraded_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot_version: _Optional[str] = ..., snapshot_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stream_backlog: _Optional[int] = ...) -> None: ...
+    feedback_for_trainer: int
+    def __init__(self, replica_id: _Optional[str] = ..., replicas_alive: _Optional[int] = ..., degraded: _Optional[bool] = ..., degraded_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot_version: _Optional[str] = ..., snapshot_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stream_backlog: _Optional[int] = ..., feedback_for_trainer: _Optional[int] = ...) -> None: ...
 
 class ResetModelHealthRequest(_message.Message):
     __slots__ = ("model",)

@@ -1,0 +1,337 @@
+"""The trainer's join of feedback that reached a replica while the decision's owner was gone.
+
+A replica that accepts Feedback for a gone replica's decision ships it as a feedback row with
+disposition ``FOR_TRAINER`` (:mod:`banditroute.cluster.orphans`). The trainer hands each such
+row to :class:`Joiner`, which finds the owner's decision row in the central log (the owner
+shipped it before it died, or ships it when it comes back with the same ``replica_id``) and
+turns the pair into one learning update, computed as the owner would have: the reward of the
+reported fragments under the decision's objective (without the pacing surcharge of budgets
+the trainer does not track), learned as the ``first`` combine rule does.
+
+Each decision is learned at most once, whichever feedback reaches the trainer first: the
+owner's own updates carry their decision id and :meth:`Joiner.owner_update` refuses one the
+trainer already learned from a forwarded row; a forwarded row for a decision already learned
+(by the owner, or from an earlier forwarded row) is counted a duplicate. Feedback whose
+decision has not arrived is held, at most :data:`MAX_HELD` rows for at most
+:data:`HOLD_S` seconds (a forged or stale id cannot make the trainer hold more), and then
+counted ``unjoined``, never learned. Nothing of a row reaches a log line: only counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from banditroute.cluster import REPLICA_TAG_HEX
+from banditroute.config import Settings
+from banditroute.decisions import FeedbackReport
+from banditroute.errors import BanditrouteError, InvalidArgument
+from banditroute.outcomes import OutcomeStatus
+from banditroute.policies.sharing import SharedUpdate
+from banditroute.rewards import fragments as report_fragments
+from banditroute.rewards import learnable
+
+HOLD_S = 3600.0
+"""How long forwarded feedback waits for its decision row (the owner restarting ships it)."""
+MAX_HELD = 10_000
+"""The most forwarded feedback rows held at once; past it the oldest is counted unjoined."""
+MAX_REMEMBERED = 100_000
+"""Decision ids remembered as learned (the newest), for deduplication in memory; a forwarded
+row is also checked against the owner's feedback and settlement rows in the central log."""
+DECISION_SLACK_S = 60.0
+"""Clock difference allowed between replicas when looking for a decision made before its
+feedback (within the reward window)."""
+
+OUTCOMES = ("learned", "duplicate", "unjoined", "late", "off_policy", "not_learned")
+"""What became of forwarded feedback: learned; a duplicate (its decision was learned already);
+unjoined (no decision of the caller's tenant arrived in time); late (after the decision's
+reward window, as the owner would have refused it); off_policy (a fallback model served);
+not_learned (the decision's A/B arm is not the trainer's policy, or a report the trainer's
+configuration refuses)."""
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """Feedback accepted by a replica for a gone replica's decision."""
+
+    report: FeedbackReport
+    time: float
+    """When the replica accepted it (epoch seconds)."""
+
+    @property
+    def decision_id(self) -> str:
+        return self.report.decision_id
+
+    def as_json(self) -> bytes:
+        """This row as held in the trainer's state (for a trainer that takes over)."""
+        r = self.report
+        return orjson.dumps({
+            "decision_id": r.decision_id, "model": r.model, "quality": r.quality,
+            "cost_usd": r.cost_usd, "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens, "latency_ms": r.latency_ms,
+            "status": str(r.status), "tenant": r.tenant, "time": self.time,
+        })  # fmt: skip
+
+    @classmethod
+    def from_line(cls, data: bytes) -> Forwarded:
+        """From a ``FOR_TRAINER`` feedback line (times in microseconds) or :meth:`as_json`;
+        ValueError if it is not one."""
+        try:
+            row: dict[str, Any] = orjson.loads(data)
+            time = float(row["time"]) / (1e6 if "k" in row else 1.0)
+            report = FeedbackReport(
+                decision_id=str(row["decision_id"]), model=str(row.get("model") or ""),
+                quality=_number(row.get("quality")), cost_usd=_number(row.get("cost_usd")),
+                input_tokens=_whole(row.get("input_tokens")),
+                output_tokens=_whole(row.get("output_tokens")),
+                latency_ms=_number(row.get("latency_ms")),
+                status=OutcomeStatus(str(row.get("status") or "OK")),
+                tenant=str(row["tenant"]),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"malformed forwarded feedback: {type(exc).__name__}") from None
+        if not math.isfinite(time):
+            raise ValueError("malformed forwarded feedback: time")
+        return cls(report, time)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _whole(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    """What the join needs of the owner's decision row."""
+
+    decision_id: str
+    time: float
+    tenant: str
+    objective: str
+    features: dict[str, Any]
+    eligible: tuple[str, ...]
+    model: str
+    probability: float
+    arm: str
+
+
+FindDecision = Callable[[str, float], DecisionRow | None]
+"""``find(decision_id, since)``: the decision row made at or after ``since``, if the central
+log has it."""
+OwnerLearned = Callable[[str, float], bool]
+"""``learned(decision_id, since)``: whether the central log shows the owner learned the
+decision (a LEARNED feedback row or a learning settlement since ``since``)."""
+
+
+class Joiner:
+    """Forwarded feedback held, joined and deduplicated (see the module doc); not
+    thread-safe (the trainer's loop is its only caller)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        find: FindDecision,
+        owner_learned: OwnerLearned,
+        *,
+        hold_s: float = HOLD_S,
+        max_held: int = MAX_HELD,
+        max_remembered: int = MAX_REMEMBERED,
+    ) -> None:
+        self.settings = settings
+        self._find = find
+        self._owner_learned = owner_learned
+        self.hold_s = hold_s
+        self.max_held = max_held
+        self.max_remembered = max_remembered
+        self.held: OrderedDict[str, tuple[Forwarded, float]] = OrderedDict()
+        """Decision id -> (forwarded feedback, when it arrived at the trainer)."""
+        self.joined: OrderedDict[str, float] = OrderedDict()
+        """Decision ids learned from forwarded feedback -> when (kept in the trainer state)."""
+        self._learned: OrderedDict[str, None] = OrderedDict()
+        self.counts: Counter[str] = Counter()
+        self.fresh: list[tuple[str, float]] = []
+        """Joins since :meth:`take_fresh`: (decision id, when), for the owner to hear of."""
+        self.duplicate_updates = 0
+        self.dirty = False
+
+    # -- the owner's own updates ---------------------------------------------------------------
+    def owner_update(self, decision_id: str) -> bool:
+        """Whether to learn the owner's update for ``decision_id`` ("" : always); False when
+        the decision was learned already (from forwarded feedback that came first)."""
+        if not decision_id:
+            return True
+        if decision_id in self.joined or decision_id in self._learned:
+            self.duplicate_updates += 1
+            return False
+        self._remember(decision_id)
+        return True
+
+    # -- forwarded feedback ----------------------------------------------------------------------
+    def offer(self, forwarded: Forwarded, now: float) -> SharedUpdate | None:
+        """A forwarded row arrives: the update to learn if it joins now, else None (held, or
+        counted as not learned)."""
+        decision_id = forwarded.decision_id
+        self.dirty = True
+        if decision_id in self.joined or decision_id in self._learned or decision_id in self.held:
+            self.counts["duplicate"] += 1
+            return None
+        row = self._find(decision_id, self._since(forwarded))
+        if row is not None:
+            return self._join(forwarded, row)
+        self.held[decision_id] = (forwarded, now)
+        while len(self.held) > self.max_held:
+            self.held.popitem(last=False)
+            self.counts["unjoined"] += 1
+        return None
+
+    def waiting_for(self, decision_id: str) -> bool:
+        """Whether forwarded feedback is held for ``decision_id``."""
+        return decision_id in self.held
+
+    def arrived(self, decision_id: str) -> SharedUpdate | None:
+        """The owner's decision row ``decision_id`` is now in the central log: the update of
+        the feedback held for it, if it joins."""
+        entry = self.held.pop(decision_id, None)
+        if entry is None:
+            return None
+        self.dirty = True
+        forwarded = entry[0]
+        row = self._find(decision_id, self._since(forwarded))
+        if row is None:  # another tenant's or too old: as good as unknown
+            self.counts["unjoined"] += 1
+            return None
+        return self._join(forwarded, row)
+
+    def expire(self, now: float) -> int:
+        """Count feedback held longer than :attr:`hold_s` as unjoined; returns how many."""
+        expired = 0
+        while self.held:
+            decision_id, (_, arrived) = next(iter(self.held.items()))
+            if now - arrived < self.hold_s:
+                break
+            del self.held[decision_id]
+            expired += 1
+        if expired:
+            self.counts["unjoined"] += expired
+            self.dirty = True
+        return expired
+
+    def take_fresh(self) -> list[tuple[str, float]]:
+        """The joins made since the last call (and forget them)."""
+        fresh, self.fresh = self.fresh, []
+        return fresh
+
+    def _since(self, forwarded: Forwarded) -> float:
+        return forwarded.time - self.settings.reward.window_s - DECISION_SLACK_S
+
+    def _remember(self, decision_id: str) -> None:
+        self._learned[decision_id] = None
+        while len(self._learned) > self.max_remembered:
+            self._learned.popitem(last=False)
+
+    def _join(self, forwarded: Forwarded, row: DecisionRow) -> SharedUpdate | None:
+        outcome, update = self._judge(forwarded, row)
+        self.counts[outcome] += 1
+        if update is not None:
+            self.joined[row.decision_id] = forwarded.time
+            while len(self.joined) > self.max_remembered:
+                self.joined.popitem(last=False)
+            self.fresh.append((row.decision_id, forwarded.time))
+        return update
+
+    def _judge(self, forwarded: Forwarded, row: DecisionRow) -> tuple[str, SharedUpdate | None]:
+        """The outcome of joining ``forwarded`` with its decision, and the update to learn."""
+        report = forwarded.report
+        settings = self.settings
+        if row.tenant != report.tenant or row.model not in row.eligible:
+            return "unjoined", None
+        if forwarded.time - row.time > settings.reward.window_s:
+            return "late", None
+        served = report.model or row.model
+        if served != row.model:
+            return "off_policy", None
+        if row.arm != "default":
+            return "not_learned", None
+        if row.decision_id in self._learned or self._owner_learned(row.decision_id, row.time):
+            self._remember(row.decision_id)
+            return "duplicate", None
+        try:
+            spec = settings.catalog.get(served, field="model")
+            fragments = report_fragments(report, spec, settings.reward)
+            try:
+                objective = settings.objective(row.objective)
+            except InvalidArgument:
+                objective = settings.objective("")
+            reward = objective.reward(fragments)
+        except BanditrouteError:
+            return "not_learned", None
+        self._remember(row.decision_id)
+        learned = learnable(reward)
+        if learned is None:  # NaN: as the router, not learned
+            return "not_learned", None
+        update = SharedUpdate(
+            row.features, row.eligible, row.eligible.index(row.model), row.probability,
+            learned, row.decision_id,
+        )  # fmt: skip
+        return "learned", update
+
+    # -- the trainer's state ---------------------------------------------------------------------
+    def state(self) -> tuple[list[tuple[str, str, float, bytes]], dict[str, int]]:
+        """Rows to keep in the trainer's state (decision id, ``held`` or ``joined``, when,
+        the held row) and the counts."""
+        rows = [(d, "held", at, f.as_json()) for d, (f, at) in self.held.items()]
+        rows += [(d, "joined", at, b"") for d, at in self.joined.items()]
+        return rows, dict(self.counts)
+
+    def restore(
+        self, rows: Iterable[tuple[str, str, float, bytes]], counts: dict[str, int]
+    ) -> None:
+        """Take up the state :meth:`state` gave (a trainer taking over); a held row that
+        cannot be read is counted unjoined."""
+        for decision_id, kind, at, data in rows:
+            if kind == "joined":
+                self.joined[decision_id] = at
+                continue
+            try:
+                self.held[decision_id] = (Forwarded.from_line(data), at)
+            except ValueError:
+                self.counts["unjoined"] += 1
+        self.counts.update(counts)
+
+
+_DECISION_KEY = b',"k":"d","decision_id":"'
+
+
+def decision_id_of(line: bytes) -> str | None:
+    """The decision id of a stamped decision line (``{"n":N,"k":"d","decision_id":"..."``),
+    read without parsing the line; None for another kind of line."""
+    start = line.find(_DECISION_KEY, 0, 40)
+    if start < 0:
+        return None
+    start += len(_DECISION_KEY)
+    end = line.find(b'"', start, start + 80)
+    return None if end < 0 else line[start:end].decode("ascii", "replace")
+
+
+def is_forwarded(line: bytes) -> bool:
+    """Whether a stamped line is a feedback row a replica accepted for the trainer."""
+    return b',"k":"f",' in line[:40] and b'"disposition":"FOR_TRAINER"' in line
+
+
+def owner_tag(decision_id: str) -> str:
+    """The replica tag a decision id starts with."""
+    return decision_id[:REPLICA_TAG_HEX]
+
+
+__all__ = [
+    "HOLD_S", "MAX_HELD", "OUTCOMES", "DecisionRow", "Forwarded", "Joiner", "decision_id_of",
+    "is_forwarded", "owner_tag",
+]  # fmt: skip

@@ -1,0 +1,187 @@
+"""The trainer's join of feedback forwarded while a decision's owner was gone: learned once,
+deduplicated against the owner's own feedback, held within bounds (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from banditroute.cluster.joiner import DecisionRow, Forwarded, Joiner, decision_id_of
+from banditroute.cluster.outbox import stamp
+from banditroute.config import Settings, load_settings
+from banditroute.decisions import Disposition, FeedbackReport
+from banditroute.outcomes import Fragments
+from banditroute.store.journal_rows import decision_line, trainer_feedback_line
+from banditroute.store.records import DecisionRecord, FeedbackRecord
+
+T0 = 1_800_000_000.0
+TAG = "0123abcd"
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return load_settings()
+
+
+def decision(settings: Settings, index: int, *, tenant: str = "default") -> DecisionRow:
+    models = tuple(m.id for m in settings.catalog)[:3]
+    return DecisionRow(
+        decision_id=f"{TAG}{index:024x}", time=T0, tenant=tenant, objective="",
+        features={"length_chars": 10}, eligible=models, model=models[1], probability=0.5,
+        arm="default",
+    )  # fmt: skip
+
+
+def forwarded(row: DecisionRow, *, after_s: float = 1.0, model: str = "") -> Forwarded:
+    report = FeedbackReport(row.decision_id, model=model, quality=1.0, tenant="default")
+    return Forwarded(report, row.time + after_s)
+
+
+class Central:
+    """The decision rows the joiner may find, and the decisions the owner learned."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, DecisionRow] = {}
+        self.owner: set[str] = set()
+        self.lookups = 0
+
+    def find(self, decision_id: str, since: float) -> DecisionRow | None:
+        self.lookups += 1
+        row = self.rows.get(decision_id)
+        return row if row is not None and row.time >= since else None
+
+    def learned(self, decision_id: str, since: float) -> bool:
+        return decision_id in self.owner
+
+
+def make(settings: Settings, central: Central, **bounds: float) -> Joiner:
+    return Joiner(settings, central.find, central.learned, **bounds)  # type: ignore[arg-type]
+
+
+def test_feedback_waiting_for_its_decision_is_learned_once_when_it_arrives(
+    settings: Settings,
+) -> None:
+    """Forwarded feedback whose decision row has not arrived is held; when it arrives the
+    pair becomes one update (the decision's features, eligible set, choice and propensity,
+    the reward of the reported quality); a retry of the same feedback, and the owner's own
+    update for the decision, are duplicates and not learned."""
+    central = Central()
+    joiner = make(settings, central)
+    row = decision(settings, 1)
+    assert joiner.offer(forwarded(row), T0) is None
+    assert joiner.waiting_for(row.decision_id)
+    central.rows[row.decision_id] = row
+    update = joiner.arrived(row.decision_id)
+    assert update is not None
+    assert update.decision_id == row.decision_id
+    assert update.arms == row.eligible
+    assert update.chosen == 1
+    assert update.probability == 0.5
+    assert update.reward == pytest.approx(settings.objective("").reward(Fragments(1.0, None, None)))
+    assert joiner.offer(forwarded(row, after_s=5.0), T0) is None  # a client's retry
+    assert joiner.owner_update(row.decision_id) is False  # the owner, back, learned it too
+    assert joiner.counts["learned"] == 1
+    assert joiner.counts["duplicate"] == 1
+    assert joiner.duplicate_updates == 1
+    assert joiner.take_fresh() == [(row.decision_id, row.time + 1.0)]
+
+
+def test_feedback_the_owner_learned_first_is_a_duplicate(settings: Settings) -> None:
+    """The owner's update for a decision reached the trainer before forwarded feedback for
+    it (or the central log shows the owner learned it): the forwarded one is a duplicate."""
+    central = Central()
+    joiner = make(settings, central)
+    first, second = decision(settings, 1), decision(settings, 2)
+    central.rows |= {first.decision_id: first, second.decision_id: second}
+    assert joiner.owner_update(first.decision_id) is True
+    assert joiner.offer(forwarded(first), T0) is None
+    central.owner.add(second.decision_id)  # learned before this trainer took over
+    assert joiner.offer(forwarded(second), T0) is None
+    assert joiner.counts == {"duplicate": 2}
+    assert joiner.owner_update("") is True  # an update of an older replica: no id to check
+
+
+def test_held_feedback_is_bounded_in_count_and_time_and_then_counted_unjoined(
+    settings: Settings,
+) -> None:
+    """Forged or stale ids cannot make the trainer hold more than ``max_held`` rows, nor for
+    longer than ``hold_s``: the oldest are dropped and counted unjoined, never learned."""
+    central = Central()
+    joiner = make(settings, central, max_held=3, hold_s=100.0)
+    rows = [decision(settings, i) for i in range(5)]
+    for index, row in enumerate(rows):
+        assert joiner.offer(forwarded(row), T0 + index) is None
+    assert list(joiner.held) == [r.decision_id for r in rows[2:]]
+    assert joiner.counts["unjoined"] == 2
+    assert joiner.expire(T0 + 50.0) == 0
+    assert joiner.expire(T0 + 103.0) == 2  # held at T0+2 and T0+3; T0+4 stays until +100 s
+    assert joiner.expire(T0 + 104.0) == 1
+    assert not joiner.held
+    assert joiner.counts["unjoined"] == 5
+    central.rows[rows[0].decision_id] = rows[0]
+    assert joiner.arrived(rows[0].decision_id) is None  # no longer waited for
+    assert "learned" not in joiner.counts
+
+
+def test_feedback_that_does_not_match_its_decision_is_not_learned(settings: Settings) -> None:
+    """Another tenant's decision is as good as unknown (unjoined); feedback after the
+    decision's reward window is late; feedback naming a fallback model is off-policy; a
+    decision of another A/B arm is not the trainer's to learn."""
+    central = Central()
+    joiner = make(settings, central)
+    other = decision(settings, 1, tenant="acme")
+    late = decision(settings, 2)
+    fallback = decision(settings, 3)
+    arm = decision(settings, 4)
+    arm = DecisionRow(**{**arm.__dict__, "arm": "candidate"})
+    for row in (other, late, fallback, arm):
+        central.rows[row.decision_id] = row
+    assert joiner.offer(forwarded(other), T0) is None
+    assert joiner.offer(forwarded(late, after_s=settings.reward.window_s + 1), T0) is None
+    assert joiner.offer(forwarded(fallback, model=fallback.eligible[0]), T0) is None
+    assert joiner.offer(forwarded(arm), T0) is None
+    assert joiner.counts == {"unjoined": 1, "late": 1, "off_policy": 1, "not_learned": 1}
+    assert not joiner.joined
+
+
+def test_state_survives_a_takeover(settings: Settings) -> None:
+    """A trainer that takes over restores held feedback (joined when its decision arrives)
+    and the decisions learned from forwarded feedback (the owner's update for one is still a
+    duplicate), with the counts."""
+    central = Central()
+    joiner = make(settings, central)
+    learned, waiting = decision(settings, 1), decision(settings, 2)
+    central.rows[learned.decision_id] = learned
+    assert joiner.offer(forwarded(learned), T0) is not None
+    assert joiner.offer(forwarded(waiting), T0) is None
+    rows, counts = joiner.state()
+    again = make(settings, central)
+    again.restore(rows, counts)
+    assert again.owner_update(learned.decision_id) is False
+    central.rows[waiting.decision_id] = waiting
+    assert again.arrived(waiting.decision_id) is not None
+    assert again.counts["learned"] == 2
+
+
+def test_lines_are_recognised_without_parsing(settings: Settings) -> None:
+    """The trainer reads a decision line's id and a forwarded feedback line as the replica's
+    outbox writes them (stamped with their number)."""
+    models = tuple(m.id for m in settings.catalog)[:2]
+    record = DecisionRecord(
+        decision_id=f"{TAG}{7:024x}", time=T0, tenant="acme", request_id="", objective="",
+        prompt_hash="h", prompt=None, features={}, eligible=models,
+        probabilities=(0.5, 0.5), model=models[0], probability=0.5, policy_version="v",
+    )  # fmt: skip
+    assert decision_id_of(stamp(3, decision_line(record))) == record.decision_id
+    feedback = FeedbackRecord(
+        record.decision_id, T0 + 2, "", 0.5, None, 10, 20, 30.0, "OK", 0.0,
+        str(Disposition.FOR_TRAINER),
+    )  # fmt: skip
+    line = stamp(4, trainer_feedback_line(feedback, "acme"))
+    assert decision_id_of(line) is None
+    parsed = Forwarded.from_line(line)
+    assert parsed.time == pytest.approx(T0 + 2)
+    assert parsed.report == FeedbackReport(
+        record.decision_id, quality=0.5, input_tokens=10, output_tokens=20, latency_ms=30.0,
+        tenant="acme",
+    )  # fmt: skip
+    assert Forwarded.from_line(parsed.as_json()) == parsed
