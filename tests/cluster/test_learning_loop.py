@@ -15,14 +15,17 @@ import pytest
 import valkey
 
 from banditroute.cli import main
+from banditroute.cluster import replica_tag
 from banditroute.cluster.central import source_file
 from banditroute.cluster.events import Keys
 from banditroute.cluster.learning import ReplicaLearning
+from banditroute.cluster.orphans import FeedbackForTrainer
 from banditroute.cluster.outbox import Outbox, outbox_dir
 from banditroute.cluster.trainer import Trainer, build_learner
 from banditroute.config import Settings, load_settings
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
-from banditroute.router import Router
+from banditroute.errors import InvalidArgument, NotFound
+from banditroute.router import DecisionIds, Router
 from banditroute.store.memory import MemoryLog
 
 ERRORS = (valkey.exceptions.ValkeyError, OSError)
@@ -68,7 +71,10 @@ def make_replica(
             client=valkey_server.client(), follower_client=valkey_server.client(),
             snapshot_period_s=0.2, errors=ERRORS,
         )  # fmt: skip
-        router = Router(settings, build_learner(settings), learning.wrap(MemoryLog()))
+        router = Router(
+            settings, build_learner(settings), learning.wrap(MemoryLog()),
+            new_id=DecisionIds(prefix=replica_tag(name)),
+        )  # fmt: skip
         learning.attach(router, lambda: build_learner(settings))
         replica = Replica(router, learning)
         started.append(replica)
@@ -228,6 +234,56 @@ def test_a_standby_takes_over_and_learns_nothing_twice(
     con = duckdb.connect(str(source_file(tmp_path / "central.duckdb", "a")), read_only=True)
     feedback = con.execute("SELECT count(*), count(DISTINCT decision_id) FROM feedback").fetchone()
     assert feedback == (30, 30)
+
+
+def test_feedback_for_a_gone_replica_waits_for_its_decision_across_a_takeover(
+    make_replica: Callable[[str], Replica],
+    make_trainer: Callable[[], tuple[Trainer, threading.Event]],
+) -> None:
+    """Replica B accepts feedback for A's decisions (A gone) only as A would (a report out
+    of range is refused naming the field, an id no replica makes is NOT_FOUND) and ships it
+    with the caller's tenant. A's decision rows arrive only after the leader stopped: the
+    standby takes over the held feedback and learns each once when they arrive. A then hears
+    of the joins: the same feedback sent to A is a duplicate, sent to B again it is a
+    duplicate at the trainer, and the learner holds each decision once."""
+    a, b = make_replica("a"), make_replica("b")
+    b.learning.start()
+    accept = FeedbackForTrainer(b.router, b.learning.shipping_log).accept
+    decisions = [a.router.route(RouteQuery(prompt=p)).decision_id for p in PROMPTS]
+    with pytest.raises(NotFound):
+        accept(FeedbackReport("not-a-decision-id"))
+    with pytest.raises(InvalidArgument) as refused:
+        accept(FeedbackReport(decisions[0], quality=2.0))
+    assert refused.value.field == "quality"
+    for decision_id in decisions:
+        result = accept(FeedbackReport(decision_id, quality=1.0, cost_usd=0.001))
+        assert result.disposition == Disposition.FOR_TRAINER
+    first, stop_first = make_trainer()
+    wait_for(lambda: first.joiner is not None and len(first.joiner.held) == len(decisions)
+             and b.learning.shipper.backlog == 0, "the leader to hold B's feedback")  # fmt: skip
+    second, _ = make_trainer()
+    stop_first.set()
+    wait_for(second.leading.is_set, "the standby to lead")
+    a.learning.start()  # A's decision rows reach the trainer now
+    wait_for(lambda: second.policy is not None and second.policy.updates == len(decisions),
+             "the standby to join and learn the held feedback")  # fmt: skip
+    wait_for(lambda: a.learning.settle_joined() >= 0
+             and a.learning.settled_joined == len(decisions), "A to hear of the joins")  # fmt: skip
+    for decision_id in decisions:
+        retry = a.router.feedback(FeedbackReport(decision_id, quality=0.0))
+        assert retry.disposition == Disposition.IGNORED_DUPLICATE
+        assert accept(FeedbackReport(decision_id, quality=1.0)).disposition == (
+            Disposition.FOR_TRAINER
+        )
+    wait_for(lambda: a.learning.shipper.backlog == 0 and b.learning.shipper.backlog == 0,
+             "every row acknowledged")  # fmt: skip
+    assert second.joiner is not None
+    assert second.joiner.counts == {"learned": len(decisions), "duplicate": len(decisions)}
+    assert second.policy is not None
+    assert second.policy.updates == len(decisions)
+    wait_for(lambda: a.learning.follower.check() >= 0
+             and a.router.policy.updates == len(decisions), "A on the snapshot")  # fmt: skip
+    assert a.router.policy.updates == len(decisions)  # none learned twice on A either
 
 
 def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(

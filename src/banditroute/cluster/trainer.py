@@ -336,10 +336,11 @@ class Trainer:
         :data:`MAX_JOINED_READ` ids)."""
         if not joined:
             return
+        oldest = self._wall() - self.settings.reward.window_s - DECISION_SLACK_S
         by_tag: dict[str, dict[str, float]] = {}
         for decision_id, at in joined:
-            by_tag.setdefault(owner_tag(decision_id), {})[decision_id] = at
-        oldest = self._wall() - self.settings.reward.window_s - DECISION_SLACK_S
+            if at >= oldest:  # an owner's decision still pending, at most
+                by_tag.setdefault(owner_tag(decision_id), {})[decision_id] = at
         for tag, members in by_tag.items():
             key = self.keys.joined(tag)
             self._client.zadd(key, members)
