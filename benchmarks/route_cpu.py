@@ -1,6 +1,6 @@
 """CPU per Route and Feedback call in-process, through the servicer, against protobuf alone.
 
-Builds and starts the service as the server does (``build_service``: default VW policy, DuckDB
+Builds and starts the service as the server does (``build_service``: the default policy, DuckDB
 log behind its journal, audit chain, the maintenance thread that expires decisions and freezes
 the heap every second; port 0, a temporary log, no snapshot; no client ever connects),
 authenticates as the default tenant the way the AuthInterceptor does, and calls
@@ -9,10 +9,12 @@ serialized response. CPU is ``time.process_time`` (every thread of the process, 
 writer's work is counted). The baseline, measured in the same process, is protobuf alone:
 parsing the same request bytes and serializing a response of the same shape. With
 ``--semantic-cache PATH`` it measures a second service with ``features.semantic`` on (its
-table read from PATH, distilled there first if missing) and reports the difference. Usage::
+table read from PATH, distilled there first if missing) and reports the difference; with
+``--rounds N``, N pairs of runs (off, on) and the medians of their differences, since the
+difference is tens of µs and a shared machine's load moves each run by as much. Usage::
 
     python benchmarks/route_cpu.py [--calls 3000] [--json /tmp/route_cpu.json]
-        [--semantic-cache ~/.cache/banditroute/minilm-static.safetensors]
+        [--semantic-cache ~/.cache/banditroute/minilm-static.safetensors [--rounds 3]]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +40,8 @@ from banditroute.v1 import router_pb2 as pb
 
 MAX_CALLS = 100_000
 """Upper bound on --calls, so a run stays bounded."""
+MAX_ROUNDS = 20
+"""Upper bound on --rounds."""
 WARM_UP_CALLS = 500
 """Routes (and Feedbacks) before measuring: VW, regex caches and the log writer settle."""
 
@@ -163,9 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         choices=("vw", "linucb", "uniform"),
         help="also measure with this [policy] kind (the default is costaware)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --semantic-cache: measure off then on this many times, report the medians",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.calls <= MAX_CALLS:
         parser.error(f"--calls must be in 1..{MAX_CALLS}")
+    if not 0 < args.rounds <= MAX_ROUNDS:
+        parser.error(f"--rounds must be in 1..{MAX_ROUNDS}")
     result: dict[str, Any] = run(args.calls)
     _print(result)
     if args.compare_policy:
@@ -178,18 +191,41 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = {**result, args.compare_policy: other}
     if args.semantic_cache:
-        semantic = run(args.calls, args.semantic_cache)
-        print("with features.semantic on:")
-        _print(semantic)
-        print(
-            f"semantic features add {semantic['route_us'] - result['route_us']:.1f} µs CPU per "
-            f"Route (calling thread {semantic['route_thread_us'] - result['route_thread_us']:.1f})"
-        )
-        result = {**result, "semantic": semantic}
+        result = {**result, **_semantic(args.calls, args.semantic_cache, args.rounds, result)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+_ADDED = ("route_us", "route_thread_us", "feedback_us", "feedback_thread_us")
+
+
+def _semantic(calls: int, cache: Path, rounds: int, off: dict[str, Any]) -> dict[str, Any]:
+    """Semantic features on against off: ``rounds`` pairs of runs, off then on (the first
+    off run is ``off``), so a change in the machine's load hits both; the medians of the
+    per-pair differences."""
+    pairs: list[dict[str, float]] = []
+    for round_ in range(rounds):
+        base = off if round_ == 0 else run(calls)
+        semantic = run(calls, cache)
+        print(f"round {round_ + 1}, with features.semantic on:")
+        _print(semantic)
+        pairs.append({key: semantic[key] - base[key] for key in _ADDED})
+        print(
+            f"semantic features add {pairs[-1]['route_us']:.1f} µs CPU per Route (calling "
+            f"thread {pairs[-1]['route_thread_us']:.1f}), {pairs[-1]['feedback_us']:.1f} per "
+            f"Feedback (calling thread {pairs[-1]['feedback_thread_us']:.1f})"
+        )
+    added = {key: statistics.median(pair[key] for pair in pairs) for key in _ADDED}
+    if rounds > 1:
+        print(
+            f"median of {rounds} rounds: semantic features add {added['route_us']:.1f} µs CPU "
+            f"per Route (calling thread {added['route_thread_us']:.1f}), "
+            f"{added['feedback_us']:.1f} per Feedback (calling thread "
+            f"{added['feedback_thread_us']:.1f})"
+        )
+    return {"semantic": semantic, "semantic_rounds": pairs, "semantic_added_median": added}
 
 
 def _print(result: dict[str, float]) -> None:

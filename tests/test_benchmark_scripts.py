@@ -178,3 +178,10 @@ def test_ope_accuracy_keeps_the_servers_failed_calls(
     ope_accuracy.keep_server_log(stderr, tmp_path / "other.duckdb", keep=False)
     assert capsys.readouterr().err == ""
     assert not (tmp_path / "other.serve.stderr").exists()
+
+
+def test_route_cpu_bounds_its_rounds() -> None:
+    """--rounds outside 1..MAX_ROUNDS is an error naming the argument."""
+    for bad in ("0", str(route_cpu.MAX_ROUNDS + 1)):
+        with pytest.raises(SystemExit):
+            route_cpu.main(["--calls", "5", "--rounds", bad])

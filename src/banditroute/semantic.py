@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from banditroute.config import Settings
 from banditroute.features import Embedder
+from banditroute.policies.costaware import SEMANTIC_DIMS
 
 
-def semantic_embedder(settings: Settings) -> Embedder | None:
-    """The static embedder (loaded from its cache file, or distilled there first), or None
-    when the semantic features are off. Imported lazily: off, nothing of it is loaded."""
+def semantic_embedder(settings: Settings, components: int = SEMANTIC_DIMS) -> Embedder | None:
+    """The static embedder (loaded from its cache file, or distilled there first), giving the
+    first ``components`` of each embedding (by default the :data:`SEMANTIC_DIMS` the policy
+    reads: the features and the log hold no more than that), or None when the semantic
+    features are off. Imported lazily: off, nothing of it is loaded."""
     if not settings.features.semantic:
         return None
     from banditroute.embedding import shared_embedder
 
-    return shared_embedder(settings.features.semantic_cache)
+    embedder = shared_embedder(settings.features.semantic_cache)
+    return embedder.leading(min(components, embedder.dims))

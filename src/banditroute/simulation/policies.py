@@ -82,6 +82,14 @@ def semantic_dims(settings: Settings) -> int:
     return SEMANTIC_DIMS if settings.features.semantic else 0
 
 
+def embedding_components(name: str) -> int:
+    """Embedding components the features must hold for policy ``name``: the service's
+    :data:`SEMANTIC_DIMS`, or more for a ``costaware:semantic_dims=N`` asking for more."""
+    if name.startswith("costaware:"):
+        return max(SEMANTIC_DIMS, int(costaware_settings(name).get("semantic_dims", 0)))
+    return SEMANTIC_DIMS
+
+
 def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") -> str:
     """The name if it is a known policy for this catalogue; ConfigError naming ``arg``."""
     if name in NAMED_POLICIES or name == "fixed":

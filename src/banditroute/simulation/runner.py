@@ -34,7 +34,7 @@ from banditroute.router import Router
 from banditroute.semantic import semantic_embedder
 from banditroute.simulation.catalog import RunCatalog
 from banditroute.simulation.environment import LatencyModel, ReplayEnvironment
-from banditroute.simulation.policies import OraclePolicy, build_policy
+from banditroute.simulation.policies import OraclePolicy, build_policy, embedding_components
 from banditroute.simulation.tables import FloatMatrix, IntVector, OutcomeTable
 from banditroute.store.base import COMMITTED, Commit, EventLog
 from banditroute.store.memory import MemoryLog
@@ -208,7 +208,7 @@ def warm_log(spec: RunSpec, warm: WarmStart, seed: int) -> list[LoggedOutcome]:
     latency = warm_latency.sample(warm.outcomes.output_tokens, seed + 7_919)
     rng = np.random.default_rng([seed, 0x3A7])
     feature_chars = spec.settings.server.feature_chars
-    embedder = semantic_embedder(spec.settings)
+    embedder = semantic_embedder(spec.settings, embedding_components(spec.policy))
     log: list[LoggedOutcome] = []
     for i in rng.permutation(table.n_prompts):
         features = extract(table.prompts[i], feature_chars=feature_chars, embedder=embedder)
@@ -333,6 +333,7 @@ def run_seed(
         clock=clock,
         new_id=lambda: f"{seed}-{next(steps):07d}",
         seed=seed,
+        embedder=semantic_embedder(spec.settings, embedding_components(spec.policy)),
     )
     objective = spec.settings.objective(SIMULATION_OBJECTIVE)
     pacer = router.pacer(objective)  # the router prices each decision at its multiplier
