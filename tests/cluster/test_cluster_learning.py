@@ -354,7 +354,8 @@ def test_feedback_for_a_killed_replicas_decisions_is_learned_once_by_the_trainer
     cluster: Cluster, valkey_server: Any
 ) -> None:
     """Replica A routes decisions, ships them and is killed (SIGKILL). Feedback for them sent
-    to replica B once A's heartbeats stopped is acknowledged (FOR_TRAINER) and the trainer
+    to replica B once A's heartbeats stopped is acknowledged (FOR_TRAINER; an id whose tag no
+    replica of the cluster ever had is NOT_FOUND) and the trainer
     joins each with A's decision row and learns it exactly once. A restarted with the same
     replica_id hears of the joins: the same feedback re-sent to A is a duplicate there, and
     the trainer still holds each update once."""
@@ -387,6 +388,11 @@ def test_feedback_for_a_killed_replicas_decisions_is_learned_once_by_the_trainer
             ]
 
     assert send(b.address) == [pb.FEEDBACK_DISPOSITION_FOR_TRAINER] * count
+    with grpc.insecure_channel(b.address) as channel, pytest.raises(grpc.RpcError) as unknown:
+        stub(channel).Feedback(  # well-formed, but no replica of the cluster makes such ids
+            pb.FeedbackRequest(decision_id="f" * 32, quality=1.0), timeout=CALL_TIMEOUT_S
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     snapshot = valkey_server.client()
     wait_for(lambda: int(snapshot.hget("banditroute:snapshot", "updates") or 0) >= count,
              "the trainer to learn the forwarded feedback")  # fmt: skip

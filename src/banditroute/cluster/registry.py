@@ -7,6 +7,8 @@ when the server is gone use the last count known; feedback for a decision anothe
 is forwarded to the address :meth:`Registry.address_of` gives. The beat also reads the
 server's *epoch*, a random token the first replica writes: a new epoch means the server lost
 its data, and every replica writes its shared figures again (:meth:`Registry.on_renewed`).
+The beat also adds the replica's decision-id tag to the set of tags the cluster has known
+(:meth:`Registry.has_tag`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from banditroute.cluster import replica_tag
 from banditroute.cluster.connection import ClusterLink
 
 log = structlog.get_logger(__name__)
@@ -35,6 +38,7 @@ if #gone > 0 then
   redis.call('ZREM', KEYS[1], unpack(gone))
   redis.call('HDEL', KEYS[2], unpack(gone))
 end
+redis.call('SADD', KEYS[4], ARGV[5])
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then
   epoch = ARGV[4]
@@ -64,6 +68,7 @@ class Registry:
         self._link = link
         self.address = address
         self._keys = [link.key("replicas"), link.key("replica-addresses"), link.key("epoch")]
+        self._tags_key = link.key("replica-tags")
         self._beat = link.script(_BEAT)
         self._leave = link.script(_LEAVE)
         self._lock = threading.Lock()
@@ -81,8 +86,9 @@ class Registry:
         """Say this replica is alive; returns the replicas alive (the last known count when
         the server cannot be reached)."""
         rid = self._link.replica_id
-        args = [rid, self.address, self._ttl_ms, secrets.token_hex(8)]
-        reply = self._link.try_call(lambda client: self._beat(keys=self._keys, args=args))
+        args = [rid, self.address, self._ttl_ms, secrets.token_hex(8), replica_tag(rid)]
+        keys = [*self._keys, self._tags_key]
+        reply = self._link.try_call(lambda client: self._beat(keys=keys, args=args))
         if reply is None:
             return self._alive
         count, epoch = int(reply[0]), _text(reply[1])
@@ -113,6 +119,13 @@ class Registry:
         if not found:
             return {}
         return {_text(rid): _text(address) for rid, address in found.items()}
+
+    def has_tag(self, tag: str) -> bool | None:
+        """Whether a replica with decision-id tag ``tag`` has ever beaten here (None when the
+        server cannot be reached): feedback for a gone replica's decision is accepted only
+        for a tag the cluster has known."""
+        found = self._link.try_call(lambda client: client.sismember(self._tags_key, tag))
+        return None if found is None else bool(found)
 
     def address_of(self, replica_id: str) -> str | None:
         """The gRPC address of an alive replica (None if unknown, gone, or the server cannot

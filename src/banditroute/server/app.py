@@ -432,7 +432,7 @@ def cluster_peers(cluster: ClusterReplica) -> ReplicaPeers:
     """The other replicas, for forwarding Feedback (addresses from the registry)."""
     from banditroute.server.replica_peers import ReplicaPeers
 
-    return ReplicaPeers(cluster.replica_id, cluster.registry.members)
+    return ReplicaPeers(cluster.replica_id, cluster.registry.members, cluster.registry.has_tag)
 
 
 def advertised_address(host: str, port: int) -> str:

@@ -40,9 +40,15 @@ class OwnerGone(NotFound):
 class ReplicaPeers:
     """This replica's view of the others' addresses, keyed by their tags."""
 
-    def __init__(self, replica_id: str, members: Callable[[], dict[str, str]]) -> None:
+    def __init__(
+        self,
+        replica_id: str,
+        members: Callable[[], dict[str, str]],
+        known: Callable[[str], bool | None] = lambda tag: None,
+    ) -> None:
         self.tag = replica_tag(replica_id)
         self._members = members
+        self._known = known
         self._addresses: dict[str, str] = {}
         self._read_at = float("-inf")
         self._lock = threading.Lock()
@@ -62,7 +68,8 @@ class ReplicaPeers:
     def owner(self, decision_id: str, context: grpc.ServicerContext) -> str | None:
         """The address to relay a Feedback for ``decision_id`` to, or None to answer it here
         (this replica's decision, a relayed call, or an id no replica made). OwnerGone when
-        the replica that made it is not alive in the registry."""
+        the replica that made it is not alive in the registry; NotFound when no replica of
+        the cluster ever had its tag (``known`` says, None when it cannot tell)."""
         tag = decision_id[:REPLICA_TAG_HEX]
         if (
             tag == self.tag
@@ -72,6 +79,12 @@ class ReplicaPeers:
         ):
             return None
         address = self._address(tag)
+        if address is None and self._known(tag) is False:
+            raise NotFound(
+                "decision_id: no pending decision with this id (no replica of this cluster "
+                "makes ids like it)",
+                field="decision_id",
+            )
         if address is None:
             raise OwnerGone(
                 "decision_id: made by a replica that is not alive now (stopped, or its "
