@@ -3,6 +3,9 @@ deduplicated against the owner's own feedback, held within bounds (no server nee
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import orjson
 import pytest
 
 from banditroute.cluster.joiner import DecisionRow, Forwarded, Joiner, decision_id_of
@@ -185,3 +188,36 @@ def test_lines_are_recognised_without_parsing(settings: Settings) -> None:
         tenant="acme",
     )  # fmt: skip
     assert Forwarded.from_line(parsed.as_json()) == parsed
+
+
+def test_a_replicas_lines_become_each_decisions_update_once(settings: Settings) -> None:
+    """Lines as the trainer reads them: a forwarded row is held, the owner's decision line
+    releases it as an update, the owner's own update line for that decision is then not
+    learned (another decision's is), and an unreadable update line is refused."""
+    central = Central()
+    joiner = make(settings, central)
+    row = decision(settings, 1)
+    models = row.eligible
+    record = DecisionRecord(
+        decision_id=row.decision_id, time=T0, tenant="default", request_id="", objective="",
+        prompt_hash="h", prompt=None, features=row.features, eligible=models,
+        probabilities=(0.25, 0.5, 0.25), model=row.model, probability=0.5, policy_version="v",
+    )  # fmt: skip
+    feedback = FeedbackRecord(
+        row.decision_id, T0 + 1, "", 1.0, None, None, None, None, "OK", 0.0,
+        str(Disposition.FOR_TRAINER),
+    )  # fmt: skip
+    assert joiner.update_of(stamp(1, trainer_feedback_line(feedback, "default")), T0) is None
+    central.rows[row.decision_id] = row
+    released = joiner.update_of(stamp(2, decision_line(record)), T0)
+    assert released is not None
+    assert released.decision_id == row.decision_id
+
+    def update_line(seq: int, decision_id: str) -> bytes:
+        update = replace(released, decision_id=decision_id)
+        return stamp(seq, orjson.dumps({"k": "u", **update.as_dict()}) + b"\n")
+
+    assert joiner.update_of(update_line(3, row.decision_id), T0) is None
+    assert joiner.update_of(update_line(4, f"{TAG}{2:024x}"), T0) is not None
+    with pytest.raises(ValueError, match="malformed"):
+        joiner.update_of(stamp(5, b'{"k":"u","arms":[]}\n'), T0)

@@ -174,6 +174,23 @@ class Joiner:
         self._remember(decision_id)
         return True
 
+    # -- a replica's line ------------------------------------------------------------------------
+    def update_of(self, line: bytes, now: float) -> SharedUpdate | None:
+        """The update one of a replica's lines makes the learner learn, if any: the replica's
+        own update (unless its decision was learned already), or forwarded feedback joined
+        with its decision (the feedback's line, or the decision row it waited for).
+        ValueError for an update or forwarded row that cannot be read."""
+        if is_update(line):
+            update = SharedUpdate.from_dict(orjson.loads(line))
+            return update if self.owner_update(update.decision_id) else None
+        if self.held:
+            decision_id = decision_id_of(line)
+            if decision_id is not None and decision_id in self.held:
+                return self.arrived(decision_id)
+        if is_forwarded(line):
+            return self.offer(Forwarded.from_line(line), now)
+        return None
+
     # -- forwarded feedback ----------------------------------------------------------------------
     def offer(self, forwarded: Forwarded, now: float) -> SharedUpdate | None:
         """A forwarded row arrives: the update to learn if it joins now, else None (held, or
@@ -321,6 +338,11 @@ def decision_id_of(line: bytes) -> str | None:
     return None if end < 0 else line[start:end].decode("ascii", "replace")
 
 
+def is_update(line: bytes) -> bool:
+    """Whether a stamped line is a learning update (``k`` = ``u``)."""
+    return b',"k":"u",' in line[:40]
+
+
 def is_forwarded(line: bytes) -> bool:
     """Whether a stamped line is a feedback row a replica accepted for the trainer."""
     return b',"k":"f",' in line[:40] and b'"disposition":"FOR_TRAINER"' in line
@@ -333,5 +355,5 @@ def owner_tag(decision_id: str) -> str:
 
 __all__ = [
     "HOLD_S", "MAX_HELD", "OUTCOMES", "DecisionRow", "Forwarded", "Joiner", "decision_id_of",
-    "is_forwarded", "owner_tag",
+    "is_forwarded", "is_update", "owner_tag",
 ]  # fmt: skip

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from banditroute.cluster import REPLICA_TAG_HEX
 from banditroute.cluster.events import Keys
 from banditroute.decisions import Disposition, FeedbackReport, FeedbackResult
 from banditroute.errors import NotFound
@@ -111,4 +112,24 @@ def joined_ids(client: Any, keys: Keys, tag: str) -> list[str]:
     return [m.decode() if isinstance(m, bytes) else str(m) for m in raw][:MAX_JOINED_READ]
 
 
-__all__ = ["DECISION_ID_HEX", "FeedbackForTrainer", "joined_ids", "well_formed"]
+def announce_joins(
+    client: Any, keys: Keys, joined: Iterable[tuple[str, float]], oldest: float
+) -> None:
+    """Tell the owners which of their decisions the trainer learned from forwarded feedback
+    (decision id, when it was accepted): a sorted set per replica tag, trimmed to those
+    accepted since ``oldest`` (an owner's decision still pending, at most) and the newest
+    :data:`MAX_JOINED_READ`."""
+    by_tag: dict[str, dict[str, float]] = {}
+    for decision_id, at in joined:
+        if at >= oldest:
+            by_tag.setdefault(decision_id[:REPLICA_TAG_HEX], {})[decision_id] = at
+    for tag, members in by_tag.items():
+        key = keys.joined(tag)
+        client.zadd(key, members)
+        client.zremrangebyscore(key, "-inf", oldest)
+        client.zremrangebyrank(key, 0, -MAX_JOINED_READ - 1)
+
+
+__all__ = [
+    "DECISION_ID_HEX", "FeedbackForTrainer", "announce_joins", "joined_ids", "well_formed",
+]  # fmt: skip

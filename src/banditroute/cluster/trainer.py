@@ -48,16 +48,9 @@ from banditroute import warm_start
 from banditroute.cluster.central import CentralLog, Lineage, valid_source
 from banditroute.cluster.changes import Change, ChangeDesk, Outcome
 from banditroute.cluster.events import Batch, Keys, decode_batch
-from banditroute.cluster.joiner import (
-    DECISION_SLACK_S,
-    Forwarded,
-    Joiner,
-    decision_id_of,
-    is_forwarded,
-    owner_tag,
-)
+from banditroute.cluster.joiner import DECISION_SLACK_S, Joiner
 from banditroute.cluster.leader import LeaderLock
-from banditroute.cluster.orphans import MAX_JOINED_READ
+from banditroute.cluster.orphans import announce_joins
 from banditroute.cluster.recipes import build_recipe, restore_recipe
 from banditroute.config import Settings
 from banditroute.policies.base import Policy
@@ -79,10 +72,6 @@ RETRY_S = 1.0
 def build_learner(settings: Settings) -> Policy:
     """A fresh learner of the configured default policy (what a snapshot restores into)."""
     return build_recipe("", settings)
-
-
-def _is_update(line: bytes) -> bool:
-    return b',"k":"u",' in line[:40]
 
 
 class Trainer:
@@ -304,48 +293,19 @@ class Trainer:
         return learned
 
     def _update_of(self, source: str, seq: int, data: bytes) -> SharedUpdate | None:
-        """The update a line makes the learner learn, if any: the replica's own update
-        (unless its decision was learned already), or forwarded feedback joined with its
-        decision (the line itself, or the decision row it waited for)."""
-        joiner = self.joiner
-        assert joiner is not None
-        if _is_update(data):
-            try:
-                update = SharedUpdate.from_dict(orjson.loads(data))
-            except (ValueError, orjson.JSONDecodeError) as exc:
-                log.error("trainer_update_malformed", source=source, seq=seq,
-                          error=str(exc)[:200])  # fmt: skip
-                return None
-            return update if joiner.owner_update(update.decision_id) else None
-        if joiner.held:
-            decision_id = decision_id_of(data)
-            if decision_id is not None and joiner.waiting_for(decision_id):
-                return joiner.arrived(decision_id)
-        if is_forwarded(data):
-            try:
-                forwarded = Forwarded.from_line(data)
-            except ValueError as exc:
-                log.error("trainer_forwarded_malformed", source=source, seq=seq, error=str(exc))
-                return None
-            return joiner.offer(forwarded, self._wall())
-        return None
+        """The update a line makes the learner learn, if any (:meth:`Joiner.update_of`)."""
+        assert self.joiner is not None
+        try:
+            return self.joiner.update_of(data, self._wall())
+        except ValueError as exc:
+            log.error("trainer_line_malformed", source=source, seq=seq, error=str(exc)[:200])
+            return None
 
     def _announce(self, joined: list[tuple[str, float]]) -> None:
         """Tell the owners which of their decisions the trainer learned from forwarded
-        feedback (a sorted set per replica tag, trimmed to the reward window and
-        :data:`MAX_JOINED_READ` ids)."""
-        if not joined:
-            return
+        feedback (:func:`~banditroute.cluster.orphans.announce_joins`)."""
         oldest = self._wall() - self.settings.reward.window_s - DECISION_SLACK_S
-        by_tag: dict[str, dict[str, float]] = {}
-        for decision_id, at in joined:
-            if at >= oldest:  # an owner's decision still pending, at most
-                by_tag.setdefault(owner_tag(decision_id), {})[decision_id] = at
-        for tag, members in by_tag.items():
-            key = self.keys.joined(tag)
-            self._client.zadd(key, members)
-            self._client.zremrangebyscore(key, "-inf", oldest)
-            self._client.zremrangebyrank(key, 0, -MAX_JOINED_READ - 1)
+        announce_joins(self._client, self.keys, joined, oldest)
 
     def checkpoint(self) -> None:
         """Commit what was learned (marks and learner together), then acknowledge to each
