@@ -3,13 +3,17 @@
     banditroute promote --log var/banditroute.duckdb --candidate costaware --margin 0.01
     BANDITROUTE_API_KEY=... banditroute promote --server 127.0.0.1:50051 --candidate fixed:M
     BANDITROUTE_API_KEY=... banditroute promote --server 127.0.0.1:50051 --rollback
+    BANDITROUTE_API_KEY=... banditroute promote --server router.internal:50051 \
+        --tls-ca ca.crt [--tls-cert me.crt --tls-key me.key] --candidate fixed:M
 
 With ``--log`` the gate runs here (:mod:`banditroute.promotion`) and prints the evidence: a
 dry run that changes nothing (exit 0 when the candidate clears, 1 when refused), and with
 ``--save-snapshot`` writes the warmed candidate's snapshot. With ``--server`` the running
 server gates the candidate on its own log (the PromotePolicy RPC), writes the evidence to its
 audit log and, if it clears, serves it; ``--rollback`` calls RollbackPolicy. The admin key
-comes from ``$BANDITROUTE_API_KEY`` (never the command line, which other users can read).
+comes from ``$BANDITROUTE_API_KEY`` (never the command line, which other users can read). A
+server serving TLS needs ``--tls-ca`` (or ``--tls``: the system's roots), and
+``--tls-cert``/``--tls-key`` when it requires client certificates.
 Heavy imports wait for the handler, so ``--help`` stays quick.
 """
 
@@ -21,10 +25,15 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from banditroute.cli_replay import check_tolerance, tolerance_argument
 from banditroute.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import grpc
+
+    from banditroute.client.channels import ChannelOptions
 
 KEY_VARIABLE = "BANDITROUTE_API_KEY"
 RPC_TIMEOUT_S = 600.0
@@ -65,6 +74,15 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--rollback", action="store_true", help="with --server: put the previous policy back"
     )
+    tls = parser.add_argument_group("TLS (with --server; any of these turns TLS on)")
+    tls.add_argument("--tls", action="store_true", help="TLS, trusting the system's roots")
+    tls.add_argument("--tls-ca", type=Path, metavar="FILE", help="TLS, trusting this CA (PEM)")
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate (mTLS)")
+    tls.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (mTLS)")
+    tls.add_argument(
+        "--tls-server-name", default="", metavar="NAME",
+        help="the name the server's certificate must hold (default: --server's host)",
+    )  # fmt: skip
     parser.set_defaults(handler=run_promote)
 
 
@@ -95,6 +113,9 @@ def _check(args: argparse.Namespace) -> None:
             "--rollback: needs --server (the running server keeps the previous policy)",
             field="--rollback",
         )
+    tls_args = (args.tls, args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    if args.server is None and any(tls_args):
+        raise InvalidArgument("--tls: the TLS arguments go with --server", field="--tls")
     if not args.rollback and not args.candidate:
         raise InvalidArgument("--candidate: required (or --rollback)", field="--candidate")
 
@@ -130,16 +151,37 @@ def run_promote(args: argparse.Namespace) -> int:
     return 0 if evidence.promoted else 1
 
 
+def _channel_security(
+    args: argparse.Namespace,
+) -> tuple[bool | grpc.ChannelCredentials, ChannelOptions]:
+    """The channel's TLS credentials (False: plaintext) and options, from the --tls arguments;
+    ConfigError naming the argument for an unreadable file."""
+    from banditroute.client.channels import server_name_option, tls_credentials
+
+    files = {"--tls-ca": args.tls_ca, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
+    if not (args.tls or any(files.values())):
+        if args.tls_server_name:
+            raise InvalidArgument(
+                "--tls-server-name: only with TLS (--tls-ca or --tls)", field="--tls-server-name"
+            )
+        return False, ()
+    named = {arg: None if path is None else (arg, path) for arg, path in files.items()}
+    credentials = tls_credentials(named["--tls-ca"], named["--tls-cert"], named["--tls-key"])
+    return credentials, server_name_option(args.tls_server_name)
+
+
 def _remote(args: argparse.Namespace) -> int:
     """PromotePolicy or RollbackPolicy on a running server."""
     import grpc
 
+    from banditroute.client.channels import open_channel
     from banditroute.v1 import router_pb2 as pb
     from banditroute.v1 import router_pb2_grpc as pb_grpc
 
     key = os.environ.get(KEY_VARIABLE, "")
     metadata = (("x-api-key", key),) if key else ()
-    with grpc.insecure_channel(args.server) as channel:
+    tls, options = _channel_security(args)
+    with open_channel(args.server, tls, options) as channel:
         stub = pb_grpc.RouterServiceStub(channel)
         try:
             if args.rollback:
@@ -159,7 +201,13 @@ def _remote(args: argparse.Namespace) -> int:
                 timeout=RPC_TIMEOUT_S,
             )
         except grpc.RpcError as error:
-            print(f"banditroute promote: error: {error.code().name}: {error.details()}",
+            hint = ""
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                hint = (
+                    "\n(is --server right? A server serving TLS needs --tls-ca FILE or --tls, "
+                    "and --tls-cert/--tls-key when it requires client certificates)"
+                )
+            print(f"banditroute promote: error: {error.code().name}: {error.details()}{hint}",
                   file=sys.stderr)  # fmt: skip
             return 2
 

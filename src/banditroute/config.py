@@ -197,7 +197,12 @@ class ClusterSettings:
     ``connect_timeout_s`` a connection attempt; after a failure the replica is degraded and
     tries the server again ``retry_s`` later. ``heartbeat_s``: how often a replica says it is
     alive (it counts as gone after three missed beats); ``snapshot_period_s``: how often
-    the trainer publishes a policy snapshot and replicas look for a newer one."""
+    the trainer publishes a policy snapshot and replicas look for a newer one.
+
+    With ``[tls]``, Feedback relayed to the replica that made the decision goes over TLS too:
+    the other replica's certificate must be signed by ``peer_ca_file`` (default:
+    ``tls.client_ca_file``) and name ``peer_server_name`` (default: the host of the address
+    it registered), and this replica presents its own certificate for mutual TLS."""
 
     url: str = ""
     replica_id: str = ""
@@ -207,6 +212,8 @@ class ClusterSettings:
     retry_s: float = 1.0
     heartbeat_s: float = 1.0
     snapshot_period_s: float = 5.0
+    peer_ca_file: Path | None = None
+    peer_server_name: str = ""
     log_path: str = field(default="", compare=False)
     """The replica's decision log ([log] path, not a key of [cluster]): the default
     ``replica_id`` is derived from it, so a replica restarted on its log is the same replica
@@ -249,11 +256,13 @@ def check_cluster_url(url: str, where: str = "cluster.url") -> str:
     return url
 
 
-def _cluster(table: Mapping[str, Any], log_path: Path) -> ClusterSettings:
+def _cluster(table: Mapping[str, Any], log_path: Path, tls: TLSSettings) -> ClusterSettings:
     if "log_path" in table:
         raise ConfigError("cluster: unknown key(s) log_path", field="cluster")
-    cluster: ClusterSettings = _build(ClusterSettings, table, "cluster")
+    cluster: ClusterSettings = _build(ClusterSettings, table, "cluster", peer_ca_file=Path)
     cluster = replace(cluster, log_path=str(log_path))
+    if cluster.peer_ca_file is None and tls.enabled:
+        cluster = replace(cluster, peer_ca_file=tls.client_ca_file)
     _positive("cluster", timeout_s=cluster.timeout_s, connect_timeout_s=cluster.connect_timeout_s,
               retry_s=cluster.retry_s, heartbeat_s=cluster.heartbeat_s,
               snapshot_period_s=cluster.snapshot_period_s)  # fmt: skip
@@ -268,6 +277,12 @@ def _cluster(table: Mapping[str, Any], log_path: Path) -> ClusterSettings:
     if len(rid) > 128 or not all(c.isalnum() or c in "-_.:" for c in rid):
         raise ConfigError(
             "cluster.replica_id: at most 128 letters, digits or -_.:", field="cluster.replica_id"
+        )
+    name = cluster.peer_server_name
+    if len(name) > 253 or not all(c.isalnum() or c in "-." for c in name):
+        raise ConfigError(
+            "cluster.peer_server_name: a host name (at most 253 letters, digits, - or .)",
+            field="cluster.peer_server_name",
         )
     return cluster
 
@@ -309,6 +324,7 @@ class Settings:
                 "replicas instead of workers)",
                 field="server.workers",
             )
+        self._check_peer_tls()
         if self.policy.kind == "fixed" and self.policy.fixed_model not in self.catalog:
             raise ConfigError(
                 f"policy.fixed_model: {self.policy.fixed_model!r} is not in the catalogue",
@@ -336,6 +352,27 @@ class Settings:
                 f"objective: unknown profile {key!r} (known: {', '.join(sorted(self.objectives))})",
                 field="objective",
             ) from None
+
+    def _check_peer_tls(self) -> None:
+        """The relay between replicas uses TLS exactly when the server does (never plaintext
+        beside a TLS port), so it needs a CA to check the other replicas' certificates."""
+        cluster = self.cluster
+        if not self.tls.enabled:
+            for key, value in (("peer_ca_file", cluster.peer_ca_file),
+                               ("peer_server_name", cluster.peer_server_name)):  # fmt: skip
+                if value:
+                    raise ConfigError(
+                        f"cluster.{key}: only with [tls] cert_file/key_file (replicas relay "
+                        "Feedback to each other over TLS exactly when they serve TLS)",
+                        field=f"cluster.{key}",
+                    )
+        elif cluster.enabled and cluster.peer_ca_file is None:
+            raise ConfigError(
+                "cluster.peer_ca_file: needed with [tls] on a cluster replica: the CA that "
+                "signed the other replicas' certificates, which Feedback relayed to them is "
+                "checked against (default: tls.client_ca_file, not set here)",
+                field="cluster.peer_ca_file",
+            )
 
     def with_overrides(
         self,
@@ -654,7 +691,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         policies=policies,
         tls=tls,
         features=features,
-        cluster=_cluster(_table(merged, "cluster"), log.path),
+        cluster=_cluster(_table(merged, "cluster"), log.path, tls),
         sessions=sessions,
         source=source,
     )

@@ -4,8 +4,6 @@ require_client_auth it also refuses clients without a certificate signed by its 
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cert_helpers import Pem, issue
 
 from banditroute.config import settings_from_mapping
 from banditroute.errors import ConfigError
@@ -25,59 +20,6 @@ from banditroute.v1 import router_pb2 as pb
 
 FAIL_TIMEOUT_S = 5.0
 """Deadline of calls expected to fail in the handshake (they fail well before it)."""
-
-
-@dataclass(frozen=True)
-class Pem:
-    """A certificate and its private key, PEM-encoded, and where they were written."""
-
-    cert: bytes
-    key: bytes
-    cert_file: Path
-    key_file: Path
-
-
-def _issue(
-    folder: Path,
-    name: str,
-    *,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
-    ca: bool = False,
-    server: bool = False,
-) -> tuple[Pem, x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A P-256 certificate for ``name``, self-signed unless ``issuer`` (cert, key) signs it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject if issuer is None else issuer[0].subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    signer = key if issuer is None else issuer[1]
-    cert = builder.sign(signer, hashes.SHA256())
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
-    cert_file.write_bytes(cert_pem)
-    key_file.write_bytes(key_pem)
-    return Pem(cert_pem, key_pem, cert_file, key_file), cert, key
 
 
 @dataclass(frozen=True)
@@ -95,10 +37,10 @@ class Certificates:
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """Certificates written to a temporary folder (made once per module)."""
     folder = tmp_path_factory.mktemp("certs")
-    server, _, _ = _issue(folder, "localhost", server=True)
-    ca, ca_cert, ca_key = _issue(folder, "clients-ca", ca=True)
-    client, _, _ = _issue(folder, "client", issuer=(ca_cert, ca_key))
-    stranger, _, _ = _issue(folder, "stranger")
+    server, _, _ = issue(folder, "localhost", server=True)
+    ca, ca_cert, ca_key = issue(folder, "clients-ca", ca=True)
+    client, _, _ = issue(folder, "client", issuer=(ca_cert, ca_key))
+    stranger, _, _ = issue(folder, "stranger")
     return Certificates(server, ca, client, stranger)
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import grpc
 import pytest
+from cert_helpers import issue
 
 from banditroute.audit import open_audit_log, verify
 from banditroute.cli import main
@@ -40,12 +42,16 @@ DECISIONS = 240  # fixed:alpha under uniform logging of 3 models: ESS about 80
 def served(start_service: Callable[..., Service], api: Callable[..., Any]) -> Service:
     """A uniform-logging service with DECISIONS decisions fed back: alpha is clearly best."""
     service = start_service(CONFIG)
-    client = api(service, ACME_KEY)
+    _feed(api(service, ACME_KEY))
+    return service
+
+
+def _feed(client: Any) -> None:
+    """DECISIONS decisions with their feedback, through ``client``: alpha is clearly best."""
     for i in range(DECISIONS):
         decision = client.route(prompt=f"Question {i}: what is {i} plus {i}?")
         client.feedback(decision_id=decision.decision_id, quality=QUALITY[decision.model],
                         cost_usd=0.0001)  # fmt: skip
-    return service
 
 
 def _promote(client: Any, candidate: str, margin: float = 0.05) -> pb.PromotePolicyResponse:
@@ -203,6 +209,65 @@ def test_the_command_line_promotes_and_rolls_back_on_a_running_server(
     assert served.router.policy.version == "fixed:alpha"
     assert main(["promote", "--server", server, "--rollback"]) == 0
     assert served.router.policy.version != "fixed:alpha"
+
+
+def test_the_command_line_reaches_a_tls_server_with_tls_ca(
+    start_service: Callable[..., Service],
+    api: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Against a server serving TLS (a self-signed certificate for localhost and 127.0.0.1),
+    ``promote --server`` with ``--tls-ca`` naming that certificate promotes (exit 0).
+    Without it the plaintext call fails (exit 2) with UNAVAILABLE and a hint naming
+    --tls-ca; an unreadable --tls-ca is an error naming the argument."""
+    pem = issue(tmp_path, "localhost", server=True)[0]
+    service = start_service(
+        {**CONFIG, "tls": {"cert_file": str(pem.cert_file), "key_file": str(pem.key_file)}}
+    )
+    _feed(api(service, ACME_KEY, credentials=grpc.ssl_channel_credentials(pem.cert)))
+    promote = ["promote", "--server", f"127.0.0.1:{service.port}", "--candidate", "fixed:alpha"]
+    monkeypatch.setenv("BANDITROUTE_API_KEY", ADMIN_KEY)
+    assert main(promote) == 2
+    err = capsys.readouterr().err
+    assert "UNAVAILABLE" in err
+    assert "--tls-ca" in err
+    assert main([*promote, "--tls-ca", str(tmp_path / "missing.crt")]) == 2
+    assert "error: --tls-ca: cannot read" in capsys.readouterr().err
+    assert service.router.policy.version != "fixed:alpha"
+    assert main([*promote, "--tls-ca", str(pem.cert_file)]) == 0
+    assert "live policy: fixed:alpha" in capsys.readouterr().out
+    assert service.router.policy.version == "fixed:alpha"
+
+
+def test_the_command_line_presents_a_client_certificate_for_mutual_tls(
+    start_service: Callable[..., Service],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Against a server requiring client certificates, ``promote --server --rollback`` with
+    --tls-ca alone is refused in the handshake (UNAVAILABLE); with --tls-cert/--tls-key
+    (signed by the server's client CA) the call reaches the server, which answers it
+    (FAILED_PRECONDITION: nothing to roll back). A certificate without its key is an error
+    naming --tls-cert."""
+    pem = issue(tmp_path, "localhost", server=True)[0]
+    ca, ca_cert, ca_key = issue(tmp_path, "clients-ca", ca=True)
+    client = issue(tmp_path, "client", issuer=(ca_cert, ca_key))[0]
+    tls = {"cert_file": str(pem.cert_file), "key_file": str(pem.key_file),
+           "client_ca_file": str(ca.cert_file), "require_client_auth": True}  # fmt: skip
+    service = start_service({**CONFIG, "tls": tls})
+    monkeypatch.setenv("BANDITROUTE_API_KEY", ADMIN_KEY)
+    rollback = ["promote", "--server", f"127.0.0.1:{service.port}", "--rollback",
+                "--tls-ca", str(pem.cert_file)]  # fmt: skip
+    assert main(rollback) == 2
+    assert "UNAVAILABLE" in capsys.readouterr().err
+    assert main([*rollback, "--tls-cert", str(client.cert_file)]) == 2
+    assert "error: --tls-cert: a client certificate needs its key" in capsys.readouterr().err
+    client_args = ["--tls-cert", str(client.cert_file), "--tls-key", str(client.key_file)]
+    assert main([*rollback, *client_args]) == 2
+    assert "error: FAILED_PRECONDITION" in capsys.readouterr().err
 
 
 def test_a_shadow_policy_is_promoted_as_it_runs(

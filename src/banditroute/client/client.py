@@ -20,6 +20,7 @@ from typing import Any, TypedDict, Unpack
 
 import grpc
 
+from banditroute.client.channels import open_channel
 from banditroute.client.decision import (
     Decision,
     DecisionHandle,
@@ -95,12 +96,7 @@ class Client:
         self.retry = retry or RetryPolicy()
         self.retry_feedback = retry_feedback
         self._metadata: Metadata = () if api_key is None else (("x-api-key", api_key),)
-        options = list(channel_options)
-        if tls is False:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            credentials = grpc.ssl_channel_credentials() if tls is True else tls
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._channel = open_channel(target, tls, channel_options)
         self._stub = pb_grpc.RouterServiceStub(self._channel)
         self._closed = False
 

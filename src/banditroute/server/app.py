@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from banditroute import hash_key
 from banditroute.audit import AuditChain
 from banditroute.catalog_checks import warn_unserved_data_classes
+from banditroute.client.channels import ChannelOptions
 from banditroute.config import Settings, TLSSettings
 from banditroute.decision_ids import DecisionIds
 from banditroute.errors import ConfigError, FailedPrecondition
@@ -48,6 +49,7 @@ from banditroute.server.metrics import (
     stop_metrics,
     use_multiprocess,
 )
+from banditroute.server.peer_tls import peer_tls
 from banditroute.server.reflection import enable_reflection
 from banditroute.server.servicer import RouterServicer, WorkerPeers
 from banditroute.snapshots import load_snapshot, snapshot_bytes, write_snapshot
@@ -248,6 +250,8 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     SO_REUSEPORT, also listens on a private Unix socket, writes its own log file, stamps its
     index into decision ids and forwards feedback for other workers' decisions to them.
     """
+    # The relay's certificates are read before anything is opened: a bad one stops here.
+    relay_tls = peer_tls(settings) if settings.cluster.enabled else (False, ())
     metrics = _service_metrics(settings, worker)
     warm_up()
     scan("\u200b")  # builds the format-character table now rather than on a request
@@ -361,7 +365,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
             stats_reader=event_log.reader,
             peers=peers,
             cluster=None if cluster is None else cluster.status,
-            replicas=None if cluster is None else cluster_peers(cluster),
+            replicas=None if cluster is None else cluster_peers(cluster, *relay_tls),
             cluster_policy=None if learning is None else learning.policy_changes(router),
             for_trainer=for_trainer,
         ),
@@ -428,11 +432,17 @@ def _decision_ids(settings: Settings, worker: WorkerIdentity | None) -> Decision
     return None
 
 
-def cluster_peers(cluster: ClusterReplica) -> ReplicaPeers:
-    """The other replicas, for forwarding Feedback (addresses from the registry)."""
+def cluster_peers(
+    cluster: ClusterReplica, tls: bool | grpc.ChannelCredentials, options: ChannelOptions
+) -> ReplicaPeers:
+    """The other replicas, for forwarding Feedback (addresses from the registry), reached
+    with ``tls`` and ``options`` (:func:`banditroute.server.peer_tls.peer_tls`)."""
     from banditroute.server.replica_peers import ReplicaPeers
 
-    return ReplicaPeers(cluster.replica_id, cluster.registry.members, cluster.registry.has_tag)
+    return ReplicaPeers(
+        cluster.replica_id, cluster.registry.members, cluster.registry.has_tag,
+        tls=tls, options=options,
+    )  # fmt: skip
 
 
 def advertised_address(host: str, port: int) -> str:

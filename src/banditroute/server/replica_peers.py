@@ -18,16 +18,23 @@ import time
 from collections.abc import Callable
 
 import grpc
+import structlog
 
+from banditroute.client.channels import ChannelOptions, open_channel
 from banditroute.cluster import REPLICA_TAG_HEX, replica_tag
 from banditroute.errors import NotFound
 from banditroute.server.auth import API_KEY_HEADERS
+from banditroute.server.peer_tls import tls_problem
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
 
 FORWARDED_KEY = "x-banditroute-forwarded"
 """Metadata of a call another replica relayed: answer it here, never relay it again."""
 FORWARD_TIMEOUT_S = 10.0
+MAX_LOGGED_DETAILS = 400
+"""A failed relay's gRPC error text is logged up to this many characters."""
 REFRESH_S = 1.0
 """The replica addresses are read again at most this often when a tag is not known."""
 HEX = frozenset("0123456789abcdef")
@@ -45,8 +52,11 @@ class ReplicaPeers:
         replica_id: str,
         members: Callable[[], dict[str, str]],
         known: Callable[[str], bool | None] = lambda tag: None,
+        tls: bool | grpc.ChannelCredentials = False,
+        options: ChannelOptions = (),
     ) -> None:
         self.tag = replica_tag(replica_id)
+        self._tls, self._options = tls, options  # banditroute.server.peer_tls
         self._members = members
         self._known = known
         self._addresses: dict[str, str] = {}
@@ -101,7 +111,7 @@ class ReplicaPeers:
     def _stub(self, address: str) -> pb_grpc.RouterServiceStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.insecure_channel(address)
+            channel = open_channel(address, self._tls, self._options)
             stub = self._stubs.setdefault(address, pb_grpc.RouterServiceStub(channel))
         return stub
 
@@ -120,9 +130,15 @@ class ReplicaPeers:
             code = error.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self._forget(address)  # it restarted elsewhere, or left: read the registry
+                details = error.details() or ""
+                problem = None if self._tls is False else tls_problem(details)
+                log.warning("replica_relay_failed", address=address, status=code.name,
+                            problem=problem, details=details[:MAX_LOGGED_DETAILS])  # fmt: skip
                 context.abort(
                     grpc.StatusCode.UNAVAILABLE,
-                    "the replica that made this decision does not answer now; retry",
+                    "the replica that made this decision does not answer now; retry"
+                    if problem is None
+                    else f"the replica that made this decision cannot be reached: {problem}",
                 )
             context.abort(code, error.details() or "forwarded Feedback failed")
             raise AssertionError("unreachable") from error
