@@ -128,6 +128,12 @@ class PolicySettings:
     min_probability: float = 0.0
     """The exploration floor: each eligible model's least probability on explorable (public
     and internal) requests; 0 to 1/(catalogue size) (:mod:`banditroute.policies.floor`)."""
+    price_prior: float = 0.0
+    """costaware: shrink each model's intercept toward a line in log price learned from every
+    model, with this precision (in observations); 0 (off) shrinks it toward the common mean."""
+    joint_thompson: bool = False
+    """costaware: draw the models' values jointly, so uncertainty they share moves them
+    together instead of counting as a reason to explore."""
 
 
 @dataclass(frozen=True)
@@ -334,6 +340,7 @@ class Settings:
         named = {f"policies.{name}": p for name, p in self.policies.items() if name != "default"}
         for section, policy in {"policy": self.policy, **named}.items():
             _finite(section, at_least=0.0, min_probability=policy.min_probability)
+            _finite(section, at_least=0.0, price_prior=policy.price_prior)
             if policy.min_probability > most:
                 raise ConfigError(
                     f"{section}.min_probability: {policy.min_probability:g} is above "

@@ -163,7 +163,7 @@ def test_block_posterior_equals_the_dense_design_formula() -> None:
     _train(policy, 30)
     x = feature_vector(PROMPT)
     d = len(x)
-    mean, sd = policy._posterior(x, policy._slot_indices(ARMS))
+    mean, sd = policy._posterior(PROMPT, policy._slot_indices(ARMS))
     for k, arm in enumerate(ARMS):
         slot = policy._slots[arm.id]
         z = np.zeros(policy._covariance.dense().shape[0])

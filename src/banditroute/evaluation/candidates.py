@@ -51,7 +51,7 @@ from banditroute.evaluation.logdata import ReplayLog
 from banditroute.features import PromptFeatures
 from banditroute.number_settings import parse_number_settings
 from banditroute.policies.base import Policy
-from banditroute.policies.costaware import SEMANTIC_DIMS, CostAwarePolicy
+from banditroute.policies.factory import build_costaware
 from banditroute.policies.vw import VWPolicy
 from banditroute.snapshots import load_snapshot, parse_snapshot
 
@@ -163,8 +163,7 @@ def build_policy(
 ) -> Policy:
     """A fresh policy for a trained spec (``costaware``, ``vw``, ``linucb``)."""
     if spec.kind == "costaware":
-        dims = SEMANTIC_DIMS if settings.features.semantic else 0
-        return CostAwarePolicy(seed=seed, semantic_dims=dims)
+        return build_costaware(settings.policy, seed=seed, semantic=settings.features.semantic)
     if spec.kind == "vw":
         try:
             return VWPolicy(_vw_args(spec, settings), seed=seed)

@@ -93,6 +93,36 @@ class BlockCovariance:
         per_model = (self._combined.reshape(n * d, d) @ x).reshape(n, d) @ x
         return np.asarray(per_model[slots], dtype=np.float64)
 
+    def row_variances(
+        self, rows: npt.NDArray[np.float64], slots: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """``z' C z`` for each model in ``slots`` with its own features ``rows[i]`` (one row per
+        slot) in the shared block and in the model's own: :meth:`variances` for features that
+        differ between models."""
+        blocks = self._combined[slots]
+        return np.asarray(np.einsum("kd,kde,ke->k", rows, blocks, rows), dtype=np.float64)
+
+    def score_covariance(
+        self, rows: npt.NDArray[np.float64], slots: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """``Z C Z'``: the covariance between the models' values, model ``slots[i]``'s design
+        row being ``rows[i]`` in the shared block and in its own (noise-variance units). Its
+        diagonal is :meth:`row_variances`; off the diagonal, what the models' values share
+        through the shared block. Read from the dense matrix corrected for queued updates."""
+        n, d = self.models, self.dim
+        size = (n + 1) * d
+        own = 1 + slots
+        dense = self._dense.reshape(size, n + 1, d)
+        cz = dense[:, 0, :] @ rows.T + np.einsum("ikd,kd->ik", dense[:, own, :], rows)
+        queued = self._queued
+        if queued:
+            columns = self._columns[:queued].reshape(queued, n + 1, d)
+            seen = columns[:, 0, :] @ rows.T + np.einsum("qkd,kd->qk", columns[:, own, :], rows)
+            cz -= self._gains[:queued].T @ seen
+        blocks = cz.reshape(n + 1, d, len(slots))
+        out = rows @ blocks[0] + np.einsum("ad,adb->ab", rows, blocks[own])
+        return np.asarray((out + out.T) / 2.0, dtype=np.float64)
+
     def update(self, x: npt.NDArray[np.float64], slot: int) -> npt.NDArray[np.float64]:
         """Sherman-Morrison update of ``(prior precision + Z'Z)^-1`` for one more design row
         (``x`` in the shared block and in model ``slot``'s); returns the gain ``C z / (1 + z'

@@ -25,6 +25,24 @@ find good cheap models in a few hundred requests. Covariances are in units of th
 variance, estimated per model from one-step-ahead residuals (``noise`` as a prior worth
 :data:`NOISE_PSEUDO_COUNT` observations).
 
+Cold-start options (both off by default: on the held-out tables neither beat the default,
+benchmarks/README.md "Routing skill"):
+
+* ``price_prior`` > 0, a pooled prior over the models' quality from their price (partial
+  pooling as in hierarchical Bayesian bandits: Hong, Kveton, Zaheer and Ghavamzadeh,
+  "Hierarchical Bayesian Bandits", AISTATS 2022; Kveton et al., "Meta-Thompson Sampling", ICML
+  2021): the shared block reads one more column, the model's :func:`price_feature`, so the
+  shared intercept and that slope are a line in log price learned from every model's
+  outcomes, and each model's own intercept is its offset from the line, shrunk toward it
+  with precision ``price_prior`` (in observations) instead of ``bias_precision``. An outcome
+  of any model then moves every other model's estimate through the line. A model's price is
+  read when it is first seen (a later price change does not move its learned value).
+* ``joint``: Thompson probabilities from joint draws of the models' values (the posterior's
+  covariance between models, :func:`joint_thompson_probabilities`), as linear Thompson
+  sampling draws one weight vector for all arms (Agrawal and Goyal, "Thompson Sampling for
+  Contextual Bandits with Linear Payoffs", ICML 2013): uncertainty the models share through
+  the shared block moves them together and no longer counts as a reason to explore.
+
 Exploration, all with honest probabilities that are a deterministic function of the learned
 state (asking twice gives the same vector):
 
@@ -99,7 +117,22 @@ MAX_SEMANTIC_DIMS = 64
 NOISE_PSEUDO_COUNT = 5.0
 """Weight, in observations, of the prior noise level in each model's noise estimate."""
 _REMEMBERED = 4096
+PRICE_FLOOR_USD_PER_MTOK = 1e-4
+"""Blended prices below this (a free model) are read as this by the price prior."""
+PRICE_FEATURE_BOUND = 2.0
+"""The price prior's regressor, log10 of the blended price halved, is clipped to +-this (USD
+0.0001 to 10,000 per million tokens), so no price, however absurd, moves it without bound."""
 """How many decisions' multipliers are remembered until their reward arrives."""
+
+
+def price_feature(arm: ModelSpec) -> float:
+    """A model's regressor in the price prior: ``log10`` of its blended USD per million tokens,
+    halved (one unit per two decades), clipped to :data:`PRICE_FEATURE_BOUND`."""
+    blended = arm.blended_usd_per_mtok
+    if not np.isfinite(blended) or blended < PRICE_FLOOR_USD_PER_MTOK:
+        blended = PRICE_FLOOR_USD_PER_MTOK
+    bound = PRICE_FEATURE_BOUND
+    return float(np.clip(np.log10(blended) / 2.0, -bound, bound))
 
 
 def feature_vector(context: PromptFeatures, semantic_dims: int = 0) -> npt.NDArray[np.float64]:
@@ -152,6 +185,22 @@ def thompson_probabilities(
     return np.asarray(counts / THOMPSON_DRAWS, dtype=np.float64)
 
 
+def joint_thompson_probabilities(
+    mean: npt.NDArray[np.float64], covariance: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Probability that each arm's draw is the largest when the arms' values are drawn jointly
+    from ``N(mean, covariance)``, from the same fixed stratified normals as
+    :func:`thompson_probabilities` (rotated by a square root of the covariance)."""
+    k = len(mean)
+    if k == 1:
+        return np.ones(1)
+    eigenvalues, vectors = np.linalg.eigh(covariance)
+    root = vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+    draws = mean + _stratified_normals(k) @ root.T
+    counts = np.bincount(np.argmax(draws, axis=1), minlength=k)
+    return np.asarray(counts / THOMPSON_DRAWS, dtype=np.float64)
+
+
 class CostAwarePolicy(Policy):
     """Per-model Bayesian linear value models; cost priced at the pacer's current multiplier."""
 
@@ -172,6 +221,8 @@ class CostAwarePolicy(Policy):
         noise: float = 0.5,
         drift_delta: float = 0.002,
         semantic_dims: int = 0,
+        price_prior: float = 0.0,
+        joint: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -185,6 +236,8 @@ class CostAwarePolicy(Policy):
             raise ValueError(f"semantic_dims must be in 0..{MAX_SEMANTIC_DIMS}")
         if not 0 <= drift_delta < 1:
             raise ValueError("drift_delta must be in [0, 1) (0: no drift detection)")
+        if not 0 <= price_prior < float("inf"):
+            raise ValueError("price_prior must be >= 0 and finite (0: no price prior)")
         self.exploration: Exploration = exploration
         self.posterior_scale = posterior_scale
         self.scale_halflife = scale_halflife
@@ -197,9 +250,13 @@ class CostAwarePolicy(Policy):
         self.noise = noise
         self.drift_delta = drift_delta
         self.semantic_dims = int(semantic_dims)
+        self.price_prior = float(price_prior)
+        self.joint = bool(joint)
         self.seed = seed
         self._slots: dict[str, int] = {}
-        d = self._dim = DIMENSION + self.semantic_dims
+        # With the price prior, one more column: the model's price, read by the shared block.
+        self._priced = self.price_prior > 0
+        d = self._dim = DIMENSION + self.semantic_dims + int(self._priced)
         # Weights: a shared block (every model) then one block per model, in slot order.
         shared_prior = np.full(d, 1.0 / shared_precision)
         # Posterior covariance, in units of the noise variance.
@@ -208,6 +265,7 @@ class CostAwarePolicy(Policy):
         self._sse = np.zeros(0)  # per model: sum of squared one-step-ahead residuals
         self._count = np.zeros(0)
         self._born = np.zeros(0)  # per model: the exploration clock when it was added or drifted
+        self._arm_price = np.zeros(0)  # per model: its price_feature when first seen
         self._logged_credit = 0.0  # exploration-clock updates credited beyond one per update
         self._detectors: dict[int, Any] = {}  # slot -> river ADWIN on one-step-ahead residuals
         self.drifts: dict[str, int] = {}  # model id -> drifts detected (and forgotten)
@@ -231,6 +289,8 @@ class CostAwarePolicy(Policy):
             "noise": self.noise,
             "drift_delta": self.drift_delta,
             "semantic_dims": self.semantic_dims,
+            "price_prior": self.price_prior,
+            "joint": self.joint,
             "seed": self.seed,
         }
 
@@ -262,8 +322,7 @@ class CostAwarePolicy(Policy):
 
         Read-only (unlike :meth:`distribution`, nothing is remembered for a later reward).
         """
-        x = feature_vector(context, self.semantic_dims)
-        mean, _ = self._posterior(x, self._slot_indices(arms))
+        mean, _ = self._posterior(context, self._slot_indices(arms))
         return mean, self._cost_hat(context, arms)
 
     # -- state -------------------------------------------------------------------------------
@@ -273,9 +332,7 @@ class CostAwarePolicy(Policy):
             d = self._dim
             for arm_id in new:
                 self._slots[arm_id] = len(self._slots)
-            block = np.full(d, 1.0 / self.prior_precision)
-            block[0] = 1.0 / self.bias_precision
-            self._covariance.grow(np.tile(block, len(new)))
+            self._covariance.grow(np.tile(self._own_prior(), len(new)))
             # Optimism for a model joining models already learned: its own intercept starts at
             # the best learned model's (a prior worth about one observation), so it is tried
             # at once and its first outcomes correct it; the first models start at 0.
@@ -286,7 +343,44 @@ class CostAwarePolicy(Policy):
             self._sse = np.concatenate([self._sse, np.zeros(len(new))])
             self._count = np.concatenate([self._count, np.zeros(len(new))])
             self._born = np.concatenate([self._born, np.full(len(new), self.clock)])
+            by_id = {arm.id: arm for arm in arms}
+            prices = [price_feature(by_id[arm_id]) for arm_id in new]
+            self._arm_price = np.concatenate([self._arm_price, prices])
         return np.array([self._slots[arm.id] for arm in arms], dtype=np.int64)
+
+    def _own_prior(self) -> npt.NDArray[np.float64]:
+        """Prior variances of one model's own weights (in units of the noise variance): its
+        intercept at ``1 / bias_precision`` (with the price prior ``1 / price_prior``: how far
+        the model may sit from the pooled price line), its feature weights at ``1 /
+        prior_precision``, and its copy of the price column at 0 (the price is constant per
+        model, so only the shared block reads it)."""
+        block = np.full(self._dim, 1.0 / self.prior_precision)
+        block[0] = 1.0 / (self.price_prior if self._priced else self.bias_precision)
+        if self._priced:
+            block[-1] = 0.0
+        return block
+
+    def _rows(
+        self, context: PromptFeatures, slots: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """Each arm's design features, ``(len(slots), dim)``: the prompt's features, then (with
+        the price prior) the arm's price."""
+        x = feature_vector(context, self.semantic_dims)
+        if not self._priced:
+            return np.broadcast_to(x, (len(slots), len(x)))
+        rows = np.empty((len(slots), self._dim))
+        rows[:, :-1] = x
+        rows[:, -1] = self._arm_price[slots]
+        return rows
+
+    def _noise_var(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """Each model's noise variance: its squared one-step-ahead residuals, with the prior
+        ``noise`` worth :data:`NOISE_PSEUDO_COUNT` observations."""
+        return np.asarray(
+            (NOISE_PSEUDO_COUNT * self.noise**2 + self._sse[slots])
+            / (NOISE_PSEUDO_COUNT + self._count[slots]),
+            dtype=np.float64,
+        )
 
     def _best_intercept(self) -> float:
         """The highest own intercept among the models learned so far (0 before any update)."""
@@ -301,22 +395,26 @@ class CostAwarePolicy(Policy):
         return np.array([arm.price(context.tokens, arm.typical_output_tokens) for arm in arms])
 
     def _posterior(
-        self, x: npt.NDArray[np.float64], slots: npt.NDArray[np.int64]
+        self, context: PromptFeatures, slots: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Posterior mean and standard deviation of each arm's value at ``x``.
+        """Posterior mean and standard deviation of each arm's value at the prompt.
 
-        An arm's design row is ``x`` in the shared block and in its own block, zeros
-        elsewhere, so only those two blocks of the weights are read, and of the covariance the
-        arm's combined block ``C_ss + C_sa + C_as + C_aa``, which :class:`BlockCovariance`
-        keeps current.
+        An arm's design row is its features ``x`` (:meth:`_rows`) in the shared block and in
+        its own block, zeros elsewhere, so only those two blocks of the weights are read, and
+        of the covariance the arm's combined block ``C_ss + C_sa + C_as + C_aa``, which
+        :class:`BlockCovariance` keeps current.
         """
         d = self._dim
         blocks = self._mean.reshape(-1, d)
-        mean = self.prior_mean + (blocks[0] + blocks[1 + slots]) @ x
-        noise_var = (NOISE_PSEUDO_COUNT * self.noise**2 + self._sse[slots]) / (
-            NOISE_PSEUDO_COUNT + self._count[slots]
-        )
-        var = self._covariance.variances(x, slots) * noise_var
+        noise_var = self._noise_var(slots)
+        if self._priced:
+            rows = self._rows(context, slots)
+            mean = self.prior_mean + np.einsum("kd,kd->k", blocks[0] + blocks[1 + slots], rows)
+            var = self._covariance.row_variances(rows, slots) * noise_var
+        else:
+            x = feature_vector(context, self.semantic_dims)
+            mean = self.prior_mean + (blocks[0] + blocks[1 + slots]) @ x
+            var = self._covariance.variances(x, slots) * noise_var
         return mean, np.sqrt(np.maximum(var, 0.0))
 
     # -- policy ------------------------------------------------------------------------------
@@ -329,12 +427,14 @@ class CostAwarePolicy(Policy):
         if len(self._lam_at) > _REMEMBERED:
             self._lam_at.popitem(last=False)
         slots = self._slot_indices(arms)
-        mean, sd = self._posterior(feature_vector(context, self.semantic_dims), slots)
+        mean, sd = self._posterior(context, slots)
         return mean - lam * self._cost_hat(context, arms), sd, slots
 
     def _distribution(self, context: PromptFeatures, arms: Sequence[ModelSpec]) -> Probabilities:
         score, sd, slots = self._scores(context, arms)
         k = len(arms)
+        if self.exploration == "thompson" and self.joint:
+            return self._joint_thompson(context, score, slots)
         if self.exploration == "thompson":
             return thompson_probabilities(score, sd * self._scales(slots))
         best = int(np.argmax(score))
@@ -347,6 +447,16 @@ class CostAwarePolicy(Policy):
         probs[best] = 0.0
         probs[best] = max(0.0, 1.0 - probs.sum())
         return probs
+
+    def _joint_thompson(
+        self, context: PromptFeatures, score: npt.NDArray[np.float64], slots: npt.NDArray[np.int64]
+    ) -> Probabilities:
+        """Thompson probabilities from joint draws of the models' values."""
+        rows = np.ascontiguousarray(self._rows(context, slots))
+        noise_var = self._noise_var(slots)
+        spread = np.sqrt(noise_var) * self._scales(slots)
+        cov = self._covariance.score_covariance(rows, slots) * np.outer(spread, spread)
+        return joint_thompson_probabilities(score, cov)
 
     def _scales(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         """Each arm's Thompson scale: ``posterior_scale / sqrt(1 + age / scale_halflife)``.
@@ -381,7 +491,7 @@ class CostAwarePolicy(Policy):
         # Every eligible model is seen (and its age starts) together.
         slot = int(self._slot_indices(arms)[chosen])
         d = self._dim
-        x = feature_vector(context, self.semantic_dims)
+        x = np.array(self._rows(context, np.array([slot]))[0])
         own = slice(d * (1 + slot), d * (2 + slot))
         residual = value - self.prior_mean - float(x @ (self._mean[:d] + self._mean[own]))
         self._sse[slot] += residual**2
@@ -422,9 +532,7 @@ class CostAwarePolicy(Policy):
         """Give a drifted model's own weights their prior uncertainty back (a Kalman random-walk
         step on its block), keeping every estimate's mean: new outcomes then move its value
         quickly while the other models and the shared block keep what they learned."""
-        prior = np.full(self._dim, 1.0 / self.prior_precision)
-        prior[0] = 1.0 / self.bias_precision
-        self._covariance.add_to_block(slot, prior)  # the mean is kept as it is
+        self._covariance.add_to_block(slot, self._own_prior())  # the mean is kept as it is
         self._sse[slot] = 0.0
         self._count[slot] = 0.0
         self._born[slot] = self.clock
@@ -446,6 +554,7 @@ class CostAwarePolicy(Policy):
             sse=self._sse,
             count=self._count,
             born=self._born,
+            arm_price=self._arm_price,
             updates=np.array(self.updates),
             logged_credit=np.array(self._logged_credit),
             drifts=np.array(json.dumps(self.drifts)),
@@ -464,10 +573,14 @@ class CostAwarePolicy(Policy):
                 credit = float(archive["logged_credit"]) if "logged_credit" in archive else 0.0
                 drifts = json.loads(str(archive["drifts"])) if "drifts" in archive else {}
                 born = archive["born"] if "born" in archive else np.zeros(len(slots))
+                # Snapshots from before the price prior have no prices (and no price column).
+                price = archive["arm_price"] if "arm_price" in archive else np.zeros(len(slots))
         except Exception as exc:
             raise ValueError(f"not a valid costaware snapshot: {exc}") from exc
         size = self._dim * (1 + len(slots))
-        if arrays["cov"].shape != (size, size) or arrays["sse"].shape != (len(slots),):
+        if arrays["cov"].shape != (size, size) or {arrays["sse"].shape, price.shape} != {
+            (len(slots),)
+        }:
             raise ValueError("not a valid costaware snapshot: wrong shapes")
         self._slots = slots
         self._covariance.replace(arrays["cov"])
@@ -477,4 +590,5 @@ class CostAwarePolicy(Policy):
         self._logged_credit = credit
         self.drifts = {str(k): int(v) for k, v in drifts.items()}
         self._born = np.asarray(born, dtype=np.float64).reshape(len(slots))
+        self._arm_price = np.asarray(price, dtype=np.float64).reshape(len(slots))
         self._detectors = {}

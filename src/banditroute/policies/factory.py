@@ -10,13 +10,26 @@ from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
 
 
+def build_costaware(
+    settings: PolicySettings, *, seed: int = 0, semantic: bool = False
+) -> CostAwarePolicy:
+    """The cost-aware policy with its configured options (``price_prior``,
+    ``joint_thompson``); ``semantic`` as in :func:`build_policy`."""
+    return CostAwarePolicy(
+        seed=seed,
+        semantic_dims=SEMANTIC_DIMS if semantic else 0,
+        price_prior=settings.price_prior,
+        joint=settings.joint_thompson,
+    )
+
+
 def build_policy(settings: PolicySettings, *, seed: int = 0, semantic: bool = False) -> Policy:
     """A fresh policy of the configured kind; ``semantic`` (``[features] semantic``) lets the
     cost-aware policy read the first :data:`SEMANTIC_DIMS` components of the prompt embedding."""
     if settings.kind == "vw":
         return VWPolicy(settings.vw_args, seed=seed)
     if settings.kind == "costaware":
-        return CostAwarePolicy(seed=seed, semantic_dims=SEMANTIC_DIMS if semantic else 0)
+        return build_costaware(settings, seed=seed, semantic=semantic)
     if settings.kind == "linucb":
         # river.bandit imports river's datasets and with them scikit-learn when installed:
         # seconds of start-up that only a linucb service should pay.

@@ -31,6 +31,7 @@ from banditroute.features import PromptFeatures
 from banditroute.number_settings import parse_number_settings
 from banditroute.policies.base import Policy, Probabilities
 from banditroute.policies.costaware import SEMANTIC_DIMS, CostAwarePolicy
+from banditroute.policies.factory import build_costaware
 from banditroute.policies.fixed import FixedPolicy
 from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
@@ -39,7 +40,7 @@ VW_INTERACTIONS: tuple[str, ...] = ("-q", "sa", "-q", "wa", "--power_t", "0")
 COSTAWARE_NUMBERS: tuple[str, ...] = (
     "posterior_scale", "scale_halflife", "gamma_scale", "epsilon", "prior_mean",
     "prior_precision", "bias_precision", "shared_precision", "noise", "drift_delta",
-    "semantic_dims",
+    "semantic_dims", "price_prior", "joint",
 )  # fmt: skip
 """CostAwarePolicy's numeric settings a ``costaware:K=V`` policy name may set."""
 
@@ -124,9 +125,14 @@ def validate_policy_name(name: str, catalog: Catalog, *, arg: str = "--policy") 
 def build_policy(name: str, settings: Settings, *, seed: int) -> Policy:
     """A fresh policy for one simulation seed."""
     if name == "costaware":
-        return CostAwarePolicy(seed=seed, semantic_dims=semantic_dims(settings))
+        return build_costaware(settings.policy, seed=seed, semantic=settings.features.semantic)
     if name.startswith("costaware:"):
-        chosen = {"semantic_dims": semantic_dims(settings), **costaware_settings(name)}
+        chosen = {
+            "semantic_dims": semantic_dims(settings),
+            "price_prior": settings.policy.price_prior,
+            "joint": settings.policy.joint_thompson,
+            **costaware_settings(name),
+        }
         return CostAwarePolicy(seed=seed, **chosen)  # type: ignore[arg-type]
     if name.startswith("costaware-"):
         exploration = name.removeprefix("costaware-")
