@@ -16,6 +16,7 @@ import cluster_route
 import full_disk
 import fuzz_rpcs
 import ope_accuracy
+import ope_verdicts
 import privacy_scan
 import route_cpu
 import route_latency
@@ -185,3 +186,29 @@ def test_route_cpu_bounds_its_rounds() -> None:
     for bad in ("0", str(route_cpu.MAX_ROUNDS + 1)):
         with pytest.raises(SystemExit):
             route_cpu.main(["--calls", "5", "--rounds", bad])
+
+
+@pytest.mark.parametrize(
+    ("ess", "thin", "interval"),
+    [
+        (500.0, 0.0, (0.60, 0.594, 0.606)),  # 1%: reliable at 2%
+        (500.0, 0.0, (0.60, 0.59, 0.66)),  # 10% on the upper side
+        (20.0, 0.0, (0.60, 0.594, 0.606)),  # too small an ESS
+        (500.0, 0.3, (0.60, 0.594, 0.606)),  # traffic where the logger barely went
+        (500.0, None, (0.0, -0.01, 0.01)),  # unbounded relative width
+    ],
+)
+@pytest.mark.parametrize("tolerance", [0.02, 0.11])
+def test_ope_verdicts_reapplies_replays_verdict(
+    ess: float, thin: float | None, interval: tuple[float, float, float], tolerance: float
+) -> None:
+    """benchmarks/ope_verdicts.py re-rates a result row at another tolerance exactly as
+    ``reliability.verdict`` rates the candidate, from what ope_accuracy.py writes per row."""
+    from banditroute.evaluation.estimators import Diagnostics
+    from banditroute.evaluation.intervals import Interval
+    from banditroute.evaluation.reliability import verdict
+
+    diagnostics = Diagnostics(ess=ess, max_weight=1.0, unsupported_share=0.0, thin_mass=thin)
+    judged = verdict(diagnostics, Interval(*interval, 0.95), tolerance=tolerance)
+    row = {"ess": ess, "thin_mass": thin, "half_width": judged.as_dict()["relative_half_width"]}
+    assert ope_verdicts.reliable(row, tolerance) is judged.reliable
