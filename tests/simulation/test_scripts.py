@@ -211,3 +211,52 @@ def test_feature_ceiling_gains_from_the_true_task_only_where_features_miss_it(
     assert oracle["quality"] >= task["quality"] - 1e-9
     for run in runs.values():
         assert run["0.10"]["cost"] <= 0.1 + 1e-6
+
+
+@pytest.mark.usefixtures("script")
+def test_cold_ceiling_learns_from_the_first_half_what_a_single_model_cannot(
+    tmp_path: Path,
+) -> None:
+    """cold_ceiling.py fits full-information predictors on the first n prompts of each seed's
+    held-out stream (n capped at the first half) and routes the second half within the budget:
+    when the prompt's length says which cheap model is right, the predictor fitted on the first
+    half nears the oracle while the single model picked on the first half gets half right."""
+    import cold_ceiling
+
+    cheap = {
+        "zero-one-ai/Yi-34B-Chat": (1.0, 0.0, 0.0003),
+        "mistralai/mistral-7b-chat": (0.0, 1.0, 0.0001),
+    }
+    rows = []
+    for i in range(200):
+        long = i % 2 == 0
+        prompt = f"Question {i}: " + ("explain this in detail, " * 40 if long else "yes?")
+        rows.append({"prompt_id": f"p{i}", "task": "t", "prompt": prompt,
+                     "model": "gpt-4-1106-preview", "quality": 1.0, "cost_usd": 0.005})  # fmt: skip
+        for model, (on_long, on_short, price) in cheap.items():
+            rows.append({"prompt_id": f"p{i}", "task": "t", "prompt": prompt, "model": model,
+                         "quality": on_long if long else on_short, "cost_usd": price})  # fmt: skip
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_outcomes(table_from_rows("routerbench_train", rows), folder / "routerbench_train.parquet")
+    out = tmp_path / "cold.json"
+    code = cold_ceiling.main(
+        ["--data", str(folder), "--seeds", "2", "--sizes", "10", "5000", "--fractions", "0.1",
+         "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())["routerbench_train"]
+    half = result["held_out_prompts"] // 2
+    cells = result["budgets"]["0.10"]
+    assert f"full-information logistic, C=1.0, n={half} (first half)" in cells
+    assert "full-information logistic, C=1.0, n=10" in cells
+    assert not any("n=5000" in name for name in cells)
+    learned = cells[f"full-information logistic, C=1.0, n={half} (first half)"]["quality"]
+    picked = cells[f"best single picked on n={half} (first half)"]["quality"]
+    oracle = cells["oracle (true outcomes)"]["quality"]
+    assert picked < 0.7
+    assert learned > picked + 0.25
+    for name, cell in cells.items():
+        assert cell["cost"] <= 0.1 + 1e-6, name
+        assert cell["quality"] <= oracle + 1e-9, name
+        assert len(cell["quality_per_seed"]) == 2
