@@ -212,3 +212,16 @@ def test_ope_verdicts_reapplies_replays_verdict(
     judged = verdict(diagnostics, Interval(*interval, 0.95), tolerance=tolerance)
     row = {"ess": ess, "thin_mass": thin, "half_width": judged.as_dict()["relative_half_width"]}
     assert ope_verdicts.reliable(row, tolerance) is judged.reliable
+
+
+def test_semantic_parts_bounds_its_arguments(tmp_path: Path) -> None:
+    """semantic_parts.py refuses --calls and --rounds outside their bounds (naming them)
+    before building any service, and needs the table's path."""
+    import semantic_parts
+
+    table = str(tmp_path / "t.safetensors")
+    for bad in (["--rounds", "0"], ["--rounds", "21"], ["--calls", "0"], []):
+        args = ["--semantic-cache", table, *bad] if bad else []
+        with pytest.raises(SystemExit):
+            semantic_parts.main(args)
+    assert not (tmp_path / "t.safetensors").exists()
