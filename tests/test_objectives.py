@@ -8,7 +8,7 @@ import pytest
 
 from banditroute.config import Settings
 from banditroute.errors import ConfigError, InvalidArgument
-from banditroute.objectives import BudgetPacer, Objective, parse_objective
+from banditroute.objectives import SPEND_INCENTIVE, BudgetPacer, Objective, parse_objective
 from banditroute.outcomes import Fragments, OutcomeStatus
 
 OBJECTIVE = Objective("test", quality=2.0, cost=100.0, latency=0.001, failure=0.25)
@@ -131,8 +131,9 @@ def test_parse_objective_names_a_custom_argument(default_settings: Settings) -> 
         parse_objective("bogus=1", default_settings.objectives, arg="--baseline")
 
 
-def test_budget_pacer_raises_lambda_when_overspending_and_returns_to_zero() -> None:
-    """Spending above the budget raises the multiplier; spending below brings it back to 0."""
+def test_budget_pacer_raises_lambda_when_overspending_and_falls_to_its_floor() -> None:
+    """Spending above the budget raises the multiplier; spending below brings it down to its
+    small negative floor (a spend incentive of SPEND_INCENTIVE quality units per budget)."""
     pacer = BudgetPacer(budget_usd=0.001, rate=0.05)
     previous = pacer.lam
     for _ in range(20):
@@ -142,7 +143,7 @@ def test_budget_pacer_raises_lambda_when_overspending_and_returns_to_zero() -> N
     assert pacer.mean_cost_usd == pytest.approx(0.003)
     for _ in range(200):
         pacer.observe(0.0002)
-    assert pacer.lam == 0.0
+    assert pacer.lam == pytest.approx(-SPEND_INCENTIVE * pacer.scale)
     assert pacer.requests == 220
 
 

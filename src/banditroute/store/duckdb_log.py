@@ -273,9 +273,10 @@ class DuckDBLog:
     def first_costs(
         self, *, objective: str | None = None, tenant: str | None = None
     ) -> list[float]:
-        """The cost (0 when not reported) of each decision's first feedback, in time order,
-        for decisions under ``objective`` and/or of ``tenant``: what that objective's (or
-        tenant's) budget pacer observed."""
+        """The cost (0 when not reported) of each decision's first feedback, in time order
+        (ties in the order written: the pacer's state depends on the order), for decisions
+        under ``objective`` and/or of ``tenant``: what that objective's (or tenant's) budget
+        pacer observed."""
         self.flush()
         where = " AND ".join(
             clause
@@ -287,11 +288,11 @@ class DuckDBLog:
         try:
             rows = cursor.execute(
                 f"""SELECT coalesce(cost_usd, 0) FROM (
-                       SELECT f.cost_usd, f.time, row_number() OVER (
+                       SELECT f.cost_usd, f.time, f.rowid AS seq, row_number() OVER (
                            PARTITION BY f.decision_id ORDER BY f.time, f.rowid) AS n
                        FROM feedback f JOIN decisions d USING (decision_id)
                        WHERE {where or "true"})
-                   WHERE n = 1 ORDER BY time""",
+                   WHERE n = 1 ORDER BY time, seq""",
                 params,
             ).fetchall()
         finally:
