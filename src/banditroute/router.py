@@ -200,15 +200,34 @@ class Router:
         ``promotion`` record) under the same lock, so the chain orders it exactly between
         the old policy's decisions and the new one's. Returns the new version and the audit
         record's seq (0 without auditing)."""
-        follow = getattr(policy, "follow", None)
-        if callable(follow):
-            follow(self._decision_multiplier)
         with self._lock:
-            previous = self.policy
-            self._previous = previous
-            self.policy = self.policies["default"] = policy
+            previous = self._install(policy)
             payload = {**evidence, "previous_version": previous.version}
             return policy.version, self.audit_event("promotion", policy.version, payload)
+
+    def adopt(self, policy: Policy) -> str:
+        """:meth:`promote` without an audit record: another serving process of this server
+        promoted ``policy`` and chained the evidence. Returns the new version."""
+        with self._lock:
+            self._install(policy)
+        return policy.version
+
+    def _install(self, policy: Policy) -> Policy:
+        """Swap ``policy`` in as the default, keeping the one it replaces (returned); call
+        with the lock held."""
+        self._follow(policy)
+        previous = self.policy
+        self._previous = previous
+        self.policy = self.policies["default"] = policy
+        return previous
+
+    def _follow(self, policy: Policy) -> None:
+        """Let a policy that prices cost itself (or the one a wrapper shares) follow the
+        decision's pacing multiplier."""
+        for target in (policy, getattr(policy, "inner", None)):
+            follow = getattr(target, "follow", None)
+            if callable(follow):
+                follow(self._decision_multiplier)
 
     def rollback(self) -> tuple[str, str, int]:
         """Put back the policy the last promotion replaced; FailedPrecondition if none.
@@ -228,6 +247,17 @@ class Router:
             seq = self.audit_event("rollback", previous.version, payload)
         return previous.version, current.version, seq
 
+    def revert(self) -> str:
+        """:meth:`rollback` without an audit record (another serving process of this server
+        chains it), and without complaint when there is nothing to put back: the version
+        served afterwards."""
+        with self._lock:
+            previous = self._previous
+            if previous is not None:
+                self.policy = self.policies["default"] = previous
+                self._previous = None
+            return self.policy.version
+
     def audit_event(self, kind: AuditKind, version: str, payload: Mapping[str, Any]) -> int:
         """Chain an audit record that describes no logged row (a promotion's evidence, a
         rollback); returns its seq (0 without auditing)."""
@@ -238,9 +268,7 @@ class Router:
     def swap_policy(self, policy: Policy) -> None:
         """Make ``policy`` the default one (a cluster replica's newer snapshot); call with
         :meth:`locked` held, so a Route decides wholly with the old policy or the new."""
-        follow = getattr(policy, "follow", None)
-        if callable(follow):
-            follow(self._decision_multiplier)
+        self._follow(policy)
         self.policy = policy
         self.policies["default"] = policy
 

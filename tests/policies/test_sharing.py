@@ -44,3 +44,25 @@ def test_snapshot_of_a_shared_policy_keeps_its_update_count(
     np.testing.assert_array_equal(
         restored.distribution(context, arms), shared.distribution(context, arms)
     )
+
+
+def test_updates_of_another_lineage_are_not_learned(default_settings: Settings) -> None:
+    """Merge rounds around a promotion: updates a process made with the configured policy
+    are not learned by a process already serving a promoted one, nor the reverse; updates of
+    the same lineage are."""
+    arms = tuple(default_settings.catalog)[:4]
+    context = extract("What is the capital of France?")
+    configured, promoted = (
+        SharedLearning(LinUCBPolicy(seed=3)),
+        SharedLearning(LinUCBPolicy(seed=3), "change-1"),
+    )
+    configured.learn(context, arms, 1, 0.25, 1.0)
+    promoted.learn(context, arms, 2, 0.25, 1.0)
+    from_configured, from_promoted = configured.take_updates(), promoted.take_updates()
+    assert from_promoted[0].lineage == "change-1"
+    catalog = default_settings.catalog
+    assert promoted.learn_shared(from_configured, catalog) == 0
+    assert configured.learn_shared(from_promoted, catalog) == 0
+    assert promoted.inner.updates == configured.inner.updates == 1
+    same = SharedLearning(LinUCBPolicy(seed=3), "change-1")
+    assert same.learn_shared(from_promoted, catalog) == 1

@@ -33,6 +33,10 @@ class SharedUpdate:
     decision_id: str = ""
     """The decision learned from ("" if not known): the cluster's trainer learns each
     decision once, whichever replica's feedback reaches it first."""
+    lineage: str = ""
+    """Which policy learned it: "" the configured one, else the promotion that made it live
+    (:class:`SharedLearning`). A process serving another (a promotion or rollback reached it
+    first, or not yet) does not learn it."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (the cluster ships updates as JSON lines)."""
@@ -78,9 +82,12 @@ def learn_update(policy: Policy, update: SharedUpdate, catalog: Catalog) -> bool
 class SharedLearning(Policy):
     """A policy whose updates are also recorded for the other processes."""
 
-    def __init__(self, inner: Policy) -> None:
+    def __init__(self, inner: Policy, lineage: str = "") -> None:
         # No super().__init__(): ``updates`` is the inner policy's count (see below).
         self.inner = inner
+        self.lineage = lineage
+        """"" for the configured policy, or the id of the promotion that made it live: every
+        process serving the same policy has the same lineage, and learns only its updates."""
         self.name = inner.name
         self._outbox: list[SharedUpdate] = []
         self._lock = threading.Lock()
@@ -122,8 +129,9 @@ class SharedLearning(Policy):
     ) -> None:
         self.inner.learn(context, arms, chosen, probability, reward)
         update = SharedUpdate(
-            context.as_dict(), tuple(a.id for a in arms), chosen, probability, reward
-        )
+            context.as_dict(), tuple(a.id for a in arms), chosen, probability, reward,
+            lineage=self.lineage,
+        )  # fmt: skip
         with self._lock:
             self._outbox.append(update)
 
@@ -135,8 +143,13 @@ class SharedLearning(Policy):
 
     def learn_shared(self, updates: Sequence[SharedUpdate], catalog: Catalog) -> int:
         """Learn other processes' updates (not recorded again); returns how many were learned.
-        Updates naming a model this catalogue lacks are skipped."""
-        return sum(learn_update(self.inner, update, catalog) for update in updates)
+        Updates naming a model this catalogue lacks, or learned by another policy (of another
+        lineage: around a promotion or rollback), are skipped."""
+        return sum(
+            learn_update(self.inner, update, catalog)
+            for update in updates
+            if update.lineage == self.lineage
+        )
 
     def save(self) -> bytes:
         return self.inner.save()

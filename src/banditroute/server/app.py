@@ -61,6 +61,7 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 if TYPE_CHECKING:
     from banditroute.cluster.replica import ClusterReplica
     from banditroute.server.replica_peers import ReplicaPeers
+    from banditroute.server.worker_policy import WorkerPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -347,6 +348,9 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         ],
     )
     peers = None if worker is None else WorkerPeers(worker.index, worker.count, worker.socket)
+    workers_policy = None
+    if worker is not None and peers is not None:
+        workers_policy = _workers_policy(settings, router, worker, peers)
     cluster = None
     for_trainer = None
     if settings.cluster.enabled:
@@ -368,6 +372,7 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
             replicas=None if cluster is None else cluster_peers(cluster, *relay_tls),
             cluster_policy=None if learning is None else learning.policy_changes(router),
             for_trainer=for_trainer,
+            workers_policy=workers_policy,
         ),
         server,
     )
@@ -406,6 +411,22 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
         restored_pending, writes_snapshots=worker is None or worker.index == 0, metrics=metrics,
         cluster=cluster,
     )  # fmt: skip
+
+
+def _workers_policy(
+    settings: Settings, router: Router, worker: WorkerIdentity, peers: WorkerPeers
+) -> WorkerPolicy:
+    """Promotions across the workers; a worker started after one (a replacement) adopts the
+    promoted policy the others serve first."""
+    from banditroute.server.worker_policy import WorkerPolicy, adopt_promoted
+
+    exports = [
+        replace(settings.log, path=worker_log_path(settings.log.path, index)).export_dir
+        for index in range(worker.count)
+        if index != worker.index
+    ]
+    adopted = adopt_promoted(router, worker.rundir)
+    return WorkerPolicy(router, peers, worker.rundir, exports, adopted)
 
 
 def _service_metrics(settings: Settings, worker: WorkerIdentity | None) -> ServiceMetrics | None:

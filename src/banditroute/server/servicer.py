@@ -3,7 +3,8 @@
 The caller's tenant comes from the AuthInterceptor (:func:`current_principal`); usage figures
 come from the decision log through ``stats_reader`` (a read cursor on the live log). With
 several workers on one port (:class:`WorkerPeers`), Feedback is forwarded to the worker that
-made the decision, and GetStats, ResetModelHealth and ReloadConfig ask every worker.
+made the decision, and GetStats, ResetModelHealth and ReloadConfig ask every worker;
+PromotePolicy and RollbackPolicy act on every worker (:mod:`.worker_policy`).
 
 Feedback runs on its own thread pool (:data:`FEEDBACK_POOL`): a Feedback call holds its thread
 while it waits for the log commit (or, in the sync gRPC server, for a slow client's request
@@ -12,6 +13,7 @@ bytes to arrive), and on the server's shared pool enough of them would leave Rou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import traceback
@@ -59,6 +61,7 @@ from banditroute.v1 import router_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from banditroute.cluster.orphans import FeedbackForTrainer
+    from banditroute.server.worker_policy import WorkerPolicy
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -241,9 +244,11 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         *,
         cluster_policy: ClusterPolicy | None = None,
         for_trainer: FeedbackForTrainer | None = None,
+        workers_policy: WorkerPolicy | None = None,
     ) -> None:
         self.router = router
         self._cluster_policy = cluster_policy
+        self._workers_policy = workers_policy
         self._peers = peers
         self._replicas = replicas
         self._for_trainer = for_trainer
@@ -464,54 +469,66 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
 
         def work() -> pb.PromotePolicyResponse:
             current_principal().require_admin("PromotePolicy")
-            # Imported here: the evaluation package is needed only by this admin call.
-            from banditroute.promotion import gate_connection
-
             convert.check_chars("candidate", request.candidate, MAX_CANDIDATE_CHARS)
-            convert.check_chars("objective", request.objective, self._limits.max_name_chars)
-            if not request.candidate.strip():
-                raise InvalidArgument("candidate: must not be empty", field="candidate")
-            tolerance = request.tolerance or DEFAULT_TOLERANCE
-            if not 0 < tolerance <= MAX_TOLERANCE:
-                raise InvalidArgument(
-                    f"tolerance: must be a share of the estimate in (0, {MAX_TOLERANCE:g}] "
-                    "(0: the default)",
-                    field="tolerance",
-                )
-            if self._peers is not None:
-                raise FailedPrecondition(
-                    "policy: promotion needs a single serving process (server.workers = 1): "
-                    "each worker has its own copy of the policy",
-                    field="policy",
-                )
-            router = self.router
-            objective = router.settings.objective(request.objective)
-            if self._stats_reader is None:
-                raise FailedPrecondition("log: this server keeps no decision log", field="log")
-            shadows = {name: p for name, p in router.policies.items() if name != "default"}
-            cursor = self._stats_reader()
-            try:
-                evidence, policy = gate_connection(
-                    cursor, request.candidate, router.settings, objective,
-                    margin=request.margin, shadows=shadows,
-                    tolerance=tolerance,
-                )  # fmt: skip
-            finally:
-                cursor.close()
-            if policy is None:
-                version = router.policy.version
-                seq = router.audit_event("promotion", version, evidence.as_dict())
-            elif self._cluster_policy is not None:  # the trainer's learner: see promoter
-                version, seq = self._cluster_policy.promote(
-                    request.candidate.strip(), policy, evidence.as_dict()
-                )
-            else:
-                version, seq = router.promote(policy, evidence.as_dict())
-            log.info("policy_promotion", verdict=evidence.verdict, policy_version=version,
-                     decisions=evidence.decisions, audit_seq=seq)  # fmt: skip
-            return convert.promote_response(evidence, version, seq)
+            workers = self._workers_policy
+            if workers is not None and WorkerPeers.is_peer_call(context):
+                return workers.peer_promote(request.candidate)  # another worker's promotion
+            with contextlib.nullcontext() if workers is None else workers.exclusive():
+                return self._promote(request, context)
 
         return _call(context, "PromotePolicy", work)
+
+    def _promote(
+        self, request: pb.PromotePolicyRequest, context: grpc.ServicerContext
+    ) -> pb.PromotePolicyResponse:
+        """PromotePolicy's work once the caller is known to be an admin."""
+        # Imported here: the evaluation package is needed only by this admin call.
+        from banditroute.promotion import gate_connection
+        from banditroute.server.worker_policy import whole_log
+
+        convert.check_chars("objective", request.objective, self._limits.max_name_chars)
+        if not request.candidate.strip():
+            raise InvalidArgument("candidate: must not be empty", field="candidate")
+        tolerance = request.tolerance or DEFAULT_TOLERANCE
+        if not 0 < tolerance <= MAX_TOLERANCE:
+            raise InvalidArgument(
+                f"tolerance: must be a share of the estimate in (0, {MAX_TOLERANCE:g}] "
+                "(0: the default)",
+                field="tolerance",
+            )
+        router = self.router
+        objective = router.settings.objective(request.objective)
+        if self._stats_reader is None:
+            raise FailedPrecondition("log: this server keeps no decision log", field="log")
+        shadows = {name: p for name, p in router.policies.items() if name != "default"}
+        workers = self._workers_policy
+        cursor = self._stats_reader()
+        try:
+            if workers is not None:  # the whole server's log: every worker's rows
+                whole_log(cursor, workers.exports)
+            evidence, policy = gate_connection(
+                cursor, request.candidate, router.settings, objective,
+                margin=request.margin, shadows=shadows,
+                tolerance=tolerance,
+            )  # fmt: skip
+        finally:
+            cursor.close()
+        if policy is None:
+            version = router.policy.version
+            seq = router.audit_event("promotion", version, evidence.as_dict())
+        elif self._cluster_policy is not None:  # the trainer's learner: see promoter
+            version, seq = self._cluster_policy.promote(
+                request.candidate.strip(), policy, evidence.as_dict()
+            )
+        elif workers is not None:  # every worker: see worker_policy
+            version, seq = workers.promote(
+                request.candidate.strip(), policy, evidence.as_dict(), context
+            )
+        else:
+            version, seq = router.promote(policy, evidence.as_dict())
+        log.info("policy_promotion", verdict=evidence.verdict, policy_version=version,
+                 decisions=evidence.decisions, audit_seq=seq)  # fmt: skip
+        return convert.promote_response(evidence, version, seq)
 
     def RollbackPolicy(  # noqa: N802
         self, request: pb.RollbackPolicyRequest, context: grpc.ServicerContext
@@ -520,10 +537,16 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
 
         def work() -> pb.RollbackPolicyResponse:
             current_principal().require_admin("RollbackPolicy")
-            changes = self._cluster_policy
-            restored, rolled_back, seq = (
-                self.router.rollback() if changes is None else changes.rollback()
-            )
+            changes, workers = self._cluster_policy, self._workers_policy
+            if workers is not None and WorkerPeers.is_peer_call(context):
+                return workers.peer_rollback()  # another worker's rollback
+            if changes is not None:
+                restored, rolled_back, seq = changes.rollback()
+            elif workers is not None:
+                with workers.exclusive():
+                    restored, rolled_back, seq = workers.rollback(context)
+            else:
+                restored, rolled_back, seq = self.router.rollback()
             log.info("policy_rolled_back", policy_version=restored, audit_seq=seq)
             return pb.RollbackPolicyResponse(
                 policy_version=restored, rolled_back_version=rolled_back, audit_seq=seq

@@ -10,7 +10,9 @@ that reaches a worker which did not make the decision is forwarded to the owner 
 Unix socket, and GetStats and ResetModelHealth ask every worker over those sockets (see
 ``WorkerPeers``). The supervisor forwards SIGHUP to every worker, each of which then reads
 the configuration file again and applies it (see :mod:`banditroute.reload`); ReloadConfig
-reaches one worker, which reloads and asks the others to. On SIGTERM the supervisor stops the
+reaches one worker, which reloads and asks the others to; PromotePolicy and RollbackPolicy
+likewise (``worker_policy``: the updates of a merge round are learned only by a worker serving
+the policy that made them). On SIGTERM the supervisor stops the
 workers (each shuts down gracefully) and exits 0. When a worker dies (kill -9, a crash), the
 supervisor starts a replacement with the same index, which opens the same log file (moving the
 dead worker's journal in), reads the configuration file as it is then (keeping the settings in
@@ -110,7 +112,6 @@ def _worker_main(
     health = service.router.health
     health.share_outcomes()
     service.start()
-    policy = service.router.policy
     metrics = service.metrics
     conn.send(("ready", service.port, service.restored_pending))
     while not stop.is_set():
@@ -122,15 +123,17 @@ def _worker_main(
         if not conn.poll(0.2):
             continue
         message = conn.recv()
+        policy = service.router.policy  # read each time: a promotion replaces it
         if message[0] == "updates":
             updates = policy.take_updates() if isinstance(policy, SharedLearning) else []
             spend = service.router.take_budget_spend()
             conn.send(("updates", updates, spend, health.take_outcomes()))
         elif message[0] == "learn":
-            if isinstance(policy, SharedLearning):
-                with service.router.locked():
+            with service.router.locked():  # the policy served now, not one a promotion replaced
+                policy = service.router.policy
+                if isinstance(policy, SharedLearning):
                     learned = policy.learn_shared(message[1], service.router.catalog)
-                log.debug("shared_updates_learned", updates=learned)
+                    log.debug("shared_updates_learned", updates=learned)
             for spend in message[2]:
                 service.router.add_budget_spend(spend)
             health.add_outcomes(message[3])
