@@ -35,6 +35,12 @@ plus routes in flight (``admit`` +1, ``release`` -1). A bucket expires only once
 older than 60 s, so an admission counts for between 60 and 61 seconds: the window errs towards
 holding a model back, never towards overrunning a provider's quota.
 
+Its parts live in their own modules: the breaker (:mod:`banditroute.breaker`), load limits and
+their window (:mod:`banditroute.load_limits`), one model's state and the snapshot made of it
+(:mod:`banditroute.model_state`), each tenant's outcomes (:mod:`banditroute.health_tenants`);
+this module holds the tracker that ties them together under one lock, and shares outcomes
+with the other serving processes.
+
 Thread safety: one lock guards all state; every public method takes it once and does O(1)
 work under it (amortised; the window prunes expired buckets). Checking a model with
 ``unavailable_reason`` and then admitting it are two calls, so concurrent Route calls may admit
@@ -48,27 +54,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal
 
 import structlog
-from river import stats as river_stats
 
-from banditroute.health_settings import HealthSettings, is_plain_int
-from banditroute.health_tenants import FailureWindow, TenantOutcomes, lower_median
+from banditroute.breaker import CLOSED, HALF_OPEN, BreakerState
+from banditroute.health_settings import HealthSettings
+from banditroute.health_tenants import lower_median
+from banditroute.load_limits import RATE_BUCKET_S, RATE_WINDOW_S, ModelLimits
+from banditroute.model_state import ModelHealth, ModelState, check_outcome
 from banditroute.outcomes import OutcomeStatus
 from banditroute.tenancy import DEFAULT_TENANT
 
 log = structlog.get_logger(__name__)
-
-BreakerState = Literal["closed", "open", "half_open"]
-"""Where a model's circuit breaker stands."""
-
-RATE_WINDOW_S = 60
-"""Length of the sliding window that requests/min and tokens/min limits count over."""
-
-RATE_BUCKET_S = 1.0
-"""Granularity of that window: admissions are summed per bucket of this many seconds."""
 
 MAX_SHARED_OUTCOMES = 100_000
 """Outcomes a serving process keeps for its peers between two merge rounds (a round every few
@@ -77,160 +74,6 @@ seconds; past this, under an outage storm, the oldest are dropped and counted)."
 SharedOutcome = tuple[str, str, float | None, str]
 """(model, status name, latency_ms, tenant): one outcome as serving processes exchange it
 (plain values, so it pickles and survives a version skew of the enum)."""
-
-_CLOSED: BreakerState = "closed"
-_OPEN: BreakerState = "open"
-_HALF_OPEN: BreakerState = "half_open"
-
-_FAILURE_STATUSES = frozenset(
-    {OutcomeStatus.ERROR, OutcomeStatus.TIMEOUT, OutcomeStatus.RATE_LIMITED}
-)
-_COUNTER = {
-    OutcomeStatus.OK: "ok",
-    OutcomeStatus.ERROR: "errors",
-    OutcomeStatus.TIMEOUT: "timeouts",
-    OutcomeStatus.RATE_LIMITED: "rate_limited",
-    OutcomeStatus.REFUSED: "refused",
-}
-
-
-@dataclass(frozen=True)
-class ModelLimits:
-    """Load limits of one model (None = unlimited), typically its provider quota.
-
-    Requests and tokens are counted over a sliding 60-second window of admitted routes;
-    ``max_in_flight`` bounds routes admitted and not yet released.
-    """
-
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    max_in_flight: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("requests_per_minute", "tokens_per_minute", "max_in_flight"):
-            value = getattr(self, name)
-            if value is not None and (not is_plain_int(value) or value < 1):
-                raise ValueError(f"{name}: must be an integer >= 1 or None, got {value!r}")
-
-    @property
-    def unlimited(self) -> bool:
-        """True when no limit is set."""
-        return (
-            self.requests_per_minute is None
-            and self.tokens_per_minute is None
-            and self.max_in_flight is None
-        )
-
-
-@dataclass(frozen=True)
-class ModelHealth:
-    """A snapshot of one model's health, for Route's reasons, logs and an admin view.
-
-    ``requests`` counts reported outcomes of every status (``ok + errors + timeouts +
-    rate_limited + refused``); ``admitted`` counts routes admitted, whether or not feedback
-    came. ``recent`` outcomes (at most ``window``) give ``error_rate``; latencies are
-    milliseconds over the ``latency_count`` most recent served answers that reported one (None
-    before the first). ``requests_last_minute`` and
-    ``tokens_last_minute`` count admitted routes. ``opened_at`` is the tracker clock's reading
-    when the breaker last opened (None when closed); ``retry_in_s`` is the time left before it
-    turns half-open (0 when half-open, None when closed). ``reason`` is what
-    :meth:`HealthTracker.unavailable_reason` says now, None if the model may be chosen.
-    """
-
-    model: str
-    state: BreakerState
-    requests: int
-    ok: int
-    errors: int
-    timeouts: int
-    rate_limited: int
-    refused: int
-    recent: int
-    error_rate: float
-    consecutive_failures: int
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    latency_count: int
-    admitted: int
-    requests_last_minute: int
-    tokens_last_minute: int
-    in_flight: int
-    opened_at: float | None
-    retry_in_s: float | None
-    reason: str | None
-
-    @property
-    def available(self) -> bool:
-        """True when the model may be chosen now."""
-        return self.reason is None
-
-
-class _RateWindow:
-    """Admitted requests and tokens over the last 60 s, in one-second buckets."""
-
-    __slots__ = ("_buckets", "requests", "tokens")
-
-    def __init__(self) -> None:
-        self._buckets: deque[list[int]] = deque()  # [bucket index, requests, tokens]
-        self.requests = 0
-        self.tokens = 0
-
-    def prune(self, now: float) -> None:
-        """Drop buckets that lie entirely more than 60 s in the past."""
-        buckets = self._buckets
-        # Bucket k covers [k, k + 1) buckets of time; it expires once k + 1 + 60 <= now.
-        horizon = now / RATE_BUCKET_S - RATE_WINDOW_S / RATE_BUCKET_S - 1.0
-        while buckets and buckets[0][0] <= horizon:
-            _, requests, tokens = buckets.popleft()
-            self.requests -= requests
-            self.tokens -= tokens
-
-    def add(self, now: float, tokens: int) -> None:
-        """Count one admitted request with its tokens."""
-        index = math.floor(now / RATE_BUCKET_S)
-        buckets = self._buckets
-        if buckets and buckets[-1][0] >= index:
-            # Same bucket (or a clock that stepped back: keep it in the newest bucket).
-            last = buckets[-1]
-            last[1] += 1
-            last[2] += tokens
-        else:
-            buckets.append([index, 1, tokens])
-        self.requests += 1
-        self.tokens += tokens
-
-
-class _ModelState:
-    """Everything the tracker keeps about one model (guarded by the tracker's lock)."""
-
-    __slots__ = (
-        "admitted", "errors", "failures", "in_flight", "last_probe_at", "latency_p50",
-        "latency_p95", "latency_samples", "limits", "model", "ok", "open_cause", "opened_at",
-        "probes", "rate", "rate_limited", "refused", "state", "tenants", "timeouts",
-    )  # fmt: skip
-
-    def __init__(self, model: str, limits: ModelLimits | None, latency_window: int) -> None:
-        self.model = model
-        self.limits = limits  # None when unlimited, so the hot path can skip the clock
-        self.ok = self.errors = self.timeouts = self.rate_limited = self.refused = 0
-        self.admitted = 0
-        self.failures = FailureWindow()
-        self.latency_p50 = river_stats.RollingQuantile(0.5, window_size=latency_window)
-        self.latency_p95 = river_stats.RollingQuantile(0.95, window_size=latency_window)
-        self.latency_samples = 0  # latencies the quantiles' window holds (at most its size)
-        self.state: BreakerState = _CLOSED
-        self.opened_at: float | None = None
-        self.open_cause = ""
-        self.probes = 0
-        self.last_probe_at: float | None = None
-        self.in_flight = 0
-        self.rate = _RateWindow()
-        self.tenants: dict[str, TenantOutcomes] = {}
-
-    @property
-    def outcomes(self) -> int:
-        """Outcomes recorded in all (served answers and failures)."""
-        return self.ok + self.errors + self.timeouts + self.rate_limited + self.refused
 
 
 class HealthTracker:
@@ -275,7 +118,7 @@ class HealthTracker:
         }
         self._clock = clock
         self._lock = threading.Lock()
-        self._models: dict[str, _ModelState] = {}
+        self._models: dict[str, ModelState] = {}
         self._outbox: deque[SharedOutcome] | None = None
         self._dropped = 0
         self._open_listeners: list[Callable[[str, str], None]] = []
@@ -285,108 +128,19 @@ class HealthTracker:
             self._state(model)
 
     # -- internals (call with the lock held) -----------------------------------------------------
-    def _state(self, model: str) -> _ModelState:
+    def _state(self, model: str) -> ModelState:
         state = self._models.get(model)
         if state is None:
-            state = _ModelState(model, self._limits.get(model), self.settings.latency_window)
+            state = ModelState(model, self._limits.get(model), self.settings.latency_window)
             self._models[model] = state
         return state
 
-    def _refresh(self, st: _ModelState, now: float) -> None:
-        """Apply the time-driven transitions: open -> half_open, re-arming lost probes."""
-        cooldown = self.settings.cooldown_s
-        if st.state == _OPEN:
-            if st.opened_at is not None and now >= st.opened_at + cooldown:
-                st.state = _HALF_OPEN
-                st.probes = 0
-                st.last_probe_at = None
-        elif (
-            st.state == _HALF_OPEN
-            and st.probes >= self.settings.half_open_probes
-            and st.last_probe_at is not None
-            and now >= st.last_probe_at + cooldown
-        ):
-            st.probes = 0
-
-    def _open(self, st: _ModelState, now: float, cause: str) -> None:
+    def _open(self, st: ModelState, now: float, cause: str) -> None:
         if self._open_listeners:
             self._opened.append((st.model, cause))
-        st.state = _OPEN
-        st.opened_at = now
-        st.open_cause = cause
-        st.probes = 0
-        st.last_probe_at = None
+        st.breaker.open(now, cause)
 
-    def _close(self, st: _ModelState) -> None:
-        st.state = _CLOSED
-        st.opened_at = None
-        st.open_cause = ""
-        st.probes = 0
-        st.last_probe_at = None
-        # Start the rate rule afresh: the failures that opened the breaker are old news.
-        st.failures.clear()
-        for outcomes in st.tenants.values():
-            outcomes.failures.clear()
-
-    def _reason(self, st: _ModelState, now: float, tokens: int) -> str | None:
-        self._refresh(st, now)
-        if st.state == _OPEN:
-            assert st.opened_at is not None
-            retry = max(0.0, st.opened_at + self.settings.cooldown_s - now)
-            return f"circuit open after {st.open_cause}; retry in {math.ceil(retry)}s"
-        if st.state == _HALF_OPEN and st.probes >= self.settings.half_open_probes:
-            return f"circuit half-open: {st.probes} probe route(s) admitted, waiting for an outcome"
-        limits = st.limits
-        if limits is None:
-            return None
-        if limits.max_in_flight is not None and st.in_flight >= limits.max_in_flight:
-            return f"in-flight limit {limits.max_in_flight} reached"
-        rate = st.rate
-        rate.prune(now)
-        rpm = limits.requests_per_minute
-        if rpm is not None and rate.requests >= rpm:
-            return f"rate limit {rpm} requests/min reached"
-        tpm = limits.tokens_per_minute
-        if tpm is not None and (rate.tokens >= tpm or rate.tokens + tokens > tpm):
-            return (
-                f"token limit {tpm} tokens/min reached "
-                f"({rate.tokens} used in the last minute, {tokens} requested)"
-            )
-        return None
-
-    def _snapshot(self, st: _ModelState, now: float) -> ModelHealth:
-        reason = self._reason(st, now, 0)  # refreshes the state and prunes the rate window
-        recent = len(st.failures.recent)
-        if st.state == _OPEN:
-            assert st.opened_at is not None
-            retry_in: float | None = max(0.0, st.opened_at + self.settings.cooldown_s - now)
-        else:
-            retry_in = 0.0 if st.state == _HALF_OPEN else None
-        st.rate.prune(now)
-        return ModelHealth(
-            model=st.model,
-            state=st.state,
-            requests=st.outcomes,
-            ok=st.ok,
-            errors=st.errors,
-            timeouts=st.timeouts,
-            rate_limited=st.rate_limited,
-            refused=st.refused,
-            recent=recent,
-            error_rate=st.failures.recent_failures / recent if recent else 0.0,
-            consecutive_failures=st.failures.consecutive,
-            latency_p50_ms=st.latency_p50.get(),
-            latency_p95_ms=st.latency_p95.get(),
-            latency_count=st.latency_samples,
-            admitted=st.admitted,
-            requests_last_minute=st.rate.requests,
-            tokens_last_minute=st.rate.tokens,
-            in_flight=st.in_flight,
-            opened_at=st.opened_at,
-            retry_in_s=retry_in,
-            reason=reason,
-        )
-
+    # -- operator's reset and configuration reload ------------------------------------------------
     def on_reset(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(model)`` after an operator's :meth:`reset` (not a relayed one)."""
         self._reset_listeners.append(listener)
@@ -400,7 +154,7 @@ class HealthTracker:
         each of them resets the model as well, and the failures that came before the reset
         would otherwise re-open its breaker there at the next merge round."""
         with self._lock:
-            self._close(self._state(model))
+            self._state(model).close()
             outbox = self._outbox
             if outbox:
                 kept = [outcome for outcome in outbox if outcome[0] != model]
@@ -516,23 +270,8 @@ class HealthTracker:
         if not (math.isfinite(retry_in_s) and retry_in_s > 0):
             return False
         with self._lock:
-            now = self._clock()
-            st = self._state(model)
-            self._refresh(st, now)
-            cooldown = self.settings.cooldown_s
-            opened_at = st.opened_at
-            if (
-                st.state == _OPEN
-                and opened_at is not None
-                and opened_at + cooldown >= now + retry_in_s
-            ):
-                return False
-            st.state = _OPEN
-            st.opened_at = now + retry_in_s - cooldown
-            st.open_cause = cause
-            st.probes = 0
-            st.last_probe_at = None
-            return True
+            breaker = self._state(model).breaker
+            return breaker.force_open(self._clock(), retry_in_s, cause, self.settings)
 
     def _record(
         self,
@@ -543,12 +282,7 @@ class HealthTracker:
         *,
         share: bool,
     ) -> None:
-        counter = _COUNTER.get(status)
-        if counter is None:
-            raise ValueError(f"status: unknown outcome status {status!r}")
-        if latency_ms is not None and not (math.isfinite(latency_ms) and latency_ms >= 0.0):
-            raise ValueError(f"latency_ms: must be a finite number >= 0, got {latency_ms!r}")
-        failed = status in _FAILURE_STATUSES
+        check_outcome(status, latency_ms)
         settings = self.settings
         with self._lock:
             if share and self._outbox is not None:
@@ -556,30 +290,22 @@ class HealthTracker:
                     self._dropped += 1
                 self._outbox.append((model, str(status), latency_ms, tenant))
             st = self._state(model)
-            own = st.tenants.get(tenant)
-            if own is None:
-                own = st.tenants[tenant] = TenantOutcomes(settings.latency_window)
-            own.record(failed, latency_ms, settings.window)
-            setattr(st, counter, getattr(st, counter) + 1)
-            st.failures.record(failed, settings.window)
-            if not failed and latency_ms is not None:
-                st.latency_p50.update(latency_ms)
-                st.latency_p95.update(latency_ms)
-                st.latency_samples = min(st.latency_samples + 1, settings.latency_window)
-            if st.state == _CLOSED:
+            failed = st.count(status, latency_ms, tenant, settings)
+            breaker = st.breaker
+            if breaker.state == CLOSED:
                 if failed:
                     self._trip_if_needed(st)
                 return
             now = self._clock()
-            self._refresh(st, now)
-            if st.state == _HALF_OPEN:
+            breaker.refresh(now, settings)
+            if breaker.state == HALF_OPEN:
                 if failed:
                     self._open(st, now, f"a failed half-open probe ({status})")
                 else:
-                    self._close(st)
+                    st.close()
             # While open, outcomes of routes admitted before it opened are counted only.
 
-    def _trip_if_needed(self, st: _ModelState) -> None:
+    def _trip_if_needed(self, st: ModelState) -> None:
         settings = self.settings
         if self._min_tenants > 1:
             failing = sum(
@@ -602,10 +328,10 @@ class HealthTracker:
     def breaker_state(self, model: str) -> BreakerState:
         """The model's breaker state now (an open breaker past its cooldown is half-open)."""
         with self._lock:
-            st = self._state(model)
-            if st.state != _CLOSED:
-                self._refresh(st, self._clock())
-            return st.state
+            breaker = self._state(model).breaker
+            if breaker.state != CLOSED:
+                breaker.refresh(self._clock(), self.settings)
+            return breaker.state
 
     def unavailable_reason(self, model: str, tokens: int = 0) -> str | None:
         """None if ``model`` may be chosen now for a request of ``tokens``, else why not.
@@ -618,9 +344,9 @@ class HealthTracker:
             raise ValueError(f"tokens: must be >= 0, got {tokens!r}")
         with self._lock:
             st = self._state(model)
-            if st.state == _CLOSED and st.limits is None:
+            if st.unhindered:
                 return None  # the common case: no clock read, no window to prune
-            return self._reason(st, self._clock(), tokens)
+            return st.reason(self._clock(), tokens, self.settings)
 
     def admit(self, model: str, tokens: int) -> None:
         """Account one route to ``model``: requests and tokens in the 60 s window, one more in
@@ -631,7 +357,7 @@ class HealthTracker:
             raise ValueError(f"tokens: must be >= 0, got {tokens!r}")
         now = self._clock()
         with self._lock:
-            self._admit(self._state(model), now, tokens)
+            self._state(model).admit(now, tokens, self.settings)
 
     def try_admit(self, model: str, tokens: int, *, expected_output_tokens: int = 0) -> str | None:
         """Check ``model`` (as :meth:`unavailable_reason`, for ``tokens`` plus the expected
@@ -642,24 +368,12 @@ class HealthTracker:
         now = self._clock()
         with self._lock:
             st = self._state(model)
-            if not (st.state == _CLOSED and st.limits is None):
-                why = self._reason(st, now, tokens + expected_output_tokens)
+            if not st.unhindered:
+                why = st.reason(now, tokens + expected_output_tokens, self.settings)
                 if why is not None:
                     return why
-            self._admit(st, now, tokens)
+            st.admit(now, tokens, self.settings)
             return None
-
-    def _admit(self, st: _ModelState, now: float, tokens: int) -> None:
-        st.admitted += 1
-        st.in_flight += 1
-        rate = st.rate
-        rate.prune(now)
-        rate.add(now, tokens)
-        if st.state != _CLOSED:
-            self._refresh(st, now)
-            if st.state == _HALF_OPEN:
-                st.probes += 1
-                st.last_probe_at = now
 
     def release(self, model: str) -> None:
         """One route to ``model`` is over (feedback came or its reward window closed).
@@ -694,19 +408,21 @@ class HealthTracker:
         with self._lock:
             st = self._models.get(model)
             if st is None:
-                st = _ModelState(model, self._limits.get(model), self.settings.latency_window)
-            return self._snapshot(st, self._clock())
+                st = ModelState(model, self._limits.get(model), self.settings.latency_window)
+            return st.snapshot(self._clock(), self.settings)
 
     def snapshot(self) -> dict[str, ModelHealth]:
         """The health of every tracked model, by model id in sorted order."""
         with self._lock:
             now = self._clock()
             return {
-                model: self._snapshot(self._models[model], now) for model in sorted(self._models)
+                model: self._models[model].snapshot(now, self.settings)
+                for model in sorted(self._models)
             }
 
 
 __all__ = [
+    "MAX_SHARED_OUTCOMES",
     "RATE_BUCKET_S",
     "RATE_WINDOW_S",
     "BreakerState",
@@ -714,4 +430,5 @@ __all__ = [
     "HealthTracker",
     "ModelHealth",
     "ModelLimits",
+    "SharedOutcome",
 ]

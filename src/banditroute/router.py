@@ -52,7 +52,8 @@ from banditroute.errors import (
     NotFound,
 )
 from banditroute.features import Embedder, extract, prompt_hash
-from banditroute.health import HealthTracker, ModelLimits
+from banditroute.health import HealthTracker
+from banditroute.load_limits import ModelLimits
 from banditroute.objectives import BudgetPacer, Objective
 from banditroute.observe import NoObserver, RouterObserver
 from banditroute.outcomes import Fragments, OutcomeStatus

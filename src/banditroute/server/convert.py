@@ -30,7 +30,7 @@ from banditroute.decisions import (
 )
 from banditroute.errors import InvalidArgument
 from banditroute.features import ChatTurn
-from banditroute.health import ModelHealth
+from banditroute.model_state import ModelHealth
 from banditroute.outcomes import OutcomeStatus
 from banditroute.usage import ModelTenantStats
 from banditroute.v1 import router_pb2 as pb

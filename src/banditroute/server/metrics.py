@@ -43,9 +43,9 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from banditroute.breaker import BreakerState
 from banditroute.decisions import Decision
 from banditroute.errors import ConfigError
-from banditroute.health import BreakerState
 from banditroute.server.intercept import PROTECTED_PREFIX, HandlerWrapper, unary_handler
 
 if TYPE_CHECKING:
