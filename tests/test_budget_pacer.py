@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from banditroute.objectives import SPEND_INCENTIVE, BudgetPacer
+from banditroute.objectives import MAX_CREDIT, PACING_AIM, SPEND_INCENTIVE, BudgetPacer
 
 BUDGET = 0.001
 
@@ -77,8 +77,35 @@ def test_a_clear_loser_is_not_bought_to_spend_the_budget() -> None:
 
 def test_starting_multiplier_is_kept_until_spend_moves_it() -> None:
     """A multiplier set from outside (a warm start's estimate) is where the pacer starts, owing
-    nothing: a request at exactly the budget leaves it unchanged."""
+    nothing: a request at exactly the spend it aims at leaves it unchanged."""
     pacer = BudgetPacer(BUDGET, rate=0.002)
     pacer.lam = 0.03 * pacer.scale
-    pacer.observe(BUDGET)
+    pacer.observe(PACING_AIM * BUDGET)
     assert pacer.lam / pacer.scale == 0.03
+
+
+def test_an_early_underspend_is_spent_once_spending_buys_quality() -> None:
+    """A cold start that sends its first 100 requests to the cheap model (it cannot yet tell
+    the dear one is better) and then wants the dear one spends what it saved: the stream ends
+    within [0.95, 1.02] of the budget. Before, every request at the multiplier's floor forgot
+    the underspend and the stream ended at 0.89 (0.90 with the plain dual ascent)."""
+    pacer = BudgetPacer(BUDGET, rate=0.002)
+    spent = 0.0
+    for _ in range(100):
+        pacer.observe(0.3 * BUDGET)
+        spent += 0.3 * BUDGET
+    router = _threshold_router(0.02, dear=3.0, cheap=0.3)
+    for _ in range(500):
+        cost = router(pacer.lam / pacer.scale)
+        pacer.observe(cost)
+        spent += cost
+    assert 0.95 <= spent / 600 / BUDGET <= 1.02
+
+
+def test_credit_is_bounded() -> None:
+    """After a long stretch where spending buys nothing, at most MAX_CREDIT budgets of
+    underspend are remembered: a later change of mind cannot spend months of savings at once."""
+    pacer = BudgetPacer(BUDGET, rate=0.002)
+    for _ in range(10_000):
+        pacer.observe(0.1 * BUDGET)
+    assert pacer.debt == pytest.approx(-MAX_CREDIT)

@@ -8,7 +8,13 @@ import pytest
 
 from banditroute.config import Settings
 from banditroute.errors import ConfigError, InvalidArgument
-from banditroute.objectives import SPEND_INCENTIVE, BudgetPacer, Objective, parse_objective
+from banditroute.objectives import (
+    PACING_AIM,
+    SPEND_INCENTIVE,
+    BudgetPacer,
+    Objective,
+    parse_objective,
+)
 from banditroute.outcomes import Fragments, OutcomeStatus
 
 OBJECTIVE = Objective("test", quality=2.0, cost=100.0, latency=0.001, failure=0.25)
@@ -154,7 +160,7 @@ def test_budget_pacer_step_is_scale_free() -> None:
     small.observe(0.002)
     large.observe(2.0)
     assert small.lam * small.budget_usd == pytest.approx(large.lam * large.budget_usd)
-    assert small.lam == pytest.approx(0.05 * (1 / 0.001) * 1.0)
+    assert small.lam == pytest.approx(0.05 * (1 / 0.001) * (2.0 - PACING_AIM))
 
 
 def test_budget_pacer_lambda_is_capped() -> None:

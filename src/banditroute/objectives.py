@@ -121,10 +121,22 @@ def parse_objective(
 PACING_HORIZON = 100.0
 """Requests over which a pacer works off its debt (:class:`BudgetPacer`): its price also
 integrates the debt at ``rate / PACING_HORIZON`` per request."""
+PACING_AIM = 0.99
+"""Share of the budget a :class:`BudgetPacer` steers the mean cost to: 1% of headroom for calls
+whose cost the catalogue cannot foresee (a long answer from the dearest model), which a short
+stream cannot repay before it ends. The budget's tolerance is asymmetric (at most 2% over, 5%
+under is still spending it); aiming at 1.0 left 4 of 5 seeds 2-3% over on ParetoBandit's
+tuning part at 10%, warm, and 0.985 cost quality cold."""
 SPEND_INCENTIVE = 0.02
 """Most negative multiplier of a :class:`BudgetPacer`, in quality units per budget: while spend
 runs under the budget, a dearer model may be worth up to this much more per budget it costs,
-which tips near-ties towards it and no clear loser."""
+which tips near-ties towards it and no clear loser (0.01 left cold seeds at 0.88-0.94 of the
+budget on the tuning part at 35%)."""
+MAX_CREDIT = 100.0
+"""Most underspend, in budgets, a :class:`BudgetPacer` remembers: a cold start that spends
+little while it cannot yet tell the models apart spends it once it can, instead of ending
+under budget; what lies beyond (a long stretch where spending buys nothing) is forgotten, so
+it never pays for a later burst."""
 MAX_INTEGRATED_DEBT = 20.0
 """Largest debt, in budgets, the integral of a :class:`BudgetPacer` takes in per request: a
 large early overspend (a cold start trying the dearest model) is repaid by the proportional
@@ -137,20 +149,20 @@ MAX_MULTIPLIER = 100.0
 class BudgetPacer:
     """Keeps mean cost per request at a target by pricing cost higher while spend runs over.
 
-    A proportional-integral controller of the debt ``D``, the cumulative overspend in budgets
-    (``sum(cost - budget) / budget``). The multiplier (extra reward points per USD) is
+    A proportional-integral controller of the debt ``D``, the cumulative spend over
+    ``PACING_AIM`` of the budget, in budgets. The multiplier (extra reward points per USD) is
     ``scale * (price + rate * D)``: the proportional term answers each request at once (one
-    request at 4x the budget raises the next one's price by ``3 * rate``), and ``price``, which
-    integrates ``rate / PACING_HORIZON * D`` per request, learns the price at which spend meets
-    the budget. A plain dual ascent (the multiplier proportional to ``D``) needs a standing debt
-    to hold any price, so a stream ended ``price / (rate * requests)`` over the budget (cold on
-    RouterBench at 10%: up to 4% over after 800 requests); the integral works that debt off
-    over a few ``PACING_HORIZON`` requests, with no horizon to know. The multiplier stays within
-    ``[-SPEND_INCENTIVE, MAX_MULTIPLIER]`` quality units per budget; at either bound the debt is
-    set back to what holds the bound (no wind-up: credit left unspent while even a dearer
-    model's incentive buys nothing is forgotten). ``scale`` is the multiplier's natural unit,
-    the quality weight over the budget (the price at which spending the whole budget costs one
-    unit of quality), so the same rate suits budgets of any size.
+    request at 4x the budget raises the next one's price by about ``3 * rate``), and ``price``,
+    which integrates ``rate / PACING_HORIZON * D`` per request, learns the price at which spend
+    meets the budget. A plain dual ascent (the multiplier proportional to ``D``) needs a
+    standing debt to hold any price, so a stream ended ``price / (rate * requests)`` over the
+    budget (cold on RouterBench at 10%: up to 4% over after 800 requests); the integral works
+    that debt off over a few ``PACING_HORIZON`` requests, with no horizon to know. The
+    multiplier stays within ``[-SPEND_INCENTIVE, MAX_MULTIPLIER]`` quality units per budget;
+    the price does not integrate while the multiplier sits at its floor, and the debt keeps at
+    most ``MAX_CREDIT`` budgets of underspend (no wind-up either way). ``scale`` is the
+    multiplier's natural unit, the quality weight over the budget (the price at which spending
+    the whole budget costs one unit of quality), so the same rate suits budgets of any size.
     """
 
     budget_usd: float
@@ -194,13 +206,15 @@ class BudgetPacer:
         self.spent_usd += cost_usd
         self.requests += 1
         debt = min(max(self.debt, -MAX_INTEGRATED_DEBT), MAX_INTEGRATED_DEBT)
-        self.price += self.rate / PACING_HORIZON * debt
+        if debt > 0 or self.price + self.rate * self.debt > -SPEND_INCENTIVE:
+            self.price += self.rate / PACING_HORIZON * debt
         self.price = min(max(self.price, -SPEND_INCENTIVE), MAX_MULTIPLIER)
-        self.debt_usd += cost_usd - self.budget_usd
+        self.debt_usd += cost_usd - PACING_AIM * self.budget_usd
         raw = self.price + self.rate * self.debt
-        bound = min(max(raw, -SPEND_INCENTIVE), MAX_MULTIPLIER)
-        if raw != bound and self.rate > 0:
-            self.debt_usd = (bound - self.price) / self.rate * self.budget_usd
+        if raw > MAX_MULTIPLIER and self.rate > 0:
+            self.debt_usd = (MAX_MULTIPLIER - self.price) / self.rate * self.budget_usd
+        elif self.debt < -MAX_CREDIT:
+            self.debt_usd = -MAX_CREDIT * self.budget_usd
 
     @property
     def mean_cost_usd(self) -> float:
