@@ -566,6 +566,50 @@ def _ratios(ratios: Sequence[float]) -> str:
     return f"{min(ratios):.3f}-{max(ratios):.3f}" if ratios else "-"
 
 
+BUDGET_WINDOW = (0.95, 1.02)
+"""Where each seed's whole-stream mean cost over the budget should end (issue 11, item 3)."""
+
+
+def budget_markdown(after: dict[str, Any], before: dict[str, Any] | None = None) -> str:
+    """Per table, budget and run: each seed's whole-stream cost over budget (bold outside
+    :data:`BUDGET_WINDOW`), the judged half's range and the quality, beside the same runs of
+    ``before`` (an earlier version's results) when given."""
+    low, high = BUDGET_WINDOW
+
+    def seeds(ratios: Sequence[float]) -> str:
+        return ", ".join(f"**{r:.3f}**" if not low <= r <= high else f"{r:.3f}" for r in ratios)
+
+    lines = [
+        "| table | budget | run | quality before -> after | cost / budget per seed before | "
+        "cost / budget per seed after (whole stream) | after, judged half |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    outside = total = 0
+    for name, result in after.items():
+        rq = result["reference_quality"]
+        for key, entry in result["budgets"].items():
+            for run_name, run in entry["runs"].items():
+                ratios = run["cost_over_budget_per_seed"]
+                outside += sum(not low <= r <= high for r in ratios)
+                total += len(ratios)
+                earlier = (before or {}).get(name, {})
+                old_run = earlier.get("budgets", {}).get(key, {}).get("runs", {}).get(run_name)
+                was = (
+                    f"{old_run['quality'] / earlier['reference_quality']:.3f} -> "
+                    if old_run
+                    else ""
+                )
+                half = run.get("cost_over_budget_per_seed_last_half") or ratios
+                lines.append(
+                    f"| {result['table']} | {float(key):.0%} | {run_name} | {was}"
+                    f"{run['quality'] / rq:.3f} ± {run['quality_std'] / rq:.3f} | "
+                    f"{seeds(old_run['cost_over_budget_per_seed']) if old_run else '-'} | "
+                    f"{seeds(ratios)} | {_ratios(half)} |"
+                )
+    lines.append(f"\nSeeds outside [{low}, {high}] of the budget: {outside} of {total}.")
+    return "\n".join(lines)
+
+
 def _replot(paths: Sequence[Path], plots: Path | None, markdown_path: Path | None) -> int:
     """Merge earlier results (runs of the same table and budget side by side) and redraw."""
     merged: dict[str, Any] = {}
@@ -592,6 +636,14 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         metavar="RESULTS.json",
         help="draw the plots and the Markdown from earlier --json results (merged) instead",
+    )
+    parser.add_argument(
+        "--budget-table",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS.json",
+        help="print each seed's cost over budget from earlier --json results (a second file: "
+        "the same runs before a change, side by side) instead of running",
     )
     parser.add_argument(
         "--part",
@@ -621,8 +673,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--part all: cold runs only (pass --warm with no policies)")
     if args.replot:
         return _replot(args.replot, args.plots, args.markdown)
+    if args.budget_table:
+        if len(args.budget_table) > 2:
+            parser.error("--budget-table: one results file, or two (after, before)")
+        loaded = [json.loads(path.read_text("utf-8")) for path in args.budget_table]
+        print(budget_markdown(loaded[0], loaded[1] if len(loaded) > 1 else None))
+        return 0
     if args.data is None:
-        parser.error("--data: required unless --replot is given")
+        parser.error("--data: required unless --replot or --budget-table is given")
     settings = load_settings(args.config)
     results: dict[str, Any] = {}
     for name, table in found_tables(args.data, settings.catalog.ids, args.only):

@@ -260,3 +260,30 @@ def test_cold_ceiling_learns_from_the_first_half_what_a_single_model_cannot(
         assert cell["cost"] <= 0.1 + 1e-6, name
         assert cell["quality"] <= oracle + 1e-9, name
         assert len(cell["quality_per_seed"]) == 2
+
+
+def test_routing_skill_budget_table_marks_seeds_outside_the_window(tmp_path: Path) -> None:
+    """--budget-table prints each seed's whole-stream cost over budget beside the same runs of
+    an earlier file, bold where it is outside [0.95, 1.02], and counts those seeds."""
+    import routing_skill
+
+    def results(ratios: list[float], quality: float) -> dict[str, object]:
+        run = {"quality": quality, "quality_std": 0.0, "cost_over_budget_per_seed": ratios}
+        return {
+            "t": {
+                "table": "t",
+                "reference_quality": 1.0,
+                "budgets": {"0.10": {"runs": {"cold/costaware": run}}},
+            }
+        }
+
+    after, before = tmp_path / "after.json", tmp_path / "before.json"
+    after.write_text(json.dumps(results([0.99, 1.03], 0.9)), encoding="utf-8")
+    before.write_text(json.dumps(results([0.8, 1.0], 0.85)), encoding="utf-8")
+    text = routing_skill.budget_markdown(
+        json.loads(after.read_text("utf-8")), json.loads(before.read_text("utf-8"))
+    )
+    assert "| t | 10% | cold/costaware | 0.850 -> 0.900 ± 0.000 | **0.800**, 1.000 | " in text
+    assert "0.990, **1.030** | 0.990-1.030 |" in text
+    assert "Seeds outside [0.95, 1.02] of the budget: 1 of 2." in text
+    assert routing_skill.main(["--budget-table", str(after), str(before)]) == 0
