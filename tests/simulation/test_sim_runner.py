@@ -12,9 +12,17 @@ import pytest
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
 from banditroute.objectives import BudgetPacer, Objective
-from banditroute.simulation import SimulationConfig, oracle_choice, prepare, run_seed, simulate
+from banditroute.policies.costaware import CostAwarePolicy
+from banditroute.simulation import (
+    SimulationConfig,
+    oracle_choice,
+    prepare,
+    run_seed,
+    runner,
+    simulate,
+)
 from banditroute.simulation.results import best_fixed_model
-from banditroute.simulation.runner import RunSpec, warm_log, warm_multiplier
+from banditroute.simulation.runner import SIMULATION_OBJECTIVE, RunSpec, warm_log, warm_multiplier
 from banditroute.simulation.tables import OutcomeTable
 
 QUALITY_ONLY = "quality=1,cost=0,latency=0"
@@ -273,6 +281,54 @@ def test_warm_multiplier_is_estimated_from_the_log_and_starts_the_stream(
     cold = run_seed(replace(spec, warm=None), seed=0)
     assert cold.warm_multiplier == 0.0
     assert cold.multiplier[0] <= one_step < lams[1]
+
+
+def _first_values(spec: RunSpec, monkeypatch: pytest.MonkeyPatch) -> tuple[np.ndarray, np.ndarray]:
+    """The cost-aware policy's price-free values and cost estimates at the stream's first
+    prompt, read before it decides (after the warm start, before any of the stream)."""
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    build = runner.build_policy
+
+    def spy(*args: object, **kwargs: object) -> object:
+        policy = build(*args, **kwargs)  # type: ignore[arg-type]
+        assert isinstance(policy, CostAwarePolicy)
+        decide = policy.distribution
+
+        def first(features: object, arms: object, **options: object) -> object:
+            if not seen:
+                seen.append(policy.value_estimates(features, arms))  # type: ignore[arg-type]
+            return decide(features, arms, **options)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(policy, "distribution", first)
+        return policy
+
+    monkeypatch.setattr(runner, "build_policy", spy)
+    run_seed(spec, seed=0)
+    return seen[0]
+
+
+def test_a_budgeted_warm_start_charges_cost_once(
+    synthetic: Callable[..., OutcomeTable],
+    default_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a budget the warm start prices each logged reward at the warm multiplier, and the
+    policy learns it back at that same multiplier: the values it holds when the stream starts
+    are the price-free ones a warm start without a budget learns (cost is charged once, when
+    deciding; learning the priced rewards back at 0 would charge it twice and underspend)."""
+    budgeted, _ = _warm_spec(synthetic, default_settings, "full", 0.5)
+    free = replace(budgeted, objective=replace(budgeted.objective, budget_usd=None))
+    free = replace(free, settings=replace(
+        free.settings,
+        objectives={**free.settings.objectives, SIMULATION_OBJECTIVE: free.objective},
+    ))  # fmt: skip
+    assert run_seed(budgeted, seed=0).warm_multiplier > 0.0
+    value, cost_hat = _first_values(budgeted, monkeypatch)
+    free_value, _ = _first_values(free, monkeypatch)
+    lam = run_seed(budgeted, seed=0).warm_multiplier
+    # Values are learned from realised costs and priced at estimates: they may differ by the
+    # multiplier times the estimate's error, never by the whole priced cost.
+    np.testing.assert_allclose(value, free_value, atol=0.25 * lam * float(cost_hat.max()))
 
 
 def test_bandit_warm_start_reads_only_the_logged_outcomes(

@@ -165,7 +165,10 @@ def oracle_choice(objective: Objective, quality: Any, cost: Any, latency: Any) -
 
 
 def run_settings(settings: Settings, run: RunCatalog, objective: Objective) -> Settings:
-    """The settings of a run: the run's catalogue and the objective as a named profile."""
+    """The settings of a run: the run's catalogue, and the objective as a named profile that is
+    also the default one. Default because a cost-pricing policy learns outside a decision (the
+    warm start) at the default objective's multiplier: any other default would learn the warm
+    start's rewards, priced at the run's multiplier, back at 0 and so charge cost twice."""
     policy = settings.policy
     if policy.kind == "fixed" and policy.fixed_model not in run.catalog:
         policy = replace(policy, fixed_model=None, kind="uniform")
@@ -173,6 +176,7 @@ def run_settings(settings: Settings, run: RunCatalog, objective: Objective) -> S
         settings,
         catalog=run.catalog,
         objectives={**settings.objectives, SIMULATION_OBJECTIVE: objective},
+        default_objective=SIMULATION_OBJECTIVE,
         policy=replace(policy, snapshot_path=None),
     )
 
