@@ -57,7 +57,7 @@ from banditroute.evaluation.logdata import ReplayLog, load_log
 from banditroute.evaluation.objective_rewards import fragment_arrays, resolve_objective, score
 from banditroute.evaluation.replay import ESTIMATOR_NAMES, replay
 from banditroute.evaluation.reward_model import RidgeRewardModel
-from banditroute.simulation.tables import OutcomeTable, load_outcomes
+from banditroute.outcome_tables import OutcomeTable, load_outcomes
 from banditroute.store.reader import open_log
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc

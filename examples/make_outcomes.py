@@ -19,7 +19,7 @@ import numpy as np
 
 from banditroute.catalog import CHARS_PER_TOKEN
 from banditroute.config import load_settings
-from banditroute.simulation.tables import table_from_rows, write_outcomes
+from banditroute.outcome_tables import table_from_rows, write_outcomes
 
 SEED = 20261205
 PROMPTS = 80

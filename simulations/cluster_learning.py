@@ -38,10 +38,10 @@ from banditroute.decisions import FeedbackReport, RouteQuery
 from banditroute.features import warm_up
 from banditroute.logs import configure_logging
 from banditroute.objectives import parse_objective
+from banditroute.outcome_tables import load_outcomes
 from banditroute.router import Router
 from banditroute.simulation.catalog import build_run_catalog
 from banditroute.simulation.runner import NullLog, run_settings
-from banditroute.simulation.tables import load_outcomes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from merged_learners import report, second_half

@@ -39,8 +39,8 @@ from held_tables import found_tables, write_results
 from routing_skill import budget_oracle
 
 from banditroute.config import load_settings
+from banditroute.outcome_tables import OutcomeTable
 from banditroute.simulation.catalog import build_run_catalog
-from banditroute.simulation.tables import OutcomeTable
 
 FRACTIONS = (0.10, 0.20, 0.25)
 SIZES = (50, 100, 200, 308)

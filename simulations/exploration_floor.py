@@ -40,9 +40,9 @@ from banditroute.config import Settings, load_settings
 from banditroute.evaluation.candidates import parse_candidate, static_distribution
 from banditroute.evaluation.logdata import load_log
 from banditroute.evaluation.replay import make_estimators, replay
+from banditroute.outcome_tables import OutcomeTable, load_outcomes
 from banditroute.simulation import SimulationConfig, prepare, run_seed
 from banditroute.simulation.runner import objective_rewards
-from banditroute.simulation.tables import OutcomeTable, load_outcomes
 from banditroute.store.duckdb_log import DuckDBLog
 from banditroute.store.reader import open_log
 

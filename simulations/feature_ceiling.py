@@ -34,8 +34,8 @@ from held_tables import found_tables, write_json
 
 from banditroute.config import load_settings
 from banditroute.features import extract
+from banditroute.outcome_tables import OutcomeTable
 from banditroute.simulation.catalog import build_run_catalog
-from banditroute.simulation.tables import OutcomeTable
 
 FRACTIONS = (0.10, 0.15, 0.20, 0.25, 0.35)
 SENTENCE_CHARS = 2000

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from banditroute.simulation.tables import OutcomeTable, load_outcomes
+from banditroute.outcome_tables import OutcomeTable, load_outcomes
 
 TABLES = ("routerbench_train", "paretobandit_val", "routellm_mmlu")
 """The shared outcome tables by file stem, as ``../shared/data/outcomes`` holds them."""

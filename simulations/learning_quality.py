@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 from banditroute.config import load_settings
+from banditroute.outcome_tables import load_outcomes, write_outcomes
 from banditroute.simulation import SimulationConfig, simulate
 from banditroute.simulation.catalog import build_run_catalog
 from banditroute.simulation.plot import plot_run
-from banditroute.simulation.tables import load_outcomes, write_outcomes
 
 
 @dataclass(frozen=True)

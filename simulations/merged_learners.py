@@ -26,12 +26,12 @@ from banditroute.config import load_settings
 from banditroute.decisions import FeedbackReport, RouteQuery
 from banditroute.features import warm_up
 from banditroute.objectives import parse_objective
+from banditroute.outcome_tables import load_outcomes
 from banditroute.policies.sharing import SharedLearning
 from banditroute.policies.vw import VWPolicy
 from banditroute.router import Router
 from banditroute.simulation.catalog import build_run_catalog
 from banditroute.simulation.runner import NullLog, run_settings
-from banditroute.simulation.tables import load_outcomes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vw_delta_merging as merging

@@ -35,6 +35,7 @@ import numpy as np
 from held_tables import write_json
 
 from banditroute.config import Settings, load_settings
+from banditroute.outcome_tables import OutcomeTable, load_outcomes
 from banditroute.simulation.catalog import build_run_catalog
 from banditroute.simulation.runner import (
     ModelChange,
@@ -45,7 +46,6 @@ from banditroute.simulation.runner import (
     run_seeds,
 )
 from banditroute.simulation.simulate import SimulationConfig, prepare
-from banditroute.simulation.tables import OutcomeTable, load_outcomes
 
 WINDOW = 50
 

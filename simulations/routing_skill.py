@@ -52,9 +52,9 @@ import numpy as np
 from held_tables import found_tables, write_results
 
 from banditroute.config import Settings, load_settings
+from banditroute.outcome_tables import OutcomeTable
 from banditroute.simulation import SimulationConfig, simulate
 from banditroute.simulation.catalog import build_run_catalog
-from banditroute.simulation.tables import OutcomeTable
 
 FRACTIONS = (0.10, 0.15, 0.20, 0.25, 0.35)
 COLD_POLICIES = ("costaware", "linucb", "vw", "uniform")

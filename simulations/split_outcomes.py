@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from banditroute.simulation.tables import load_outcomes, write_outcomes
+from banditroute.outcome_tables import load_outcomes, write_outcomes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import pytest
 
 import banditroute.cli
 from banditroute.cli import build_parser
+from banditroute.outcome_tables import table_from_rows, write_outcomes
 
 HEAVY = (
     "numpy", "scipy", "duckdb", "matplotlib", "river", "vowpal_wabbit_next", "grpc", "pyarrow",
@@ -98,3 +99,40 @@ def test_serving_modules_do_not_import_river_bandit_scikit_learn_or_the_simulato
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     assert out.stdout.strip() == "[]"
+
+
+_WARM_SERVER = """
+import json, sys
+from banditroute.config import settings_from_mapping
+from banditroute.server.app import build_service
+service = build_service(settings_from_mapping(json.loads(sys.argv[1])))
+loaded = sorted(m for m in ('banditroute.warm_start', 'banditroute.simulation') if m in sys.modules)
+service.stop()
+print(json.dumps(loaded))
+"""
+
+
+def test_a_server_with_a_warm_start_does_not_import_the_simulator(tmp_path: Path) -> None:
+    """Building a server configured with policy.warm_start learns the outcome table (the warm
+    start module is loaded) without loading ``banditroute.simulation``: the table reader and
+    the catalogue's model matching live outside the simulator."""
+    rows = [
+        {"prompt_id": f"p{i}", "task": "t", "prompt": f"Question {i}: A or B?",
+         "model": "zero-one-ai/Yi-34B-Chat", "quality": 1.0, "cost_usd": 0.0001}
+        for i in range(5)
+    ]  # fmt: skip
+    table = tmp_path / "warm.parquet"
+    write_outcomes(table_from_rows("warm", rows), table)
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "log": {"path": str(tmp_path / "log.duckdb")},
+        "policy": {"warm_start": str(table), "snapshot_path": str(tmp_path / "policy.snapshot")},
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _WARM_SERVER, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["banditroute.warm_start"]

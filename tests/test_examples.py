@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from banditroute.simulation.tables import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, load_outcomes
+from banditroute.outcome_tables import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, load_outcomes
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 

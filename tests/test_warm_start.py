@@ -10,8 +10,8 @@ import pytest
 from banditroute.config import Settings, settings_from_mapping
 from banditroute.errors import ConfigError
 from banditroute.features import extract
+from banditroute.outcome_tables import OutcomeTable, table_from_rows, write_outcomes
 from banditroute.policies.costaware import CostAwarePolicy
-from banditroute.simulation.tables import OutcomeTable, table_from_rows, write_outcomes
 from banditroute.warm_start import learn, load_plan, plan
 
 GOOD, BAD = "zero-one-ai/Yi-34B-Chat", "WizardLM/WizardLM-13B-V1.2"

@@ -10,6 +10,7 @@ and decode speed), replaced by measured statistics as feedback arrives.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -141,3 +142,22 @@ class Catalog:
         """A catalogue holding only these models, in catalogue order."""
         wanted = set(model_ids)
         return Catalog(tuple(m for m in self.models if m.id in wanted))
+
+
+def normalise(model_id: str) -> str:
+    """A loose name for matching ids across sources: lower case, no org, no chat/instruct tags."""
+    name = model_id.rsplit("/", 1)[-1].lower()
+    for tag in ("-instruct", "-chat", "-preview", "-hf"):
+        name = name.replace(tag, "")
+    return re.sub(r"-v\d+\.\d+$", "", name)
+
+
+def match_model(model_id: str, catalog: Catalog) -> ModelSpec | None:
+    """The catalogue entry for another source's model id (an outcome table's, say): exact, else
+    a unique normalised match (``mistralai/Mixtral-8x7B-Instruct-v0.1`` matches
+    ``mistralai/mixtral-8x7b-chat``)."""
+    if model_id in catalog:
+        return catalog.get(model_id)
+    key = normalise(model_id)
+    found = [m for m in catalog if normalise(m.id) == key]
+    return found[0] if len(found) == 1 else None

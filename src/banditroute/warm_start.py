@@ -4,7 +4,7 @@ An outcome table (the format ``banditroute simulate --outcomes`` reads: every mo
 and usually cost, on every prompt) is full information, so the policy learns every matched
 model's outcome on every prompt with probability 1, under the default objective. Table models
 are matched to the catalogue by id, by an explicit mapping (``[policy.warm_start_models]``,
-table id to catalogue id) or by the simulator's normalised-name match; catalogue models the
+table id to catalogue id) or by the catalogue's normalised-name match; catalogue models the
 table lacks start from nothing and are explored as usual, table models the catalogue lacks
 are ignored, and a table that shares no model with the catalogue is an error naming both
 lists. Latency is the catalogue's prior for each model (no table records it); a missing cost
@@ -21,17 +21,16 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from banditroute.catalog import Catalog
+from banditroute.catalog import Catalog, match_model
 from banditroute.config import Settings
 from banditroute.eligibility import eligible_models
 from banditroute.errors import ConfigError
 from banditroute.features import extract
 from banditroute.objectives import Objective
+from banditroute.outcome_tables import OutcomeTable, load_outcomes
 from banditroute.outcomes import Fragments
 from banditroute.policies.base import Policy
 from banditroute.semantic import semantic_embedder
-from banditroute.simulation.catalog import match_model
-from banditroute.simulation.tables import OutcomeTable, load_outcomes
 
 log = structlog.get_logger(__name__)
 

@@ -157,8 +157,8 @@ def test_warm_start_learns_features_with_the_embedding(monkeypatch: pytest.Monke
     """With semantic features on, warm start teaches the policy the same features a live
     Route would see: the embedding included."""
     from banditroute import warm_start
+    from banditroute.outcome_tables import table_from_rows
     from banditroute.policies.costaware import CostAwarePolicy
-    from banditroute.simulation.tables import table_from_rows
 
     embedder = _CountingEmbedder()
     monkeypatch.setattr(warm_start, "semantic_embedder", lambda settings: embedder)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from banditroute.embedding import packaged_model
-from banditroute.simulation.tables import table_from_rows, write_outcomes
+from banditroute.outcome_tables import table_from_rows, write_outcomes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "simulations"))
 

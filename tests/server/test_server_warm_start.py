@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from banditroute.errors import ConfigError
+from banditroute.outcome_tables import table_from_rows, write_outcomes
 from banditroute.server.app import Service
-from banditroute.simulation.tables import table_from_rows, write_outcomes
 from banditroute.v1 import router_pb2 as pb
 from banditroute.v1 import router_pb2_grpc as pb_grpc
 

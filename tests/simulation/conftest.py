@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from banditroute.simulation.tables import OutcomeTable, table_from_rows, write_outcomes
+from banditroute.outcome_tables import OutcomeTable, table_from_rows, write_outcomes
 
 MODELS: dict[str, tuple[float, float]] = {
     "synth/cheap": (0.1, 0.1),

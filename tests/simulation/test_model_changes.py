@@ -9,10 +9,10 @@ import pytest
 
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
+from banditroute.outcome_tables import OutcomeTable, table_from_rows
 from banditroute.simulation.policies import validate_policy_name
 from banditroute.simulation.runner import ModelChange, run_seed
 from banditroute.simulation.simulate import SimulationConfig, prepare
-from banditroute.simulation.tables import OutcomeTable, table_from_rows
 
 PROMPTS = 40
 STEP = 15

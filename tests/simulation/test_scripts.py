@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from banditroute.simulation.tables import table_from_rows, write_outcomes
+from banditroute.outcome_tables import table_from_rows, write_outcomes
 
 SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
 MODELS = {  # quality on even / odd prompts, cost per call

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 
 from banditroute.config import Settings
+from banditroute.outcome_tables import OutcomeTable
 from banditroute.simulation import SimulationConfig, simulate
-from banditroute.simulation.tables import OutcomeTable
 
 SEEDS = 5
 

@@ -8,10 +8,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from banditroute.catalog import match_model, normalise
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
-from banditroute.simulation.catalog import build_run_catalog, match_model, normalise
-from banditroute.simulation.tables import OutcomeTable, table_from_rows
+from banditroute.outcome_tables import OutcomeTable, table_from_rows
+from banditroute.simulation.catalog import build_run_catalog
 
 
 def test_prices_are_fitted_from_realised_cost_and_response_length(

@@ -12,6 +12,7 @@ import pytest
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
 from banditroute.objectives import BudgetPacer, Objective
+from banditroute.outcome_tables import OutcomeTable
 from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.simulation import (
     SimulationConfig,
@@ -23,7 +24,6 @@ from banditroute.simulation import (
 )
 from banditroute.simulation.results import best_fixed_model
 from banditroute.simulation.runner import SIMULATION_OBJECTIVE, RunSpec, warm_log, warm_multiplier
-from banditroute.simulation.tables import OutcomeTable
 
 QUALITY_ONLY = "quality=1,cost=0,latency=0"
 
@@ -89,7 +89,7 @@ def test_oracle_and_best_fixed_are_computed_from_the_full_table(
 ) -> None:
     """On a hand-made table the oracle takes the best model per prompt (ties to the cheapest)
     and the best fixed model is the best single model within the budget."""
-    from banditroute.simulation.tables import table_from_rows
+    from banditroute.outcome_tables import table_from_rows
 
     # quality per prompt for models a (cheap), b (mid), c (dear)
     grid = {"p0": (1.0, 1.0, 1.0), "p1": (0.0, 1.0, 1.0), "p2": (0.0, 0.0, 1.0), "p3": (0, 0, 0)}

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from banditroute.errors import ConfigError
-from banditroute.simulation.tables import (
+from banditroute.outcome_tables import (
     OutcomeTable,
     load_outcomes,
     table_from_rows,

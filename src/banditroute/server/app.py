@@ -269,8 +269,8 @@ def build_service(settings: Settings, worker: WorkerIdentity | None = None) -> S
     ]
     restored_snapshot = "default" in restored
     if not restored_snapshot and settings.policy.warm_start is not None:
-        # Imported here: it reads outcome tables through the simulator's table code, which a
-        # server without a warm start has no reason to load at start-up.
+        # Imported here: a server without a warm start has no reason to load the outcome-table
+        # reader at start-up.
         from banditroute import warm_start
 
         warm = warm_start.load_plan(

@@ -1,8 +1,9 @@
 """Replay simulation: stream an outcome table through the in-process router, score the result.
 
-An outcome table holds every model's outcome for every prompt (see ``tables``). The simulator
-streams the prompts in a seeded random order through the same :class:`~banditroute.router.Router`
-the server uses; the router sees only the prompt text and learns only from the outcome of the
+An outcome table holds every model's outcome for every prompt (see
+:mod:`banditroute.outcome_tables`, shared with the server's warm start). The simulator streams
+the prompts in a seeded random order through the same :class:`~banditroute.router.Router` the
+server uses; the router sees only the prompt text and learns only from the outcome of the
 model it chose (``environment``). What a table lacks (cost, tokens, latency) is derived or
 modelled, and the output says how (``catalog``, ``environment``). ``results`` scores the run
 against the per-prompt oracle, the best fixed model and every single model; ``plot`` draws it.
@@ -11,6 +12,12 @@ against the per-prompt oracle, the best fixed model and every single model; ``pl
 from __future__ import annotations
 
 from banditroute.choices import NAMED_POLICIES
+from banditroute.outcome_tables import (
+    OutcomeTable,
+    load_outcomes,
+    table_from_rows,
+    write_outcomes,
+)
 from banditroute.simulation.catalog import RunCatalog, build_run_catalog
 from banditroute.simulation.environment import LatencyModel, Outcome, ReplayEnvironment
 from banditroute.simulation.policies import OraclePolicy, build_policy
@@ -31,12 +38,6 @@ from banditroute.simulation.simulate import (
     SimulationResult,
     prepare,
     simulate,
-)
-from banditroute.simulation.tables import (
-    OutcomeTable,
-    load_outcomes,
-    table_from_rows,
-    write_outcomes,
 )
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The model catalogue of a simulation run, and the costs and token counts a table lacks.
 
 A table's models are looked up in the configured catalogue, first by exact id, then by a
-normalised name (``mistralai/Mixtral-8x7B-Instruct-v0.1`` matches ``mistralai/mixtral-8x7b-chat``).
+normalised name (:func:`banditroute.catalog.match_model`).
 A model found there keeps its prices and latency prior. A model not found gets prices fitted by
 least squares on the table's realised cost:
 
@@ -19,14 +19,13 @@ the table's ``output_tokens``, else ``response_chars / 3.85``, else the model's 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from banditroute.catalog import CHARS_PER_TOKEN, Catalog, ModelSpec
+from banditroute.catalog import CHARS_PER_TOKEN, Catalog, ModelSpec, match_model, normalise
 from banditroute.errors import ConfigError
-from banditroute.simulation.tables import FloatMatrix, OutcomeTable
+from banditroute.outcome_tables import FloatMatrix, OutcomeTable
 
 LATENCY_PRIORS: dict[str, tuple[float, float]] = {
     "gemini-2.5-pro": (1800.0, 140.0),
@@ -41,23 +40,6 @@ for models that are not in the configured catalogue. Used only to simulate laten
 
 BUILT_CONTEXT_WINDOW = 1_000_000
 """Context window given to a model built from a table (the table shows it answered every prompt)."""
-
-
-def normalise(model_id: str) -> str:
-    """A loose name for matching ids across sources: lower case, no org, no chat/instruct tags."""
-    name = model_id.rsplit("/", 1)[-1].lower()
-    for tag in ("-instruct", "-chat", "-preview", "-hf"):
-        name = name.replace(tag, "")
-    return re.sub(r"-v\d+\.\d+$", "", name)
-
-
-def match_model(model_id: str, catalog: Catalog) -> ModelSpec | None:
-    """The catalogue entry for a table's model id: exact, else a unique normalised match."""
-    if model_id in catalog:
-        return catalog.get(model_id)
-    key = normalise(model_id)
-    found = [m for m in catalog if normalise(m.id) == key]
-    return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from banditroute.catalog import Catalog
-from banditroute.simulation.tables import FloatMatrix
+from banditroute.outcome_tables import FloatMatrix
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from banditroute.objectives import Objective
+from banditroute.outcome_tables import FloatMatrix
 from banditroute.simulation.runner import (
     Outcomes,
     SeedTrace,
     objective_rewards,
     oracle_choice,
 )
-from banditroute.simulation.tables import FloatMatrix
 
 
 def _spread(values: Sequence[float]) -> tuple[float, float]:

@@ -27,6 +27,7 @@ from banditroute.decisions import FeedbackReport, RouteQuery
 from banditroute.eligibility import eligible_models
 from banditroute.features import PromptFeatures, extract
 from banditroute.objectives import BudgetPacer, Objective
+from banditroute.outcome_tables import FloatMatrix, IntVector, OutcomeTable
 from banditroute.outcomes import Fragments
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
@@ -35,7 +36,6 @@ from banditroute.semantic import semantic_embedder
 from banditroute.simulation.catalog import RunCatalog
 from banditroute.simulation.environment import LatencyModel, ReplayEnvironment
 from banditroute.simulation.policies import OraclePolicy, build_policy, embedding_components
-from banditroute.simulation.tables import FloatMatrix, IntVector, OutcomeTable
 from banditroute.store.base import COMMITTED, Commit, EventLog
 from banditroute.store.memory import MemoryLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord

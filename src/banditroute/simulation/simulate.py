@@ -13,6 +13,7 @@ from banditroute.choices import WARM_MODES
 from banditroute.config import Settings
 from banditroute.errors import ConfigError
 from banditroute.objectives import Objective, parse_objective
+from banditroute.outcome_tables import OutcomeTable, load_outcomes
 from banditroute.simulation.catalog import build_run_catalog
 from banditroute.simulation.environment import LatencyModel
 from banditroute.simulation.policies import validate_policy_name
@@ -26,7 +27,6 @@ from banditroute.simulation.runner import (
     run_seeds,
     run_settings,
 )
-from banditroute.simulation.tables import OutcomeTable, load_outcomes
 
 BASELINES = frozenset({"oracle", "fixed", "uniform"})
 """Simulated policies that are comparators, run without the exploration floor."""
