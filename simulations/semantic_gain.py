@@ -78,10 +78,12 @@ class Table:
 
 def load(path: Path) -> Table:
     """Read the long-format table into (prompts, models) matrices."""
-    rows = duckdb.sql(
-        f"SELECT prompt_id, any_value(prompt), model, avg(quality), avg(cost_usd) "
-        f"FROM read_parquet('{path}') GROUP BY prompt_id, model ORDER BY prompt_id, model"
-    ).fetchall()
+    # A connection of its own: the module's default one may hold another caller's result.
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT prompt_id, any_value(prompt), model, avg(quality), avg(cost_usd) "
+            f"FROM read_parquet('{path}') GROUP BY prompt_id, model ORDER BY prompt_id, model"
+        ).fetchall()
     prompt_index: dict[str, int] = {}
     prompts: list[str] = []
     models = sorted({r[2] for r in rows})

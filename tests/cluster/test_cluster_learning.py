@@ -158,6 +158,12 @@ def outbox_last(log_path: Path) -> int:
     return 0
 
 
+def _in_outbox(log_path: Path, decision_id: str) -> bool:
+    """Whether a replica's outbox holds a line naming ``decision_id`` (its decision row)."""
+    needle = decision_id.encode()
+    return any(needle in segment.read_bytes() for segment in list_segments(outbox_dir(log_path)))
+
+
 def updates_of(version: str) -> int:
     """The update count in a policy version (``NAME:SETTINGS:UPDATES``)."""
     return int(version.rsplit(":", 1)[1])
@@ -371,7 +377,16 @@ def test_feedback_for_a_killed_replicas_decisions_is_learned_once_by_the_trainer
             .decision_id
             for index in range(count)
         ]
-    wait_for(lambda: cluster_status(a.address).stream_backlog == 0, "A's decisions shipped")
+    # A decision row reaches the outbox a moment after Route answers (the log writer), and
+    # GetStats' backlog is as of A's last heartbeat: wait for the rows themselves, then for the
+    # trainer's acknowledgement past them.
+    outbox = cluster.tmp_path / "a.duckdb"
+    wait_for(lambda: all(_in_outbox(outbox, decision) for decision in decisions),
+             "A's decision rows in its outbox")  # fmt: skip
+    written = outbox_last(outbox)
+    acks = valkey_server.client()
+    wait_for(lambda: int(acks.get("banditroute:ack:a") or 0) >= written,
+             "the trainer to acknowledge A's decision rows")  # fmt: skip
     assert a.kill() == -signal.SIGKILL
     wait_for(lambda: cluster_status(b.address).replicas_alive == 1, "A to leave the registry")
 

@@ -133,7 +133,8 @@ def _await_exports(path: Path, fed: int) -> None:
             selects = export_selects(path.with_name(f"{path.stem}.w{index}.duckdb.export"))
             if "feedback" in selects:
                 query = f"SELECT count(DISTINCT decision_id) FROM ({selects['feedback']})"
-                row = duckdb.execute(query).fetchone()
+                with duckdb.connect() as con:  # not the module's shared default connection
+                    row = con.execute(query).fetchone()
                 count += 0 if row is None else int(row[0])
         if count >= fed:
             return
