@@ -181,11 +181,12 @@ def test_ope_accuracy_keeps_the_servers_failed_calls(
     assert not (tmp_path / "other.serve.stderr").exists()
 
 
-def test_route_cpu_bounds_its_rounds() -> None:
+def test_route_cpu_bounds_its_rounds(capsys: pytest.CaptureFixture[str]) -> None:
     """--rounds outside 1..MAX_ROUNDS is an error naming the argument."""
     for bad in ("0", str(route_cpu.MAX_ROUNDS + 1)):
         with pytest.raises(SystemExit):
             route_cpu.main(["--calls", "5", "--rounds", bad])
+        assert "--rounds" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from fault_helpers import ServerLauncher, write_config
 from replica_helpers import ADMIN_KEY, CALL_TIMEOUT_S, acme, cluster_of, wait_for
-from test_cluster_learning import Cluster
+from test_cluster_learning import Cluster, outbox_last
 
 from banditroute.audit import open_audit_log, verify
 from banditroute.cli import main
@@ -90,7 +90,7 @@ def audit_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, dict[str, Any]
 
 
 def test_a_promotion_reaches_every_replica_survives_failover_and_rolls_back(
-    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, valkey_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PromotePolicy on replica A (fixed:alpha clears the gate on A's log) answers only once
     the trainer has made it its learner and published it: A serves it at once and B after
@@ -122,7 +122,11 @@ def test_a_promotion_reaches_every_replica_survives_failover_and_rolls_back(
         assert decision.model == "alpha"
 
         # The promotion record is acknowledged by the trainer (in the central log) ...
-        wait_for(lambda: cluster_of(stub_a).stream_backlog == 0, "A's rows acknowledged")
+        # (GetStats' backlog is as of A's last heartbeat: wait on the trainer's acknowledgement
+        # of A's outbox instead.)
+        written, acks = outbox_last(cluster.tmp_path / "a.duckdb"), valkey_server.client()
+        wait_for(lambda: int(acks.get("banditroute:ack:a") or 0) >= written,
+                 "A's rows acknowledged")  # fmt: skip
         # ... and the leader dies: the standby restores the promoted learner.
         version = int(cluster_of(stub_b).snapshot_version)
         leader.kill()

@@ -127,6 +127,9 @@ class SharedSessions:
         is news (the session starts or moves; a sticky Route's read renewed it)."""
         self._local.assign(key, model, now, settings)
         with self._lock:
+            # The new choice supersedes an outcome not sent yet: a failure of the model it
+            # re-chose must not reach Valkey after it and end the session's stickiness there.
+            self._queued.pop(key, None)
             if self._stored.get(key) == model:
                 return
         name, ttl_ms = self._key(key), max(1, int(settings.ttl_s * 1000))

@@ -117,12 +117,12 @@ MAX_SEMANTIC_DIMS = 64
 NOISE_PSEUDO_COUNT = 5.0
 """Weight, in observations, of the prior noise level in each model's noise estimate."""
 _REMEMBERED = 4096
+"""How many decisions' multipliers are remembered until their reward arrives."""
 PRICE_FLOOR_USD_PER_MTOK = 1e-4
 """Blended prices below this (a free model) are read as this by the price prior."""
 PRICE_FEATURE_BOUND = 2.0
 """The price prior's regressor, log10 of the blended price halved, is clipped to +-this (USD
 0.0001 to 10,000 per million tokens), so no price, however absurd, moves it without bound."""
-"""How many decisions' multipliers are remembered until their reward arrives."""
 
 
 def price_feature(arm: ModelSpec) -> float:
