@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -55,6 +56,9 @@ log = structlog.get_logger(__name__)
 PEER_POLICY_TIMEOUT_S = 30.0
 """How long a promotion or rollback waits for another worker (it restores a snapshot)."""
 PROMOTED_FILE = "promoted.json"
+CHANGE_LOCK_FILE = "policy-change.lock"
+"""Locked (flock) by the worker making a promotion or rollback, so one runs at a time in the
+whole server, whichever workers the clients called."""
 """The promoted policy's file in the workers' private folder: change id, recipe, snapshot."""
 ADOPT, UNDO = "adopt:", "undo:"
 
@@ -131,18 +135,30 @@ class WorkerPolicy:
         """The other workers' Parquet exports, read with this worker's log by the gate."""
         self._adopted = adopted
         self._busy = threading.Lock()
+        self._lock_path = rundir / CHANGE_LOCK_FILE
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Held for a whole promotion or rollback: a second one at once is refused."""
+        """Held for a whole promotion or rollback: a second one at once, on this worker or on
+        another (the lock file is the server's), is refused; two at once would each have the
+        others adopt their change and remove the promoted file the other wrote."""
+        busy = FailedPrecondition(
+            "policy: another promotion or rollback is in progress on this server; try again "
+            "when it is done",
+            field="policy",
+        )
         if not self._busy.acquire(blocking=False):
-            raise FailedPrecondition(
-                "policy: another promotion or rollback is in progress on this server; try "
-                "again when it is done",
-                field="policy",
-            )
+            raise busy
         try:
-            yield
+            with self._lock_path.open("a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise busy from None
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
         finally:
             self._busy.release()
 
