@@ -26,6 +26,7 @@ __all__ = [
     "SPEC_HELP",
     "VW_EXPLORATION",
     "WARM_MODES",
+    "check_tolerance",
     "Method",
     "Missing",
 ]
@@ -52,6 +53,22 @@ estimate on either side (``--tolerance``; ``evaluation.reliability``)."""
 
 MAX_TOLERANCE = 1.0
 """The loosest tolerance accepted: an interval reaching as far as the estimate itself."""
+
+
+def check_tolerance(tolerance: object, arg: str = "tolerance") -> float:
+    """``tolerance`` as a float in (0, :data:`MAX_TOLERANCE`], else ``ValueError`` naming
+    ``arg``."""
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not 0 < tolerance <= MAX_TOLERANCE
+    ):
+        raise ValueError(
+            f"{arg}: must be a share of the estimate in (0, {MAX_TOLERANCE:g}] "
+            f"(0.02 = within 2%), got {tolerance!r}"
+        )
+    return float(tolerance)
+
 
 SPEC_HELP = (
     "logged | uniform | fixed:MODEL | costaware | vw[:VW ARGS] | linucb[:alpha=A,epsilon=E] | "

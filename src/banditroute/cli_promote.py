@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from banditroute.cli_replay import check_tolerance, tolerance_argument
+from banditroute.cli_replay import check_tolerance_argument, tolerance_argument
 from banditroute.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def format_evidence(evidence: dict[str, Any]) -> str:
 def _check(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.margin) and args.margin >= 0):
         raise InvalidArgument("--margin: must be a number >= 0", field="--margin")
-    check_tolerance(args)
+    check_tolerance_argument(args)
     if (args.log is None) == (args.server is None):
         raise InvalidArgument("--log: give either --log or --server", field="--log")
     if args.rollback and args.server is None:

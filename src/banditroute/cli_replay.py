@@ -34,6 +34,7 @@ from banditroute.choices import (
     MISSING_RULES,
     SPEC_HELP,
     Missing,
+    check_tolerance,
 )
 from banditroute.errors import InvalidArgument
 
@@ -103,14 +104,12 @@ def tolerance_argument(parser: argparse.ArgumentParser, judged: str) -> None:
     )
 
 
-def check_tolerance(args: argparse.Namespace) -> None:
+def check_tolerance_argument(args: argparse.Namespace) -> None:
     """``--tolerance`` in (0, MAX_TOLERANCE], else InvalidArgument naming it."""
-    if not 0 < args.tolerance <= MAX_TOLERANCE:
-        raise InvalidArgument(
-            f"--tolerance: must be a share of the estimate in (0, {MAX_TOLERANCE:g}] "
-            f"(0.02 = within 2%), got {args.tolerance}",
-            field="--tolerance",
-        )
+    try:
+        check_tolerance(args.tolerance, "--tolerance")
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field="--tolerance") from None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -251,7 +250,7 @@ def _replay(args: argparse.Namespace) -> int:
     if not args.clip > 0:
         raise InvalidArgument("--clip: must be > 0", field="--clip")
     _check_intervals(args)
-    check_tolerance(args)
+    check_tolerance_argument(args)
     _output(args.json, "--json")
     _output(args.plot, "--plot")
     log = _load(
@@ -330,7 +329,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.max_cost is not None and not args.max_cost > 0:
         raise InvalidArgument("--max-cost: must be > 0", field="--max-cost")
     _check_intervals(args)
-    check_tolerance(args)
+    check_tolerance_argument(args)
     _output(args.json, "--json")
     _output(args.plot, "--plot")
     log = _load(args, with_features=True, word_buckets=args.word_buckets)

@@ -732,9 +732,12 @@ class Router:
         reached another replica while this one was down) as learned here too: a retry of that
         feedback is a duplicate, and the reward window closes without learning again. Returns
         how many were marked."""
+        # Up to thousands of ids every heartbeat, almost none pending here: only those are
+        # looked at under the lock Route takes (a dict membership test needs no lock).
+        held = [decision_id for decision_id in decision_ids if decision_id in self._pending]
         marked = 0
         with self._lock:
-            for decision_id in decision_ids:
+            for decision_id in held:
                 pending = self._pending.get(decision_id)
                 if pending is not None and not pending.learned:
                     pending.learned = True

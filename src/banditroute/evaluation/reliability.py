@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from banditroute.choices import DEFAULT_TOLERANCE, MAX_TOLERANCE
+from banditroute.choices import DEFAULT_TOLERANCE, MAX_TOLERANCE, check_tolerance
 from banditroute.evaluation.estimators import THIN_ESS, THIN_PROPENSITY, Diagnostics
 from banditroute.evaluation.intervals import Interval
 
@@ -71,21 +71,6 @@ class Verdict:
 def _finite_or_none(value: float | None) -> float | None:
     """JSON has no infinity: an unbounded relative width is written as null."""
     return value if value is not None and math.isfinite(value) else None
-
-
-def check_tolerance(tolerance: object, arg: str = "tolerance") -> float:
-    """``tolerance`` as a float in (0, :data:`MAX_TOLERANCE`], else ``ValueError`` naming
-    ``arg``."""
-    if (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, int | float)
-        or not 0 < tolerance <= MAX_TOLERANCE
-    ):
-        raise ValueError(
-            f"{arg}: must be a share of the estimate in (0, {MAX_TOLERANCE:g}] "
-            f"(0.02 = within 2%), got {tolerance!r}"
-        )
-    return float(tolerance)
 
 
 def relative_half_width(interval: Interval) -> float:

@@ -28,7 +28,7 @@ import duckdb
 import grpc
 import structlog
 
-from banditroute.choices import DEFAULT_TOLERANCE, MAX_TOLERANCE
+from banditroute.choices import DEFAULT_TOLERANCE, check_tolerance
 from banditroute.cluster.promoter import ClusterPolicy
 from banditroute.cluster.replica import ReplicaStatus
 from banditroute.config import ServerSettings
@@ -489,13 +489,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):  # type: ignore[misc]
         convert.check_chars("objective", request.objective, self._limits.max_name_chars)
         if not request.candidate.strip():
             raise InvalidArgument("candidate: must not be empty", field="candidate")
-        tolerance = request.tolerance or DEFAULT_TOLERANCE
-        if not 0 < tolerance <= MAX_TOLERANCE:
-            raise InvalidArgument(
-                f"tolerance: must be a share of the estimate in (0, {MAX_TOLERANCE:g}] "
-                "(0: the default)",
-                field="tolerance",
-            )
+        try:  # checked before the log is read (0: the default)
+            tolerance = check_tolerance(request.tolerance or DEFAULT_TOLERANCE)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc), field="tolerance") from None
         router = self.router
         objective = router.settings.objective(request.objective)
         if self._stats_reader is None:
