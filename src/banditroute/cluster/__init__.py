@@ -18,6 +18,16 @@ if TYPE_CHECKING:
 
 REPLICA_TAG_HEX = 8
 """Hex digits of a replica's tag, the start of every decision id it makes."""
+DECISION_SLACK_S = 60.0
+"""Clock difference allowed between replicas (and the trainer) when judging whether feedback
+falls within its decision's reward window."""
+
+
+def feedback_horizon_s(window_s: float) -> float:
+    """How long after a decision its feedback may still reach the cluster (the reward window
+    ``window_s`` and :data:`DECISION_SLACK_S`): what the cluster keeps to accept and join such
+    feedback (replica tags, the trainer's announced joins) need live no longer."""
+    return window_s + DECISION_SLACK_S
 
 
 def replica_tag(replica_id: str) -> str:
@@ -35,7 +45,11 @@ def join_cluster(settings: Settings, router: Router) -> ClusterReplica:
     from banditroute.cluster.replica import ClusterReplica
     from banditroute.cluster.shared_sessions import SharedSessions
 
-    replica = ClusterReplica(settings.cluster, address="")
+    replica = ClusterReplica(
+        settings.cluster,
+        address="",
+        keep_tags_s=lambda: feedback_horizon_s(router.settings.reward.window_s),
+    )
     limits = SharedLimits(
         replica.link,
         replica.registry,
@@ -53,4 +67,6 @@ def join_cluster(settings: Settings, router: Router) -> ClusterReplica:
     return replica
 
 
-__all__ = ["REPLICA_TAG_HEX", "join_cluster", "replica_tag"]
+__all__ = [
+    "DECISION_SLACK_S", "REPLICA_TAG_HEX", "feedback_horizon_s", "join_cluster", "replica_tag",
+]  # fmt: skip

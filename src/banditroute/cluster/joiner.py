@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from banditroute.cluster import REPLICA_TAG_HEX
+from banditroute.cluster import REPLICA_TAG_HEX, feedback_horizon_s
 from banditroute.config import Settings
 from banditroute.decisions import FeedbackReport
 from banditroute.errors import BanditrouteError, InvalidArgument
@@ -43,9 +43,6 @@ MAX_HELD = 10_000
 MAX_REMEMBERED = 100_000
 """Decision ids remembered as learned (the newest), for deduplication in memory; a forwarded
 row is also checked against the owner's feedback and settlement rows in the central log."""
-DECISION_SLACK_S = 60.0
-"""Clock difference allowed between replicas when looking for a decision made before its
-feedback (within the reward window)."""
 
 OUTCOMES = ("learned", "duplicate", "unjoined", "late", "off_policy", "not_learned")
 """What became of forwarded feedback: learned; a duplicate (its decision was learned already);
@@ -247,7 +244,7 @@ class Joiner:
         return fresh
 
     def _since(self, forwarded: Forwarded) -> float:
-        return forwarded.time - self.settings.reward.window_s - DECISION_SLACK_S
+        return forwarded.time - feedback_horizon_s(self.settings.reward.window_s)
 
     def _remember(self, decision_id: str) -> None:
         self._learned[decision_id] = None

@@ -17,6 +17,7 @@ of its restored decisions as learned, so a client's retry is a duplicate there t
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -113,12 +114,13 @@ def joined_ids(client: Any, keys: Keys, tag: str) -> list[str]:
 
 
 def announce_joins(
-    client: Any, keys: Keys, joined: Iterable[tuple[str, float]], oldest: float
+    client: Any, keys: Keys, joined: Iterable[tuple[str, float]], oldest: float, keep_s: float
 ) -> None:
     """Tell the owners which of their decisions the trainer learned from forwarded feedback
     (decision id, when it was accepted): a sorted set per replica tag, trimmed to those
     accepted since ``oldest`` (an owner's decision still pending, at most) and the newest
-    :data:`MAX_JOINED_READ`."""
+    :data:`MAX_JOINED_READ`, that expires ``keep_s`` after its newest join (by then none of
+    its decisions can be pending: an owner that never comes back leaves nothing behind)."""
     by_tag: dict[str, dict[str, float]] = {}
     for decision_id, at in joined:
         if at >= oldest:
@@ -128,6 +130,7 @@ def announce_joins(
         client.zadd(key, members)
         client.zremrangebyscore(key, "-inf", oldest)
         client.zremrangebyrank(key, 0, -MAX_JOINED_READ - 1)
+        client.expire(key, max(1, math.ceil(keep_s)))
 
 
 __all__ = [

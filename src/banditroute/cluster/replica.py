@@ -19,7 +19,7 @@ from typing import Protocol
 import structlog
 
 from banditroute.cluster.connection import ClusterLink
-from banditroute.cluster.registry import Registry
+from banditroute.cluster.registry import Registry, default_keep_tags_s
 from banditroute.config import ClusterSettings
 
 log = structlog.get_logger(__name__)
@@ -58,10 +58,11 @@ class ClusterReplica:
         address: str,
         *,
         link: ClusterLink | None = None,
+        keep_tags_s: Callable[[], float] = default_keep_tags_s,
     ) -> None:
         self.settings = settings
         self.link = link or ClusterLink(settings)
-        self.registry = Registry(self.link, address)
+        self.registry = Registry(self.link, address, keep_tags_s=keep_tags_s)
         self._tasks: list[Callable[[], None]] = []
         self._parts: list[Part] = []
         self._stop = threading.Event()

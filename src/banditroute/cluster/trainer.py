@@ -45,10 +45,11 @@ import orjson
 import structlog
 
 from banditroute import warm_start
+from banditroute.cluster import feedback_horizon_s
 from banditroute.cluster.central import CentralLog, Lineage, valid_source
 from banditroute.cluster.changes import Change, ChangeDesk, Outcome
 from banditroute.cluster.events import Batch, Keys, decode_batch
-from banditroute.cluster.joiner import DECISION_SLACK_S, Joiner
+from banditroute.cluster.joiner import Joiner
 from banditroute.cluster.leader import LeaderLock
 from banditroute.cluster.orphans import announce_joins
 from banditroute.cluster.recipes import build_recipe, restore_recipe
@@ -304,8 +305,8 @@ class Trainer:
     def _announce(self, joined: list[tuple[str, float]]) -> None:
         """Tell the owners which of their decisions the trainer learned from forwarded
         feedback (:func:`~banditroute.cluster.orphans.announce_joins`)."""
-        oldest = self._wall() - self.settings.reward.window_s - DECISION_SLACK_S
-        announce_joins(self._client, self.keys, joined, oldest)
+        keep_s = feedback_horizon_s(self.settings.reward.window_s)
+        announce_joins(self._client, self.keys, joined, self._wall() - keep_s, keep_s)
 
     def checkpoint(self) -> None:
         """Commit what was learned (marks and learner together), then acknowledge to each
