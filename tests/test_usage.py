@@ -187,6 +187,39 @@ def test_only_feedback_that_counted_is_counted(tmp_path: Path) -> None:
     assert _figures(_row(summary, "B", None)) == pytest.approx((1, 1, 0.02, 0.5, 300.0, 300.0, 0.0))
 
 
+def test_feedback_naming_no_model_counts_for_the_chosen_model(tmp_path: Path) -> None:
+    """Feedback a cluster replica accepted for the trainer names no model when the report
+    named none (the chosen model served): it is credited to the decision's chosen model, and
+    ranked with that model's other reports, so a retry the owner logged too costs once."""
+    path = tmp_path / "forwarded.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(CREATE_TABLES)
+        for decision_id in ("g1", "g2"):
+            con.execute(
+                "INSERT INTO decisions (decision_id, time, tenant, model, eligible, "
+                "probabilities, probability, policy_version) "
+                "VALUES (?, ?, 'acme', 'B', ['A', 'B'], [0.5, 0.5], 0.5, 'v1')",
+                [decision_id, _at("11:00")],
+            )
+        for decision_id, model, hhmm, disposition in (
+            ("g1", "", "12:00", "FOR_TRAINER"),
+            ("g2", "", "12:00", "FOR_TRAINER"),
+            ("g2", "B", "12:05", "IGNORED_DUPLICATE"),  # the retry, at the owner restarted
+        ):
+            con.execute(
+                "INSERT INTO feedback (decision_id, time, model, quality, cost_usd, latency_ms, "
+                "status, reward, disposition) VALUES (?, ?, ?, 0.5, 0.01, 200.0, 'OK', 0.0, ?)",
+                [decision_id, _at(hhmm), model, disposition],
+            )
+    connection = open_log(path).connection
+    try:
+        summary = summarise(connection)
+    finally:
+        connection.close()
+    assert [row.model for row in summary if row.tenant is None and row.model] == ["B"]
+    assert _figures(_row(summary, "B", None)) == pytest.approx((2, 2, 0.02, 0.5, 200.0, 200.0, 0.0))
+
+
 def test_summary_for_one_tenant(con: duckdb.DuckDBPyConnection) -> None:
     """summarise(tenant=...) counts only that tenant's decisions."""
     rows = summarise(con, tenant="beta")

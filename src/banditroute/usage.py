@@ -5,8 +5,10 @@ Everything is computed in DuckDB over the ``decisions`` and ``feedback`` views (
 
 - a decision is attributed to the model that *served* it: ``feedback.model`` when feedback
   arrived (a fallback that served is credited, not the model first chosen), else the chosen
-  ``decisions.model``; a decision whose feedback names two models (a failed call, then a
-  fallback) counts as a call of each, and once in the totals;
+  ``decisions.model`` (also for a feedback row naming no model, feedback a cluster replica
+  accepted for the trainer: :func:`~banditroute.store.schema.served_model`); a decision
+  whose feedback names two models (a failed call, then a fallback) counts as a call of
+  each, and once in the totals;
 - only feedback that counted is counted (:data:`~banditroute.store.schema.FEEDBACK_RANK`):
   per decision and served model the first report, and every ``DEFERRED`` one (they all enter
   the combined reward); a repeated report (``IGNORED_DUPLICATE``, a fallback reported twice)
@@ -40,7 +42,7 @@ import duckdb
 
 from banditroute.choices import BUCKETS
 from banditroute.errors import InvalidArgument
-from banditroute.store.schema import FEEDBACK_RANK
+from banditroute.store.schema import FEEDBACK_RANK, served_model
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -156,8 +158,10 @@ WITH d AS (
       AND (?::DOUBLE IS NULL OR time < to_timestamp(?::DOUBLE))
       {tenant_filter}
 ), f AS (
-    SELECT *, {rank} AS n
-    FROM feedback WHERE decision_id IN (SELECT decision_id FROM d)
+    SELECT *, {rank} AS n FROM (
+        SELECT feedback.* REPLACE ({served} AS model)
+        FROM feedback JOIN d USING (decision_id)
+    )
 ), j AS (
     SELECT d.decision_id, d.tenant, coalesce(f.model, d.chosen) AS model,
            floor(epoch(d.time) / {width}) * {width} AS b,
@@ -201,6 +205,7 @@ def _query(
         bucket_columns=bucket_columns,
         width=width,
         rank=FEEDBACK_RANK,
+        served=served_model("feedback.model", "d.chosen"),
         tenant_filter="AND tenant = ?" if tenant is not None else "",
     )
     params: list[Any] = [_epoch(since), _epoch(since), _epoch(until), _epoch(until)]

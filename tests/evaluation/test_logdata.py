@@ -195,6 +195,32 @@ def test_inconsistent_rows_are_dropped_and_counted(tmp_path: Path) -> None:
     )
 
 
+def test_feedback_naming_no_model_is_the_chosen_models_outcome(tmp_path: Path) -> None:
+    """Feedback a cluster replica accepted for the trainer while the decision's replica was
+    gone names no model when the report named none (that replica does not hold the decision):
+    read with its decision, it is the outcome of the chosen model, as the trainer learns it."""
+    written = write_log(tmp_path / "log.duckdb", make_world(), 10, seed=2)
+    con = duckdb.connect(str(written.path))
+    con.execute(
+        "INSERT INTO decisions (decision_id, time, eligible, probabilities, model, "
+        "probability, features) VALUES ('fwd-1', to_timestamp(?), ['small', 'large'], "
+        "[0.5, 0.5], 'large', 0.5, '{}')",
+        [T0],
+    )
+    con.execute(
+        "INSERT INTO feedback (decision_id, time, model, quality, cost_usd, latency_ms, "
+        "status, reward, disposition) VALUES ('fwd-1', to_timestamp(?), '', 0.9, 0.002, "
+        "120.0, 'OK', 0.0, 'FOR_TRAINER')",
+        [T0 + 1.0],
+    )
+    con.close()
+    log = load_log(open_log(written.path))
+    i = [log.decision_id(j) for j in range(log.n)].index("fwd-1")
+    assert log.has_outcome[i]
+    assert (log.quality[i], log.cost_usd[i], log.latency_ms[i]) == (0.9, 0.002, 120.0)
+    assert log.ok[i]
+
+
 def test_rescoring_matches_objective_reward() -> None:
     """Vectorised re-scoring equals ``Objective.reward`` outcome by outcome, including
     unscored successes (quality counts 1), failures (quality 0 and the penalty) and unknown

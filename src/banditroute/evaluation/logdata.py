@@ -1,9 +1,11 @@
 """Read the decision log into arrays for off-policy evaluation, vectorised through DuckDB.
 
 Each decision in the time window is joined to its *outcome*: the first feedback row (by time,
-then by log order) whose model is the decision's chosen model. Feedback for another model (a
-fallback the client served instead) says nothing about the logged action and is not used; a
-decision with no such feedback has no outcome. Three queries do the work: the models of the
+then by log order) whose model is the decision's chosen model (a row naming no model, feedback
+a cluster replica accepted for the trainer, reports the chosen one:
+:func:`~banditroute.store.schema.served_model`). Feedback for another model (a fallback the
+client served instead) says nothing about the logged action and is not used; a decision with
+no such feedback has no outcome. Three queries do the work: the models of the
 eligible lists; the decisions in log order (a plain scan, which DuckDB returns in insertion
 order), with the eligible lists spread over the models and the reward model's context
 features computed from the logged features JSON (the dense
@@ -44,6 +46,7 @@ from banditroute.choices import DEFAULT_WORD_BUCKETS
 from banditroute.evaluation.logged import LoggedData
 from banditroute.features import MARKERS, PromptFeatures, features_from_dict
 from banditroute.store.reader import LogSource
+from banditroute.store.schema import served_model
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -319,7 +322,7 @@ fb AS (
 o AS (
     SELECT d.row,
            arg_min({outcome}, struct_pack(t := f.time, s := f.seq))
-               FILTER (WHERE f.model = d.model) AS o
+               FILTER (WHERE {served_model("f.model", "d.model")} = d.model) AS o
     FROM fb f JOIN d ON d.decision_id = f.decision_id
     GROUP BY d.row
 )

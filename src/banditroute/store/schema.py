@@ -58,6 +58,16 @@ whose cost the tenant's budget is charged, and, for the chosen model under ``com
 "first"``, the one learned. Later ones repeat the call (``IGNORED_DUPLICATE``, a second report
 of a fallback) unless they are ``DEFERRED``: those all enter the combined reward."""
 
+
+def served_model(feedback_model: str, chosen: str) -> str:
+    """SQL for the model a feedback row says served: its ``model``, or the decision's
+    ``chosen`` model when the row names none. Only feedback a cluster replica accepted for the
+    trainer (disposition ``FOR_TRAINER``) names none: the report left the model out (the
+    chosen one served) and that replica did not hold the decision; the router and the trainer
+    read such a report the same way."""
+    return f"coalesce(nullif({feedback_model}, ''), {chosen})"
+
+
 CREATE_TABLES = """
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id VARCHAR, time TIMESTAMPTZ, tenant VARCHAR, request_id VARCHAR,
