@@ -1,17 +1,28 @@
 """A decision's rows written to the event log: the decision, its feedback and its settlement,
 each chained in the audit log first when auditing (the chain's sink then logs the row with
-its record, in one piece), and audit events that describe no row (promotions, rollbacks)."""
+its record, in one piece), feedback a cluster replica accepts for the trainer (the decision is
+another replica's), and audit events that describe no row (promotions, rollbacks)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from banditroute.audit import AuditChain
 from banditroute.audit_record import AuditKind
 from banditroute.store.base import Commit, EventLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord, SettlementRecord
 from banditroute.store.rows import LoggedRow
+
+
+class ForTrainerLog(Protocol):
+    """A log that takes feedback for the trainer (a cluster replica's shipping log)."""
+
+    def append_for_trainer(self, record: FeedbackRecord, tenant: str) -> Commit:
+        """Log ``record`` for the trainer with the caller's ``tenant``."""
+
+    def sync(self) -> Commit:
+        """A commit that completes once what was logged is durable."""
 
 
 def log_decision(log: EventLog, audit: AuditChain | None, record: DecisionRecord) -> None:
@@ -32,12 +43,33 @@ def log_feedback(
     completes once it is durable."""
     if audit is None:
         return log.append_feedback(record)
-    _audited(
-        audit, decision, "feedback", record, model=record.model, quality=record.quality,
-        cost_usd=record.cost_usd, latency_ms=record.latency_ms, status=record.status,
-        reward=record.reward, disposition=record.disposition,
+    _audited(audit, decision, "feedback", record, **_feedback_payload(record))
+    return log.sync()
+
+
+def log_for_trainer(
+    log: ForTrainerLog, audit: AuditChain | None, tenant: str, record: FeedbackRecord
+) -> Commit:
+    """Log feedback accepted for the trainer (disposition ``FOR_TRAINER``) with the caller's
+    ``tenant`` (with its audit record when auditing: the decision is not known here, so the
+    record names only the tenant and the row); the commit completes once it is durable."""
+    if audit is None:
+        return log.append_for_trainer(record, tenant)
+    audit.append(
+        kind="feedback", tenant=tenant, decision_id=record.decision_id, time=record.time,
+        policy_version="", feature_hash="", eligible=(), excluded={}, constraints={},
+        payload=_feedback_payload(record), row=record,
     )  # fmt: skip
     return log.sync()
+
+
+def _feedback_payload(record: FeedbackRecord) -> dict[str, Any]:
+    """A feedback row's audit payload (the same for every feedback row)."""
+    return {
+        "model": record.model, "quality": record.quality, "cost_usd": record.cost_usd,
+        "latency_ms": record.latency_ms, "status": record.status, "reward": record.reward,
+        "disposition": record.disposition,
+    }  # fmt: skip
 
 
 def log_settlements(
@@ -87,4 +119,7 @@ def _audited(
     )  # fmt: skip
 
 
-__all__ = ["log_decision", "log_event", "log_feedback", "log_settlements"]
+__all__ = [
+    "ForTrainerLog", "log_decision", "log_event", "log_feedback", "log_for_trainer",
+    "log_settlements",
+]  # fmt: skip

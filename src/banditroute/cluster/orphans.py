@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from banditroute import audited_rows
 from banditroute.cluster import REPLICA_TAG_HEX
 from banditroute.cluster.events import Keys
 from banditroute.decisions import Disposition, FeedbackReport, FeedbackResult
@@ -87,18 +88,7 @@ class FeedbackForTrainer:
             fragments.cost_usd, report.input_tokens, report.output_tokens,
             fragments.latency_ms, str(fragments.status), 0.0, str(Disposition.FOR_TRAINER),
         )  # fmt: skip
-        if router.audit is not None:
-            router.audit.append(
-                kind="feedback", tenant=report.tenant, decision_id=record.decision_id,
-                time=record.time, policy_version="", feature_hash="", eligible=(),
-                excluded={}, constraints={},
-                payload={"model": record.model, "status": record.status,
-                         "disposition": record.disposition},
-                row=record,
-            )  # fmt: skip
-            commit = self._log.sync()
-        else:
-            commit = self._log.append_for_trainer(record, report.tenant)
+        commit = audited_rows.log_for_trainer(self._log, router.audit, report.tenant, record)
         if settings.log.sync_feedback:
             acknowledge(commit, COMMIT_TIMEOUT_S)
         with self._lock:
