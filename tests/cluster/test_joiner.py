@@ -4,11 +4,13 @@ deduplicated against the owner's own feedback, held within bounds (no server nee
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import orjson
 import pytest
 
-from banditroute.cluster.joiner import DecisionRow, Forwarded, Joiner, decision_id_of
+from banditroute.cluster.central import CentralLog
+from banditroute.cluster.joiner import DecisionRow, Forwarded, JoinChanges, Joiner, decision_id_of
 from banditroute.cluster.outbox import stamp
 from banditroute.config import Settings, load_settings
 from banditroute.decisions import Disposition, FeedbackReport
@@ -156,9 +158,9 @@ def test_state_survives_a_takeover(settings: Settings) -> None:
     central.rows[learned.decision_id] = learned
     assert joiner.offer(forwarded(learned), T0) is not None
     assert joiner.offer(forwarded(waiting), T0) is None
-    rows, counts = joiner.state()
+    changes = joiner.changes()  # a new joiner's first changes: its whole state
     again = make(settings, central)
-    again.restore(rows, counts)
+    again.restore(changes.rows, changes.counts)
     assert again.owner_update(learned.decision_id) is False
     central.rows[waiting.decision_id] = waiting
     assert again.arrived(waiting.decision_id) is not None
@@ -221,3 +223,53 @@ def test_a_replicas_lines_become_each_decisions_update_once(settings: Settings) 
     assert joiner.update_of(update_line(4, f"{TAG}{2:024x}"), T0) is not None
     with pytest.raises(ValueError, match="malformed"):
         joiner.update_of(stamp(5, b'{"k":"u","arms":[]}\n'), T0)
+
+
+def _committed(central_log: CentralLog, joiner: Joiner) -> JoinChanges:
+    changes = joiner.changes()
+    central_log.commit_state({}, 0, 0, b"", joins=changes)
+    joiner.committed(changes)
+    return changes
+
+
+def _held_state(joiner: Joiner) -> dict[str, tuple[str, float]]:
+    state = {d: ("held", at) for d, (_, at) in joiner.held.items()}
+    return state | {d: ("joined", at) for d, at in joiner.joined.items()}
+
+
+def test_commits_write_only_what_changed_and_a_duplicate_no_row(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Each commit writes only the rows that changed since the last one (held, joined, and
+    deleted: released, expired, or dropped past the bounds), so the committed state is the
+    joiner's; a duplicate changes a count and no row."""
+    central, log = Central(), CentralLog(tmp_path / "central.duckdb")
+    try:
+        joiner = make(settings, central, max_held=2, max_remembered=2, hold_s=100.0)
+        rows = [decision(settings, i) for i in range(6)]
+        central.rows[rows[0].decision_id] = rows[0]
+        assert joiner.offer(forwarded(rows[0]), T0) is not None  # joined at once
+        for row in rows[1:4]:  # held; the oldest is dropped past max_held
+            assert joiner.offer(forwarded(row), T0) is None
+        first = _committed(log, joiner)
+        assert len(first.rows) == 3  # joined 0, held 2 and 3 (1 dropped: deleted)
+        central.rows[rows[2].decision_id] = rows[2]
+        assert joiner.arrived(rows[2].decision_id) is not None  # held -> joined
+        assert joiner.expire(T0 + 100.0) == 1  # rows[3] held too long
+        central.rows[rows[4].decision_id] = rows[4]
+        assert joiner.offer(forwarded(rows[4]), T0) is not None  # rows[0] leaves joined
+        second = _committed(log, joiner)
+        assert sorted(r[0] for r in second.rows) == sorted(
+            [rows[2].decision_id, rows[4].decision_id]
+        )
+        assert sorted(second.deleted) == sorted([rows[0].decision_id, rows[3].decision_id])
+        assert not joiner.dirty
+        assert joiner.offer(forwarded(rows[4]), T0 + 1.0) is None  # a duplicate
+        assert joiner.dirty  # its count is to commit
+        duplicate = _committed(log, joiner)
+        assert (duplicate.rows, duplicate.deleted) == ([], [])
+        committed, counts = log.load_joins()
+        assert {d: (kind, at) for d, kind, at, _ in committed} == _held_state(joiner)
+        assert counts == dict(joiner.counts) == {"learned": 3, "unjoined": 2, "duplicate": 1}
+    finally:
+        log.close()

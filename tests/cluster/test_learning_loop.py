@@ -17,16 +17,19 @@ import valkey
 from banditroute.cli import main
 from banditroute.cluster import replica_tag
 from banditroute.cluster.central import source_file
-from banditroute.cluster.events import Keys
+from banditroute.cluster.events import Batch, Keys
 from banditroute.cluster.learning import ReplicaLearning
 from banditroute.cluster.orphans import FeedbackForTrainer
-from banditroute.cluster.outbox import Outbox, outbox_dir
+from banditroute.cluster.outbox import Line, Outbox, outbox_dir, stamp
 from banditroute.cluster.trainer import Trainer, build_learner
 from banditroute.config import Settings, load_settings
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import InvalidArgument, NotFound
+from banditroute.features import extract
 from banditroute.router import DecisionIds, Router
+from banditroute.store.journal_rows import decision_line, trainer_feedback_line
 from banditroute.store.memory import MemoryLog
+from banditroute.store.records import DecisionRecord, FeedbackRecord
 
 ERRORS = (valkey.exceptions.ValkeyError, OSError)
 BOUND_S = 60.0
@@ -284,6 +287,63 @@ def test_feedback_for_a_gone_replica_waits_for_its_decision_across_a_takeover(
     wait_for(lambda: a.learning.follower.check() >= 0
              and a.router.policy.updates == len(decisions), "A on the snapshot")  # fmt: skip
     assert a.router.policy.updates == len(decisions)  # none learned twice on A either
+
+
+def test_a_duplicate_forwarded_feedback_rewrites_no_row_of_the_joins(
+    settings: Settings, valkey_server: Any, tmp_path: Path, keys: Keys, monkeypatch: Any
+) -> None:
+    """Forwarded feedback for a decision the trainer already joined is a duplicate: the
+    checkpoint after it commits the count, and writes no row of the joiner's state (before,
+    any forwarded row had the whole state, every held and joined decision, rewritten)."""
+    trainer = Trainer(
+        settings, tmp_path / "central.duckdb", valkey_server.client(socket_timeout=5), keys,
+        snapshot_period_s=0.2, errors=ERRORS, lock_ttl_ms=1000,
+    )  # fmt: skip
+    assert trainer.lead_now()
+    try:
+        models = tuple(m.id for m in settings.catalog)[:2]
+        now = float(int(time.time()))  # whole seconds: exact through microseconds
+        decision = DecisionRecord(
+            decision_id=replica_tag("a") + "0" * 24, time=now, tenant="default",
+            request_id="", objective="", prompt_hash="h", prompt=None,
+            features=extract(PROMPTS[0]).as_dict(),
+            eligible=models, probabilities=(0.5, 0.5), model=models[0], probability=0.5,
+            policy_version="v",
+        )  # fmt: skip
+
+        def forwarded(seq: int) -> Batch:
+            row = FeedbackRecord(
+                decision.decision_id, now + seq, "", 1.0, None, None, None, None, "OK", 0.0,
+                str(Disposition.FOR_TRAINER),
+            )  # fmt: skip
+            line = Line(seq, stamp(seq, trainer_feedback_line(row, "default")))
+            return Batch("b", seq, seq, (line,))
+
+        trainer.apply(Batch("a", 1, 1, (Line(1, stamp(1, decision_line(decision))),)))
+        assert trainer.apply(forwarded(1)) == 1
+        trainer.checkpoint()
+        central = trainer.central
+        assert central is not None
+        commits: list[Any] = []
+        commit_state = central.commit_state
+
+        def spy(*args: Any, **kwargs: Any) -> None:
+            commits.append(kwargs.get("joins"))
+            commit_state(*args, **kwargs)
+
+        monkeypatch.setattr(central, "commit_state", spy)
+        assert trainer.apply(forwarded(2)) == 0
+        trainer.checkpoint()
+        assert trainer.joiner is not None
+        assert trainer.joiner.counts == {"learned": 1, "duplicate": 1}
+        (joins,) = commits
+        assert (joins.rows, joins.deleted) == ([], [])
+        assert central.load_joins() == (
+            [(decision.decision_id, "joined", now + 1, b"")],
+            {"learned": 1, "duplicate": 1},
+        )
+    finally:
+        trainer.close()
 
 
 def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(

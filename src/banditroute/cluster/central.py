@@ -34,7 +34,7 @@ import structlog
 
 from banditroute.audit import CREATE_AUDIT_TABLE
 from banditroute.cluster import replica_tag
-from banditroute.cluster.joiner import DecisionRow, owner_tag
+from banditroute.cluster.joiner import DecisionRow, JoinChanges, Row, owner_tag
 from banditroute.cluster.outbox import Line
 from banditroute.store.duckdb_log import BAD_DATA_ERRORS
 from banditroute.store.journal_rows import CREATE_JOURNAL_TABLE, ingest_sql, ingested_upto
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS forwarded_feedback (
 CREATE TABLE IF NOT EXISTS forwarded_outcomes (outcome VARCHAR PRIMARY KEY, n BIGINT);
 """
 
-JoinState = tuple[list[tuple[str, str, float, bytes]], dict[str, int]]
+JoinState = tuple[list[Row], dict[str, int]]
 """The joiner's rows (decision id, ``held`` or ``joined``, when, held row) and its counts."""
 
 _FIND_DECISION = """
@@ -250,10 +250,10 @@ class CentralLog:
         state: bytes,
         *,
         lineage: Lineage | None = None,
-        joins: JoinState | None = None,
+        joins: JoinChanges | None = None,
     ) -> None:
-        """Record the learned marks and the learner's snapshot (and its ``lineage`` and the
-        joiner's state, if given) together, atomically."""
+        """Record the learned marks and the learner's snapshot (and its ``lineage`` and what
+        changed in the joiner's state, if given) together, atomically."""
         con = self._state
         con.execute("BEGIN TRANSACTION")
         try:
@@ -277,10 +277,20 @@ class CentralLog:
             raise
 
     @staticmethod
-    def _write_joins(con: duckdb.DuckDBPyConnection, joins: JoinState) -> None:
-        rows, counts = joins
-        con.execute("DELETE FROM forwarded_feedback")
-        if rows:
+    def _write_joins(con: duckdb.DuckDBPyConnection, joins: JoinChanges) -> None:
+        """Write the joiner's changed rows (and delete its dropped ones) and its counts."""
+        if joins.deleted:
+            gone = pa.table({"decision_id": pa.array(joins.deleted, pa.string())})
+            con.register("joins_gone", gone)
+            try:
+                con.execute(
+                    "DELETE FROM forwarded_feedback "
+                    "WHERE decision_id IN (SELECT decision_id FROM joins_gone)"
+                )
+            finally:
+                con.unregister("joins_gone")
+        if joins.rows:
+            rows = joins.rows
             table = pa.table(
                 {
                     "decision_id": [r[0] for r in rows],
@@ -291,10 +301,10 @@ class CentralLog:
             )
             con.register("joins_in", table)
             try:
-                con.execute("INSERT INTO forwarded_feedback SELECT * FROM joins_in")
+                con.execute("INSERT OR REPLACE INTO forwarded_feedback SELECT * FROM joins_in")
             finally:
                 con.unregister("joins_in")
-        for outcome, count in counts.items():
+        for outcome, count in joins.counts.items():
             con.execute("INSERT OR REPLACE INTO forwarded_outcomes VALUES (?, ?)", [outcome, count])
 
     def close(self) -> None:

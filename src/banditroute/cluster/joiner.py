@@ -15,6 +15,10 @@ trainer already learned from a forwarded row; a forwarded row for a decision alr
 decision has not arrived is held, at most :data:`MAX_HELD` rows for at most
 :data:`HOLD_S` seconds (a forged or stale id cannot make the trainer hold more), and then
 counted ``unjoined``, never learned. Nothing of a row reaches a log line: only counts.
+
+The joiner's state (the rows held, the decisions joined, the counts) is committed with the
+learner: :meth:`Joiner.changes` gives only what changed since the last commit (a duplicate
+changes a count, never a row), so a commit writes those rows, not the whole state.
 """
 
 from __future__ import annotations
@@ -105,6 +109,20 @@ def _whole(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+Row = tuple[str, str, float, bytes]
+"""A row of the joiner's state: decision id, ``held`` or ``joined``, when, the held row."""
+
+
+@dataclass(frozen=True)
+class JoinChanges:
+    """What changed in the joiner's state since the last commit: the rows to write (new or
+    changed), the decision ids whose rows to delete, and the counts (all of them)."""
+
+    rows: list[Row]
+    deleted: list[str]
+    counts: dict[str, int]
+
+
 @dataclass(frozen=True)
 class DecisionRow:
     """What the join needs of the owner's decision row."""
@@ -157,7 +175,9 @@ class Joiner:
         self.fresh: list[tuple[str, float]] = []
         """Joins since :meth:`take_fresh`: (decision id, when), for the owner to hear of."""
         self.duplicate_updates = 0
-        self.dirty = False
+        self._changed: dict[str, Row | None] = {}
+        """Rows changed since the last commit (None: deleted)."""
+        self._committed_counts: dict[str, int] = {}
 
     # -- the owner's own updates ---------------------------------------------------------------
     def owner_update(self, decision_id: str) -> bool:
@@ -193,7 +213,6 @@ class Joiner:
         """A forwarded row arrives: the update to learn if it joins now, else None (held, or
         counted as not learned)."""
         decision_id = forwarded.decision_id
-        self.dirty = True
         if decision_id in self.joined or decision_id in self._learned or decision_id in self.held:
             self.counts["duplicate"] += 1
             return None
@@ -201,8 +220,10 @@ class Joiner:
         if row is not None:
             return self._join(forwarded, row)
         self.held[decision_id] = (forwarded, now)
+        self._changed[decision_id] = (decision_id, "held", now, forwarded.as_json())
         while len(self.held) > self.max_held:
-            self.held.popitem(last=False)
+            dropped, _ = self.held.popitem(last=False)
+            self._changed[dropped] = None
             self.counts["unjoined"] += 1
         return None
 
@@ -216,7 +237,7 @@ class Joiner:
         entry = self.held.pop(decision_id, None)
         if entry is None:
             return None
-        self.dirty = True
+        self._changed[decision_id] = None
         forwarded = entry[0]
         row = self._find(decision_id, self._since(forwarded))
         if row is None:  # another tenant's or too old: as good as unknown
@@ -232,10 +253,10 @@ class Joiner:
             if now - arrived < self.hold_s:
                 break
             del self.held[decision_id]
+            self._changed[decision_id] = None
             expired += 1
         if expired:
             self.counts["unjoined"] += expired
-            self.dirty = True
         return expired
 
     def take_fresh(self) -> list[tuple[str, float]]:
@@ -256,8 +277,10 @@ class Joiner:
         self.counts[outcome] += 1
         if update is not None:
             self.joined[row.decision_id] = forwarded.time
+            self._changed[row.decision_id] = (row.decision_id, "joined", forwarded.time, b"")
             while len(self.joined) > self.max_remembered:
-                self.joined.popitem(last=False)
+                dropped, _ = self.joined.popitem(last=False)
+                self._changed[dropped] = None
             self.fresh.append((row.decision_id, forwarded.time))
         return update
 
@@ -298,18 +321,31 @@ class Joiner:
         return "learned", update
 
     # -- the trainer's state ---------------------------------------------------------------------
-    def state(self) -> tuple[list[tuple[str, str, float, bytes]], dict[str, int]]:
-        """Rows to keep in the trainer's state (decision id, ``held`` or ``joined``, when,
-        the held row) and the counts."""
-        rows = [(d, "held", at, f.as_json()) for d, (f, at) in self.held.items()]
-        rows += [(d, "joined", at, b"") for d, at in self.joined.items()]
-        return rows, dict(self.counts)
+    @property
+    def dirty(self) -> bool:
+        """Whether the state changed since the last commit (a row, or a count)."""
+        return bool(self._changed) or self._committed_counts != self._counts()
 
-    def restore(
-        self, rows: Iterable[tuple[str, str, float, bytes]], counts: dict[str, int]
-    ) -> None:
-        """Take up the state :meth:`state` gave (a trainer taking over); a held row that
-        cannot be read is counted unjoined."""
+    def changes(self) -> JoinChanges:
+        """What to commit: the rows changed since the last :meth:`committed` (and the
+        counts)."""
+        rows = [row for row in self._changed.values() if row is not None]
+        deleted = [d for d, row in self._changed.items() if row is None]
+        return JoinChanges(rows, deleted, self._counts())
+
+    def committed(self, changes: JoinChanges) -> None:
+        """``changes`` are in the committed state; what changed since is still to commit."""
+        for row in changes.rows:
+            if self._changed.get(row[0]) == row:
+                del self._changed[row[0]]
+        for decision_id in changes.deleted:
+            if decision_id in self._changed and self._changed[decision_id] is None:
+                del self._changed[decision_id]
+        self._committed_counts = changes.counts
+
+    def restore(self, rows: Iterable[Row], counts: dict[str, int]) -> None:
+        """Take up the committed state (a trainer taking over); a held row that cannot be
+        read is counted unjoined (and deleted at the next commit)."""
         for decision_id, kind, at, data in rows:
             if kind == "joined":
                 self.joined[decision_id] = at
@@ -317,8 +353,13 @@ class Joiner:
             try:
                 self.held[decision_id] = (Forwarded.from_line(data), at)
             except ValueError:
+                self._changed[decision_id] = None
                 self.counts["unjoined"] += 1
         self.counts.update(counts)
+        self._committed_counts = dict(counts)
+
+    def _counts(self) -> dict[str, int]:
+        return {outcome: n for outcome, n in self.counts.items() if n}
 
 
 _DECISION_KEY = b',"k":"d","decision_id":"'
@@ -351,6 +392,6 @@ def owner_tag(decision_id: str) -> str:
 
 
 __all__ = [
-    "HOLD_S", "MAX_HELD", "OUTCOMES", "DecisionRow", "Forwarded", "Joiner", "decision_id_of",
-    "is_forwarded", "is_update", "owner_tag",
+    "HOLD_S", "MAX_HELD", "OUTCOMES", "DecisionRow", "Forwarded", "JoinChanges", "Joiner", "Row",
+    "decision_id_of", "is_forwarded", "is_update", "owner_tag",
 ]  # fmt: skip

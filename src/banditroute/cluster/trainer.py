@@ -332,7 +332,7 @@ class Trainer:
         assert self.policy is not None
         assert self.joiner is not None
         payload = snapshot_payload(snapshot_bytes(self.policy))
-        joins = self.joiner.state() if self.joiner.dirty else None
+        joins = self.joiner.changes() if self.joiner.dirty else None
         self.central.commit_state(
             self._learned,
             version,
@@ -343,11 +343,11 @@ class Trainer:
         )
         self._committed = dict(self._learned)
         if joins is not None:
-            self.joiner.dirty = False
+            self.joiner.committed(joins)
             self._announce(self.joiner.take_fresh())  # committed: the owners may hear of it
             log.info("trainer_forwarded_feedback", held=len(self.joiner.held),
                      duplicate_updates=self.joiner.duplicate_updates,
-                     **dict(sorted(joins[1].items())))  # fmt: skip
+                     **dict(sorted(joins.counts.items())))  # fmt: skip
         return payload
 
     def publish(self) -> None:
