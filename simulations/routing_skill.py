@@ -5,6 +5,11 @@ of two models and the per-prompt oracle, per table and budget.
         --json benchmarks/results/routing_skill.json --plots benchmarks/results/routing_skill \
         --markdown benchmarks/results/routing_skill.md
 
+runs every policy (:data:`COLD_POLICIES`, :data:`WARM_POLICIES`) on every table. The grid may
+also be run in parts (``--only TABLE``, ``--cold``/``--warm`` some policies, each part with its
+own ``--json``) and merged: ``--replot A.json B.json ... --json --markdown --plots`` puts the
+runs of the same table and budget side by side (:func:`merge_results`).
+
 Every table is split once by :meth:`OutcomeTable.holdout_split` (the 30% of prompts whose
 ``blake2b(prompt_id) mod 10 < 3``, task labels blanked). Nothing is tuned on the held-out part:
 ``--part tune`` runs the same grid inside the tuning part instead (warm start from a seeded half
@@ -57,8 +62,15 @@ from banditroute.simulation import SimulationConfig, simulate
 from banditroute.simulation.catalog import build_run_catalog
 
 FRACTIONS = (0.10, 0.15, 0.20, 0.25, 0.35)
-COLD_POLICIES = ("costaware", "linucb", "vw", "uniform")
-WARM_POLICIES = ("costaware", "vw")
+COLD_POLICIES = (
+    "costaware", "linucb", "vw", "vw-epsilon", "vw-bag", "vw-rnd", "vw-softmax", "vw-synthcover",
+    "uniform",
+)  # fmt: skip
+"""Every policy :mod:`banditroute.simulation.policies` knows by name but ``vw-squarecb`` (the
+configured ``vw``), the cost-aware policy's other exploration rules (variants of the default,
+run on demand), ``fixed:MODEL`` and ``oracle`` (the comparators, computed exactly instead)."""
+WARM_POLICIES = tuple(p for p in COLD_POLICIES if p != "uniform")
+"""The learners: ``uniform`` learns nothing from a warm start (and ignores the budget)."""
 CURVE_WINDOW = 100
 
 
@@ -411,117 +423,233 @@ def _curve(traces: Sequence[Any]) -> list[float]:
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
-    """Pareto plot (quality against cost, every policy and budget) and learning curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Save :func:`skill_figure` of one table's results as a PNG."""
     import matplotlib.pyplot as plt
 
-    from banditroute.plotting import log_ticks, series_styles
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (pareto, curves) = plt.subplots(1, 2, figsize=(13, 5.2))
-    ref_q, ref_c = result["reference_quality"], result["reference_cost_usd"]
-    models = result["models"]
-    xs = [v["cost_usd"] / ref_c for v in models.values()]
-    ys = [v["quality"] / ref_q for v in models.values()]
-    pareto.scatter(xs, ys, color="0.4", marker="s", s=22, label="single models", zorder=3)
-    hull = concave_hull(list(zip(xs, ys, strict=True)))
-    # The mix is linear in cost: drawn point by point, or a log axis would bend it upwards.
-    mix_x = np.geomspace(hull[0][0], hull[-1][0], 200) if len(hull) > 1 else np.array([xs[0]])
-    mix_y = [mix_quality(hull, float(x)) for x in mix_x]
-    pareto.plot(mix_x, mix_y, "--", color="0.5", label="random mix")
-    markers = {"cold": "o", "warm": "^"}
-    names = sorted({name for b in result["budgets"].values() for name in b["runs"]})
-    styles = dict(zip(names, series_styles(len(names)), strict=True))
-    colours = {name: style.color for name, style in styles.items()}
-    for name in names:
-        pts = [
-            (b["runs"][name]["cost_usd"] / ref_c, b["runs"][name]["quality"] / ref_q)
-            for b in result["budgets"].values()
-            if name in b["runs"]
-        ]
-        pareto.plot(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            marker=markers[name.split("/")[0]],
-            color=colours[name],
-            linestyle=styles[name].linestyle,
-            label=name,
-        )
-    oracle = [
-        (b["oracle"]["cost_usd"] / ref_c, b["oracle"]["quality"] / ref_q)
-        for b in result["budgets"].values()
-    ]
-    pareto.plot(
-        [p[0] for p in oracle], [p[1] for p in oracle], "*", color="gold", ms=10, label="oracle"
-    )
-    pareto.axhline(1.0, color="0.7", lw=0.8)
-    pareto.set_xscale("log")
-    # Room right of the dearest model for the legend, so it hides no point.
-    pareto.set_xlim(right=max(xs) * 6)
-    log_ticks(pareto.xaxis, *pareto.get_xlim())
-    pareto.set_xlabel(f"mean cost / {result['reference'].rsplit('/', 1)[-1]}'s (log)")
-    pareto.set_ylabel(f"quality / {result['reference'].rsplit('/', 1)[-1]}'s")
-    lo = min(*ys, *(p[1] for p in oracle)) - 0.02
-    pareto.set_ylim(max(lo, 0.0), max(1.05, max(p[1] for p in oracle) + 0.02))
-    pareto.set_title(f"{result['table']}: held-out prompts")
-    pareto.legend(fontsize=7, loc="lower right")
-    budgets = result["budgets"]
-    key = "0.25" if "0.25" in budgets else next(iter(budgets))
-    for name, run in budgets[key]["runs"].items():
-        curve = np.array(run["curve"]) / ref_q
-        steps = CURVE_WINDOW + 10 * np.arange(len(curve))
-        curves.plot(steps, curve, color=colours[name], linestyle=styles[name].linestyle,
-                    label=name)  # fmt: skip
-    curves.axhline(0.9, color="0.6", ls=":", label="90% of reference")
-    curves.set_xlabel("prompts streamed")
-    curves.set_ylabel(f"trailing {CURVE_WINDOW}-prompt quality / reference")
-    curves.set_title(f"learning curves at a {float(key):.0%} budget")
-    curves.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig = skill_figure(result)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _runs_by_policy(result: dict[str, Any], mode: str) -> dict[str, list[tuple[str, Any]]]:
+    """The ``mode`` runs of each policy (the run name after ``mode/``), with their budget key,
+    in budget order."""
+    runs: dict[str, list[tuple[str, Any]]] = {}
+    for key in sorted(result["budgets"], key=float):
+        for name, run in result["budgets"][key]["runs"].items():
+            started, _, policy = name.partition("/")
+            if started == mode:
+                runs.setdefault(policy, []).append((key, run))
+    return runs
+
+
+def skill_figure(result: dict[str, Any]) -> Any:
+    """One table's figure: per mode (cold, warm; a column each, as present) the cost-quality
+    plane (single models labelled, the random-mix line, each policy's runs joined in budget
+    order, the oracle at each budget, the budgets as dotted lines) above the learning curves
+    at a 25% budget (else the first), in one legend beside them whose colours name the policy
+    in both modes; the default policy is drawn thicker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from banditroute.config import PolicySettings
+    from banditroute.plotting import annotate_points, log_ticks, series_styles
+
+    ref_q, ref_c = result["reference_quality"], result["reference_cost_usd"]
+    ref = result["reference"].rsplit("/", 1)[-1]
+    budgets = {key: result["budgets"][key] for key in sorted(result["budgets"], key=float)}
+    modes = [m for m in ("cold", "warm") if _runs_by_policy(result, m)] or ["cold"]
+    default = PolicySettings().kind
+    policies = sorted(
+        {name.partition("/")[2] for b in budgets.values() for name in b["runs"]},
+        key=lambda p: (p != default, p),
+    )
+    styles = dict(zip(policies, series_styles(len(policies)), strict=True))
+    width = {p: 2.4 if p == default else 1.3 for p in policies}
+    fig, axes = plt.subplots(
+        2,
+        len(modes),
+        figsize=(5.6 * len(modes) + 2.8, 9.4),
+        squeeze=False,
+        sharex="row",
+        sharey="row",
+        gridspec_kw={"height_ratios": [1.25, 1.0]},
+    )
+    models = result["models"]
+    xs = [v["cost_usd"] / ref_c for v in models.values()]
+    ys = [v["quality"] / ref_q for v in models.values()]
+    hull = concave_hull(list(zip(xs, ys, strict=True)))
+    # The mix is linear in cost: drawn point by point, or a log axis would bend it upwards.
+    mix_x = np.geomspace(hull[0][0], hull[-1][0], 200) if len(hull) > 1 else np.array([xs[0]])
+    mix_y = [mix_quality(hull, float(x)) for x in mix_x]
+    oracle = [
+        (b["oracle"]["cost_usd"] / ref_c, b["oracle"]["quality"] / ref_q) for b in budgets.values()
+    ]
+    drawn: dict[str, list[tuple[float, float]]] = {}
+    for col, mode in enumerate(modes):
+        plane = axes[0][col]
+        plane.scatter(xs, ys, color="0.35", marker="s", s=20, zorder=3)
+        plane.plot(mix_x, mix_y, "--", color="0.5", lw=1.0)
+        for b in budgets.values():
+            plane.axvline(b["fraction"], color="0.75", ls=":", lw=0.9, zorder=0)
+        plane.axhline(1.0, color="0.8", lw=0.8, zorder=0)
+        plane.plot(*zip(*oracle, strict=True), "*", color="goldenrod", ms=11, zorder=4)
+        points: list[tuple[float, float]] = []
+        for policy, runs in _runs_by_policy(result, mode).items():
+            pts = [(r["cost_usd"] / ref_c, r["quality"] / ref_q) for _, r in runs]
+            points += pts
+            plane.plot(
+                *zip(*pts, strict=True),
+                **styles[policy].kwargs(),
+                lw=width[policy],
+                ms=5,
+                zorder=5 if policy == default else 4,
+            )
+        drawn[mode] = points
+        what = "second half of each stream" if mode == "cold" else "whole stream"
+        plane.set_title(f"{mode}: quality and cost on the held-out prompts ({what})", fontsize=9)
+        plane.set_xscale("log")
+        plane.set_xlabel(f"mean cost / {ref}'s (log; dotted: the budgets)")
+        curves = axes[1][col]
+        key = "0.25" if "0.25" in budgets else next(iter(budgets))
+        for policy, runs in _runs_by_policy(result, mode).items():
+            for budget_key, run in runs:
+                if budget_key == key and run.get("curve"):
+                    curve = np.array(run["curve"]) / ref_q
+                    steps = CURVE_WINDOW + 10 * np.arange(len(curve))
+                    curves.plot(
+                        steps,
+                        curve,
+                        color=styles[policy].color,
+                        linestyle=styles[policy].linestyle,
+                        lw=width[policy],
+                    )
+        best = budgets[key]["best_single"]
+        curves.axhline(best["quality"] / ref_q, color="0.35", ls="-.", lw=1.0)
+        curves.axhline(0.9, color="0.6", ls=":", lw=1.0)
+        curves.set_title(
+            f"{mode}: learning curves at a {float(key):.0%} budget (mean over seeds)", fontsize=9
+        )
+        curves.set_xlabel("prompts streamed")
+    all_y = ys + [p[1] for p in oracle] + [y for pts in drawn.values() for _, y in pts]
+    all_x = xs + [p[0] for p in oracle] + [x for pts in drawn.values() for x, _ in pts]
+    axes[0][0].set_ylim(min(all_y) - 0.02, max(1.02, *all_y) + 0.02)
+    axes[0][0].set_xlim(min(all_x) / 1.4, max(all_x) * 1.4)
+    log_ticks(axes[0][0].xaxis, *axes[0][0].get_xlim())
+    axes[0][0].set_ylabel(f"quality / {ref}'s")
+    axes[1][0].set_ylabel(f"trailing {CURVE_WINDOW}-prompt quality / {ref}'s")
+    fig.suptitle(
+        f"{result['table']}: {result['stream_prompts']} held-out prompts of {result['stream']}",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.97))
+    unlabelled: list[str] = []
+    for col, mode in enumerate(modes):
+        missed = annotate_points(
+            axes[0][col],
+            [(x, y, m.rsplit("/", 1)[-1]) for x, y, m in zip(xs, ys, models, strict=True)],
+            markers=[*drawn[mode], *oracle],
+            fontsize=6.5,
+            color="0.25",
+        )
+        unlabelled += [m for m in missed if m not in unlabelled]
+    handles: list[Any] = [Line2D([], [], **styles[p].kwargs(), lw=width[p], ms=5) for p in policies]
+    labels = [f"{p} (default)" if p == default else p for p in policies]
+    handles += [
+        Line2D([], [], color="0.35", marker="s", ms=5, linestyle="none"),
+        Line2D([], [], color="0.5", ls="--"),
+        Line2D([], [], color="goldenrod", marker="*", ms=10, linestyle="none"),
+        Line2D([], [], color="0.35", ls="-.", lw=1.0),
+        Line2D([], [], color="0.6", ls=":"),
+    ]
+    labels += [
+        "single models",
+        "random mix of two models",
+        "per-prompt oracle, each budget",
+        "best single model affordable\n(learning curves' budget)",
+        f"90% of {ref}'s quality",
+    ]
+    if unlabelled:
+        handles.append(Line2D([], [], linestyle="none"))
+        labels.append("not labelled (no room):\n" + "\n".join(unlabelled))
+    fig.legend(
+        handles,
+        labels,
+        loc="center left",
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(1 - 2.55 / fig.get_figwidth(), 0.5),
+    )
+    return fig
+
+
 def markdown(results: dict[str, Any]) -> str:
-    """One table per data set and budget, quality and cost relative to the reference model."""
+    """One table per data set and budget: every run's quality and cost, then the best single
+    model affordable, the random mix at the budget and the oracle, relative to the reference
+    model; then the data set's paired comparisons."""
     lines: list[str] = []
     for result in results.values():
         ref = result["reference"].rsplit("/", 1)[-1]
+        rq, rc = result["reference_quality"], result["reference_cost_usd"]
         lines.append(
             f"### {result['table']} ({result['stream_prompts']} prompts of {result['stream']}; "
-            f"relative to {ref}: quality {result['reference_quality']:.3f}, "
-            f"${result['reference_cost_usd']:.6f})\n"
+            f"relative to {ref}: quality {rq:.3f}, ${rc:.6f})\n"
         )
-        lines.append(
-            "| budget | run | quality | cost | cost / budget per seed (whole stream) | random mix "
-            "at that cost | best single affordable | oracle | prompts to hold 90% |"
-        )
-        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        rq, rc = result["reference_quality"], result["reference_cost_usd"]
         for key, b in result["budgets"].items():
-            best = b["best_single"]
+            lines.append(
+                f"#### {result['table']}, budget {float(key):.0%} of {ref}'s mean cost "
+                f"(${b['budget_usd']:.6f})\n"
+            )
+            lines.append(
+                "| run | quality | cost | cost / budget per seed (whole stream) | random mix at "
+                "that cost | router - best single (paired) | router - mix (paired) | prompts "
+                "to hold 90% |"
+            )
+            lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
             for name, run in b["runs"].items():
-                holds = [h for h in run["prompts_to_hold_90pct"] if h is not None]
-                held = (
-                    f"{int(np.median(holds))} ({len(holds)}/{len(run['prompts_to_hold_90pct'])})"
-                    if holds
-                    else "never"
-                )
-                mean_hold = run.get("prompts_to_hold_90pct_seed_mean")
-                held += f"; seed mean {mean_hold if mean_hold is not None else 'never'}"
+                paired = run.get("paired")
                 lines.append(
-                    f"| {float(key):.0%} | {name} | {run['quality'] / rq:.3f} ± "
-                    f"{run['quality_std'] / rq:.3f} | {run['cost_usd'] / rc:.3f} | "
-                    f"{_ratios(run['cost_over_budget_per_seed'])} | "
-                    f"{run['random_mix_at_cost'] / rq:.3f} | {best['model'].rsplit('/', 1)[-1]} "
-                    f"{best['quality'] / rq:.3f} @ {best['cost_usd'] / rc:.3f} | "
-                    f"{b['oracle']['quality'] / rq:.3f} | {held} |"
+                    f"| {name} | {run['quality'] / rq:.3f} ± {run['quality_std'] / rq:.3f} | "
+                    f"{run['cost_usd'] / rc:.3f} | {_ratios(run['cost_over_budget_per_seed'])} | "
+                    f"{run['random_mix_at_cost'] / rq:.3f} | "
+                    f"{_bold_pm(paired['router_minus_best_single']) if paired else '-'} | "
+                    f"{_bold_pm(paired['router_minus_mix']) if paired else '-'} | {_held(run)} |"
                 )
-        lines.append("")
+            best, oracle = b["best_single"], b["oracle"]
+            rows = (
+                (f"best single affordable: {best['model'].rsplit('/', 1)[-1]}", best["quality"],
+                 best["cost_usd"]),
+                ("random mix at the budget", b["random_mix_at_budget"], b["budget_usd"]),
+                ("per-prompt oracle within the budget", oracle["quality"], oracle["cost_usd"]),
+            )  # fmt: skip
+            for label, quality, cost in rows:
+                lines.append(f"| {label} | {quality / rq:.3f} | {cost / rc:.3f} | | | | | |")
+            lines.append("")
         lines.extend(paired_markdown(result))
     return "\n".join(lines)
+
+
+def _held(run: dict[str, Any]) -> str:
+    """Prompts to hold 90% of the reference: median over the seeds that do (of all), and on
+    the seeds' mean curve."""
+    holds = [h for h in run["prompts_to_hold_90pct"] if h is not None]
+    held = (
+        f"{int(np.median(holds))} ({len(holds)}/{len(run['prompts_to_hold_90pct'])})"
+        if holds
+        else "never"
+    )
+    mean_hold = run.get("prompts_to_hold_90pct_seed_mean")
+    return held + f"; seed mean {mean_hold if mean_hold is not None else 'never'}"
+
+
+def _bold_pm(stats: dict[str, Any]) -> str:
+    """:func:`_pm`, bold when the mean is more than two standard errors from 0."""
+    text = _pm(stats)
+    return f"**{text}**" if stats["seeds"] > 1 and abs(stats["mean"]) > 2 * stats["se"] else text
 
 
 def paired_markdown(result: dict[str, Any]) -> list[str]:
@@ -610,20 +738,61 @@ def budget_markdown(after: dict[str, Any], before: dict[str, Any] | None = None)
     return "\n".join(lines)
 
 
-def _replot(paths: Sequence[Path], plots: Path | None, markdown_path: Path | None) -> int:
-    """Merge earlier results (runs of the same table and budget side by side) and redraw."""
+def merge_results(loaded: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Results of several runs of this script (``(file name, results)`` pairs) as one: runs
+    of the same table and budget side by side, budgets in increasing order, each budget's cold
+    runs before its warm ones (in the files' order). ValueError naming both files when a table
+    was streamed differently in two of them (another part, a table that changed) or a run
+    appears twice, since one of the two would be silently dropped."""
     merged: dict[str, Any] = {}
-    for path in paths:
-        for name, result in json.loads(path.read_text("utf-8")).items():
+    source: dict[tuple[str, str, str], str] = {}
+    seen: dict[str, str] = {}
+    for origin, results in loaded:
+        for name, result in results.items():
             if name not in merged:
-                merged[name] = result
-                continue
+                merged[name] = {**result, "budgets": {}}
+                seen[name] = origin
+            first = merged[name]
+            for field in ("stream", "stream_prompts", "reference", "reference_cost_usd"):
+                if first[field] != result[field]:
+                    raise ValueError(
+                        f"{name}: {field} is {first[field]!r} in {seen[name]} but "
+                        f"{result[field]!r} in {origin} (not runs of the same prompts)"
+                    )
             for key, entry in result["budgets"].items():
-                merged[name]["budgets"].setdefault(key, entry)["runs"].update(entry["runs"])
+                budget = first["budgets"].setdefault(key, {**entry, "runs": {}})
+                for run_name, run in entry["runs"].items():
+                    where = (name, key, run_name)
+                    if where in source:
+                        raise ValueError(
+                            f"{name}: run {run_name!r} at budget {key} is in both "
+                            f"{source[where]} and {origin}"
+                        )
+                    source[where] = origin
+                    budget["runs"][run_name] = run
+    for result in merged.values():
+        result["budgets"] = {
+            key: {**entry, "runs": _cold_first(entry["runs"])}
+            for key, entry in sorted(result["budgets"].items(), key=lambda kv: float(kv[0]))
+        }
+    return merged
+
+
+def _cold_first(runs: dict[str, Any]) -> dict[str, Any]:
+    """The runs with every cold one first, otherwise in their order."""
+    return dict(sorted(runs.items(), key=lambda kv: not kv[0].startswith("cold/")))
+
+
+def _replot(
+    paths: Sequence[Path], plots: Path | None, markdown_path: Path | None, json_path: Path | None
+) -> int:
+    """Merge earlier results (:func:`merge_results`), redraw the plots and the Markdown, and
+    write the merged results as JSON when asked."""
+    merged = merge_results([(str(p), json.loads(p.read_text("utf-8"))) for p in paths])
     if plots is not None:
         for name, result in merged.items():
             _plot(result, plots / f"{name}.png")
-    return write_results(merged, markdown(merged), None, markdown_path)
+    return write_results(merged, markdown(merged), json_path, markdown_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -635,7 +804,9 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         nargs="+",
         metavar="RESULTS.json",
-        help="draw the plots and the Markdown from earlier --json results (merged) instead",
+        help="draw the plots and the Markdown from earlier --json results instead of running; "
+        "several files are merged (runs of the same table and budget side by side; a run in "
+        "two files is an error), and --json writes the merged results",
     )
     parser.add_argument(
         "--budget-table",
@@ -672,7 +843,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "all" and args.warm:
         parser.error("--part all: cold runs only (pass --warm with no policies)")
     if args.replot:
-        return _replot(args.replot, args.plots, args.markdown)
+        try:
+            return _replot(args.replot, args.plots, args.markdown, args.json)
+        except KeyError as exc:
+            parser.error(f"--replot: a results file lacks the field {exc}")
+        except (OSError, ValueError) as exc:
+            parser.error(f"--replot: {exc}")
     if args.budget_table:
         if len(args.budget_table) > 2:
             parser.error("--budget-table: one results file, or two (after, before)")

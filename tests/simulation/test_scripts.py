@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -287,3 +288,140 @@ def test_routing_skill_budget_table_marks_seeds_outside_the_window(tmp_path: Pat
     assert "0.990, **1.030** | 0.990-1.030 |" in text
     assert "Seeds outside [0.95, 1.02] of the budget: 1 of 2." in text
     assert routing_skill.main(["--budget-table", str(after), str(before)]) == 0
+
+
+def _skill_results(routing_skill: Any, data: Path, out: Path, *args: str) -> dict[str, Any]:
+    """Run routing_skill.py with one seed and these arguments; its JSON results."""
+    assert routing_skill.main(["--data", str(data), "--seeds", "1", *args, "--json", str(out)]) == 0
+    return json.loads(out.read_text("utf-8"))  # type: ignore[no-any-return]
+
+
+@pytest.mark.usefixtures("script")
+def test_routing_skill_replot_merges_runs_of_the_same_table_and_budget(
+    data: Path, tmp_path: Path
+) -> None:
+    """--replot A B merges the runs of the same table and budget from both files (the default
+    policy run later, beside the others): every run is kept once, budgets come in increasing
+    order whatever the files' order, each budget's cold runs before its warm ones; --json
+    writes the merged results, the Markdown has one table per budget listing every run and the
+    comparators, and --plots draws one PNG per table."""
+    import routing_skill
+
+    default = _skill_results(
+        routing_skill,
+        data,
+        tmp_path / "default.json",
+        "--fractions",
+        "0.25",
+        "--cold",
+        "costaware",
+        "--warm",
+        "costaware",
+    )
+    others = _skill_results(routing_skill, data, tmp_path / "others.json",
+                            "--fractions", "0.25", "0.10", "--cold", "uniform", "vw",
+                            "--warm", "vw")  # fmt: skip
+    merged_path, md = tmp_path / "merged.json", tmp_path / "merged.md"
+    code = routing_skill.main(
+        ["--replot", str(tmp_path / "default.json"), str(tmp_path / "others.json"),
+         "--json", str(merged_path), "--markdown", str(md), "--plots", str(tmp_path / "plots")]
+    )  # fmt: skip
+    assert code == 0
+    merged = json.loads(merged_path.read_text("utf-8"))["routerbench_train"]
+    assert list(merged["budgets"]) == ["0.10", "0.25"]
+    runs = merged["budgets"]["0.25"]["runs"]
+    assert list(runs) == ["cold/costaware", "cold/uniform", "cold/vw", "warm/costaware", "warm/vw"]
+    assert (
+        runs["warm/costaware"]
+        == default["routerbench_train"]["budgets"]["0.25"]["runs"]["warm/costaware"]
+    )
+    assert runs["cold/vw"] == others["routerbench_train"]["budgets"]["0.25"]["runs"]["cold/vw"]
+    assert list(merged["budgets"]["0.10"]["runs"]) == ["cold/uniform", "cold/vw", "warm/vw"]
+    text = md.read_text("utf-8")
+    at_10, at_25 = text.index("budget 10% of"), text.index("budget 25% of")
+    assert at_10 < at_25
+    section = text[at_25 : text.index("Paired,")]
+    for name in runs:
+        assert section.count(f"| {name} |") == 1, name
+    for row in ("| best single affordable: Yi-34B-Chat |", "| random mix at the budget |",
+                "| per-prompt oracle within the budget |"):  # fmt: skip
+        assert section.count(row) == 1, row
+    assert (tmp_path / "plots" / "routerbench_train.png").stat().st_size > 0
+
+
+def _bare_results(stream: str, runs: list[str]) -> dict[str, Any]:
+    """A results file's shape with nothing but what merging reads."""
+    budget = {"fraction": 0.25, "budget_usd": 1.0, "runs": {name: {} for name in runs}}
+    return {
+        "t": {"table": "t", "stream": stream, "stream_prompts": 10, "reference": "m",
+              "reference_cost_usd": 4.0, "budgets": {"0.25": budget}}
+    }  # fmt: skip
+
+
+@pytest.mark.usefixtures("script")
+@pytest.mark.parametrize(
+    ("second", "named"),
+    [
+        (_bare_results("t[holdout]", ["cold/vw"]), "'cold/vw' at budget 0.25 is in both"),
+        (_bare_results("t[tune]", ["cold/linucb"]), "stream is 't[holdout]'"),
+    ],
+)
+def test_routing_skill_replot_refuses_what_it_cannot_merge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], second: dict[str, Any], named: str
+) -> None:
+    """--replot refuses, naming the argument and both files, a run that is in two files (one
+    of them would be dropped silently) and a table streamed differently in two files (another
+    part: the runs are not on the same prompts)."""
+    import routing_skill
+
+    first_path, second_path = tmp_path / "first.json", tmp_path / "second.json"
+    first_path.write_text(json.dumps(_bare_results("t[holdout]", ["cold/vw"])), "utf-8")
+    second_path.write_text(json.dumps(second), "utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        routing_skill.main(["--replot", str(first_path), str(second_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--replot:" in err
+    assert named in err
+    assert str(first_path) in err
+    assert str(second_path) in err
+
+
+@pytest.mark.usefixtures("script")
+def test_routing_skill_figure_keeps_legend_and_labels_off_the_points(
+    data: Path, tmp_path: Path, figures: list[Any]
+) -> None:
+    """The every-policy figure has a cold and a warm column (cost-quality plane above the
+    learning curves); one legend beside the axes, so it hides no point, names each policy once
+    (the default marked) in the same colour in both columns; the single models' labels
+    neither overlap nor leave their axes, and each run's points are joined in budget order."""
+    import routing_skill
+    from plot_checks import outside_axes, overlapping_texts
+
+    result = _skill_results(routing_skill, data, tmp_path / "r.json", "--fractions", "0.25",
+                            "0.10", "--cold", "uniform", "vw", "--warm", "vw")  # fmt: skip
+    fig = routing_skill.skill_figure(result["routerbench_train"])
+    figures.append(fig)
+    fig.canvas.draw()
+    assert len(fig.axes) == 4
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    assert not any(box.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels.count("uniform") == labels.count("vw") == 1
+    cold, warm = fig.axes[0], fig.axes[1]
+    for plane in (cold, warm):
+        assert overlapping_texts(fig, plane) == []
+        assert outside_axes(fig, plane) == []
+
+    ref_c = result["routerbench_train"]["reference_cost_usd"]
+    budgets = result["routerbench_train"]["budgets"]
+    (handle,) = [h for h, t in zip(legend.legend_handles, labels, strict=True) if t == "vw"]
+    for plane, mode in ((cold, "cold"), (warm, "warm")):
+        (line,) = [
+            line for line in plane.get_lines()
+            if line.get_color() == handle.get_color() and len(line.get_xdata()) == 2
+        ]  # fmt: skip
+        costs = [budgets[key]["runs"][f"{mode}/vw"]["cost_usd"] / ref_c for key in ("0.10", "0.25")]
+        assert list(line.get_xdata()) == pytest.approx(costs)
