@@ -158,6 +158,15 @@ def outbox_last(log_path: Path) -> int:
     return 0
 
 
+def acknowledged(client: Any, log_path: Path, source: str) -> bool:
+    """Whether the trainer has acknowledged every line replica ``source``'s outbox (beside
+    ``log_path``) has written: both read now (the trainer's ack key in Valkey, set once the
+    lines are committed, and the outbox files), unlike GetStats' ``stream_backlog``, which is
+    as of the replica's last heartbeat."""
+    written = outbox_last(log_path)
+    return int(client.get(f"banditroute:ack:{source}") or 0) >= written
+
+
 def _in_outbox(log_path: Path, decision_id: str) -> bool:
     """Whether a replica's outbox holds a line naming ``decision_id`` (its decision row)."""
     needle = decision_id.encode()
@@ -284,16 +293,18 @@ def test_kill_9_of_a_replica_the_trainer_and_valkey_loses_nothing_learns_nothing
     finally:
         load.stop.set()
         thread.join(CALL_TIMEOUT_S)
-    acknowledged = set(load.learned)
+    learned = set(load.learned)
+    acks = valkey_server.client()
     wait_for(
-        lambda: all(cluster_status(r.address).stream_backlog == 0 for r in replicas.values()),
+        lambda: all(acknowledged(acks, cluster.tmp_path / f"{name}.duckdb", name)
+                    for name in names),
         "every replica's rows acknowledged by the trainer",
-    )
+    )  # fmt: skip
     assert standby.terminate() == 0  # commits, then the central files can be read
     rows = central_feedback(cluster.tmp_path, names)
     learned_rows = [decision for decision, disposition in rows if disposition == "LEARNED"]
     assert len(learned_rows) == len(set(learned_rows))  # no feedback row twice
-    assert acknowledged <= set(learned_rows)  # no acknowledged feedback lost
+    assert learned <= set(learned_rows)  # no acknowledged feedback lost
     updates = int(valkey_server.client().hget("banditroute:snapshot", "updates") or 0)
     with contextlib.closing(
         duckdb.connect(str(cluster.tmp_path / "central.trainer.duckdb"), read_only=True)
@@ -302,7 +313,7 @@ def test_kill_9_of_a_replica_the_trainer_and_valkey_loses_nothing_learns_nothing
     assert committed is not None
     assert committed[0] == len(learned_rows)  # each learned exactly once
     assert updates <= committed[0]
-    print(f"acknowledged LEARNED {len(acknowledged)}, central LEARNED rows {len(learned_rows)}, "
+    print(f"acknowledged LEARNED {len(learned)}, central LEARNED rows {len(learned_rows)}, "
           f"trainer updates {committed[0]}, failed calls {load.failures}")  # fmt: skip
 
 

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from fault_helpers import ServerLauncher, write_config
 from replica_helpers import ADMIN_KEY, CALL_TIMEOUT_S, acme, cluster_of, wait_for
-from test_cluster_learning import Cluster, outbox_last
+from test_cluster_learning import Cluster, acknowledged
 
 from banditroute.audit import open_audit_log, verify
 from banditroute.cli import main
@@ -124,8 +124,8 @@ def test_a_promotion_reaches_every_replica_survives_failover_and_rolls_back(
         # The promotion record is acknowledged by the trainer (in the central log) ...
         # (GetStats' backlog is as of A's last heartbeat: wait on the trainer's acknowledgement
         # of A's outbox instead.)
-        written, acks = outbox_last(cluster.tmp_path / "a.duckdb"), valkey_server.client()
-        wait_for(lambda: int(acks.get("banditroute:ack:a") or 0) >= written,
+        acks = valkey_server.client()
+        wait_for(lambda: acknowledged(acks, cluster.tmp_path / "a.duckdb", "a"),
                  "A's rows acknowledged")  # fmt: skip
         # ... and the leader dies: the standby restores the promoted learner.
         version = int(cluster_of(stub_b).snapshot_version)
