@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, Protocol
@@ -188,17 +188,50 @@ class PromptFeatures:
 
 _FEATURE_NAMES = tuple(f.name for f in fields(PromptFeatures))
 """PromptFeatures' fields in order (``dataclasses.fields`` costs microseconds per call)."""
+_FEATURE_SET = frozenset(_FEATURE_NAMES)
 
 
-def features_from_dict(data: dict[str, Any]) -> PromptFeatures:
+_COUNT_FEATURES = ("chars", "tokens", "turns", "conversation_tokens", "shots", "choices",
+                   "numbers", "lines")  # fmt: skip
+_WORD_FEATURES = ("markers", "words")
+
+
+def features_from_dict(data: Mapping[str, Any]) -> PromptFeatures:
     """Inverse of :meth:`PromptFeatures.as_dict` (lists back to tuples; a log written
-    before embeddings, or with them off, has none)."""
+    before embeddings, or with them off, has none). ValueError naming the field if ``data``
+    is not such features (a key missing or unknown, a count that is not a non-negative
+    whole number, a word that is not text, an embedding value that is not a finite number):
+    another process's or a damaged row's data is refused here, before it reaches a policy.
+    The message never quotes the data."""
+    if not isinstance(data, Mapping):
+        raise ValueError("features: not an object")
+    if not set(data) <= _FEATURE_SET:
+        raise ValueError("features: an unknown key")
+    for name in _FEATURE_NAMES:
+        if name not in data and name != "embedding":
+            raise ValueError(f"features: {name} is missing")
+    for name in _COUNT_FEATURES:
+        value = data[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"features: {name} is not a count")
+    if not isinstance(data["language"], str):
+        raise ValueError("features: language is not text")
+    for name in _WORD_FEATURES:
+        words = data[name]
+        if not isinstance(words, list | tuple) or not all(isinstance(w, str) for w in words):
+            raise ValueError(f"features: {name} is not a list of text")
+    embedding = data.get("embedding", ())
+    if not isinstance(embedding, list | tuple) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        for v in embedding
+    ):
+        raise ValueError("features: embedding is not a list of finite numbers")
     return PromptFeatures(
         **{
             **data,
             "markers": tuple(data["markers"]),
             "words": tuple(data["words"]),
-            "embedding": tuple(data.get("embedding", ())),
+            "embedding": tuple(float(v) for v in embedding),
         }
     )
 

@@ -14,6 +14,7 @@ from banditroute.cluster.joiner import DecisionRow, Forwarded, JoinChanges, Join
 from banditroute.cluster.outbox import stamp
 from banditroute.config import Settings, load_settings
 from banditroute.decisions import Disposition, FeedbackReport
+from banditroute.features import extract
 from banditroute.outcomes import Fragments
 from banditroute.store.journal_rows import decision_line, trainer_feedback_line
 from banditroute.store.records import DecisionRecord, FeedbackRecord
@@ -31,7 +32,7 @@ def decision(settings: Settings, index: int, *, tenant: str = "default") -> Deci
     models = tuple(m.id for m in settings.catalog)[:3]
     return DecisionRow(
         decision_id=f"{TAG}{index:024x}", time=T0, tenant=tenant, objective="",
-        features={"length_chars": 10}, eligible=models, model=models[1], probability=0.5,
+        features=extract("Hi there").as_dict(), eligible=models, model=models[1], probability=0.5,
         arm="default",
     )  # fmt: skip
 

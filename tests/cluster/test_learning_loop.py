@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pytest
 import valkey
+from structlog.testing import capture_logs
 
 from banditroute.cli import main
 from banditroute.cluster import replica_tag
 from banditroute.cluster.central import source_file
-from banditroute.cluster.events import Batch, Keys
+from banditroute.cluster.events import Batch, Keys, encode_batch
 from banditroute.cluster.learning import ReplicaLearning
 from banditroute.cluster.orphans import FeedbackForTrainer
 from banditroute.cluster.outbox import Line, Outbox, outbox_dir, stamp
@@ -344,6 +346,88 @@ def test_a_duplicate_forwarded_feedback_rewrites_no_row_of_the_joins(
         )
     finally:
         trainer.close()
+
+
+def test_a_malformed_line_is_set_aside_and_learning_goes_on(
+    settings: Settings, valkey_server: Any, tmp_path: Path, keys: Keys
+) -> None:
+    """A damaged or forged line on the stream (a decision row whose features lack a key and
+    feedback forwarded for it, an update with a field missing, one that is not JSON, one
+    with a non-finite reward) is set aside: logged without its content and counted in
+    ``lines_skipped``, while the good lines around it are learned, the running leader never
+    steps down (before, the decision row made the learner raise KeyError, and the leader
+    stepped down, took over and read it again forever) and every line is acknowledged."""
+    client = valkey_server.client(socket_timeout=5)
+    trainer = Trainer(
+        settings, tmp_path / "central.duckdb", client, keys,
+        snapshot_period_s=0.2, errors=ERRORS, lock_ttl_ms=1000,
+    )  # fmt: skip
+    takeovers: list[int] = []
+    take_over = trainer._take_over
+
+    def counted() -> None:
+        takeovers.append(1)
+        take_over()
+
+    trainer._take_over = counted  # type: ignore[method-assign]
+    models = tuple(m.id for m in settings.catalog)[:2]
+    now = float(int(time.time()))
+    good = extract(PROMPTS[0]).as_dict()
+    secret = "zebra-confidential"
+    damaged = {k: v for k, v in good.items() if k != "markers"} | {"words": [secret]}
+
+    def decision(number: int, features: dict[str, Any]) -> DecisionRecord:
+        return DecisionRecord(
+            decision_id=replica_tag("a") + f"{number:024d}", time=now, tenant="default",
+            request_id="", objective="", prompt_hash="h", prompt=None, features=features,
+            eligible=models, probabilities=(0.5, 0.5), model=models[0], probability=0.5,
+            policy_version="v",
+        )  # fmt: skip
+
+    def forwarded(record: DecisionRecord) -> bytes:
+        row = FeedbackRecord(
+            record.decision_id, now + 1, "", 1.0, None, None, None, None, "OK", 0.0,
+            str(Disposition.FOR_TRAINER),
+        )  # fmt: skip
+        return trainer_feedback_line(row, "default")
+
+    def update(**changes: Any) -> bytes:
+        data = {"k": "u", "features": good, "arms": list(models), "chosen": 0,
+                "probability": 0.5, "reward": 1.0} | changes  # fmt: skip
+        return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
+
+    bad, fine = decision(1, damaged), decision(2, good)
+    lines = {
+        "b": [forwarded(bad), forwarded(fine)],
+        "a": [
+            update(), decision_line(bad), update(features=damaged | {"markers": []} | {
+                "words": None}), b'{"k":"u","features":{' + secret.encode() + b"\n",
+            update(reward="nan"), decision_line(fine), update(),
+        ],
+    }  # fmt: skip
+    for source, rows in lines.items():
+        batch = [Line(seq, stamp(seq, row)) for seq, row in enumerate(rows, 1)]
+        client.xadd(keys.events, encode_batch(source, batch))
+    stop = threading.Event()
+    thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
+    try:
+        with capture_logs() as logged:
+            thread.start()
+            wait_for(lambda: len(takeovers) > 1 or all(
+                client.get(keys.ack(source)) == str(len(rows)).encode()
+                for source, rows in lines.items()), "every line acknowledged")  # fmt: skip
+        assert len(takeovers) == 1  # never stepped down
+        assert trainer.policy is not None
+        assert trainer.policy.updates == 3  # the two good updates and the good join
+        assert trainer.lines_skipped == 4
+        assert trainer.joiner is not None
+        assert trainer.joiner.counts == {"learned": 1, "unjoined": 1}
+    finally:
+        stop.set()
+        thread.join(BOUND_S)
+    skipped = [e for e in logged if e["event"] == "trainer_line_malformed"]
+    assert [(e["source"], e["seq"]) for e in skipped] == [("a", 2), ("a", 3), ("a", 4), ("a", 5)]
+    assert not any(secret in repr(e) for e in logged)
 
 
 def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(

@@ -36,6 +36,7 @@ from banditroute.audit import CREATE_AUDIT_TABLE
 from banditroute.cluster import replica_tag
 from banditroute.cluster.joiner import DecisionRow, JoinChanges, Row, owner_tag
 from banditroute.cluster.outbox import Line
+from banditroute.features import features_from_dict
 from banditroute.store.duckdb_log import BAD_DATA_ERRORS
 from banditroute.store.journal_rows import CREATE_JOURNAL_TABLE, ingest_sql, ingested_upto
 from banditroute.store.schema import CREATE_TABLES
@@ -143,19 +144,25 @@ class CentralLog:
 
     def find_decision(self, decision_id: str, since: float) -> DecisionRow | None:
         """The decision ``decision_id`` made at or after ``since`` (epoch seconds) by the
-        replica its id's tag names, if its central file holds it."""
+        replica its id's tag names, if its central file holds it. ValueError if the row
+        cannot be learned from (damaged or forged: features a policy cannot read, a
+        probability outside (0, 1]); the message never quotes it."""
         for source in self._sources_of(owner_tag(decision_id)):
             row = self._file(source).execute(_FIND_DECISION, [decision_id, since]).fetchone()
             if row is None:
                 continue
             try:
                 features = orjson.loads(row[4])
-                return DecisionRow(
+                features_from_dict(features)
+                found = DecisionRow(
                     str(row[0]), float(row[1]), str(row[2]), str(row[3]), dict(features),
                     tuple(str(m) for m in row[5]), str(row[6]), float(row[7]), str(row[8]),
                 )  # fmt: skip
-            except (TypeError, ValueError, orjson.JSONDecodeError):
-                return None  # a row this trainer cannot read is as good as none
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"malformed decision row: {exc}") from None
+            if not 0.0 < found.probability <= 1.0:
+                raise ValueError("malformed decision row: probability")
+            return found
         return None
 
     def owner_learned(self, decision_id: str, since: float) -> bool:

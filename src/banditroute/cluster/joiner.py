@@ -140,7 +140,7 @@ class DecisionRow:
 
 FindDecision = Callable[[str, float], DecisionRow | None]
 """``find(decision_id, since)``: the decision row made at or after ``since``, if the central
-log has it."""
+log has it; ValueError if it has one that cannot be learned from."""
 OwnerLearned = Callable[[str, float], bool]
 """``learned(decision_id, since)``: whether the central log shows the owner learned the
 decision (a LEARNED feedback row or a learning settlement since ``since``)."""
@@ -196,7 +196,8 @@ class Joiner:
         """The update one of a replica's lines makes the learner learn, if any: the replica's
         own update (unless its decision was learned already), or forwarded feedback joined
         with its decision (the feedback's line, or the decision row it waited for).
-        ValueError for an update or forwarded row that cannot be read."""
+        ValueError for an update, forwarded row or joined decision row that cannot be read
+        (the feedback held for such a decision is counted unjoined)."""
         if is_update(line):
             update = SharedUpdate.from_dict(orjson.loads(line))
             return update if self.owner_update(update.decision_id) else None
@@ -216,7 +217,7 @@ class Joiner:
         if decision_id in self.joined or decision_id in self._learned or decision_id in self.held:
             self.counts["duplicate"] += 1
             return None
-        row = self._find(decision_id, self._since(forwarded))
+        row = self._find_row(forwarded)
         if row is not None:
             return self._join(forwarded, row)
         self.held[decision_id] = (forwarded, now)
@@ -239,7 +240,7 @@ class Joiner:
             return None
         self._changed[decision_id] = None
         forwarded = entry[0]
-        row = self._find(decision_id, self._since(forwarded))
+        row = self._find_row(forwarded)
         if row is None:  # another tenant's or too old: as good as unknown
             self.counts["unjoined"] += 1
             return None
@@ -263,6 +264,15 @@ class Joiner:
         """The joins made since the last call (and forget them)."""
         fresh, self.fresh = self.fresh, []
         return fresh
+
+    def _find_row(self, forwarded: Forwarded) -> DecisionRow | None:
+        """The decision row ``forwarded`` joins, if any; a row that cannot be learned from
+        counts the feedback unjoined and raises ValueError (its line is skipped)."""
+        try:
+            return self._find(forwarded.decision_id, self._since(forwarded))
+        except ValueError:
+            self.counts["unjoined"] += 1
+            raise
 
     def _since(self, forwarded: Forwarded) -> float:
         return forwarded.time - feedback_horizon_s(self.settings.reward.window_s)

@@ -26,6 +26,11 @@ Feedback a replica accepted for the decision of a replica that was gone (disposi
 the owner's own feedback comes first (:mod:`banditroute.cluster.joiner`); the decisions learned
 that way are announced per replica tag, so an owner that comes back does not learn them again.
 
+A line that cannot be learned (damaged or forged: features missing a key, a non-finite
+number, not JSON) is set aside, logged without its content and counted
+(:attr:`Trainer.lines_skipped`); it is acknowledged with the lines around it, so it is never
+read again and never stops the cluster's learning.
+
 A batch that does not follow what is held (lines lost on the way) is left: the replica sends
 again from its acknowledgement. A trainer killed between commits loses only learning since
 the last commit, which the next leader learns again from the resent lines: each update is in
@@ -109,6 +114,11 @@ class Trainer:
         self._last_id = "0"
         self.leading = threading.Event()
         self.batches_skipped = 0
+        """Stream entries set aside: not a batch (undecodable, numbers that do not match)."""
+        self.lines_skipped = 0
+        """A batch's lines set aside: malformed (damaged or forged: missing keys, wrong types,
+        non-finite numbers, not JSON) or refused by the learner; each is logged (never its
+        content), left out of learning and acknowledged with the lines around it."""
         self.joiner: Joiner | None = None
         self._wall = time.time
 
@@ -254,7 +264,8 @@ class Trainer:
                     batch = decode_batch(fields)
                 except ValueError as exc:
                     self.batches_skipped += 1
-                    log.error("trainer_batch_malformed", error=str(exc))
+                    log.error("trainer_batch_malformed", error=str(exc),
+                              batches_skipped=self.batches_skipped)  # fmt: skip
                     continue
                 self.apply(batch)
         return read
@@ -283,9 +294,9 @@ class Trainer:
                     learned += 1
                 else:
                     unknown += 1
-            except (ValueError, RuntimeError) as exc:
-                log.error("trainer_update_refused", source=batch.source, seq=line.seq,
-                          error=str(exc)[:200])  # fmt: skip
+            except Exception as exc:  # a policy raises its own types: one line never stops learning
+                self._skip_line("trainer_update_refused", batch.source, line.seq,
+                                type(exc).__name__)  # fmt: skip
         if unknown:
             # The replica's catalogue has a model the trainer's lacks: give both one config.
             log.warning("trainer_updates_skipped", source=batch.source, updates=unknown,
@@ -298,9 +309,15 @@ class Trainer:
         assert self.joiner is not None
         try:
             return self.joiner.update_of(data, self._wall())
-        except ValueError as exc:
-            log.error("trainer_line_malformed", source=source, seq=seq, error=str(exc)[:200])
+        except ValueError as exc:  # its message names what is wrong, never the content
+            self._skip_line("trainer_line_malformed", source, seq, str(exc)[:200])
             return None
+
+    def _skip_line(self, event: str, source: str, seq: int, error: str) -> None:
+        """Set a line aside (counted in :attr:`lines_skipped`): learning goes on with the
+        next line, and the line is acknowledged with them, so it is never read again."""
+        self.lines_skipped += 1
+        log.error(event, source=source, seq=seq, error=error, lines_skipped=self.lines_skipped)
 
     def _announce(self, joined: list[tuple[str, float]]) -> None:
         """Tell the owners which of their decisions the trainer learned from forwarded
@@ -378,7 +395,8 @@ class Trainer:
         self._client.publish(self.keys.snapshot_channel, self.version)
         self._published = self.policy.updates
         log.info("snapshot_published", version=self.version, updates=updates,
-                 bytes=len(payload))  # fmt: skip
+                 bytes=len(payload), batches_skipped=self.batches_skipped,
+                 lines_skipped=self.lines_skipped)  # fmt: skip
 
     # -- promotion and rollback ---------------------------------------------------------------
     def take_change(self) -> bool:

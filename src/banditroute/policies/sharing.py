@@ -11,6 +11,7 @@ chosen index, its probability and the reward.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ class SharedUpdate:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SharedUpdate:
         """The update :meth:`as_dict` gave; ValueError if ``data`` is not one (another
-        process's data is checked before it reaches a learner)."""
+        process's data is checked before it reaches a learner: features as
+        :func:`~banditroute.features.features_from_dict` reads them, a finite reward)."""
         try:
             features, arms = data["features"], tuple(data["arms"])
             chosen, probability = int(data["chosen"]), float(data["probability"])
@@ -63,6 +65,12 @@ class SharedUpdate:
             raise ValueError("malformed learning update: features or arms")
         if not 0 <= chosen < len(arms) or not 0.0 < probability <= 1.0:
             raise ValueError("malformed learning update: chosen or probability")
+        if not math.isfinite(reward):
+            raise ValueError("malformed learning update: reward")
+        try:
+            features_from_dict(features)
+        except ValueError as exc:
+            raise ValueError(f"malformed learning update: {exc}") from None
         return cls(features, arms, chosen, probability, reward, decision_id[:64])
 
 
