@@ -430,6 +430,58 @@ def test_a_malformed_line_is_set_aside_and_learning_goes_on(
     assert not any(secret in repr(e) for e in logged)
 
 
+def test_forwarded_feedback_without_a_cost_carries_the_owners_cost(
+    make_replica: Callable[[str], Replica],
+    make_trainer: Callable[[], tuple[Trainer, threading.Event]],
+    tmp_path: Path,
+) -> None:
+    """Feedback forwarded without a cost (tokens only) carries the cost the owner records for
+    the same report, from the served model's prices: a report naming the model in the
+    accepting replica's own row already; one naming none (the chosen model is only in the
+    decision row) in its central row once the trainer joins it, whether it waited for its
+    decision or came after the owner's own feedback was learned (a duplicate). Before, these
+    rows kept no cost (NaN for ``report``), though the trainer priced them for learning."""
+    a, b = make_replica("a"), make_replica("b")
+    trainer, stop = make_trainer()
+    accept = FeedbackForTrainer(b.router, b.learning.shipping_log).accept
+    named, waiting, late = (a.router.route(RouteQuery(prompt=p)) for p in PROMPTS)
+    reports = [
+        FeedbackReport(named.decision_id, model=named.model, quality=1.0, input_tokens=1200,
+                       output_tokens=300),
+        FeedbackReport(waiting.decision_id, quality=1.0, input_tokens=800, output_tokens=900),
+        FeedbackReport(late.decision_id, quality=0.0, input_tokens=50),
+    ]  # fmt: skip
+    for report in reports:
+        a.router.feedback(report)  # the owner's row: the cost it records
+    for report in reports[:2]:
+        assert accept(report).disposition == Disposition.FOR_TRAINER
+    b.learning.start()
+    wait_for(lambda: trainer.joiner is not None and len(trainer.joiner.held) == 2,
+             "the trainer to hold B's rows")  # fmt: skip
+    a.learning.start()  # the decisions, and the owner's updates (the late one's learned)
+    wait_for(lambda: a.learning.shipper.acked == a.learning.outbox.last_seq, "A acknowledged")
+    assert accept(reports[2]).disposition == Disposition.FOR_TRAINER
+    wait_for(lambda: trainer.joiner is not None and sum(trainer.joiner.counts.values()) == 3
+             and b.learning.shipper.acked == b.learning.outbox.last_seq,
+             "the trainer to join B's rows")  # fmt: skip
+    stop.set()
+    wait_for(lambda: trainer.central is None, "the trainer to close the central log")
+    shipped = [orjson.loads(line.data) for line in b.learning.outbox.read(
+        0, max_lines=100, max_bytes=1 << 20)]  # fmt: skip
+    local = {r["decision_id"]: r["cost_usd"] for r in shipped if r.get("k") == "f"}
+
+    def costs(source: str) -> dict[str, float | None]:
+        path = source_file(tmp_path / "central.duckdb", source)
+        with duckdb.connect(str(path), read_only=True) as con:
+            rows = con.execute("SELECT decision_id, cost_usd FROM feedback").fetchall()
+        return {str(d): c for d, c in rows}
+
+    owner, forwarded_rows = costs("a"), costs("b")
+    assert all(owner[r.decision_id] is not None for r in reports)
+    assert forwarded_rows == {r.decision_id: owner[r.decision_id] for r in reports}
+    assert local[named.decision_id] == owner[named.decision_id]  # priced where accepted
+
+
 def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(
     make_replica: Callable[[str], Replica],
     make_trainer: Callable[[], tuple[Trainer, threading.Event]],

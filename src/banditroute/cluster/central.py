@@ -34,7 +34,7 @@ import structlog
 
 from banditroute.audit import CREATE_AUDIT_TABLE
 from banditroute.cluster import replica_tag
-from banditroute.cluster.joiner import DecisionRow, JoinChanges, Row, owner_tag
+from banditroute.cluster.joiner import Cost, DecisionRow, JoinChanges, Row, owner_tag
 from banditroute.cluster.outbox import Line
 from banditroute.features import features_from_dict
 from banditroute.store.duckdb_log import BAD_DATA_ERRORS
@@ -82,6 +82,11 @@ _FIND_DECISION = """
 SELECT decision_id, epoch(time), tenant, objective, features::VARCHAR, eligible, model,
        probability, arm
 FROM decisions WHERE decision_id = ? AND time >= to_timestamp(?) LIMIT 1
+"""
+_FILL_COST = """
+UPDATE feedback SET cost_usd = ?
+WHERE decision_id = ? AND disposition = 'FOR_TRAINER' AND cost_usd IS NULL AND model = ?
+  AND input_tokens IS NOT DISTINCT FROM ? AND output_tokens IS NOT DISTINCT FROM ?
 """
 _OWNER_LEARNED = """
 SELECT (SELECT count(*) FROM feedback
@@ -132,15 +137,28 @@ class CentralLog:
             self._marks[source] = ingested_upto(con)
         return con
 
-    def _sources_of(self, tag: str) -> list[str]:
-        """The sources whose replica tag is ``tag`` (files of earlier runs included)."""
+    def _sources(self) -> list[str]:
+        """Every source with a central file (files of earlier runs included)."""
         prefix, suffix = f"{self.path.stem}.r-", self.path.suffix
         found = {
             p.name[len(prefix) : len(p.name) - len(suffix)]
             for p in self.path.parent.glob(f"{prefix}*{suffix}")
         }
-        return sorted(s for s in found | set(self._files) if valid_source(s) and
-                      replica_tag(s) == tag)  # fmt: skip
+        return sorted(s for s in found | set(self._files) if valid_source(s))
+
+    def _sources_of(self, tag: str) -> list[str]:
+        """The sources whose replica tag is ``tag``."""
+        return [s for s in self._sources() if replica_tag(s) == tag]
+
+    def fill_costs(self, costs: Sequence[Cost]) -> None:
+        """Write each cost into the forwarded feedback rows (disposition ``FOR_TRAINER``) it
+        is for that hold none, in whichever replica's file they are: the cost the owner would
+        have recorded, for ``report``, ``replay`` and ``tune``."""
+        for source in self._sources():
+            con = self._file(source)
+            for c in costs:
+                con.execute(_FILL_COST, [c.cost_usd, c.decision_id, c.model, c.input_tokens,
+                                         c.output_tokens])  # fmt: skip
 
     def find_decision(self, decision_id: str, since: float) -> DecisionRow | None:
         """The decision ``decision_id`` made at or after ``since`` (epoch seconds) by the

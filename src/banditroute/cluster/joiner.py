@@ -109,6 +109,19 @@ def _whole(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+@dataclass(frozen=True)
+class Cost:
+    """The cost to write into the forwarded feedback rows of ``decision_id`` that reported
+    none with these model (empty: the chosen one) and tokens: the cost depends on nothing
+    else, so every such row gets it."""
+
+    decision_id: str
+    model: str
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float
+
+
 Row = tuple[str, str, float, bytes]
 """A row of the joiner's state: decision id, ``held`` or ``joined``, when, the held row."""
 
@@ -175,6 +188,9 @@ class Joiner:
         self.fresh: list[tuple[str, float]] = []
         """Joins since :meth:`take_fresh`: (decision id, when), for the owner to hear of."""
         self.duplicate_updates = 0
+        self.costs: list[Cost] = []
+        """Costs of joined forwarded rows that reported none, for the central log's rows
+        (:meth:`take_costs`)."""
         self._changed: dict[str, Row | None] = {}
         """Rows changed since the last commit (None: deleted)."""
         self._committed_counts: dict[str, int] = {}
@@ -216,6 +232,7 @@ class Joiner:
         decision_id = forwarded.decision_id
         if decision_id in self.joined or decision_id in self._learned or decision_id in self.held:
             self.counts["duplicate"] += 1
+            self._price_duplicate(forwarded)
             return None
         row = self._find_row(forwarded)
         if row is not None:
@@ -282,7 +299,41 @@ class Joiner:
         while len(self._learned) > self.max_remembered:
             self._learned.popitem(last=False)
 
+    def take_costs(self) -> list[Cost]:
+        """The costs noted since the last call (and forget them)."""
+        costs, self.costs = self.costs, []
+        return costs
+
+    def _note_cost(self, forwarded: Forwarded, row: DecisionRow) -> None:
+        """The cost the owner would have recorded for forwarded feedback that reported
+        none (:func:`banditroute.rewards.fragments`: the served model's prices and the
+        reported tokens), noted for its row in the central log."""
+        report = forwarded.report
+        if report.cost_usd is not None or row.tenant != report.tenant:
+            return
+        try:
+            served = self.settings.catalog.get(report.model or row.model, field="model")
+            cost = report_fragments(report, served, self.settings.reward).cost_usd
+        except BanditrouteError:
+            return
+        if cost is not None:
+            self.costs.append(Cost(row.decision_id, report.model, report.input_tokens,
+                                   report.output_tokens, cost))  # fmt: skip
+
+    def _price_duplicate(self, forwarded: Forwarded) -> None:
+        """Note the cost of a duplicate that reported none, as of a joined row: its row is
+        kept (and read by ``report``) as any other."""
+        if forwarded.report.cost_usd is not None:
+            return
+        try:
+            row = self._find(forwarded.decision_id, self._since(forwarded))
+        except ValueError:
+            return
+        if row is not None:
+            self._note_cost(forwarded, row)
+
     def _join(self, forwarded: Forwarded, row: DecisionRow) -> SharedUpdate | None:
+        self._note_cost(forwarded, row)
         outcome, update = self._judge(forwarded, row)
         self.counts[outcome] += 1
         if update is not None:
@@ -402,6 +453,6 @@ def owner_tag(decision_id: str) -> str:
 
 
 __all__ = [
-    "HOLD_S", "MAX_HELD", "OUTCOMES", "DecisionRow", "Forwarded", "JoinChanges", "Joiner", "Row",
-    "decision_id_of", "is_forwarded", "is_update", "owner_tag",
+    "HOLD_S", "MAX_HELD", "OUTCOMES", "Cost", "DecisionRow", "Forwarded", "JoinChanges",
+    "Joiner", "Row", "decision_id_of", "is_forwarded", "is_update", "owner_tag",
 ]  # fmt: skip

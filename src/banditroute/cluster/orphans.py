@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from banditroute import audited_rows
+from banditroute import audited_rows, rewards
 from banditroute.cluster import REPLICA_TAG_HEX
 from banditroute.cluster.events import Keys
 from banditroute.decisions import Disposition, FeedbackReport, FeedbackResult
 from banditroute.errors import NotFound
-from banditroute.rewards import check_report
 from banditroute.router import COMMIT_TIMEOUT_S, Router
 from banditroute.store.base import acknowledge
 from banditroute.store.records import FeedbackRecord
@@ -76,13 +75,18 @@ class FeedbackForTrainer:
         settings = router.settings
         tenant = settings.access.tenants.get(report.tenant)
         if report.model:
-            model = settings.catalog.get(report.model, field="model").id
+            served = settings.catalog.get(report.model, field="model")
             if tenant is not None:
-                tenant.check_model(model, field="model")
-        fragments = check_report(report, settings.reward)
+                tenant.check_model(served.id, field="model")
+            # A cost left out comes from the named model's prices, as the owner's router
+            # fills it (rewards.fragments).
+            fragments = rewards.fragments(report, served, settings.reward)
+        else:
+            # The chosen model is in the decision row, not here: the trainer fills the cost
+            # in the central log when it joins the row (CentralLog.fill_costs).
+            fragments = rewards.check_report(report, settings.reward)
         self._log.admit()
-        # The report as sent (a cost left out stays out: the served model may not be known
-        # here); reward 0: the trainer computes it under the decision's objective.
+        # Reward 0: the trainer computes it under the decision's objective.
         record = FeedbackRecord(
             report.decision_id, self._clock(), report.model, fragments.quality,
             fragments.cost_usd, report.input_tokens, report.output_tokens,

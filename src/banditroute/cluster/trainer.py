@@ -297,6 +297,9 @@ class Trainer:
             except Exception as exc:  # a policy raises its own types: one line never stops learning
                 self._skip_line("trainer_update_refused", batch.source, line.seq,
                                 type(exc).__name__)  # fmt: skip
+        costs = self.joiner.take_costs() if self.joiner is not None else []
+        if costs:
+            self.central.fill_costs(costs)
         if unknown:
             # The replica's catalogue has a model the trainer's lacks: give both one config.
             log.warning("trainer_updates_skipped", source=batch.source, updates=unknown,
