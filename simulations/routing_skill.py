@@ -444,6 +444,22 @@ def _runs_by_policy(result: dict[str, Any], mode: str) -> dict[str, list[tuple[s
     return runs
 
 
+def _plane_view(
+    points: Sequence[tuple[float, float]], oracle: Sequence[tuple[float, float]]
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Limits (x, y) of the cost-quality plane around ``points`` (the runs, the reference and
+    the best single models affordable) and the oracle's costs, with the oracle's quality too
+    when it is not far above them: a view that holds every single model, or an oracle far
+    above, squeezes the runs into a band (the caller lists what falls outside)."""
+    ys = [y for _, y in points]
+    low, high = min(ys) - 0.03, max(ys) + 0.03
+    top = max(y for _, y in oracle)
+    if top <= high + 0.05:
+        high = max(high, top + 0.02)
+    xs = [x for x, _ in (*points, *oracle)]
+    return (min(xs) / 1.5, max(xs) * 1.5), (low, high)
+
+
 def skill_figure(result: dict[str, Any]) -> Any:
     """One table's figure: per mode (cold, warm; a column each, as present) the cost-quality
     plane (single models labelled, the random-mix line, each policy's runs joined in budget
@@ -535,10 +551,15 @@ def skill_figure(result: dict[str, Any]) -> Any:
             f"{mode}: learning curves at a {float(key):.0%} budget (mean over seeds)", fontsize=9
         )
         curves.set_xlabel("prompts streamed")
-    all_y = ys + [p[1] for p in oracle] + [y for pts in drawn.values() for _, y in pts]
-    all_x = xs + [p[0] for p in oracle] + [x for pts in drawn.values() for x, _ in pts]
-    axes[0][0].set_ylim(min(all_y) - 0.02, max(1.02, *all_y) + 0.02)
-    axes[0][0].set_xlim(min(all_x) / 1.4, max(all_x) * 1.4)
+    anchors = [(1.0, 1.0)] + [
+        (b["best_single"]["cost_usd"] / ref_c, b["best_single"]["quality"] / ref_q)
+        for b in budgets.values()
+    ]
+    (x_lo, x_hi), (y_lo, y_hi) = _plane_view(
+        [p for pts in drawn.values() for p in pts] + anchors, oracle
+    )
+    axes[0][0].set_xlim(x_lo, x_hi)
+    axes[0][0].set_ylim(y_lo, y_hi)
     log_ticks(axes[0][0].xaxis, *axes[0][0].get_xlim())
     axes[0][0].set_ylabel(f"quality / {ref}'s")
     axes[1][0].set_ylabel(f"trailing {CURVE_WINDOW}-prompt quality / {ref}'s")
@@ -547,16 +568,19 @@ def skill_figure(result: dict[str, Any]) -> Any:
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.97))
+    named = [(x, y, m.rsplit("/", 1)[-1]) for x, y, m in zip(xs, ys, models, strict=True)]
+    in_view = [p for p in named if x_lo <= p[0] <= x_hi and y_lo <= p[1] <= y_hi]
     unlabelled: list[str] = []
     for col, mode in enumerate(modes):
         missed = annotate_points(
             axes[0][col],
-            [(x, y, m.rsplit("/", 1)[-1]) for x, y, m in zip(xs, ys, models, strict=True)],
+            in_view,
             markers=[*drawn[mode], *oracle],
             fontsize=6.5,
             color="0.25",
         )
         unlabelled += [m for m in missed if m not in unlabelled]
+    above = ", ".join(sorted({f"{y:.3f}" for _, y in oracle if y > y_hi}))
     handles: list[Any] = [Line2D([], [], **styles[p].kwargs(), lw=width[p], ms=5) for p in policies]
     labels = [f"{p} (default)" if p == default else p for p in policies]
     handles += [
@@ -569,13 +593,16 @@ def skill_figure(result: dict[str, Any]) -> Any:
     labels += [
         "single models",
         "random mix of two models",
-        "per-prompt oracle, each budget",
+        "per-prompt oracle, each budget" + (f"\n(above the view: {above})" if above else ""),
         "best single model affordable\n(learning curves' budget)",
         f"90% of {ref}'s quality",
     ]
     if unlabelled:
         handles.append(Line2D([], [], linestyle="none"))
         labels.append("not labelled (no room):\n" + "\n".join(unlabelled))
+    if outside := [name for name in (p[2] for p in named) if name not in {p[2] for p in in_view}]:
+        handles.append(Line2D([], [], linestyle="none"))
+        labels.append("single models out of view:\n" + "\n".join(outside))
     fig.legend(
         handles,
         labels,

@@ -394,7 +394,8 @@ def test_routing_skill_figure_keeps_legend_and_labels_off_the_points(
     """The every-policy figure has a cold and a warm column (cost-quality plane above the
     learning curves); one legend beside the axes, so it hides no point, names each policy once
     (the default marked) in the same colour in both columns; the single models' labels
-    neither overlap nor leave their axes, and each run's points are joined in budget order."""
+    neither overlap nor leave their axes (a model outside the view, which is zoomed on the runs,
+    is listed in the legend), and each run's points are joined in budget order."""
     import routing_skill
     from plot_checks import outside_axes, overlapping_texts
 
@@ -411,9 +412,14 @@ def test_routing_skill_figure_keeps_legend_and_labels_off_the_points(
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels.count("uniform") == labels.count("vw") == 1
     cold, warm = fig.axes[0], fig.axes[1]
+    listed = " ".join(labels)
     for plane in (cold, warm):
         assert overlapping_texts(fig, plane) == []
         assert outside_axes(fig, plane) == []
+        drawn = {t.get_text() for t in plane.texts}
+        for model in result["routerbench_train"]["models"]:
+            short = model.rsplit("/", 1)[-1]
+            assert short in drawn or short in listed, short
 
     ref_c = result["routerbench_train"]["reference_cost_usd"]
     budgets = result["routerbench_train"]["budgets"]
