@@ -950,3 +950,24 @@ def test_each_tenants_cost_target_prices_its_own_decisions(
         costs[tenant].append(cost)
     assert 0.9 * target <= float(np.mean(costs["acme"][-400:])) <= 1.1 * target
     assert float(np.mean(costs["free"][-400:])) > 3 * target
+
+
+def test_an_unreadable_logged_decision_does_not_stop_the_others_coming_back(
+    make_router: MakeRouter, policy: RecordingPolicy
+) -> None:
+    """A logged pending decision whose features this version cannot read (a damaged row) is
+    left in the log and skipped by restore_pending; the readable ones are restored and learn."""
+    router, log = make_router(policy=policy)
+    damaged = router.route(RouteQuery(prompt=PROMPT))
+    kept = router.route(RouteQuery(prompt=PROMPT + " again"))
+    assert isinstance(log, MemoryLog)
+    log.decisions = [
+        dataclasses.replace(d, features={k: v for k, v in d.features.items() if k != "markers"})
+        if d.decision_id == damaged.decision_id
+        else d
+        for d in log.decisions
+    ]
+    restarted, _ = make_router(policy=policy, event_log=log)
+    assert restarted.restore_pending() == 1
+    result = restarted.feedback(FeedbackReport(kept.decision_id, quality=1.0))
+    assert result.disposition == Disposition.LEARNED

@@ -756,13 +756,23 @@ class Router:
         reward learned, a settlement row logged)."""
         now = self._clock()
         cutoff = now - self.settings.reward.window_s
-        restored = 0
+        restored = unreadable = 0
         settled: list[tuple[Pending, SettlementRecord]] = []
         settings = self.settings
         for record, feedback in self.log.unsettled(0.0):
             if record.decision_id in self._pending or not restorable(record, settings.catalog):
                 continue
-            pending = rebuilt(record, feedback, settings)
+            try:
+                pending = rebuilt(record, feedback, settings)
+            except ValueError as exc:
+                # A row this version cannot read (damaged, or written by a build that logged
+                # other features) must not keep the server from starting: it stays unsettled
+                # in the log, and the others come back.
+                unreadable += 1
+                log.warning(
+                    "pending_decision_unreadable", decision_id=record.decision_id, error=str(exc)
+                )
+                continue
             with self._lock:
                 if record.time <= cutoff:
                     settled.append((pending, self._settle(pending, now)))
@@ -772,6 +782,8 @@ class Router:
                     self._by_request[(record.tenant, record.request_id)] = record.decision_id
             restored += 1
         self._log_settlements(settled)
+        if unreadable:
+            log.warning("pending_decisions_not_restored", unreadable=unreadable)
         return restored
 
     def live_sessions(self) -> int:
