@@ -50,9 +50,12 @@ state (asking twice gives the same vector):
   posterior with standard deviations scaled by ``posterior_scale / sqrt(1 + age /
   scale_halflife)`` (``scale_halflife`` 0: no decay), computed from fixed stratified draws
   (:func:`thompson_probabilities`), not by fresh sampling. The extra decay moves exploration to the
-  start of the stream, where it buys the most; replayed on RouterBench it raised the second
-  half's quality by about 0.4 points over a constant scale. A model's ``age`` is the clock
-  since it was first seen or last drifted, so a model added later is explored afresh;
+  start of the stream, where it buys the most. The defaults (scale 0.5, half-life 300; before
+  0.7 and 1,000) were chosen on two disjoint halves of the tuning parts, 12 seeds each: cold,
+  RouterBench at 10 / 20 / 25% budgets +1.1 / +1.2 / +0.4 points of GPT-4's quality,
+  ParetoBandit +0.1 to +0.3, and ParetoBandit's regret against its best single model without a
+  budget 0.005 -> 0.001 (benchmarks/README.md, "Routing skill"). A model's ``age`` is the
+  clock since it was first seen or last drifted, so a model added later is explored afresh;
 
 Drift: each model's one-step-ahead residuals feed a river ADWIN detector (``drift_delta``; 0
 turns it off). When one fires, the model's own weights get their prior uncertainty back (its
@@ -210,8 +213,8 @@ class CostAwarePolicy(Policy):
         self,
         *,
         exploration: Exploration = "thompson",
-        posterior_scale: float = 0.7,
-        scale_halflife: float = 1000.0,
+        posterior_scale: float = 0.5,
+        scale_halflife: float = 300.0,
         gamma_scale: float = 50.0,
         epsilon: float = 0.05,
         prior_mean: float = 0.5,
