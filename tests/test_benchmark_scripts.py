@@ -226,3 +226,24 @@ def test_semantic_parts_bounds_its_arguments(tmp_path: Path) -> None:
         with pytest.raises(SystemExit):
             semantic_parts.main(args)
     assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_semantic_interleaved_bounds_its_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """semantic_interleaved.py refuses --blocks and --block-calls outside their bounds
+    (naming them) before building any service, and needs the table's path."""
+    import semantic_interleaved
+
+    table = str(tmp_path / "t.safetensors")
+    bounds = {"--blocks": semantic_interleaved.MAX_BLOCKS,
+              "--block-calls": semantic_interleaved.MAX_BLOCK_CALLS}  # fmt: skip
+    for name, most in bounds.items():
+        for bad in ("0", str(most + 1)):
+            with pytest.raises(SystemExit):
+                semantic_interleaved.main(["--semantic-cache", table, name, bad])
+            assert name in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        semantic_interleaved.main([])
+    assert "--semantic-cache" in capsys.readouterr().err
+    assert not (tmp_path / "t.safetensors").exists()

@@ -58,10 +58,15 @@ def test_similar_prompts_embed_closer_than_unrelated_ones(embedder: StaticEmbedd
 def test_static_embedder_splits_words_as_the_model_tokenizer_does(
     embedder: StaticEmbedder,
 ) -> None:
-    """Whole vocabulary words map to their own token; others to the tokenizer's pieces."""
+    """Whole vocabulary words map to their own token (whose row is copied for the word once
+    seen); others to the tokenizer's pieces."""
     tokenizer = packaged_model().load_tokenizer()
     for word in ("sort", "javascript", "ascending", "unsortedness", "naïve", "don't"):
         assert embedder.token_ids(word) == tuple(
             tokenizer.encode(word, add_special_tokens=False).ids
         )
-    assert embedder._row_of["sort"] == tokenizer.token_to_id("sort")
+    assert embedder._token_of["sort"] == tokenizer.token_to_id("sort")
+    embedder.embed_words(["sort"])
+    np.testing.assert_array_equal(
+        embedder._rows[embedder._row_of["sort"]], embedder.table[tokenizer.token_to_id("sort")]
+    )

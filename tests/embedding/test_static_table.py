@@ -127,3 +127,31 @@ def test_rows_for_new_words_are_bounded(
             embedder.vector([word]), expected / np.linalg.norm(expected), atol=1e-6
         )
     assert sum(word in embedder._row_of for word in novel) == 2
+
+
+def test_rows_are_kept_densely_in_the_order_words_are_first_seen(
+    files: ModelFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word's row goes, when the word is first seen, to the next row of a dense table,
+    whatever its token id: the words a stream uses sit together from the start. A word the
+    vocabulary holds whole always gets its token's row there; a novel word gets its pieces'
+    sum only while fewer than MAX_CACHED_WORDS novel words have a row. Embeddings are the
+    same as a fresh embedder's, from the copied rows or not."""
+    monkeypatch.setattr(static_module, "MAX_CACHED_WORDS", 2)
+    table = ensure_table(tmp_path / "t.safetensors", files, SPEC)
+    tokenizer = files.load_tokenizer()
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    embedder = StaticEmbedder(table, tokenizer)
+    first = ["capital", "cats", "the", "dogs"]
+    got = embedder.embed_words(first)
+    assert embedder._row_of == {"capital": 0, "cats": 1, "the": 2, "dogs": 3}
+    np.testing.assert_array_equal(embedder._rows[0], table[vocab["capital"]])
+    cats = tokenizer.encode("cats", add_special_tokens=False).ids
+    np.testing.assert_array_equal(embedder._rows[1], table[cats].sum(axis=0))
+    again = ["mats", "python", "capital"]
+    embedder.embed_words(again)
+    assert embedder._row_of == {"capital": 0, "cats": 1, "the": 2, "dogs": 3, "python": 4}
+    assert not embedder._rows[5:].any()
+    assert embedder.embed_words(first) == got == StaticEmbedder(table, tokenizer).embed_words(first)
+    fresh = StaticEmbedder(table, tokenizer)
+    assert embedder.embed_words(again) == fresh.embed_words(again) == fresh.embed_words(again)

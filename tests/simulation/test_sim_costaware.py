@@ -178,11 +178,17 @@ def test_block_posterior_equals_the_dense_design_formula() -> None:
 
 def test_semantic_dimensions_read_the_embedding() -> None:
     """With semantic_dims, the first components of the prompt's embedding join the features
-    (zeros when the prompt has none), and two prompts differing only there are told apart."""
+    (zeros when the prompt has none, and for the components a shorter one lacks), as float64
+    after the numeric ones, and two prompts differing only there are told apart."""
     plain = dataclasses.replace(PROMPT, embedding=())
     tagged = dataclasses.replace(PROMPT, embedding=(0.5, -0.25, 0.1))
     assert feature_vector(plain, 2)[-2:].tolist() == [0.0, 0.0]
     assert feature_vector(tagged, 2)[-2:].tolist() == [0.5, -0.25]
+    padded = feature_vector(tagged, 5)
+    assert padded.dtype == np.float64
+    assert padded.shape == (len(feature_vector(PROMPT)) + 5,)
+    assert padded[-5:].tolist() == [0.5, -0.25, 0.1, 0.0, 0.0]
+    assert padded[:-5].tolist() == feature_vector(PROMPT).tolist()
     policy = CostAwarePolicy(seed=0, semantic_dims=2)
     for _ in range(200):
         policy.learn(tagged, ARMS, 0, 0.5, 0.9)

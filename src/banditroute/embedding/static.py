@@ -7,14 +7,16 @@ twice. Every word maps to one row: a word the vocabulary holds whole is its toke
 another is split once by the model's own tokenizer and gets a row of its own, the sum of its
 pieces' rows (up to :data:`MAX_CACHED_WORDS` such words, so a stream of novel words cannot
 grow memory without bound; past that, or for very long words, the pieces are summed each
-time).
+time). A word's row is copied, when the word is first seen, into a dense table in the order
+words are first seen, so the rows and the dictionary a stream's common words use are small
+and together rather than spread over the whole vocabulary's.
 
 On a Route the table, the word dictionary and numpy's own code are mostly out of the CPU's
 caches, where each numpy call costs several microseconds: :meth:`StaticEmbedder.embed_words`
-makes four (gather, sum, dot product, a slice to floats) and does the rest on the few
-components wanted in Python, with float32 arithmetic reproduced exactly (a double-precision
-square root or quotient of float32 values, rounded to float32, is the float32 result), so it
-returns what the numpy expression in :meth:`StaticEmbedder.vector` rounds to.
+makes four (gather, sum, dot product, the float32 quotients of the components wanted) and
+rounds in Python, with float32 arithmetic reproduced exactly (a double-precision square root
+of a float32 value, rounded to float32, is the float32 result), so it returns what the numpy
+expression in :meth:`StaticEmbedder.vector` rounds to.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -49,27 +51,29 @@ class StaticEmbedder:
         if table.ndim != 2 or table.shape[0] < len(vocab):
             raise ValueError(f"table: shape {table.shape} does not cover {len(vocab)} tokens")
         self.dims = int(table.shape[1])
-        self._tokens = len(table)
-        # np.zeros maps fresh pages: the reserved rows take memory only once written.
-        self._rows = np.zeros((self._tokens + MAX_CACHED_WORDS, self.dims), dtype=np.float32)
-        self._rows[: self._tokens] = table
+        self._table: Array = np.array(table, dtype=np.float32)
         self._tokenizer = tokenizer
         # A whole ASCII word of the vocabulary is its own single token (WordPiece matches the
         # longest prefix first); non-ASCII ones may be normalised (accents stripped) first.
-        self._row_of: dict[str, int] = {
+        self._token_of: dict[str, int] = {
             token: index
             for token, index in vocab.items()
             if token.isascii() and token.isalnum() and token == token.lower()
         }
-        self._next_row = self._tokens
+        # Every word seen gets a row here, in the order first seen: the words a stream uses
+        # most sit together at the start rather than spread over the whole table. np.zeros
+        # maps fresh pages: the rows not yet written take no memory.
+        self._rows = np.zeros((len(self._table) + MAX_CACHED_WORDS, self.dims), dtype=np.float32)
+        self._row_of: dict[str, int] = {}
+        self._next_row = 0
+        self._novel = 0
         self._adding = threading.Lock()
         self.zero: tuple[float, ...] = (0.0,) * self.dims
 
     @property
     def table(self) -> Array:
         """The distilled token table ``(vocab, dims)``."""
-        table: Array = self._rows[: self._tokens]
-        return table
+        return self._table
 
     def token_ids(self, word: str) -> tuple[int, ...]:
         """The WordPiece ids of one word, as the model's tokenizer splits it. A lower-case
@@ -79,18 +83,26 @@ class StaticEmbedder:
             return tuple(token.id for token in self._tokenizer.model.tokenize(word))
         return tuple(self._tokenizer.encode(word, add_special_tokens=False).ids)
 
-    def _new_word(self, word: str) -> tuple[int | None, Array]:
-        """A row for a word seen for the first time (None when it gets none), and its sum."""
-        total: Array = self._rows[list(self.token_ids(word))].sum(axis=0)
-        if len(word) > MAX_CACHED_CHARS:
+    def _first_seen(self, word: str) -> tuple[int | None, Array]:
+        """A row for a word seen for the first time (None when it gets none), and its sum:
+        its token's row if the vocabulary holds it whole, else the sum of its pieces' rows
+        (such a novel word gets a row only if short and if fewer than MAX_CACHED_WORDS have
+        one)."""
+        token = self._token_of.get(word)
+        novel = token is None
+        total: Array = (
+            self._table[list(self.token_ids(word))].sum(axis=0) if novel else self._table[token]
+        )
+        if novel and len(word) > MAX_CACHED_CHARS:
             return None, total
         with self._adding:
             row = self._row_of.get(word)
-            if row is None and self._next_row < len(self._rows):
+            if row is None and not (novel and self._novel >= MAX_CACHED_WORDS):
                 row = self._next_row
                 self._rows[row] = total  # written before the word is published
                 self._row_of[word] = row
                 self._next_row += 1
+                self._novel += novel
         return row, total
 
     def _total(self, words: Sequence[str]) -> Array:
@@ -101,12 +113,12 @@ class StaticEmbedder:
         if None in found:
             for index, row in enumerate(found):
                 if row is None:
-                    found[index], total = self._new_word(words[index])
+                    found[index], total = self._first_seen(words[index])
                     if found[index] is None:
                         extra = total if extra is None else extra + total
         rows = [row for row in found if row is not None] if None in found else found
         # take + add.reduce: what rows[indices].sum(axis=0) computes, with fewer calls.
-        summed: Array = np.add.reduce(self._rows.take(cast(list[int], rows), axis=0), axis=0)
+        summed: Array = np.add.reduce(self._rows.take(cast(list[int], rows), 0), 0)
         if extra is not None:
             summed += extra
         return summed
@@ -129,15 +141,17 @@ class StaticEmbedder:
 
     def unit_head(self, words: Sequence[str], count: int) -> list[float]:
         """The first ``count`` components of :meth:`vector`, unrounded: the same float32
-        values, as Python floats. The square root and the quotients are taken in double
-        precision and rounded to float32, which gives the float32 results (a double holds
-        more than twice float32's precision, so the second rounding never changes the
-        first's), without a numpy call per step."""
+        values, as Python floats. The norm's square root is taken in double precision and
+        rounded to float32 (a double holds more than twice float32's precision, so the second
+        rounding never changes the first's: the float32 square root), and the head is
+        divided by it in float32 (a float32 array by a Python float is float32 arithmetic),
+        so the result is the float32 expression's without a numpy call per step."""
         total = self._total(words)
-        square = float(total.dot(total))  # the method: fewer steps than @, the same sdot
-        norm = _float32([math.sqrt(square)])[0]
-        head: list[float] = total[:count].tolist()
-        return _float32([value / norm for value in head]) if norm > 0 else head
+        # math.sqrt of the float32 dot product (the method: fewer steps than @, the same sdot)
+        norm = array("f", (math.sqrt(total.dot(total)),))[0]
+        head = total[:count]
+        values: list[float] = (head / norm if norm > 0 else head).tolist()
+        return values
 
     def leading(self, components: int) -> LeadingComponents:
         """This embedder, giving only the first ``components`` of each embedding (the rest
@@ -160,13 +174,7 @@ class LeadingComponents:
         return self.embedder.embed_words(words, self.components)
 
 
-def _rounded(values: list[float]) -> tuple[float, ...]:
+def _rounded(values: Iterable[float]) -> tuple[float, ...]:
     """``np.round(values, DECIMALS)`` (which is ``rint(x * 10**DECIMALS) / 10**DECIMALS``,
     ``rint`` rounding halves to even as ``round`` does), a zero keeping its sign."""
     return tuple([round(x * _SCALE) / _SCALE or math.copysign(0.0, x) for x in values])
-
-
-def _float32(values: list[float]) -> list[float]:
-    """Each value rounded to the nearest float32 (as a Python float)."""
-    rounded: list[float] = array("f", values).tolist()
-    return rounded
