@@ -431,3 +431,23 @@ def test_routing_skill_figure_keeps_legend_and_labels_off_the_points(
         ]  # fmt: skip
         costs = [budgets[key]["runs"][f"{mode}/vw"]["cost_usd"] / ref_c for key in ("0.10", "0.25")]
         assert list(line.get_xdata()) == pytest.approx(costs)
+
+
+@pytest.mark.usefixtures("script")
+def test_routing_skill_smooths_only_long_learning_curves() -> None:
+    """A learning curve of a stream up to about 1,000 prompts is drawn as recorded (trailing
+    100-prompt windows); a longer one (RouteLLM MMLU's 4,242 prompts, 415 points) is averaged
+    over a 25th of its points, so its noise does not hide the policies' differences, ending at
+    the same prompt."""
+    import numpy as np
+    import routing_skill
+
+    short = np.linspace(0.5, 1.0, 52)
+    steps, curve = routing_skill._smoothed(short)
+    assert list(curve) == list(short)
+    assert steps[0] == 100
+    long = np.tile([0.0, 1.0], 208)[:415]
+    steps, curve = routing_skill._smoothed(long)
+    assert len(curve) == 415 - 16 + 1
+    assert steps[-1] == 100 + 10 * 414
+    assert np.allclose(curve, 0.5)
