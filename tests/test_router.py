@@ -955,16 +955,20 @@ def test_each_tenants_cost_target_prices_its_own_decisions(
 def test_an_unreadable_logged_decision_does_not_stop_the_others_coming_back(
     make_router: MakeRouter, policy: RecordingPolicy
 ) -> None:
-    """A logged pending decision whose features this version cannot read (a damaged row) is
-    left in the log and skipped by restore_pending; the readable ones are restored and learn."""
+    """A logged pending decision whose features this version cannot read (a damaged row: a key
+    missing, or not an object at all) is left in the log and skipped by restore_pending; the
+    readable ones are restored and learn."""
     router, log = make_router(policy=policy)
     damaged = router.route(RouteQuery(prompt=PROMPT))
+    not_an_object = router.route(RouteQuery(prompt=PROMPT + " too"))
     kept = router.route(RouteQuery(prompt=PROMPT + " again"))
     assert isinstance(log, MemoryLog)
+    broken: dict[str, Any] = {
+        damaged.decision_id: {k: v for k, v in log.decisions[0].features.items() if k != "markers"},
+        not_an_object.decision_id: ["not", "an", "object"],
+    }
     log.decisions = [
-        dataclasses.replace(d, features={k: v for k, v in d.features.items() if k != "markers"})
-        if d.decision_id == damaged.decision_id
-        else d
+        dataclasses.replace(d, features=broken[d.decision_id]) if d.decision_id in broken else d
         for d in log.decisions
     ]
     restarted, _ = make_router(policy=policy, event_log=log)

@@ -764,13 +764,15 @@ class Router:
                 continue
             try:
                 pending = rebuilt(record, feedback, settings)
-            except ValueError as exc:
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 # A row this version cannot read (damaged, or written by a build that logged
                 # other features) must not keep the server from starting: it stays unsettled
                 # in the log, and the others come back.
                 unreadable += 1
                 log.warning(
-                    "pending_decision_unreadable", decision_id=record.decision_id, error=str(exc)
+                    "pending_decision_unreadable",
+                    decision_id=record.decision_id,
+                    error=str(exc) if isinstance(exc, ValueError) else type(exc).__name__,
                 )
                 continue
             with self._lock:

@@ -195,6 +195,27 @@ def test_inconsistent_rows_are_dropped_and_counted(tmp_path: Path) -> None:
     )
 
 
+def test_null_feature_values_and_whole_float_counts_still_replay(tmp_path: Path) -> None:
+    """A logged features object with a null value (neutral default) or a count written as a
+    whole float (``2.0``) still yields prompt features, as the docstring promises, instead of
+    aborting the replay of the whole log."""
+    written = write_log(tmp_path / "log.duckdb", make_world(), 5, seed=3)
+    con = duckdb.connect(str(written.path))
+    con.execute(
+        "INSERT INTO decisions (decision_id, time, eligible, probabilities, model, "
+        "probability, features) VALUES (?, to_timestamp(?), ?, ?, ?, ?, ?)",
+        [
+            "odd-1", T0, ["small", "large"], [0.25, 0.75], "large", 0.75,
+            json.dumps({"language": None, "tokens": 2.0, "words": None}),
+        ],
+    )  # fmt: skip
+    con.close()
+    log = load_log(open_log(written.path), with_features=True)
+    ids = [log.decision_id(i) for i in range(log.n)]
+    features = log.features(ids.index("odd-1"))
+    assert (features.language, features.tokens, features.words) == ("unknown", 2, ())
+
+
 def test_feedback_naming_no_model_is_the_chosen_models_outcome(tmp_path: Path) -> None:
     """Feedback a cluster replica accepted for the trainer while the decision's replica was
     gone names no model when the report named none (that replica does not hold the decision):

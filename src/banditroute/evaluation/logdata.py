@@ -87,6 +87,14 @@ _FEATURE_DEFAULTS: dict[str, Any] = {
 """Neutral values for prompt-feature keys missing from a logged features object."""
 
 
+def _whole(value: Any) -> Any:
+    """A count logged as a whole float (``2.0``, as some JSON writers give it) as the int it
+    is; anything else unchanged (``features_from_dict`` judges it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _feature_types(words: bool) -> str:
     """The ``json_transform`` structure of the features the query reads."""
     types = dict(_FEATURE_TYPES)
@@ -227,8 +235,8 @@ class ReplayLog:
             raise RuntimeError("features: the log was loaded without with_features=True")
         text = self.features_json[row].as_py()
         logged = json.loads(text) if text else {}
-        data = {**_FEATURE_DEFAULTS, **{k: v for k, v in logged.items() if k in _FEATURE_DEFAULTS}}
-        return features_from_dict(data)
+        kept = {k: _whole(v) for k, v in logged.items() if k in _FEATURE_DEFAULTS and v is not None}
+        return features_from_dict({**_FEATURE_DEFAULTS, **kept})
 
     def decision_id(self, row: int) -> str:
         """The decision id of ``row``."""

@@ -646,7 +646,7 @@ class DuckDBLog:
                 objective=r[4],
                 prompt_hash=r[5],
                 prompt=r[6],
-                features=json.loads(r[7]),
+                features=json.loads(r[7]) if r[7] else {},
                 eligible=tuple(r[8]),
                 probabilities=tuple(r[9]),
                 model=r[10],
