@@ -1,67 +1,128 @@
 """Valkey keys the cluster writes as replicas come and go have bounded lifetimes, against a
-real valkey-server: the tags of replicas gone for longer than their decisions' feedback may
-arrive, and the trainer's announced joins once none of their decisions can be pending."""
+real valkey-server: each replica tag lives until its own deadline (its replica's feedback
+horizon), the legacy set of tags is shared with earlier versions for one release, and the
+trainer's announced joins expire once none of their decisions can be pending. Every check
+reads a deadline or an expiry the server holds (or writes one already past), so none depends
+on how long the test takes."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 
+import pytest
+import valkey
 from valkey_helpers import ValkeyProcess
 
 from banditroute.cluster import replica_tag
 from banditroute.cluster.connection import ClusterLink
 from banditroute.cluster.events import Keys
 from banditroute.cluster.orphans import announce_joins, joined_ids
-from banditroute.cluster.registry import Registry
+from banditroute.cluster.registry import LEGACY_TAGS_KEY, TAGS_KEY, Registry
 from banditroute.config import ClusterSettings
 
-HANG_BOUND_S = 30.0
-"""Generous bound that only catches a hang."""
+LONG_S = 3600.0
+"""A long reward window's horizon: far longer than any stall of a loaded machine."""
+SHORT_S = 1.0
+"""A short one."""
+TAGS = f"t:{TAGS_KEY}"
+LEGACY = f"t:{LEGACY_TAGS_KEY}"
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + HANG_BOUND_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def _server_ms(server: valkey.Valkey) -> int:
+    seconds, micros = server.time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
-def test_a_gone_replicas_tag_is_forgotten_after_its_feedback_horizon(
-    valkey_server: ValkeyProcess,
-) -> None:
-    """A replica's tag stays known after it stops beating (its decisions' feedback may still
-    arrive) and is dropped once it has been silent for longer than the tag lifetime; a
-    beating replica's tag stays. The key then holds only the live tag and has an expiry, and
-    the set earlier versions kept for ever is given an expiry too."""
-    server = valkey_server.client()
-    server.sadd("t:replica-tags", "0123abcd")  # what an earlier version left behind
-    links = [
-        ClusterLink(
+@pytest.fixture
+def links(valkey_server: ValkeyProcess) -> Iterator[dict[str, ClusterLink]]:
+    """Links of replicas named ``long``, ``short`` and ``other`` (prefix ``t``)."""
+    made = {
+        rid: ClusterLink(
             ClusterSettings(url=valkey_server.url, key_prefix="t", replica_id=rid, heartbeat_s=0.05)
         )
-        for rid in ("live", "gone")
-    ]
-    try:
-        live, gone = (Registry(link, "x:1", keep_tags_s=lambda: 1.0) for link in links)
-        gone.beat()
-        assert 0 < server.pttl("t:replica-tags") <= 1000
-        live.beat()
-        assert live.has_tag(replica_tag("gone")) is True
-        assert live.has_tag(replica_tag("never")) is False
-        _wait_for(lambda: live.beat() == 1, "the silent replica to count as gone")
-        assert live.has_tag(replica_tag("gone")) is True  # gone, but within its lifetime
-        _wait_for(
-            lambda: live.beat() == 1 and live.has_tag(replica_tag("gone")) is False,
-            "the silent replica's tag to be dropped",
-        )
-        assert live.has_tag(replica_tag("live")) is True
-        assert server.zcard("t:replica-tag-seen") == 1
-        assert 0 < server.pttl("t:replica-tag-seen") <= 1000
-        assert server.exists("t:replica-tags") == 0
-    finally:
-        for link in links:
-            link.close()
+        for rid in ("long", "short", "other")
+    }
+    yield made
+    for link in made.values():
+        link.close()
+
+
+def test_each_tag_lives_until_its_own_deadline(
+    valkey_server: ValkeyProcess, links: dict[str, ClusterLink]
+) -> None:
+    """A beat scores the replica's tag with its own deadline (server time + its feedback
+    horizon), so a replica with a short reward window (e.g. one reloaded on a new config)
+    does not drop the tag of a replica with a long window while that replica's decisions may
+    still get feedback (before, each beat trimmed every tag by the beating replica's window);
+    the key expires with the latest deadline."""
+    server = valkey_server.client()
+    long = Registry(links["long"], "x:1", keep_tags_s=lambda: LONG_S)
+    short = Registry(links["short"], "x:2", keep_tags_s=lambda: SHORT_S)
+    before = _server_ms(server)
+    long.beat()
+    short.beat()
+    after = _server_ms(server)
+    long_deadline = server.zscore(TAGS, replica_tag("long"))
+    short_deadline = server.zscore(TAGS, replica_tag("short"))
+    assert long_deadline is not None
+    assert short_deadline is not None
+    assert before + LONG_S * 1000 <= long_deadline <= after + LONG_S * 1000
+    assert before + SHORT_S * 1000 <= short_deadline <= after + SHORT_S * 1000
+    assert short.has_tag(replica_tag("long")) is True
+    assert short.has_tag(replica_tag("never")) is False
+    assert SHORT_S * 1000 < server.pttl(TAGS) <= LONG_S * 1000
+    # A long-window tag last stamped well over the short window ago, deadline still ahead:
+    server.zadd(TAGS, {"0123abcd": _server_ms(server) + LONG_S * 1000 - 10_000})
+    short.beat()
+    assert short.has_tag("0123abcd") is True
+    assert server.zscore(TAGS, replica_tag("long")) == long_deadline
+
+
+def test_a_tag_past_its_deadline_is_refused_and_dropped(
+    valkey_server: ValkeyProcess, links: dict[str, ClusterLink]
+) -> None:
+    """A tag whose deadline has passed is not known (even before a beat trims it), the next
+    beat of any replica drops it from the tags and from the legacy set, and the beating
+    replica's own tag stays; a replica's deadline never moves back (a beat under a shorter
+    window keeps the later one its decisions were made under)."""
+    server = valkey_server.client()
+    other = Registry(links["other"], "x:3", keep_tags_s=lambda: LONG_S)
+    other.beat()
+    past = _server_ms(server) - 1
+    server.zadd(TAGS, {"dead0000": past})
+    server.sadd(LEGACY, "dead0000")
+    assert other.has_tag("dead0000") is False
+    other.beat()
+    assert server.zscore(TAGS, "dead0000") is None
+    assert server.sismember(LEGACY, "dead0000") == 0
+    assert server.zrange(TAGS, 0, -1) == [replica_tag("other").encode()]
+    deadline = server.zscore(TAGS, replica_tag("other"))
+    shorter = Registry(links["other"], "x:3", keep_tags_s=lambda: SHORT_S)
+    shorter.beat()
+    assert server.zscore(TAGS, replica_tag("other")) == deadline
+
+
+def test_tags_are_shared_with_earlier_versions_during_an_upgrade(
+    valkey_server: ValkeyProcess, links: dict[str, ClusterLink]
+) -> None:
+    """For one release a beat also adds its tag to the set earlier versions read (so they
+    accept feedback for a new replica's decisions) and keeps that set alive for its horizon
+    (an old replica's SADD leaves the expiry in place), and a tag only that set holds (an old
+    replica's) is known: new replicas accept feedback for old replicas' decisions."""
+    server = valkey_server.client()
+    server.sadd(LEGACY, "0123abcd")  # what an earlier version's beat writes
+    short = Registry(links["short"], "x:2", keep_tags_s=lambda: SHORT_S)
+    short.beat()
+    assert server.sismember(LEGACY, replica_tag("short")) == 1
+    assert 0 < server.pttl(LEGACY) <= SHORT_S * 1000
+    assert short.has_tag("0123abcd") is True
+    assert short.has_tag("fedc9876") is False
+    Registry(links["long"], "x:1", keep_tags_s=lambda: LONG_S).beat()
+    assert SHORT_S * 1000 < server.pttl(LEGACY) <= LONG_S * 1000
+    short.beat()  # a shorter horizon does not cut the set's life short
+    assert SHORT_S * 1000 < server.pttl(LEGACY) <= LONG_S * 1000
+    server.sadd(LEGACY, "0123abcd")
+    assert server.pttl(LEGACY) > SHORT_S * 1000
 
 
 def test_announced_joins_expire_once_none_can_be_pending(valkey_server: ValkeyProcess) -> None:
@@ -72,8 +133,9 @@ def test_announced_joins_expire_once_none_can_be_pending(valkey_server: ValkeyPr
     keys = Keys("t")
     tag = replica_tag("owner")
     decision_id = tag + "0" * 24
-    now = time.time()
-    announce_joins(client, keys, [(decision_id, now)], oldest=now - 10.0, keep_s=1.0)
+    now = 1_000_000.0
+    announce_joins(client, keys, [(decision_id, now)], oldest=now - 10.0, keep_s=LONG_S)
     assert joined_ids(client, keys, tag) == [decision_id]
-    assert 0 < client.pttl(keys.joined(tag)) <= 1000
-    _wait_for(lambda: client.exists(keys.joined(tag)) == 0, "the announcement to expire")
+    assert 0 < client.pttl(keys.joined(tag)) <= LONG_S * 1000
+    announce_joins(client, keys, [(decision_id, now)], oldest=now - 10.0, keep_s=SHORT_S)
+    assert 0 < client.pttl(keys.joined(tag)) <= SHORT_S * 1000

@@ -7,10 +7,12 @@ when the server is gone use the last count known; feedback for a decision anothe
 is forwarded to the address :meth:`Registry.address_of` gives. The beat also reads the
 server's *epoch*, a random token the first replica writes: a new epoch means the server lost
 its data, and every replica writes its shared figures again (:meth:`Registry.on_renewed`).
-The beat also stamps the replica's decision-id tag in the tags the cluster has known
-(:meth:`Registry.has_tag`), and drops the tags of replicas silent for longer than feedback for
-their decisions may still arrive (the reward window and a slack): so that key stays as large as
-the replicas of the last reward window, however many come and go.
+The beat also gives the replica's decision-id tag a deadline in the tags the cluster knows
+(:meth:`Registry.has_tag`): the time until which feedback for its decisions may still arrive
+(its own reward window and a slack, :func:`~banditroute.cluster.feedback_horizon_s`), so each
+tag lives for its own replica's window whatever the others' windows are, and a beat drops the
+tags whose deadline has passed: that key stays as large as the replicas of the last reward
+window, however many come and go.
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ log = structlog.get_logger(__name__)
 
 MISSED_BEATS = 3
 """A replica silent for this many heartbeats counts as gone."""
+TAGS_KEY = "replica-tag-until"
+"""Sorted set of replica tags, each scored with its deadline (server milliseconds)."""
 LEGACY_TAGS_KEY = "replica-tags"
-"""The set of tags earlier versions kept for ever; a beat gives it an expiry (it goes once no
-replica of those versions writes it)."""
+"""The set of tags earlier versions read and add to (without an expiry). For one release a
+beat also adds its tag there and keeps the set alive for its horizon, and :meth:`Registry.has_tag`
+falls back to it, so old and new replicas accept each other's orphaned feedback during a
+rolling upgrade; a tag past its deadline leaves it too, and once no replica writes it the set
+expires."""
 
 
 def default_keep_tags_s() -> float:
@@ -50,10 +57,17 @@ if #gone > 0 then
   redis.call('ZREM', KEYS[1], unpack(gone))
   redis.call('HDEL', KEYS[2], unpack(gone))
 end
-redis.call('ZADD', KEYS[4], now, ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
-redis.call('PEXPIRE', KEYS[4], ARGV[6])
-if redis.call('PTTL', KEYS[5]) == -1 then
+redis.call('ZADD', KEYS[4], 'GT', now + tonumber(ARGV[6]), ARGV[5])
+local before = string.format('(%d', now)
+local past = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', before, 'LIMIT', 0, 1000)
+if #past > 0 then
+  redis.call('ZREM', KEYS[4], unpack(past))
+  redis.call('SREM', KEYS[5], unpack(past))
+end
+local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[4], math.floor(tonumber(last[2])))
+redis.call('SADD', KEYS[5], ARGV[5])
+if redis.call('PTTL', KEYS[5]) < tonumber(ARGV[6]) then
   redis.call('PEXPIRE', KEYS[5], ARGV[6])
 end
 local epoch = redis.call('GET', KEYS[3])
@@ -62,6 +76,16 @@ if not epoch then
   redis.call('SET', KEYS[3], epoch)
 end
 return {redis.call('ZCARD', KEYS[1]), epoch}
+"""
+
+_HAS_TAG = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if deadline then
+  return tonumber(deadline) >= now and 1 or 0
+end
+return redis.call('SISMEMBER', KEYS[2], ARGV[1])
 """
 
 _LEAVE = """
@@ -91,11 +115,12 @@ class Registry:
         self._link = link
         self.address = address
         self._keys = [link.key("replicas"), link.key("replica-addresses"), link.key("epoch")]
-        self._tags_key = link.key("replica-tag-seen")
+        self._tags_key = link.key(TAGS_KEY)
         self._legacy_tags_key = link.key(LEGACY_TAGS_KEY)
         self._keep_tags_s = keep_tags_s
         self._beat = link.script(_BEAT)
         self._leave = link.script(_LEAVE)
+        self._has_tag = link.script(_HAS_TAG)
         self._lock = threading.Lock()
         self._alive = 1
         self.epoch = ""
@@ -147,10 +172,13 @@ class Registry:
         return {_text(rid): _text(address) for rid, address in found.items()}
 
     def has_tag(self, tag: str) -> bool | None:
-        """Whether a replica with decision-id tag ``tag`` has beaten here within the time its
-        decisions' feedback may still arrive (None when the server cannot be reached):
-        feedback for a gone replica's decision is accepted only for a tag the cluster knows."""
-        return self._link.try_call(lambda client: client.zscore(self._tags_key, tag) is not None)
+        """Whether feedback for a decision of the replica with decision-id tag ``tag`` may
+        still arrive: its deadline (set by its beats) has not passed, or, for a replica of an
+        earlier version, the tag is in the legacy set (None when the server cannot be
+        reached). Feedback for a gone replica's decision is accepted only for such a tag."""
+        keys = [self._tags_key, self._legacy_tags_key]
+        found = self._link.try_call(lambda client: self._has_tag(keys=keys, args=[tag]))
+        return None if found is None else bool(found)
 
     def address_of(self, replica_id: str) -> str | None:
         """The gRPC address of an alive replica (None if unknown, gone, or the server cannot
@@ -159,4 +187,4 @@ class Registry:
         return None if found is None else _text(found)
 
 
-__all__ = ["MISSED_BEATS", "Registry", "default_keep_tags_s"]
+__all__ = ["LEGACY_TAGS_KEY", "MISSED_BEATS", "TAGS_KEY", "Registry", "default_keep_tags_s"]
