@@ -631,6 +631,18 @@ def skill_figure(result: dict[str, Any]) -> Any:
     return fig
 
 
+def _quality(run: dict[str, Any], reference_quality: float) -> str:
+    """A run's quality for the tables: with paired comparators, the mean over seeds of its
+    quality relative to the reference model's on the same judged prompts (cold: each seed's
+    second half) ± the standard error, as the paired columns use; older results without them,
+    relative to the reference's whole-stream quality ± the standard deviation (marked "sd")."""
+    paired = run.get("paired")
+    if paired:
+        return f"{paired['router']['mean']:.3f} ± {paired['router']['se']:.3f}"
+    rq = reference_quality
+    return f"{run['quality'] / rq:.3f} ± {run['quality_std'] / rq:.3f} sd"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """One table per data set and budget: every run's quality and cost, then the best single
     model affordable, the random mix at the budget and the oracle, relative to the reference
@@ -649,15 +661,15 @@ def markdown(results: dict[str, Any]) -> str:
                 f"(${b['budget_usd']:.6f})\n"
             )
             lines.append(
-                "| run | quality | cost | cost / budget per seed (whole stream) | random mix at "
-                "that cost | router - best single (paired) | router - mix (paired) | prompts "
-                "to hold 90% |"
+                "| run | quality (judged prompts, paired; ± s.e.) | cost | cost / budget per seed "
+                "(whole stream) | random mix at that cost (whole stream) | router - best single "
+                "(paired) | router - mix (paired) | prompts to hold 90% |"
             )
             lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
             for name, run in b["runs"].items():
                 paired = run.get("paired")
                 lines.append(
-                    f"| {name} | {run['quality'] / rq:.3f} ± {run['quality_std'] / rq:.3f} | "
+                    f"| {name} | {_quality(run, rq)} | "
                     f"{run['cost_usd'] / rc:.3f} | {_ratios(run['cost_over_budget_per_seed'])} | "
                     f"{run['random_mix_at_cost'] / rq:.3f} | "
                     f"{_bold_pm(paired['router_minus_best_single']) if paired else '-'} | "
@@ -665,10 +677,12 @@ def markdown(results: dict[str, Any]) -> str:
                 )
             best, oracle = b["best_single"], b["oracle"]
             rows = (
-                (f"best single affordable: {best['model'].rsplit('/', 1)[-1]}", best["quality"],
-                 best["cost_usd"]),
-                ("random mix at the budget", b["random_mix_at_budget"], b["budget_usd"]),
-                ("per-prompt oracle within the budget", oracle["quality"], oracle["cost_usd"]),
+                (f"best single affordable (whole stream): {best['model'].rsplit('/', 1)[-1]}",
+                 best["quality"], best["cost_usd"]),
+                ("random mix at the budget (whole stream)", b["random_mix_at_budget"],
+                 b["budget_usd"]),
+                ("per-prompt oracle within the budget (whole stream)", oracle["quality"],
+                 oracle["cost_usd"]),
             )  # fmt: skip
             for label, quality, cost in rows:
                 lines.append(f"| {label} | {quality / rq:.3f} | {cost / rc:.3f} | | | | | |")

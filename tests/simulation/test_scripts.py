@@ -137,6 +137,11 @@ def test_routing_skill_pairs_each_seed_with_its_judged_half(data: Path, tmp_path
         assert evens == pytest.approx(round(evens))
     assert len({round(q, 9) for q in yi}) > 1
     assert paired["router_minus_best_single"]["seeds"] == 3
+    # The table's quality column is that paired figure (relative to the reference on the same
+    # judged prompts, ± its standard error), the same number its paired columns compare.
+    table = routing_skill.markdown(json.loads(out.read_text()))
+    row = next(line for line in table.splitlines() if line.startswith("| cold/costaware |"))
+    assert row.split(" | ")[1] == f"{paired['router']['mean']:.3f} ± {paired['router']['se']:.3f}"
 
 
 @pytest.mark.usefixtures("script")
@@ -343,8 +348,9 @@ def test_routing_skill_replot_merges_runs_of_the_same_table_and_budget(
     section = text[at_25 : text.index("Paired,")]
     for name in runs:
         assert section.count(f"| {name} |") == 1, name
-    for row in ("| best single affordable: Yi-34B-Chat |", "| random mix at the budget |",
-                "| per-prompt oracle within the budget |"):  # fmt: skip
+    for row in ("| best single affordable (whole stream): Yi-34B-Chat |",
+                "| random mix at the budget (whole stream) |",
+                "| per-prompt oracle within the budget (whole stream) |"):  # fmt: skip
         assert section.count(row) == 1, row
     assert (tmp_path / "plots" / "routerbench_train.png").stat().st_size > 0
 
