@@ -5,17 +5,31 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import orjson
 import pytest
 
-from banditroute.cluster.central import CentralLog
-from banditroute.cluster.joiner import DecisionRow, Forwarded, JoinChanges, Joiner, decision_id_of
-from banditroute.cluster.outbox import stamp
+from banditroute.cluster import central as central_module
+from banditroute.cluster import replica_tag
+from banditroute.cluster.central import CentralLog, source_file
+from banditroute.cluster.joiner import (
+    Cost,
+    DecisionRow,
+    Forwarded,
+    JoinChanges,
+    Joiner,
+    decision_id_of,
+)  # fmt: skip
+from banditroute.cluster.outbox import Line, stamp
+from banditroute.cluster.trainer import build_learner
 from banditroute.config import Settings, load_settings
 from banditroute.decisions import Disposition, FeedbackReport
-from banditroute.features import extract
+from banditroute.features import PromptFeatures, extract, features_from_dict
 from banditroute.outcomes import Fragments
+from banditroute.policies import sharing as sharing_module
+from banditroute.policies.sharing import learn_update
 from banditroute.store.journal_rows import decision_line, trainer_feedback_line
 from banditroute.store.records import DecisionRecord, FeedbackRecord
 
@@ -32,14 +46,22 @@ def decision(settings: Settings, index: int, *, tenant: str = "default") -> Deci
     models = tuple(m.id for m in settings.catalog)[:3]
     return DecisionRow(
         decision_id=f"{TAG}{index:024x}", time=T0, tenant=tenant, objective="",
-        features=extract("Hi there").as_dict(), eligible=models, model=models[1], probability=0.5,
+        features=extract("Hi there"), eligible=models, model=models[1], probability=0.5,
         arm="default",
     )  # fmt: skip
 
 
-def forwarded(row: DecisionRow, *, after_s: float = 1.0, model: str = "") -> Forwarded:
-    report = FeedbackReport(row.decision_id, model=model, quality=1.0, tenant="default")
-    return Forwarded(report, row.time + after_s)
+def forwarded(
+    row: DecisionRow,
+    *,
+    after_s: float = 1.0,
+    model: str = "",
+    tokens: int | None = None,
+    source: str = "b",
+) -> Forwarded:
+    report = FeedbackReport(row.decision_id, model=model, quality=1.0, tenant="default",
+                            input_tokens=tokens, output_tokens=tokens)  # fmt: skip
+    return Forwarded(report, row.time + after_s, source)
 
 
 class Central:
@@ -203,7 +225,7 @@ def test_a_replicas_lines_become_each_decisions_update_once(settings: Settings) 
     models = row.eligible
     record = DecisionRecord(
         decision_id=row.decision_id, time=T0, tenant="default", request_id="", objective="",
-        prompt_hash="h", prompt=None, features=row.features, eligible=models,
+        prompt_hash="h", prompt=None, features=row.features.as_dict(), eligible=models,
         probabilities=(0.25, 0.5, 0.25), model=row.model, probability=0.5, policy_version="v",
     )  # fmt: skip
     feedback = FeedbackRecord(
@@ -274,3 +296,121 @@ def test_commits_write_only_what_changed_and_a_duplicate_no_row(
         assert counts == dict(joiner.counts) == {"learned": 3, "unjoined": 2, "duplicate": 1}
     finally:
         log.close()
+
+
+def _feedback_line(seq: int, decision_id: str, tokens: int) -> Line:
+    record = FeedbackRecord(
+        decision_id, T0 + 1, "", 1.0, None, tokens, tokens, None, "OK", 0.0,
+        str(Disposition.FOR_TRAINER),
+    )  # fmt: skip
+    return Line(seq, stamp(seq, trainer_feedback_line(record, "default")))
+
+
+def _costs(path: Path, source: str) -> dict[str, float | None]:
+    with duckdb.connect(str(source_file(path, source)), read_only=True) as con:
+        rows = con.execute("SELECT decision_id, cost_usd FROM feedback").fetchall()
+    return {str(d): c for d, c in rows}
+
+
+def test_a_cost_is_written_only_into_the_accepting_sources_file(tmp_path: Path) -> None:
+    """A batch's costs go into the file of the replica that accepted the feedback, every
+    row they are for in one go; another replica's file, even with a row that looks the
+    same (decision, model and tokens, no cost), is left alone (before, every file of the
+    family was updated, one statement per cost and file)."""
+    path = tmp_path / "central.duckdb"
+    first, second = f"{TAG}{1:024x}", f"{TAG}{2:024x}"
+    log = CentralLog(path)
+    try:
+        log.ingest("b", [_feedback_line(1, first, 10), _feedback_line(2, second, 20)])
+        log.ingest("c", [_feedback_line(1, first, 10)])
+        log.fill_costs([
+            Cost("b", first, "", 10, 10, 0.25), Cost("b", second, "", 20, 20, 0.5),
+            Cost("b", second, "", 20, 20, 0.5),  # the same row priced twice: one cost
+            Cost("b", second, "", 30, 30, 0.75),  # other tokens: not this row's cost
+        ])  # fmt: skip
+    finally:
+        log.close()
+    assert _costs(path, "b") == {first: 0.25, second: 0.5}
+    assert _costs(path, "c") == {first: None}
+
+
+def test_a_cost_names_the_replica_that_accepted_the_feedback(settings: Settings) -> None:
+    """The cost of forwarded feedback that reported none is for the central file of the
+    replica whose line brought it, also when the feedback was held for its decision (which
+    another replica's line releases) through a takeover."""
+    central = Central()
+    joiner = make(settings, central)
+    row = decision(settings, 1)
+    line = _feedback_line(7, row.decision_id, 100).data
+    assert joiner.update_of(line, T0, "c") is None  # held, from replica c's batch
+    changes = joiner.changes()
+    again = make(settings, central)
+    again.restore(changes.rows, changes.counts)
+    central.rows[row.decision_id] = row
+    assert again.arrived(row.decision_id) is not None
+    [cost] = again.take_costs()
+    assert (cost.source, cost.decision_id, cost.model) == ("c", row.decision_id, "")
+    assert (cost.input_tokens, cost.output_tokens) == (100, 100)
+    assert cost.cost_usd > 0
+
+
+def test_a_duplicate_is_looked_up_only_to_price_a_learned_decision(settings: Settings) -> None:
+    """A duplicate changes a count and does no work unless it is priced: one reporting a
+    cost, or one whose decision has not arrived (its first feedback is held), is counted
+    without looking its decision up; one without a cost whose decision was learned is
+    priced from the decision row, with one lookup (before, every duplicate without a cost
+    looked its decision up, the held ones in vain)."""
+    central = Central()
+    joiner = make(settings, central)
+    waiting, learned = decision(settings, 1), decision(settings, 2)
+    assert joiner.offer(forwarded(waiting), T0) is None  # held: one lookup
+    central.rows[learned.decision_id] = learned
+    assert joiner.offer(forwarded(learned, tokens=10), T0) is not None  # joined: one lookup
+    joiner.take_costs()
+    assert central.lookups == 2
+    for _ in range(3):
+        assert joiner.offer(forwarded(waiting, tokens=10), T0) is None
+    priced = Forwarded(replace(forwarded(learned).report, cost_usd=0.1), T0 + 2.0, "b")
+    assert joiner.offer(priced, T0) is None
+    assert central.lookups == 2
+    assert joiner.take_costs() == []
+    assert joiner.offer(forwarded(learned, tokens=20, source="d"), T0) is None
+    assert central.lookups == 3
+    [cost] = joiner.take_costs()
+    assert (cost.source, cost.decision_id, cost.input_tokens) == ("d", learned.decision_id, 20)
+    assert joiner.counts == {"learned": 1, "duplicate": 5}
+
+
+def test_the_features_of_a_joined_decision_are_read_once(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forwarded feedback joined with a decision row of the central log is learned with
+    the features read (and checked) once, where the row is found: not again by the
+    learner (before, the row's features were read twice)."""
+    reads: list[int] = []
+
+    def counted(data: Any) -> PromptFeatures:
+        reads.append(1)
+        return features_from_dict(data)
+
+    monkeypatch.setattr(central_module, "features_from_dict", counted)
+    monkeypatch.setattr(sharing_module, "features_from_dict", counted)
+    row = replace(decision(settings, 1), decision_id=f"{replica_tag('a')}{1:024x}")
+    record = DecisionRecord(
+        decision_id=row.decision_id, time=T0, tenant="default", request_id="", objective="",
+        prompt_hash="h", prompt=None, features=row.features.as_dict(), eligible=row.eligible,
+        probabilities=(0.25, 0.5, 0.25), model=row.model, probability=0.5, policy_version="v",
+    )  # fmt: skip
+    log = CentralLog(tmp_path / "central.duckdb")
+    try:
+        log.ingest("a", [Line(1, stamp(1, decision_line(record)))])
+        joiner = Joiner(settings, log.find_decision, log.owner_learned)
+        update = joiner.offer(forwarded(row), T0)
+    finally:
+        log.close()
+    assert update is not None
+    assert update.context == row.features
+    policy = build_learner(settings)
+    assert learn_update(policy, update, settings.catalog)
+    assert policy.updates == 1
+    assert len(reads) == 1

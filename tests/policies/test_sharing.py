@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from banditroute.config import Settings
-from banditroute.features import extract
+from banditroute.features import PromptFeatures, extract, features_from_dict
+from banditroute.policies import sharing
 from banditroute.policies.base import Policy
 from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.linucb import LinUCBPolicy
-from banditroute.policies.sharing import SharedLearning
+from banditroute.policies.sharing import SharedLearning, SharedUpdate, learn_update
 from banditroute.policies.vw import VWPolicy
 from banditroute.snapshots import load_snapshot, save_snapshot
 
@@ -66,3 +68,30 @@ def test_updates_of_another_lineage_are_not_learned(default_settings: Settings) 
     assert promoted.inner.updates == configured.inner.updates == 1
     same = SharedLearning(LinUCBPolicy(seed=3), "change-1")
     assert same.learn_shared(from_promoted, catalog) == 1
+
+
+def test_a_checked_update_is_learned_without_reading_its_features_again(
+    default_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's update is checked on arrival (its features read and validated) and
+    learned with the features read there, not read a second time; an update made in this
+    process (no features read yet) is read when learned."""
+    arms = tuple(default_settings.catalog)[:4]
+    context = extract("What is the capital of France?")
+    reads: list[int] = []
+
+    def counted(data: Any) -> PromptFeatures:
+        reads.append(1)
+        return features_from_dict(data)
+
+    monkeypatch.setattr(sharing, "features_from_dict", counted)
+    made = SharedUpdate(context.as_dict(), tuple(a.id for a in arms), 1, 0.25, 1.0, "d1")
+    update = SharedUpdate.from_dict(made.as_dict())
+    assert update == made
+    assert update.context == context
+    policy = LinUCBPolicy(seed=3)
+    assert learn_update(policy, update, default_settings.catalog)
+    assert len(reads) == 1
+    assert learn_update(policy, made, default_settings.catalog)
+    assert len(reads) == 2
+    assert policy.updates == 2

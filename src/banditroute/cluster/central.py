@@ -83,10 +83,12 @@ SELECT decision_id, epoch(time), tenant, objective, features::VARCHAR, eligible,
        probability, arm
 FROM decisions WHERE decision_id = ? AND time >= to_timestamp(?) LIMIT 1
 """
-_FILL_COST = """
-UPDATE feedback SET cost_usd = ?
-WHERE decision_id = ? AND disposition = 'FOR_TRAINER' AND cost_usd IS NULL AND model = ?
-  AND input_tokens IS NOT DISTINCT FROM ? AND output_tokens IS NOT DISTINCT FROM ?
+_FILL_COSTS = """
+UPDATE feedback SET cost_usd = c.cost_usd FROM costs_in AS c
+WHERE feedback.decision_id = c.decision_id AND feedback.disposition = 'FOR_TRAINER'
+  AND feedback.cost_usd IS NULL AND feedback.model = c.model
+  AND feedback.input_tokens IS NOT DISTINCT FROM c.input_tokens
+  AND feedback.output_tokens IS NOT DISTINCT FROM c.output_tokens
 """
 _OWNER_LEARNED = """
 SELECT (SELECT count(*) FROM feedback
@@ -152,13 +154,30 @@ class CentralLog:
 
     def fill_costs(self, costs: Sequence[Cost]) -> None:
         """Write each cost into the forwarded feedback rows (disposition ``FOR_TRAINER``) it
-        is for that hold none, in whichever replica's file they are: the cost the owner would
-        have recorded, for ``report``, ``replay`` and ``tune``."""
-        for source in self._sources():
+        is for that hold none, in the file of the source that accepted them only: the cost
+        the owner would have recorded, for ``report``, ``replay`` and ``tune``. One
+        statement per file, whatever the number of costs."""
+        by_source: dict[str, dict[tuple[str, str, int | None, int | None], float]] = {}
+        for c in costs:
+            key = (c.decision_id, c.model, c.input_tokens, c.output_tokens)
+            by_source.setdefault(c.source, {})[key] = c.cost_usd
+        for source, priced in by_source.items():
+            if not valid_source(source):  # a held row of an older state names none
+                continue
+            keys = list(priced)
+            table = pa.table({
+                "decision_id": pa.array([k[0] for k in keys], pa.string()),
+                "model": pa.array([k[1] for k in keys], pa.string()),
+                "input_tokens": pa.array([k[2] for k in keys], pa.int64()),
+                "output_tokens": pa.array([k[3] for k in keys], pa.int64()),
+                "cost_usd": pa.array(list(priced.values()), pa.float64()),
+            })  # fmt: skip
             con = self._file(source)
-            for c in costs:
-                con.execute(_FILL_COST, [c.cost_usd, c.decision_id, c.model, c.input_tokens,
-                                         c.output_tokens])  # fmt: skip
+            con.register("costs_in", table)
+            try:
+                con.execute(_FILL_COSTS)
+            finally:
+                con.unregister("costs_in")
 
     def find_decision(self, decision_id: str, since: float) -> DecisionRow | None:
         """The decision ``decision_id`` made at or after ``since`` (epoch seconds) by the
@@ -170,10 +189,9 @@ class CentralLog:
             if row is None:
                 continue
             try:
-                features = orjson.loads(row[4])
-                features_from_dict(features)
+                features = features_from_dict(orjson.loads(row[4]))
                 found = DecisionRow(
-                    str(row[0]), float(row[1]), str(row[2]), str(row[3]), dict(features),
+                    str(row[0]), float(row[1]), str(row[2]), str(row[3]), features,
                     tuple(str(m) for m in row[5]), str(row[6]), float(row[7]), str(row[8]),
                 )  # fmt: skip
             except (TypeError, ValueError) as exc:

@@ -35,6 +35,7 @@ from banditroute.cluster import REPLICA_TAG_HEX, feedback_horizon_s
 from banditroute.config import Settings
 from banditroute.decisions import FeedbackReport
 from banditroute.errors import BanditrouteError, InvalidArgument
+from banditroute.features import PromptFeatures
 from banditroute.outcomes import OutcomeStatus
 from banditroute.policies.sharing import SharedUpdate
 from banditroute.rewards import fragments as report_fragments
@@ -63,6 +64,9 @@ class Forwarded:
     report: FeedbackReport
     time: float
     """When the replica accepted it (epoch seconds)."""
+    source: str = ""
+    """The replica source whose batch brought it: its central file holds the row (the one
+    file a cost noted for it is written into)."""
 
     @property
     def decision_id(self) -> str:
@@ -76,15 +80,19 @@ class Forwarded:
             "cost_usd": r.cost_usd, "input_tokens": r.input_tokens,
             "output_tokens": r.output_tokens, "latency_ms": r.latency_ms,
             "status": str(r.status), "tenant": r.tenant, "time": self.time,
+            "source": self.source,
         })  # fmt: skip
 
     @classmethod
-    def from_line(cls, data: bytes) -> Forwarded:
-        """From a ``FOR_TRAINER`` feedback line (times in microseconds) or :meth:`as_json`;
+    def from_line(cls, data: bytes, source: str = "") -> Forwarded:
+        """From a ``FOR_TRAINER`` feedback line of ``source``'s batch (times in microseconds)
+        or :meth:`as_json` (the source it names: a replica's line cannot name another's);
         ValueError if it is not one."""
         try:
             row: dict[str, Any] = orjson.loads(data)
-            time = float(row["time"]) / (1e6 if "k" in row else 1.0)
+            line = "k" in row
+            time = float(row["time"]) / (1e6 if line else 1.0)
+            source = source if line else str(row.get("source") or "")
             report = FeedbackReport(
                 decision_id=str(row["decision_id"]), model=str(row.get("model") or ""),
                 quality=_number(row.get("quality")), cost_usd=_number(row.get("cost_usd")),
@@ -98,7 +106,7 @@ class Forwarded:
             raise ValueError(f"malformed forwarded feedback: {type(exc).__name__}") from None
         if not math.isfinite(time):
             raise ValueError("malformed forwarded feedback: time")
-        return cls(report, time)
+        return cls(report, time, source)
 
 
 def _number(value: Any) -> float | None:
@@ -111,10 +119,12 @@ def _whole(value: Any) -> int | None:
 
 @dataclass(frozen=True)
 class Cost:
-    """The cost to write into the forwarded feedback rows of ``decision_id`` that reported
-    none with these model (empty: the chosen one) and tokens: the cost depends on nothing
-    else, so every such row gets it."""
+    """The cost to write into the forwarded feedback rows of ``decision_id`` in ``source``'s
+    central file (the replica that accepted the feedback) that reported none with these
+    model (empty: the chosen one) and tokens: the cost depends on nothing else, so every
+    such row gets it."""
 
+    source: str
     decision_id: str
     model: str
     input_tokens: int | None
@@ -144,7 +154,8 @@ class DecisionRow:
     time: float
     tenant: str
     objective: str
-    features: dict[str, Any]
+    features: PromptFeatures
+    """Read once, where the row is found (a row whose features cannot be read is refused)."""
     eligible: tuple[str, ...]
     model: str
     probability: float
@@ -208,8 +219,8 @@ class Joiner:
         return True
 
     # -- a replica's line ------------------------------------------------------------------------
-    def update_of(self, line: bytes, now: float) -> SharedUpdate | None:
-        """The update one of a replica's lines makes the learner learn, if any: the replica's
+    def update_of(self, line: bytes, now: float, source: str = "") -> SharedUpdate | None:
+        """The update one of ``source``'s lines makes the learner learn, if any: the replica's
         own update (unless its decision was learned already), or forwarded feedback joined
         with its decision (the feedback's line, or the decision row it waited for).
         ValueError for an update, forwarded row or joined decision row that cannot be read
@@ -222,7 +233,7 @@ class Joiner:
             if decision_id is not None and decision_id in self.held:
                 return self.arrived(decision_id)
         if is_forwarded(line):
-            return self.offer(Forwarded.from_line(line), now)
+            return self.offer(Forwarded.from_line(line, source), now)
         return None
 
     # -- forwarded feedback ----------------------------------------------------------------------
@@ -230,9 +241,12 @@ class Joiner:
         """A forwarded row arrives: the update to learn if it joins now, else None (held, or
         counted as not learned)."""
         decision_id = forwarded.decision_id
-        if decision_id in self.joined or decision_id in self._learned or decision_id in self.held:
+        if decision_id in self.held:  # its decision has not arrived: nothing to look up
             self.counts["duplicate"] += 1
+            return None
+        if decision_id in self.joined or decision_id in self._learned:
             self._price_duplicate(forwarded)
+            self.counts["duplicate"] += 1
             return None
         row = self._find_row(forwarded)
         if row is not None:
@@ -317,18 +331,17 @@ class Joiner:
         except BanditrouteError:
             return
         if cost is not None:
-            self.costs.append(Cost(row.decision_id, report.model, report.input_tokens,
-                                   report.output_tokens, cost))  # fmt: skip
+            self.costs.append(Cost(forwarded.source, row.decision_id, report.model,
+                                   report.input_tokens, report.output_tokens, cost))  # fmt: skip
 
     def _price_duplicate(self, forwarded: Forwarded) -> None:
-        """Note the cost of a duplicate that reported none, as of a joined row: its row is
-        kept (and read by ``report``) as any other."""
+        """Note the cost of a duplicate of a learned decision that reported none, as of a
+        joined row: its row is kept (and read by ``report``) as any other. A duplicate
+        with a cost is left as it is, with no lookup; a decision row that cannot be read
+        is refused as for any join (:meth:`_find_row`)."""
         if forwarded.report.cost_usd is not None:
             return
-        try:
-            row = self._find(forwarded.decision_id, self._since(forwarded))
-        except ValueError:
-            return
+        row = self._find_row(forwarded)
         if row is not None:
             self._note_cost(forwarded, row)
 
@@ -376,8 +389,8 @@ class Joiner:
         if learned is None:  # NaN: as the router, not learned
             return "not_learned", None
         update = SharedUpdate(
-            row.features, row.eligible, row.eligible.index(row.model), row.probability,
-            learned, row.decision_id,
+            row.features.as_dict(), row.eligible, row.eligible.index(row.model),
+            row.probability, learned, row.decision_id, context=row.features,
         )  # fmt: skip
         return "learned", update
 

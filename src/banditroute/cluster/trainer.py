@@ -311,7 +311,7 @@ class Trainer:
         """The update a line makes the learner learn, if any (:meth:`Joiner.update_of`)."""
         assert self.joiner is not None
         try:
-            return self.joiner.update_of(data, self._wall())
+            return self.joiner.update_of(data, self._wall(), source)
         except ValueError as exc:  # its message names what is wrong, never the content
             self._skip_line("trainer_line_malformed", source, seq, str(exc)[:200])
             return None

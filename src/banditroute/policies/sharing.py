@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from banditroute.catalog import Catalog, ModelSpec
@@ -38,6 +38,9 @@ class SharedUpdate:
     """Which policy learned it: "" the configured one, else the promotion that made it live
     (:class:`SharedLearning`). A process serving another (a promotion or rollback reached it
     first, or not yet) does not learn it."""
+    context: PromptFeatures | None = field(default=None, compare=False, repr=False)
+    """``features`` already read (:func:`~banditroute.features.features_from_dict`), when
+    the update was checked on arrival: learned without reading them again."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (the cluster ships updates as JSON lines)."""
@@ -68,10 +71,10 @@ class SharedUpdate:
         if not math.isfinite(reward):
             raise ValueError("malformed learning update: reward")
         try:
-            features_from_dict(features)
+            context = features_from_dict(features)
         except ValueError as exc:
             raise ValueError(f"malformed learning update: {exc}") from None
-        return cls(features, arms, chosen, probability, reward, decision_id[:64])
+        return cls(features, arms, chosen, probability, reward, decision_id[:64], context=context)
 
 
 def learn_update(policy: Policy, update: SharedUpdate, catalog: Catalog) -> bool:
@@ -80,10 +83,8 @@ def learn_update(policy: Policy, update: SharedUpdate, catalog: Catalog) -> bool
     if any(model not in catalog for model in update.arms):
         return False
     arms = [catalog.get(model) for model in update.arms]
-    policy.learn(
-        features_from_dict(update.features), arms, update.chosen, update.probability,
-        update.reward,
-    )  # fmt: skip
+    context = update.context if update.context is not None else features_from_dict(update.features)
+    policy.learn(context, arms, update.chosen, update.probability, update.reward)
     return True
 
 
