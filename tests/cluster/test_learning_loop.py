@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 
 from banditroute.cli import main
 from banditroute.cluster import replica_tag
-from banditroute.cluster.central import source_file
+from banditroute.cluster import trainer as trainer_module
+from banditroute.cluster.central import CentralLog, source_file
 from banditroute.cluster.events import Batch, Keys, encode_batch
 from banditroute.cluster.learning import ReplicaLearning
 from banditroute.cluster.orphans import FeedbackForTrainer
@@ -29,6 +30,7 @@ from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import InvalidArgument, NotFound
 from banditroute.features import extract
 from banditroute.router import DecisionIds, Router
+from banditroute.snapshots import parse_snapshot
 from banditroute.store.journal_rows import decision_line, trainer_feedback_line
 from banditroute.store.memory import MemoryLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord
@@ -348,16 +350,10 @@ def test_a_duplicate_forwarded_feedback_rewrites_no_row_of_the_joins(
         trainer.close()
 
 
-def test_a_malformed_line_is_set_aside_and_learning_goes_on(
-    settings: Settings, valkey_server: Any, tmp_path: Path, keys: Keys
-) -> None:
-    """A damaged or forged line on the stream (a decision row whose features lack a key and
-    feedback forwarded for it, an update with a field missing, one that is not JSON, one
-    with a non-finite reward) is set aside: logged without its content and counted in
-    ``lines_skipped``, while the good lines around it are learned, the running leader never
-    steps down (before, the decision row made the learner raise KeyError, and the leader
-    stepped down, took over and read it again forever) and every line is acknowledged."""
-    client = valkey_server.client(socket_timeout=5)
+def counting_trainer(
+    settings: Settings, client: Any, tmp_path: Path, keys: Keys
+) -> tuple[Trainer, list[int]]:
+    """A trainer (not started) and the list its every take-over of the lead appends to."""
     trainer = Trainer(
         settings, tmp_path / "central.duckdb", client, keys,
         snapshot_period_s=0.2, errors=ERRORS, lock_ttl_ms=1000,
@@ -370,6 +366,20 @@ def test_a_malformed_line_is_set_aside_and_learning_goes_on(
         take_over()
 
     trainer._take_over = counted  # type: ignore[method-assign]
+    return trainer, takeovers
+
+
+def test_a_malformed_line_is_set_aside_and_learning_goes_on(
+    settings: Settings, valkey_server: Any, tmp_path: Path, keys: Keys
+) -> None:
+    """A damaged or forged line on the stream (a decision row whose features lack a key and
+    feedback forwarded for it, an update with a field missing, one that is not JSON, one
+    with a non-finite reward) is set aside: logged without its content and counted in
+    ``lines_skipped``, while the good lines around it are learned, the running leader never
+    steps down (before, the decision row made the learner raise KeyError, and the leader
+    stepped down, took over and read it again forever) and every line is acknowledged."""
+    client = valkey_server.client(socket_timeout=5)
+    trainer, takeovers = counting_trainer(settings, client, tmp_path, keys)
     models = tuple(m.id for m in settings.catalog)[:2]
     now = float(int(time.time()))
     good = extract(PROMPTS[0]).as_dict()
@@ -480,6 +490,63 @@ def test_forwarded_feedback_without_a_cost_carries_the_owners_cost(
     assert all(owner[r.decision_id] is not None for r in reports)
     assert forwarded_rows == {r.decision_id: owner[r.decision_id] for r in reports}
     assert local[named.decision_id] == owner[named.decision_id]  # priced where accepted
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ValueError, MemoryError])
+def test_a_failing_learner_acknowledges_nothing_and_learns_every_line_once_fixed(
+    settings: Settings,
+    valkey_server: Any,
+    tmp_path: Path,
+    keys: Keys,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    error: type[Exception],
+) -> None:
+    """When the learner itself raises on lines that read well (a bug, no memory, a shape
+    that no longer fits after a config change; whatever the exception's type), the leader
+    does not set the lines aside: it logs the failure, acknowledges nothing, steps down and
+    leads again from its last commit, and once the learner is fixed it learns every line
+    (before, any exception set the line aside and acknowledged it, so a learner failing on
+    every update had the whole stream acknowledged and never learned)."""
+    client = valkey_server.client(socket_timeout=5)
+    trainer, takeovers = counting_trainer(settings, client, tmp_path, keys)
+
+    def failing(*_args: Any) -> bool:
+        raise error("the learner's own failure")
+
+    monkeypatch.setattr(trainer_module, "learn_update", failing)
+    models = tuple(m.id for m in settings.catalog)[:2]
+    update = orjson.dumps(
+        {"k": "u", "features": extract(PROMPTS[0]).as_dict(), "arms": list(models),
+         "chosen": 0, "probability": 0.5, "reward": 1.0},
+        option=orjson.OPT_APPEND_NEWLINE,
+    )  # fmt: skip
+    client.xadd(keys.events, encode_batch("a", [Line(seq, stamp(seq, update)) for seq in (1, 2)]))
+    stop = threading.Event()
+    thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
+    try:
+        with capture_logs() as logged:
+            thread.start()
+            wait_for(lambda: len(takeovers) > 2 or client.get(keys.ack("a")) is not None,
+                     "the leader to fail and lead again twice")  # fmt: skip
+            assert client.get(keys.ack("a")) is None
+            assert trainer.lines_skipped == 0
+            monkeypatch.undo()  # the learner fixed
+            wait_for(lambda: client.get(keys.ack("a")) == b"2", "both lines acknowledged")
+        failed = [e for e in logged if e["event"] == "trainer_learner_failed"]
+        assert failed
+        assert {(e["source"], e["seq"], e["error"]) for e in failed} == {("a", 1, error.__name__)}
+        assert trainer.lines_skipped == 0
+    finally:
+        stop.set()
+        thread.join(BOUND_S)
+    central = CentralLog(tmp_path / "central.duckdb")
+    try:
+        state = central.load_state()
+        assert state is not None
+        assert parse_snapshot(state[1])[1] == 2  # each line learned once
+    finally:
+        central.close()
 
 
 def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(

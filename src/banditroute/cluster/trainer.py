@@ -29,7 +29,11 @@ that way are announced per replica tag, so an owner that comes back does not lea
 A line that cannot be learned (damaged or forged: features missing a key, a non-finite
 number, not JSON) is set aside, logged without its content and counted
 (:attr:`Trainer.lines_skipped`); it is acknowledged with the lines around it, so it is never
-read again and never stops the cluster's learning.
+read again and never stops the cluster's learning. Only the line's content is judged so: an
+error of the learner itself (a bug, no memory, a shape that no longer fits after a config
+change) would fail on every line, so the leader stops there (:class:`LearnerFailed`): nothing
+from that line on is committed or acknowledged, it steps down and leads again from the last
+commit, loudly, until the cause is fixed; no line is lost.
 
 A batch that does not follow what is held (lines lost on the way) is left: the replica sends
 again from its acknowledgement. A trainer killed between commits loses only learning since
@@ -75,6 +79,11 @@ READ_BLOCK_MS = 200
 RETRY_S = 1.0
 
 
+class LearnerFailed(RuntimeError):
+    """The learner raised on a line the trainer could read: the leader does not advance past
+    it (:meth:`Trainer.apply`)."""
+
+
 def build_learner(settings: Settings) -> Policy:
     """A fresh learner of the configured default policy (what a snapshot restores into)."""
     return build_recipe("", settings)
@@ -117,8 +126,8 @@ class Trainer:
         """Stream entries set aside: not a batch (undecodable, numbers that do not match)."""
         self.lines_skipped = 0
         """A batch's lines set aside: malformed (damaged or forged: missing keys, wrong types,
-        non-finite numbers, not JSON) or refused by the learner; each is logged (never its
-        content), left out of learning and acknowledged with the lines around it."""
+        non-finite numbers, not JSON); each is logged (never its content), left out of
+        learning and acknowledged with the lines around it."""
         self.joiner: Joiner | None = None
         self._wall = time.time
 
@@ -272,7 +281,9 @@ class Trainer:
 
     def apply(self, batch: Batch) -> int:
         """Put a batch's rows in the central log and learn its updates, each at most once;
-        returns the updates learned."""
+        returns the updates learned. :class:`LearnerFailed` if the learner raises: the
+        learner is dropped (what it learned since the last commit is never committed), so
+        the leader steps down without advancing past the line."""
         assert self.central is not None
         assert self.policy is not None
         if not valid_source(batch.source):
@@ -290,13 +301,16 @@ class Trainer:
             if update is None:
                 continue
             try:
-                if learn_update(self.policy, update, self.settings.catalog):
-                    learned += 1
-                else:
-                    unknown += 1
-            except Exception as exc:  # a policy raises its own types: one line never stops learning
-                self._skip_line("trainer_update_refused", batch.source, line.seq,
-                                type(exc).__name__)  # fmt: skip
+                known = learn_update(self.policy, update, self.settings.catalog)
+            except Exception as exc:  # the line was read: the learner itself failed
+                self.policy = None
+                log.error("trainer_learner_failed", source=batch.source, seq=line.seq,
+                          error=type(exc).__name__)  # fmt: skip
+                raise LearnerFailed(f"the learner failed on {batch.source}#{line.seq}") from exc
+            if known:
+                learned += 1
+            else:
+                unknown += 1
         costs = self.joiner.take_costs() if self.joiner is not None else []
         if costs:
             self.central.fill_costs(costs)
@@ -308,13 +322,16 @@ class Trainer:
         return learned
 
     def _update_of(self, source: str, seq: int, data: bytes) -> SharedUpdate | None:
-        """The update a line makes the learner learn, if any (:meth:`Joiner.update_of`)."""
+        """The update a line makes the learner learn, if any (:meth:`Joiner.update_of`: the
+        line read and checked, features included); None for a line set aside."""
         assert self.joiner is not None
         try:
             return self.joiner.update_of(data, self._wall(), source)
         except ValueError as exc:  # its message names what is wrong, never the content
             self._skip_line("trainer_line_malformed", source, seq, str(exc)[:200])
-            return None
+        except (TypeError, KeyError) as exc:  # content no check foresaw: never quoted
+            self._skip_line("trainer_line_malformed", source, seq, type(exc).__name__)
+        return None
 
     def _skip_line(self, event: str, source: str, seq: int, error: str) -> None:
         """Set a line aside (counted in :attr:`lines_skipped`): learning goes on with the
@@ -442,4 +459,4 @@ class Trainer:
         return Outcome(self.version, self.policy.version)
 
 
-__all__ = ["Trainer", "build_learner"]
+__all__ = ["LearnerFailed", "Trainer", "build_learner"]
