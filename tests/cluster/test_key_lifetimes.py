@@ -1,29 +1,36 @@
 """Valkey keys the cluster writes as replicas come and go have bounded lifetimes, against a
 real valkey-server: each replica tag lives until its own deadline (its replica's feedback
-horizon), the legacy set of tags is shared with earlier versions for one release, and the
-trainer's announced joins expire once none of their decisions can be pending. Every check
+horizon), the legacy set of tags is shared with earlier versions for one release, the
+trainer's announced joins expire once none of their decisions can be pending, and its
+acknowledgements expire and are written only for sources heard from lately. Every check
 reads a deadline or an expiry the server holds (or writes one already past), so none depends
 on how long the test takes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import orjson
 import pytest
 import valkey
 from valkey_helpers import ValkeyProcess
 
-from banditroute.cluster import replica_tag
+from banditroute.cluster import feedback_horizon_s, replica_tag
 from banditroute.cluster.connection import ClusterLink
-from banditroute.cluster.events import Keys
+from banditroute.cluster.events import Keys, encode_batch
 from banditroute.cluster.orphans import announce_joins, joined_ids
+from banditroute.cluster.outbox import Line, stamp
 from banditroute.cluster.registry import LEGACY_TAGS_KEY, TAGS_KEY, Registry
-from banditroute.config import ClusterSettings
+from banditroute.cluster.trainer import ACK_KEEP_S, Trainer
+from banditroute.config import ClusterSettings, load_settings
+from banditroute.features import extract
 
 LONG_S = 3600.0
 """A long reward window's horizon: far longer than any stall of a loaded machine."""
 SHORT_S = 1.0
 """A short one."""
+ERRORS = (valkey.exceptions.ValkeyError, OSError)
 TAGS = f"t:{TAGS_KEY}"
 LEGACY = f"t:{LEGACY_TAGS_KEY}"
 
@@ -139,3 +146,83 @@ def test_announced_joins_expire_once_none_can_be_pending(valkey_server: ValkeyPr
     assert 0 < client.pttl(keys.joined(tag)) <= LONG_S * 1000
     announce_joins(client, keys, [(decision_id, now)], oldest=now - 10.0, keep_s=SHORT_S)
     assert 0 < client.pttl(keys.joined(tag)) <= SHORT_S * 1000
+
+
+def test_acknowledgements_expire_and_only_sources_heard_lately_are_written(
+    valkey_server: ValkeyProcess, tmp_path: Path
+) -> None:
+    """The trainer writes each acknowledgement with an expiry (at least the feedback
+    horizon) and only for sources it read a batch from within the horizon: a silent
+    source's key is no longer written (before, every checkpoint rewrote, without expiry, an
+    acknowledgement for every source ever learned from, and a replica named by its process
+    id added one per restart), nor published in the snapshot's marks, nor loaded by a
+    leader taking over. A silent source that sends again from its outbox floor (its key
+    gone) is deduplicated against its committed mark and acknowledged again."""
+    settings = load_settings()
+    horizon_s = feedback_horizon_s(settings.reward.window_s)
+    client = valkey_server.client(socket_timeout=5)
+    keys = Keys("t")
+    clock = [1_000_000.0]
+    models = [m.id for m in settings.catalog][:2]
+    update = orjson.dumps(
+        {"k": "u", "features": extract("Hi there").as_dict(), "arms": models, "chosen": 0,
+         "probability": 0.5, "reward": 1.0},
+        option=orjson.OPT_APPEND_NEWLINE,
+    )  # fmt: skip
+
+    def send(source: str, seqs: list[int]) -> None:
+        lines = [Line(seq, stamp(seq, update)) for seq in seqs]
+        client.xadd(keys.events, encode_batch(source, lines))
+
+    def leader() -> Trainer:
+        trainer = Trainer(
+            settings, tmp_path / "central.duckdb", client, keys,
+            snapshot_period_s=0.2, errors=ERRORS,
+        )  # fmt: skip
+        trainer._wall = lambda: clock[0]
+        assert trainer.lead_now()
+        return trainer
+
+    def marks() -> dict[str, int]:
+        return dict(orjson.loads(client.hget(keys.snapshot, "marks") or b"{}"))
+
+    trainer = leader()
+    try:
+        send("gone", [1, 2])
+        send("live", [1])
+        trainer.drain()
+        assert client.get(keys.ack("gone")) == b"2"
+        assert horizon_s * 1000 < client.pttl(keys.ack("gone")) <= ACK_KEEP_S * 1000
+        clock[0] += horizon_s + 1
+        client.delete(keys.ack("gone"))  # as when it expires
+        send("live", [2])
+        trainer.drain()
+        assert client.get(keys.ack("gone")) is None
+        assert client.get(keys.ack("live")) == b"2"
+        assert 0 < client.pttl(keys.ack("live")) <= ACK_KEEP_S * 1000
+        assert marks() == {"live": 2}
+        assert trainer.policy is not None
+        learned = trainer.policy.updates
+        send("gone", [1, 2, 3])  # its shipper, restarted, sends again from the outbox floor
+        trainer.drain()
+        assert client.get(keys.ack("gone")) == b"3"
+        assert trainer.policy.updates == learned + 1
+        assert marks() == {"gone": 3, "live": 2}
+    finally:
+        trainer.close()
+    clock[0] += horizon_s + 1
+    client.delete(keys.events, keys.ack("gone"), keys.ack("live"))
+    trainer = leader()
+    try:
+        trainer.drain()
+        assert marks() == {}
+        assert client.get(keys.ack("gone")) is None
+        assert client.get(keys.ack("live")) is None
+        assert trainer.policy is not None
+        learned = trainer.policy.updates
+        send("live", [1, 2, 3])
+        trainer.drain()
+        assert trainer.policy.updates == learned + 1
+        assert client.get(keys.ack("live")) == b"3"
+    finally:
+        trainer.close()

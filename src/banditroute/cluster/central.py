@@ -9,8 +9,9 @@
   mark (the ``journal_segments`` row a replica's log keeps), in one transaction: a line at or
   below the mark is never inserted again.
 - ``CENTRAL.trainer.duckdb``: for each source the number up to which the learner has learned
-  its updates, with the learner's own snapshot and the published version, committed together,
-  so a trainer that takes over continues exactly where the last commit left off: nothing
+  its updates (and when the trainer last read a batch from it), with the learner's own
+  snapshot and the published version, committed together, so a trainer that takes over
+  continues exactly where the last commit left off: nothing
   learned twice, nothing skipped. With them, the learner's :class:`Lineage` (what kind of
   policy it is after a promotion, and the policy a rollback would restore), and the join of
   feedback that reached a replica while the decision's owner was gone
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def state_file(path: Path) -> Path:
 
 _STATE_TABLES = """
 CREATE TABLE IF NOT EXISTS learned (source VARCHAR PRIMARY KEY, seq BIGINT);
+ALTER TABLE learned ADD COLUMN IF NOT EXISTS heard DOUBLE;
 CREATE TABLE IF NOT EXISTS trainer_state (
     id INTEGER PRIMARY KEY, version BIGINT, updates BIGINT, snapshot BLOB);
 CREATE TABLE IF NOT EXISTS lineage (
@@ -255,9 +257,29 @@ class CentralLog:
                 refused += 1
         log.error("central_rows_refused", rows=refused, first=lines[0].seq, last=lines[-1].seq)
 
-    def learned(self) -> dict[str, int]:
-        """Per source, the number up to which its updates are in the committed learner."""
-        return {str(s): int(n) for s, n in self._state.execute("SELECT * FROM learned").fetchall()}
+    def learned(self, since: float) -> dict[str, tuple[int, float | None]]:
+        """Per source heard from at or after ``since`` (epoch seconds; or not known when: a
+        file of an earlier version), the number up to which its updates are in the committed
+        learner and when its last batch was read."""
+        rows = self._state.execute(
+            "SELECT source, seq, heard FROM learned WHERE heard IS NULL OR heard >= ?", [since]
+        ).fetchall()
+        return {str(s): (int(n), None if at is None else float(at)) for s, n, at in rows}
+
+    def learned_mark(self, source: str) -> int:
+        """The number up to which ``source``'s updates are in the committed learner (0 if
+        none): what a source silent for long is deduplicated against when it sends again."""
+        row = self._state.execute("SELECT seq FROM learned WHERE source = ?", [source]).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def release(self, source: str) -> None:
+        """Close ``source``'s central file (it opens again when needed): a trainer holds
+        open only the files of the replicas it hears from."""
+        con = self._files.pop(source, None)
+        self._marks.pop(source, None)
+        if con is not None:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
 
     def load_state(self) -> tuple[int, bytes] | None:
         """The committed (published version, learner snapshot), or None before the first."""
@@ -287,21 +309,27 @@ class CentralLog:
 
     def commit_state(
         self,
-        learned: dict[str, int],
+        learned: Mapping[str, int],
         version: int,
         updates: int,
         state: bytes,
         *,
+        heard: Mapping[str, float] | None = None,
         lineage: Lineage | None = None,
         joins: JoinChanges | None = None,
     ) -> None:
-        """Record the learned marks and the learner's snapshot (and its ``lineage`` and what
-        changed in the joiner's state, if given) together, atomically."""
+        """Record the learned marks (with when each source was ``heard`` from last) and the
+        learner's snapshot (and its ``lineage`` and what changed in the joiner's state, if
+        given) together, atomically. Sources not in ``learned`` keep their rows."""
+        heard = heard or {}
         con = self._state
         con.execute("BEGIN TRANSACTION")
         try:
             for source, seq in learned.items():
-                con.execute("INSERT OR REPLACE INTO learned VALUES (?, ?)", [source, seq])
+                con.execute(
+                    "INSERT OR REPLACE INTO learned (source, seq, heard) VALUES (?, ?, ?)",
+                    [source, seq, heard.get(source)],
+                )
             con.execute(
                 "INSERT OR REPLACE INTO trainer_state VALUES (1, ?, ?, ?)",
                 [version, updates, state],

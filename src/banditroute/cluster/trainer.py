@@ -11,7 +11,11 @@ loop:
   and learns the updates numbered after what the learner has learned from that source;
 - every :data:`CHECKPOINT_S` commits the learned marks and the learner's snapshot together,
   then acknowledges to each replica the number up to which both its rows and its updates are
-  committed (the replica may delete its outbox up to there);
+  committed (the replica may delete its outbox up to there). Acknowledgements expire
+  (:data:`ACK_KEEP_S`), and only the sources heard from within the feedback horizon are
+  acknowledged (and published, and their files held open): a source silent for longer (a
+  replica gone, or one named by its process id that restarted under another name) is no
+  longer written, and one that sends again is deduplicated against its committed mark;
 - every ``snapshot_period_s`` publishes the learner's snapshot (the snapshot file format of
   :mod:`banditroute.snapshots`, with a version and its checksum) and announces the version on
   a pub/sub channel.
@@ -44,6 +48,7 @@ the committed learner exactly once.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +82,10 @@ STANDBY_POLL_S = 0.5
 READ_COUNT = 64
 READ_BLOCK_MS = 200
 RETRY_S = 1.0
+ACK_KEEP_S = 86_400.0
+"""How long a source's acknowledgement outlives the trainer's last write of it (at least the
+feedback horizon): a replica restarted within it from an empty outbox under the same name
+goes on numbering after what was learned."""
 
 
 class LearnerFailed(RuntimeError):
@@ -120,6 +129,8 @@ class Trainer:
         self._published = -1  # the learner's update count at the last publication
         self._learned: dict[str, int] = {}
         self._committed: dict[str, int] = {}
+        self._heard: dict[str, float] = {}
+        """When the trainer last read a batch of each source it acknowledges (wall clock)."""
         self._last_id = "0"
         self.leading = threading.Event()
         self.batches_skipped = 0
@@ -182,7 +193,10 @@ class Trainer:
         rows, counts = self.central.load_joins()
         self.joiner.restore(rows, counts)
         self._announce([(d, at) for d, kind, at, _ in rows if kind == "joined"])
-        self._committed = self.central.learned()
+        now = self._wall()
+        heard = self.central.learned(now - self._horizon_s())
+        self._committed = {source: seq for source, (seq, _) in heard.items()}
+        self._heard = {source: now if at is None else at for source, (_, at) in heard.items()}
         self._learned = dict(self._committed)
         self._published = -1
         self._last_id = "0"
@@ -290,8 +304,9 @@ class Trainer:
             self.batches_skipped += 1
             log.error("trainer_batch_malformed", error="source name")
             return 0
+        self._heard[batch.source] = self._wall()
         self.central.ingest(batch.source, batch.lines)
-        mark = self._learned.get(batch.source, 0)
+        mark = self._mark(batch.source)
         fresh = [line for line in batch.lines if line.seq > mark]
         if not fresh or fresh[0].seq != mark + 1:
             return 0  # already learned, or a gap the replica fills by sending again
@@ -321,6 +336,17 @@ class Trainer:
         self._learned[batch.source] = fresh[-1].seq
         return learned
 
+    def _mark(self, source: str) -> int:
+        """The number up to which ``source``'s updates are learned; for a source not heard
+        from lately, its committed mark (so what it sends again is learned once)."""
+        assert self.central is not None
+        if source not in self._learned:
+            self._learned[source] = self._committed[source] = self.central.learned_mark(source)
+        return self._learned[source]
+
+    def _horizon_s(self) -> float:
+        return feedback_horizon_s(self.settings.reward.window_s)
+
     def _update_of(self, source: str, seq: int, data: bytes) -> SharedUpdate | None:
         """The update a line makes the learner learn, if any (:meth:`Joiner.update_of`: the
         line read and checked, features included); None for a line set aside."""
@@ -342,25 +368,32 @@ class Trainer:
     def _announce(self, joined: list[tuple[str, float]]) -> None:
         """Tell the owners which of their decisions the trainer learned from forwarded
         feedback (:func:`~banditroute.cluster.orphans.announce_joins`)."""
-        keep_s = feedback_horizon_s(self.settings.reward.window_s)
+        keep_s = self._horizon_s()
         announce_joins(self._client, self.keys, joined, self._wall() - keep_s, keep_s)
 
     def checkpoint(self) -> None:
-        """Commit what was learned (marks and learner together), then acknowledge to each
-        replica what is committed for it."""
+        """Commit what was learned (marks and learner together), forget the sources silent
+        for longer than the feedback horizon, then acknowledge to each other replica what is
+        committed for it (each acknowledgement expires :data:`ACK_KEEP_S` later)."""
         assert self.central is not None
         assert self.policy is not None
         joiner = self.joiner
         assert joiner is not None
-        joiner.expire(self._wall())
+        now = self._wall()
+        joiner.expire(now)
         if self._learned != self._committed or joiner.dirty:
             self._commit(self.version)
-        acks = {
-            self.keys.ack(source): min(seq, self.central.ingested(source))
-            for source, seq in self._committed.items()
-        }
-        if acks:
-            self._client.mset(acks)
+        for source in [s for s, at in self._heard.items() if at < now - self._horizon_s()]:
+            for known in (self._heard, self._learned, self._committed):
+                known.pop(source, None)
+            self.central.release(source)
+        if not self._committed:
+            return
+        keep_s = max(1, math.ceil(max(ACK_KEEP_S, self._horizon_s())))
+        pipe = self._client.pipeline(transaction=False)
+        for source, seq in self._committed.items():
+            pipe.set(self.keys.ack(source), min(seq, self.central.ingested(source)), ex=keep_s)
+        pipe.execute()
 
     def _commit(self, version: int) -> bytes:
         """Commit the learned marks, the learner (its snapshot payload is returned) and the
@@ -375,6 +408,7 @@ class Trainer:
             version,
             self.policy.updates,
             payload,
+            heard=self._heard,
             lineage=self.lineage,
             joins=joins,
         )
