@@ -191,6 +191,9 @@ _FEATURE_NAMES = tuple(f.name for f in fields(PromptFeatures))
 _FEATURE_SET = frozenset(_FEATURE_NAMES)
 
 
+EMBEDDING_BOUND = 1.0 + 1e-6
+"""Largest magnitude of a logged embedding component: they are components of a unit vector
+(a damaged or forged one far larger would overflow a learner that squares it)."""
 _COUNT_FEATURES = ("chars", "tokens", "turns", "conversation_tokens", "shots", "choices",
                    "numbers", "lines")  # fmt: skip
 _WORD_FEATURES = ("markers", "words")
@@ -222,10 +225,10 @@ def features_from_dict(data: Mapping[str, Any]) -> PromptFeatures:
             raise ValueError(f"features: {name} is not a list of text")
     embedding = data.get("embedding", ())
     if not isinstance(embedding, list | tuple) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= EMBEDDING_BOUND
         for v in embedding
     ):
-        raise ValueError("features: embedding is not a list of finite numbers")
+        raise ValueError("features: embedding is not a list of unit-vector components")
     return PromptFeatures(
         **{
             **data,

@@ -334,6 +334,22 @@ def test_a_cost_is_written_only_into_the_accepting_sources_file(tmp_path: Path) 
     assert _costs(path, "c") == {first: None}
 
 
+def test_files_of_sources_not_heard_from_are_closed(tmp_path: Path) -> None:
+    """release_all_but closes every open central file but the named sources' (a join reading
+    a dead owner's decisions opens its file; before, it stayed open until the leader stepped
+    down), and a closed file opens again, with its mark, when it is needed."""
+    first = f"{TAG}{1:024x}"
+    log = CentralLog(tmp_path / "central.duckdb")
+    try:
+        log.ingest("b", [_feedback_line(1, first, 10)])
+        log.ingest("c", [_feedback_line(1, first, 10), _feedback_line(2, first, 20)])
+        log.release_all_but({"b"})
+        assert set(log._files) == {"b"}
+        assert log.ingested("c") == 2  # opened again on demand
+    finally:
+        log.close()
+
+
 def test_a_cost_names_the_replica_that_accepted_the_feedback(settings: Settings) -> None:
     """The cost of forwarded feedback that reported none is for the central file of the
     replica whose line brought it, also when the feedback was held for its decision (which

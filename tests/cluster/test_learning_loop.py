@@ -412,7 +412,8 @@ def test_a_malformed_line_is_set_aside_and_learning_goes_on(
         "a": [
             update(), decision_line(bad), update(features=damaged | {"markers": []} | {
                 "words": None}), b'{"k":"u","features":{' + secret.encode() + b"\n",
-            update(reward="nan"), decision_line(fine), update(),
+            update(reward="nan"), update(reward=1e200),
+            update(features=good | {"embedding": [1e200]}), decision_line(fine), update(),
         ],
     }  # fmt: skip
     for source, rows in lines.items():
@@ -429,14 +430,14 @@ def test_a_malformed_line_is_set_aside_and_learning_goes_on(
         assert len(takeovers) == 1  # never stepped down
         assert trainer.policy is not None
         assert trainer.policy.updates == 3  # the two good updates and the good join
-        assert trainer.lines_skipped == 4
+        assert trainer.lines_skipped == 6
         assert trainer.joiner is not None
         assert trainer.joiner.counts == {"learned": 1, "unjoined": 1}
     finally:
         stop.set()
         thread.join(BOUND_S)
     skipped = [e for e in logged if e["event"] == "trainer_line_malformed"]
-    assert [(e["source"], e["seq"]) for e in skipped] == [("a", 2), ("a", 3), ("a", 4), ("a", 5)]
+    assert [(e["source"], e["seq"]) for e in skipped] == [("a", n) for n in range(2, 8)]
     assert not any(secret in repr(e) for e in logged)
 
 

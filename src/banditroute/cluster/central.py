@@ -272,6 +272,12 @@ class CentralLog:
         row = self._state.execute("SELECT seq FROM learned WHERE source = ?", [source]).fetchone()
         return 0 if row is None else int(row[0])
 
+    def release_all_but(self, keep: set[str]) -> None:
+        """Close every open central file but those of ``keep`` (files a join opened to read a
+        dead owner's decisions, or a pruned source's, would otherwise stay open)."""
+        for source in [s for s in self._files if s not in keep]:
+            self.release(source)
+
     def release(self, source: str) -> None:
         """Close ``source``'s central file (it opens again when needed): a trainer holds
         open only the files of the replicas it hears from."""

@@ -11,11 +11,14 @@ loop:
   and learns the updates numbered after what the learner has learned from that source;
 - every :data:`CHECKPOINT_S` commits the learned marks and the learner's snapshot together,
   then acknowledges to each replica the number up to which both its rows and its updates are
-  committed (the replica may delete its outbox up to there). Acknowledgements expire
-  (:data:`ACK_KEEP_S`), and only the sources heard from within the feedback horizon are
-  acknowledged (and published, and their files held open): a source silent for longer (a
-  replica gone, or one named by its process id that restarted under another name) is no
-  longer written, and one that sends again is deduplicated against its committed mark;
+  committed (the replica may delete its outbox up to there). Only the sources heard from
+  within the feedback horizon are acknowledged (and published, and their files held open): a
+  source silent for longer (a replica gone, or one named by its process id that restarted
+  under another name) is no longer written, and one that sends again is deduplicated against
+  its committed mark. Acknowledgements do not expire: a replica restarted from an empty
+  outbox under the same name, however much later, reads its acknowledgement and numbers after
+  it; had it expired, the replica would number from 1 again and the trainer would drop those
+  lines as already learned (an outbox incarnation id would let them expire);
 - every ``snapshot_period_s`` publishes the learner's snapshot (the snapshot file format of
   :mod:`banditroute.snapshots`, with a version and its checksum) and announces the version on
   a pub/sub channel.
@@ -48,7 +51,6 @@ the committed learner exactly once.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -82,10 +84,6 @@ STANDBY_POLL_S = 0.5
 READ_COUNT = 64
 READ_BLOCK_MS = 200
 RETRY_S = 1.0
-ACK_KEEP_S = 86_400.0
-"""How long a source's acknowledgement outlives the trainer's last write of it (at least the
-feedback horizon): a replica restarted within it from an empty outbox under the same name
-goes on numbering after what was learned."""
 
 
 class LearnerFailed(RuntimeError):
@@ -319,6 +317,7 @@ class Trainer:
                 known = learn_update(self.policy, update, self.settings.catalog)
             except Exception as exc:  # the line was read: the learner itself failed
                 self.policy = None
+                self.leading.clear()  # step by step (lead_now), the next call takes over anew
                 log.error("trainer_learner_failed", source=batch.source, seq=line.seq,
                           error=type(exc).__name__)  # fmt: skip
                 raise LearnerFailed(f"the learner failed on {batch.source}#{line.seq}") from exc
@@ -374,7 +373,8 @@ class Trainer:
     def checkpoint(self) -> None:
         """Commit what was learned (marks and learner together), forget the sources silent
         for longer than the feedback horizon, then acknowledge to each other replica what is
-        committed for it (each acknowledgement expires :data:`ACK_KEEP_S` later)."""
+        committed for it; the files that joins opened for sources not heard from lately (a dead
+        owner's decisions) are closed too."""
         assert self.central is not None
         assert self.policy is not None
         joiner = self.joiner
@@ -387,12 +387,12 @@ class Trainer:
             for known in (self._heard, self._learned, self._committed):
                 known.pop(source, None)
             self.central.release(source)
+        self.central.release_all_but(set(self._heard))
         if not self._committed:
             return
-        keep_s = max(1, math.ceil(max(ACK_KEEP_S, self._horizon_s())))
         pipe = self._client.pipeline(transaction=False)
         for source, seq in self._committed.items():
-            pipe.set(self.keys.ack(source), min(seq, self.central.ingested(source)), ex=keep_s)
+            pipe.set(self.keys.ack(source), min(seq, self.central.ingested(source)))
         pipe.execute()
 
     def _commit(self, version: int) -> bytes:

@@ -20,6 +20,7 @@ from typing import Any
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.features import PromptFeatures, features_from_dict
 from banditroute.policies.base import Policy, Probabilities
+from banditroute.rewards import MAX_LEARNED_REWARD
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ class SharedUpdate:
             raise ValueError("malformed learning update: features or arms")
         if not 0 <= chosen < len(arms) or not 0.0 < probability <= 1.0:
             raise ValueError("malformed learning update: chosen or probability")
-        if not math.isfinite(reward):
+        if not math.isfinite(reward) or abs(reward) > MAX_LEARNED_REWARD:
+            # A replica clips what it learns to MAX_LEARNED_REWARD (rewards.learnable): a
+            # larger one is damaged or forged, and squared in a learner it overflows.
             raise ValueError("malformed learning update: reward")
         try:
             context = features_from_dict(features)
