@@ -397,6 +397,34 @@ def test_a_duplicate_is_looked_up_only_to_price_a_learned_decision(settings: Set
     assert joiner.counts == {"learned": 1, "duplicate": 5}
 
 
+def test_a_duplicate_whose_decision_row_cannot_be_read_is_still_a_duplicate(
+    settings: Settings,
+) -> None:
+    """A duplicate of a decision the owner learned, whose central row cannot be read (a
+    newer replica's features), is counted as a duplicate and left without a cost: nothing
+    raises, so its line is not set aside as malformed, and nothing counts it unjoined
+    (before, the lookup's refusal counted it unjoined and skipped the good line)."""
+    central = Central()
+    row = decision(settings, 1)
+    central.rows[row.decision_id] = row
+    central.owner.add(row.decision_id)
+    readable = [True]
+
+    def find(decision_id: str, since: float) -> DecisionRow | None:
+        if not readable[0]:
+            raise ValueError("features: an unknown key")
+        return central.find(decision_id, since)
+
+    joiner = Joiner(settings, find, central.learned)
+    assert joiner.offer(forwarded(row, tokens=10), T0) is None  # the owner learned it
+    joiner.take_costs()
+    counts = dict(joiner.counts)
+    readable[0] = False  # its row now reads as damaged
+    assert joiner.offer(forwarded(row, tokens=20), T0) is None
+    assert joiner.take_costs() == []
+    assert joiner.counts == counts | {"duplicate": counts.get("duplicate", 0) + 1}
+
+
 def test_the_features_of_a_joined_decision_are_read_once(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -337,11 +337,15 @@ class Joiner:
     def _price_duplicate(self, forwarded: Forwarded) -> None:
         """Note the cost of a duplicate of a learned decision that reported none, as of a
         joined row: its row is kept (and read by ``report``) as any other. A duplicate
-        with a cost is left as it is, with no lookup; a decision row that cannot be read
-        is refused as for any join (:meth:`_find_row`)."""
+        with a cost is left as it is, with no lookup. Pricing is all a duplicate asks for: a
+        decision row that cannot be read leaves it without a cost (the decision was learned
+        and counted already; the duplicate is still counted as one, not as a bad line)."""
         if forwarded.report.cost_usd is not None:
             return
-        row = self._find_row(forwarded)
+        try:
+            row = self._find(forwarded.decision_id, self._since(forwarded))
+        except ValueError:
+            return
         if row is not None:
             self._note_cost(forwarded, row)
 
