@@ -3,6 +3,7 @@ while the price is below a threshold and a cheap one above it. Fixed, determinis
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -22,6 +23,15 @@ def _stream(pacer: BudgetPacer, cost_at: Callable[[float], float], requests: int
         spent += cost
         ratios.append(spent / n / BUDGET)
     return ratios
+
+
+def _after(
+    requests: int, budgets: float, then: Callable[[float], float]
+) -> Callable[[float], float]:
+    """``budgets`` budgets for each of the first ``requests`` requests, whatever the price,
+    then ``then``."""
+    seen = itertools.count()
+    return lambda units: budgets * BUDGET if next(seen) < requests else then(units)
 
 
 def _threshold_router(threshold: float, dear: float, cheap: float) -> Callable[[float], float]:
@@ -44,15 +54,8 @@ def test_early_overspend_is_worked_off() -> None:
     """Thirty requests at 4x the budget (a cold start trying the dearest model) are repaid:
     the stream is within [0.95, 1.02] of the budget by request 600."""
     pacer = BudgetPacer(BUDGET, rate=0.002)
-    for _ in range(30):
-        pacer.observe(4 * BUDGET)
     router = _threshold_router(0.02, dear=3.0, cheap=0.3)
-    spent = 30 * 4 * BUDGET
-    for _ in range(570):
-        cost = router(pacer.lam / pacer.scale)
-        pacer.observe(cost)
-        spent += cost
-    assert 0.95 <= spent / 600 / BUDGET <= 1.02
+    assert 0.95 <= _stream(pacer, _after(30, 4.0, router), 600)[-1] <= 1.02
 
 
 def test_a_near_tie_is_bought_when_spend_runs_under_budget() -> None:
@@ -90,16 +93,8 @@ def test_an_early_underspend_is_spent_once_spending_buys_quality() -> None:
     within [0.95, 1.02] of the budget. Before, every request at the multiplier's floor forgot
     the underspend and the stream ended at 0.89 (0.90 with the plain dual ascent)."""
     pacer = BudgetPacer(BUDGET, rate=0.002)
-    spent = 0.0
-    for _ in range(100):
-        pacer.observe(0.3 * BUDGET)
-        spent += 0.3 * BUDGET
     router = _threshold_router(0.02, dear=3.0, cheap=0.3)
-    for _ in range(500):
-        cost = router(pacer.lam / pacer.scale)
-        pacer.observe(cost)
-        spent += cost
-    assert 0.95 <= spent / 600 / BUDGET <= 1.02
+    assert 0.95 <= _stream(pacer, _after(100, 0.3, router), 600)[-1] <= 1.02
 
 
 def test_credit_is_bounded() -> None:

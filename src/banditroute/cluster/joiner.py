@@ -36,7 +36,7 @@ from banditroute.config import Settings
 from banditroute.decisions import FeedbackReport
 from banditroute.errors import BanditrouteError, InvalidArgument
 from banditroute.features import PromptFeatures
-from banditroute.outcomes import OutcomeStatus
+from banditroute.outcomes import Fragments, OutcomeStatus
 from banditroute.policies.sharing import SharedUpdate
 from banditroute.rewards import fragments as report_fragments
 from banditroute.rewards import learnable
@@ -318,18 +318,25 @@ class Joiner:
         costs, self.costs = self.costs, []
         return costs
 
-    def _note_cost(self, forwarded: Forwarded, row: DecisionRow) -> None:
-        """The cost the owner would have recorded for forwarded feedback that reported
-        none (:func:`banditroute.rewards.fragments`: the served model's prices and the
-        reported tokens), noted for its row in the central log."""
-        report = forwarded.report
-        if report.cost_usd is not None or row.tenant != report.tenant:
-            return
+    def _fragments(self, forwarded: Forwarded, row: DecisionRow) -> Fragments | None:
+        """The report's fragments as the owner would fill them in
+        (:func:`banditroute.rewards.fragments`: the served model's prices and the reported
+        tokens); None if the configuration refuses the model or the report."""
         try:
-            served = self.settings.catalog.get(report.model or row.model, field="model")
-            cost = report_fragments(report, served, self.settings.reward).cost_usd
+            served = self.settings.catalog.get(forwarded.report.model or row.model, field="model")
+            return report_fragments(forwarded.report, served, self.settings.reward)
         except BanditrouteError:
+            return None
+
+    def _note_cost(
+        self, forwarded: Forwarded, row: DecisionRow, fragments: Fragments | None
+    ) -> None:
+        """The cost the owner would have recorded for forwarded feedback that reported none
+        (``fragments``' cost), noted for its row in the central log."""
+        report = forwarded.report
+        if report.cost_usd is not None or row.tenant != report.tenant or fragments is None:
             return
+        cost = fragments.cost_usd
         if cost is not None:
             self.costs.append(Cost(forwarded.source, row.decision_id, report.model,
                                    report.input_tokens, report.output_tokens, cost))  # fmt: skip
@@ -347,11 +354,12 @@ class Joiner:
         except ValueError:
             return
         if row is not None:
-            self._note_cost(forwarded, row)
+            self._note_cost(forwarded, row, self._fragments(forwarded, row))
 
     def _join(self, forwarded: Forwarded, row: DecisionRow) -> SharedUpdate | None:
-        self._note_cost(forwarded, row)
-        outcome, update = self._judge(forwarded, row)
+        fragments = self._fragments(forwarded, row)  # once, for the cost and the reward
+        self._note_cost(forwarded, row, fragments)
+        outcome, update = self._judge(forwarded, row, fragments)
         self.counts[outcome] += 1
         if update is not None:
             self.joined[row.decision_id] = forwarded.time
@@ -362,8 +370,11 @@ class Joiner:
             self.fresh.append((row.decision_id, forwarded.time))
         return update
 
-    def _judge(self, forwarded: Forwarded, row: DecisionRow) -> tuple[str, SharedUpdate | None]:
-        """The outcome of joining ``forwarded`` with its decision, and the update to learn."""
+    def _judge(
+        self, forwarded: Forwarded, row: DecisionRow, fragments: Fragments | None
+    ) -> tuple[str, SharedUpdate | None]:
+        """The outcome of joining ``forwarded`` (its report's ``fragments``) with its
+        decision, and the update to learn."""
         report = forwarded.report
         settings = self.settings
         if row.tenant != report.tenant or row.model not in row.eligible:
@@ -378,9 +389,9 @@ class Joiner:
         if row.decision_id in self._learned or self._owner_learned(row.decision_id, row.time):
             self._remember(row.decision_id)
             return "duplicate", None
+        if fragments is None:
+            return "not_learned", None
         try:
-            spec = settings.catalog.get(served, field="model")
-            fragments = report_fragments(report, spec, settings.reward)
             try:
                 objective = settings.objective(row.objective)
             except InvalidArgument:

@@ -386,8 +386,7 @@ class Trainer:
         for source in [s for s, at in self._heard.items() if at < now - self._horizon_s()]:
             for known in (self._heard, self._learned, self._committed):
                 known.pop(source, None)
-            self.central.release(source)
-        self.central.release_all_but(set(self._heard))
+        self.central.release_all_but(set(self._heard))  # the forgotten ones' files too
         if not self._committed:
             return
         pipe = self._client.pipeline(transaction=False)
