@@ -15,7 +15,7 @@ NODE_STAMP := node_modules/.installed
 PROTO  := proto/banditroute/v1/router.proto
 GEN    := src/banditroute/v1/router_pb2.py src/banditroute/v1/router_pb2.pyi src/banditroute/v1/router_pb2_grpc.py
 
-.PHONY: serve install test lint typecheck unit proto bench clean
+.PHONY: serve install test lint typecheck unit proto bench clean embedding-table
 
 $(SERVE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ $(NODE_STAMP): package.json package-lock.json
 # Regenerate the Python code from the proto (committed; tests check it never drifts).
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=src --pyi_out=src --grpc_python_out=src $(PROTO)
+
+# Rebuild the semantic features' table shipped in the package (committed: about 3 minutes of
+# CPU distilling all-MiniLM-L6-v2's vocabulary), and copy the model's tokenizer beside it.
+EMBEDDING_DATA := src/banditroute/embedding/data
+embedding-table: $(STAMP)
+	rm -f $(EMBEDDING_DATA)/minilm-l6-static64.safetensors
+	$(VENV)/bin/banditroute embed-distil --cache $(EMBEDDING_DATA)/minilm-l6-static64.safetensors
+	rm -f $(EMBEDDING_DATA)/minilm-l6-static64.safetensors.lock
+	$(PY) -c 'import shutil, sys; from banditroute.embedding import packaged_model; \
+		shutil.copyfile(packaged_model().tokenizer, sys.argv[1])' $(EMBEDDING_DATA)/tokenizer.json
 
 serve: $(SERVE_STAMP)
 	$(VENV)/bin/banditroute serve $(ARGS)

@@ -28,8 +28,7 @@ from typing import Any
 
 from route_latency import _PROMPTS
 
-from banditroute.config import load_settings
-from banditroute.embedding import load_static_embedder
+from banditroute.embedding import load_static_embedder, packaged_embedder
 from banditroute.features import _WORD, WORDS_TAIL_CHARS, Embedder, extract
 from banditroute.policies.costaware import SEMANTIC_DIMS
 
@@ -109,14 +108,16 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, help="table file (default: features config)")
+    parser.add_argument("--cache", type=Path, help="table file (default: the shipped table)")
     parser.add_argument("--calls", type=int, default=2000, help="calls per round and kind")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if not 0 < args.calls <= MAX_CALLS:
         parser.error(f"--calls must be in 1..{MAX_CALLS}")
-    whole = load_static_embedder(
-        args.cache or load_settings().features.semantic_cache, progress=True
+    whole = (
+        packaged_embedder()
+        if args.cache is None
+        else load_static_embedder(args.cache.expanduser(), progress=True)
     )
     results = run(whole.leading(SEMANTIC_DIMS), args.calls, whole)
     for kind, r in results.items():

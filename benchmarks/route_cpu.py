@@ -8,13 +8,14 @@ authenticates as the default tenant the way the AuthInterceptor does, and calls
 serialized response. CPU is ``time.process_time`` (every thread of the process, so the log
 writer's work is counted). The baseline, measured in the same process, is protobuf alone:
 parsing the same request bytes and serializing a response of the same shape. With
-``--semantic-cache PATH`` it measures a second service with ``features.semantic`` on (its
-table read from PATH, distilled there first if missing) and reports the difference; with
-``--rounds N``, N pairs of runs (off, on) and the medians of their differences, since the
-difference is tens of µs and a shared machine's load moves each run by as much. Usage::
+``--compare-semantic`` it also measures a service with ``features.semantic`` off (the
+default has it on, from the table shipped with banditroute, or from ``--semantic-cache PATH``)
+and reports the difference; with ``--rounds N``, N pairs of runs (off, on) and the medians of
+their differences, since the difference is tens of µs and a shared machine's load moves each
+run by as much. Usage::
 
     python benchmarks/route_cpu.py [--calls 3000] [--json /tmp/route_cpu.json]
-        [--semantic-cache ~/.cache/banditroute/minilm-static.safetensors [--rounds 3]]
+        [--compare-semantic [--rounds 3]] [--semantic-cache TABLE]
 """
 
 from __future__ import annotations
@@ -68,19 +69,24 @@ def _cpu_us(calls: list[Callable[[], Any]]) -> tuple[float, float]:
 
 
 def run(
-    calls: int, semantic_cache: Path | None = None, policy_kind: str | None = None
+    calls: int,
+    semantic: bool = True,
+    semantic_cache: Path | None = None,
+    policy_kind: str | None = None,
 ) -> dict[str, float]:
     """Measure Route, Feedback and their protobuf-only baselines (µs of CPU per call), with
-    the semantic features on when given their table's cache file, and another policy kind
-    than the default when given one."""
-    features = {"semantic": semantic_cache is not None, "semantic_cache": str(semantic_cache)}
+    the semantic features on (the shipped table, or the one cached at ``semantic_cache``) or
+    off, and another policy kind than the default when given one."""
+    features: dict[str, Any] = {"semantic": semantic}
+    if semantic and semantic_cache is not None:
+        features["semantic_cache"] = str(semantic_cache)
     with tempfile.TemporaryDirectory(prefix="route_cpu") as workdir:
         settings = settings_from_mapping(
             {
                 "server": {"port": 0, "grace_s": 0.1},
                 "log": {"path": f"{workdir}/log.duckdb"},
                 "policy": {"snapshot_path": None} | ({"kind": policy_kind} if policy_kind else {}),
-                "features": features if semantic_cache else {},
+                "features": features,
             }
         )
         service = build_service(settings)
@@ -161,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=3000, help="calls measured per RPC")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
-        "--semantic-cache", type=Path, help="also measure with features.semantic on (table file)"
+        "--compare-semantic",
+        action="store_true",
+        help="also measure with features.semantic off and report what the features add",
+    )
+    parser.add_argument(
+        "--semantic-cache", type=Path, help="a table file to use instead of the shipped one"
     )
     parser.add_argument(
         "--compare-policy",
@@ -172,17 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=1,
-        help="with --semantic-cache: measure off then on this many times, report the medians",
+        help="with --compare-semantic: measure off then on this many times, report the medians",
     )
     args = parser.parse_args(argv)
     if not 0 < args.calls <= MAX_CALLS:
         parser.error(f"--calls must be in 1..{MAX_CALLS}")
     if not 0 < args.rounds <= MAX_ROUNDS:
         parser.error(f"--rounds must be in 1..{MAX_ROUNDS}")
-    result: dict[str, Any] = run(args.calls)
+    result: dict[str, Any] = run(args.calls, semantic_cache=args.semantic_cache)
     _print(result)
     if args.compare_policy:
-        other = run(args.calls, policy_kind=args.compare_policy)
+        other = run(args.calls, semantic_cache=args.semantic_cache, policy_kind=args.compare_policy)
         print(f"with policy.kind = {args.compare_policy}:")
         _print(other)
         print(
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Route and {result['feedback_us'] - other['feedback_us']:.1f} µs more per Feedback"
         )
         result = {**result, args.compare_policy: other}
-    if args.semantic_cache:
+    if args.compare_semantic:
         result = {**result, **_semantic(args.calls, args.semantic_cache, args.rounds, result)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -201,16 +212,16 @@ def main(argv: list[str] | None = None) -> int:
 _ADDED = ("route_us", "route_thread_us", "feedback_us", "feedback_thread_us")
 
 
-def _semantic(calls: int, cache: Path, rounds: int, off: dict[str, Any]) -> dict[str, Any]:
+def _semantic(calls: int, cache: Path | None, rounds: int, on: dict[str, Any]) -> dict[str, Any]:
     """Semantic features on against off: ``rounds`` pairs of runs, off then on (the first
-    off run is ``off``), so a change in the machine's load hits both; the medians of the
-    per-pair differences."""
+    on run is ``on``, measured already), so a change in the machine's load hits both; the
+    medians of the per-pair differences."""
     pairs: list[dict[str, float]] = []
     for round_ in range(rounds):
-        base = off if round_ == 0 else run(calls)
-        semantic = run(calls, cache)
-        print(f"round {round_ + 1}, with features.semantic on:")
-        _print(semantic)
+        base = run(calls, semantic=False)
+        print(f"round {round_ + 1}, with features.semantic off:")
+        _print(base)
+        semantic = on if round_ == 0 else run(calls, semantic_cache=cache)
         pairs.append({key: semantic[key] - base[key] for key in _ADDED})
         print(
             f"semantic features add {pairs[-1]['route_us']:.1f} µs CPU per Route (calling "
@@ -225,7 +236,7 @@ def _semantic(calls: int, cache: Path, rounds: int, off: dict[str, Any]) -> dict
             f"{added['feedback_us']:.1f} per Feedback (calling thread "
             f"{added['feedback_thread_us']:.1f})"
         )
-    return {"semantic": semantic, "semantic_rounds": pairs, "semantic_added_median": added}
+    return {"semantic_off": base, "semantic_rounds": pairs, "semantic_added_median": added}
 
 
 def _print(result: dict[str, float]) -> None:

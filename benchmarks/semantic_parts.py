@@ -7,7 +7,7 @@ it, the policy's distribution and update, the audit chain's append (the logged r
 digest), and the garbage collector. Each figure is µs per Route (per Feedback for the policy's
 update and ``Router.feedback``), the median over the rounds. Usage::
 
-    python benchmarks/semantic_parts.py --semantic-cache TABLE [--calls 3000] [--rounds 3]
+    python benchmarks/semantic_parts.py [--semantic-cache TABLE] [--calls 3000] [--rounds 3]
         [--json OUT.json]
 """
 
@@ -75,25 +75,25 @@ def _install() -> None:
     gc.callbacks.append(_gc_timer)
 
 
-def _one_run(calls: int, cache: Path | None) -> dict[str, float]:
+def _one_run(calls: int, on: bool, cache: Path | None) -> dict[str, float]:
     """µs per RPC of each part over one route_cpu run (its warm-up calls included)."""
     _spent.clear()
     _calls.clear()
-    route_cpu.run(calls, cache)
+    route_cpu.run(calls, semantic=on, semantic_cache=cache)
     per = {"route": _calls["Router.route"], "feedback": _calls["Router.feedback"]}
     out = {name: _spent[name] / per[rpc] / 1000 for name, (_, _, rpc) in PARTS.items()}
     out["garbage collection"] = _spent["garbage collection"] / per["route"] / 1000
     return out
 
 
-def run(calls: int, cache: Path, rounds: int) -> dict[str, dict[str, float]]:
+def run(calls: int, cache: Path | None, rounds: int) -> dict[str, dict[str, float]]:
     """Per part: the median µs per call with the semantic features off, on, and added."""
     _install()
     off: list[dict[str, float]] = []
     on: list[dict[str, float]] = []
     for _ in range(rounds):
-        off.append(_one_run(calls, None))
-        on.append(_one_run(calls, cache))
+        off.append(_one_run(calls, False, None))
+        on.append(_one_run(calls, True, cache))
     result = {}
     for name in off[0]:
         result[name] = {
@@ -107,7 +107,9 @@ def run(calls: int, cache: Path, rounds: int) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--semantic-cache", type=Path, required=True, help="the table file")
+    parser.add_argument(
+        "--semantic-cache", type=Path, help="a table file to use instead of the shipped one"
+    )
     parser.add_argument("--calls", type=int, default=3000, help="calls measured per RPC")
     parser.add_argument("--rounds", type=int, default=3, help="off/on pairs of runs")
     parser.add_argument("--json", type=Path, help="write the results here")

@@ -44,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from banditroute.embedding import DistilSpec, StaticEmbedder, packaged_model
-from banditroute.embedding.distil import pca, token_vectors, zipf_weights
+from banditroute.embedding.distil import pca, project, token_vectors
 from banditroute.features import extract
 
 WORD_BUCKETS = 1024
@@ -120,10 +120,8 @@ def raw_vectors(path: Path) -> np.ndarray:
 def table_for(vectors: np.ndarray, spec: DistilSpec) -> np.ndarray:
     """What ``distil`` returns for the full vocabulary, from the cached raw vectors."""
     mean, directions = pca(vectors, spec.dims)
-    reduced = (vectors - mean) @ directions.T
-    if spec.weighting == "zipf":
-        reduced *= zipf_weights(np.arange(len(vectors), dtype=np.int64))[:, None]
-    return np.asarray(reduced, dtype=np.float32)
+    ids = np.arange(len(vectors), dtype=np.int64)
+    return np.asarray(project(vectors, ids, mean, directions, spec.weighting), dtype=np.float32)
 
 
 def _fit(x: Any, quality: np.ndarray, c: float) -> LogisticRegression:

@@ -165,27 +165,15 @@ class TLSSettings:
         return self.cert_file is not None
 
 
-def default_embedding_cache() -> Path:
-    """Where the distilled embedding table is cached unless ``features.semantic_cache`` says:
-    the user's cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``), shared by every server
-    of the user, since distilling takes minutes; ``var/`` when the user has no home."""
-    root = os.environ.get("XDG_CACHE_HOME")
-    if not root:
-        try:
-            root = str(Path.home() / ".cache")
-        except RuntimeError:  # a service user without a home: beside the server's state
-            return Path("var") / "minilm-static.safetensors"
-    return Path(root) / "banditroute" / "minilm-static.safetensors"
-
-
 @dataclass(frozen=True)
 class FeatureSettings:
-    """Optional prompt features: ``semantic`` adds a sentence embedding of the prompt's tail
-    (needs the ``banditroute[semantic]`` extra), from a table distilled once and cached at
-    ``semantic_cache``."""
+    """Prompt features beyond the dense ones: ``semantic`` adds a sentence embedding of the
+    prompt's tail (on by default: it pays on held-out prompts, see benchmarks/README.md), from
+    the table shipped with banditroute, or, when ``semantic_cache`` names a file, from a table
+    distilled there from the model package on first use."""
 
-    semantic: bool = False
-    semantic_cache: Path = field(default_factory=default_embedding_cache)
+    semantic: bool = True
+    semantic_cache: Path | None = None
 
 
 CLUSTER_SCHEMES: tuple[str, ...] = ("redis", "rediss", "valkey", "valkeys", "unix")
@@ -677,7 +665,7 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "<mapping>")
         )
     feature_table = dict(_table(merged, "features"))
     if feature_table.get("semantic_cache") == "":
-        del feature_table["semantic_cache"]  # empty: the default under the user's cache dir
+        del feature_table["semantic_cache"]  # empty: the table shipped with banditroute
     features: FeatureSettings = _build(
         FeatureSettings, feature_table, "features", semantic_cache=Path
     )

@@ -37,18 +37,17 @@ class _CountingEmbedder:
         return (round(len(words) / norm, 4), round(1.0 / norm, 4))
 
 
-def test_semantic_features_are_off_by_default_and_typed(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """features.semantic defaults to false; the cache defaults to the user's cache directory
-    ($XDG_CACHE_HOME when set); an empty path means the default; a given one is a Path; a
-    wrong type or unknown key is a ConfigError naming it."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+def test_semantic_features_are_on_by_default_and_typed() -> None:
+    """features.semantic defaults to true, from the shipped table (semantic_cache None, as an
+    empty path also gives); a given cache is a Path; a wrong type or unknown key is a
+    ConfigError naming it."""
     settings = settings_from_mapping({})
-    assert settings.features.semantic is False
-    assert settings.features.semantic_cache == tmp_path / "banditroute/minilm-static.safetensors"
-    given = settings_from_mapping({"features": {"semantic": True, "semantic_cache": "t.st"}})
-    assert given.features.semantic
+    assert settings.features.semantic is True
+    assert settings.features.semantic_cache is None
+    empty = settings_from_mapping({"features": {"semantic_cache": ""}})
+    assert empty.features.semantic_cache is None
+    given = settings_from_mapping({"features": {"semantic": False, "semantic_cache": "t.st"}})
+    assert not given.features.semantic
     assert given.features.semantic_cache == Path("t.st")
     for bad, name in (
         ({"semantic": "yes"}, "features.semantic"),
@@ -94,11 +93,12 @@ def test_router_passes_the_embedding_to_the_policy_and_the_log() -> None:
     assert list(log.decisions[0].features["embedding"]) == list(expected)
 
 
-def test_enabling_semantic_without_the_extra_names_the_extra(
+def test_distilling_without_the_extra_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """features.semantic on without the model package (or a module of the extra) fails
-    with a ConfigError that names features.semantic and the banditroute[semantic] extra."""
+    """A semantic_cache to distil into without the model package (or a module of the extra)
+    fails with a ConfigError that names features.semantic and the banditroute[semantic]
+    extra."""
     monkeypatch.setattr(source_module.importlib.util, "find_spec", lambda name: None)
     settings = settings_from_mapping(
         {"features": {"semantic": True, "semantic_cache": str(tmp_path / "t.safetensors")}}
@@ -128,6 +128,15 @@ def test_embed_distil_command_writes_the_table_once(
     assert path.stat().st_mtime_ns == written
 
 
+def test_embed_distil_without_a_table_file_names_the_argument(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With no --cache and no features.semantic_cache (the shipped table is used) there is
+    nothing to distil: exit code 2 and an error naming --cache, nothing written."""
+    assert cli.main(["embed-distil"]) == 2
+    assert "--cache" in capsys.readouterr().err
+
+
 def test_packaged_model_is_found_without_importing_its_package() -> None:
     """The model files are located through the package's import spec, not by importing
     the package (whose dependencies include torch)."""
@@ -140,14 +149,14 @@ def test_packaged_model_is_found_without_importing_its_package() -> None:
     assert source_module.MODEL_PACKAGE not in sys.modules
 
 
-def test_turning_semantic_features_on_needs_a_restart(tmp_path: Path) -> None:
+def test_turning_semantic_features_off_needs_a_restart(tmp_path: Path) -> None:
     """The embedder is built when the router starts: a reload that changes features.* is
     refused naming the key, and the running settings stay."""
     from banditroute.errors import FailedPrecondition
     from banditroute.reload import config_change
 
     old = settings_from_mapping({})
-    new = settings_from_mapping({"features": {"semantic": True}})
+    new = settings_from_mapping({"features": {"semantic": False}})
     with pytest.raises(FailedPrecondition, match=r"features\.semantic") as info:
         config_change(old, new)
     assert info.value.field == "features.semantic"
@@ -176,16 +185,3 @@ def test_warm_start_learns_features_with_the_embedding(monkeypatch: pytest.Monke
     table = table_from_rows("warm", rows)
     warm_start.learn(Recording(seed=0), settings, warm_start.plan(table, settings.catalog))
     assert [f.embedding for f in learned] == [embedder.embed_words(embedder.seen[0])]
-
-
-def test_settings_load_for_a_user_without_a_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A service user with no home directory (Path.home() fails) still gets settings: the
-    embedding cache defaults to var/ beside the server's state instead."""
-
-    def no_home() -> Path:
-        raise RuntimeError("Could not determine home directory")
-
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setattr(Path, "home", staticmethod(no_home))
-    settings = settings_from_mapping({})
-    assert settings.features.semantic_cache == Path("var/minilm-static.safetensors")

@@ -2,12 +2,14 @@
 
 :mod:`.bert` runs the BERT encoder with numpy (offline only), :mod:`.distil` turns it into a
 per-token table, :mod:`.cache` keeps that table on disk, :mod:`.static` embeds a prompt's
-words with it fast enough for Route, and :mod:`.load` ties them together. The model and
-tokenizer come from the optional extra ``banditroute[semantic]`` (:mod:`.source`).
+words with it fast enough for Route, and :mod:`.load` ties them together. :mod:`.packaged`
+reads the table shipped with banditroute (what Route uses by default); distilling another
+needs the model from the optional extra ``banditroute[semantic]`` (:mod:`.source`).
 """
 
 from banditroute.embedding.distil import DEFAULT_SPEC, DistilSpec
 from banditroute.embedding.load import ensure_table, load_static_embedder, shared_embedder
+from banditroute.embedding.packaged import packaged_embedder
 from banditroute.embedding.source import ModelFiles, packaged_model
 from banditroute.embedding.static import StaticEmbedder
 
@@ -18,6 +20,7 @@ __all__ = [
     "StaticEmbedder",
     "ensure_table",
     "load_static_embedder",
+    "packaged_embedder",
     "packaged_model",
     "shared_embedder",
 ]

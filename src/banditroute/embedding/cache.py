@@ -1,5 +1,6 @@
-"""The distilled table on disk: a safetensors file whose metadata records the format, the
-distillation settings, the SHA-256 of the source model's files and of the table itself.
+"""The distilled table on disk: a safetensors file holding the table (float16) and the PCA basis
+it was projected on, whose metadata records the format, the distillation settings, the SHA-256
+of the source model's files and of the table itself.
 
 A missing, unreadable, corrupt (a table digest that does not match) or stale (another source
 model or other settings) file is distilled again; writes are atomic (a temporary file in the
@@ -19,55 +20,90 @@ import numpy as np
 import structlog
 
 from banditroute.embedding.bert import Array
-from banditroute.embedding.distil import DistilSpec
+from banditroute.embedding.distil import Distilled, DistilSpec
 from banditroute.embedding.extra import require
 
 log = structlog.get_logger(__name__)
 
-FORMAT = "banditroute-static-embedding/1"
-"""The ``format`` metadata of a table file; another value is distilled again."""
+FORMAT = "banditroute-static-embedding/2"
+"""The ``format`` metadata of a table file; another value (such as version 1's float32 tables
+without their basis) is distilled again."""
 
 
-def _table_digest(table: Array) -> str:
-    return hashlib.sha256(np.ascontiguousarray(table, dtype=np.float32).tobytes()).hexdigest()
+TENSORS = ("table", "mean", "directions")
+"""The tensors of a table file."""
 
 
-def _metadata(spec: DistilSpec, source_digest: str, table: Array) -> dict[str, str]:
+def _metadata(spec: DistilSpec, source_digest: str, tensors: dict[str, Array]) -> dict[str, str]:
+    """The file's metadata; ``table_sha256`` covers every tensor, in name order."""
+    sha = hashlib.sha256()
+    for name in sorted(tensors):
+        sha.update(name.encode())
+        sha.update(np.ascontiguousarray(tensors[name]).tobytes())
     return {
         "format": FORMAT,
         "dims": str(spec.dims),
         "weighting": spec.weighting,
         "source_sha256": source_digest,
-        "table_sha256": _table_digest(table),
+        "table_sha256": sha.hexdigest(),
     }
 
 
-def read_table(path: Path, spec: DistilSpec, source_digest: str) -> Array | None:
-    """The cached table when ``path`` holds an intact one distilled from this source with
-    these settings; None (saying why in the log) otherwise."""
+def _tensors(distilled: Distilled) -> dict[str, Array]:
+    """What a file holds: the table in float16, the basis in float32."""
+    return {
+        "table": np.ascontiguousarray(distilled.table, dtype=np.float16),
+        "mean": np.ascontiguousarray(distilled.mean, dtype=np.float32),
+        "directions": np.ascontiguousarray(distilled.directions, dtype=np.float32),
+    }
+
+
+def stored(distilled: Distilled) -> Distilled:
+    """The table as a file holds it: rows rounded to float16 (half the size, and a
+    thousandth of a row's length is far below what the features resolve), then float32 again;
+    what a fresh distillation returns too, so a cached table and a new one are the same."""
+    tensors = _tensors(distilled)
+    return Distilled(tensors["table"].astype(np.float32), tensors["mean"], tensors["directions"])
+
+
+def read_table(path: Path, spec: DistilSpec, source_digest: str | None) -> Distilled | None:
+    """The table at ``path`` when it is intact, has these settings and (unless
+    ``source_digest`` is None, as for the table shipped with banditroute) was distilled from
+    this source; None (saying why in the log) otherwise."""
     if not path.is_file():
         return None
     safetensors = require("safetensors")
     try:
         with safetensors.safe_open(str(path), framework="numpy") as handle:
             metadata = dict(handle.metadata() or {})
-            table = np.asarray(handle.get_tensor("table"), dtype=np.float32)
+            tensors = {name: np.asarray(handle.get_tensor(name)) for name in TENSORS}
     except Exception as exc:  # a truncated or garbled file raises many kinds of errors
         log.warning("embedding_cache_unreadable", path=str(path), error=type(exc).__name__)
         return None
-    wanted = _metadata(spec, source_digest, table)
-    if metadata != wanted or table.ndim != 2 or table.shape[1] != spec.dims:
+    source = metadata.get("source_sha256", "") if source_digest is None else source_digest
+    wanted = _metadata(spec, source, tensors)
+    half, mean, directions = (tensors[name] for name in TENSORS)
+    shapes_agree = (
+        half.dtype == np.float16
+        and mean.dtype == directions.dtype == np.float32
+        and mean.ndim == 1
+        and half.ndim == 2
+        and half.shape[1] == spec.dims
+        and directions.shape == (spec.dims, mean.shape[0])
+    )
+    if metadata != wanted or not shapes_agree:
         stale = sorted(k for k in wanted if metadata.get(k) != wanted[k])
         log.warning("embedding_cache_stale_or_corrupt", path=str(path), mismatched=stale)
         return None
-    return table
+    return Distilled(half.astype(np.float32), mean, directions)
 
 
-def write_table(path: Path, table: Array, spec: DistilSpec, source_digest: str) -> None:
-    """Write the table atomically: readers see the old file or the whole new one."""
+def write_table(path: Path, distilled: Distilled, spec: DistilSpec, source_digest: str) -> None:
+    """Write the table (as :func:`stored` rounds it) and its basis atomically: readers see
+    the old file or the whole new one."""
     numpy_io = require("safetensors.numpy")
-    table = np.ascontiguousarray(table, dtype=np.float32)
-    data: bytes = numpy_io.save({"table": table}, metadata=_metadata(spec, source_digest, table))
+    tensors = _tensors(distilled)
+    data: bytes = numpy_io.save(tensors, metadata=_metadata(spec, source_digest, tensors))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

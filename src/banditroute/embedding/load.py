@@ -13,7 +13,7 @@ import numpy as np
 import structlog
 
 from banditroute.embedding.bert import Array
-from banditroute.embedding.cache import CacheLock, read_table, write_table
+from banditroute.embedding.cache import CacheLock, read_table, stored, write_table
 from banditroute.embedding.distil import DEFAULT_SPEC, DistilSpec, distil
 from banditroute.embedding.source import ModelFiles, packaged_model
 from banditroute.embedding.static import StaticEmbedder
@@ -31,20 +31,21 @@ def ensure_table(
 ) -> Array:
     """The table cached at ``path`` if it is intact and current, else a new one distilled
     and written there. ``token_ids`` distils only those tokens (tests); the cache records
-    the subset, so a partial table is never taken for a full one."""
+    the subset, so a partial table is never taken for a full one. The table is as the file
+    holds it (rows rounded to float16), whether read or just distilled."""
     source = files.digest()
     if token_ids is not None:
         subset = np.unique(np.asarray(token_ids, dtype=np.int64)).tobytes()
         source += "/tokens-" + hashlib.sha256(subset).hexdigest()[:16]
     with CacheLock(path):
-        table = read_table(path, spec, source)
-        if table is not None:
-            return table
+        cached = read_table(path, spec, source)
+        if cached is not None:
+            return cached.table
         log.info("embedding_distil_start", path=str(path), dims=spec.dims,
                  weighting=spec.weighting)  # fmt: skip
         started = time.monotonic()
         tokenizer = files.load_tokenizer()
-        table = distil(
+        distilled = distil(
             files.encoder(),
             spec,
             cls_id=tokenizer.token_to_id("[CLS]"),
@@ -52,10 +53,10 @@ def ensure_table(
             token_ids=token_ids,
             progress=progress,
         )
-        write_table(path, table, spec, source)
+        write_table(path, distilled, spec, source)
         log.info("embedding_distil_done", path=str(path),
                  seconds=round(time.monotonic() - started, 1))  # fmt: skip
-        return table
+        return stored(distilled).table
 
 
 def load_static_embedder(

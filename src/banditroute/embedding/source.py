@@ -65,13 +65,18 @@ class ModelFiles:
         return BertEncoder(self.bert_config(), numpy_io.load_file(str(self.weights)))
 
     def load_tokenizer(self) -> Any:
-        """The model's ``tokenizers.Tokenizer``, without its padding and truncation (the
-        file pads and truncates to 128 tokens)."""
-        tokenizers = require("tokenizers")
-        tokenizer = tokenizers.Tokenizer.from_file(str(self.tokenizer))
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
-        return tokenizer
+        """The model's ``tokenizers.Tokenizer`` (see :func:`load_tokenizer`)."""
+        return load_tokenizer(self.tokenizer)
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The ``tokenizers.Tokenizer`` in the JSON file at ``path``, without its padding and
+    truncation (all-MiniLM-L6-v2's file pads and truncates to 128 tokens)."""
+    tokenizers = require("tokenizers")
+    tokenizer = tokenizers.Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 def packaged_model() -> ModelFiles:

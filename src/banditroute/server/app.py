@@ -38,6 +38,7 @@ from banditroute.policies.sharing import SharedLearning
 from banditroute.privacy import scan
 from banditroute.reload import reload_from_source
 from banditroute.router import Router
+from banditroute.semantic import semantic_source
 from banditroute.server.auth import AuthInterceptor
 from banditroute.server.heap import HeapFreezer
 from banditroute.server.metrics import (
@@ -508,6 +509,7 @@ def serve(settings: Settings) -> int:
         tls=settings.tls.enabled,
         log=str(settings.log.path),
         policy=service.router.policy.version,
+        semantic_features=semantic_source(settings),
         config=settings.source,
         snapshot_restored=service.restored_snapshot,
         pending_restored=service.restored_pending,
