@@ -232,5 +232,5 @@ def test_restored_sticky_decisions_keep_their_flag(
     held = route(router)
     restarted, _ = make_router(event_log=event_log)
     assert restarted.restore_pending() == 2
-    assert restarted._pending[held.decision_id].decision.sticky
+    assert restarted._settlement._pending[held.decision_id].decision.sticky
     assert not route(restarted).sticky

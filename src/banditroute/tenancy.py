@@ -124,6 +124,13 @@ class AccessSettings:
             if tenant.api_key_sha256 or (tenant.name == DEFAULT_TENANT and default_reachable)
         )
 
+    def tenant(self, name: str) -> Tenant:
+        """The configured tenant ``name``; a name the configuration does not list (only
+        possible when the Router is driven in-process, since the server authenticates every
+        call) is a tenant without restrictions."""
+        tenant = self.tenants.get(name)
+        return Tenant(name) if tenant is None else tenant
+
     def authenticate(self, api_key: str | None) -> Principal:
         """The caller behind ``api_key``; Unauthenticated if it is missing (when required) or
         unknown. Without a key (and none required) the caller is the default tenant."""
