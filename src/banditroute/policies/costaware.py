@@ -102,6 +102,7 @@ from banditroute.choices import EXPLORATIONS
 from banditroute.features import MARKERS, PromptFeatures
 from banditroute.policies.base import Policy, Probabilities
 from banditroute.policies.blockcov import BlockCovariance
+from banditroute.policies.semantic_width import BlockLayout, carry_posterior
 
 log = structlog.get_logger(__name__)
 
@@ -565,8 +566,49 @@ class CostAwarePolicy(Policy):
             updates=np.array(self.updates),
             logged_credit=np.array(self._logged_credit),
             drifts=np.array(json.dumps(self.drifts)),
+            semantic_dims=np.array(self.semantic_dims),
+            priced=np.array(self._priced),
         )
         return buffer.getvalue()
+
+    def _carried(
+        self, covariance: Any, mean: Any, models: int, widths: Mapping[str, int]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """A snapshot's covariance and mean in this policy's layout: as they are when the
+        layouts agree; carried over (:func:`carry_posterior`) when the snapshot read another
+        number of embedding components (semantic features turned on or off since); a
+        ValueError when it cannot be read in this layout (another price prior setting, or
+        shapes that fit no layout)."""
+        blocks = 1 + models
+        size = self._dim * blocks
+        priced = bool(widths.get("priced", self._priced))
+        said = widths.get("semantic_dims", self.semantic_dims)
+        fits = covariance.shape == (size, size) and mean.shape == (size,)
+        if fits and (said, priced) == (self.semantic_dims, self._priced):
+            return np.asarray(covariance, np.float64), np.asarray(mean, np.float64)
+        width, remainder = divmod(len(mean), blocks)
+        semantic = widths.get("semantic_dims", width - DIMENSION - int(priced))
+        if (
+            priced != self._priced
+            or remainder
+            or not 0 <= semantic <= MAX_SEMANTIC_DIMS
+            or width != DIMENSION + semantic + int(priced)
+            or covariance.shape != (len(mean), len(mean))
+        ):
+            raise ValueError("not a valid costaware snapshot: wrong shapes")
+        layout = BlockLayout(blocks, DIMENSION, semantic, int(priced))
+        prior = np.concatenate(
+            [np.full(self._dim, 1.0 / self.shared_precision), np.tile(self._own_prior(), models)]
+        )
+        carried = carry_posterior(
+            np.asarray(covariance, np.float64),
+            np.asarray(mean, np.float64),
+            layout,
+            BlockLayout(blocks, DIMENSION, self.semantic_dims, int(priced)),
+            prior,
+        )
+        log.info("snapshot_semantic_width_carried", from_dims=semantic, to_dims=self.semantic_dims)
+        return carried
 
     def restore(self, data: bytes) -> None:
         try:
@@ -582,16 +624,16 @@ class CostAwarePolicy(Policy):
                 born = archive["born"] if "born" in archive else np.zeros(len(slots))
                 # Snapshots from before the price prior have no prices (and no price column).
                 price = archive["arm_price"] if "arm_price" in archive else np.zeros(len(slots))
+                # Older snapshots do not say how they were laid out: the width tells.
+                widths = {k: int(archive[k]) for k in ("semantic_dims", "priced") if k in archive}
         except Exception as exc:
             raise ValueError(f"not a valid costaware snapshot: {exc}") from exc
-        size = self._dim * (1 + len(slots))
-        if arrays["cov"].shape != (size, size) or {arrays["sse"].shape, price.shape} != {
-            (len(slots),)
-        }:
+        if {arrays["sse"].shape, price.shape} != {(len(slots),)}:
             raise ValueError("not a valid costaware snapshot: wrong shapes")
+        covariance, mean = self._carried(arrays["cov"], arrays["mean"], len(slots), widths)
         self._slots = slots
-        self._covariance.replace(arrays["cov"])
-        self._mean = arrays["mean"]
+        self._covariance.replace(covariance)
+        self._mean = mean
         self._sse, self._count = arrays["sse"], arrays["count"]
         self.updates = updates
         self._logged_credit = credit
