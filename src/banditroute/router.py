@@ -67,7 +67,7 @@ from banditroute.route_request import (
 from banditroute.rules import first_match
 from banditroute.semantic import semantic_embedder
 from banditroute.sessions import SessionKey, Sessions, SessionTable
-from banditroute.settlement import COMMIT_TIMEOUT_S, Settlement
+from banditroute.settlement import Settlement
 from banditroute.store.base import EventLog
 from banditroute.tenancy import Tenant
 
@@ -418,6 +418,5 @@ def _model_limits(settings: Settings) -> dict[str, ModelLimits]:
 
 
 __all__ = [
-    "COMMIT_TIMEOUT_S", "DecisionIds", "OutcomeStatus", "Pending", "Router", "decision_owner",
-    "sample_index",
+    "DecisionIds", "OutcomeStatus", "Pending", "Router", "decision_owner", "sample_index",
 ]  # fmt: skip

@@ -39,9 +39,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-COMMIT_TIMEOUT_S = 10.0
-"""How long Feedback waits for its log commit before answering UNAVAILABLE."""
-
 
 class Settlement:
     """A router's pending decisions (by id, and by tenant and request_id for retries), the
@@ -209,12 +206,12 @@ class Settlement:
 
     def _commit(self, pending: Pending, record: FeedbackRecord, settings: Settings) -> None:
         """Log the feedback row; with ``log.sync_feedback`` wait until it is durable
-        (Unavailable if it is not within COMMIT_TIMEOUT_S)."""
+        (Unavailable if it is not within :data:`~banditroute.store.base.COMMIT_TIMEOUT_S`)."""
         commit = audited_rows.log_feedback(
             self._router.log, self._router.audit, pending.record, record
         )
         if settings.log.sync_feedback:
-            acknowledge(commit, COMMIT_TIMEOUT_S)
+            acknowledge(commit)
 
     def _learn(self, pending: Pending, reward: float) -> None:
         """Update the arm's policy, and every shadow policy off-policy from the same outcome.

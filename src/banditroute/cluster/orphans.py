@@ -28,7 +28,7 @@ from banditroute.cluster import REPLICA_TAG_HEX
 from banditroute.cluster.events import Keys
 from banditroute.decisions import Disposition, FeedbackReport, FeedbackResult
 from banditroute.errors import NotFound
-from banditroute.router import COMMIT_TIMEOUT_S, Router
+from banditroute.router import Router
 from banditroute.store.base import acknowledge
 from banditroute.store.records import FeedbackRecord
 
@@ -94,7 +94,7 @@ class FeedbackForTrainer:
         )  # fmt: skip
         commit = audited_rows.log_for_trainer(self._log, router.audit, report.tenant, record)
         if settings.log.sync_feedback:
-            acknowledge(commit, COMMIT_TIMEOUT_S)
+            acknowledge(commit)
         with self._lock:
             self.accepted += 1
         return FeedbackResult(0.0, Disposition.FOR_TRAINER, 0)

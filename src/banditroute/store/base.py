@@ -41,12 +41,16 @@ class Commit:
 COMMITTED = Commit()
 COMMITTED.done()
 
+COMMIT_TIMEOUT_S = 10.0
+"""How long Feedback waits for its log commit before answering UNAVAILABLE (read at each
+:func:`acknowledge`, the one place that waits)."""
 
-def acknowledge(commit: Commit, timeout_s: float) -> None:
+
+def acknowledge(commit: Commit) -> None:
     """Wait for a feedback's commit before acknowledging it; Unavailable (the client
-    retries) if it failed or did not complete in time."""
+    retries) if it failed or did not complete within :data:`COMMIT_TIMEOUT_S`."""
     try:
-        commit.wait(timeout_s)
+        commit.wait(COMMIT_TIMEOUT_S)
     except Exception as exc:
         raise Unavailable(f"feedback was not committed to the log: {exc}; retry the call") from exc
 
