@@ -44,11 +44,12 @@ proto: $(STAMP)
 # CPU distilling all-MiniLM-L6-v2's vocabulary), and copy the model's tokenizer beside it.
 EMBEDDING_DATA := src/banditroute/embedding/data
 embedding-table: $(STAMP)
-	rm -f $(EMBEDDING_DATA)/minilm-l6-static64.safetensors
-	$(VENV)/bin/banditroute embed-distil --cache $(EMBEDDING_DATA)/minilm-l6-static64.safetensors
-	rm -f $(EMBEDDING_DATA)/minilm-l6-static64.safetensors.lock
+	rm -f $(EMBEDDING_DATA)/new.safetensors
+	$(VENV)/bin/banditroute embed-distil --cache $(EMBEDDING_DATA)/new.safetensors
 	$(PY) -c 'import shutil, sys; from banditroute.embedding import packaged_model; \
 		shutil.copyfile(packaged_model().tokenizer, sys.argv[1])' $(EMBEDDING_DATA)/tokenizer.json
+	mv $(EMBEDDING_DATA)/new.safetensors $(EMBEDDING_DATA)/minilm-l6-static64.safetensors
+	rm -f $(EMBEDDING_DATA)/new.safetensors.lock
 
 serve: $(SERVE_STAMP)
 	$(VENV)/bin/banditroute serve $(ARGS)

@@ -60,7 +60,7 @@ def run(decisions: int, every: int) -> dict[str, object]:
         log = DuckDBLog(settings.log.path, flush_interval_s=0.2, batch_size=8192)
         router = Router(
             settings,
-            build_policy(settings.policy),
+            build_policy(settings.policy, semantic=settings.features.semantic),
             log,
             clock=lambda: clock[0],
             audit=AuditChain(sink=log.append_audit),

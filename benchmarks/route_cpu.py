@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--calls must be in 1..{MAX_CALLS}")
     if not 0 < args.rounds <= MAX_ROUNDS:
         parser.error(f"--rounds must be in 1..{MAX_ROUNDS}")
+    if args.rounds != 1 and not args.compare_semantic:
+        parser.error("--rounds: pairs of runs are for --compare-semantic")
     result: dict[str, Any] = run(args.calls, semantic_cache=args.semantic_cache)
     _print(result)
     if args.compare_policy:

@@ -2,7 +2,7 @@
 on the tuning part, routed on the held-out part at each budget.
 
     python simulations/feature_ceiling.py --data ../shared/data/outcomes --only routerbench \
-        --semantic-cache ~/.cache/banditroute/minilm-static.safetensors --sentence \
+        --semantic --sentence \
         --json benchmarks/results/feature_ceiling.json
 
 No bandit here: each model's quality is predicted from the prompt by a regularised logistic
@@ -194,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="folder of outcome tables")
     parser.add_argument("--only", help="only tables whose name contains this")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
-    parser.add_argument("--semantic-cache", type=Path, help="static embedding table (distilled)")
+    parser.add_argument(
+        "--semantic", action="store_true", help="also the static embedding (the shipped table)"
+    )
+    parser.add_argument("--semantic-cache", type=Path, help="another static table (distilled)")
     parser.add_argument(
         "--sentence", action="store_true", help="also the full MiniLM sentence embedding (slow)"
     )
@@ -208,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         from banditroute.embedding.load import load_static_embedder
 
         embedder = load_static_embedder(args.semantic_cache.expanduser(), progress=True)
+    elif args.semantic:
+        from banditroute.embedding import packaged_embedder
+
+        embedder = packaged_embedder()
     sentence_cache = None
     if args.sentence:
         sentence_cache = Path("var") / "sentence_embeddings"

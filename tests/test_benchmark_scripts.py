@@ -182,11 +182,15 @@ def test_ope_accuracy_keeps_the_servers_failed_calls(
 
 
 def test_route_cpu_bounds_its_rounds(capsys: pytest.CaptureFixture[str]) -> None:
-    """--rounds outside 1..MAX_ROUNDS is an error naming the argument."""
+    """--rounds outside 1..MAX_ROUNDS, or above 1 without --compare-semantic (where it would
+    silently measure one run), is an error naming the argument."""
     for bad in ("0", str(route_cpu.MAX_ROUNDS + 1)):
         with pytest.raises(SystemExit):
-            route_cpu.main(["--calls", "5", "--rounds", bad])
+            route_cpu.main(["--calls", "5", "--compare-semantic", "--rounds", bad])
         assert "--rounds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        route_cpu.main(["--calls", "5", "--rounds", "3"])
+    assert "--compare-semantic" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

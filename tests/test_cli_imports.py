@@ -91,7 +91,7 @@ def test_serving_modules_do_not_import_river_bandit_scikit_learn_or_the_simulato
     code = (
         "import sys, banditroute.server.app, banditroute.policies.factory as f\n"
         "from banditroute.config import load_settings\n"
-        "f.build_policy(load_settings(None).policy)\n"
+        "f.build_policy(load_settings(None).policy, semantic=True)\n"
         "print(sorted(m for m in ('river.bandit', 'sklearn', 'banditroute.simulation')"
         " if m in sys.modules))"
     )

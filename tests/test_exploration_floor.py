@@ -75,7 +75,7 @@ def test_every_policy_kind_logs_floored_probabilities(kind: str) -> None:
     least the floor and sums to 1, and the decision's probability is the logged one of its
     model (the true propensity)."""
     settings = _settings()
-    policy = build_policy(dataclasses.replace(settings.policy, kind=kind))  # type: ignore[arg-type]
+    policy = build_policy(dataclasses.replace(settings.policy, kind=kind), semantic=True)  # type: ignore[arg-type]
     log = MemoryLog()
     router = Router(settings, policy, log)
     for prompt in PROMPTS * 3:
@@ -93,7 +93,7 @@ def test_every_policy_kind_logs_floored_probabilities(kind: str) -> None:
 def test_the_fixed_policy_without_a_floor_stays_one_hot() -> None:
     """With the floor off (the default) a deterministic policy's vector is unchanged."""
     settings = _settings(0.0)
-    policy = build_policy(dataclasses.replace(settings.policy, kind="fixed"))
+    policy = build_policy(dataclasses.replace(settings.policy, kind="fixed"), semantic=True)
     log = MemoryLog()
     Router(settings, policy, log).route(RouteQuery(prompt=PROMPTS[0]))
     assert sorted(log.decisions[0].probabilities)[-1] == 1.0
@@ -132,8 +132,8 @@ def test_a_named_policy_inherits_the_floor_and_shadows_are_floored() -> None:
     assert settings.policies["inherits"].min_probability == FLOOR
     assert settings.policies["own"].min_probability == 0.05
     policies: dict[str, Policy] = {
-        "inherits": build_policy(settings.policies["inherits"]),
-        "own": build_policy(settings.policies["own"]),
+        "inherits": build_policy(settings.policies["inherits"], semantic=True),
+        "own": build_policy(settings.policies["own"], semantic=True),
     }
     log = MemoryLog()
     router = Router(settings, RecordingPolicy(), log, policies=policies)
@@ -267,7 +267,9 @@ def test_routes_with_a_floor_log_valid_vectors_and_learn_from_their_feedback(
         sections["tenants"] = [{"name": "default", "shadow_policies": ["shadow"]}]
     config = settings_from_mapping(sections)
     if shadow:
-        policies["shadow"] = build_policy(config.policies["shadow"])
+        policies["shadow"] = build_policy(
+            config.policies["shadow"], semantic=config.features.semantic
+        )
     log = MemoryLog()
     audit = AuditChain(sink=log.append_audit)
     router = Router(config, _WeightsPolicy(weights), log, policies=policies, audit=audit)

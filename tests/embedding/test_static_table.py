@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 from tiny_model import write_tiny_model
 
 from banditroute.embedding import DistilSpec, ModelFiles, StaticEmbedder, ensure_table
 from banditroute.embedding import load as load_module
 from banditroute.embedding import static as static_module
+from banditroute.embedding.distil import Distilled
 
 SPEC = DistilSpec(dims=4, weighting="zipf")
 
@@ -155,3 +157,49 @@ def test_rows_are_kept_densely_in_the_order_words_are_first_seen(
     assert embedder.embed_words(first) == got == StaticEmbedder(table, tokenizer).embed_words(first)
     fresh = StaticEmbedder(table, tokenizer)
     assert embedder.embed_words(again) == fresh.embed_words(again) == fresh.embed_words(again)
+
+
+def test_a_table_that_is_not_finite_is_never_written_nor_used(
+    files: ModelFiles, tmp_path: Path, distils: list[int]
+) -> None:
+    """Rows past float16's range (they would be read back as infinite) are refused when a
+    table is stored; a file holding a NaN, even under a matching digest, is distilled again
+    rather than fed to the policy."""
+    from safetensors.numpy import save_file
+
+    from banditroute.embedding import cache
+
+    path = tmp_path / "table.safetensors"
+    table = ensure_table(path, files, SPEC)
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = dict(handle.metadata() or {})
+        tensors = {name: handle.get_tensor(name) for name in cache.TENSORS}
+    with pytest.raises(ValueError, match="finite"):
+        cache.stored(Distilled(tensors["table"] * np.float32(1e6), tensors["mean"],
+                               tensors["directions"]))  # fmt: skip
+    tensors["table"] = tensors["table"].copy()
+    tensors["table"][3, 1] = np.nan
+    origin = cache.Provenance(metadata["source_sha256"], metadata["tokenizer_sha256"])
+    save_file(tensors, str(path), metadata=cache._metadata(SPEC, origin, tensors))
+    np.testing.assert_array_equal(ensure_table(path, files, SPEC), table)
+    assert len(distils) == 2
+
+
+def test_a_version_1_cache_file_is_named_stale_and_distilled_again(
+    files: ModelFiles, tmp_path: Path, distils: list[int]
+) -> None:
+    """A cache file of the earlier format (a float32 table without its basis) is reported as
+    stale by its format, not as unreadable, and distilled again."""
+    from safetensors.numpy import save_file
+    from structlog.testing import capture_logs
+
+    path = tmp_path / "table.safetensors"
+    save_file({"table": np.zeros((40, SPEC.dims), np.float32)}, str(path),
+              metadata={"format": "banditroute-static-embedding/1"})  # fmt: skip
+    with capture_logs() as logs:
+        ensure_table(path, files, SPEC)
+    assert len(distils) == 1
+    stale = [e for e in logs if e["event"] == "embedding_cache_stale_or_corrupt"]
+    assert stale
+    assert stale[0]["mismatched"] == ["format"]
+    assert not [e for e in logs if e["event"] == "embedding_cache_unreadable"]

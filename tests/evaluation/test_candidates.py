@@ -31,6 +31,8 @@ from banditroute.evaluation.candidates import (
 from banditroute.evaluation.logdata import ReplayLog, load_log
 from banditroute.evaluation.objective_rewards import log_rewards, resolve_objective
 from banditroute.features import extract
+from banditroute.policies.base import Policy
+from banditroute.policies.factory import build_costaware
 from banditroute.policies.fixed import FixedPolicy
 from banditroute.policies.linucb import LinUCBPolicy
 from banditroute.policies.uniform import UniformPolicy
@@ -137,22 +139,29 @@ def test_static_targets_mirror_the_policies(restricted_log: ReplayLog) -> None:
     )
 
 
-def test_snapshot_candidate_reproduces_the_saved_policy(
-    restricted_log: ReplayLog, tmp_path: Path
-) -> None:
-    """``snapshot:PATH`` restores the saved policy (same distribution on every decision), and
-    never moves the user's file aside, even when it is unreadable."""
+def _saved_and_replayed(policy: Policy, log: ReplayLog, tmp_path: Path) -> Path:
+    """Train ``policy`` on the log, save its snapshot and check that ``snapshot:PATH``, loaded
+    under the test settings, gives the same distribution on every decision; the path."""
     settings = settings_for_tests()
-    inputs = PolicyInputs(restricted_log, settings)
-    policy = LinUCBPolicy(alpha=0.3, seed=1)
-    rewards = log_rewards(restricted_log, resolve_objective("quality=1,cost=50", settings))
-    train(policy, inputs, rewards, usable=restricted_log.has_outcome)
+    inputs = PolicyInputs(log, settings)
+    rewards = log_rewards(log, resolve_objective("quality=1,cost=50", settings))
+    train(policy, inputs, rewards, usable=log.has_outcome)
     path = tmp_path / "policy.snapshot"
     save_snapshot(policy, path)
     loaded = load_policy(parse_candidate(f"snapshot:{path}"), settings)
     np.testing.assert_allclose(
         policy_distribution(loaded, inputs), policy_distribution(policy, inputs)
     )
+    return path
+
+
+def test_snapshot_candidate_reproduces_the_saved_policy(
+    restricted_log: ReplayLog, tmp_path: Path
+) -> None:
+    """``snapshot:PATH`` restores the saved policy (same distribution on every decision), and
+    never moves the user's file aside, even when it is unreadable."""
+    settings = settings_for_tests()
+    path = _saved_and_replayed(LinUCBPolicy(alpha=0.3, seed=1), restricted_log, tmp_path)
     broken = tmp_path / "broken.snapshot"
     broken.write_bytes(path.read_bytes()[:60])
     with pytest.raises(InvalidArgument, match="checksum mismatch"):
@@ -162,6 +171,19 @@ def test_snapshot_candidate_reproduces_the_saved_policy(
     foreign.write_bytes(b"not a snapshot")
     with pytest.raises(InvalidArgument, match="missing snapshot header"):
         load_policy(parse_candidate(f"snapshot:{foreign}"), settings)
+
+
+def test_a_cost_aware_snapshot_candidate_keeps_its_semantic_weights(
+    restricted_log: ReplayLog, tmp_path: Path
+) -> None:
+    """A snapshot of the default policy (cost-aware, reading the embedding the default settings
+    log) replays as saved under the same settings: the candidate is built with the semantic
+    features the settings say, so its embedding weights are not carried away."""
+    settings = settings_for_tests()
+    assert settings.features.semantic
+    assert any(restricted_log.features(row).embedding for row in range(restricted_log.n))
+    policy = build_costaware(settings.policy, seed=1, semantic=True)
+    _saved_and_replayed(policy, restricted_log, tmp_path)
 
 
 def test_off_policy_training_learns_a_better_policy(shared_log: WrittenLog, world: World) -> None:

@@ -36,7 +36,10 @@ def _write_log(path: Path, decisions: int = 300) -> None:
     )
     clock = [1_700_000_000.0]
     log = DuckDBLog(path)
-    policies = {n: build_policy(s) for n, s in settings.policies.items()}
+    policies = {
+        n: build_policy(s, semantic=settings.features.semantic)
+        for n, s in settings.policies.items()
+    }
     router = Router(settings, policies.pop("default"), log, policies=policies,
                     clock=lambda: clock[0])  # fmt: skip
     rng = np.random.default_rng(3)

@@ -106,7 +106,9 @@ def test_a_reload_to_such_a_catalogue_warns(tmp_path: Path) -> None:
     with_pii = PUBLIC_ONLY + 'data_classes = ["public", "internal", "pii"]\n'
     config.write_text(with_pii, encoding="utf-8")
     settings = load_settings(config)
-    router = Router(settings, build_policy(settings.policy), MemoryLog())
+    router = Router(
+        settings, build_policy(settings.policy, semantic=settings.features.semantic), MemoryLog()
+    )
     with capture_logs() as logs:
         reload_from_source(router)
     assert [e for e in logs if e["event"] == "no_model_accepts_data_class"] == []

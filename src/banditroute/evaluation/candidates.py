@@ -206,7 +206,8 @@ def load_policy(spec: CandidateSpec, settings: Settings, *, arg: str = "--candid
             settings.policy,
             kind=cast(PolicyKind, name),
             fixed_model=settings.policy.fixed_model or "",
-        )
+        ),
+        semantic=settings.features.semantic,
     )
     # load_snapshot moves an unreadable file aside: give it a copy, never the user's file.
     with tempfile.TemporaryDirectory(prefix="banditroute-replay-") as folder:

@@ -10,9 +10,7 @@ from banditroute.policies.uniform import UniformPolicy
 from banditroute.policies.vw import VWPolicy
 
 
-def build_costaware(
-    settings: PolicySettings, *, seed: int = 0, semantic: bool = False
-) -> CostAwarePolicy:
+def build_costaware(settings: PolicySettings, *, seed: int = 0, semantic: bool) -> CostAwarePolicy:
     """The cost-aware policy with its configured options (``price_prior``,
     ``joint_thompson``); ``semantic`` as in :func:`build_policy`."""
     return CostAwarePolicy(
@@ -23,9 +21,11 @@ def build_costaware(
     )
 
 
-def build_policy(settings: PolicySettings, *, seed: int = 0, semantic: bool = False) -> Policy:
-    """A fresh policy of the configured kind; ``semantic`` (``[features] semantic``) lets the
-    cost-aware policy read the first :data:`SEMANTIC_DIMS` components of the prompt embedding."""
+def build_policy(settings: PolicySettings, *, seed: int = 0, semantic: bool) -> Policy:
+    """A fresh policy of the configured kind; ``semantic`` (``[features] semantic``, required:
+    a cost-aware policy's layout must match the features it will see, or a snapshot restored
+    into it is carried to another width) lets the cost-aware policy read the first
+    :data:`SEMANTIC_DIMS` components of the prompt embedding."""
     if settings.kind == "vw":
         return VWPolicy(settings.vw_args, seed=seed)
     if settings.kind == "costaware":
