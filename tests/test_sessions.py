@@ -225,12 +225,16 @@ def test_a_retried_request_id_replays_the_session_decision(make_router: MakeRout
 def test_restored_sticky_decisions_keep_their_flag(
     make_router: MakeRouter, clock: FakeClock
 ) -> None:
-    """A restart reloads a pending sticky decision as sticky (the session table itself
-    starts empty: the next Route of the session is a fresh draw)."""
+    """A restart reloads a pending sticky decision as sticky: a retry of its request_id on
+    the restarted router replays it with the flag (the session table itself starts empty:
+    the next new Route of the session is a fresh draw)."""
     router, event_log = make_router()
     route(router)
-    held = route(router)
+    held = route(router, request_id="r-held")
+    assert held.sticky
     restarted, _ = make_router(event_log=event_log)
     assert restarted.restore_pending() == 2
-    assert restarted._settlement._pending[held.decision_id].decision.sticky
+    replayed = route(restarted, request_id="r-held")
+    assert (replayed.decision_id, replayed.replayed) == (held.decision_id, True)
+    assert replayed.sticky
     assert not route(restarted).sticky
