@@ -212,6 +212,19 @@ def test_a_tenant_budget_change_keeps_the_spend() -> None:
     assert (status.spend_usd, status.limit_usd) == (0.01, 1.0)
 
 
+def test_a_model_a_reload_added_and_the_next_removed_still_takes_its_feedback() -> None:
+    """Feedback may name every model of every catalogue since the start: a decision for
+    gamma, added by one reload and removed by the next, accepts feedback naming gamma
+    (LEARNED), as a decision for a model of the first catalogue does."""
+    router = _router(_settings(["alpha", "beta"]), CostAwarePolicy())
+    router.reload(_settings(["alpha", "beta", "gamma"]))
+    decision = router.route(RouteQuery(prompt=PROMPT, candidate_models=("gamma",)))
+    assert decision.model == "gamma"
+    router.reload(_settings(["alpha", "beta"]))
+    report = FeedbackReport(decision.decision_id, model="gamma", quality=0.5)
+    assert router.feedback(report).disposition == Disposition.LEARNED
+
+
 def test_routes_and_feedback_during_repeated_reloads_see_one_catalogue_each() -> None:
     """Four threads route and report feedback while the catalogue is swapped back and forth
     between {alpha, beta} and {beta, gamma} all along: every decision ranks exactly one of the two

@@ -3,29 +3,45 @@ serving process's promotion, rolling back or reverting it, and swapping in a clu
 
 It lives apart from the Router so that the Router reads as routing: the Router owns a
 :class:`PolicyLifecycle` and delegates its public methods (``promote``, ``adopt``,
-``rollback``, ``revert``, ``swap_policy``, ``previous_policy``) here. Every change sets the
-router's ``policy`` and ``policies["default"]`` together under the router's lock, so a Route
-decides wholly with the old policy or the new one.
+``rollback``, ``revert``, ``swap_policy``, ``previous_policy``) here. What it uses of the
+router is :class:`LifecycleHost`. Every change sets the router's ``policy`` and
+``policies["default"]`` together under the router's lock, so a Route decides wholly with the
+old policy or the new one.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from banditroute.errors import FailedPrecondition
-from banditroute.policies.base import Policy
 
 if TYPE_CHECKING:
-    from banditroute.router import Router
+    from banditroute.audit_record import AuditKind
+    from banditroute.policies.base import Policy
+
+
+class LifecycleHost(Protocol):
+    """What a :class:`PolicyLifecycle` uses of its router (the Router satisfies it): it reads
+    and writes ``policy``, writes ``policies["default"]`` and chains promotion and rollback
+    records."""
+
+    policy: Policy
+
+    @property
+    def policies(self) -> MutableMapping[str, Policy]: ...
+
+    def audit_event(self, kind: AuditKind, version: str, payload: Mapping[str, Any]) -> int: ...
 
 
 class PolicyLifecycle:
-    """The router's live (default) policy changes, and the one a promotion replaced."""
+    """The router's live (default) policy changes, and the one a promotion replaced. It
+    writes the router's ``policy`` and ``policies["default"]`` (both at once, under the
+    router's lock) and keeps the replaced policy in :attr:`previous`."""
 
     def __init__(
-        self, router: Router, lock: threading.Lock, multiplier: Callable[[], float]
+        self, router: LifecycleHost, lock: threading.Lock, multiplier: Callable[[], float]
     ) -> None:
         self._router = router
         self._lock = lock
@@ -104,6 +120,7 @@ class PolicyLifecycle:
     def swap(self, policy: Policy) -> None:
         """Make ``policy`` the default one (a cluster replica's newer snapshot); call with the
         router's lock held, so a Route decides wholly with the old policy or the new."""
+        assert self._lock.locked(), "swap needs the router's lock held"
         self._follow(policy)
         self._router.policy = policy
         self._router.policies["default"] = policy

@@ -12,16 +12,17 @@ reload (:meth:`Router.reload`) swaps the settings under that lock; each Route an
 ``self.settings`` once, so it works wholly with the old settings or wholly with the new ones.
 
 ``route`` reads as its steps, one method each; this module holds routing and the Router's
-public face. What needs no router state lives in its own module: reading a request
-(:mod:`~banditroute.route_request`), eligibility and admission
-(:mod:`~banditroute.route_admission`), the choice and the rows made of it
-(:mod:`~banditroute.route_choice`), pending decisions and their rebuilding from the log
-(:mod:`~banditroute.pending`), rewards (:mod:`~banditroute.rewards`), budgets and pacers
-(:mod:`~banditroute.budget_book`), the audited rows (:mod:`~banditroute.audited_rows`) and
-decision ids (:mod:`~banditroute.decision_ids`). Two parts with state of their own are
-objects the Router owns and delegates to: the pending table with feedback, learning and
-settlement (:mod:`~banditroute.settlement`), and the live policy's promotions and rollbacks
-(:mod:`~banditroute.policy_lifecycle`).
+public face. Steps that need no router state, or only the parts handed to them, live in
+modules of their own: reading a request (:mod:`~banditroute.route_request`), eligibility and
+admission (:mod:`~banditroute.route_admission`, handed the health tracker and the shared
+admission), the choice and the rows made of it (:mod:`~banditroute.route_choice`), pending
+decisions and their rebuilding from the log (:mod:`~banditroute.pending`), rewards
+(:mod:`~banditroute.rewards`), budgets and pacers (:mod:`~banditroute.budget_book`), the
+audited rows (:mod:`~banditroute.audited_rows`) and decision ids
+(:mod:`~banditroute.decision_ids`). Two parts with state of their own are objects the Router
+owns and delegates to, each typed against only what it uses of the router: the pending table
+with feedback, learning and settlement (:mod:`~banditroute.settlement`), and the live
+policy's promotions and rollbacks (:mod:`~banditroute.policy_lifecycle`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,6 @@ class Router:
         self.settings = settings
         self.shared = shared
         self.observer: RouterObserver = NoObserver() if observer is None else observer
-        self._known_models = set(settings.catalog.ids)  # every catalogue's, across reloads
         self.embedder = embedder if embedder is not None else semantic_embedder(settings)
         self.policy = policy
         self.policies: dict[str, Policy] = {"default": policy, **(policies or {})}
@@ -123,7 +123,7 @@ class Router:
         # the logged hashes unguessable, stable only for this router's lifetime.
         self._hash_key = secrets.token_bytes(32) if prompt_hash_key is None else prompt_hash_key
         self._lock = threading.Lock()
-        self._settlement = Settlement(self, self._lock, clock, self._known_models)
+        self._settlement = Settlement(self, self._lock, clock, settings.catalog.ids)
         self._lifecycle = PolicyLifecycle(self, self._lock, self._decision_multiplier)
         self.sessions: Sessions = SessionTable()
         self.session_hash: Callable[[str], str] = lambda sid: self.prompt_hash("session\0" + sid)
@@ -161,7 +161,7 @@ class Router:
                 settings.health, _model_limits(settings), tenants=settings.access.callers
             )
             self.budgets.reconfigure(settings)
-            self._known_models.update(settings.catalog.ids)
+            self._settlement.know(settings.catalog.ids)
             self.settings = settings
         return change
 
@@ -185,7 +185,7 @@ class Router:
         return self._lifecycle.rollback()
 
     def revert(self) -> str:
-        """:meth:`rollback` without an audit record nor complaint
+        """:meth:`rollback` with neither an audit record nor a complaint
         (:meth:`PolicyLifecycle.revert`)."""
         return self._lifecycle.revert()
 

@@ -4,20 +4,21 @@ as it closes (or at a restart, for windows that closed while the server was down
 
 It lives apart from the Router so that the Router reads as routing: the Router owns a
 :class:`Settlement`, hands it each decision it keeps, and delegates its feedback-side public
-methods (``feedback``, ``expire``, ``restore_pending``, ``settle_joined`` ...) here. The
-router's parts that a reload, a promotion or joining a cluster replaces (settings, policies,
-sessions, shared admission, observer, audit chain, ``on_learn``) are read through the router
-at each call; the pending table is guarded by the router's lock, which also guards the
-policies a feedback teaches.
+methods (``feedback``, ``expire``, ``restore_pending``, ``settle_joined`` ...) here. What it
+reads of the router is :class:`SettlementHost`: parts a reload, a promotion or joining a
+cluster replaces (settings, policies, sessions, shared admission, observer, audit chain,
+``on_learn``), so it reads them through the router at each call. It owns the set of models
+feedback may name (every catalogue's, across reloads: :meth:`Settlement.know`). The pending
+table is guarded by the router's lock, which also guards the policies a feedback teaches.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -35,9 +36,34 @@ from banditroute.store.records import FeedbackRecord, SettlementRecord
 from banditroute.tenancy import Tenant
 
 if TYPE_CHECKING:
-    from banditroute.router import Router
+    from banditroute.admission import SharedAdmission
+    from banditroute.audit import AuditChain
+    from banditroute.budget_book import BudgetBook
+    from banditroute.health import HealthTracker
+    from banditroute.observe import RouterObserver
+    from banditroute.policies.base import Policy
+    from banditroute.sessions import Sessions
+    from banditroute.store.base import EventLog
 
 log = structlog.get_logger(__name__)
+
+
+class SettlementHost(Protocol):
+    """What a :class:`Settlement` reads of its router (the Router satisfies it), each at the
+    call: a reload, a promotion or joining a cluster may have replaced it since. It writes
+    none of them."""
+
+    settings: Settings
+    log: EventLog
+    audit: AuditChain | None
+    budgets: BudgetBook
+    health: HealthTracker
+    sessions: Sessions
+    shared: SharedAdmission | None
+    observer: RouterObserver
+    policy: Policy
+    policies: dict[str, Policy]
+    on_learn: Callable[[SharedUpdate], None] | None
 
 
 class Settlement:
@@ -46,17 +72,22 @@ class Settlement:
 
     def __init__(
         self,
-        router: Router,
+        router: SettlementHost,
         lock: threading.Lock,
         clock: Callable[[], float],
-        known_models: Set[str],
+        known_models: Iterable[str],
     ) -> None:
         self._router = router
         self._lock = lock
         self._clock = clock
-        self._known_models = known_models  # the router's: every catalogue's, across reloads
+        self._known_models = set(known_models)  # every catalogue's, across reloads (know)
         self._pending: OrderedDict[str, Pending] = OrderedDict()
         self._by_request: dict[tuple[str, str], str] = {}
+
+    def know(self, model_ids: Iterable[str]) -> None:
+        """Add a reloaded catalogue's models to those a feedback may name (a removed model
+        stays: its pending decisions still take feedback); call with the lock held."""
+        self._known_models.update(model_ids)
 
     # -- keeping decisions -------------------------------------------------------------------------
     def replay(self, query: RouteQuery, request_hash: str) -> Decision | None:
@@ -111,7 +142,7 @@ class Settlement:
         if not report.decision_id:
             raise InvalidArgument("decision_id: must not be empty", field="decision_id")
         if report.model and report.model not in self._known_models:
-            router.catalog.get(report.model, field="model")  # InvalidArgument naming the field
+            router.settings.catalog.get(report.model, field="model")  # InvalidArgument naming it
         router.log.admit()
         self.expire()
         settings = router.settings
@@ -266,6 +297,9 @@ class Settlement:
         return len(settled)
 
     def _settle(self, pending: Pending, now: float) -> SettlementRecord:
+        """End a decision whose window closed: release its admission, learn (unless already
+        learned) its deferred feedback's combined reward, or with none the default reward if
+        ``reward.on_missing`` says so, and return its settlement row (call with the lock held)."""
         decision_id = pending.decision.decision_id
         settings = self._router.settings
         self._release(pending)
