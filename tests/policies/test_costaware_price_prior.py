@@ -10,7 +10,12 @@ import pytest
 
 from banditroute.catalog import ModelSpec
 from banditroute.features import extract
-from banditroute.policies.costaware import PRICE_FEATURE_BOUND, CostAwarePolicy, price_feature
+from banditroute.policies.costaware import (
+    PRICE_FEATURE_BOUND,
+    SEMANTIC_DIMS,
+    CostAwarePolicy,
+    price_feature,
+)
 
 PROMPT = extract("Summarise the following paragraph in one sentence. " * 5)
 # Eight models, each twice the price of the one before; quality rises with log price.
@@ -104,7 +109,8 @@ def test_price_prior_must_be_a_finite_non_negative_number() -> None:
 
 def test_config_keys_reach_the_policy_everywhere_it_is_built() -> None:
     """``[policy] price_prior`` and ``joint_thompson`` reach the cost-aware policy the server,
-    the simulator and replay build (all through one builder); the defaults leave both off."""
+    the simulator and replay build (all through one builder), and all three read the same
+    number of embedding components; the defaults leave both options off."""
     from banditroute.config import settings_from_mapping
     from banditroute.evaluation.candidates import build_policy as build_candidate
     from banditroute.evaluation.candidates import parse_candidate
@@ -115,10 +121,11 @@ def test_config_keys_reach_the_policy_everywhere_it_is_built() -> None:
     assert (default.policy.price_prior, default.policy.joint_thompson) == (0.0, False)
     settings = settings_from_mapping({"policy": {"price_prior": 7.5, "joint_thompson": True}})
     built = [
-        build_served(settings.policy),
+        build_served(settings.policy, semantic=settings.features.semantic),
         build_simulated("costaware", settings, seed=0),
         build_candidate(parse_candidate("costaware"), settings, seed=0),
     ]
     for policy in built:
         assert isinstance(policy, CostAwarePolicy)
         assert (policy.price_prior, policy.joint) == (7.5, True)
+        assert policy.semantic_dims == SEMANTIC_DIMS
