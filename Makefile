@@ -47,7 +47,8 @@ embedding-table: $(STAMP)
 	rm -f $(EMBEDDING_DATA)/new.safetensors
 	$(VENV)/bin/banditroute embed-distil --cache $(EMBEDDING_DATA)/new.safetensors
 	$(PY) -c 'import shutil, sys; from banditroute.embedding import packaged_model; \
-		shutil.copyfile(packaged_model().tokenizer, sys.argv[1])' $(EMBEDDING_DATA)/tokenizer.json
+		shutil.copyfile(packaged_model().tokenizer, sys.argv[1])' $(EMBEDDING_DATA)/new.json
+	mv $(EMBEDDING_DATA)/new.json $(EMBEDDING_DATA)/tokenizer.json
 	mv $(EMBEDDING_DATA)/new.safetensors $(EMBEDDING_DATA)/minilm-l6-static64.safetensors
 	rm -f $(EMBEDDING_DATA)/new.safetensors.lock
 

@@ -113,3 +113,71 @@ def test_a_server_snapshot_from_before_the_default_changed_is_restored(tmp_path:
     assert after.updates == before.updates == 40
     assert path.exists()
     assert not path.with_name(path.name + ".corrupt").exists()
+
+
+def _without_markers(state: bytes, **change: np.ndarray) -> bytes:
+    """A snapshot as a build before the layout markers wrote it (and ``change`` applied)."""
+    with np.load(io.BytesIO(state), allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files if k not in ("semantic_dims", "priced")}
+    out = io.BytesIO()
+    np.savez(out, **{**arrays, **change})  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def test_an_older_snapshot_of_another_price_prior_setting_is_still_refused() -> None:
+    """Without the layout markers a snapshot is read by its width, and only as 0 or 16
+    embedding components: a price-prior snapshot is not taken for one with an embedding
+    weight in its price column (nor the reverse), whatever the policy reads."""
+    priced = CostAwarePolicy(seed=0, price_prior=10.0)
+    _train(priced, embed=False)
+    for dims in (0, SEMANTIC_DIMS):
+        with pytest.raises(ValueError, match="snapshot"):
+            CostAwarePolicy(seed=0, semantic_dims=dims).restore(_without_markers(priced.save()))
+    plain = CostAwarePolicy(seed=0, semantic_dims=SEMANTIC_DIMS)
+    _train(plain, embed=True)
+    with pytest.raises(ValueError, match="snapshot"):
+        CostAwarePolicy(seed=0, price_prior=10.0).restore(_without_markers(plain.save()))
+    carried = CostAwarePolicy(seed=0)
+    carried.restore(_without_markers(plain.save()))  # 16 components, unpriced: still carried
+    assert carried._slots == plain._slots
+
+
+def test_a_malformed_snapshot_is_refused_and_leaves_the_policy_as_it_was() -> None:
+    """A scalar mean or a per-model count of the wrong length is a ValueError naming the
+    snapshot (never a TypeError past load_snapshot's guard), and the policy restoring it keeps
+    its own state untouched."""
+    source = CostAwarePolicy(seed=0, semantic_dims=SEMANTIC_DIMS)
+    _train(source, embed=True)
+    target = CostAwarePolicy(seed=1, semantic_dims=SEMANTIC_DIMS)
+    _train(target, embed=True, seed=1)
+    before = (target._mean.copy(), target._covariance.dense().copy(), dict(target._slots))
+    for change in ({"mean": np.array(1.0)}, {"count": np.zeros(7)}, {"born": np.zeros(2)}):
+        with pytest.raises(ValueError, match="snapshot"):
+            target.restore(_without_markers(source.save(), **change))
+        np.testing.assert_array_equal(target._mean, before[0])
+        np.testing.assert_array_equal(target._covariance.dense(), before[1])
+        assert target._slots == before[2]
+
+
+def test_replay_refuses_a_snapshot_of_another_embedding_width(tmp_path: Path) -> None:
+    """A ``snapshot:PATH`` replay candidate is scored as it was saved: a cost-aware snapshot
+    written with the semantic features off, replayed under settings that have them on, is an
+    InvalidArgument asking whether --config matches, not a silently carried policy; a
+    server's own restart still carries it, with a warning in the log."""
+    from structlog.testing import capture_logs
+
+    from banditroute.config import settings_from_mapping
+    from banditroute.errors import InvalidArgument
+    from banditroute.evaluation.candidates import load_policy, parse_candidate
+
+    before = CostAwarePolicy(seed=0)
+    _train(before, embed=False)
+    path = tmp_path / "policy.snapshot"
+    save_snapshot(before, path)
+    with pytest.raises(InvalidArgument, match="does --config match"):
+        load_policy(parse_candidate(f"snapshot:{path}"), settings_from_mapping({}))
+    assert path.exists()
+    with capture_logs() as logs:
+        assert load_snapshot(CostAwarePolicy(seed=0, semantic_dims=SEMANTIC_DIMS), path)
+    carried = [e for e in logs if e["event"] == "snapshot_semantic_width_carried"]
+    assert [e["log_level"] for e in carried] == ["warning"]

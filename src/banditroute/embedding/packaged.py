@@ -34,10 +34,13 @@ def packaged_embedder() -> StaticEmbedder:
         if distilled.table.shape[0] != tokenizer.get_vocab_size():
             raise ValueError("table and tokenizer disagree on the vocabulary")
         return StaticEmbedder(distilled.table, tokenizer)
+    except ConfigError:  # a module of the features missing: its own message says what to do
+        raise
     except Exception as exc:  # tokenizers raises its own exception types on a bad file
         raise ConfigError(
             f"features.semantic: the embedding table shipped with banditroute ({DATA}) is "
-            f"missing or damaged ({type(exc).__name__}); reinstall banditroute, or set "
-            "features.semantic_cache to a path to distil one there from the model package",
+            f"missing or damaged ({type(exc).__name__}: {str(exc)[:200]}); reinstall "
+            "banditroute, or set features.semantic_cache to a path to distil one there from "
+            "the model package",
             field="features.semantic",
         ) from exc

@@ -51,6 +51,7 @@ from banditroute.evaluation.logdata import ReplayLog
 from banditroute.features import PromptFeatures
 from banditroute.number_settings import parse_number_settings
 from banditroute.policies.base import Policy
+from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.factory import build_costaware
 from banditroute.policies.vw import VWPolicy
 from banditroute.snapshots import load_snapshot, parse_snapshot
@@ -209,6 +210,8 @@ def load_policy(spec: CandidateSpec, settings: Settings, *, arg: str = "--candid
         ),
         semantic=settings.features.semantic,
     )
+    if isinstance(policy, CostAwarePolicy):
+        policy.carry_semantic = False  # scored as saved: another embedding width is refused
     # load_snapshot moves an unreadable file aside: give it a copy, never the user's file.
     with tempfile.TemporaryDirectory(prefix="banditroute-replay-") as folder:
         copy = Path(folder) / "policy.snapshot"

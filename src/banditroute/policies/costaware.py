@@ -258,6 +258,10 @@ class CostAwarePolicy(Policy):
         self.noise = noise
         self.drift_delta = drift_delta
         self.semantic_dims = int(semantic_dims)
+        self.carry_semantic = True
+        """Whether :meth:`restore` carries a snapshot that read another number of embedding
+        components into this layout (a server's restart after the setting changed); replay
+        turns it off, to score a snapshot as it was saved or refuse it."""
         self.price_prior = float(price_prior)
         self.joint = bool(joint)
         self.seed = seed
@@ -576,9 +580,12 @@ class CostAwarePolicy(Policy):
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """A snapshot's covariance and mean in this policy's layout: as they are when the
         layouts agree; carried over (:func:`carry_posterior`) when the snapshot read another
-        number of embedding components (semantic features turned on or off since); a
-        ValueError when it cannot be read in this layout (another price prior setting, or
-        shapes that fit no layout)."""
+        number of embedding components (semantic features turned on or off since) and
+        :attr:`carry_semantic` allows it; a ValueError when it cannot be read in this layout
+        (another price prior setting, or shapes that fit no layout). A snapshot without the
+        layout markers (written before them) is read by its width, as one with 0 or
+        :data:`SEMANTIC_DIMS` components only, the widths an earlier build wrote: any other
+        width could be a price column read as an embedding weight, or the reverse."""
         blocks = 1 + models
         size = self._dim * blocks
         priced = bool(widths.get("priced", self._priced))
@@ -592,10 +599,16 @@ class CostAwarePolicy(Policy):
             priced != self._priced
             or remainder
             or not 0 <= semantic <= MAX_SEMANTIC_DIMS
+            or ("semantic_dims" not in widths and semantic not in (0, SEMANTIC_DIMS))
             or width != DIMENSION + semantic + int(priced)
             or covariance.shape != (len(mean), len(mean))
         ):
             raise ValueError("not a valid costaware snapshot: wrong shapes")
+        if not self.carry_semantic:
+            raise ValueError(
+                f"the snapshot reads {semantic} embedding components, this policy "
+                f"{self.semantic_dims} (features.semantic differs from the snapshot's)"
+            )
         layout = BlockLayout(blocks, DIMENSION, semantic, int(priced))
         prior = np.concatenate(
             [np.full(self._dim, 1.0 / self.shared_precision), np.tile(self._own_prior(), models)]
@@ -607,7 +620,11 @@ class CostAwarePolicy(Policy):
             BlockLayout(blocks, DIMENSION, self.semantic_dims, int(priced)),
             prior,
         )
-        log.info("snapshot_semantic_width_carried", from_dims=semantic, to_dims=self.semantic_dims)
+        # A warning: expected once after the setting changed, a misconfiguration if it repeats
+        # (a cluster's trainer and replicas configured differently).
+        log.warning(
+            "snapshot_semantic_width_carried", from_dims=semantic, to_dims=self.semantic_dims
+        )
         return carried
 
     def restore(self, data: bytes) -> None:
@@ -628,9 +645,19 @@ class CostAwarePolicy(Policy):
                 widths = {k: int(archive[k]) for k in ("semantic_dims", "priced") if k in archive}
         except Exception as exc:
             raise ValueError(f"not a valid costaware snapshot: {exc}") from exc
-        if {arrays["sse"].shape, price.shape} != {(len(slots),)}:
+        models = len(slots)
+        # Every array checked before any state is replaced: a refused snapshot leaves the
+        # policy as it was.
+        if (
+            arrays["sse"].shape != (models,)
+            or arrays["count"].shape != (models,)
+            or np.size(born) != models
+            or np.size(price) != models
+            or arrays["mean"].ndim != 1
+            or arrays["cov"].ndim != 2
+        ):
             raise ValueError("not a valid costaware snapshot: wrong shapes")
-        covariance, mean = self._carried(arrays["cov"], arrays["mean"], len(slots), widths)
+        covariance, mean = self._carried(arrays["cov"], arrays["mean"], models, widths)
         self._slots = slots
         self._covariance.replace(covariance)
         self._mean = mean
@@ -638,6 +665,6 @@ class CostAwarePolicy(Policy):
         self.updates = updates
         self._logged_credit = credit
         self.drifts = {str(k): int(v) for k, v in drifts.items()}
-        self._born = np.asarray(born, dtype=np.float64).reshape(len(slots))
-        self._arm_price = np.asarray(price, dtype=np.float64).reshape(len(slots))
+        self._born = np.asarray(born, dtype=np.float64).reshape(models)
+        self._arm_price = np.asarray(price, dtype=np.float64).reshape(models)
         self._detectors = {}

@@ -47,9 +47,9 @@ def carry_posterior(
     """The posterior of ``old`` (covariance and mean) in layout ``new``, which differs from it
     in its number of embedding weights only. Weights both read keep their joint posterior;
     weights only ``new`` reads get the prior (mean 0, variance ``prior`` at their place in
-    ``new``, uncorrelated with the rest), exactly the posterior had every past prompt's
-    embedding been zero there; weights only ``old`` read are marginalised out (a Gaussian's
-    marginal: their rows and columns dropped)."""
+    ``new``, uncorrelated with the rest), the posterior had every past prompt's embedding been
+    zero there (exactly so for a model that never drifted); weights only ``old`` read are
+    marginalised out (a Gaussian's marginal: their rows and columns dropped)."""
     if (old.blocks, old.dense, old.tail) != (new.blocks, new.dense, new.tail):
         raise ValueError("only the number of embedding weights may differ")
     size = old.blocks * old.width
