@@ -52,6 +52,9 @@ class Load:
     space_returned: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    target: int | None = None
+    """Set ``reached`` once this many decisions have been routed (None: never)."""
+    reached: threading.Event = field(default_factory=threading.Event)
 
     def client(self, address: str, number: int) -> None:
         """Route distinct prompts; report feedback for every third decision."""
@@ -68,6 +71,8 @@ class Load:
                     continue
                 with self.lock:
                     self.routed.append(decision.decision_id)
+                    if self.target is not None and len(self.routed) >= self.target:
+                        self.reached.set()
                 if index % 3:
                     continue
                 returned = self.space_returned.is_set()
@@ -127,9 +132,12 @@ def _serve(workdir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], Path
 
 def run(
     workdir: Path, *, disk_mb: int, free_mb: float, clients: int, warm_s: float, full_s: float,
-    after_s: float,
+    after_s: float, after_routes: int = 0, after_timeout_s: float = 120.0,
 ) -> dict[str, Any]:  # fmt: skip
-    """One run on a tmpfs mounted under ``workdir``; the figures described above."""
+    """One run on a tmpfs mounted under ``workdir``; the figures described above. With
+    ``after_routes``, the load also goes on after ``after_s`` until that many more decisions
+    have been routed since the space returned (or ``after_timeout_s``, a bound that only
+    catches a server that never recovers), so a slow machine is not taken for a lost one."""
     disk = workdir / "disk"
     disk.mkdir(parents=True, exist_ok=True)
     mount = ["mount", "-t", "tmpfs", "-o", f"size={disk_mb}m", "tmpfs", str(disk)]
@@ -148,10 +156,15 @@ def run(
         filler = disk / "filler"
         _fill(filler)
         time.sleep(full_s)
-        routed_while_full = len(load.routed)
+        with load.lock:
+            routed_while_full = len(load.routed)
+            if after_routes:
+                load.target = routed_while_full + after_routes
         os.truncate(filler, max(0, filler.stat().st_size - int(free_mb * (1 << 20))))
         load.space_returned.set()
         time.sleep(after_s)
+        if after_routes:
+            load.reached.wait(after_timeout_s)
         load.stop.set()
         for thread in threads:
             thread.join(30.0)
