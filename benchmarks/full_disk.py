@@ -143,6 +143,7 @@ def run(
     mount = ["mount", "-t", "tmpfs", "-o", f"size={disk_mb}m", "tmpfs", str(disk)]
     if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
         raise PermissionError("cannot mount a tmpfs (run as root)")
+    process: subprocess.Popen[bytes] | None = None
     try:
         process, stderr, address = _serve(workdir, disk / "log.duckdb")
         load = Load()
@@ -197,6 +198,9 @@ def run(
             "close_lines": close_lines,
         }
     finally:
+        if process is not None and process.poll() is None:  # a failure left it running
+            process.kill()
+            process.wait(30)
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
 
 

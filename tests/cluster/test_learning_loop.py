@@ -16,6 +16,7 @@ import pytest
 import valkey
 from structlog.testing import capture_logs
 
+from banditroute.catalog import Catalog
 from banditroute.cli import main
 from banditroute.cluster import replica_tag
 from banditroute.cluster import trainer as trainer_module
@@ -29,8 +30,9 @@ from banditroute.config import Settings, load_settings
 from banditroute.decisions import Disposition, FeedbackReport, RouteQuery
 from banditroute.errors import InvalidArgument, NotFound
 from banditroute.features import extract
+from banditroute.policies.costaware import SEMANTIC_DIMS, CostAwarePolicy
 from banditroute.router import DecisionIds, Router
-from banditroute.snapshots import parse_snapshot
+from banditroute.snapshots import parse_snapshot, snapshot_bytes, snapshot_payload
 from banditroute.store.journal_rows import decision_line, trainer_feedback_line
 from banditroute.store.memory import MemoryLog
 from banditroute.store.records import DecisionRecord, FeedbackRecord
@@ -550,24 +552,39 @@ def test_a_failing_learner_acknowledges_nothing_and_learns_every_line_once_fixed
         central.close()
 
 
+def _narrow_snapshot(catalog: Catalog) -> bytes:
+    """A published snapshot of a cost-aware policy that reads no embedding (a trainer
+    configured without the semantic features)."""
+    narrow = CostAwarePolicy(seed=0)
+    narrow.learn(extract("Why is the sky blue?"), catalog.models[:2], 0, 0.5, 1.0)
+    return snapshot_payload(snapshot_bytes(narrow))
+
+
+@pytest.mark.parametrize("damage", ["cut short", "another embedding width"])
 def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(
     make_replica: Callable[[str], Replica],
     make_trainer: Callable[[], tuple[Trainer, threading.Event]],
     valkey_server: Any,
     keys: Keys,
+    damage: str,
 ) -> None:
-    """A published snapshot whose bytes no longer match its checksum (cut short, altered) is
-    refused: the replica keeps the policy it runs, and takes the next good version."""
+    """A published snapshot whose bytes no longer match its checksum (cut short, altered), or
+    a cost-aware one of another embedding width than the replica's (read as it is, it would be
+    carried and the replica's embedding weights reset at every broadcast), is refused and
+    counted: the replica keeps the policy it runs, and takes the next good version."""
     a = make_replica("a")
     make_trainer()
     route_and_learn(a, 10)
     wait_for(lambda: a.learning.shipper.cycle() >= 0 and a.learning.follower.check(),
              "a first snapshot")  # fmt: skip
     running = a.router.policy
+    assert isinstance(running, CostAwarePolicy)
+    assert running.semantic_dims == SEMANTIC_DIMS
     client = valkey_server.client()
     data = client.hget(keys.snapshot, "data")
     version = int(client.hget(keys.snapshot, "version"))
-    client.hset(keys.snapshot, mapping={"version": version + 100, "data": data[:-10] + b"x" * 10})
+    bad = data[:-10] + b"x" * 10 if damage == "cut short" else _narrow_snapshot(a.router.catalog)
+    client.hset(keys.snapshot, mapping={"version": version + 100, "data": bad})
     assert not a.learning.follower.check()
     assert a.learning.follower.refused == 1
     assert a.router.policy is running

@@ -28,6 +28,7 @@ from banditroute.catalog import Catalog
 from banditroute.cluster.events import Keys
 from banditroute.errors import BanditrouteError
 from banditroute.policies.base import Policy
+from banditroute.policies.costaware import CostAwarePolicy
 from banditroute.policies.sharing import SharedUpdate, learn_update
 from banditroute.snapshots import parse_snapshot
 
@@ -205,12 +206,19 @@ class SnapshotFollower:
         return True
 
     def _learner(self, recipe: str) -> Policy:
-        """An empty learner of the snapshot's ``recipe`` (empty: the configured default)."""
+        """An empty learner of the snapshot's ``recipe`` (empty: the configured default). A
+        cost-aware one refuses a snapshot of another embedding width rather than carry it: a
+        trainer configured with other ``[features]`` than this replica would otherwise reset
+        the replica's embedding weights at every broadcast (a refusal is counted instead)."""
         if not recipe:
-            return self._build()
-        if self._recipes is None:
+            policy = self._build()
+        elif self._recipes is None:
             raise ValueError("a promoted policy's snapshot, and this replica builds none")
-        return self._recipes(recipe)
+        else:
+            policy = self._recipes(recipe)
+        if isinstance(policy, CostAwarePolicy):
+            policy.carry_semantic = False
+        return policy
 
     def _relearn(self, policy: Policy, mark: int, catalog: Catalog) -> int:
         """Teach ``policy`` this replica's own updates numbered after ``mark``; returns the

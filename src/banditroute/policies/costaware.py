@@ -102,6 +102,7 @@ from banditroute.choices import EXPLORATIONS
 from banditroute.features import MARKERS, PromptFeatures
 from banditroute.policies.base import Policy, Probabilities
 from banditroute.policies.blockcov import BlockCovariance
+from banditroute.policies.costaware_snapshot import read_snapshot
 from banditroute.policies.semantic_width import BlockLayout, carry_posterior
 
 log = structlog.get_logger(__name__)
@@ -628,43 +629,22 @@ class CostAwarePolicy(Policy):
         return carried
 
     def restore(self, data: bytes) -> None:
+        """Take a :meth:`save` snapshot's state. Every value is read and checked first (types,
+        shapes, finite numbers, one block per model slot, a symmetric covariance), so a refused
+        snapshot (ValueError, whatever was wrong with it) leaves the policy as it was."""
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                if str(archive["kind"]) != "costaware":
-                    raise ValueError("another policy's state")
-                slots = {str(k): int(v) for k, v in json.loads(str(archive["slots"])).items()}
-                arrays = {k: archive[k] for k in ("cov", "mean", "sse", "count")}
-                updates = int(archive["updates"])
-                # Snapshots from before the exploration clock have no logged credit.
-                credit = float(archive["logged_credit"]) if "logged_credit" in archive else 0.0
-                drifts = json.loads(str(archive["drifts"])) if "drifts" in archive else {}
-                born = archive["born"] if "born" in archive else np.zeros(len(slots))
-                # Snapshots from before the price prior have no prices (and no price column).
-                price = archive["arm_price"] if "arm_price" in archive else np.zeros(len(slots))
-                # Older snapshots do not say how they were laid out: the width tells.
-                widths = {k: int(archive[k]) for k in ("semantic_dims", "priced") if k in archive}
-        except Exception as exc:
+            state = read_snapshot(data)
+        except Exception as exc:  # a crafted file fails in many ways: all are its content
             raise ValueError(f"not a valid costaware snapshot: {exc}") from exc
-        models = len(slots)
-        # Every array checked before any state is replaced: a refused snapshot leaves the
-        # policy as it was.
-        if (
-            arrays["sse"].shape != (models,)
-            or arrays["count"].shape != (models,)
-            or np.size(born) != models
-            or np.size(price) != models
-            or arrays["mean"].ndim != 1
-            or arrays["cov"].ndim != 2
-        ):
-            raise ValueError("not a valid costaware snapshot: wrong shapes")
-        covariance, mean = self._carried(arrays["cov"], arrays["mean"], models, widths)
-        self._slots = slots
+        covariance, mean = self._carried(
+            state.covariance, state.mean, len(state.slots), state.widths
+        )
+        self._slots = state.slots
         self._covariance.replace(covariance)
         self._mean = mean
-        self._sse, self._count = arrays["sse"], arrays["count"]
-        self.updates = updates
-        self._logged_credit = credit
-        self.drifts = {str(k): int(v) for k, v in drifts.items()}
-        self._born = np.asarray(born, dtype=np.float64).reshape(models)
-        self._arm_price = np.asarray(price, dtype=np.float64).reshape(models)
+        self._sse, self._count = state.sse, state.counts
+        self.updates = state.updates
+        self._logged_credit = state.credit
+        self.drifts = state.drifts
+        self._born, self._arm_price = state.born, state.price
         self._detectors = {}
