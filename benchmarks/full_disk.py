@@ -18,6 +18,7 @@ many are missing, Feedback answers after the space returned, and the server's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -200,7 +201,8 @@ def run(
     finally:
         if process is not None and process.poll() is None:  # a failure left it running
             process.kill()
-            process.wait(30)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # keep the first error
+                process.wait(30)
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
 
 

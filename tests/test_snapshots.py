@@ -11,7 +11,13 @@ from structlog.testing import capture_logs
 from banditroute.config import Settings
 from banditroute.features import extract
 from banditroute.policies.vw import VWPolicy
-from banditroute.snapshots import LEGACY_MAGIC, load_snapshot, save_snapshot, snapshot_bytes
+from banditroute.snapshots import (
+    LEGACY_MAGIC,
+    load_snapshot,
+    save_snapshot,
+    snapshot_bytes,
+    write_snapshot,
+)
 
 PROMPTS = ("What is the capital of France?", "Write a Python function to sort a list.")
 
@@ -81,3 +87,20 @@ def test_snapshot_written_before_the_checksum_still_loads(
     restored = VWPolicy(seed=3)
     assert load_snapshot(restored, path)
     assert restored.updates == 40
+
+
+@pytest.mark.parametrize("count", [b"-1000", b"9" * 400])
+def test_a_header_update_count_out_of_range_is_refused(
+    default_settings: Settings, tmp_path: Path, count: bytes
+) -> None:
+    """The header's update count, which the restored policy takes as its own, must be in
+    0..2**53 (a negative one or one of 400 digits broke every later Route): such a snapshot is
+    set aside and the policy starts fresh."""
+    policy = _trained(default_settings)
+    name, _, state = snapshot_bytes(policy).split(b"\n", 2)
+    path = tmp_path / "policy.snapshot"
+    write_snapshot(name + b"\n" + count + b"\n" + state, path)
+    fresh = VWPolicy(seed=3)
+    assert not load_snapshot(fresh, path)
+    assert fresh.updates == 0
+    assert path.with_name(path.name + ".corrupt").exists()

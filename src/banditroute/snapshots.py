@@ -26,6 +26,9 @@ log = structlog.get_logger(__name__)
 MAGIC = b"BRSNAP2\n"
 LEGACY_MAGIC = b"BRSNAP1\n"
 """The header of a snapshot written before the checksum: loaded unchecked."""
+MAX_UPDATES = 2**53
+"""Largest update count a snapshot header may give (exact in a float, which the policies'
+exploration schedules divide by)."""
 
 
 def save_snapshot(policy: Policy, path: Path) -> int:
@@ -57,7 +60,10 @@ def parse_snapshot(data: bytes) -> tuple[str, int, bytes]:
     if len(parts) != 3:
         raise ValueError("snapshot header cut short")
     name, updates, state = parts
-    return name.decode(), int(updates), state
+    count = int(updates)
+    if not 0 <= count <= MAX_UPDATES:
+        raise ValueError(f"snapshot header: an update count outside 0..{MAX_UPDATES}")
+    return name.decode(), count, state
 
 
 def snapshot_payload(state: bytes) -> bytes:

@@ -570,8 +570,9 @@ def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(
 ) -> None:
     """A published snapshot whose bytes no longer match its checksum (cut short, altered), or
     a cost-aware one of another embedding width than the replica's (read as it is, it would be
-    carried and the replica's embedding weights reset at every broadcast), is refused and
-    counted: the replica keeps the policy it runs, and takes the next good version."""
+    carried and the replica's embedding weights reset at every broadcast), is refused, counted
+    and said in the status's last_error, and not fetched again: the replica keeps the policy it
+    runs, and takes the next good version."""
     a = make_replica("a")
     make_trainer()
     route_and_learn(a, 10)
@@ -588,9 +589,13 @@ def test_a_damaged_snapshot_is_refused_and_the_replica_keeps_its_policy(
     assert not a.learning.follower.check()
     assert a.learning.follower.refused == 1
     assert a.router.policy is running
+    assert f"snapshot {version + 100} refused" in a.learning.status().last_error
+    assert not a.learning.follower.check()  # the refused version is not fetched again
+    assert a.learning.follower.refused == 1
     client.hset(keys.snapshot, mapping={"version": version + 101, "data": data})
     assert a.learning.follower.check()
     assert a.router.policy is not running
+    assert a.learning.status().last_error == ""
 
 
 def test_with_the_trainer_down_a_replica_keeps_its_snapshot_and_learns_on(

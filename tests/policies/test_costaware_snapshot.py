@@ -69,6 +69,12 @@ CRAFTED = {
     "negative updates": lambda a: {"updates": np.array(-3)},
     "a scalar mean": lambda a: {"mean": np.array(1.0)},
     "counts of another length": lambda a: {"count": np.zeros(7)},
+    "negative counts": lambda a: {"count": -a["count"] - 1.0},
+    "negative sse": lambda a: {"sse": -a["sse"] - 1.0},
+    "negative born times": lambda a: {"born": -a["born"] - 1.0},
+    "an update count past 2**53": lambda a: {"updates": np.array(2**60)},
+    "a drift count past 2**53": lambda a: {"drifts": _text({"m0": 10**400})},
+    "a mean near float's limit": lambda a: {"mean": a["mean"] + 1e308},
 }
 
 
@@ -86,6 +92,21 @@ def test_a_crafted_snapshot_is_refused_and_changes_nothing(damage: str) -> None:
         target.restore(payload)
     assert target.save() == before
     assert np.isfinite(target.distribution(PROMPT, ARMS)).all()
+
+
+def test_a_compressed_member_is_refused_before_it_is_unpacked() -> None:
+    """np.savez stores arrays as they are: an archive with a compressed member (a few
+    kilobytes that could unpack to gigabytes before any shape is checked) is refused."""
+    source = _trained(0)
+    with np.load(io.BytesIO(source.save()), allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    packed = io.BytesIO()
+    np.savez_compressed(packed, **arrays)
+    target = _trained(1)
+    before = target.save()
+    with pytest.raises(ValueError, match="compressed"):
+        target.restore(packed.getvalue())
+    assert target.save() == before
 
 
 def test_a_server_start_moves_a_crafted_snapshot_aside(tmp_path: Path) -> None:

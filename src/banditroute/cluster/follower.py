@@ -105,6 +105,8 @@ class SnapshotFollower:
         self.published = 0.0
         self.swaps = 0
         self.refused = 0
+        self.refused_version = 0
+        """The last version refused: not fetched again (a newer one is)."""
         self.last_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,7 +163,7 @@ class SnapshotFollower:
         """Swap in the published snapshot if it is newer than the one in use; True if so."""
         try:
             raw = self._client.hget(self._keys.snapshot, "version")
-            if raw is None or int(raw) <= self.version:
+            if raw is None or int(raw) <= max(self.version, self.refused_version):
                 return False
             fields = self._client.hgetall(self._keys.snapshot)
         except self._errors as exc:
@@ -171,7 +173,9 @@ class SnapshotFollower:
         return self.apply(fields)
 
     def apply(self, fields: dict[bytes, bytes]) -> bool:
-        """Verify and swap in a fetched snapshot (its hash's fields); False if refused."""
+        """Verify and swap in a fetched snapshot (its hash's fields); False if refused (then
+        counted, said in ``last_error`` until a snapshot is taken, and not fetched again)."""
+        version = 0
         try:
             version = int(fields[b"version"])
             name, updates, body = parse_snapshot(fields[b"data"])
@@ -187,6 +191,8 @@ class SnapshotFollower:
             KeyError, ValueError, TypeError, orjson.JSONDecodeError, BanditrouteError
         ) as exc:  # fmt: skip
             self.refused += 1
+            self.refused_version = max(self.refused_version, version)
+            self.last_error = f"snapshot {version} refused: {exc}"[:200]
             log.error("cluster_snapshot_refused", version=fields.get(b"version"),
                       error=str(exc)[:200])  # fmt: skip
             return False

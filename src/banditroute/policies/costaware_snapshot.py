@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,15 +31,25 @@ class SnapshotState(NamedTuple):
     widths: dict[str, int]
 
 
+MAX_COUNT = 2**53
+"""Largest update or drift count a snapshot may hold (exact in a float: the exploration clock
+divides by it)."""
+MAX_MAGNITUDE = 1e18
+"""Largest absolute value of any weight, variance or statistic: far beyond what learning
+reaches (rewards are bounded), and far enough below float64's range that products of a few of
+them stay finite."""
+
+
 def _invalid(what: str) -> ValueError:
     return ValueError(what)  # restore says whose: "not a valid costaware snapshot: ..."
 
 
 def _numbers(
-    value: Any, what: str, shape: tuple[int, ...] | None = None
+    value: Any, what: str, shape: tuple[int, ...] | None = None, *, signed: bool = True
 ) -> npt.NDArray[np.float64]:
-    """A snapshot's array as finite float64 values (of ``shape`` when given), or a
-    ValueError: strings, complex numbers, NaN or infinities are refused, not converted."""
+    """A snapshot's array as float64 values (of ``shape`` when given) within
+    :data:`MAX_MAGNITUDE` (and not negative unless ``signed``), or a ValueError: strings,
+    complex numbers, NaN, infinities and absurd magnitudes are refused, not converted."""
     array = np.asarray(value)
     if array.dtype.kind not in "fiu":
         raise _invalid(f"{what} holds {array.dtype} values")
@@ -47,9 +58,27 @@ def _numbers(
         if out.size != int(np.prod(shape)):
             raise _invalid(f"{what} has {out.size} values, not {int(np.prod(shape))}")
         out = out.reshape(shape)
-    if not np.isfinite(out).all():
-        raise _invalid(f"{what} holds values that are not finite")
+    if not np.isfinite(out).all() or (np.abs(out) > MAX_MAGNITUDE).any():
+        raise _invalid(f"{what} holds values that are not finite or beyond {MAX_MAGNITUDE:g}")
+    if not signed and (out < 0).any():
+        raise _invalid(f"{what} holds negative values")
     return out
+
+
+def _stored_plainly(archive: Any, size: int) -> None:
+    """Refuse an archive with a compressed member, or one larger than the ``size`` bytes of
+    the whole snapshot: ``np.savez`` stores its arrays as they are, so a compressed member is
+    crafted, and could unpack to gigabytes from a few kilobytes before any shape is checked."""
+    for info in archive.zip.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+            raise _invalid(f"member {info.filename[:40]!r} is compressed or larger than the file")
+
+
+def _count(value: Any, what: str) -> int:
+    """An update or drift count: an integer in 0..:data:`MAX_COUNT`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise _invalid(f"{what} must be whole numbers in 0..2**53")
+    return value
 
 
 def read_snapshot(data: bytes) -> SnapshotState:
@@ -58,6 +87,7 @@ def read_snapshot(data: bytes) -> SnapshotState:
     snapshots lack some entries: the exploration clock's credit, drifts, born times and prices
     (then 0), and the layout markers."""
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        _stored_plainly(archive, len(data))
         if str(archive["kind"]) != "costaware":
             raise _invalid("another policy's state")
         raw_slots = json.loads(str(archive["slots"]))
@@ -68,9 +98,7 @@ def read_snapshot(data: bytes) -> SnapshotState:
         models = len(slots)
         if sorted(v for v in slots.values() if type(v) is int) != list(range(models)):
             raise _invalid("model slots must number the models 0, 1, ... once each")
-        drifts = {str(k): v for k, v in raw_drifts.items()}
-        if any(type(v) is not int or v < 0 for v in drifts.values()):
-            raise _invalid("drift counts must be non-negative integers")
+        drifts = {str(k): _count(v, "drift counts") for k, v in raw_drifts.items()}
         covariance = _numbers(archive["cov"], "the covariance")
         mean = _numbers(archive["mean"], "the mean")
         if mean.ndim != 1 or covariance.shape != (len(mean), len(mean)):
@@ -78,17 +106,17 @@ def read_snapshot(data: bytes) -> SnapshotState:
         if not np.allclose(covariance, covariance.T) or (np.diag(covariance) < 0).any():
             raise _invalid("the covariance is not symmetric with a non-negative diagonal")
         zeros = np.zeros(models)
-        updates = int(archive["updates"])
+        updates = _count(int(archive["updates"]), "update counts")
         credit = float(archive["logged_credit"]) if "logged_credit" in archive else 0.0
-        if updates < 0 or not (math.isfinite(credit) and credit >= 0):
-            raise _invalid("update counts must be finite and non-negative")
+        if not (math.isfinite(credit) and 0 <= credit <= MAX_COUNT):
+            raise _invalid("the exploration clock's credit must be in 0..2**53")
         return SnapshotState(
             slots=slots,
             covariance=covariance,
             mean=mean,
-            sse=_numbers(archive["sse"], "sse", (models,)),
-            counts=_numbers(archive["count"], "count", (models,)),
-            born=_numbers(archive.get("born", zeros), "born", (models,)),
+            sse=_numbers(archive["sse"], "sse", (models,), signed=False),
+            counts=_numbers(archive["count"], "count", (models,), signed=False),
+            born=_numbers(archive.get("born", zeros), "born", (models,), signed=False),
             price=_numbers(archive.get("arm_price", zeros), "prices", (models,)),
             updates=updates,
             credit=credit,
