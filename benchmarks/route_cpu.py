@@ -68,6 +68,15 @@ def _cpu_us(calls: list[Callable[[], Any]]) -> tuple[float, float]:
     return (time.process_time() - start) / len(calls) * 1e6, thread_us
 
 
+def feature_settings(semantic: bool, semantic_cache: Path | None) -> dict[str, Any]:
+    """The ``[features]`` section of a run with the semantic features on (the shipped table,
+    or the one cached at ``semantic_cache``) or off."""
+    features: dict[str, Any] = {"semantic": semantic}
+    if semantic and semantic_cache is not None:
+        features["semantic_cache"] = str(semantic_cache)
+    return features
+
+
 def run(
     calls: int,
     semantic: bool = True,
@@ -77,9 +86,7 @@ def run(
     """Measure Route, Feedback and their protobuf-only baselines (µs of CPU per call), with
     the semantic features on (the shipped table, or the one cached at ``semantic_cache``) or
     off, and another policy kind than the default when given one."""
-    features: dict[str, Any] = {"semantic": semantic}
-    if semantic and semantic_cache is not None:
-        features["semantic_cache"] = str(semantic_cache)
+    features = feature_settings(semantic, semantic_cache)
     with tempfile.TemporaryDirectory(prefix="route_cpu") as workdir:
         settings = settings_from_mapping(
             {

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from route_cpu import WARM_UP_CALLS, _Context
+from route_cpu import WARM_UP_CALLS, _Context, feature_settings
 from route_latency import _PROMPTS
 
 from banditroute.config import settings_from_mapping
@@ -51,9 +51,7 @@ def run(cache: Path | None, blocks: int, block_calls: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="semantic_interleaved") as workdir:
         services = []
         for on in (False, True):
-            features: dict[str, Any] = {"semantic": on}
-            if on and cache is not None:
-                features["semantic_cache"] = str(cache)
+            features = feature_settings(on, cache)
             settings = settings_from_mapping(
                 {
                     "server": {"port": 0, "grace_s": 0.1},

@@ -46,12 +46,17 @@ class Provenance:
     tokenizer_sha256: str
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes."""
-    sha = hashlib.sha256()
+def hash_file(sha: Any, path: Path) -> None:
+    """Feed a file's bytes to ``sha`` (a hashlib object), a megabyte at a time."""
     with path.open("rb") as stream:
         while chunk := stream.read(1 << 20):
             sha.update(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    sha = hashlib.sha256()
+    hash_file(sha, path)
     return sha.hexdigest()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from banditroute.embedding.bert import BertConfig, BertEncoder
+from banditroute.embedding.cache import hash_file
 from banditroute.embedding.extra import EXTRA_HINT, require
 from banditroute.errors import ConfigError
 
@@ -50,9 +51,7 @@ class ModelFiles:
         sha = hashlib.sha256()
         for path in (self.weights, self.tokenizer, self.config):
             sha.update(path.name.encode())
-            with path.open("rb") as stream:
-                while chunk := stream.read(1 << 20):
-                    sha.update(chunk)
+            hash_file(sha, path)
         return sha.hexdigest()
 
     def bert_config(self) -> BertConfig:

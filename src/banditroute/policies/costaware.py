@@ -577,7 +577,11 @@ class CostAwarePolicy(Policy):
         return buffer.getvalue()
 
     def _carried(
-        self, covariance: Any, mean: Any, models: int, widths: Mapping[str, int]
+        self,
+        covariance: npt.NDArray[np.float64],
+        mean: npt.NDArray[np.float64],
+        models: int,
+        widths: Mapping[str, int],
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """A snapshot's covariance and mean in this policy's layout: as they are when the
         layouts agree; carried over (:func:`carry_posterior`) when the snapshot read another
@@ -593,7 +597,7 @@ class CostAwarePolicy(Policy):
         said = widths.get("semantic_dims", self.semantic_dims)
         fits = covariance.shape == (size, size) and mean.shape == (size,)
         if fits and (said, priced) == (self.semantic_dims, self._priced):
-            return np.asarray(covariance, np.float64), np.asarray(mean, np.float64)
+            return covariance, mean
         width, remainder = divmod(len(mean), blocks)
         semantic = widths.get("semantic_dims", width - DIMENSION - int(priced))
         if (
@@ -602,7 +606,6 @@ class CostAwarePolicy(Policy):
             or not 0 <= semantic <= MAX_SEMANTIC_DIMS
             or ("semantic_dims" not in widths and semantic not in (0, SEMANTIC_DIMS))
             or width != DIMENSION + semantic + int(priced)
-            or covariance.shape != (len(mean), len(mean))
         ):
             raise ValueError("not a valid costaware snapshot: wrong shapes")
         if not self.carry_semantic:
@@ -615,8 +618,8 @@ class CostAwarePolicy(Policy):
             [np.full(self._dim, 1.0 / self.shared_precision), np.tile(self._own_prior(), models)]
         )
         carried = carry_posterior(
-            np.asarray(covariance, np.float64),
-            np.asarray(mean, np.float64),
+            covariance,
+            mean,
             layout,
             BlockLayout(blocks, DIMENSION, self.semantic_dims, int(priced)),
             prior,

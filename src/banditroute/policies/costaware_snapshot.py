@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from banditroute.snapshots import MAX_UPDATES
+
 
 class SnapshotState(NamedTuple):
     """A cost-aware snapshot's content, read and checked (see :func:`read_snapshot`)."""
@@ -31,17 +33,10 @@ class SnapshotState(NamedTuple):
     widths: dict[str, int]
 
 
-MAX_COUNT = 2**53
-"""Largest update or drift count a snapshot may hold (exact in a float: the exploration clock
-divides by it)."""
 MAX_MAGNITUDE = 1e18
 """Largest absolute value of any weight, variance or statistic: far beyond what learning
 reaches (rewards are bounded), and far enough below float64's range that products of a few of
 them stay finite."""
-
-
-def _invalid(what: str) -> ValueError:
-    return ValueError(what)  # restore says whose: "not a valid costaware snapshot: ..."
 
 
 def _numbers(
@@ -52,16 +47,16 @@ def _numbers(
     complex numbers, NaN, infinities and absurd magnitudes are refused, not converted."""
     array = np.asarray(value)
     if array.dtype.kind not in "fiu":
-        raise _invalid(f"{what} holds {array.dtype} values")
+        raise ValueError(f"{what} holds {array.dtype} values")
     out = array.astype(np.float64)
     if shape is not None:
         if out.size != int(np.prod(shape)):
-            raise _invalid(f"{what} has {out.size} values, not {int(np.prod(shape))}")
+            raise ValueError(f"{what} has {out.size} values, not {int(np.prod(shape))}")
         out = out.reshape(shape)
     if not np.isfinite(out).all() or (np.abs(out) > MAX_MAGNITUDE).any():
-        raise _invalid(f"{what} holds values that are not finite or beyond {MAX_MAGNITUDE:g}")
+        raise ValueError(f"{what} holds values that are not finite or beyond {MAX_MAGNITUDE:g}")
     if not signed and (out < 0).any():
-        raise _invalid(f"{what} holds negative values")
+        raise ValueError(f"{what} holds negative values")
     return out
 
 
@@ -71,45 +66,46 @@ def _stored_plainly(archive: Any, size: int) -> None:
     crafted, and could unpack to gigabytes from a few kilobytes before any shape is checked."""
     for info in archive.zip.infolist():
         if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
-            raise _invalid(f"member {info.filename[:40]!r} is compressed or larger than the file")
+            raise ValueError(f"member {info.filename[:40]!r} is compressed or larger than the file")
 
 
 def _count(value: Any, what: str) -> int:
-    """An update or drift count: an integer in 0..:data:`MAX_COUNT`."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-        raise _invalid(f"{what} must be whole numbers in 0..2**53")
+    """An update or drift count: an integer in 0..:data:`MAX_UPDATES`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UPDATES:
+        raise ValueError(f"{what} must be whole numbers in 0..2**53")
     return value
 
 
 def read_snapshot(data: bytes) -> SnapshotState:
     """Read and check a snapshot, raising on anything malformed (whatever numpy or json
-    raise: :meth:`CostAwarePolicy.restore` turns every error into a ValueError). Older
+    raise: :meth:`CostAwarePolicy.restore` turns every error into a ValueError naming the
+    snapshot). Older
     snapshots lack some entries: the exploration clock's credit, drifts, born times and prices
     (then 0), and the layout markers."""
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         _stored_plainly(archive, len(data))
         if str(archive["kind"]) != "costaware":
-            raise _invalid("another policy's state")
+            raise ValueError("another policy's state")
         raw_slots = json.loads(str(archive["slots"]))
         raw_drifts = json.loads(str(archive["drifts"])) if "drifts" in archive else {}
         if not isinstance(raw_slots, dict) or not isinstance(raw_drifts, dict):
-            raise _invalid("slots and drifts must be objects")
+            raise ValueError("slots and drifts must be objects")
         slots = {str(k): v for k, v in raw_slots.items()}
         models = len(slots)
         if sorted(v for v in slots.values() if type(v) is int) != list(range(models)):
-            raise _invalid("model slots must number the models 0, 1, ... once each")
+            raise ValueError("model slots must number the models 0, 1, ... once each")
         drifts = {str(k): _count(v, "drift counts") for k, v in raw_drifts.items()}
         covariance = _numbers(archive["cov"], "the covariance")
         mean = _numbers(archive["mean"], "the mean")
         if mean.ndim != 1 or covariance.shape != (len(mean), len(mean)):
-            raise _invalid("wrong shapes")
+            raise ValueError("wrong shapes")
         if not np.allclose(covariance, covariance.T) or (np.diag(covariance) < 0).any():
-            raise _invalid("the covariance is not symmetric with a non-negative diagonal")
+            raise ValueError("the covariance is not symmetric with a non-negative diagonal")
         zeros = np.zeros(models)
         updates = _count(int(archive["updates"]), "update counts")
         credit = float(archive["logged_credit"]) if "logged_credit" in archive else 0.0
-        if not (math.isfinite(credit) and 0 <= credit <= MAX_COUNT):
-            raise _invalid("the exploration clock's credit must be in 0..2**53")
+        if not (math.isfinite(credit) and 0 <= credit <= MAX_UPDATES):
+            raise ValueError("the exploration clock's credit must be in 0..2**53")
         return SnapshotState(
             slots=slots,
             covariance=covariance,
